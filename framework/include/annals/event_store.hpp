@@ -1,0 +1,178 @@
+// annals/event_store.hpp — the event store contract, independent of the backend.
+//
+// An event store keeps streams of events. Each event has a stream version (0-based,
+// contiguous per stream) and a global position (1-based, strictly increasing across the
+// store, commit order == position order). See docs/storage-format.md for the SQLite layout.
+//
+// Thread safety: an event_store is safe to use from many threads at once. Concurrent appends
+// in one process share commits (group commit). Several processes may open the same store.
+#pragma once
+
+#include <annals/result.hpp>
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+namespace annals {
+
+// What the caller believes about the stream before an append.
+class expected_version {
+ public:
+  enum class kind { any, no_stream, stream_exists, exact };
+
+  static expected_version any() noexcept { return {kind::any, -1}; }
+  static expected_version no_stream() noexcept { return {kind::no_stream, -1}; }
+  static expected_version stream_exists() noexcept { return {kind::stream_exists, -1}; }
+  // The stream's last version is exactly `version` (>= 0). Use no_stream() for "empty".
+  static expected_version exact(std::int64_t version) noexcept { return {kind::exact, version}; }
+  // Parses "any", "no_stream", "stream_exists" or a non-negative decimal; anything else is
+  // errc::invalid_argument.
+  static result<expected_version> parse(std::string_view text);
+
+  kind form() const noexcept { return kind_; }
+  std::int64_t version() const noexcept { return version_; }  // only for kind::exact
+  std::string to_string() const;
+
+ private:
+  expected_version(kind k, std::int64_t v) noexcept : kind_(k), version_(v) {}
+  kind kind_;
+  std::int64_t version_;
+};
+
+struct header {
+  std::string key;
+  std::string value;
+  friend bool operator==(const header&, const header&) = default;
+};
+
+struct event_metadata {
+  std::string correlation_id;  // default: empty
+  std::string causation_id;    // default: empty
+  std::string traceparent;     // W3C trace context; default: empty
+  std::vector<header> headers; // user headers, order kept
+  friend bool operator==(const event_metadata&, const event_metadata&) = default;
+};
+
+// An event to append.
+struct event_data {
+  std::string event_id;  // canonical UUID text; empty: the store assigns a UUIDv7
+  std::string type;      // Protobuf full name, e.g. "bank.v1.MoneyDeposited"
+  std::string payload;   // serialized Protobuf bytes
+  event_metadata metadata;
+};
+
+// An event as stored.
+struct recorded_event {
+  std::int64_t position = 0;        // global position, >= 1
+  std::string stream_id;
+  std::int64_t stream_version = 0;  // >= 0
+  std::string event_id;             // canonical lower-case UUID text
+  std::string type;
+  std::int64_t recorded_at_us = 0;  // UTC microseconds since the Unix epoch
+  event_metadata metadata;
+  std::string payload;
+};
+
+struct append_result {
+  std::int64_t stream_version = -1;  // version of the last event now in the stream
+  std::int64_t position = 0;         // global position of the last event appended
+  // True when every event id was already stored at these versions: nothing was written and
+  // the original result is returned.
+  bool already_appended = false;
+};
+
+enum class direction { forward, backward };
+
+struct read_stream_options {
+  // First version to read. Forward default 0; backward: -1 means "from the end".
+  std::int64_t from_version = -1;
+  direction dir = direction::forward;
+  std::int64_t max_count = INT64_MAX;  // default: no limit
+};
+
+struct read_all_options {
+  std::int64_t from_position = 1;     // inclusive; default: the start of the store
+  std::int64_t max_count = INT64_MAX; // default: no limit
+  std::vector<std::string> event_types;  // empty: every type
+  std::string stream_prefix;             // empty: every stream; matched byte-wise
+};
+
+// Called once per event, in order. Return false to stop early. The reference is valid only
+// during the call: reads stream, they never hold a whole stream in memory.
+using event_visitor = std::function<bool(const recorded_event&)>;
+
+// Limits enforced on every append. Exceeding one is errc::invalid_argument.
+struct store_limits {
+  static constexpr std::size_t max_stream_id_bytes = 512;
+  static constexpr std::size_t max_type_bytes = 256;
+  static constexpr std::size_t max_event_bytes = 4u << 20;    // payload + metadata, 4 MiB
+  static constexpr std::size_t max_append_bytes = 64u << 20;  // one append call, 64 MiB
+  static constexpr std::size_t max_events_per_append = 100000;
+};
+
+class event_store {
+ public:
+  virtual ~event_store() = default;
+
+  // Appends atomically: all events or none. Checks `expected` against the stream inside the
+  // write lock. Errors: concurrency_conflict (with conflict_details), invalid_argument (bad
+  // stream id, type, event id, size, or event ids already stored elsewhere), busy, io.
+  // An empty `events` list checks `expected` and writes nothing.
+  virtual result<append_result> append(std::string_view stream_id, expected_version expected,
+                                       std::vector<event_data> events) = 0;
+
+  // Reads one stream in version order. Returns the number of events visited.
+  // A stream that does not exist visits nothing and returns 0 (not an error).
+  virtual result<std::int64_t> read_stream(std::string_view stream_id,
+                                           const read_stream_options& options,
+                                           const event_visitor& visit) = 0;
+
+  // Reads $all in position order from options.from_position, filtered.
+  // Returns the number of events visited.
+  virtual result<std::int64_t> read_all(const read_all_options& options,
+                                        const event_visitor& visit) = 0;
+
+  // The stream's last version, or -1 if it has no events.
+  virtual result<std::int64_t> stream_version(std::string_view stream_id) = 0;
+
+  // The highest committed global position, 0 for an empty store.
+  virtual result<std::int64_t> head_position() = 0;
+};
+
+// How hard an acknowledged append is protected.
+enum class durability {
+  full,    // default: survives process crash and power loss (WAL, synchronous=FULL)
+  normal,  // survives process crash; the last commits may be lost on power loss (synchronous=NORMAL)
+};
+
+struct sqlite_options {
+  durability sync = durability::full;
+  // How long to wait for another process's write lock before errc::busy. Default 10 s.
+  std::int64_t busy_timeout_ms = 10000;
+  // Create the file and schema when missing. Default true; false gives not_found.
+  bool create_if_missing = true;
+  // Open without writing. Appends fail with invalid_argument. Default false.
+  bool read_only = false;
+  // Clock for recorded_at, UTC microseconds. Default: the system clock.
+  std::function<std::int64_t()> clock;
+  // Source of event ids for events appended without one. Default: UUIDv7.
+  std::function<std::string()> id_source;
+};
+
+// Opens (or creates) a SQLite event store at `path`. A file that is not SQLite, or a SQLite
+// database that is not an Annals store, is errc::corruption; an unreadable path is errc::io.
+result<std::unique_ptr<event_store>> open_sqlite_store(const std::string& path,
+                                                       sqlite_options options = {});
+
+// Opens a store from a URI: a plain path or "sqlite:PATH". Other schemes are invalid_argument.
+result<std::unique_ptr<event_store>> open_store(std::string_view uri);
+
+// A new UUIDv7 (RFC 9562) in canonical lower-case text. Thread-safe; monotonic in one process.
+std::string new_uuid_v7();
+
+}  // namespace annals

@@ -1,0 +1,67 @@
+#include <annals/command.hpp>
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <random>
+#include <thread>
+
+namespace annals::detail {
+
+std::vector<event_data> serialize_events(
+    const std::vector<std::unique_ptr<google::protobuf::Message>>& events) {
+  std::vector<event_data> out;
+  out.reserve(events.size());
+  for (const auto& m : events) {
+    event_data e;
+    e.type = m->GetDescriptor()->full_name();
+    m->SerializeToString(&e.payload);
+    out.push_back(std::move(e));
+  }
+  return out;
+}
+
+namespace {
+void pause_before_retry(const command_options& o, int attempt) {
+  thread_local std::minstd_rand rng{std::random_device{}()};
+  auto cap = std::min<std::int64_t>(o.retry_backoff.count() << std::min(attempt, 16), 50000);
+  if (cap <= 0) return;
+  std::uniform_int_distribution<std::int64_t> d(0, cap);
+  std::this_thread::sleep_for(std::chrono::microseconds(d(rng)));
+}
+}  // namespace
+
+result<command_result> run_command(event_store& store, std::string_view stream_id,
+                                   const command_options& o, const command_hooks& hooks) {
+  if (o.max_retries < 0) return error(errc::invalid_argument, "max_retries must be >= 0");
+  const std::string command_id = o.command_id.empty() ? new_uuid_v7() : o.command_id;
+  event_metadata meta;
+  meta.correlation_id = o.correlation_id.empty() ? command_id : o.correlation_id;
+  meta.causation_id = o.causation_id.empty() ? command_id : o.causation_id;
+  meta.traceparent = o.traceparent;
+  meta.headers = o.headers;
+
+  for (int attempt = 0;; ++attempt) {
+    hooks.reset();
+    auto version = fold_stream(store, stream_id, 0, hooks.apply);
+    if (!version) return std::move(version).error();
+    auto events = hooks.decide();
+    if (!events) return std::move(events).error();
+    std::size_t n = events->size();
+    if (n == 0) return command_result{version.value(), 0, 0, attempt};
+    for (auto& e : events.value()) e.metadata = meta;
+    auto expected = version.value() < 0 ? expected_version::no_stream()
+                                        : expected_version::exact(version.value());
+    auto r = store.append(stream_id, expected, std::move(events).value());
+    if (r) return command_result{r->stream_version, r->position, n, attempt};
+    if (r.error().kind() != errc::concurrency_conflict) return std::move(r).error();
+    if (attempt >= o.max_retries) {
+      auto details = r.error().conflict().value_or(conflict_details{});
+      return error(std::move(details),
+                   fmt::format("{} (gave up after {} retries)", r.error().message(), attempt));
+    }
+    pause_before_retry(o, attempt);
+  }
+}
+
+}  // namespace annals::detail

@@ -1,0 +1,302 @@
+#include "store/prepared.hpp"
+
+#include "annals/v1/envelope.pb.h"
+
+#include <fmt/format.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <mutex>
+#include <random>
+#include <unordered_set>
+
+namespace annals {
+
+namespace {
+int hex_value(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+// UUIDv7 state: 48-bit ms timestamp, then a 12-bit counter (RFC 9562 §6.2 method 1) seeded
+// randomly each millisecond, then 62 random bits. Reseeded after fork() so parent and child
+// never share a sequence.
+struct uuid_v7_state {
+  std::mutex mu;
+  std::mt19937_64 rng;
+  pid_t pid = -1;
+  std::uint64_t last_ms = 0;
+  std::uint32_t counter = 0;
+};
+uuid_v7_state& v7_state() {
+  static uuid_v7_state s;
+  return s;
+}
+}  // namespace
+
+std::string new_uuid_v7() {
+  auto& st = v7_state();
+  unsigned char b[16];
+  {
+    std::lock_guard lock(st.mu);
+    if (st.pid != getpid()) {
+      std::random_device rd;
+      std::seed_seq seq{rd(), rd(), rd(), rd(), static_cast<unsigned>(getpid())};
+      st.rng.seed(seq);
+      st.pid = getpid();
+    }
+    auto now_ms = static_cast<std::uint64_t>(
+        std::chrono::duration_cast<std::chrono::milliseconds>(
+            std::chrono::system_clock::now().time_since_epoch())
+            .count());
+    if (now_ms > st.last_ms) {
+      st.last_ms = now_ms;
+      st.counter = static_cast<std::uint32_t>(st.rng() & 0x7ff);  // leave headroom to count
+    } else if (++st.counter > 0xfff) {
+      ++st.last_ms;  // counter exhausted: borrow the next millisecond, stay monotonic
+      st.counter = static_cast<std::uint32_t>(st.rng() & 0x7ff);
+    }
+    std::uint64_t ms = st.last_ms;
+    for (int i = 0; i < 6; ++i) b[i] = static_cast<unsigned char>(ms >> (40 - 8 * i));
+    b[6] = static_cast<unsigned char>(0x70 | ((st.counter >> 8) & 0x0f));
+    b[7] = static_cast<unsigned char>(st.counter & 0xff);
+    std::uint64_t r = st.rng();
+    for (int i = 8; i < 16; ++i) b[i] = static_cast<unsigned char>(r >> (8 * (i - 8)));
+  }
+  b[8] = static_cast<unsigned char>(0x80 | (b[8] & 0x3f));
+  return store::format_uuid(b);
+}
+
+namespace store {
+
+std::optional<uuid_bytes> parse_uuid(std::string_view t) {
+  if (t.size() != 36 || t[8] != '-' || t[13] != '-' || t[18] != '-' || t[23] != '-') {
+    return std::nullopt;
+  }
+  uuid_bytes out{};
+  std::size_t o = 0;
+  for (std::size_t i = 0; i < t.size();) {
+    if (t[i] == '-') {
+      ++i;
+      continue;
+    }
+    int hi = hex_value(t[i]), lo = hex_value(t[i + 1]);
+    if (hi < 0 || lo < 0) return std::nullopt;
+    out[o++] = static_cast<unsigned char>(hi * 16 + lo);
+    i += 2;
+  }
+  return out;
+}
+
+std::string format_uuid(const unsigned char* b) {
+  static constexpr char digits[] = "0123456789abcdef";
+  std::string s;
+  s.reserve(36);
+  for (int i = 0; i < 16; ++i) {
+    if (i == 4 || i == 6 || i == 8 || i == 10) s.push_back('-');
+    s.push_back(digits[b[i] >> 4]);
+    s.push_back(digits[b[i] & 15]);
+  }
+  return s;
+}
+
+bool valid_utf8(std::string_view s) {
+  std::size_t i = 0;
+  while (i < s.size()) {
+    auto c = static_cast<unsigned char>(s[i]);
+    std::size_t n;
+    std::uint32_t cp;
+    if (c < 0x80) {
+      ++i;
+      continue;
+    } else if ((c & 0xe0) == 0xc0) {
+      n = 1, cp = c & 0x1f;
+    } else if ((c & 0xf0) == 0xe0) {
+      n = 2, cp = c & 0x0f;
+    } else if ((c & 0xf8) == 0xf0) {
+      n = 3, cp = c & 0x07;
+    } else {
+      return false;
+    }
+    if (i + n >= s.size()) return false;  // truncated sequence
+    for (std::size_t k = 1; k <= n; ++k) {
+      auto cc = static_cast<unsigned char>(s[i + k]);
+      if ((cc & 0xc0) != 0x80) return false;
+      cp = (cp << 6) | (cc & 0x3f);
+    }
+    // Overlong forms, surrogates and values past U+10FFFF are not UTF-8.
+    if ((n == 1 && cp < 0x80) || (n == 2 && cp < 0x800) || (n == 3 && cp < 0x10000) ||
+        (cp >= 0xd800 && cp <= 0xdfff) || cp > 0x10ffff) {
+      return false;
+    }
+    i += n + 1;
+  }
+  return true;
+}
+
+result<void> check_stream_id(std::string_view id) {
+  if (id.empty()) return error(errc::invalid_argument, "stream id is empty");
+  if (id.size() > store_limits::max_stream_id_bytes) {
+    return error(errc::invalid_argument,
+                 fmt::format("stream id is {} bytes long; the limit is {} bytes", id.size(),
+                             store_limits::max_stream_id_bytes));
+  }
+  if (!valid_utf8(id)) return error(errc::invalid_argument, "stream id is not valid UTF-8");
+  for (char ch : id) {
+    auto c = static_cast<unsigned char>(ch);
+    if (c < 0x20 || c == 0x7f) {
+      return error(errc::invalid_argument,
+                   fmt::format("stream id contains control character 0x{:02x} (NUL, newline and "
+                               "other control characters are not allowed)",
+                               c));
+    }
+  }
+  if (id.front() == '$') {
+    return error(errc::invalid_argument,
+                 "stream ids starting with '$' are reserved for the store ($all)");
+  }
+  return {};
+}
+
+result<void> check_event_type(std::string_view type) {
+  if (type.empty()) return error(errc::invalid_argument, "event type is empty");
+  if (type.size() > store_limits::max_type_bytes) {
+    return error(errc::invalid_argument,
+                 fmt::format("event type is {} bytes long; the limit is {}", type.size(),
+                             store_limits::max_type_bytes));
+  }
+  bool dot_ok = false;
+  for (char c : type) {
+    bool word = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                c == '_';
+    if (c == '.' && dot_ok) {
+      dot_ok = false;
+      continue;
+    }
+    if (!word) {
+      return error(errc::invalid_argument,
+                   "event type must be a Protobuf full name such as 'bank.v1.MoneyDeposited' "
+                   "(letters, digits, '_' and single dots)");
+    }
+    dot_ok = true;
+  }
+  if (!dot_ok) return error(errc::invalid_argument, "event type must not end with '.'");
+  return {};
+}
+
+std::string encode_metadata(const event_metadata& m) {
+  if (m.correlation_id.empty() && m.causation_id.empty() && m.traceparent.empty() &&
+      m.headers.empty()) {
+    return {};
+  }
+  v1::EventMetadata pb;
+  pb.set_correlation_id(m.correlation_id);
+  pb.set_causation_id(m.causation_id);
+  pb.set_traceparent(m.traceparent);
+  for (const auto& h : m.headers) {
+    auto* out = pb.add_headers();
+    out->set_key(h.key);
+    out->set_value(h.value);
+  }
+  std::string bytes;
+  pb.SerializeToString(&bytes);
+  return bytes;
+}
+
+bool decode_metadata(std::string_view bytes, event_metadata& out) {
+  out = {};
+  if (bytes.empty()) return true;
+  v1::EventMetadata pb;
+  if (!pb.ParseFromArray(bytes.data(), static_cast<int>(bytes.size()))) return false;
+  out.correlation_id = pb.correlation_id();
+  out.causation_id = pb.causation_id();
+  out.traceparent = pb.traceparent();
+  out.headers.reserve(static_cast<std::size_t>(pb.headers_size()));
+  for (const auto& h : pb.headers()) out.headers.push_back({h.key(), h.value()});
+  return true;
+}
+
+std::int64_t system_clock_us() {
+  return std::chrono::duration_cast<std::chrono::microseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+namespace {
+result<void> check_metadata_text(std::string_view what, std::string_view value) {
+  if (!valid_utf8(value)) {
+    return error(errc::invalid_argument, fmt::format("metadata {} is not valid UTF-8", what));
+  }
+  return {};
+}
+}  // namespace
+
+result<std::vector<prepared_event>> prepare_append(
+    std::string_view stream_id, std::vector<event_data>& events,
+    const std::function<std::string()>& id_source) {
+  if (auto r = check_stream_id(stream_id); !r) return r.error();
+  if (events.size() > store_limits::max_events_per_append) {
+    return error(errc::invalid_argument,
+                 fmt::format("an append may hold at most {} events; this one has {}",
+                             store_limits::max_events_per_append, events.size()));
+  }
+  std::vector<prepared_event> out;
+  out.reserve(events.size());
+  std::size_t total = 0;
+  std::unordered_set<std::string_view> seen;
+  for (std::size_t i = 0; i < events.size(); ++i) {
+    auto& e = events[i];
+    prepared_event p;
+    if (auto r = check_event_type(e.type); !r) {
+      return error(errc::invalid_argument, fmt::format("event {}: {}", i, r.error().message()));
+    }
+    for (auto [what, value] : {std::pair<std::string_view, std::string_view>{
+                                   "correlation id", e.metadata.correlation_id},
+                               {"causation id", e.metadata.causation_id},
+                               {"traceparent", e.metadata.traceparent}}) {
+      if (auto r = check_metadata_text(what, value); !r) return r.error();
+    }
+    for (const auto& h : e.metadata.headers) {
+      if (auto r = check_metadata_text("header key", h.key); !r) return r.error();
+      if (auto r = check_metadata_text("header value", h.value); !r) return r.error();
+    }
+    p.id_text = e.event_id.empty() ? (id_source ? id_source() : new_uuid_v7()) : e.event_id;
+    auto id = parse_uuid(p.id_text);
+    if (!id) {
+      return error(errc::invalid_argument,
+                   fmt::format("event {}: event id '{}' is not a UUID "
+                               "(xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx)",
+                               i, e.event_id.substr(0, 64)));
+    }
+    p.id = *id;
+    p.id_text = format_uuid(p.id.data());
+    p.metadata = encode_metadata(e.metadata);
+    std::size_t size = e.payload.size() + p.metadata.size();
+    if (size > store_limits::max_event_bytes) {
+      return error(errc::invalid_argument,
+                   fmt::format("event {} is {} bytes (payload + metadata); the limit is {} bytes",
+                               i, size, store_limits::max_event_bytes));
+    }
+    total += size;
+    if (total > store_limits::max_append_bytes) {
+      return error(errc::invalid_argument,
+                   fmt::format("the append is over {} bytes; split it into several appends",
+                               store_limits::max_append_bytes));
+    }
+    p.type = e.type;
+    p.payload = std::move(e.payload);
+    out.push_back(std::move(p));
+  }
+  for (const auto& p : out) {
+    if (!seen.insert(p.id_text).second) {
+      return error(errc::invalid_argument,
+                   fmt::format("event id {} appears twice in one append", p.id_text));
+    }
+  }
+  return out;
+}
+
+}  // namespace store
+}  // namespace annals

@@ -1,0 +1,48 @@
+// Backend-independent checks and encodings done before an append takes the write lock.
+#pragma once
+
+#include <annals/event_store.hpp>
+
+#include <array>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace annals::store {
+
+using uuid_bytes = std::array<unsigned char, 16>;
+
+// Parses canonical 8-4-4-4-12 hex (either case).
+std::optional<uuid_bytes> parse_uuid(std::string_view text);
+// Canonical lower-case text.
+std::string format_uuid(const unsigned char* bytes);
+
+// errc::invalid_argument with a message naming the rule, or success.
+result<void> check_stream_id(std::string_view stream_id);
+result<void> check_event_type(std::string_view type);
+bool valid_utf8(std::string_view s);
+
+// An event ready to insert: validated, id assigned, metadata serialized.
+struct prepared_event {
+  uuid_bytes id{};
+  std::string id_text;
+  std::string type;
+  std::string payload;
+  std::string metadata;  // serialized annals.v1.EventMetadata; empty when there is none
+};
+
+// Validates an append's stream id and events, assigns missing ids from `id_source`
+// (default: UUIDv7) and serializes metadata. Moves payloads out of `events`.
+result<std::vector<prepared_event>> prepare_append(
+    std::string_view stream_id, std::vector<event_data>& events,
+    const std::function<std::string()>& id_source);
+
+// Encodes / decodes annals.v1.EventMetadata.
+std::string encode_metadata(const event_metadata& m);
+bool decode_metadata(std::string_view bytes, event_metadata& out);
+
+std::int64_t system_clock_us();
+
+}  // namespace annals::store

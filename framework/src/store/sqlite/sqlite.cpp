@@ -1,0 +1,63 @@
+#include "store/sqlite/sqlite.hpp"
+
+#include <fmt/format.h>
+
+namespace annals::sqlite {
+
+errc kind_of(int rc) noexcept {
+  switch (rc & 0xff) {
+    case SQLITE_BUSY:
+    case SQLITE_LOCKED:
+      return errc::busy;
+    case SQLITE_CORRUPT:
+    case SQLITE_NOTADB:
+    case SQLITE_FORMAT:
+      return errc::corruption;
+    default:
+      return errc::io;
+  }
+}
+
+error make_error(int rc, std::string_view what, sqlite3* db) {
+  // sqlite3_errmsg may mention a table or column, never the statement text; the SQL itself
+  // is not part of the message.
+  const char* detail = db ? sqlite3_errmsg(db) : sqlite3_errstr(rc);
+  auto kind = kind_of(rc);
+  if (kind == errc::busy) {
+    return error(kind, fmt::format("{}: the store stayed locked by another connection past the "
+                                   "busy timeout ({})",
+                                   what, detail));
+  }
+  if (kind == errc::corruption) {
+    return error(kind, fmt::format("{}: the store file is damaged or is not an Annals store ({})",
+                                   what, detail));
+  }
+  return error(kind, fmt::format("{}: {}", what, detail));
+}
+
+result<connection> connection::open(const std::string& path, int flags, int busy_timeout_ms) {
+  connection c;
+  int rc = sqlite3_open_v2(path.c_str(), &c.db_, flags | SQLITE_OPEN_NOMUTEX, nullptr);
+  if (rc != SQLITE_OK) {
+    return make_error(rc, fmt::format("cannot open store file '{}'", path), c.db_);
+  }
+  sqlite3_extended_result_codes(c.db_, 1);
+  sqlite3_busy_timeout(c.db_, busy_timeout_ms);
+  return c;
+}
+
+result<void> connection::exec(const char* sql, std::string_view what) {
+  int rc = sqlite3_exec(db_, sql, nullptr, nullptr, nullptr);
+  if (rc != SQLITE_OK) return make_error(rc, what, db_);
+  return {};
+}
+
+result<statement> statement::prepare(sqlite3* db, std::string_view sql) {
+  sqlite3_stmt* s = nullptr;
+  int rc = sqlite3_prepare_v3(db, sql.data(), static_cast<int>(sql.size()),
+                              SQLITE_PREPARE_PERSISTENT, &s, nullptr);
+  if (rc != SQLITE_OK) return make_error(rc, "cannot prepare a store query", db);
+  return statement(s);
+}
+
+}  // namespace annals::sqlite

@@ -1,0 +1,657 @@
+// The SQLite event store. Layout: docs/storage-format.md.
+//
+// Writes: one writer connection. Appenders queue their (already validated) requests; whichever
+// appender finds no commit in flight becomes the leader, takes the whole queue, and applies it
+// in one BEGIN IMMEDIATE transaction with a SAVEPOINT per append, so one append's conflict
+// fails only that append. The leader commits once (one fsync for all) and hands each appender
+// its own result. Positions are assigned inside the write lock, so commit order == position
+// order and a reader of $all never skips an event that commits later.
+//
+// Reads: a small pool of reader connections; each read runs in pages of `page_size` rows,
+// one short read transaction per page, so a long fold neither holds memory nor pins the WAL.
+#include "store/prepared.hpp"
+#include "store/sqlite/sqlite.hpp"
+
+#include <fmt/format.h>
+#include <sys/stat.h>
+
+#include <condition_variable>
+#include <deque>
+#include <mutex>
+
+namespace annals {
+namespace {
+
+using sqlite::connection;
+using sqlite::reset_guard;
+using sqlite::statement;
+using store::prepared_event;
+
+constexpr std::int32_t application_id = 0x414E4E4C;  // "ANNL"
+constexpr int format_version = 1;
+constexpr std::int64_t page_size = 512;
+
+constexpr const char* schema_sql = R"sql(
+CREATE TABLE streams(
+  id      INTEGER PRIMARY KEY,
+  name    TEXT NOT NULL UNIQUE,
+  version INTEGER NOT NULL
+);
+CREATE TABLE events(
+  position       INTEGER PRIMARY KEY,
+  stream         INTEGER NOT NULL,
+  stream_version INTEGER NOT NULL,
+  event_id       BLOB NOT NULL,
+  type           TEXT NOT NULL,
+  recorded_at    INTEGER NOT NULL,
+  metadata       BLOB,
+  payload        BLOB NOT NULL
+);
+CREATE UNIQUE INDEX events_by_stream ON events(stream, stream_version);
+CREATE UNIQUE INDEX events_by_id ON events(event_id);
+PRAGMA application_id = 1095650892;
+PRAGMA user_version = 1;
+)sql";
+static_assert(application_id == 1095650892);
+
+result<std::int64_t> query_int(sqlite3* db, const char* sql, std::string_view what) {
+  auto st = statement::prepare(db, sql);
+  if (!st) return std::move(st).error();
+  int rc = st->step();
+  if (rc != SQLITE_ROW) return sqlite::make_error(rc, what, db);
+  return st->column_int64(0);
+}
+
+// Statements of the writer connection, prepared once.
+struct writer_statements {
+  statement find_stream, insert_stream, update_stream, insert_event, find_event;
+  statement savepoint, release, rollback_to;
+
+  static result<writer_statements> prepare(sqlite3* db) {
+    writer_statements w;
+    struct item {
+      statement* s;
+      const char* sql;
+    };
+    for (auto [s, sql] : {
+             item{&w.find_stream, "SELECT id, version FROM streams WHERE name = ?1"},
+             item{&w.insert_stream, "INSERT INTO streams(name, version) VALUES(?1, ?2)"},
+             item{&w.update_stream, "UPDATE streams SET version = ?2 WHERE id = ?1"},
+             item{&w.insert_event,
+                  "INSERT INTO events(stream, stream_version, event_id, type, recorded_at, "
+                  "metadata, payload) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)"},
+             item{&w.find_event,
+                  "SELECT s.name, e.stream_version, e.position FROM events e "
+                  "JOIN streams s ON s.id = e.stream WHERE e.event_id = ?1"},
+             item{&w.savepoint, "SAVEPOINT annals_append"},
+             item{&w.release, "RELEASE annals_append"},
+             item{&w.rollback_to, "ROLLBACK TO annals_append"},
+         }) {
+      auto p = statement::prepare(db, sql);
+      if (!p) return std::move(p).error();
+      *s = std::move(p).value();
+    }
+    return w;
+  }
+};
+
+struct pending_append {
+  std::string_view stream_id;
+  expected_version expected;
+  std::vector<prepared_event> events;
+  std::optional<result<append_result>> out;
+};
+
+// A reader connection with its statements, checked out of the pool for one read.
+struct reader {
+  connection conn;
+  statement stream_id, stream_page_fwd, stream_page_bwd, head, version;
+};
+
+class sqlite_store final : public event_store {
+ public:
+  sqlite_store(std::string path, sqlite_options o, connection writer, writer_statements ws)
+      : path_(std::move(path)),
+        options_(std::move(o)),
+        writer_(std::move(writer)),
+        ws_(std::move(ws)) {}
+
+  result<append_result> append(std::string_view stream_id, expected_version expected,
+                               std::vector<event_data> events) override {
+    if (options_.read_only) {
+      return error(errc::invalid_argument, "the store was opened read-only");
+    }
+    auto prepared = store::prepare_append(stream_id, events, options_.id_source);
+    if (!prepared) return std::move(prepared).error();
+    pending_append req{stream_id, expected, std::move(prepared).value(), std::nullopt};
+
+    std::unique_lock lock(queue_mu_);
+    queue_.push_back(&req);
+    while (!req.out) {
+      if (leader_active_) {
+        queue_cv_.wait(lock);
+        continue;
+      }
+      leader_active_ = true;
+      std::vector<pending_append*> batch(queue_.begin(), queue_.end());
+      queue_.clear();
+      lock.unlock();
+      commit_batch(batch);
+      lock.lock();
+      leader_active_ = false;
+      queue_cv_.notify_all();
+    }
+    return std::move(*req.out);
+  }
+
+  result<std::int64_t> read_stream(std::string_view stream_id, const read_stream_options& o,
+                                   const event_visitor& visit) override {
+    if (auto r = store::check_stream_id(stream_id); !r) return r.error();
+    if (o.max_count < 0) return error(errc::invalid_argument, "max_count must not be negative");
+    auto r = checkout();
+    if (!r) return std::move(r).error();
+    lease lease(*this, std::move(r).value());
+    reader& rd = *lease.r;
+
+    std::int64_t sid, last_version;
+    {
+      reset_guard g(rd.stream_id);
+      rd.stream_id.bind(1, stream_id);
+      int rc = rd.stream_id.step();
+      if (rc == SQLITE_DONE) return std::int64_t{0};
+      if (rc != SQLITE_ROW) return sqlite::make_error(rc, "cannot read stream", rd.conn.get());
+      sid = rd.stream_id.column_int64(0);
+      last_version = rd.stream_id.column_int64(1);
+    }
+    bool forward = o.dir == direction::forward;
+    std::int64_t next = forward ? std::max<std::int64_t>(o.from_version, 0)
+                                : (o.from_version < 0 ? last_version : o.from_version);
+    std::int64_t visited = 0;
+    recorded_event ev;
+    ev.stream_id = std::string(stream_id);
+    statement& page = forward ? rd.stream_page_fwd : rd.stream_page_bwd;
+    while (visited < o.max_count && next >= 0) {
+      reset_guard g(page);
+      page.bind(1, sid);
+      page.bind(2, next);
+      page.bind(3, std::min(page_size, o.max_count - visited));
+      std::int64_t rows = 0;
+      int rc;
+      while ((rc = page.step()) == SQLITE_ROW) {
+        ++rows;
+        if (auto d = decode_row(page, 0, ev); !d) return d.error();
+        ev.stream_version = page.column_int64(6);
+        next = forward ? ev.stream_version + 1 : ev.stream_version - 1;
+        ++visited;
+        if (!visit(ev)) return visited;
+      }
+      if (rc != SQLITE_DONE) return sqlite::make_error(rc, "cannot read stream", rd.conn.get());
+      if (rows < page_size) break;
+    }
+    return visited;
+  }
+
+  result<std::int64_t> read_all(const read_all_options& o, const event_visitor& visit) override {
+    if (o.max_count < 0) return error(errc::invalid_argument, "max_count must not be negative");
+    for (const auto& t : o.event_types) {
+      if (auto r = store::check_event_type(t); !r) return r.error();
+    }
+    auto r = checkout();
+    if (!r) return std::move(r).error();
+    lease lease(*this, std::move(r).value());
+    reader& rd = *lease.r;
+
+    // Filters become placeholders; the values are bound, never pasted.
+    std::string sql =
+        "SELECT e.position, e.event_id, e.type, e.recorded_at, e.metadata, e.payload, "
+        "e.stream_version, s.name FROM events e JOIN streams s ON s.id = e.stream "
+        "WHERE e.position >= ?1";
+    int next_param = 3;
+    if (!o.stream_prefix.empty()) {
+      sql += " AND substr(CAST(s.name AS BLOB), 1, ?3) = CAST(?4 AS BLOB)";
+      next_param = 5;
+    }
+    if (!o.event_types.empty()) {
+      sql += " AND e.type IN (";
+      for (std::size_t i = 0; i < o.event_types.size(); ++i) {
+        sql += fmt::format("{}?{}", i ? "," : "", next_param + static_cast<int>(i));
+      }
+      sql += ")";
+    }
+    sql += " ORDER BY e.position LIMIT ?2";
+    auto prepared = statement::prepare(rd.conn.get(), sql);
+    if (!prepared) return std::move(prepared).error();
+    statement page = std::move(prepared).value();
+
+    std::int64_t next = std::max<std::int64_t>(o.from_position, 1);
+    std::int64_t visited = 0;
+    recorded_event ev;
+    while (visited < o.max_count) {
+      reset_guard g(page);
+      page.bind(1, next);
+      page.bind(2, std::min(page_size, o.max_count - visited));
+      if (!o.stream_prefix.empty()) {
+        page.bind(3, static_cast<std::int64_t>(o.stream_prefix.size()));
+        page.bind(4, o.stream_prefix);
+      }
+      for (std::size_t i = 0; i < o.event_types.size(); ++i) {
+        page.bind(next_param + static_cast<int>(i), o.event_types[i]);
+      }
+      std::int64_t rows = 0;
+      int rc;
+      while ((rc = page.step()) == SQLITE_ROW) {
+        ++rows;
+        if (auto d = decode_row(page, 0, ev); !d) return d.error();
+        ev.stream_version = page.column_int64(6);
+        ev.stream_id.assign(page.column_text(7));
+        next = ev.position + 1;
+        ++visited;
+        if (!visit(ev)) return visited;
+      }
+      if (rc != SQLITE_DONE) return sqlite::make_error(rc, "cannot read $all", rd.conn.get());
+      if (rows < page_size) break;
+    }
+    return visited;
+  }
+
+  result<std::int64_t> stream_version(std::string_view stream_id) override {
+    if (auto r = store::check_stream_id(stream_id); !r) return r.error();
+    auto r = checkout();
+    if (!r) return std::move(r).error();
+    lease lease(*this, std::move(r).value());
+    reset_guard g(lease.r->version);
+    lease.r->version.bind(1, stream_id);
+    int rc = lease.r->version.step();
+    if (rc == SQLITE_DONE) return std::int64_t{-1};
+    if (rc != SQLITE_ROW) {
+      return sqlite::make_error(rc, "cannot read stream version", lease.r->conn.get());
+    }
+    return lease.r->version.column_int64(0);
+  }
+
+  result<std::int64_t> head_position() override {
+    auto r = checkout();
+    if (!r) return std::move(r).error();
+    lease lease(*this, std::move(r).value());
+    reset_guard g(lease.r->head);
+    int rc = lease.r->head.step();
+    if (rc != SQLITE_ROW) {
+      return sqlite::make_error(rc, "cannot read head position", lease.r->conn.get());
+    }
+    return lease.r->head.column_int64(0);
+  }
+
+ private:
+  // Columns: position, event_id, type, recorded_at, metadata, payload.
+  static result<void> decode_row(const statement& s, int first, recorded_event& ev) {
+    ev.position = s.column_int64(first);
+    auto id = s.column_blob(first + 1);
+    if (id.size() != 16) {
+      return error(errc::corruption,
+                   fmt::format("event at position {} has a malformed event id", ev.position));
+    }
+    ev.event_id = store::format_uuid(reinterpret_cast<const unsigned char*>(id.data()));
+    ev.type.assign(s.column_text(first + 2));
+    ev.recorded_at_us = s.column_int64(first + 3);
+    if (!store::decode_metadata(s.column_blob(first + 4), ev.metadata)) {
+      return error(errc::corruption,
+                   fmt::format("event at position {} has undecodable metadata", ev.position));
+    }
+    ev.payload.assign(s.column_blob(first + 5));
+    return {};
+  }
+
+  // ---- writes -------------------------------------------------------------------------
+
+  void commit_batch(const std::vector<pending_append*>& batch) {
+    auto fail_all = [&](const error& e) {
+      for (auto* p : batch) p->out = e;
+    };
+    if (auto r = writer_.exec("BEGIN IMMEDIATE", "cannot start a write transaction"); !r) {
+      fail_all(r.error());
+      return;
+    }
+    std::int64_t now = options_.clock ? options_.clock() : store::system_clock_us();
+    bool wrote = false;
+    for (auto* p : batch) {
+      if (auto r = step(ws_.savepoint, "cannot start an append"); !r) {
+        p->out = r.error();
+        continue;
+      }
+      auto r = apply_one(*p, now);
+      if (r && !r->already_appended && !p->events.empty()) wrote = true;
+      if (!r) {
+        (void)step(ws_.rollback_to, "cannot undo a failed append");
+      }
+      (void)step(ws_.release, "cannot finish an append");
+      p->out = std::move(r);
+    }
+    if (!wrote) {
+      (void)writer_.exec("ROLLBACK", "cannot end a read-only write transaction");
+      return;
+    }
+    if (auto r = writer_.exec("COMMIT", "cannot commit appended events"); !r) {
+      (void)writer_.exec("ROLLBACK", "cannot roll back");
+      for (auto* p : batch) {
+        if (p->out && p->out->ok()) p->out = r.error();  // nothing acknowledged was written
+      }
+    }
+  }
+
+  result<void> step(statement& s, std::string_view what) {
+    reset_guard g(s);
+    int rc = s.step();
+    if (rc != SQLITE_DONE && rc != SQLITE_ROW) return sqlite::make_error(rc, what, writer_.get());
+    return {};
+  }
+
+  result<append_result> apply_one(pending_append& p, std::int64_t now) {
+    std::int64_t sid = 0, current = -1;
+    {
+      reset_guard g(ws_.find_stream);
+      ws_.find_stream.bind(1, p.stream_id);
+      int rc = ws_.find_stream.step();
+      if (rc == SQLITE_ROW) {
+        sid = ws_.find_stream.column_int64(0);
+        current = ws_.find_stream.column_int64(1);
+      } else if (rc != SQLITE_DONE) {
+        return sqlite::make_error(rc, "cannot read stream", writer_.get());
+      }
+    }
+    bool matches = false;
+    switch (p.expected.form()) {
+      case expected_version::kind::any: matches = true; break;
+      case expected_version::kind::no_stream: matches = current == -1; break;
+      case expected_version::kind::stream_exists: matches = current >= 0; break;
+      case expected_version::kind::exact: matches = current == p.expected.version(); break;
+    }
+    if (!matches) {
+      if (!p.events.empty()) {
+        auto again = check_already_appended(p);
+        if (!again || again->has_value()) {
+          if (!again) return std::move(again).error();
+          return **again;
+        }
+      }
+      return conflict(p, current);
+    }
+    if (p.events.empty()) return append_result{current, 0, false};
+
+    if (sid == 0) {
+      reset_guard g(ws_.insert_stream);
+      ws_.insert_stream.bind(1, p.stream_id);
+      ws_.insert_stream.bind(2, current + static_cast<std::int64_t>(p.events.size()));
+      int rc = ws_.insert_stream.step();
+      if (rc != SQLITE_DONE) return sqlite::make_error(rc, "cannot create stream", writer_.get());
+      sid = sqlite3_last_insert_rowid(writer_.get());
+    } else {
+      reset_guard g(ws_.update_stream);
+      ws_.update_stream.bind(1, sid);
+      ws_.update_stream.bind(2, current + static_cast<std::int64_t>(p.events.size()));
+      int rc = ws_.update_stream.step();
+      if (rc != SQLITE_DONE) return sqlite::make_error(rc, "cannot update stream", writer_.get());
+    }
+    std::int64_t version = current;
+    std::int64_t position = 0;
+    for (const auto& e : p.events) {
+      ++version;
+      reset_guard g(ws_.insert_event);
+      ws_.insert_event.bind(1, sid);
+      ws_.insert_event.bind(2, version);
+      ws_.insert_event.bind(3, statement::blob{e.id.data(), e.id.size()});
+      ws_.insert_event.bind(4, e.type);
+      ws_.insert_event.bind(5, now);
+      if (e.metadata.empty()) {
+        ws_.insert_event.bind(6, statement::null{});
+      } else {
+        ws_.insert_event.bind(6, statement::blob{e.metadata.data(), e.metadata.size()});
+      }
+      ws_.insert_event.bind(7, statement::blob{e.payload.data(), e.payload.size()});
+      int rc = ws_.insert_event.step();
+      if (rc == SQLITE_CONSTRAINT_UNIQUE) {
+        // An event id is already stored. Undo and decide: idempotent retry, or misuse.
+        ws_.insert_event.reset();
+        (void)step(ws_.rollback_to, "cannot undo a failed append");
+        auto again = check_already_appended(p);
+        if (!again) return std::move(again).error();
+        if (again->has_value()) return **again;
+        return error(errc::corruption,
+                     fmt::format("stream '{}' has an event at version {} that its stream row "
+                                 "does not count",
+                                 p.stream_id, version));
+      }
+      if (rc != SQLITE_DONE) return sqlite::make_error(rc, "cannot append event", writer_.get());
+      position = sqlite3_last_insert_rowid(writer_.get());
+    }
+    return append_result{version, position, false};
+  }
+
+  // If the append's event ids are already stored, at the versions this append would have
+  // given them, returns the original result. If none is stored returns an empty optional.
+  // If some are stored elsewhere returns invalid_argument naming one.
+  result<std::optional<append_result>> check_already_appended(pending_append& p) {
+    std::int64_t first_version = -1;
+    append_result original{-1, 0, true};
+    std::size_t found = 0;
+    std::string mismatch;
+    for (std::size_t i = 0; i < p.events.size(); ++i) {
+      const auto& e = p.events[i];
+      reset_guard g(ws_.find_event);
+      ws_.find_event.bind(1, statement::blob{e.id.data(), e.id.size()});
+      int rc = ws_.find_event.step();
+      if (rc == SQLITE_DONE) continue;
+      if (rc != SQLITE_ROW) return sqlite::make_error(rc, "cannot look up event id", writer_.get());
+      ++found;
+      auto stream = ws_.find_event.column_text(0);
+      std::int64_t version = ws_.find_event.column_int64(1);
+      if (i == 0) first_version = version;
+      bool in_place = stream == p.stream_id && first_version >= 0 &&
+                      version == first_version + static_cast<std::int64_t>(i);
+      if (!in_place && mismatch.empty()) {
+        mismatch = fmt::format("event id {} is already stored in stream '{}' at version {}",
+                               e.id_text, stream, version);
+      }
+      original.stream_version = version;
+      original.position = ws_.find_event.column_int64(2);
+    }
+    if (found == 0) return std::optional<append_result>{};
+    bool expected_ok = true;
+    switch (p.expected.form()) {
+      case expected_version::kind::no_stream: expected_ok = first_version == 0; break;
+      case expected_version::kind::exact:
+        expected_ok = first_version == p.expected.version() + 1;
+        break;
+      default: break;
+    }
+    if (found == p.events.size() && mismatch.empty() && expected_ok) {
+      return std::optional<append_result>{original};
+    }
+    if (mismatch.empty()) {
+      mismatch = found == p.events.size()
+                     ? fmt::format("these event ids are already stored in stream '{}' from "
+                                   "version {}, not where expected version {} puts them",
+                                   p.stream_id, first_version, p.expected.to_string())
+                     : "some, not all, of this append's event ids are already stored";
+    }
+    return error(errc::invalid_argument,
+                 mismatch + "; an append may only be repeated with the same ids at the same "
+                            "versions");
+  }
+
+  static error conflict(const pending_append& p, std::int64_t current) {
+    conflict_details d{std::string(p.stream_id), p.expected.to_string(), current};
+    auto msg = fmt::format("concurrency conflict on stream '{}': expected version {}, actual {}",
+                           p.stream_id, d.expected,
+                           current < 0 ? std::string("no_stream") : std::to_string(current));
+    return error(std::move(d), std::move(msg));
+  }
+
+  // ---- reader pool --------------------------------------------------------------------
+
+  result<std::unique_ptr<reader>> checkout() {
+    {
+      std::lock_guard lock(pool_mu_);
+      if (!pool_.empty()) {
+        auto r = std::move(pool_.back());
+        pool_.pop_back();
+        return r;
+      }
+    }
+    auto c = connection::open(path_, SQLITE_OPEN_READONLY,
+                              static_cast<int>(options_.busy_timeout_ms));
+    if (!c) return std::move(c).error();
+    auto r = std::make_unique<reader>();
+    r->conn = std::move(c).value();
+    struct item {
+      statement* s;
+      const char* sql;
+    };
+    constexpr const char* cols =
+        "position, event_id, type, recorded_at, metadata, payload, stream_version";
+    std::string fwd = fmt::format(
+        "SELECT {} FROM events WHERE stream = ?1 AND stream_version >= ?2 "
+        "ORDER BY stream_version LIMIT ?3",
+        cols);
+    std::string bwd = fmt::format(
+        "SELECT {} FROM events WHERE stream = ?1 AND stream_version <= ?2 "
+        "ORDER BY stream_version DESC LIMIT ?3",
+        cols);
+    for (auto [s, sql] : {item{&r->stream_id, "SELECT id, version FROM streams WHERE name = ?1"},
+                          item{&r->stream_page_fwd, fwd.c_str()},
+                          item{&r->stream_page_bwd, bwd.c_str()},
+                          item{&r->head, "SELECT coalesce(max(position), 0) FROM events"},
+                          item{&r->version, "SELECT version FROM streams WHERE name = ?1"}}) {
+      auto p = statement::prepare(r->conn.get(), sql);
+      if (!p) return std::move(p).error();
+      *s = std::move(p).value();
+    }
+    return r;
+  }
+
+  struct lease {
+    lease(sqlite_store& s, std::unique_ptr<reader> rd) : store(s), r(std::move(rd)) {}
+    ~lease() {
+      std::lock_guard lock(store.pool_mu_);
+      if (store.pool_.size() < 8) store.pool_.push_back(std::move(r));
+    }
+    lease(const lease&) = delete;
+    lease& operator=(const lease&) = delete;
+    sqlite_store& store;
+    std::unique_ptr<reader> r;
+  };
+
+  std::string path_;
+  sqlite_options options_;
+
+  connection writer_;  // used only by the current leader
+  writer_statements ws_;
+  std::mutex queue_mu_;
+  std::condition_variable queue_cv_;
+  std::deque<pending_append*> queue_;
+  bool leader_active_ = false;
+
+  std::mutex pool_mu_;
+  std::vector<std::unique_ptr<reader>> pool_;
+};
+
+// Creates the schema in an empty database, or checks that an existing one is ours.
+result<void> ensure_schema(connection& c, const std::string& path, bool read_only) {
+  auto app = query_int(c.get(), "PRAGMA application_id", "cannot read the store header");
+  if (!app) return std::move(app).error();
+  if (app.value() == 0 && !read_only) {
+    if (auto r = c.exec("BEGIN IMMEDIATE", "cannot initialize the store"); !r) return r;
+    // Checked again inside the write lock: another process may have just created it.
+    app = query_int(c.get(), "PRAGMA application_id", "cannot read the store header");
+    auto tables = query_int(c.get(), "SELECT count(*) FROM sqlite_schema", "cannot read schema");
+    if (!app || !tables) {
+      (void)c.exec("ROLLBACK", "rollback");
+      return !app ? std::move(app).error() : std::move(tables).error();
+    }
+    if (app.value() == 0 && tables.value() != 0) {
+      (void)c.exec("ROLLBACK", "rollback");
+      return error(errc::corruption,
+                   fmt::format("'{}' is a SQLite database but not an Annals store "
+                               "(it has other tables and no Annals header)",
+                               path));
+    }
+    if (app.value() == 0) {
+      if (auto r = c.exec(schema_sql, "cannot create the store schema"); !r) {
+        (void)c.exec("ROLLBACK", "rollback");
+        return r;
+      }
+    }
+    if (auto r = c.exec("COMMIT", "cannot initialize the store"); !r) return r;
+    app = application_id;
+  }
+  if (app.value() != application_id) {
+    return error(errc::corruption,
+                 fmt::format("'{}' is not an Annals store (SQLite application_id is {:#x})", path,
+                             app.value()));
+  }
+  auto version = query_int(c.get(), "PRAGMA user_version", "cannot read the store header");
+  if (!version) return std::move(version).error();
+  if (version.value() > format_version) {
+    return error(errc::corruption,
+                 fmt::format("'{}' has storage format {}, newer than this Annals knows ({})", path,
+                             version.value(), format_version));
+  }
+  return {};
+}
+
+}  // namespace
+
+result<std::unique_ptr<event_store>> open_sqlite_store(const std::string& path,
+                                                       sqlite_options options) {
+  if (path.empty() || path.find('\0') != std::string::npos) {
+    return error(errc::invalid_argument, "store path is empty or contains NUL");
+  }
+  struct stat st {};
+  bool exists = ::stat(path.c_str(), &st) == 0;
+  if (!exists && (!options.create_if_missing || options.read_only)) {
+    return error(errc::not_found, fmt::format("store file '{}' does not exist", path));
+  }
+  if (exists && S_ISDIR(st.st_mode)) {
+    return error(errc::io, fmt::format("'{}' is a directory, not a store file", path));
+  }
+  int flags = options.read_only ? SQLITE_OPEN_READONLY
+                                : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE;
+  auto c = connection::open(path, flags, static_cast<int>(options.busy_timeout_ms));
+  if (!c) return std::move(c).error();
+  connection conn = std::move(c).value();
+  if (!options.read_only) {
+    // WAL is persistent in the file; setting it again is cheap. On a foreign or corrupt file
+    // this is where SQLite first reads the header and reports NOTADB.
+    auto mode = statement::prepare(conn.get(), "PRAGMA journal_mode=WAL");
+    if (!mode) return std::move(mode).error();
+    int rc = mode->step();
+    if (rc != SQLITE_ROW) {
+      return sqlite::make_error(rc, fmt::format("cannot open store '{}'", path), conn.get());
+    }
+    if (mode->column_text(0) != "wal") {
+      return error(errc::io, fmt::format("store '{}' cannot use WAL journaling", path));
+    }
+  }
+  if (auto r = ensure_schema(conn, path, options.read_only); !r) return r.error();
+  const char* sync = options.sync == durability::full ? "PRAGMA synchronous=FULL"
+                                                      : "PRAGMA synchronous=NORMAL";
+  if (auto r = conn.exec(sync, "cannot set durability"); !r) return r.error();
+  auto ws = writer_statements::prepare(conn.get());
+  if (!ws) return std::move(ws).error();
+  return std::unique_ptr<event_store>(std::make_unique<sqlite_store>(
+      path, std::move(options), std::move(conn), std::move(ws).value()));
+}
+
+result<std::unique_ptr<event_store>> open_store(std::string_view uri) {
+  constexpr std::string_view sqlite_scheme = "sqlite:";
+  if (uri.substr(0, sqlite_scheme.size()) == sqlite_scheme) {
+    return open_sqlite_store(std::string(uri.substr(sqlite_scheme.size())));
+  }
+  if (auto colon = uri.find("://"); colon != std::string_view::npos) {
+    return error(errc::invalid_argument,
+                 fmt::format("unsupported store URI scheme '{}' (use a path or sqlite:PATH)",
+                             uri.substr(0, colon)));
+  }
+  return open_sqlite_store(std::string(uri));
+}
+
+}  // namespace annals

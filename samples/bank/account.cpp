@@ -1,0 +1,122 @@
+#include "account.hpp"
+
+#include <fmt/format.h>
+
+#include <limits>
+
+namespace bank {
+
+void account::apply(const v1::AccountOpened& e) {
+  opened = true;
+  id = e.account_id();
+  owner = e.owner();
+}
+void account::apply(const v1::MoneyDeposited& e) { balance_cents += e.amount_cents(); }
+void account::apply(const v1::MoneyWithdrawn& e) { balance_cents -= e.amount_cents(); }
+void account::apply(const v1::AccountClosed&) { closed = true; }
+
+std::string stream_for(std::string_view account_id) {
+  return "account-" + std::string(account_id);
+}
+
+namespace {
+using decision = annals::decision<account>;
+
+// Rules shared by every command on an existing account.
+std::optional<decision> refuse_unless_open(const account& a, std::string_view id) {
+  if (!a.opened) return decision::reject(fmt::format("account '{}' does not exist", id));
+  if (a.closed) return decision::reject(fmt::format("account '{}' is closed", id));
+  return std::nullopt;
+}
+std::optional<decision> refuse_non_positive(std::int64_t cents) {
+  if (cents <= 0) return decision::reject("the amount must be greater than zero");
+  return std::nullopt;
+}
+}  // namespace
+
+decision open(const account& a, std::string_view id, std::string_view owner) {
+  if (a.opened) return decision::reject(fmt::format("account '{}' already exists", id));
+  if (owner.empty()) return decision::reject("the owner's name must not be empty");
+  v1::AccountOpened e;
+  e.set_account_id(std::string(id));
+  e.set_owner(std::string(owner));
+  return decision::emit(std::move(e));
+}
+
+decision deposit(const account& a, std::string_view id, std::int64_t cents) {
+  if (auto no = refuse_unless_open(a, id)) return std::move(*no);
+  if (auto no = refuse_non_positive(cents)) return std::move(*no);
+  if (a.balance_cents > std::numeric_limits<std::int64_t>::max() - cents) {
+    return decision::reject("the deposit would overflow the account's balance");
+  }
+  v1::MoneyDeposited e;
+  e.set_account_id(std::string(id));
+  e.set_amount_cents(cents);
+  return decision::emit(std::move(e));
+}
+
+decision withdraw(const account& a, std::string_view id, std::int64_t cents) {
+  if (auto no = refuse_unless_open(a, id)) return std::move(*no);
+  if (auto no = refuse_non_positive(cents)) return std::move(*no);
+  if (cents > a.balance_cents) {
+    return decision::reject(fmt::format("insufficient funds: the balance of '{}' is {}, {} asked",
+                                        id, format_cents(a.balance_cents), format_cents(cents)));
+  }
+  v1::MoneyWithdrawn e;
+  e.set_account_id(std::string(id));
+  e.set_amount_cents(cents);
+  return decision::emit(std::move(e));
+}
+
+decision close(const account& a, std::string_view id) {
+  if (auto no = refuse_unless_open(a, id)) return std::move(*no);
+  if (a.balance_cents != 0) {
+    return decision::reject(fmt::format("only an account with a zero balance can be closed; "
+                                        "the balance of '{}' is {}",
+                                        id, format_cents(a.balance_cents)));
+  }
+  v1::AccountClosed e;
+  e.set_account_id(std::string(id));
+  return decision::emit(std::move(e));
+}
+
+annals::result<std::int64_t> parse_amount(std::string_view text) {
+  auto bad = [&](std::string_view why) {
+    return annals::error(annals::errc::invalid_argument,
+                         fmt::format("'{}' is not a valid amount: {}", text.substr(0, 40), why));
+  };
+  if (text.empty()) return bad("it is empty");
+  auto dot = text.find('.');
+  auto whole = text.substr(0, dot);
+  auto frac = dot == std::string_view::npos ? std::string_view() : text.substr(dot + 1);
+  if (whole.empty()) return bad("write it like 12 or 12.50");
+  if (dot != std::string_view::npos && frac.empty()) return bad("write it like 12 or 12.50");
+  if (frac.size() > 2) return bad("at most two digits after the point");
+  for (char c : std::string(whole) + std::string(frac)) {
+    if (c < '0' || c > '9') {
+      return bad(c == '-' ? "amounts must be positive" : "use digits and one '.' only");
+    }
+  }
+  constexpr auto max = std::numeric_limits<std::int64_t>::max();
+  std::int64_t cents = 0;
+  for (char c : whole) {
+    if (cents > (max - (c - '0')) / 10) return bad("it is too large");
+    cents = cents * 10 + (c - '0');
+  }
+  for (std::size_t i = 0; i < 2; ++i) {
+    int d = i < frac.size() ? frac[i] - '0' : 0;
+    if (cents > (max - d) / 10) return bad("it is too large");
+    cents = cents * 10 + d;
+  }
+  if (cents == 0) return bad("it must be greater than zero");
+  return cents;
+}
+
+std::string format_cents(std::int64_t cents) {
+  bool negative = cents < 0;
+  auto abs = negative ? -static_cast<unsigned long long>(cents)
+                      : static_cast<unsigned long long>(cents);
+  return fmt::format("{}{}.{:02}", negative ? "-" : "", abs / 100, abs % 100);
+}
+
+}  // namespace bank

@@ -1,0 +1,41 @@
+// Test helpers: temporary directories and real child processes.
+#pragma once
+
+#include <sys/types.h>
+
+#include <functional>
+#include <string>
+#include <vector>
+
+namespace annals::test {
+
+// A fresh directory under $TMPDIR (default /tmp), removed with everything in it on destruction.
+class temp_dir {
+ public:
+  temp_dir();
+  ~temp_dir();
+  temp_dir(const temp_dir&) = delete;
+  temp_dir& operator=(const temp_dir&) = delete;
+  const std::string& path() const { return path_; }
+  std::string file(const std::string& name) const { return path_ + "/" + name; }
+
+ private:
+  std::string path_;
+};
+
+struct process_result {
+  int exit_code = -1;  // exit status, or 128 + signal number if killed
+  std::string out;     // captured stdout
+  std::string err;     // captured stderr
+};
+
+// Runs argv[0] (a path) with arguments, waits, captures stdout and stderr.
+process_result run(const std::vector<std::string>& argv);
+
+// Forks; the child runs `body` and _exit()s with its return value. Returns the child's pid.
+// The child must not use SQLite connections opened by the parent: open its own.
+pid_t fork_child(const std::function<int()>& body);
+// Waits for a child; returns its exit status, or 128 + signal if it was killed.
+int wait_child(pid_t pid);
+
+}  // namespace annals::test
