@@ -1,1 +1,255 @@
-int main() { return 0; }
+// bank — the bank-account sample's command line. See README.md for the commands and exit codes.
+#include "account.hpp"
+#include "cli.hpp"
+
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+
+#include <ctime>
+#include <iostream>
+
+namespace bank::cli {
+
+int report(const annals::error& e) {
+  fmt::print(stderr, "bank: {}\n", e.message());
+  return annals::exit_code(e.kind());
+}
+
+}  // namespace bank::cli
+
+namespace {
+
+using namespace bank;
+
+struct common {
+  std::string db = "bank.db";
+  int max_retries = 10;
+};
+
+annals::result<std::unique_ptr<annals::event_store>> open_db(const common& c) {
+  return annals::open_store(c.db);
+}
+
+// Account ids become part of a stream id; the store refuses what it cannot keep.
+annals::result<std::string> account_stream(const std::string& id) {
+  if (id.empty()) return annals::error(annals::errc::invalid_argument, "the account id is empty");
+  if (id.size() > 200) {
+    return annals::error(annals::errc::invalid_argument,
+                         "the account id is longer than 200 bytes");
+  }
+  return stream_for(id);
+}
+
+template <class Decide>
+int run_command(const common& c, const std::string& id, Decide&& decide,
+                const std::function<void(const annals::command_result&)>& done) {
+  auto stream = account_stream(id);
+  if (!stream) return cli::report(stream.error());
+  auto store = open_db(c);
+  if (!store) return cli::report(store.error());
+  annals::command_options o;
+  o.max_retries = c.max_retries;
+  auto r = annals::handle<account>(**store, *stream, decide, o);
+  if (!r) {
+    if (r.error().kind() == annals::errc::invalid_argument) {
+      fmt::print(stderr, "bank: invalid account id '{}': {}\n", id, r.error().message());
+      return 2;
+    }
+    return cli::report(r.error());
+  }
+  done(*r);
+  return 0;
+}
+
+int with_amount(const std::string& text, const std::function<int(std::int64_t)>& next) {
+  auto cents = parse_amount(text);
+  if (!cents) return cli::report(cents.error());
+  return next(*cents);
+}
+
+std::string format_time(std::int64_t us) {
+  std::time_t secs = static_cast<std::time_t>(us / 1000000);
+  std::tm tm{};
+  gmtime_r(&secs, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S", &tm);
+  return fmt::format("{}.{:06}Z", buf, us % 1000000);
+}
+
+int show_balance(const common& c, const std::string& id) {
+  auto stream = account_stream(id);
+  if (!stream) return cli::report(stream.error());
+  auto store = open_db(c);
+  if (!store) return cli::report(store.error());
+  auto a = annals::load<account>(**store, *stream);
+  if (!a) return cli::report(a.error());
+  if (!a->state.opened) {
+    return cli::report(annals::error(annals::errc::not_found,
+                                     fmt::format("account '{}' does not exist", id)));
+  }
+  fmt::print("{}\n", format_cents(a->state.balance_cents));
+  return 0;
+}
+
+int show_history(const common& c, const std::string& id) {
+  auto stream = account_stream(id);
+  if (!stream) return cli::report(stream.error());
+  auto store = open_db(c);
+  if (!store) return cli::report(store.error());
+  // Fold and print in one pass: the history is streamed, never held whole.
+  account state;
+  annals::dispatcher<account> d;
+  std::optional<annals::error> failed;
+  auto r = (*store)->read_stream(*stream, {}, [&](const annals::recorded_event& e) {
+    if (auto s = d.apply(state, e); !s) {
+      failed = s.error();
+      return false;
+    }
+    std::string what;
+    if (e.type == v1::AccountOpened::descriptor()->full_name()) {
+      what = fmt::format("opened for {}", state.owner);
+    } else if (e.type == v1::MoneyDeposited::descriptor()->full_name()) {
+      v1::MoneyDeposited m;
+      m.ParseFromString(e.payload);
+      what = fmt::format("deposit     {:>12}", format_cents(m.amount_cents()));
+    } else if (e.type == v1::MoneyWithdrawn::descriptor()->full_name()) {
+      v1::MoneyWithdrawn m;
+      m.ParseFromString(e.payload);
+      what = fmt::format("withdrawal  {:>12}", format_cents(m.amount_cents()));
+    } else {
+      what = "closed";
+    }
+    fmt::print("{:>6}  {}  {:<38} balance {:>12}\n", e.stream_version,
+               format_time(e.recorded_at_us), what, format_cents(state.balance_cents));
+    return true;
+  });
+  if (!r) return cli::report(r.error());
+  if (failed) return cli::report(*failed);
+  if (*r == 0) {
+    return cli::report(annals::error(annals::errc::not_found,
+                                     fmt::format("account '{}' does not exist", id)));
+  }
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"bank: the Annals bank-account sample (event-sourced accounts in a SQLite store)"};
+  app.require_subcommand(1);
+  common c;
+  app.add_option("--db", c.db, "Store: a file path or sqlite:PATH")->capture_default_str();
+  app.add_option("--retries", c.max_retries, "Conflict retries per command")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 1000));
+  app.footer(
+      "Exit codes: 0 ok, 1 rejected (a rule refused it, or no such account), 2 usage or bad "
+      "input, 3 conflict after retries, 4 storage error.");
+
+  std::string id, owner, amount;
+  int code = 0;
+
+  auto* open_cmd = app.add_subcommand("open", "Open an account");
+  open_cmd->add_option("ACCOUNT", id, "Account id")->required();
+  open_cmd->add_option("--owner", owner, "Owner's name")->required();
+  open_cmd->callback([&] {
+    code = run_command(
+        c, id, [&](const account& a) { return bank::open(a, id, owner); },
+        [&](const annals::command_result& r) {
+          fmt::print("opened account '{}' for {} (position {})\n", id, owner, r.position);
+        });
+  });
+
+  auto* deposit_cmd = app.add_subcommand("deposit", "Deposit AMOUNT (e.g. 12.50)");
+  deposit_cmd->add_option("ACCOUNT", id, "Account id")->required();
+  deposit_cmd->add_option("AMOUNT", amount, "Amount, at most two decimals")->required();
+  deposit_cmd->callback([&] {
+    code = with_amount(amount, [&](std::int64_t cents) {
+      return run_command(
+          c, id, [&](const account& a) { return bank::deposit(a, id, cents); },
+          [&](const annals::command_result& r) {
+            fmt::print("deposited {} to '{}' (version {}, position {})\n", format_cents(cents),
+                       id, r.stream_version, r.position);
+          });
+    });
+  });
+
+  auto* withdraw_cmd = app.add_subcommand("withdraw", "Withdraw AMOUNT (e.g. 12.50)");
+  withdraw_cmd->add_option("ACCOUNT", id, "Account id")->required();
+  withdraw_cmd->add_option("AMOUNT", amount, "Amount, at most two decimals")->required();
+  withdraw_cmd->callback([&] {
+    code = with_amount(amount, [&](std::int64_t cents) {
+      return run_command(
+          c, id, [&](const account& a) { return bank::withdraw(a, id, cents); },
+          [&](const annals::command_result& r) {
+            fmt::print("withdrew {} from '{}' (version {}, position {})\n", format_cents(cents),
+                       id, r.stream_version, r.position);
+          });
+    });
+  });
+
+  auto* close_cmd = app.add_subcommand("close", "Close an account (its balance must be zero)");
+  close_cmd->add_option("ACCOUNT", id, "Account id")->required();
+  close_cmd->callback([&] {
+    code = run_command(
+        c, id, [&](const account& a) { return bank::close(a, id); },
+        [&](const annals::command_result&) { fmt::print("closed account '{}'\n", id); });
+  });
+
+  auto* balance_cmd = app.add_subcommand("balance", "Print an account's balance");
+  balance_cmd->add_option("ACCOUNT", id, "Account id")->required();
+  balance_cmd->callback([&] { code = show_balance(c, id); });
+
+  auto* history_cmd = app.add_subcommand("history", "Print an account's events");
+  history_cmd->add_option("ACCOUNT", id, "Account id")->required();
+  history_cmd->callback([&] { code = show_history(c, id); });
+
+  bank::cli::demo_options demo;
+  auto* demo_cmd = app.add_subcommand(
+      "demo", "Concurrent deposits and withdrawals from several processes and threads, then a "
+              "check that every balance equals its acknowledged operations");
+  demo_cmd->add_option("--processes", demo.processes, "Worker processes besides this one")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 32));
+  demo_cmd->add_option("--threads", demo.threads, "Threads per process")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 64));
+  demo_cmd->add_option("--operations", demo.operations, "Commands per thread")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 100000));
+  demo_cmd->add_option("--accounts", demo.accounts, "Shared accounts")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1000));
+  demo_cmd->add_option("--seed", demo.seed, "Random seed (0: random)");
+  demo_cmd->callback([&] {
+    demo.db = app.get_option("--db")->count() ? c.db : std::string();
+    demo.max_retries = c.max_retries;
+    code = bank::cli::run_demo(demo, "/proc/self/exe");
+  });
+
+  bank::cli::worker_options worker;
+  auto* worker_cmd = app.add_subcommand("demo-worker", "");  // internal: one demo process
+  worker_cmd->group("");
+  worker_cmd->add_option("--run", worker.run_id)->required();
+  worker_cmd->add_option("--accounts", worker.accounts)->required();
+  worker_cmd->add_option("--threads", worker.threads)->required();
+  worker_cmd->add_option("--operations", worker.operations)->required();
+  worker_cmd->add_option("--seed", worker.seed)->required();
+  worker_cmd->callback([&] {
+    worker.db = c.db;
+    worker.max_retries = c.max_retries;
+    code = bank::cli::run_demo_worker(worker);
+  });
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    fmt::print(stderr, "bank: {}\nRun 'bank --help' for usage.\n", e.what());
+    return 2;
+  }
+  return code;
+}

@@ -1,1 +1,161 @@
+// The bank sample end to end, through its real executable: commands, rules, exit codes, demo.
 #include <doctest/doctest.h>
+
+#include "support/support.hpp"
+
+#include <algorithm>
+#include <fstream>
+#include <string>
+#include <vector>
+
+using annals::test::process_result;
+using annals::test::temp_dir;
+
+namespace {
+struct bank_cli {
+  temp_dir dir;
+  std::string db = dir.file("bank.db");
+  process_result operator()(std::vector<std::string> args) const {
+    args.insert(args.begin(), {BANK_EXE, "--db", db});
+    return annals::test::run(args);
+  }
+};
+bool contains(const std::string& s, const std::string& part) {
+  return s.find(part) != std::string::npos;
+}
+}  // namespace
+
+TEST_CASE("open, deposit, withdraw and balance work and print what happened") {
+  bank_cli bank;
+  auto r = bank({"open", "acc-1", "--owner", "Ann Smith"});
+  CHECK(r.exit_code == 0);
+  CHECK(contains(r.out, "opened account 'acc-1' for Ann Smith"));
+  CHECK(bank({"deposit", "acc-1", "12.50"}).exit_code == 0);
+  CHECK(bank({"deposit", "acc-1", "100"}).exit_code == 0);
+  CHECK(bank({"withdraw", "acc-1", "0.75"}).exit_code == 0);
+  r = bank({"balance", "acc-1"});
+  CHECK(r.exit_code == 0);
+  CHECK(r.out == "111.75\n");
+}
+
+TEST_CASE("history lists every event with its version and running balance") {
+  bank_cli bank;
+  REQUIRE(bank({"open", "h", "--owner", "Bo"}).exit_code == 0);
+  REQUIRE(bank({"deposit", "h", "5"}).exit_code == 0);
+  REQUIRE(bank({"withdraw", "h", "2.25"}).exit_code == 0);
+  auto r = bank({"history", "h"});
+  CHECK(r.exit_code == 0);
+  CHECK(contains(r.out, "opened for Bo"));
+  CHECK(contains(r.out, "deposit"));
+  CHECK(contains(r.out, "withdrawal"));
+  CHECK(contains(r.out, "2.75"));
+  // One line per event, versions 0..2.
+  CHECK(std::count(r.out.begin(), r.out.end(), '\n') == 3);
+}
+
+TEST_CASE("malformed amounts are usage errors with exit 2 and write nothing") {
+  bank_cli bank;
+  REQUIRE(bank({"open", "a", "--owner", "Ann"}).exit_code == 0);
+  for (const char* amount : {"-1", "1.234", "abc", "0", "", "1e3", "12.", ".5",
+                             "92233720368547758.08", "99999999999999999999999"}) {
+    CAPTURE(amount);
+    auto r = bank({"deposit", "a", amount});
+    CHECK(r.exit_code == 2);
+    CHECK(!r.err.empty());
+  }
+  CHECK(bank({"balance", "a"}).out == "0.00\n");
+  auto h = bank({"history", "a"});
+  CHECK(std::count(h.out.begin(), h.out.end(), '\n') == 1);
+}
+
+TEST_CASE("withdrawing beyond the balance is rejected with exit 1 and says insufficient funds") {
+  bank_cli bank;
+  REQUIRE(bank({"open", "a", "--owner", "Ann"}).exit_code == 0);
+  REQUIRE(bank({"deposit", "a", "10"}).exit_code == 0);
+  auto r = bank({"withdraw", "a", "10.01"});
+  CHECK(r.exit_code == 1);
+  CHECK(contains(r.err, "insufficient funds"));
+  CHECK(bank({"balance", "a"}).out == "10.00\n");
+}
+
+TEST_CASE("unknown and closed accounts accept nothing") {
+  bank_cli bank;
+  auto r = bank({"deposit", "ghost", "1"});
+  CHECK(r.exit_code == 1);
+  CHECK(contains(r.err, "does not exist"));
+  CHECK(bank({"balance", "ghost"}).exit_code == 1);
+  CHECK(bank({"history", "ghost"}).exit_code == 1);
+  CHECK(bank({"close", "ghost"}).exit_code == 1);
+
+  REQUIRE(bank({"open", "c", "--owner", "Cy"}).exit_code == 0);
+  REQUIRE(bank({"close", "c"}).exit_code == 0);
+  r = bank({"deposit", "c", "1"});
+  CHECK(r.exit_code == 1);
+  CHECK(contains(r.err, "closed"));
+  CHECK(bank({"withdraw", "c", "1"}).exit_code == 1);
+  CHECK(bank({"close", "c"}).exit_code == 1);
+  CHECK(bank({"open", "c", "--owner", "Cy"}).exit_code == 1);
+}
+
+TEST_CASE("only a zero balance can be closed") {
+  bank_cli bank;
+  REQUIRE(bank({"open", "z", "--owner", "Zo"}).exit_code == 0);
+  REQUIRE(bank({"deposit", "z", "3"}).exit_code == 0);
+  auto r = bank({"close", "z"});
+  CHECK(r.exit_code == 1);
+  CHECK(contains(r.err, "zero balance"));
+  REQUIRE(bank({"withdraw", "z", "3"}).exit_code == 0);
+  CHECK(bank({"close", "z"}).exit_code == 0);
+}
+
+TEST_CASE("opening an account twice is rejected") {
+  bank_cli bank;
+  REQUIRE(bank({"open", "d", "--owner", "Di"}).exit_code == 0);
+  auto r = bank({"open", "d", "--owner", "Di"});
+  CHECK(r.exit_code == 1);
+  CHECK(contains(r.err, "already exists"));
+}
+
+TEST_CASE("usage errors exit 2") {
+  bank_cli bank;
+  CHECK(bank({}).exit_code == 2);
+  CHECK(bank({"frobnicate"}).exit_code == 2);
+  CHECK(bank({"open", "x"}).exit_code == 2);  // --owner missing
+  CHECK(bank({"deposit", "x"}).exit_code == 2);
+  CHECK(bank({"open", "", "--owner", "N"}).exit_code == 2);
+  CHECK(bank({"open", "bad\nid", "--owner", "N"}).exit_code == 2);
+  CHECK(bank({"--retries", "-4", "balance", "x"}).exit_code == 2);
+}
+
+TEST_CASE("account ids with quotes, SQL and Unicode round-trip") {
+  bank_cli bank;
+  for (std::string id : {"o'brien", "x\"; DROP TABLE events; --", "kontō-日本-💶", "a%b_c"}) {
+    CAPTURE(id);
+    REQUIRE(bank({"open", id, "--owner", "Q"}).exit_code == 0);
+    REQUIRE(bank({"deposit", id, "1.01"}).exit_code == 0);
+    CHECK(bank({"balance", id}).out == "1.01\n");
+  }
+}
+
+TEST_CASE("a store file that is not an Annals store is a storage error, exit 4") {
+  bank_cli bank;
+  {
+    std::ofstream f(bank.db, std::ios::binary);
+    f << std::string(8192, '\x5a');
+  }
+  auto r = bank({"balance", "a"});
+  CHECK(r.exit_code == 4);
+  CHECK(!r.err.empty());
+  CHECK(!contains(r.err, "SELECT"));
+}
+
+TEST_CASE("demo runs several processes and threads and every balance checks out") {
+  bank_cli bank;
+  auto r = bank({"demo", "--processes", "2", "--threads", "3", "--operations", "40"});
+  INFO(r.out);
+  INFO(r.err);
+  CHECK(r.exit_code == 0);
+  CHECK(contains(r.out, "no update was lost"));
+  CHECK(contains(r.out, "Concurrency conflicts detected and retried"));
+  CHECK(!contains(r.out, "MISMATCH"));
+}
