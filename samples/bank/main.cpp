@@ -160,33 +160,28 @@ int main(int argc, char** argv) {
         });
   });
 
-  auto* deposit_cmd = app.add_subcommand("deposit", "Deposit AMOUNT (e.g. 12.50)");
-  deposit_cmd->add_option("ACCOUNT", id, "Account id")->required();
-  deposit_cmd->add_option("AMOUNT", amount, "Amount, at most two decimals")->required();
-  deposit_cmd->callback([&] {
-    code = with_amount(amount, [&](std::int64_t cents) {
-      return run_command(
-          c, id, [&](const account& a) { return bank::deposit(a, id, cents); },
-          [&](const annals::command_result& r) {
-            fmt::print("deposited {} to '{}' (version {}, position {})\n", format_cents(cents),
-                       id, r.stream_version, r.position);
-          });
+  // deposit and withdraw: same shape, different decider and wording.
+  using money_decider = annals::decision<account> (*)(const account&, std::string_view,
+                                                       std::int64_t);
+  auto add_money_command = [&](const char* name, const char* help, money_decider decider,
+                               const char* done_verb, const char* preposition) {
+    auto* cmd = app.add_subcommand(name, help);
+    cmd->add_option("ACCOUNT", id, "Account id")->required();
+    cmd->add_option("AMOUNT", amount, "Amount, at most two decimals")->required();
+    cmd->callback([&, decider, done_verb, preposition] {
+      code = with_amount(amount, [&](std::int64_t cents) {
+        return run_command(
+            c, id, [&](const account& a) { return decider(a, id, cents); },
+            [&](const annals::command_result& r) {
+              fmt::print("{} {} {} '{}' (version {}, position {})\n", done_verb,
+                         format_cents(cents), preposition, id, r.stream_version, r.position);
+            });
+      });
     });
-  });
-
-  auto* withdraw_cmd = app.add_subcommand("withdraw", "Withdraw AMOUNT (e.g. 12.50)");
-  withdraw_cmd->add_option("ACCOUNT", id, "Account id")->required();
-  withdraw_cmd->add_option("AMOUNT", amount, "Amount, at most two decimals")->required();
-  withdraw_cmd->callback([&] {
-    code = with_amount(amount, [&](std::int64_t cents) {
-      return run_command(
-          c, id, [&](const account& a) { return bank::withdraw(a, id, cents); },
-          [&](const annals::command_result& r) {
-            fmt::print("withdrew {} from '{}' (version {}, position {})\n", format_cents(cents),
-                       id, r.stream_version, r.position);
-          });
-    });
-  });
+  };
+  add_money_command("deposit", "Deposit AMOUNT (e.g. 12.50)", &bank::deposit, "deposited", "to");
+  add_money_command("withdraw", "Withdraw AMOUNT (e.g. 12.50)", &bank::withdraw, "withdrew",
+                    "from");
 
   auto* close_cmd = app.add_subcommand("close", "Close an account (its balance must be zero)");
   close_cmd->add_option("ACCOUNT", id, "Account id")->required();
