@@ -52,8 +52,11 @@ struct is_event_list<event_list<E...>> : std::true_type {};
 
 template <class A, class List>
 struct applies_all : std::false_type {};
+// Same conditions as check_aggregate(): Protobuf messages, each with its apply().
 template <class A, class... E>
-struct applies_all<A, event_list<E...>> : std::bool_constant<(applies_event<A, E> && ...)> {};
+struct applies_all<A, event_list<E...>>
+    : std::bool_constant<((std::is_base_of_v<google::protobuf::Message, E> &&
+                           applies_event<A, E>) && ...)> {};
 }  // namespace detail
 
 // Satisfied by a well-formed aggregate. Templates of this library static_assert the parts
