@@ -39,6 +39,9 @@ struct event_list {
   static constexpr std::size_t size = sizeof...(E);
   template <class T>
   static constexpr bool contains = (std::is_same_v<T, E> || ...);
+  template <class T>
+  static constexpr std::size_t count = (std::size_t{0} + ... + std::is_same_v<T, E>);
+  static_assert(((count<E> == 1) && ...), "annals: an event type is listed twice in an event_list");
 };
 
 template <class A, class E>
