@@ -144,13 +144,17 @@ result<void> check_stream_id(std::string_view id) {
                              store_limits::max_stream_id_bytes));
   }
   if (!valid_utf8(id)) return error(errc::invalid_argument, "stream id is not valid UTF-8");
-  for (char ch : id) {
-    auto c = static_cast<unsigned char>(ch);
-    if (c < 0x20 || c == 0x7f) {
+  for (std::size_t i = 0; i < id.size(); ++i) {
+    auto c = static_cast<unsigned char>(id[i]);
+    // C0 controls and DEL; in valid UTF-8, the C1 controls U+0080..U+009F (NEL among them)
+    // are exactly the pairs C2 80..C2 9F.
+    bool c1 = c == 0xc2 && i + 1 < id.size() && static_cast<unsigned char>(id[i + 1]) < 0xa0;
+    if (c < 0x20 || c == 0x7f || c1) {
+      std::uint32_t cp = c1 ? static_cast<unsigned char>(id[i + 1]) : c;
       return error(errc::invalid_argument,
-                   fmt::format("stream id contains control character 0x{:02x} (NUL, newline and "
+                   fmt::format("stream id contains control character U+{:04X} (NUL, newline and "
                                "other control characters are not allowed)",
-                               c));
+                               cp));
     }
   }
   if (id.front() == '$') {

@@ -15,9 +15,12 @@
 #include <fmt/format.h>
 #include <sys/stat.h>
 
+#include <algorithm>
+#include <chrono>
 #include <condition_variable>
 #include <deque>
 #include <mutex>
+#include <thread>
 
 namespace annals {
 namespace {
@@ -99,6 +102,9 @@ struct pending_append {
   std::string_view stream_id;
   expected_version expected;
   std::vector<prepared_event> events;
+  // Written by the leader while it applies the batch; only the leader touches it.
+  std::optional<result<append_result>> staged;
+  // The acknowledgement: published under queue_mu_ once the batch's transaction has ended.
   std::optional<result<append_result>> out;
 };
 
@@ -123,7 +129,8 @@ class sqlite_store final : public event_store {
     }
     auto prepared = store::prepare_append(stream_id, events, options_.id_source);
     if (!prepared) return std::move(prepared).error();
-    pending_append req{stream_id, expected, std::move(prepared).value(), std::nullopt};
+    pending_append req{stream_id, expected, std::move(prepared).value(), std::nullopt,
+                       std::nullopt};
 
     std::unique_lock lock(queue_mu_);
     queue_.push_back(&req);
@@ -138,6 +145,9 @@ class sqlite_store final : public event_store {
       lock.unlock();
       commit_batch(batch);
       lock.lock();
+      // Results become visible to their appenders only now, after COMMIT returned: a
+      // waiting appender woken early must never see a result of an uncommitted append.
+      for (auto* p : batch) p->out = std::move(p->staged);
       leader_active_ = false;
       queue_cv_.notify_all();
     }
@@ -305,7 +315,7 @@ class sqlite_store final : public event_store {
 
   void commit_batch(const std::vector<pending_append*>& batch) {
     auto fail_all = [&](const error& e) {
-      for (auto* p : batch) p->out = e;
+      for (auto* p : batch) p->staged = e;
     };
     if (auto r = writer_.exec("BEGIN IMMEDIATE", "cannot start a write transaction"); !r) {
       fail_all(r.error());
@@ -315,7 +325,7 @@ class sqlite_store final : public event_store {
     bool wrote = false;
     for (auto* p : batch) {
       if (auto r = step(ws_.savepoint, "cannot start an append"); !r) {
-        p->out = r.error();
+        p->staged = r.error();
         continue;
       }
       auto r = apply_one(*p, now);
@@ -324,7 +334,7 @@ class sqlite_store final : public event_store {
         (void)step(ws_.rollback_to, "cannot undo a failed append");
       }
       (void)step(ws_.release, "cannot finish an append");
-      p->out = std::move(r);
+      p->staged = std::move(r);
     }
     if (!wrote) {
       (void)writer_.exec("ROLLBACK", "cannot end a read-only write transaction");
@@ -333,7 +343,8 @@ class sqlite_store final : public event_store {
     if (auto r = writer_.exec("COMMIT", "cannot commit appended events"); !r) {
       (void)writer_.exec("ROLLBACK", "cannot roll back");
       for (auto* p : batch) {
-        if (p->out && p->out->ok()) p->out = r.error();  // nothing acknowledged was written
+        // Nothing of this batch was written.
+        if (p->staged && p->staged->ok()) p->staged = r.error();
       }
     }
   }
@@ -554,6 +565,36 @@ class sqlite_store final : public event_store {
   std::vector<std::unique_ptr<reader>> pool_;
 };
 
+// Refuses, before anything is written, a database that is certainly not an Annals store: one
+// with another application id, or with tables and no Annals header. Opening the store changes
+// the file (journal_mode=WAL persists), so this runs first: a foreign database, opened by
+// mistake, is left exactly as it was. On a file that is not SQLite at all, this is where
+// SQLite first reads the header and reports NOTADB. ensure_schema() checks again under the
+// write lock. Both values come from one statement, so one snapshot: read separately, another
+// process creating the store in between would make a new store look foreign.
+result<void> refuse_foreign(connection& c, const std::string& path) {
+  auto st = statement::prepare(c.get(),
+                               "SELECT (SELECT application_id FROM pragma_application_id), "
+                               "(SELECT count(*) FROM sqlite_schema)");
+  if (!st) return std::move(st).error();
+  int rc = st->step();
+  if (rc != SQLITE_ROW) return sqlite::make_error(rc, "cannot read the store header", c.get());
+  std::int64_t app = st->column_int64(0), tables = st->column_int64(1);
+  if (app == application_id) return {};
+  if (app != 0) {
+    return error(errc::corruption,
+                 fmt::format("'{}' is not an Annals store (SQLite application_id is {:#x})", path,
+                             app));
+  }
+  if (tables != 0) {
+    return error(errc::corruption,
+                 fmt::format("'{}' is a SQLite database but not an Annals store "
+                             "(it has other tables and no Annals header)",
+                             path));
+  }
+  return {};
+}
+
 // Creates the schema in an empty database, or checks that an existing one is ours.
 result<void> ensure_schema(connection& c, const std::string& path, bool read_only) {
   auto app = query_int(c.get(), "PRAGMA application_id", "cannot read the store header");
@@ -619,11 +660,22 @@ result<std::unique_ptr<event_store>> open_sqlite_store(const std::string& path,
   if (!c) return std::move(c).error();
   connection conn = std::move(c).value();
   if (!options.read_only) {
-    // WAL is persistent in the file; setting it again is cheap. On a foreign or corrupt file
-    // this is where SQLite first reads the header and reports NOTADB.
+    if (auto r = refuse_foreign(conn, path); !r) return r.error();
+    // WAL is persistent in the file; setting it again is cheap.
     auto mode = statement::prepare(conn.get(), "PRAGMA journal_mode=WAL");
     if (!mode) return std::move(mode).error();
-    int rc = mode->step();
+    // Switching a new file to WAL takes an exclusive lock without calling the busy handler:
+    // when several processes open a new store at once, some get SQLITE_BUSY immediately.
+    // Retry until the busy timeout, as every other locked step waits.
+    auto deadline =
+        std::chrono::steady_clock::now() + std::chrono::milliseconds(options.busy_timeout_ms);
+    int rc;
+    for (int attempt = 1;; ++attempt) {
+      rc = mode->step();
+      if ((rc & 0xff) != SQLITE_BUSY || std::chrono::steady_clock::now() >= deadline) break;
+      mode->reset();
+      std::this_thread::sleep_for(std::chrono::milliseconds(std::min(attempt, 10)));
+    }
     if (rc != SQLITE_ROW) {
       return sqlite::make_error(rc, fmt::format("cannot open store '{}'", path), conn.get());
     }
