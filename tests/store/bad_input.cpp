@@ -11,6 +11,7 @@
 #include <fstream>
 #include <iterator>
 #include <random>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -273,6 +274,25 @@ TEST_CASE("an id source giving a bad id makes the append fail with invalid_argum
   // A supplied id does not ask the source.
   must(store->append("s", expected_version::no_stream(),
                      {make_event("test.v1.Thing", "x", uuid(1))}));
+}
+
+TEST_CASE("a throwing clock fails that append with io and later appends still work") {
+  temp_dir dir;
+  sqlite_options o;
+  int calls = 0;
+  o.clock = [&calls]() -> std::int64_t {
+    if (++calls == 2) throw std::runtime_error("clock is broken");
+    return 1'000'000;
+  };
+  auto store = fixture::open(dir.file("clock.db"), std::move(o));
+  must(store->append("s", expected_version::no_stream(), make_events(1)));
+  auto r = store->append("s", expected_version::exact(0), make_events(1));
+  CHECK(kind_of(r) == errc::io);
+  if (!r.ok()) CHECK(r.error().message().find("clock is broken") != std::string::npos);
+  // The failed batch was rolled back and the leader gave up leadership: no hang, no half write.
+  CHECK(must(store->head_position()) == 1);
+  must(store->append("s", expected_version::exact(0), make_events(1)));
+  CHECK(must(store->stream_version("s")) == 1);
 }
 
 TEST_CASE("invalid UTF-8 in metadata is refused") {

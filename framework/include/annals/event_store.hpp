@@ -78,9 +78,11 @@ struct recorded_event {
   std::string payload;
 };
 
+// The events of one append get consecutive stream versions and consecutive global positions
+// (one write lock), so the first event's position is position - (number of events - 1).
 struct append_result {
   std::int64_t stream_version = -1;  // version of the last event now in the stream
-  std::int64_t position = 0;         // global position of the last event appended
+  std::int64_t position = 0;         // global position of the last event; 0 for an empty append
   // True when every event id was already stored at these versions: nothing was written and
   // the original result is returned.
   bool already_appended = false;
@@ -98,8 +100,8 @@ struct read_stream_options {
 struct read_all_options {
   std::int64_t from_position = 1;     // inclusive; default: the start of the store
   std::int64_t max_count = INT64_MAX; // default: no limit
-  std::vector<std::string> event_types;  // empty: every type
-  std::string stream_prefix;             // empty: every stream; matched byte-wise
+  std::vector<std::string> event_types{};  // empty: every type
+  std::string stream_prefix{};             // empty: every stream; matched byte-wise
 };
 
 // Called once per event, in order. Return false to stop early. The reference is valid only
@@ -158,7 +160,9 @@ struct sqlite_options {
   bool create_if_missing = true;
   // Open without writing. Appends fail with invalid_argument. Default false.
   bool read_only = false;
-  // Clock for recorded_at, UTC microseconds. Default: the system clock.
+  // Clock for recorded_at, UTC microseconds; called once per shared commit, so events committed
+  // together share a time. If it throws, the appends of that commit fail with io.
+  // Default: the system clock.
   std::function<std::int64_t()> clock;
   // Source of event ids for events appended without one. Default: UUIDv7.
   std::function<std::string()> id_source;
@@ -170,7 +174,8 @@ result<std::unique_ptr<event_store>> open_sqlite_store(const std::string& path,
                                                        sqlite_options options = {});
 
 // Opens a store from a URI: a plain path or "sqlite:PATH". Other schemes are invalid_argument.
-result<std::unique_ptr<event_store>> open_store(std::string_view uri);
+// `options` apply to SQLite stores.
+result<std::unique_ptr<event_store>> open_store(std::string_view uri, sqlite_options options = {});
 
 // A new UUIDv7 (RFC 9562) in canonical lower-case text. Thread-safe; monotonic in one process.
 std::string new_uuid_v7();

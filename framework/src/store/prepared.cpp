@@ -2,13 +2,17 @@
 
 #include "annals/v1/envelope.pb.h"
 
+#include <google/protobuf/io/coded_stream.h>
+#include <google/protobuf/wire_format_lite.h>
+
 #include <fmt/format.h>
+#include <pthread.h>
 #include <unistd.h>
 
 #include <chrono>
 #include <mutex>
 #include <random>
-#include <unordered_set>
+#include <algorithm>
 
 namespace annals {
 
@@ -21,31 +25,40 @@ int hex_value(char c) {
 }
 
 // UUIDv7 state: 48-bit ms timestamp, then a 12-bit counter (RFC 9562 §6.2 method 1) seeded
-// randomly each millisecond, then 62 random bits. Reseeded after fork() so parent and child
-// never share a sequence.
+// randomly each millisecond, then 62 random bits. Reseeded in a fork()ed child (pthread_atfork)
+// so parent and child never share a sequence, without a getpid() system call per id.
 struct uuid_v7_state {
   std::mutex mu;
   std::mt19937_64 rng;
-  pid_t pid = -1;
+  bool seeded = false;
   std::uint64_t last_ms = 0;
   std::uint32_t counter = 0;
 };
 uuid_v7_state& v7_state() {
-  static uuid_v7_state s;
-  return s;
+  static uuid_v7_state* s = [] {
+    auto* st = new uuid_v7_state;  // never destroyed: usable from atexit handlers and threads
+    pthread_atfork([] { v7_state().mu.lock(); }, [] { v7_state().mu.unlock(); },
+                   [] {
+                     auto& c = v7_state();
+                     c.seeded = false;
+                     c.mu.unlock();
+                   });
+    return st;
+  }();
+  return *s;
 }
 }  // namespace
 
-std::string new_uuid_v7() {
+namespace store {
+void new_uuid_v7(unsigned char* b) {
   auto& st = v7_state();
-  unsigned char b[16];
   {
     std::lock_guard lock(st.mu);
-    if (st.pid != getpid()) {
+    if (!st.seeded) {
       std::random_device rd;
       std::seed_seq seq{rd(), rd(), rd(), rd(), static_cast<unsigned>(getpid())};
       st.rng.seed(seq);
-      st.pid = getpid();
+      st.seeded = true;
     }
     auto now_ms = static_cast<std::uint64_t>(
         std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -66,6 +79,12 @@ std::string new_uuid_v7() {
     for (int i = 8; i < 16; ++i) b[i] = static_cast<unsigned char>(r >> (8 * (i - 8)));
   }
   b[8] = static_cast<unsigned char>(0x80 | (b[8] & 0x3f));
+}
+}  // namespace store
+
+std::string new_uuid_v7() {
+  unsigned char b[16];
+  store::new_uuid_v7(b);
   return store::format_uuid(b);
 }
 
@@ -90,15 +109,20 @@ std::optional<uuid_bytes> parse_uuid(std::string_view t) {
   return out;
 }
 
-std::string format_uuid(const unsigned char* b) {
+void format_uuid(const unsigned char* b, std::string& out) {
   static constexpr char digits[] = "0123456789abcdef";
-  std::string s;
-  s.reserve(36);
+  out.resize(36);  // reuses the string's buffer: no allocation when reading many events
+  char* p = out.data();
   for (int i = 0; i < 16; ++i) {
-    if (i == 4 || i == 6 || i == 8 || i == 10) s.push_back('-');
-    s.push_back(digits[b[i] >> 4]);
-    s.push_back(digits[b[i] & 15]);
+    if (i == 4 || i == 6 || i == 8 || i == 10) *p++ = '-';
+    *p++ = digits[b[i] >> 4];
+    *p++ = digits[b[i] & 15];
   }
+}
+
+std::string format_uuid(const unsigned char* b) {
+  std::string s;
+  format_uuid(b, s);
   return s;
 }
 
@@ -209,17 +233,51 @@ std::string encode_metadata(const event_metadata& m) {
   return bytes;
 }
 
+// Reads annals.v1.EventMetadata straight into `out`, reusing its strings' buffers: this runs
+// once per event read, so it avoids the allocations of a generated message and a copy.
 bool decode_metadata(std::string_view bytes, event_metadata& out) {
-  out = {};
+  using google::protobuf::internal::WireFormatLite;
+  out.correlation_id.clear();
+  out.causation_id.clear();
+  out.traceparent.clear();
+  out.headers.clear();
   if (bytes.empty()) return true;
-  v1::EventMetadata pb;
-  if (!pb.ParseFromArray(bytes.data(), static_cast<int>(bytes.size()))) return false;
-  out.correlation_id = pb.correlation_id();
-  out.causation_id = pb.causation_id();
-  out.traceparent = pb.traceparent();
-  out.headers.reserve(static_cast<std::size_t>(pb.headers_size()));
-  for (const auto& h : pb.headers()) out.headers.push_back({h.key(), h.value()});
-  return true;
+  google::protobuf::io::CodedInputStream in(reinterpret_cast<const std::uint8_t*>(bytes.data()),
+                                            static_cast<int>(bytes.size()));
+  auto read_string = [&](std::string& target) {
+    std::uint32_t size = 0;
+    return in.ReadVarint32(&size) && in.ReadString(&target, static_cast<int>(size));
+  };
+  while (std::uint32_t tag = in.ReadTag()) {
+    bool ok = true;
+    switch (tag) {
+      case (1 << 3) | 2: ok = read_string(out.correlation_id); break;
+      case (2 << 3) | 2: ok = read_string(out.causation_id); break;
+      case (3 << 3) | 2: ok = read_string(out.traceparent); break;
+      case (4 << 3) | 2: {
+        std::uint32_t size = 0;
+        if (!in.ReadVarint32(&size)) return false;
+        auto limit = in.PushLimit(static_cast<int>(size));
+        header& h = out.headers.emplace_back();
+        while (std::uint32_t inner = in.ReadTag()) {
+          if (inner == ((1 << 3) | 2)) {
+            ok = read_string(h.key);
+          } else if (inner == ((2 << 3) | 2)) {
+            ok = read_string(h.value);
+          } else {
+            ok = WireFormatLite::SkipField(&in, inner);
+          }
+          if (!ok) return false;
+        }
+        if (!in.ConsumedEntireMessage()) return false;
+        in.PopLimit(limit);
+        break;
+      }
+      default: ok = WireFormatLite::SkipField(&in, tag);
+    }
+    if (!ok) return false;
+  }
+  return in.ConsumedEntireMessage();
 }
 
 std::int64_t system_clock_us() {
@@ -249,7 +307,6 @@ result<std::vector<prepared_event>> prepare_append(
   std::vector<prepared_event> out;
   out.reserve(events.size());
   std::size_t total = 0;
-  std::unordered_set<std::string_view> seen;
   for (std::size_t i = 0; i < events.size(); ++i) {
     auto& e = events[i];
     prepared_event p;
@@ -266,16 +323,19 @@ result<std::vector<prepared_event>> prepare_append(
       if (auto r = check_metadata_text("header key", h.key); !r) return r.error();
       if (auto r = check_metadata_text("header value", h.value); !r) return r.error();
     }
-    p.id_text = e.event_id.empty() ? (id_source ? id_source() : new_uuid_v7()) : e.event_id;
-    auto id = parse_uuid(p.id_text);
-    if (!id) {
-      return error(errc::invalid_argument,
-                   fmt::format("event {}: event id '{}' is not a UUID "
-                               "(xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx)",
-                               i, e.event_id.substr(0, 64)));
+    if (e.event_id.empty() && !id_source) {
+      new_uuid_v7(p.id.data());  // straight to bytes: no text round trip on the hot path
+    } else {
+      std::string text = e.event_id.empty() ? id_source() : e.event_id;
+      auto id = parse_uuid(text);
+      if (!id) {
+        return error(errc::invalid_argument,
+                     fmt::format("event {}: event id '{}' is not a UUID "
+                                 "(xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx)",
+                                 i, text.substr(0, 64)));
+      }
+      p.id = *id;
     }
-    p.id = *id;
-    p.id_text = format_uuid(p.id.data());
     p.metadata = encode_metadata(e.metadata);
     std::size_t size = e.payload.size() + p.metadata.size();
     if (size > store_limits::max_event_bytes) {
@@ -293,10 +353,14 @@ result<std::vector<prepared_event>> prepare_append(
     p.payload = std::move(e.payload);
     out.push_back(std::move(p));
   }
-  for (const auto& p : out) {
-    if (!seen.insert(p.id_text).second) {
+  if (out.size() > 1) {
+    std::vector<uuid_bytes> ids;
+    ids.reserve(out.size());
+    for (const auto& p : out) ids.push_back(p.id);
+    std::sort(ids.begin(), ids.end());
+    if (auto dup = std::adjacent_find(ids.begin(), ids.end()); dup != ids.end()) {
       return error(errc::invalid_argument,
-                   fmt::format("event id {} appears twice in one append", p.id_text));
+                   fmt::format("event id {} appears twice in one append", format_uuid(dup->data())));
     }
   }
   return out;

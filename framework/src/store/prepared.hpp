@@ -16,8 +16,11 @@ using uuid_bytes = std::array<unsigned char, 16>;
 
 // Parses canonical 8-4-4-4-12 hex (either case).
 std::optional<uuid_bytes> parse_uuid(std::string_view text);
-// Canonical lower-case text.
+// Canonical lower-case text; the second form reuses `out`'s buffer.
 std::string format_uuid(const unsigned char* bytes);
+void format_uuid(const unsigned char* bytes, std::string& out);
+// A new UUIDv7 written to 16 bytes. Thread-safe, monotonic in one process, fork-safe.
+void new_uuid_v7(unsigned char* bytes);
 
 // errc::invalid_argument with a message naming the rule, or success.
 result<void> check_stream_id(std::string_view stream_id);
@@ -27,7 +30,6 @@ bool valid_utf8(std::string_view s);
 // An event ready to insert: validated, id assigned, metadata serialized.
 struct prepared_event {
   uuid_bytes id{};
-  std::string id_text;
   std::string type;
   std::string payload;
   std::string metadata;  // serialized annals.v1.EventMetadata; empty when there is none

@@ -20,6 +20,7 @@
 #include <condition_variable>
 #include <deque>
 #include <mutex>
+#include <unordered_map>
 #include <thread>
 
 namespace annals {
@@ -111,8 +112,12 @@ struct pending_append {
 // A reader connection with its statements, checked out of the pool for one read.
 struct reader {
   connection conn;
-  statement stream_id, stream_page_fwd, stream_page_bwd, head, version;
+  statement stream_id, stream_page_fwd, stream_page_bwd, head, version, name_of;
+  // Stream names by internal id. Ids are never reused (streams are never deleted), so entries
+  // never go stale; the cache is dropped when it grows past max_cached_names.
+  std::unordered_map<std::int64_t, std::string> names;
 };
+constexpr std::size_t max_cached_names = 100000;
 
 class sqlite_store final : public event_store {
  public:
@@ -143,11 +148,18 @@ class sqlite_store final : public event_store {
       std::vector<pending_append*> batch(queue_.begin(), queue_.end());
       queue_.clear();
       lock.unlock();
-      commit_batch(batch);
+      commit_batch_noexcept(batch);
       lock.lock();
       // Results become visible to their appenders only now, after COMMIT returned: a
       // waiting appender woken early must never see a result of an uncommitted append.
-      for (auto* p : batch) p->out = std::move(p->staged);
+      for (auto* p : batch) {
+        if (p->staged) {
+          p->out = std::move(p->staged);
+        } else {
+          p->out.emplace(error(errc::io, failure_reason_.empty() ? "append failed"
+                                                                 : failure_reason_));
+        }
+      }
       leader_active_ = false;
       queue_cv_.notify_all();
     }
@@ -212,23 +224,24 @@ class sqlite_store final : public event_store {
     reader& rd = *lease.r;
 
     // Filters become placeholders; the values are bound, never pasted.
+    // No join per row: the stream name comes from the reader's id -> name cache.
     std::string sql =
-        "SELECT e.position, e.event_id, e.type, e.recorded_at, e.metadata, e.payload, "
-        "e.stream_version, s.name FROM events e JOIN streams s ON s.id = e.stream "
-        "WHERE e.position >= ?1";
+        "SELECT position, event_id, type, recorded_at, metadata, payload, stream_version, "
+        "stream FROM events WHERE position >= ?1";
     int next_param = 3;
     if (!o.stream_prefix.empty()) {
-      sql += " AND substr(CAST(s.name AS BLOB), 1, ?3) = CAST(?4 AS BLOB)";
+      sql += " AND stream IN (SELECT id FROM streams "
+             "WHERE substr(CAST(name AS BLOB), 1, ?3) = CAST(?4 AS BLOB))";
       next_param = 5;
     }
     if (!o.event_types.empty()) {
-      sql += " AND e.type IN (";
+      sql += " AND type IN (";
       for (std::size_t i = 0; i < o.event_types.size(); ++i) {
         sql += fmt::format("{}?{}", i ? "," : "", next_param + static_cast<int>(i));
       }
       sql += ")";
     }
-    sql += " ORDER BY e.position LIMIT ?2";
+    sql += " ORDER BY position LIMIT ?2";
     auto prepared = statement::prepare(rd.conn.get(), sql);
     if (!prepared) return std::move(prepared).error();
     statement page = std::move(prepared).value();
@@ -253,7 +266,7 @@ class sqlite_store final : public event_store {
         ++rows;
         if (auto d = decode_row(page, 0, ev); !d) return d.error();
         ev.stream_version = page.column_int64(6);
-        ev.stream_id.assign(page.column_text(7));
+        if (auto n = stream_name(rd, page.column_int64(7), ev.stream_id); !n) return n.error();
         next = ev.position + 1;
         ++visited;
         if (!visit(ev)) return visited;
@@ -300,7 +313,7 @@ class sqlite_store final : public event_store {
       return error(errc::corruption,
                    fmt::format("event at position {} has a malformed event id", ev.position));
     }
-    ev.event_id = store::format_uuid(reinterpret_cast<const unsigned char*>(id.data()));
+    store::format_uuid(reinterpret_cast<const unsigned char*>(id.data()), ev.event_id);
     ev.type.assign(s.column_text(first + 2));
     ev.recorded_at_us = s.column_int64(first + 3);
     if (!store::decode_metadata(s.column_blob(first + 4), ev.metadata)) {
@@ -311,7 +324,48 @@ class sqlite_store final : public event_store {
     return {};
   }
 
+  static result<void> stream_name(reader& rd, std::int64_t id, std::string& out) {
+    if (auto it = rd.names.find(id); it != rd.names.end()) {
+      out.assign(it->second);
+      return {};
+    }
+    reset_guard g(rd.name_of);
+    rd.name_of.bind(1, id);
+    int rc = rd.name_of.step();
+    if (rc == SQLITE_DONE) {
+      return error(errc::corruption, fmt::format("an event refers to stream #{}, which the "
+                                                 "streams table does not have", id));
+    }
+    if (rc != SQLITE_ROW) return sqlite::make_error(rc, "cannot read $all", rd.conn.get());
+    out.assign(rd.name_of.column_text(0));
+    if (rd.names.size() >= max_cached_names) rd.names.clear();
+    rd.names.emplace(id, out);
+    return {};
+  }
+
   // ---- writes -------------------------------------------------------------------------
+
+  // The leader must always hand results back and give up leadership, or every later append
+  // would wait forever: an exception (from an injected clock, or bad_alloc) fails the batch.
+  void commit_batch_noexcept(const std::vector<pending_append*>& batch) noexcept {
+    try {
+      commit_batch(batch);
+      return;
+    } catch (const std::exception& e) {
+      stage_failure(batch, fmt::format("append failed: {}", e.what()));
+    } catch (...) {
+      stage_failure(batch, "append failed: unknown exception");
+    }
+  }
+  void stage_failure(const std::vector<pending_append*>& batch, std::string why) noexcept {
+    failure_reason_ = std::move(why);  // read by the same leader under queue_mu_
+    if (!sqlite3_get_autocommit(writer_.get())) {
+      (void)sqlite3_exec(writer_.get(), "ROLLBACK", nullptr, nullptr, nullptr);
+    }
+    // A missing result is reported to its appender as io (see append()); leaving them empty
+    // here cannot throw.
+    for (auto* p : batch) p->staged.reset();
+  }
 
   void commit_batch(const std::vector<pending_append*>& batch) {
     auto fail_all = [&](const error& e) {
@@ -460,7 +514,7 @@ class sqlite_store final : public event_store {
                       version == first_version + static_cast<std::int64_t>(i);
       if (!in_place && mismatch.empty()) {
         mismatch = fmt::format("event id {} is already stored in stream '{}' at version {}",
-                               e.id_text, stream, version);
+                               store::format_uuid(e.id.data()), stream, version);
       }
       original.stream_version = version;
       original.position = ws_.find_event.column_int64(2);
@@ -531,7 +585,8 @@ class sqlite_store final : public event_store {
                           item{&r->stream_page_fwd, fwd.c_str()},
                           item{&r->stream_page_bwd, bwd.c_str()},
                           item{&r->head, "SELECT coalesce(max(position), 0) FROM events"},
-                          item{&r->version, "SELECT version FROM streams WHERE name = ?1"}}) {
+                          item{&r->version, "SELECT version FROM streams WHERE name = ?1"},
+                          item{&r->name_of, "SELECT name FROM streams WHERE id = ?1"}}) {
       auto p = statement::prepare(r->conn.get(), sql);
       if (!p) return std::move(p).error();
       *s = std::move(p).value();
@@ -560,6 +615,7 @@ class sqlite_store final : public event_store {
   std::condition_variable queue_cv_;
   std::deque<pending_append*> queue_;
   bool leader_active_ = false;
+  std::string failure_reason_;  // why the last batch failed by exception; leader only
 
   std::mutex pool_mu_;
   std::vector<std::unique_ptr<reader>> pool_;
@@ -693,17 +749,17 @@ result<std::unique_ptr<event_store>> open_sqlite_store(const std::string& path,
       path, std::move(options), std::move(conn), std::move(ws).value()));
 }
 
-result<std::unique_ptr<event_store>> open_store(std::string_view uri) {
+result<std::unique_ptr<event_store>> open_store(std::string_view uri, sqlite_options options) {
   constexpr std::string_view sqlite_scheme = "sqlite:";
   if (uri.substr(0, sqlite_scheme.size()) == sqlite_scheme) {
-    return open_sqlite_store(std::string(uri.substr(sqlite_scheme.size())));
+    return open_sqlite_store(std::string(uri.substr(sqlite_scheme.size())), std::move(options));
   }
   if (auto colon = uri.find("://"); colon != std::string_view::npos) {
     return error(errc::invalid_argument,
                  fmt::format("unsupported store URI scheme '{}' (use a path or sqlite:PATH)",
                              uri.substr(0, colon)));
   }
-  return open_sqlite_store(std::string(uri));
+  return open_sqlite_store(std::string(uri), std::move(options));
 }
 
 }  // namespace annals
