@@ -809,9 +809,10 @@ TEST_CASE_TEMPLATE("reads across many pages neither lose nor repeat events", B,
                    ANNALS_STORE_BACKENDS) {
   B backend;
   auto store = backend.open();
-  // 12 batches of 100 events in "big" (types A/B alternating), each followed by one event in
-  // its own "other-N" stream of type C: 1212 events, more than two internal pages.
-  for (int b = 0; b < 12; ++b) {
+  // 45 batches of 100 events in "big" (types A/B alternating), each followed by one event in
+  // its own "other-N" stream of type C: 4545 events, more than two internal pages (SQLite
+  // reads in pages of 2048 rows).
+  for (int b = 0; b < 45; ++b) {
     std::vector<event_data> evs;
     for (int i = 0; i < 100; ++i) {
       int n = b * 100 + i;
@@ -831,47 +832,47 @@ TEST_CASE_TEMPLATE("reads across many pages neither lose nor repeat events", B,
     return ok;
   };
   auto fwd = read_stream_vec(*store, "big");
-  CHECK(fwd.size() == 1200);
+  CHECK(fwd.size() == 4500);
   CHECK(check_payloads(fwd, 0, 1));
   auto bwd = read_stream_vec(*store, "big", {.dir = direction::backward});
-  CHECK(bwd.size() == 1200);
-  CHECK(check_payloads(bwd, 1199, -1));
-  auto mid = read_stream_vec(*store, "big", {.from_version = 300, .max_count = 800});
-  CHECK(mid.size() == 800);
+  CHECK(bwd.size() == 4500);
+  CHECK(check_payloads(bwd, 4499, -1));
+  auto mid = read_stream_vec(*store, "big", {.from_version = 300, .max_count = 3000});
+  CHECK(mid.size() == 3000);
   CHECK(check_payloads(mid, 300, 1));
-  auto mid_back = read_stream_vec(*store, "big", {.from_version = 1000,
+  auto mid_back = read_stream_vec(*store, "big", {.from_version = 4000,
                                                   .dir = direction::backward,
-                                                  .max_count = 700});
-  CHECK(mid_back.size() == 700);
-  CHECK(check_payloads(mid_back, 1000, -1));
+                                                  .max_count = 2500});
+  CHECK(mid_back.size() == 2500);
+  CHECK(check_payloads(mid_back, 4000, -1));
 
   auto all = check_store_invariants(*store);
-  CHECK(all.size() == 1212);
-  auto from = read_all_vec(*store, query().from(700).max(513));
-  REQUIRE(from.size() == 513);
+  CHECK(all.size() == 4545);
+  auto from = read_all_vec(*store, query().from(700).max(2100));
+  REQUIRE(from.size() == 2100);
   CHECK(from.front().position == 700);
-  CHECK(from.back().position == 1212);
+  CHECK(from.back().position == 2799);
   auto a = read_all_vec(*store, query().types({"test.v1.A"}));
-  CHECK(a.size() == 600);
+  CHECK(a.size() == 2250);
   std::set<std::int64_t> a_positions;
   for (const auto& e : a) a_positions.insert(e.position);
-  CHECK(a_positions.size() == 600);
+  CHECK(a_positions.size() == 2250);
   auto c = read_all_vec(*store, query().types({"test.v1.C"}));
-  REQUIRE(c.size() == 12);
-  for (int b = 0; b < 12; ++b) {
+  REQUIRE(c.size() == 45);
+  for (int b = 0; b < 45; ++b) {
     CHECK(c[b].payload == "other" + std::to_string(b));
     CHECK(c[b].position == 101 * (b + 1));
   }
-  CHECK(read_all_vec(*store, query().prefix("other-")).size() == 12);
-  CHECK(read_all_vec(*store, query().prefix("big")).size() == 1200);
+  CHECK(read_all_vec(*store, query().prefix("other-")).size() == 45);
+  CHECK(read_all_vec(*store, query().prefix("big")).size() == 4500);
   std::int64_t seen = 0;
   auto n = must(store->read_all(query().from(1), [&](const recorded_event& e) {
     if (e.position != seen + 1) return false;
     seen = e.position;
     return true;
   }));
-  CHECK(n == 1212);
-  CHECK(seen == 1212);
+  CHECK(n == 4545);
+  CHECK(seen == 4545);
 }
 
 TEST_CASE_TEMPLATE("stream_version and head_position follow appends", B, ANNALS_STORE_BACKENDS) {

@@ -33,7 +33,7 @@ using store::prepared_event;
 
 constexpr std::int32_t application_id = 0x414E4E4C;  // "ANNL"
 constexpr int format_version = 1;
-constexpr std::int64_t page_size = 512;
+constexpr std::int64_t page_size = 2048;
 
 constexpr const char* schema_sql = R"sql(
 CREATE TABLE streams(
