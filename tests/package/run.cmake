@@ -1,3 +1,4 @@
+cmake_minimum_required(VERSION 3.25)
 # Installs the build tree into a scratch prefix, then configures, builds and runs the consumer
 # project against it with find_package(annals).
 file(REMOVE_RECURSE "${WORK_DIR}")
