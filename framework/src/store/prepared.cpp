@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <condition_variable>
 #include <mutex>
 #include <random>
 #include <algorithm>
@@ -278,6 +279,39 @@ bool decode_metadata(std::string_view bytes, event_metadata& out) {
     if (!ok) return false;
   }
   return in.ConsumedEntireMessage();
+}
+
+namespace {
+struct commit_signal {
+  std::mutex mu;
+  std::condition_variable cv;
+  std::uint64_t sequence = 0;
+};
+commit_signal& signal() {
+  static commit_signal* s = new commit_signal;  // never destroyed: used by detached threads
+  return *s;
+}
+}  // namespace
+
+void notify_commit() noexcept {
+  auto& s = signal();
+  {
+    std::lock_guard lock(s.mu);
+    ++s.sequence;
+  }
+  s.cv.notify_all();
+}
+
+std::uint64_t commit_sequence() noexcept {
+  auto& s = signal();
+  std::lock_guard lock(s.mu);
+  return s.sequence;
+}
+
+void wait_for_commit(std::uint64_t seen, std::chrono::milliseconds timeout) {
+  auto& s = signal();
+  std::unique_lock lock(s.mu);
+  s.cv.wait_for(lock, timeout, [&] { return s.sequence != seen; });
 }
 
 std::int64_t system_clock_us() {

@@ -4,6 +4,7 @@
 #include <annals/event_store.hpp>
 
 #include <array>
+#include <chrono>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -46,5 +47,12 @@ std::string encode_metadata(const event_metadata& m);
 bool decode_metadata(std::string_view bytes, event_metadata& out);
 
 std::int64_t system_clock_us();
+
+// A process-wide signal raised after every commit that appended events, so projection runners
+// in this process wake at once instead of waiting for their next poll.
+void notify_commit() noexcept;
+std::uint64_t commit_sequence() noexcept;
+// Returns when commit_sequence() != seen, or after `timeout`.
+void wait_for_commit(std::uint64_t seen, std::chrono::milliseconds timeout);
 
 }  // namespace annals::store

@@ -72,6 +72,8 @@ class statement {
       sqlite3_bind_int64(s_, index, value);
     } else if constexpr (std::is_same_v<T, int>) {
       sqlite3_bind_int(s_, index, value);
+    } else if constexpr (std::is_same_v<T, double>) {
+      sqlite3_bind_double(s_, index, value);
     } else if constexpr (std::is_convertible_v<const T&, std::string_view>) {
       std::string_view v = value;
       sqlite3_bind_text(s_, index, v.data(), static_cast<int>(v.size()), SQLITE_STATIC);

@@ -400,7 +400,9 @@ class sqlite_store final : public event_store {
         // Nothing of this batch was written.
         if (p->staged && p->staged->ok()) p->staged = r.error();
       }
+      return;
     }
+    store::notify_commit();
   }
 
   result<void> step(statement& s, std::string_view what) {

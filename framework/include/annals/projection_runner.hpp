@@ -1,0 +1,142 @@
+// annals/projection_runner.hpp — running, following, rebuilding and repairing projections.
+//
+// Read models live in the store's SQLite file, next to the events. A runner catches each
+// projection up from its checkpoint in batches; a batch's read-model writes and the new
+// checkpoint commit in one transaction, so a crash at any moment leaves every model exactly as
+// of some checkpoint. Several runners (threads or processes) may run the same projection: each
+// batch re-checks the checkpoint under the write lock, so no event is applied twice.
+//
+// Bookkeeping tables (same file): annals_projections (name, version, checkpoint, state, ...)
+// and annals_parked (dead letters). See docs/storage-format.md.
+//
+// Thread safety: a projection_runner may be used from several threads; start() runs one
+// background thread that follows live appends.
+#pragma once
+
+#include <annals/projection.hpp>
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace annals {
+
+enum class projection_state { running, catching_up, rebuilding, stuck };
+std::string_view to_string(projection_state s) noexcept;
+
+struct projection_status {
+  std::string name;
+  int version = 0;          // the code's version
+  int stored_version = 0;   // the version the live model was built with (0: never built)
+  std::int64_t checkpoint = 0;  // last position applied (or passed over: not of its types)
+  std::int64_t head = 0;        // the store's head position
+  std::int64_t lag_events = 0;  // head - checkpoint
+  double lag_seconds = 0;       // age of the oldest event not yet applied; 0 when caught up
+  projection_state state = projection_state::running;
+  double events_per_s = 0;      // rate of the last batch written by any runner
+  std::int64_t parked = 0;      // events parked and not resolved
+  std::int64_t stuck_position = 0;  // when stuck: the position of the parked event
+  std::string error;                // when stuck: the handler's error
+};
+
+struct parked_event {
+  std::int64_t position = 0;
+  std::string stream_id;
+  std::int64_t stream_version = 0;
+  std::string event_id;
+  std::string type;
+  std::string error;
+  int attempts = 0;
+  std::int64_t parked_at_us = 0;
+  std::string state;  // "parked", "retried" or "skipped"
+};
+
+struct rebuild_progress {
+  std::int64_t position = 0;  // last position replayed into the shadow tables
+  std::int64_t head = 0;
+  std::int64_t events = 0;    // events applied so far
+  double events_per_s = 0;
+  double eta_seconds = 0;
+};
+
+struct rebuild_options {
+  // Compare the rebuilt shadow tables with the live model row by row, report differences, and
+  // do not swap. Default false.
+  bool verify = false;
+  std::int64_t batch_size = 50000;  // events per transaction while replaying
+  std::function<void(const rebuild_progress&)> progress;  // called after each batch
+  std::function<void(std::string_view)> difference;       // verify: one line per difference
+  std::int64_t max_differences = 100;                     // verify: lines reported at most
+};
+
+struct rebuild_report {
+  std::int64_t events = 0;     // events applied to the new model
+  std::int64_t position = 0;   // the checkpoint of the new model
+  double seconds = 0;
+  bool swapped = false;        // false for verify
+  std::int64_t differences = 0;  // verify: rows that differ (live-only plus rebuilt-only)
+};
+
+struct runner_options {
+  std::int64_t batch_size = 1000;  // events per transaction when catching up. Default 1000.
+  // How often the live loop looks for appends by other processes. Appends through a store in
+  // this process wake it at once. Default 5 ms.
+  std::chrono::milliseconds poll_interval{5};
+  int max_attempts = 3;  // handler attempts before parking an event. Default 3.
+  std::chrono::milliseconds retry_backoff{20};  // first retry pause, doubled each time
+  std::int64_t busy_timeout_ms = 10000;         // waiting for the write lock. Default 10 s.
+  // Rebuild a projection whose stored version differs from the code's, automatically, when
+  // catching up (zero downtime: shadow tables, then a swap). Default true; when false such a
+  // projection is reported stale by status() and not run.
+  bool rebuild_on_version_change = true;
+};
+
+class projection_runner {
+ public:
+  // Opens a runner for these projections on the store file at `path`. Creates the bookkeeping
+  // tables and each projection's tables if missing.
+  static result<std::unique_ptr<projection_runner>> open(const std::string& path,
+                                                         projection_list projections,
+                                                         runner_options options = {});
+  virtual ~projection_runner() = default;
+
+  // Applies events until every projection reaches the head seen at the start (or is stuck).
+  // Returns the number of events applied.
+  virtual result<std::int64_t> catch_up() = 0;
+
+  // Starts a background thread that catches up, then follows live appends (from this process
+  // at once, from other processes within poll_interval). stop() ends it; the destructor too.
+  virtual result<void> start() = 0;
+  virtual void stop() = 0;
+
+  // Waits until `projection` has applied everything up to `position` (read-your-writes after
+  // a command: pass the command's position). Catches up itself when start() was not called.
+  // Errors: not_found (unknown projection), busy (timeout, or the projection is stuck).
+  virtual result<void> wait_for(std::string_view projection, std::int64_t position,
+                                std::chrono::milliseconds timeout) = 0;
+
+  virtual result<std::vector<projection_status>> status() = 0;
+
+  // Rebuilds into shadow tables from position 1, catches up to the head, then swaps them in
+  // atomically with the checkpoint. Readers see the old model until the swap. A rebuild that is
+  // killed leaves the live model untouched; the next one starts cleanly.
+  virtual result<rebuild_report> rebuild(std::string_view projection,
+                                         const rebuild_options& options = {}) = 0;
+  // Drops the model and its checkpoint; the next catch-up replays from the start.
+  virtual result<void> reset(std::string_view projection) = 0;
+
+  virtual result<std::vector<parked_event>> parked(std::string_view projection) = 0;
+  // Unsticks a projection: its parked events are applied again on the next catch-up.
+  virtual result<void> retry(std::string_view projection) = 0;
+  // Moves a stuck projection past its parked event at `position`, recording the skip.
+  virtual result<void> skip(std::string_view projection, std::int64_t position) = 0;
+
+  // Runs fn in a read transaction on the read models: one consistent snapshot.
+  virtual result<void> read(const std::function<result<void>(sql_tx&)>& fn) = 0;
+};
+
+}  // namespace annals

@@ -1,0 +1,121 @@
+// annals/sql.hpp — a transaction handle on the store's SQLite file, for read models.
+//
+// Projection handlers receive an sql_tx inside the transaction that also moves their
+// checkpoint; queries receive one inside a read transaction. Values are always bound as
+// parameters (?1, ?2, ...), never pasted into SQL text.
+//
+// Thread safety: an sql_tx belongs to the thread that received it and is valid only during the
+// call that received it. Ownership: it does not own the connection.
+#pragma once
+
+#include <annals/result.hpp>
+
+#include <cstdint>
+#include <functional>
+#include <initializer_list>
+#include <map>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <variant>
+
+namespace annals {
+
+// A BLOB column value.
+struct blob {
+  std::string bytes;
+  friend bool operator==(const blob&, const blob&) = default;
+};
+
+// A parameter value. Strings and blobs are referenced, not copied: keep them alive for the call.
+class sql_value {
+ public:
+  struct null_t {};
+  struct blob_ref {
+    std::string_view bytes;
+  };
+  sql_value() : v_(null_t{}) {}
+  sql_value(std::nullptr_t) : v_(null_t{}) {}
+  sql_value(bool b) : v_(std::int64_t{b}) {}
+  sql_value(int i) : v_(std::int64_t{i}) {}
+  sql_value(long i) : v_(std::int64_t{i}) {}
+  sql_value(long long i) : v_(static_cast<std::int64_t>(i)) {}
+  sql_value(unsigned u) : v_(std::int64_t{u}) {}
+  sql_value(double d) : v_(d) {}
+  sql_value(std::string_view s) : v_(s) {}
+  sql_value(const std::string& s) : v_(std::string_view(s)) {}
+  sql_value(const char* s) : v_(std::string_view(s)) {}
+  sql_value(const blob& b) : v_(blob_ref{b.bytes}) {}
+  sql_value(blob_ref b) : v_(b) {}
+
+  using variant = std::variant<null_t, std::int64_t, double, std::string_view, blob_ref>;
+  const variant& get() const noexcept { return v_; }
+
+ private:
+  variant v_;
+};
+
+namespace detail {
+class sql_connection;  // src/projection/sql.cpp
+}
+
+// One result row of a query. Valid only inside the visitor call.
+class sql_row {
+ public:
+  int columns() const noexcept;
+  bool is_null(int column) const noexcept;
+  std::int64_t int64(int column) const noexcept;
+  double real(int column) const noexcept;
+  std::string text(int column) const;
+  std::string_view text_view(int column) const noexcept;  // valid during the visitor call
+  blob bytes(int column) const;
+
+  explicit sql_row(void* statement) noexcept : s_(statement) {}
+
+ private:
+  void* s_;
+};
+
+using sql_params = std::initializer_list<sql_value>;
+using row_visitor = std::function<bool(const sql_row&)>;
+
+class sql_tx {
+ public:
+  // Runs a statement with bound parameters; returns the number of rows changed.
+  result<std::int64_t> exec(std::string_view sql, sql_params params = {});
+  // Runs a query; calls visit for each row until it returns false. Returns rows visited.
+  result<std::int64_t> query(std::string_view sql, sql_params params, const row_visitor& visit);
+  // The same with a parameter array (used by the read-model templates).
+  result<std::int64_t> exec(std::string_view sql, const sql_value* params, std::size_t count);
+  result<std::int64_t> query(std::string_view sql, const sql_value* params, std::size_t count,
+                             const row_visitor& visit);
+
+  // The physical name of a read-model table in this transaction: during a rebuild, handlers
+  // write to a shadow table. Custom SQL on a projection's own tables must use this name
+  // (already quoted for SQL, e.g. "account_statement" or "account_statement__rebuild").
+  std::string table(std::string_view logical_name) const;
+
+  // Read-model rows (see annals/read_model.hpp): defined there as templates.
+  template <class Row>
+  result<void> upsert(const Row& row);
+  template <class Row, class... Key>
+  result<bool> erase(const Key&... key);  // true if a row was deleted
+  template <class Row, class... Key>
+  result<std::optional<Row>> find(const Key&... key);
+  // Rows matching `where` (SQL after WHERE, with ?1.. parameters; empty: all rows), in the
+  // order given by `order_by` (SQL after ORDER BY; empty: by key). visit returns false to stop.
+  template <class Row>
+  result<std::int64_t> select(std::string_view where, sql_params params,
+                              const std::function<bool(const Row&)>& visit,
+                              std::string_view order_by = {});
+
+  // For the library: wraps a connection, with logical -> physical table names.
+  sql_tx(detail::sql_connection& c, const std::map<std::string, std::string, std::less<>>* names)
+      : conn_(c), names_(names) {}
+
+ private:
+  detail::sql_connection& conn_;
+  const std::map<std::string, std::string, std::less<>>* names_;
+};
+
+}  // namespace annals

@@ -1,0 +1,149 @@
+// SQL for read-model rows, generated from their shape. Identifiers come from the row types
+// (code, not input) and are quoted; values are always bound.
+#include "projection/internal.hpp"
+
+#include <fmt/format.h>
+
+#include <stdexcept>
+
+namespace annals::detail {
+
+namespace {
+const char* sql_type(column_type t) {
+  switch (t) {
+    case column_type::integer: return "INTEGER";
+    case column_type::real: return "REAL";
+    case column_type::text: return "TEXT";
+    case column_type::blob: return "BLOB";
+  }
+  return "BLOB";
+}
+
+std::string column_list(const table_shape& s) {
+  std::string out;
+  for (std::size_t i = 0; i < s.columns.size(); ++i) {
+    if (i) out += ", ";
+    out += quote_identifier(s.columns[i].name);
+  }
+  return out;
+}
+
+std::string key_condition(const table_shape& s) {
+  std::string out;
+  for (std::size_t k = 0; k < s.key.size(); ++k) {
+    if (k) out += " AND ";
+    out += fmt::format("{} = ?{}", quote_identifier(s.columns[s.key[k]].name), k + 1);
+  }
+  return out;
+}
+
+result<void> check_key_arity(const table_shape& s, std::size_t given) {
+  if (given != s.key.size()) {
+    return error(errc::invalid_argument,
+                 fmt::format("read model '{}' has a key of {} column(s), {} value(s) given",
+                             s.table, s.key.size(), given));
+  }
+  return {};
+}
+}  // namespace
+
+table_shape make_shape(std::string_view table, std::vector<column_info> columns,
+                       const std::string_view* key_begin, const std::string_view* key_end) {
+  table_shape s;
+  s.table = std::string(table);
+  s.columns = std::move(columns);
+  if (s.table.empty()) throw std::logic_error("annals: a read-model row has an empty table name");
+  for (auto k = key_begin; k != key_end; ++k) {
+    bool found = false;
+    for (std::size_t i = 0; i < s.columns.size(); ++i) {
+      if (s.columns[i].name == *k) {
+        s.key.push_back(i);
+        found = true;
+      }
+    }
+    if (!found) {
+      throw std::logic_error(fmt::format("annals: read model '{}' names key column '{}', which "
+                                         "is not a member of its row",
+                                         s.table, *k));
+    }
+  }
+  if (s.key.empty()) {
+    throw std::logic_error(fmt::format("annals: read model '{}' has an empty key", s.table));
+  }
+  return s;
+}
+
+std::string create_table_sql(const table_shape& s, std::string_view physical) {
+  std::string cols;
+  for (const auto& c : s.columns) {
+    cols += fmt::format("{} {}{}, ", quote_identifier(c.name), sql_type(c.type),
+                        c.nullable ? "" : " NOT NULL");
+  }
+  std::string key;
+  for (std::size_t k = 0; k < s.key.size(); ++k) {
+    if (k) key += ", ";
+    key += quote_identifier(s.columns[s.key[k]].name);
+  }
+  return fmt::format("CREATE TABLE IF NOT EXISTS {} ({}PRIMARY KEY ({})) WITHOUT ROWID", physical,
+                     cols, key);
+}
+
+result<void> upsert_row(sql_tx& tx, const table_shape& s, const std::vector<sql_value>& values) {
+  std::string placeholders, updates;
+  for (std::size_t i = 0; i < s.columns.size(); ++i) {
+    placeholders += fmt::format("{}?{}", i ? ", " : "", i + 1);
+    bool is_key = false;
+    for (auto k : s.key) is_key = is_key || k == i;
+    if (!is_key) {
+      if (!updates.empty()) updates += ", ";
+      auto q = quote_identifier(s.columns[i].name);
+      updates += fmt::format("{} = excluded.{}", q, q);
+    }
+  }
+  std::string key;
+  for (std::size_t k = 0; k < s.key.size(); ++k) {
+    if (k) key += ", ";
+    key += quote_identifier(s.columns[s.key[k]].name);
+  }
+  auto sql = fmt::format("INSERT INTO {} ({}) VALUES ({}) ON CONFLICT ({}) DO {}", tx.table(s.table),
+                         column_list(s), placeholders, key,
+                         updates.empty() ? "NOTHING" : "UPDATE SET " + updates);
+  auto r = tx.exec(sql, values.data(), values.size());
+  if (!r) return std::move(r).error();
+  return {};
+}
+
+result<bool> erase_row(sql_tx& tx, const table_shape& s, const std::vector<sql_value>& key) {
+  if (auto r = check_key_arity(s, key.size()); !r) return r.error();
+  auto sql = fmt::format("DELETE FROM {} WHERE {}", tx.table(s.table), key_condition(s));
+  auto r = tx.exec(sql, key.data(), key.size());
+  if (!r) return std::move(r).error();
+  return r.value() > 0;
+}
+
+result<std::int64_t> find_row(sql_tx& tx, const table_shape& s, const std::vector<sql_value>& key,
+                              const row_visitor& visit) {
+  if (auto r = check_key_arity(s, key.size()); !r) return r.error();
+  auto sql = fmt::format("SELECT {} FROM {} WHERE {}", column_list(s), tx.table(s.table),
+                         key_condition(s));
+  return tx.query(sql, key.data(), key.size(), visit);
+}
+
+result<std::int64_t> select_rows(sql_tx& tx, const table_shape& s, std::string_view where,
+                                 const sql_value* params, std::size_t count,
+                                 std::string_view order_by, const row_visitor& visit) {
+  std::string order;
+  if (order_by.empty()) {
+    for (std::size_t k = 0; k < s.key.size(); ++k) {
+      if (k) order += ", ";
+      order += quote_identifier(s.columns[s.key[k]].name);
+    }
+  } else {
+    order = std::string(order_by);
+  }
+  auto sql = fmt::format("SELECT {} FROM {}{}{} ORDER BY {}", column_list(s), tx.table(s.table),
+                         where.empty() ? "" : " WHERE ", where, order);
+  return tx.query(sql, params, count, visit);
+}
+
+}  // namespace annals::detail

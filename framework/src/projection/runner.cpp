@@ -1,0 +1,915 @@
+// The projection runner. Contract: annals/projection_runner.hpp; tables: docs/storage-format.md.
+//
+// Exactly-once effect: a batch is applied inside BEGIN IMMEDIATE, after re-reading the
+// checkpoint under that lock (compare-and-set). If another runner moved it, the batch is
+// dropped and re-read. The read-model writes and the new checkpoint commit together.
+//
+// Events are read through an event_store on the same file (another connection). Only
+// positions <= a head read before the batch are used: positions are assigned under the write
+// lock, so everything up to that head is committed and immutable.
+#include <annals/projection_runner.hpp>
+
+#include "projection/internal.hpp"
+#include "store/prepared.hpp"
+
+#include <fcntl.h>
+#include <fmt/format.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <condition_variable>
+#include <map>
+#include <mutex>
+#include <set>
+#include <thread>
+
+namespace annals {
+
+std::string_view to_string(projection_state s) noexcept {
+  switch (s) {
+    case projection_state::running: return "running";
+    case projection_state::catching_up: return "catching up";
+    case projection_state::rebuilding: return "rebuilding";
+    case projection_state::stuck: return "stuck";
+  }
+  return "unknown";
+}
+
+namespace {
+
+using detail::sql_connection;
+using clock_type = std::chrono::steady_clock;
+using names_map = std::map<std::string, std::string, std::less<>>;
+
+constexpr const char* bookkeeping_sql = R"sql(
+CREATE TABLE IF NOT EXISTS annals_projections(
+  name               TEXT PRIMARY KEY,
+  version            INTEGER NOT NULL,
+  checkpoint         INTEGER NOT NULL,
+  stuck_position     INTEGER,
+  error              TEXT,
+  events_per_s       REAL NOT NULL DEFAULT 0,
+  updated_at         INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS annals_parked(
+  projection     TEXT NOT NULL,
+  position       INTEGER NOT NULL,
+  stream_id      TEXT NOT NULL,
+  stream_version INTEGER NOT NULL,
+  event_id       TEXT NOT NULL,
+  type           TEXT NOT NULL,
+  error          TEXT NOT NULL,
+  attempts       INTEGER NOT NULL,
+  parked_at      INTEGER NOT NULL,
+  state          TEXT NOT NULL,
+  resolved_at    INTEGER,
+  PRIMARY KEY(projection, position)
+);
+)sql";
+
+std::string shadow_name(std::string_view table) { return std::string(table) + "__rebuild"; }
+
+struct stored_state {
+  bool exists = false;
+  int version = 0;
+  std::int64_t checkpoint = 0;
+  std::optional<std::int64_t> stuck;
+  std::string error;
+  double events_per_s = 0;
+};
+
+// An exclusive lock on "<db>-annals-rebuild-<name>.lock", held while a rebuild runs. flock()
+// is released by the kernel when the process dies, so a killed rebuild never blocks the next.
+class rebuild_lock {
+ public:
+  static result<rebuild_lock> acquire(const std::string& db, std::string_view name) {
+    std::string path = db + "-annals-rebuild-";
+    for (char c : name) path += (std::isalnum(static_cast<unsigned char>(c)) ? c : '_');
+    path += ".lock";
+    int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0) return error(errc::io, fmt::format("cannot open lock file '{}'", path));
+    if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+      ::close(fd);
+      return error(errc::busy, fmt::format("a rebuild of projection '{}' is already running", name));
+    }
+    return rebuild_lock(fd);
+  }
+  static bool held(const std::string& db, std::string_view name) {
+    auto l = acquire(db, name);
+    return !l && l.error().kind() == errc::busy;
+  }
+  rebuild_lock(rebuild_lock&& o) noexcept : fd_(std::exchange(o.fd_, -1)) {}
+  rebuild_lock& operator=(rebuild_lock&&) = delete;
+  ~rebuild_lock() {
+    if (fd_ >= 0) ::close(fd_);  // closing releases the flock
+  }
+
+ private:
+  explicit rebuild_lock(int fd) : fd_(fd) {}
+  int fd_;
+};
+
+class runner_impl final : public projection_runner {
+ public:
+  runner_impl(std::string path, projection_list defs, runner_options o,
+              std::unique_ptr<event_store> store, sql_connection writer, sql_connection reader)
+      : path_(std::move(path)),
+        defs_(std::move(defs)),
+        o_(o),
+        store_(std::move(store)),
+        writer_(std::move(writer)),
+        reader_(std::move(reader)) {}
+
+  ~runner_impl() override { stop(); }
+
+  result<void> init() {
+    std::lock_guard lock(write_mu_);
+    return in_write_tx([&](sql_tx& tx) -> result<void> {
+      if (auto r = writer_.conn().exec(bookkeeping_sql, "cannot create projection tables"); !r) {
+        return r;
+      }
+      for (const auto& d : defs_) {
+        auto st = load_state(tx, d->name);
+        if (!st) return st.error();
+        if (st->exists && st->version != d->version) continue;  // rebuilt on catch-up
+        for (const auto* t : d->tables) {
+          auto ddl = detail::create_table_sql(*t, detail::quote_identifier(t->table));
+          if (auto r = tx.exec(ddl); !r) return r.error();
+        }
+        if (!st->exists) {
+          auto r = tx.exec(
+              "INSERT INTO annals_projections(name, version, checkpoint, updated_at) "
+              "VALUES (?1, ?2, 0, ?3)",
+              {d->name, d->version, static_cast<long long>(store::system_clock_us())});
+          if (!r) return r.error();
+        }
+      }
+      return {};
+    });
+  }
+
+  // ---- catching up -----------------------------------------------------------------------
+
+  result<std::int64_t> catch_up() override {
+    auto head = store_->head_position();
+    if (!head) return std::move(head).error();
+    std::int64_t total = 0;
+    for (const auto& d : defs_) {
+      auto r = catch_up_one(*d, head.value());
+      if (!r) return std::move(r).error();
+      total += r.value();
+    }
+    return total;
+  }
+
+  result<std::int64_t> catch_up_one(const projection_def& d, std::int64_t head) {
+    std::int64_t applied = 0;
+    for (;;) {
+      auto st = read_state(d.name);
+      if (!st) return std::move(st).error();
+      if (st->stuck) return applied;
+      if (st->version != d.version) {
+        if (!o_.rebuild_on_version_change) return applied;
+        if (rebuild_lock::held(path_, d.name)) return applied;  // someone is on it
+        auto r = rebuild_def(d, {});
+        if (!r) {
+          if (r.error().kind() == errc::busy) return applied;
+          return std::move(r).error();
+        }
+        applied += r->events;
+        continue;
+      }
+      if (st->checkpoint >= head) return applied;
+
+      auto started = clock_type::now();
+      std::vector<recorded_event> batch;
+      auto read = read_events(d, st->checkpoint, head, o_.batch_size, batch);
+      if (!read) return std::move(read).error();
+      std::int64_t next = read.value();
+      auto outcome = apply_batch(d, st->checkpoint, batch, next, started);
+      if (!outcome) return std::move(outcome).error();
+      if (outcome->raced) continue;  // another runner moved the checkpoint: re-read
+      if (outcome->failed_at) {
+        auto handled = handle_failure(d, st->checkpoint, batch, *outcome->failed_at,
+                                      outcome->failure);
+        if (!handled) return std::move(handled).error();
+        applied += handled.value();
+        notify();
+        continue;  // stuck now, or past the event after a successful retry
+      }
+      applied += static_cast<std::int64_t>(batch.size());
+      notify();
+    }
+  }
+
+  // Reads up to `limit` events of d's types in (after, head], leaving out recorded skips.
+  // Returns the position up to which the range has been covered.
+  result<std::int64_t> read_events(const projection_def& d, std::int64_t after,
+                                   std::int64_t head, std::int64_t limit,
+                                   std::vector<recorded_event>& out) {
+    out.clear();
+    auto skipped = skipped_positions(d.name);
+    if (!skipped) return skipped.error();
+    std::int64_t visited = 0, last = after;
+    read_all_options ro;
+    ro.from_position = after + 1;
+    ro.max_count = limit;
+    ro.event_types = d.event_types;
+    auto r = store_->read_all(ro, [&](const recorded_event& e) {
+      if (e.position > head) return false;
+      ++visited;
+      last = e.position;
+      if (!skipped->count(e.position)) out.push_back(e);
+      return true;
+    });
+    if (!r) return std::move(r).error();
+    // A short read covered everything up to head (positions <= head are all committed).
+    return visited < limit ? head : last;
+  }
+
+  struct batch_outcome {
+    bool raced = false;
+    std::optional<std::size_t> failed_at;
+    std::string failure;
+  };
+
+  // Applies events[0, count) and moves the checkpoint from `expected` to `next`, atomically.
+  result<batch_outcome> apply_batch(const projection_def& d, std::int64_t expected,
+                                    const std::vector<recorded_event>& events, std::int64_t next,
+                                    clock_type::time_point started, std::size_t count = SIZE_MAX) {
+    count = std::min(count, events.size());
+    std::lock_guard lock(write_mu_);
+    batch_outcome out;
+    auto r = in_write_tx([&](sql_tx& tx) -> result<void> {
+      auto st = load_state(tx, d.name);
+      if (!st) return st.error();
+      if (!st->exists || st->checkpoint != expected || st->stuck || st->version != d.version) {
+        out.raced = true;
+        return error(errc::concurrency_conflict, "checkpoint moved");
+      }
+      for (std::size_t i = 0; i < count; ++i) {
+        auto a = apply_one(d, events[i], tx);
+        if (!a) {
+          out.failed_at = i;
+          out.failure = a.error().message();
+          return a;
+        }
+      }
+      double secs = std::chrono::duration<double>(clock_type::now() - started).count();
+      double rate = secs > 0 ? static_cast<double>(count) / secs : 0;
+      auto u = tx.exec(
+          "UPDATE annals_projections SET checkpoint = ?1, events_per_s = ?2, updated_at = ?3 "
+          "WHERE name = ?4",
+          {static_cast<long long>(next), rate, static_cast<long long>(store::system_clock_us()),
+           d.name});
+      if (!u) return u.error();
+      return {};
+    });
+    if (!r && !out.raced && !out.failed_at) return std::move(r).error();
+    return out;
+  }
+
+  static result<void> apply_one(const projection_def& d, const recorded_event& e, sql_tx& tx) {
+    try {
+      auto r = d.apply(e, tx);
+      if (!r) {
+        return error(r.error().kind(),
+                     fmt::format("projection '{}' failed on event at position {} ({}): {}",
+                                 d.name, e.position, e.type, r.error().message()));
+      }
+      return {};
+    } catch (const std::exception& ex) {
+      return error(errc::io, fmt::format("projection '{}' threw on event at position {} ({}): {}",
+                                         d.name, e.position, e.type, ex.what()));
+    } catch (...) {
+      return error(errc::io, fmt::format("projection '{}' threw on event at position {} ({})",
+                                         d.name, e.position, e.type));
+    }
+  }
+
+  // A handler failed on batch[failed]. Commit the events before it, retry it alone with
+  // backoff, and park it if it keeps failing. Returns events applied.
+  result<std::int64_t> handle_failure(const projection_def& d, std::int64_t checkpoint,
+                                      const std::vector<recorded_event>& batch,
+                                      std::size_t failed, std::string failure) {
+    std::int64_t applied = 0;
+    const auto& bad = batch[failed];
+    if (failed > 0) {
+      auto prefix = apply_batch(d, checkpoint, batch, bad.position - 1, clock_type::now(), failed);
+      if (!prefix) return std::move(prefix).error();
+      if (prefix->raced || prefix->failed_at) return applied;  // state changed: start over
+      applied += static_cast<std::int64_t>(failed);
+    }
+    // The checkpoint now: just before the bad event if a prefix was committed, else unchanged
+    // (it may trail the bad event by events of other types).
+    const std::int64_t before = failed > 0 ? bad.position - 1 : checkpoint;
+    std::vector<recorded_event> one{bad};
+    auto pause = o_.retry_backoff;
+    int attempts = 1;
+    for (; attempts < o_.max_attempts; ++attempts) {
+      std::this_thread::sleep_for(pause);
+      pause *= 2;
+      auto r = apply_batch(d, before, one, bad.position, clock_type::now());
+      if (!r) return std::move(r).error();
+      if (r->raced) return applied;
+      if (!r->failed_at) return applied + 1;
+      failure = r->failure;
+    }
+    std::lock_guard lock(write_mu_);
+    auto parked = in_write_tx([&](sql_tx& tx) -> result<void> {
+      auto st = load_state(tx, d.name);
+      if (!st) return st.error();
+      if (st->checkpoint != before || st->stuck) return {};  // another runner got there
+      auto r = tx.exec(
+          "INSERT OR REPLACE INTO annals_parked(projection, position, stream_id, stream_version, "
+          "event_id, type, error, attempts, parked_at, state) "
+          "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'parked')",
+          {d.name, static_cast<long long>(bad.position), bad.stream_id,
+           static_cast<long long>(bad.stream_version), bad.event_id, bad.type, failure, attempts,
+           static_cast<long long>(store::system_clock_us())});
+      if (!r) return r.error();
+      r = tx.exec(
+          "UPDATE annals_projections SET stuck_position = ?1, error = ?2, updated_at = ?3 "
+          "WHERE name = ?4",
+          {static_cast<long long>(bad.position), failure,
+           static_cast<long long>(store::system_clock_us()), d.name});
+      if (!r) return r.error();
+      return {};
+    });
+    if (!parked) return parked.error();
+    return applied;
+  }
+
+  // ---- live ------------------------------------------------------------------------------
+
+  result<void> start() override {
+    std::lock_guard lock(thread_mu_);
+    if (thread_.joinable()) return {};
+    stop_ = false;
+    thread_ = std::thread([this] { live_loop(); });
+    return {};
+  }
+
+  void stop() override {
+    std::lock_guard lock(thread_mu_);
+    if (!thread_.joinable()) return;
+    stop_ = true;
+    store::notify_commit();  // wake the loop
+    thread_.join();
+  }
+
+  void live_loop() {
+    while (!stop_) {
+      auto seen = store::commit_sequence();
+      auto r = catch_up();
+      if (!r) {
+        std::lock_guard lock(state_mu_);
+        last_error_ = r.error().message();
+      }
+      if (stop_) break;
+      // Appends in this process signal at once; other processes are seen by polling.
+      store::wait_for_commit(seen, o_.poll_interval);
+    }
+  }
+
+  void notify() {
+    {
+      std::lock_guard lock(state_mu_);
+      ++progress_;
+    }
+    progress_cv_.notify_all();
+  }
+
+  result<void> wait_for(std::string_view name, std::int64_t position,
+                        std::chrono::milliseconds timeout) override {
+    auto d = find(name);
+    if (!d) return std::move(d).error();
+    auto deadline = clock_type::now() + timeout;
+    for (;;) {
+      auto st = read_state(name);
+      if (!st) return std::move(st).error();
+      if (st->checkpoint >= position && st->version == d.value()->version) return {};
+      if (st->stuck) {
+        return error(errc::busy, fmt::format("projection '{}' is stuck at position {}: {}", name,
+                                             *st->stuck, st->error));
+      }
+      if (clock_type::now() >= deadline) {
+        return error(errc::busy,
+                     fmt::format("projection '{}' did not reach position {} within {} ms "
+                                 "(checkpoint {})",
+                                 name, position, timeout.count(), st->checkpoint));
+      }
+      bool live = false;
+      {
+        std::lock_guard lock(thread_mu_);
+        live = thread_.joinable();
+      }
+      if (live) {
+        std::unique_lock lock(state_mu_);
+        auto seen = progress_;
+        progress_cv_.wait_for(lock, std::chrono::milliseconds(5),
+                              [&] { return progress_ != seen; });
+      } else {
+        auto head = store_->head_position();
+        if (!head) return std::move(head).error();
+        auto r = catch_up_one(*d.value(), head.value());
+        if (!r) return std::move(r).error();
+        if (r.value() == 0) store::wait_for_commit(store::commit_sequence(), o_.poll_interval);
+      }
+    }
+  }
+
+  // ---- status and repair -----------------------------------------------------------------
+
+  result<std::vector<projection_status>> status() override {
+    auto head = store_->head_position();
+    if (!head) return std::move(head).error();
+    std::vector<projection_status> out;
+    for (const auto& d : defs_) {
+      auto st = read_state(d->name);
+      if (!st) return std::move(st).error();
+      projection_status s;
+      s.name = d->name;
+      s.version = d->version;
+      s.stored_version = st->exists ? st->version : 0;
+      s.checkpoint = st->checkpoint;
+      s.head = head.value();
+      s.lag_events = std::max<std::int64_t>(0, s.head - s.checkpoint);
+      s.events_per_s = st->events_per_s;
+      if (s.lag_events > 0) {
+        read_all_options ro;
+        ro.from_position = s.checkpoint + 1;
+        ro.max_count = 1;
+        auto r = store_->read_all(ro, [&](const recorded_event& e) {
+          s.lag_seconds =
+              std::max(0.0, static_cast<double>(store::system_clock_us() - e.recorded_at_us) / 1e6);
+          return false;
+        });
+        if (!r) return std::move(r).error();
+      }
+      auto parked_count = count_parked(d->name);
+      if (!parked_count) return std::move(parked_count).error();
+      s.parked = parked_count.value();
+      if (st->stuck) {
+        s.state = projection_state::stuck;
+        s.stuck_position = *st->stuck;
+        s.error = st->error;
+      } else if (rebuild_lock::held(path_, d->name)) {
+        s.state = projection_state::rebuilding;
+      } else if (s.lag_events > 0 || s.stored_version != s.version) {
+        s.state = projection_state::catching_up;
+      }
+      out.push_back(std::move(s));
+    }
+    return out;
+  }
+
+  result<std::vector<parked_event>> parked(std::string_view name) override {
+    if (auto d = find(name); !d) return std::move(d).error();
+    std::vector<parked_event> out;
+    auto r = read([&](sql_tx& tx) -> result<void> {
+      auto q = tx.query(
+          "SELECT position, stream_id, stream_version, event_id, type, error, attempts, "
+          "parked_at, state FROM annals_parked WHERE projection = ?1 ORDER BY position",
+          {name}, [&](const sql_row& row) {
+            out.push_back({row.int64(0), row.text(1), row.int64(2), row.text(3), row.text(4),
+                           row.text(5), static_cast<int>(row.int64(6)), row.int64(7),
+                           row.text(8)});
+            return true;
+          });
+      if (!q) return q.error();
+      return {};
+    });
+    if (!r) return r.error();
+    return out;
+  }
+
+  result<void> retry(std::string_view name) override {
+    if (auto d = find(name); !d) return std::move(d).error();
+    std::lock_guard lock(write_mu_);
+    return in_write_tx([&](sql_tx& tx) -> result<void> {
+      auto now = static_cast<long long>(store::system_clock_us());
+      auto r = tx.exec(
+          "UPDATE annals_parked SET state = 'retried', resolved_at = ?2 "
+          "WHERE projection = ?1 AND state = 'parked'",
+          {name, now});
+      if (!r) return r.error();
+      r = tx.exec(
+          "UPDATE annals_projections SET stuck_position = NULL, error = NULL, updated_at = ?2 "
+          "WHERE name = ?1",
+          {name, now});
+      if (!r) return r.error();
+      return {};
+    });
+  }
+
+  result<void> skip(std::string_view name, std::int64_t position) override {
+    if (auto d = find(name); !d) return std::move(d).error();
+    std::lock_guard lock(write_mu_);
+    auto r = in_write_tx([&](sql_tx& tx) -> result<void> {
+      auto st = load_state(tx, name);
+      if (!st) return st.error();
+      if (!st->stuck || *st->stuck != position) {
+        return error(errc::invalid_argument,
+                     st->stuck ? fmt::format("projection '{}' is stuck at position {}, not {}",
+                                             name, *st->stuck, position)
+                               : fmt::format("projection '{}' is not stuck", name));
+      }
+      auto now = static_cast<long long>(store::system_clock_us());
+      auto u = tx.exec(
+          "UPDATE annals_parked SET state = 'skipped', resolved_at = ?3 "
+          "WHERE projection = ?1 AND position = ?2",
+          {name, static_cast<long long>(position), now});
+      if (!u) return u.error();
+      u = tx.exec(
+          "UPDATE annals_projections SET checkpoint = ?2, stuck_position = NULL, error = NULL, "
+          "updated_at = ?3 WHERE name = ?1",
+          {name, static_cast<long long>(position), now});
+      if (!u) return u.error();
+      return {};
+    });
+    if (r) notify();
+    return r;
+  }
+
+  result<void> reset(std::string_view name) override {
+    auto d = find(name);
+    if (!d) return std::move(d).error();
+    std::lock_guard lock(write_mu_);
+    auto r = in_write_tx([&](sql_tx& tx) -> result<void> {
+      for (const auto* t : d.value()->tables) {
+        auto q = detail::quote_identifier(t->table);
+        if (auto x = tx.exec("DROP TABLE IF EXISTS " + q); !x) return x.error();
+        if (auto x = tx.exec(detail::create_table_sql(*t, q)); !x) return x.error();
+      }
+      auto now = static_cast<long long>(store::system_clock_us());
+      // Skips are decisions about events, not about this model: they are kept.
+      auto x = tx.exec(
+          "DELETE FROM annals_parked WHERE projection = ?1 AND state <> 'skipped'", {name});
+      if (!x) return x.error();
+      x = tx.exec(
+          "INSERT OR REPLACE INTO annals_projections(name, version, checkpoint, updated_at) "
+          "VALUES (?1, ?2, 0, ?3)",
+          {name, d.value()->version, now});
+      if (!x) return x.error();
+      return {};
+    });
+    writer_.clear_cache();
+    return r;
+  }
+
+  // ---- rebuild ---------------------------------------------------------------------------
+
+  result<rebuild_report> rebuild(std::string_view name, const rebuild_options& o) override {
+    auto d = find(name);
+    if (!d) return std::move(d).error();
+    return rebuild_def(*d.value(), o);
+  }
+
+  result<rebuild_report> rebuild_def(const projection_def& d, const rebuild_options& o) {
+    if (o.batch_size <= 0) return error(errc::invalid_argument, "batch_size must be > 0");
+    auto lock = rebuild_lock::acquire(path_, d.name);
+    if (!lock) return std::move(lock).error();
+    auto started = clock_type::now();
+    names_map shadow;
+    for (const auto* t : d.tables) {
+      shadow[t->table] = detail::quote_identifier(shadow_name(t->table));
+    }
+    // 1. Fresh shadow tables (a killed rebuild may have left some behind).
+    {
+      std::lock_guard wl(write_mu_);
+      auto r = in_write_tx([&](sql_tx& tx) -> result<void> {
+        for (const auto* t : d.tables) {
+          const auto& q = shadow[t->table];
+          if (auto x = tx.exec("DROP TABLE IF EXISTS " + q); !x) return x.error();
+          if (auto x = tx.exec(detail::create_table_sql(*t, q)); !x) return x.error();
+        }
+        return {};
+      });
+      writer_.clear_cache();
+      if (!r) return r.error();
+    }
+    // 2. Replay in large batches, each its own transaction, without holding the write lock
+    //    between them: appends and the live model go on meanwhile.
+    rebuild_report report;
+    std::int64_t position = 0;
+    std::vector<recorded_event> batch;
+    for (;;) {
+      auto head = store_->head_position();
+      if (!head) return std::move(head).error();
+      auto rd = read_events(d, position, head.value(), o.batch_size, batch);
+      if (!rd) return std::move(rd).error();
+      std::int64_t next = rd.value();
+      if (auto r = apply_to_shadow(d, shadow, batch); !r) return cleanup_after(d, shadow, r.error());
+      report.events += static_cast<std::int64_t>(batch.size());
+      position = next;
+      if (o.progress) {
+        double secs = std::chrono::duration<double>(clock_type::now() - started).count();
+        rebuild_progress p;
+        p.position = position;
+        p.head = head.value();
+        p.events = report.events;
+        p.events_per_s = secs > 0 ? static_cast<double>(report.events) / secs : 0;
+        double per_position = position > 0 ? secs / static_cast<double>(position) : 0;
+        p.eta_seconds = per_position * static_cast<double>(head.value() - position);
+        o.progress(p);
+      }
+      if (position >= head.value()) break;
+    }
+    // Verify compares with the live model, so bring that up to date first.
+    if (o.verify) {
+      auto head = store_->head_position();
+      if (!head) return std::move(head).error();
+      if (auto r = catch_up_one(d, head.value()); !r) return cleanup_after(d, shadow, r.error());
+    }
+    // 3. Under the write lock: the last events, then the swap (or the comparison).
+    std::lock_guard wl(write_mu_);
+    auto r = in_write_tx([&](sql_tx& tx) -> result<void> {
+      std::int64_t target = 0;
+      if (o.verify) {
+        auto st = load_state(tx, d.name);
+        if (!st) return st.error();
+        if (st->stuck || st->checkpoint < position) {
+          return error(errc::busy, fmt::format("the live model of '{}' is {} at position {}; "
+                                               "it cannot be compared",
+                                               d.name, st->stuck ? "stuck" : "behind",
+                                               st->checkpoint));
+        }
+        target = st->checkpoint;
+      } else {
+        auto h = tx.query("SELECT coalesce(max(position), 0) FROM events", {},
+                          [&](const sql_row& row) {
+                            target = row.int64(0);
+                            return false;
+                          });
+        if (!h) return h.error();
+      }
+      // No append can commit while this transaction holds the write lock, so the events up to
+      // `target` are all there is.
+      std::vector<recorded_event> tail;
+      if (auto x = read_events(d, position, target, INT64_MAX, tail); !x) return x.error();
+      sql_tx shadow_tx(writer_, &shadow);
+      for (const auto& e : tail) {
+        if (auto a = apply_one(d, e, shadow_tx); !a) return a;
+      }
+      report.events += static_cast<std::int64_t>(tail.size());
+      report.position = target;
+      if (o.verify) {
+        auto diff = compare(d, shadow, tx, o);
+        if (!diff) return diff.error();
+        report.differences = diff.value();
+        for (const auto& [logical, physical] : shadow) {
+          if (auto x = tx.exec("DROP TABLE IF EXISTS " + physical); !x) return x.error();
+        }
+        return {};
+      }
+      for (const auto* t : d.tables) {
+        auto live = detail::quote_identifier(t->table);
+        if (auto x = tx.exec("DROP TABLE IF EXISTS " + live); !x) return x.error();
+        auto rename = fmt::format("ALTER TABLE {} RENAME TO {}", shadow[t->table], live);
+        if (auto x = tx.exec(rename); !x) return x.error();
+      }
+      auto now = static_cast<long long>(store::system_clock_us());
+      auto x = tx.exec(
+          "INSERT INTO annals_projections(name, version, checkpoint, updated_at) "
+          "VALUES (?1, ?2, ?3, ?4) ON CONFLICT(name) DO UPDATE SET version = excluded.version, "
+          "checkpoint = excluded.checkpoint, stuck_position = NULL, error = NULL, "
+          "updated_at = excluded.updated_at",
+          {d.name, d.version, static_cast<long long>(target), now});
+      if (!x) return x.error();
+      // The new model applied every event, so nothing is parked any more.
+      x = tx.exec(
+          "UPDATE annals_parked SET state = 'retried', resolved_at = ?2 "
+          "WHERE projection = ?1 AND state = 'parked'",
+          {d.name, now});
+      if (!x) return x.error();
+      report.swapped = true;
+      return {};
+    });
+    writer_.clear_cache();
+    if (!r) return cleanup_after(d, shadow, r.error());
+    report.seconds = std::chrono::duration<double>(clock_type::now() - started).count();
+    notify();
+    return report;
+  }
+
+  result<void> apply_to_shadow(const projection_def& d, const names_map& shadow,
+                               const std::vector<recorded_event>& batch) {
+    if (batch.empty()) return {};
+    std::lock_guard wl(write_mu_);
+    return in_write_tx([&](sql_tx&) -> result<void> {
+      sql_tx shadow_tx(writer_, &shadow);
+      for (const auto& e : batch) {
+        if (auto a = apply_one(d, e, shadow_tx); !a) return a;
+      }
+      return {};
+    });
+  }
+
+  // Drops the shadow tables after a failed rebuild (best effort) and returns the error.
+  error cleanup_after(const projection_def&, const names_map& shadow, error e) {
+    std::lock_guard wl(write_mu_);
+    (void)in_write_tx([&](sql_tx& tx) -> result<void> {
+      for (const auto& [logical, physical] : shadow) (void)tx.exec("DROP TABLE IF EXISTS " + physical);
+      return {};
+    });
+    writer_.clear_cache();
+    return error(e.kind(), "rebuild stopped, the live model is unchanged: " + e.message());
+  }
+
+  // Rows only in the live model, then rows only in the rebuilt one, table by table.
+  result<std::int64_t> compare(const projection_def& d, const names_map& shadow, sql_tx& tx,
+                               const rebuild_options& o) {
+    std::int64_t differences = 0;
+    for (const auto* t : d.tables) {
+      auto live = detail::quote_identifier(t->table);
+      const auto& rebuilt = shadow.at(t->table);
+      for (auto [from, other, label] :
+           {std::tuple{live, rebuilt, "only in the live model"},
+            std::tuple{rebuilt, live, "only in the rebuilt model"}}) {
+        auto sql = fmt::format("SELECT * FROM {} EXCEPT SELECT * FROM {}", from, other);
+        auto q = tx.query(sql, {}, [&](const sql_row& row) {
+          ++differences;
+          if (o.difference && differences <= o.max_differences) {
+            std::string values;
+            for (int c = 0; c < row.columns(); ++c) {
+              if (c) values += ", ";
+              values += t->columns[static_cast<std::size_t>(c)].name + "=";
+              values += row.is_null(c) ? std::string("NULL") : std::string(row.text_view(c));
+            }
+            o.difference(fmt::format("{}: {}: {}", t->table, label, values));
+          }
+          return true;
+        });
+        if (!q) return q.error();
+      }
+    }
+    return differences;
+  }
+
+  // ---- reads -----------------------------------------------------------------------------
+
+  result<void> read(const std::function<result<void>(sql_tx&)>& fn) override {
+    std::lock_guard lock(read_mu_);
+    if (auto r = reader_.conn().exec("BEGIN", "cannot start a read transaction"); !r) return r;
+    sql_tx tx(reader_, nullptr);
+    result<void> r;
+    try {
+      r = fn(tx);
+    } catch (...) {
+      (void)reader_.conn().exec("ROLLBACK", "rollback");
+      throw;
+    }
+    // Cached statements survive a swap: SQLite re-prepares them when the schema changes.
+    (void)reader_.conn().exec("COMMIT", "cannot end a read transaction");
+    return r;
+  }
+
+ private:
+  result<const projection_def*> find(std::string_view name) const {
+    for (const auto& d : defs_) {
+      if (d->name == name) return d.get();
+    }
+    return error(errc::not_found, fmt::format("no projection named '{}'", name));
+  }
+
+  // Runs fn in BEGIN IMMEDIATE on the writer; commits if it succeeds, else rolls back.
+  // Caller holds write_mu_.
+  result<void> in_write_tx(const std::function<result<void>(sql_tx&)>& fn) {
+    if (auto r = writer_.conn().exec("BEGIN IMMEDIATE", "cannot start a projection transaction");
+        !r) {
+      return r;
+    }
+    sql_tx tx(writer_, nullptr);
+    result<void> r;
+    try {
+      r = fn(tx);
+    } catch (const std::exception& e) {
+      r = error(errc::io, e.what());
+    }
+    if (!r) {
+      (void)writer_.conn().exec("ROLLBACK", "rollback");
+      return r;
+    }
+    return writer_.conn().exec("COMMIT", "cannot commit a projection transaction");
+  }
+
+  static result<stored_state> load_state(sql_tx& tx, std::string_view name) {
+    stored_state st;
+    auto r = tx.query(
+        "SELECT version, checkpoint, stuck_position, coalesce(error, ''), events_per_s "
+        "FROM annals_projections WHERE name = ?1",
+        {name}, [&](const sql_row& row) {
+          st.exists = true;
+          st.version = static_cast<int>(row.int64(0));
+          st.checkpoint = row.int64(1);
+          if (!row.is_null(2)) st.stuck = row.int64(2);
+          st.error = row.text(3);
+          st.events_per_s = row.real(4);
+          return false;
+        });
+    if (!r) return std::move(r).error();
+    return st;
+  }
+
+  result<stored_state> read_state(std::string_view name) {
+    stored_state out;
+    auto r = read([&](sql_tx& tx) -> result<void> {
+      auto st = load_state(tx, name);
+      if (!st) return st.error();
+      out = st.value();
+      return {};
+    });
+    if (!r) return r.error();
+    return out;
+  }
+
+  // Positions an operator skipped on purpose: replays (rebuild, after reset) skip them too.
+  result<std::set<std::int64_t>> skipped_positions(std::string_view name) {
+    std::set<std::int64_t> out;
+    auto r = read([&](sql_tx& tx) -> result<void> {
+      auto q = tx.query(
+          "SELECT position FROM annals_parked WHERE projection = ?1 AND state = 'skipped'",
+          {name}, [&](const sql_row& row) {
+            out.insert(row.int64(0));
+            return true;
+          });
+      if (!q) return q.error();
+      return {};
+    });
+    if (!r) return r.error();
+    return out;
+  }
+
+  result<std::int64_t> count_parked(std::string_view name) {
+    std::int64_t n = 0;
+    auto r = read([&](sql_tx& tx) -> result<void> {
+      auto q = tx.query(
+          "SELECT count(*) FROM annals_parked WHERE projection = ?1 AND state = 'parked'", {name},
+          [&](const sql_row& row) {
+            n = row.int64(0);
+            return false;
+          });
+      if (!q) return q.error();
+      return {};
+    });
+    if (!r) return r.error();
+    return n;
+  }
+
+  std::string path_;
+  projection_list defs_;
+  runner_options o_;
+  std::unique_ptr<event_store> store_;
+
+  std::mutex write_mu_;  // one transaction at a time on writer_
+  sql_connection writer_;
+  std::mutex read_mu_;
+  sql_connection reader_;
+
+  std::mutex thread_mu_;
+  std::thread thread_;
+  std::atomic<bool> stop_{false};
+
+  std::mutex state_mu_;
+  std::condition_variable progress_cv_;
+  std::uint64_t progress_ = 0;
+  std::string last_error_;
+};
+
+}  // namespace
+
+result<std::unique_ptr<projection_runner>> projection_runner::open(const std::string& path,
+                                                                   projection_list projections,
+                                                                   runner_options options) {
+  std::map<std::string, int> seen;
+  for (const auto& p : projections) {
+    if (!p || p->name.empty()) return error(errc::invalid_argument, "a projection has no name");
+    if (seen[p->name]++) {
+      return error(errc::invalid_argument,
+                   fmt::format("two projections are named '{}'", p->name));
+    }
+  }
+  if (options.batch_size <= 0 || options.max_attempts <= 0) {
+    return error(errc::invalid_argument, "batch_size and max_attempts must be > 0");
+  }
+  sqlite_options so;
+  so.busy_timeout_ms = options.busy_timeout_ms;
+  auto store = open_sqlite_store(path, so);
+  if (!store) return std::move(store).error();
+  int timeout = static_cast<int>(options.busy_timeout_ms);
+  auto w = sqlite::connection::open(path, SQLITE_OPEN_READWRITE, timeout);
+  if (!w) return std::move(w).error();
+  auto rd = sqlite::connection::open(path, SQLITE_OPEN_READONLY, timeout);
+  if (!rd) return std::move(rd).error();
+  if (auto r = w->exec("PRAGMA synchronous=FULL", "cannot set durability"); !r) return r.error();
+  auto runner = std::make_unique<runner_impl>(path, std::move(projections), options,
+                                              std::move(store).value(),
+                                              sql_connection(std::move(w).value()),
+                                              sql_connection(std::move(rd).value()));
+  if (auto r = runner->init(); !r) return r.error();
+  return std::unique_ptr<projection_runner>(std::move(runner));
+}
+
+}  // namespace annals

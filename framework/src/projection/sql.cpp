@@ -1,0 +1,127 @@
+#include "projection/internal.hpp"
+
+#include <fmt/format.h>
+
+namespace annals {
+namespace detail {
+
+result<sqlite::statement*> sql_connection::prepare(std::string_view sql,
+                                                   std::unique_ptr<sqlite::statement>& temp) {
+  auto it = cache_.find(std::string(sql));
+  if (it != cache_.end()) {
+    if (!sqlite3_stmt_busy(it->second.get())) return &it->second;
+  } else {
+    auto st = sqlite::statement::prepare(db(), sql);
+    if (!st) return std::move(st).error();
+    if (cache_.size() > 512) cache_.clear();
+    auto [pos, _] = cache_.emplace(std::string(sql), std::move(st).value());
+    return &pos->second;
+  }
+  auto st = sqlite::statement::prepare(db(), sql);
+  if (!st) return std::move(st).error();
+  temp = std::make_unique<sqlite::statement>(std::move(st).value());
+  return temp.get();
+}
+
+std::string quote_identifier(std::string_view name) {
+  std::string out = "\"";
+  for (char c : name) {
+    if (c == '"') out += '"';
+    out += c;
+  }
+  out += '"';
+  return out;
+}
+
+}  // namespace detail
+
+namespace {
+void bind_all(sqlite::statement& st, const sql_value* params, std::size_t count) {
+  for (std::size_t i = 0; i < count; ++i) {
+    int index = static_cast<int>(i) + 1;
+    std::visit(
+        [&](const auto& v) {
+          using T = std::decay_t<decltype(v)>;
+          if constexpr (std::is_same_v<T, sql_value::null_t>) {
+            st.bind(index, sqlite::statement::null{});
+          } else if constexpr (std::is_same_v<T, sql_value::blob_ref>) {
+            st.bind(index, sqlite::statement::blob{v.bytes.data(), v.bytes.size()});
+          } else {
+            st.bind(index, v);
+          }
+        },
+        params[i].get());
+  }
+}
+}  // namespace
+
+result<std::int64_t> sql_tx::exec(std::string_view sql, const sql_value* params,
+                                  std::size_t count) {
+  std::unique_ptr<sqlite::statement> temp;
+  auto st = conn_.prepare(sql, temp);
+  if (!st) return std::move(st).error();
+  sqlite::reset_guard g(**st);
+  bind_all(**st, params, count);
+  int rc;
+  while ((rc = (*st)->step()) == SQLITE_ROW) {
+  }
+  if (rc != SQLITE_DONE) return sqlite::make_error(rc, "read-model statement failed", conn_.db());
+  return static_cast<std::int64_t>(sqlite3_changes(conn_.db()));
+}
+
+result<std::int64_t> sql_tx::exec(std::string_view sql, sql_params params) {
+  return exec(sql, params.begin(), params.size());
+}
+
+result<std::int64_t> sql_tx::query(std::string_view sql, const sql_value* params,
+                                   std::size_t count, const row_visitor& visit) {
+  std::unique_ptr<sqlite::statement> temp;
+  auto st = conn_.prepare(sql, temp);
+  if (!st) return std::move(st).error();
+  sqlite::reset_guard g(**st);
+  bind_all(**st, params, count);
+  std::int64_t rows = 0;
+  int rc;
+  while ((rc = (*st)->step()) == SQLITE_ROW) {
+    ++rows;
+    if (!visit(sql_row((*st)->get()))) return rows;
+  }
+  if (rc != SQLITE_DONE) return sqlite::make_error(rc, "read-model query failed", conn_.db());
+  return rows;
+}
+
+result<std::int64_t> sql_tx::query(std::string_view sql, sql_params params,
+                                   const row_visitor& visit) {
+  return query(sql, params.begin(), params.size(), visit);
+}
+
+std::string sql_tx::table(std::string_view logical) const {
+  if (names_) {
+    if (auto it = names_->find(logical); it != names_->end()) return it->second;
+  }
+  return detail::quote_identifier(logical);
+}
+
+namespace {
+sqlite3_stmt* stmt(void* s) { return static_cast<sqlite3_stmt*>(s); }
+}  // namespace
+
+int sql_row::columns() const noexcept { return sqlite3_column_count(stmt(s_)); }
+bool sql_row::is_null(int c) const noexcept {
+  return sqlite3_column_type(stmt(s_), c) == SQLITE_NULL;
+}
+std::int64_t sql_row::int64(int c) const noexcept { return sqlite3_column_int64(stmt(s_), c); }
+double sql_row::real(int c) const noexcept { return sqlite3_column_double(stmt(s_), c); }
+std::string_view sql_row::text_view(int c) const noexcept {
+  auto p = reinterpret_cast<const char*>(sqlite3_column_text(stmt(s_), c));
+  return p ? std::string_view(p, static_cast<std::size_t>(sqlite3_column_bytes(stmt(s_), c)))
+           : std::string_view();
+}
+std::string sql_row::text(int c) const { return std::string(text_view(c)); }
+blob sql_row::bytes(int c) const {
+  auto p = static_cast<const char*>(sqlite3_column_blob(stmt(s_), c));
+  return blob{p ? std::string(p, static_cast<std::size_t>(sqlite3_column_bytes(stmt(s_), c)))
+                : std::string()};
+}
+
+}  // namespace annals
