@@ -146,6 +146,8 @@ class event_store {
   virtual result<std::int64_t> head_position() = 0;
 };
 
+struct projection_def;  // annals/projection.hpp
+
 // How hard an acknowledged append is protected.
 enum class durability {
   full,    // default: survives process crash and power loss (WAL, synchronous=FULL)
@@ -166,6 +168,12 @@ struct sqlite_options {
   std::function<std::int64_t()> clock;
   // Source of event ids for events appended without one. Default: UUIDv7.
   std::function<std::string()> id_source;
+  // Inline projections (make_projection<P>()): updated in the same transaction as each append,
+  // so a read right after the append sees it. A handler failure fails the append (nothing is
+  // written). A projection that is stuck, being rebuilt to another version, or more than
+  // max_inline_lag events behind is left to a projection_runner. Default: none.
+  std::vector<std::shared_ptr<const projection_def>> inline_projections;
+  std::int64_t max_inline_lag = 10000;
 };
 
 // Opens (or creates) a SQLite event store at `path`. A file that is not SQLite, or a SQLite

@@ -1,6 +1,7 @@
 // Internals of the projection subsystem: the connection behind sql_tx, and SQL generation.
 #pragma once
 
+#include <annals/projection.hpp>
 #include <annals/read_model.hpp>
 #include <annals/sql.hpp>
 
@@ -16,9 +17,17 @@ namespace annals::detail {
 // Used by one thread at a time.
 class sql_connection {
  public:
-  explicit sql_connection(sqlite::connection c) : c_(std::move(c)) {}
-  sqlite3* db() const noexcept { return c_.get(); }
-  sqlite::connection& conn() noexcept { return c_; }
+  explicit sql_connection(sqlite::connection c) : owned_(std::move(c)), db_(owned_.get()) {}
+  // Borrows a connection owned elsewhere (the event store's writer, for inline projections).
+  explicit sql_connection(sqlite3* borrowed) : db_(borrowed) {}
+  sql_connection(sql_connection&& o) noexcept
+      : owned_(std::move(o.owned_)), db_(std::exchange(o.db_, nullptr)), cache_(std::move(o.cache_)) {}
+  sqlite3* db() const noexcept { return db_; }
+  result<void> exec(const char* sql, std::string_view what) {
+    int rc = sqlite3_exec(db_, sql, nullptr, nullptr, nullptr);
+    if (rc != SQLITE_OK) return sqlite::make_error(rc, what, db_);
+    return {};
+  }
 
   // A prepared statement for `sql`, from the cache when it is not in use. `temp` holds one
   // prepared for this call only when the cached one is busy (a query inside a query).
@@ -26,9 +35,15 @@ class sql_connection {
   void clear_cache() { cache_.clear(); }  // after DROP/RENAME of tables
 
  private:
-  sqlite::connection c_;
+  sqlite::connection owned_;
+  sqlite3* db_;
   std::unordered_map<std::string, sqlite::statement> cache_;
 };
+
+// Creates the bookkeeping tables, and for each projection its tables and checkpoint row when
+// missing (a projection whose stored version differs is left for a rebuild). Runs inside the
+// caller's write transaction.
+result<void> init_projections(sql_connection& c, const std::vector<std::shared_ptr<const projection_def>>& defs);
 
 std::string quote_identifier(std::string_view name);
 std::string create_table_sql(const table_shape& s, std::string_view physical_quoted);

@@ -125,28 +125,7 @@ class runner_impl final : public projection_runner {
 
   result<void> init() {
     std::lock_guard lock(write_mu_);
-    return in_write_tx([&](sql_tx& tx) -> result<void> {
-      if (auto r = writer_.conn().exec(bookkeeping_sql, "cannot create projection tables"); !r) {
-        return r;
-      }
-      for (const auto& d : defs_) {
-        auto st = load_state(tx, d->name);
-        if (!st) return st.error();
-        if (st->exists && st->version != d->version) continue;  // rebuilt on catch-up
-        for (const auto* t : d->tables) {
-          auto ddl = detail::create_table_sql(*t, detail::quote_identifier(t->table));
-          if (auto r = tx.exec(ddl); !r) return r.error();
-        }
-        if (!st->exists) {
-          auto r = tx.exec(
-              "INSERT INTO annals_projections(name, version, checkpoint, updated_at) "
-              "VALUES (?1, ?2, 0, ?3)",
-              {d->name, d->version, static_cast<long long>(store::system_clock_us())});
-          if (!r) return r.error();
-        }
-      }
-      return {};
-    });
+    return in_write_tx([&](sql_tx&) { return detail::init_projections(writer_, defs_); });
   }
 
   // ---- catching up -----------------------------------------------------------------------
@@ -752,17 +731,17 @@ class runner_impl final : public projection_runner {
 
   result<void> read(const std::function<result<void>(sql_tx&)>& fn) override {
     std::lock_guard lock(read_mu_);
-    if (auto r = reader_.conn().exec("BEGIN", "cannot start a read transaction"); !r) return r;
+    if (auto r = reader_.exec("BEGIN", "cannot start a read transaction"); !r) return r;
     sql_tx tx(reader_, nullptr);
     result<void> r;
     try {
       r = fn(tx);
     } catch (...) {
-      (void)reader_.conn().exec("ROLLBACK", "rollback");
+      (void)reader_.exec("ROLLBACK", "rollback");
       throw;
     }
     // Cached statements survive a swap: SQLite re-prepares them when the schema changes.
-    (void)reader_.conn().exec("COMMIT", "cannot end a read transaction");
+    (void)reader_.exec("COMMIT", "cannot end a read transaction");
     return r;
   }
 
@@ -777,7 +756,7 @@ class runner_impl final : public projection_runner {
   // Runs fn in BEGIN IMMEDIATE on the writer; commits if it succeeds, else rolls back.
   // Caller holds write_mu_.
   result<void> in_write_tx(const std::function<result<void>(sql_tx&)>& fn) {
-    if (auto r = writer_.conn().exec("BEGIN IMMEDIATE", "cannot start a projection transaction");
+    if (auto r = writer_.exec("BEGIN IMMEDIATE", "cannot start a projection transaction");
         !r) {
       return r;
     }
@@ -789,10 +768,10 @@ class runner_impl final : public projection_runner {
       r = error(errc::io, e.what());
     }
     if (!r) {
-      (void)writer_.conn().exec("ROLLBACK", "rollback");
+      (void)writer_.exec("ROLLBACK", "rollback");
       return r;
     }
-    return writer_.conn().exec("COMMIT", "cannot commit a projection transaction");
+    return writer_.exec("COMMIT", "cannot commit a projection transaction");
   }
 
   static result<stored_state> load_state(sql_tx& tx, std::string_view name) {
@@ -879,6 +858,36 @@ class runner_impl final : public projection_runner {
 };
 
 }  // namespace
+
+namespace detail {
+result<void> init_projections(sql_connection& c, const projection_list& defs) {
+  if (auto r = c.exec(bookkeeping_sql, "cannot create projection tables"); !r) return r;
+  sql_tx tx(c, nullptr);
+  for (const auto& d : defs) {
+    bool exists = false;
+    int version = 0;
+    auto q = tx.query("SELECT version FROM annals_projections WHERE name = ?1", {d->name},
+                      [&](const sql_row& row) {
+                        exists = true;
+                        version = static_cast<int>(row.int64(0));
+                        return false;
+                      });
+    if (!q) return q.error();
+    if (exists && version != d->version) continue;  // rebuilt on catch-up
+    for (const auto* t : d->tables) {
+      if (auto r = tx.exec(create_table_sql(*t, quote_identifier(t->table))); !r) return r.error();
+    }
+    if (!exists) {
+      auto r = tx.exec(
+          "INSERT INTO annals_projections(name, version, checkpoint, updated_at) "
+          "VALUES (?1, ?2, 0, ?3)",
+          {d->name, d->version, static_cast<long long>(store::system_clock_us())});
+      if (!r) return r.error();
+    }
+  }
+  return {};
+}
+}  // namespace detail
 
 result<std::unique_ptr<projection_runner>> projection_runner::open(const std::string& path,
                                                                    projection_list projections,

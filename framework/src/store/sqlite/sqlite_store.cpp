@@ -9,6 +9,7 @@
 //
 // Reads: a small pool of reader connections; each read runs in pages of `page_size` rows,
 // one short read transaction per page, so a long fold neither holds memory nor pins the WAL.
+#include "projection/internal.hpp"
 #include "store/prepared.hpp"
 #include "store/sqlite/sqlite.hpp"
 
@@ -125,7 +126,23 @@ class sqlite_store final : public event_store {
       : path_(std::move(path)),
         options_(std::move(o)),
         writer_(std::move(writer)),
-        ws_(std::move(ws)) {}
+        ws_(std::move(ws)) {
+    if (!options_.inline_projections.empty()) {
+      inline_conn_ = std::make_unique<detail::sql_connection>(writer_.get());
+    }
+  }
+
+  // Creates the inline projections' tables and checkpoints. Called once after construction.
+  result<void> init_inline() {
+    if (!inline_conn_) return {};
+    if (auto r = writer_.exec("BEGIN IMMEDIATE", "cannot start a write transaction"); !r) return r;
+    auto r = detail::init_projections(*inline_conn_, options_.inline_projections);
+    if (!r) {
+      (void)writer_.exec("ROLLBACK", "rollback");
+      return r;
+    }
+    return writer_.exec("COMMIT", "cannot create inline projection tables");
+  }
 
   result<append_result> append(std::string_view stream_id, expected_version expected,
                                std::vector<event_data> events) override {
@@ -383,6 +400,9 @@ class sqlite_store final : public event_store {
         continue;
       }
       auto r = apply_one(*p, now);
+      if (r && !r->already_appended && !p->events.empty()) {
+        if (auto x = apply_inline(r->position); !x) r = x.error();
+      }
       if (r && !r->already_appended && !p->events.empty()) wrote = true;
       if (!r) {
         (void)step(ws_.rollback_to, "cannot undo a failed append");
@@ -403,6 +423,82 @@ class sqlite_store final : public event_store {
       return;
     }
     store::notify_commit();
+  }
+
+  // Brings each inline projection up to `last` inside the current append's savepoint.
+  result<void> apply_inline(std::int64_t last) {
+    if (!inline_conn_) return {};
+    sql_tx tx(*inline_conn_, nullptr);
+    for (const auto& d : options_.inline_projections) {
+      bool exists = false, stuck = false;
+      int version = 0;
+      std::int64_t checkpoint = 0;
+      auto q = tx.query(
+          "SELECT version, checkpoint, stuck_position IS NOT NULL FROM annals_projections "
+          "WHERE name = ?1",
+          {d->name}, [&](const sql_row& row) {
+            exists = true;
+            version = static_cast<int>(row.int64(0));
+            checkpoint = row.int64(1);
+            stuck = row.int64(2) != 0;
+            return false;
+          });
+      if (!q) return q.error();
+      if (!exists || stuck || version != d->version || last - checkpoint > options_.max_inline_lag) {
+        continue;  // a projection_runner's job (status shows it)
+      }
+      std::string sql =
+          "SELECT e.position, e.event_id, e.type, e.recorded_at, e.metadata, e.payload, "
+          "e.stream_version, s.name FROM events e JOIN streams s ON s.id = e.stream "
+          "WHERE e.position > ?1 AND e.position <= ?2 AND e.type IN (";
+      std::vector<sql_value> params{sql_value(static_cast<long long>(checkpoint)),
+                                    sql_value(static_cast<long long>(last))};
+      for (std::size_t i = 0; i < d->event_types.size(); ++i) {
+        sql += fmt::format("{}?{}", i ? "," : "", i + 3);
+        params.emplace_back(d->event_types[i]);
+      }
+      sql += ") ORDER BY e.position";
+      if (d->event_types.empty()) sql = "SELECT 1 WHERE 0";  // lists no event: nothing to do
+      std::optional<error> failed;
+      recorded_event ev;
+      auto rows = tx.query(sql, params.data(), params.size(), [&](const sql_row& row) {
+        ev.position = row.int64(0);
+        auto id = row.bytes(1).bytes;
+        if (id.size() == 16) {
+          store::format_uuid(reinterpret_cast<const unsigned char*>(id.data()), ev.event_id);
+        }
+        ev.type.assign(row.text_view(2));
+        ev.recorded_at_us = row.int64(3);
+        if (!store::decode_metadata(row.bytes(4).bytes, ev.metadata)) {
+          failed = error(errc::corruption, "undecodable event metadata");
+          return false;
+        }
+        ev.payload = row.bytes(5).bytes;
+        ev.stream_version = row.int64(6);
+        ev.stream_id.assign(row.text_view(7));
+        result<void> a;
+        try {
+          a = d->apply(ev, tx);
+        } catch (const std::exception& e) {
+          a = error(errc::io, e.what());
+        }
+        if (!a) {
+          failed = error(a.error().kind(),
+                         fmt::format("inline projection '{}' failed on the event at position {} "
+                                     "({}), so the append was not written: {}",
+                                     d->name, ev.position, ev.type, a.error().message()));
+          return false;
+        }
+        return true;
+      });
+      if (!rows) return rows.error();
+      if (failed) return std::move(*failed);
+      auto u = tx.exec("UPDATE annals_projections SET checkpoint = ?1, updated_at = ?2 WHERE name = ?3",
+                       {static_cast<long long>(last),
+                        static_cast<long long>(store::system_clock_us()), d->name});
+      if (!u) return u.error();
+    }
+    return {};
   }
 
   result<void> step(statement& s, std::string_view what) {
@@ -613,6 +709,7 @@ class sqlite_store final : public event_store {
 
   connection writer_;  // used only by the current leader
   writer_statements ws_;
+  std::unique_ptr<detail::sql_connection> inline_conn_;  // borrows writer_; leader only
   std::mutex queue_mu_;
   std::condition_variable queue_cv_;
   std::deque<pending_append*> queue_;
@@ -747,8 +844,10 @@ result<std::unique_ptr<event_store>> open_sqlite_store(const std::string& path,
   if (auto r = conn.exec(sync, "cannot set durability"); !r) return r.error();
   auto ws = writer_statements::prepare(conn.get());
   if (!ws) return std::move(ws).error();
-  return std::unique_ptr<event_store>(std::make_unique<sqlite_store>(
-      path, std::move(options), std::move(conn), std::move(ws).value()));
+  auto store = std::make_unique<sqlite_store>(path, std::move(options), std::move(conn),
+                                              std::move(ws).value());
+  if (auto r = store->init_inline(); !r) return r.error();
+  return std::unique_ptr<event_store>(std::move(store));
 }
 
 result<std::unique_ptr<event_store>> open_store(std::string_view uri, sqlite_options options) {
