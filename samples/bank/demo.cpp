@@ -2,6 +2,7 @@
 // demo checks that every balance equals the sum of the operations that were acknowledged.
 #include "account.hpp"
 #include "cli.hpp"
+#include "projections.hpp"
 
 #include <fmt/format.h>
 #include <sys/wait.h>
@@ -169,6 +170,25 @@ int run_demo(const demo_options& o, const std::string& self_exe) {
       return report(annals::error(annals::errc::io, "cannot start a demo worker process"));
     }
   }
+  // The read models follow the appends live, in a background thread of this process; appends
+  // from the worker processes are picked up by polling the store.
+  auto read_models = bank::open_read_models(db);
+  if (!read_models) return report(read_models.error());
+  auto& runner = **read_models;
+  if (auto r = runner.start(); !r) return report(r.error());
+  std::atomic<bool> load_done{false};
+  std::thread monitor([&] {
+    while (!load_done) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(400));
+      auto st = runner.status();
+      if (!st || load_done) continue;
+      std::string line = "  read models:";
+      for (const auto& p : *st) {
+        line += fmt::format("  {} {}/{} (lag {})", p.name, p.checkpoint, p.head, p.lag_events);
+      }
+      fmt::print("{}\n", line);
+    }
+  });
   tally t;
   run_load(store, run_id, o.accounts, o.threads, o.operations, o.max_retries, seed, t);
 
@@ -193,6 +213,8 @@ int run_demo(const demo_options& o, const std::string& self_exe) {
     }
   }
   double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  load_done = true;
+  monitor.join();
 
   fmt::print("Commands: {} acknowledged, {} rejected by a rule (insufficient funds), {} gave up "
              "after {} retries, {} failed\n",
@@ -203,20 +225,61 @@ int run_demo(const demo_options& o, const std::string& self_exe) {
   fmt::print("Elapsed: {:.2f} s, {:.0f} commands/s across {} processes\n\n", secs,
              static_cast<double>(t.ok + t.rejected + t.gave_up) / secs, o.processes + 1);
 
-  fmt::print("{:<24} {:>14} {:>14} {:>8}  {}\n", "account", "expected", "balance", "events",
-             "check");
-  bool all_match = true;
-  for (int i = 1; i <= o.accounts; ++i) {
-    std::string id = account_name(run_id, i);
-    std::int64_t expected = opening_deposit + t.net[id];
-    auto a = annals::load<account>(store, stream_for(id));
-    if (!a) return report(a.error());
-    bool match = a->state.balance_cents == expected && a->state.balance_cents >= 0;
-    all_match = all_match && match;
-    fmt::print("{:<24} {:>14} {:>14} {:>8}  {}\n", id, format_cents(expected),
-               format_cents(a->state.balance_cents), a->version + 1,
-               match ? "ok" : "MISMATCH");
+  // Read-your-writes for the asynchronous read models: wait until they reach the head.
+  auto head_now = store.head_position();
+  if (!head_now) return report(head_now.error());
+  for (const auto* name : {"account_balances", "account_statement", "daily_totals"}) {
+    if (auto w = runner.wait_for(name, *head_now, std::chrono::seconds(60)); !w) {
+      return report(w.error());
+    }
   }
+  fmt::print("Read models caught up with position {}.\n\n", *head_now);
+
+  fmt::print("{:<24} {:>14} {:>14} {:>14} {:>8}  {}\n", "account", "expected", "aggregate",
+             "read model", "events", "check");
+  bool all_match = true;
+  auto check_accounts = [&](bool print) -> annals::result<bool> {
+    bool ok = true;
+    for (int i = 1; i <= o.accounts; ++i) {
+      std::string id = account_name(run_id, i);
+      std::int64_t expected = opening_deposit + t.net[id];
+      auto a = annals::load<account>(store, stream_for(id));
+      if (!a) return a.error();
+      auto row = bank::find_balance(runner, id);
+      if (!row) return row.error();
+      std::int64_t projected = *row ? (*row)->balance_cents : -1;
+      bool match = a->state.balance_cents == expected && projected == expected && expected >= 0;
+      ok = ok && match;
+      if (print) {
+        fmt::print("{:<24} {:>14} {:>14} {:>14} {:>8}  {}\n", id, format_cents(expected),
+                   format_cents(a->state.balance_cents), format_cents(projected), a->version + 1,
+                   match ? "ok" : "MISMATCH");
+      }
+    }
+    return ok;
+  };
+  auto checked = check_accounts(true);
+  if (!checked) return report(checked.error());
+  all_match = *checked;
+
+  // A zero-downtime rebuild of one read model: shadow tables, then an atomic swap.
+  fmt::print("\nRebuilding account_balances from the log (readers keep the old model until the "
+             "swap):\n");
+  annals::rebuild_options ro;
+  ro.batch_size = 1000;
+  ro.progress = [](const annals::rebuild_progress& p) {
+    fmt::print("  replayed to position {}/{}, {} events, {:.0f} events/s\n", p.position, p.head,
+               p.events, p.events_per_s);
+  };
+  auto rebuilt = runner.rebuild("account_balances", ro);
+  if (!rebuilt) return report(rebuilt.error());
+  fmt::print("  swapped in: {} events in {:.2f} s, checkpoint {}\n", rebuilt->events,
+             rebuilt->seconds, rebuilt->position);
+  auto rechecked = check_accounts(false);
+  if (!rechecked) return report(rechecked.error());
+  fmt::print("  balances after the rebuild: {}\n", *rechecked ? "identical" : "DIFFERENT");
+  all_match = all_match && *rechecked;
+  runner.stop();
   auto head = store.head_position();
   fmt::print("\nStore head position: {}\n", head ? *head : -1);
   if (!workers_ok || t.failed) {
@@ -227,9 +290,10 @@ int run_demo(const demo_options& o, const std::string& self_exe) {
     fmt::print(stderr, "bank demo: a balance differs from its acknowledged operations\n");
     return 4;
   }
-  fmt::print("Every balance equals its opening deposit plus the sum of its acknowledged "
-             "operations: no update was lost.\n");
-  fmt::print("Look closer: bank --db {} history {}\n", db, account_name(run_id, 1));
+  fmt::print("Every balance, in the aggregate and in the read model, equals its opening deposit "
+             "plus the sum of its acknowledged operations: no update was lost.\n");
+  fmt::print("Look closer: bank --db {} statement {}\n", db, account_name(run_id, 1));
+  fmt::print("             bank --db {} projections status\n", db);
   return 0;
 }
 

@@ -1,7 +1,9 @@
 // bank — the bank-account sample's command line. See README.md for the commands and exit codes.
 #include "account.hpp"
 #include "cli.hpp"
+#include "projections.hpp"
 
+#include <annals/projection_cli.hpp>
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
 
@@ -76,19 +78,49 @@ std::string format_time(std::int64_t us) {
   return fmt::format("{}.{:06}Z", buf, us % 1000000);
 }
 
+// Opens the read models and brings them up to date with the store (so a balance read right
+// after a command sees it), then runs `body` on them.
+int with_read_models(const common& c,
+                     const std::function<int(annals::projection_runner&)>& body) {
+  auto runner = bank::open_read_models(c.db);
+  if (!runner) return cli::report(runner.error());
+  if (auto r = (*runner)->catch_up(); !r) return cli::report(r.error());
+  return body(**runner);
+}
+
+int no_such_account(const std::string& id) {
+  return cli::report(
+      annals::error(annals::errc::not_found, fmt::format("account '{}' does not exist", id)));
+}
+
 int show_balance(const common& c, const std::string& id) {
-  auto stream = account_stream(id);
-  if (!stream) return cli::report(stream.error());
-  auto store = open_db(c);
-  if (!store) return cli::report(store.error());
-  auto a = annals::load<account>(**store, *stream);
-  if (!a) return cli::report(a.error());
-  if (!a->state.opened) {
-    return cli::report(annals::error(annals::errc::not_found,
-                                     fmt::format("account '{}' does not exist", id)));
-  }
-  fmt::print("{}\n", format_cents(a->state.balance_cents));
-  return 0;
+  if (auto s = account_stream(id); !s) return cli::report(s.error());
+  return with_read_models(c, [&](annals::projection_runner& runner) {
+    auto row = bank::find_balance(runner, id);
+    if (!row) return cli::report(row.error());
+    if (!*row) return no_such_account(id);
+    fmt::print("{}\n", format_cents((*row)->balance_cents));
+    return 0;
+  });
+}
+
+int show_statement(const common& c, const std::string& id) {
+  if (auto s = account_stream(id); !s) return cli::report(s.error());
+  return with_read_models(c, [&](annals::projection_runner& runner) {
+    auto row = bank::find_balance(runner, id);
+    if (!row) return cli::report(row.error());
+    if (!*row) return no_such_account(id);
+    fmt::print("Statement of '{}' ({}{})\n", id, (*row)->owner, (*row)->closed ? ", closed" : "");
+    auto n = bank::read_statement(runner, id, [](const bank::statement_row& r) {
+      fmt::print("{:>6}  {}  {:<10} {:>12}  balance {:>12}\n", r.stream_version,
+                 format_time(r.recorded_at_us), r.kind, format_cents(r.amount_cents),
+                 format_cents(r.balance_after_cents));
+      return true;
+    });
+    if (!n) return cli::report(n.error());
+    fmt::print("{} movement(s); balance {}\n", *n, format_cents((*row)->balance_cents));
+    return 0;
+  });
 }
 
 int show_history(const common& c, const std::string& id) {
@@ -191,9 +223,17 @@ int main(int argc, char** argv) {
         [&](const annals::command_result&) { fmt::print("closed account '{}'\n", id); });
   });
 
-  auto* balance_cmd = app.add_subcommand("balance", "Print an account's balance");
+  auto* balance_cmd =
+      app.add_subcommand("balance", "Print an account's balance (from the read model)");
   balance_cmd->add_option("ACCOUNT", id, "Account id")->required();
   balance_cmd->callback([&] { code = show_balance(c, id); });
+
+  auto* statement_cmd = app.add_subcommand(
+      "statement", "Print an account's money movements with running balances (read model)");
+  statement_cmd->add_option("ACCOUNT", id, "Account id")->required();
+  statement_cmd->callback([&] { code = show_statement(c, id); });
+
+  annals::add_projection_commands(app, c.db, &bank::projections, code);
 
   auto* history_cmd = app.add_subcommand("history", "Print an account's events");
   history_cmd->add_option("ACCOUNT", id, "Account id")->required();

@@ -4,7 +4,8 @@
 //                      last activity (typed find + upsert)
 //   account_statement  one row per money movement with the running balance (custom SQL on its
 //                      own table through sql_tx::table, so it also works on rebuild shadows)
-//   daily_totals       deposits and withdrawals per UTC day of the events' recorded_at
+//   daily_totals       deposits and withdrawals per UTC day of the events' recorded_at (one
+//                      custom INSERT ... ON CONFLICT DO UPDATE per event)
 //
 // Each projection only reads its own tables, so each can be rebuilt on its own.
 #pragma once
@@ -117,8 +118,11 @@ annals::projection_list projections();
 // "YYYY-MM-DD" of a UTC time in microseconds since the Unix epoch (proleptic Gregorian).
 std::string utc_day(std::int64_t us);
 
-// A runner for the three projections on the store at `store_uri` (a path or "sqlite:PATH", as
-// annals::open_store takes it).
+// The file of a store URI as annals::open_store takes it ("PATH" or "sqlite:PATH"), for
+// projection_runner::open, which takes a plain path.
+std::string store_file(std::string_view store_uri);
+
+// A runner for the three projections on the store at `store_uri` ("PATH" or "sqlite:PATH").
 annals::result<std::unique_ptr<annals::projection_runner>> open_read_models(
     std::string_view store_uri, annals::runner_options options = {});
 

@@ -83,10 +83,13 @@ struct stored_state {
 // is released by the kernel when the process dies, so a killed rebuild never blocks the next.
 class rebuild_lock {
  public:
-  static result<rebuild_lock> acquire(const std::string& db, std::string_view name) {
+  static std::string file_for(const std::string& db, std::string_view name) {
     std::string path = db + "-annals-rebuild-";
     for (char c : name) path += (std::isalnum(static_cast<unsigned char>(c)) ? c : '_');
-    path += ".lock";
+    return path + ".lock";
+  }
+  static result<rebuild_lock> acquire(const std::string& db, std::string_view name) {
+    auto path = file_for(db, name);
     int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
     if (fd < 0) return error(errc::io, fmt::format("cannot open lock file '{}'", path));
     if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
@@ -95,9 +98,13 @@ class rebuild_lock {
     }
     return rebuild_lock(fd);
   }
+  // Whether a rebuild holds the lock now. Creates no file.
   static bool held(const std::string& db, std::string_view name) {
-    auto l = acquire(db, name);
-    return !l && l.error().kind() == errc::busy;
+    int fd = ::open(file_for(db, name).c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return false;  // never rebuilt
+    bool busy = ::flock(fd, LOCK_SH | LOCK_NB) != 0;
+    ::close(fd);
+    return busy;
   }
   rebuild_lock(rebuild_lock&& o) noexcept : fd_(std::exchange(o.fd_, -1)) {}
   rebuild_lock& operator=(rebuild_lock&&) = delete;
