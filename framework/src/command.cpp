@@ -8,14 +8,23 @@
 
 namespace annals::detail {
 
-std::vector<event_data> serialize_events(
+result<std::vector<event_data>> serialize_events(
     const std::vector<std::unique_ptr<google::protobuf::Message>>& events) {
   std::vector<event_data> out;
   out.reserve(events.size());
   for (const auto& m : events) {
     event_data e;
     e.type = m->GetDescriptor()->full_name();
-    m->SerializeToString(&e.payload);
+    bool written = m->SerializeToString(&e.payload);
+    // proto3 string fields must hold UTF-8: the serializer only logs a complaint, but parsing
+    // refuses such bytes, so check that the event reads back before it is stored for good.
+    std::unique_ptr<google::protobuf::Message> check(m->New());
+    if (!written || !check->ParseFromString(e.payload)) {
+      return error(errc::invalid_argument,
+                   fmt::format("event {} cannot be stored: it does not serialize to bytes that "
+                               "parse back (a string field holding invalid UTF-8?)",
+                               e.type));
+    }
     out.push_back(std::move(e));
   }
   return out;

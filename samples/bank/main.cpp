@@ -8,6 +8,7 @@
 #include <fmt/format.h>
 
 #include <ctime>
+#include <unistd.h>
 #include <iostream>
 
 namespace bank::cli {
@@ -32,14 +33,47 @@ annals::result<std::unique_ptr<annals::event_store>> open_db(const common& c) {
   return annals::open_store(c.db);
 }
 
-// Account ids become part of a stream id; the store refuses what it cannot keep.
+// Commands that only read must not create a store file for a mistyped path.
+annals::result<void> require_store(const common& c) {
+  std::string path = c.db.rfind("sqlite:", 0) == 0 ? c.db.substr(7) : c.db;
+  if (access(path.c_str(), F_OK) != 0) {
+    return annals::error(annals::errc::invalid_argument,
+                         fmt::format("there is no store at '{}' (the first 'open' creates it)",
+                                     path));
+  }
+  return {};
+}
+
+// Account ids become part of a stream id; refuse here what the store would refuse.
 annals::result<std::string> account_stream(const std::string& id) {
   if (id.empty()) return annals::error(annals::errc::invalid_argument, "the account id is empty");
   if (id.size() > 200) {
     return annals::error(annals::errc::invalid_argument,
                          "the account id is longer than 200 bytes");
   }
-  return stream_for(id);
+  auto stream = stream_for(id);
+  if (auto r = annals::validate_stream_id(stream); !r) {
+    return annals::error(annals::errc::invalid_argument,
+                         fmt::format("invalid account id: {}", r.error().message()));
+  }
+  return stream;
+}
+
+// Owner names are printed one per line: valid UTF-8, no control characters.
+annals::result<void> check_owner(const std::string& owner) {
+  if (!annals::is_valid_utf8(owner)) {
+    return annals::error(annals::errc::invalid_argument, "the owner's name is not valid UTF-8");
+  }
+  for (unsigned char ch : owner) {
+    if (ch < 0x20 || ch == 0x7f) {
+      return annals::error(annals::errc::invalid_argument,
+                           "the owner's name contains a control character");
+    }
+  }
+  if (owner.size() > 200) {
+    return annals::error(annals::errc::invalid_argument, "the owner's name is over 200 bytes");
+  }
+  return {};
 }
 
 template <class Decide>
@@ -52,13 +86,7 @@ int run_command(const common& c, const std::string& id, Decide&& decide,
   annals::command_options o;
   o.max_retries = c.max_retries;
   auto r = annals::handle<account>(**store, *stream, decide, o);
-  if (!r) {
-    if (r.error().kind() == annals::errc::invalid_argument) {
-      fmt::print(stderr, "bank: invalid account id '{}': {}\n", id, r.error().message());
-      return 2;
-    }
-    return cli::report(r.error());
-  }
+  if (!r) return cli::report(r.error());
   done(*r);
   return 0;
 }
@@ -82,9 +110,21 @@ std::string format_time(std::int64_t us) {
 // after a command sees it), then runs `body` on them.
 int with_read_models(const common& c,
                      const std::function<int(annals::projection_runner&)>& body) {
+  if (auto r = require_store(c); !r) return cli::report(r.error());
   auto runner = bank::open_read_models(c.db);
   if (!runner) return cli::report(runner.error());
   if (auto r = (*runner)->catch_up(); !r) return cli::report(r.error());
+  // A stuck projection does not fail the read, but the user must know the model is stale.
+  if (auto st = (*runner)->status(); st) {
+    for (const auto& p : *st) {
+      if (p.state == annals::projection_state::stuck) {
+        fmt::print(stderr,
+                   "bank: warning: read model '{}' is stuck at position {} and may be stale "
+                   "(see 'bank projections parked {}')\n",
+                   p.name, p.stuck_position, p.name);
+      }
+    }
+  }
   return body(**runner);
 }
 
@@ -126,6 +166,7 @@ int show_statement(const common& c, const std::string& id) {
 int show_history(const common& c, const std::string& id) {
   auto stream = account_stream(id);
   if (!stream) return cli::report(stream.error());
+  if (auto r = require_store(c); !r) return cli::report(r.error());
   auto store = open_db(c);
   if (!store) return cli::report(store.error());
   // Fold and print in one pass: the history is streamed, never held whole.
@@ -169,6 +210,7 @@ int show_history(const common& c, const std::string& id) {
 int main(int argc, char** argv) {
   CLI::App app{"bank: the Annals bank-account sample (event-sourced accounts in a SQLite store)"};
   app.require_subcommand(1);
+  app.fallthrough();  // `bank open x --owner y --db f` works like `bank --db f open x ...`
   common c;
   app.add_option("--db", c.db, "Store: a file path or sqlite:PATH")->capture_default_str();
   app.add_option("--retries", c.max_retries, "Conflict retries per command")
@@ -185,6 +227,10 @@ int main(int argc, char** argv) {
   open_cmd->add_option("ACCOUNT", id, "Account id")->required();
   open_cmd->add_option("--owner", owner, "Owner's name")->required();
   open_cmd->callback([&] {
+    if (auto ok = check_owner(owner); !ok) {
+      code = cli::report(ok.error());
+      return;
+    }
     code = run_command(
         c, id, [&](const account& a) { return bank::open(a, id, owner); },
         [&](const annals::command_result& r) {

@@ -576,3 +576,24 @@ TEST_CASE("concurrent withdrawals never overdraw: every decision sees the latest
     CHECK(insufficient.load() > 0);
   }
 }
+
+TEST_CASE("an event with invalid UTF-8 in a string field is refused before it is stored") {
+  store_fixture f;
+  auto r = annals::handle<bank::account>(*f.store, "account-u", open_cmd("u", "\xff\xfe"));
+  REQUIRE_FALSE(r.ok());
+  CHECK(r.error().kind() == annals::errc::invalid_argument);
+  CHECK(f.head() == 0);
+  // The account is still usable: the bad event never reached the store.
+  CHECK(annals::handle<bank::account>(*f.store, "account-u", open_cmd("u", "Ulla")).ok());
+}
+
+TEST_CASE("exit codes follow the documented table") {
+  using annals::errc;
+  CHECK(annals::exit_code(errc::rejected) == 1);
+  CHECK(annals::exit_code(errc::not_found) == 1);
+  CHECK(annals::exit_code(errc::invalid_argument) == 2);
+  CHECK(annals::exit_code(errc::concurrency_conflict) == 3);
+  CHECK(annals::exit_code(errc::corruption) == 4);
+  CHECK(annals::exit_code(errc::busy) == 4);
+  CHECK(annals::exit_code(errc::io) == 4);
+}

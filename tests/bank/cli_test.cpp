@@ -3,6 +3,8 @@
 
 #include "support/support.hpp"
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <fstream>
 #include <string>
@@ -158,4 +160,49 @@ TEST_CASE("demo runs several processes and threads and every balance checks out"
   CHECK(contains(r.out, "no update was lost"));
   CHECK(contains(r.out, "Concurrency conflicts detected and retried"));
   CHECK(!contains(r.out, "MISMATCH"));
+}
+
+TEST_CASE("read commands on a missing store exit 2 and create no file") {
+  bank_cli bank;
+  for (const char* cmd : {"balance", "history", "statement"}) {
+    CAPTURE(cmd);
+    auto r = bank({cmd, "a"});
+    CHECK(r.exit_code == 2);
+    CHECK(contains(r.err, "no store"));
+  }
+  CHECK(access(bank.db.c_str(), F_OK) != 0);
+}
+
+TEST_CASE("an owner name with invalid UTF-8 or a control character is bad input") {
+  bank_cli bank;
+  CHECK(bank({"open", "a", "--owner", "\xff"}).exit_code == 2);
+  CHECK(bank({"open", "a", "--owner", "Bob\nEvil"}).exit_code == 2);
+  CHECK(bank({"open", "a", "--owner", "Zoë"}).exit_code == 0);
+}
+
+TEST_CASE("--db may follow the subcommand") {
+  bank_cli bank;
+  auto r = annals::test::run({BANK_EXE, "open", "a", "--owner", "Ann", "--db", bank.db});
+  CHECK(r.exit_code == 0);
+  CHECK(bank({"balance", "a"}).out == "0.00\n");
+}
+
+TEST_CASE("statement reads the read model with running balances; projections status works") {
+  bank_cli bank;
+  REQUIRE(bank({"open", "s", "--owner", "Sam"}).exit_code == 0);
+  REQUIRE(bank({"deposit", "s", "10"}).exit_code == 0);
+  REQUIRE(bank({"withdraw", "s", "4.50"}).exit_code == 0);
+  auto r = bank({"statement", "s"});
+  CHECK(r.exit_code == 0);
+  CHECK(contains(r.out, "10.00"));
+  CHECK(contains(r.out, "5.50"));
+  CHECK(contains(r.out, "2 movement(s)"));
+  auto st = bank({"projections", "status"});
+  CHECK(st.exit_code == 0);
+  CHECK(contains(st.out, "account_balances"));
+  CHECK(contains(st.out, "running"));
+  auto rb = bank({"projections", "rebuild", "account_statement", "--verify"});
+  CHECK(rb.exit_code == 0);
+  CHECK(contains(rb.out, "0 difference(s)"));
+  CHECK(bank({"projections", "rebuild", "nope"}).exit_code == 2);
 }

@@ -4,6 +4,7 @@
 #include "store/backends.hpp"
 
 #include <sqlite3.h>
+#include <unistd.h>
 #include <sys/stat.h>
 
 #include <cstdint>
@@ -779,4 +780,43 @@ TEST_CASE("random byte-string stream ids and types either round-trip or are inva
   CHECK(accepted > 200);
   CHECK(refused > 200);
   check_store_invariants(*store);
+}
+
+TEST_CASE("a negative exact expected version is invalid_argument, not a conflict") {
+  fixture f;
+  for (std::int64_t v : {-1LL, -5LL, static_cast<long long>(INT64_MIN)}) {
+    CAPTURE(v);
+    auto r = f.store->append("neg", expected_version::exact(v), make_events(1));
+    CHECK(kind_of(r) == errc::invalid_argument);
+  }
+  CHECK(must(f.store->head_position()) == 0);
+  // exact(INT64_MAX) on a repeated append is a plain conflict, with no overflow.
+  auto e = make_event("test.v1.Thing", "x", uuid(7));
+  must(f.store->append("big", expected_version::no_stream(), {e}));
+  CHECK(kind_of(f.store->append("big", expected_version::exact(INT64_MAX), {e})) ==
+        errc::invalid_argument);
+}
+
+TEST_CASE("a busy timeout out of range is invalid_argument") {
+  temp_dir dir;
+  for (std::int64_t ms : {-1LL, 1LL << 40}) {
+    sqlite_options o;
+    o.busy_timeout_ms = ms;
+    CHECK(kind_of(open_sqlite_store(dir.file("t.db"), o)) == errc::invalid_argument);
+  }
+}
+
+TEST_CASE("a store opened by a relative path keeps reading the same file after chdir") {
+  temp_dir a, b;
+  char cwd[4096];
+  REQUIRE(getcwd(cwd, sizeof cwd));
+  REQUIRE(chdir(a.path().c_str()) == 0);
+  auto store = open_sqlite_store("rel.db");
+  REQUIRE(store.ok());
+  must((*store)->append("s", expected_version::no_stream(), make_events(3)));
+  REQUIRE(chdir(b.path().c_str()) == 0);
+  auto seen = read_stream_vec(**store, "s");  // a new reader connection opens now
+  REQUIRE(chdir(cwd) == 0);
+  CHECK(seen.size() == 3);
+  CHECK(!fs::exists(b.file("rel.db")));
 }

@@ -97,7 +97,9 @@ struct command_hooks {
 // The retry loop, compiled once (src/command.cpp).
 result<command_result> run_command(event_store& store, std::string_view stream_id,
                                    const command_options& options, const command_hooks& hooks);
-std::vector<event_data> serialize_events(
+// Serializes events; an event that would not parse back (a proto3 string field holding
+// invalid UTF-8) is invalid_argument, so the store never keeps an event it cannot read.
+result<std::vector<event_data>> serialize_events(
     const std::vector<std::unique_ptr<google::protobuf::Message>>& events);
 }  // namespace detail
 

@@ -5,7 +5,12 @@
 // store, commit order == position order). See docs/storage-format.md for the SQLite layout.
 //
 // Thread safety: an event_store is safe to use from many threads at once. Concurrent appends
-// in one process share commits (group commit). Several processes may open the same store.
+// in one process share commits (group commit). Several processes may open the same store; do
+// not carry an open store across fork() (open a new one in the child).
+// Lifetime: the store must outlive every call in progress on it. A visitor may call the store
+// (reads use pooled connections); an exception thrown by a visitor propagates to the caller.
+// Idempotency is by event id: a repeated append is recognised by its ids and versions, its
+// payloads are not compared.
 #pragma once
 
 #include <annals/result.hpp>
@@ -91,7 +96,8 @@ struct append_result {
 enum class direction { forward, backward };
 
 struct read_stream_options {
-  // First version to read. Forward default 0; backward: -1 means "from the end".
+  // First version to read. Any negative value means the start (forward) or the end (backward).
+  // Default -1.
   std::int64_t from_version = -1;
   direction dir = direction::forward;
   std::int64_t max_count = INT64_MAX;  // default: no limit
@@ -166,7 +172,8 @@ struct sqlite_options {
   // together share a time. If it throws, the appends of that commit fail with io.
   // Default: the system clock.
   std::function<std::int64_t()> clock;
-  // Source of event ids for events appended without one. Default: UUIDv7.
+  // Source of event ids for events appended without one; called concurrently from appending
+  // threads, so it must be thread-safe. Default: UUIDv7.
   std::function<std::string()> id_source;
   // Inline projections (make_projection<P>()): updated in the same transaction as each append,
   // so a read right after the append sees it. A handler failure fails the append (nothing is
@@ -187,5 +194,10 @@ result<std::unique_ptr<event_store>> open_store(std::string_view uri, sqlite_opt
 
 // A new UUIDv7 (RFC 9562) in canonical lower-case text. Thread-safe; monotonic in one process.
 std::string new_uuid_v7();
+
+// The checks append applies to a stream id (see store_limits): invalid_argument naming the rule.
+result<void> validate_stream_id(std::string_view stream_id);
+// Whether `text` is well-formed UTF-8 (no overlong forms, surrogates or values past U+10FFFF).
+bool is_valid_utf8(std::string_view text) noexcept;
 
 }  // namespace annals

@@ -97,15 +97,17 @@ struct runner_options {
 
 class projection_runner {
  public:
-  // Opens a runner for these projections on the store file at `path`. Creates the bookkeeping
-  // tables and each projection's tables if missing.
-  static result<std::unique_ptr<projection_runner>> open(const std::string& path,
+  // Opens a runner for these projections on an existing store: a path or sqlite:PATH, as for
+  // open_store. Creates the bookkeeping tables and each projection's tables if missing.
+  // Errors: not_found (no store there), corruption/io as for open_sqlite_store.
+  static result<std::unique_ptr<projection_runner>> open(const std::string& store_uri,
                                                          projection_list projections,
                                                          runner_options options = {});
   virtual ~projection_runner() = default;
 
-  // Applies events until every projection reaches the head seen at the start (or is stuck).
-  // Returns the number of events applied.
+  // Applies events until every projection reaches the head seen at the start, or is stuck.
+  // Returns the number of events applied. A stuck projection is not an error here: check
+  // status() (or wait_for) before trusting a model to be current.
   virtual result<std::int64_t> catch_up() = 0;
 
   // Starts a background thread that catches up, then follows live appends (from this process

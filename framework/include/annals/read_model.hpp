@@ -10,6 +10,9 @@
 //     static constexpr std::string_view key[] = {"account_id"};
 //   };
 //
+// BOOST_HANA_DEFINE_STRUCT members have no default values: create rows with `balance_row r{};`
+// (value-initialized), not `balance_row r;`.
+//
 // The framework derives the DDL, the upsert, the delete and typed selects (sql_tx::upsert,
 // erase, find, select). Supported member types: bool, integers up to 64 bits (unsigned up to
 // 32), float, double, std::string, annals::blob, and std::optional of those (NULL when empty).

@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <climits>
 #include <condition_variable>
 #include <map>
 #include <mutex>
@@ -896,9 +897,17 @@ result<void> init_projections(sql_connection& c, const projection_list& defs) {
 }
 }  // namespace detail
 
-result<std::unique_ptr<projection_runner>> projection_runner::open(const std::string& path,
+result<std::unique_ptr<projection_runner>> projection_runner::open(const std::string& uri,
                                                                    projection_list projections,
                                                                    runner_options options) {
+  // The same addresses as open_store: a path or sqlite:PATH.
+  if (uri.find("://") != std::string::npos) {
+    return error(errc::invalid_argument,
+                 fmt::format("unsupported store URI '{}' for projections (use a path or "
+                             "sqlite:PATH)",
+                             uri));
+  }
+  const std::string path = uri.rfind("sqlite:", 0) == 0 ? uri.substr(7) : uri;
   std::map<std::string, int> seen;
   for (const auto& p : projections) {
     if (!p || p->name.empty()) return error(errc::invalid_argument, "a projection has no name");
@@ -907,11 +916,16 @@ result<std::unique_ptr<projection_runner>> projection_runner::open(const std::st
                    fmt::format("two projections are named '{}'", p->name));
     }
   }
+  if (options.busy_timeout_ms < 0 || options.busy_timeout_ms > INT_MAX) {
+    return error(errc::invalid_argument,
+                 fmt::format("busy_timeout_ms must be between 0 and {}", INT_MAX));
+  }
   if (options.batch_size <= 0 || options.max_attempts <= 0) {
     return error(errc::invalid_argument, "batch_size and max_attempts must be > 0");
   }
   sqlite_options so;
   so.busy_timeout_ms = options.busy_timeout_ms;
+  so.create_if_missing = false;  // a runner reads a store; it never invents one
   auto store = open_sqlite_store(path, so);
   if (!store) return std::move(store).error();
   int timeout = static_cast<int>(options.busy_timeout_ms);

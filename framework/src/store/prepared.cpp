@@ -89,6 +89,11 @@ std::string new_uuid_v7() {
   return store::format_uuid(b);
 }
 
+result<void> validate_stream_id(std::string_view stream_id) {
+  return store::check_stream_id(stream_id);
+}
+bool is_valid_utf8(std::string_view text) noexcept { return store::valid_utf8(text); }
+
 namespace store {
 
 std::optional<uuid_bytes> parse_uuid(std::string_view t) {
@@ -127,7 +132,7 @@ std::string format_uuid(const unsigned char* b) {
   return s;
 }
 
-bool valid_utf8(std::string_view s) {
+bool valid_utf8(std::string_view s) noexcept {
   std::size_t i = 0;
   while (i < s.size()) {
     auto c = static_cast<unsigned char>(s[i]);

@@ -26,7 +26,7 @@ void new_uuid_v7(unsigned char* bytes);
 // errc::invalid_argument with a message naming the rule, or success.
 result<void> check_stream_id(std::string_view stream_id);
 result<void> check_event_type(std::string_view type);
-bool valid_utf8(std::string_view s);
+bool valid_utf8(std::string_view s) noexcept;
 
 // An event ready to insert: validated, id assigned, metadata serialized.
 struct prepared_event {

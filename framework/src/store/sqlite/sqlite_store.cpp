@@ -18,6 +18,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <climits>
 #include <condition_variable>
 #include <deque>
 #include <mutex>
@@ -521,6 +522,12 @@ class sqlite_store final : public event_store {
         return sqlite::make_error(rc, "cannot read stream", writer_.get());
       }
     }
+    if (p.expected.form() == expected_version::kind::exact && p.expected.version() < 0) {
+      return error(errc::invalid_argument,
+                   fmt::format("expected version {} is negative; use no_stream() for a stream "
+                               "that must not exist",
+                               p.expected.version()));
+    }
     bool matches = false;
     switch (p.expected.form()) {
       case expected_version::kind::any: matches = true; break;
@@ -622,7 +629,7 @@ class sqlite_store final : public event_store {
     switch (p.expected.form()) {
       case expected_version::kind::no_stream: expected_ok = first_version == 0; break;
       case expected_version::kind::exact:
-        expected_ok = first_version == p.expected.version() + 1;
+        expected_ok = first_version - 1 == p.expected.version();  // no overflow at INT64_MAX
         break;
       default: break;
     }
@@ -801,6 +808,10 @@ result<std::unique_ptr<event_store>> open_sqlite_store(const std::string& path,
   if (path.empty() || path.find('\0') != std::string::npos) {
     return error(errc::invalid_argument, "store path is empty or contains NUL");
   }
+  if (options.busy_timeout_ms < 0 || options.busy_timeout_ms > INT_MAX) {
+    return error(errc::invalid_argument,
+                 fmt::format("busy_timeout_ms must be between 0 and {}", INT_MAX));
+  }
   struct stat st {};
   bool exists = ::stat(path.c_str(), &st) == 0;
   if (!exists && (!options.create_if_missing || options.read_only)) {
@@ -810,7 +821,8 @@ result<std::unique_ptr<event_store>> open_sqlite_store(const std::string& path,
     return error(errc::io, fmt::format("'{}' is a directory, not a store file", path));
   }
   int flags = options.read_only ? SQLITE_OPEN_READONLY
-                                : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE;
+                                : SQLITE_OPEN_READWRITE |
+                                      (options.create_if_missing ? SQLITE_OPEN_CREATE : 0);
   auto c = connection::open(path, flags, static_cast<int>(options.busy_timeout_ms));
   if (!c) return std::move(c).error();
   connection conn = std::move(c).value();
@@ -844,7 +856,11 @@ result<std::unique_ptr<event_store>> open_sqlite_store(const std::string& path,
   if (auto r = conn.exec(sync, "cannot set durability"); !r) return r.error();
   auto ws = writer_statements::prepare(conn.get());
   if (!ws) return std::move(ws).error();
-  auto store = std::make_unique<sqlite_store>(path, std::move(options), std::move(conn),
+  // Reader connections open later: use the absolute file name, so a chdir() in between cannot
+  // send reads to another file.
+  const char* absolute = sqlite3_db_filename(conn.get(), "main");
+  std::string file = absolute && *absolute ? std::string(absolute) : path;
+  auto store = std::make_unique<sqlite_store>(file, std::move(options), std::move(conn),
                                               std::move(ws).value());
   if (auto r = store->init_inline(); !r) return r.error();
   return std::unique_ptr<event_store>(std::move(store));
