@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <cstdint>
 #include <map>
@@ -1081,8 +1082,8 @@ TEST_CASE("a projection whose automatic rebuild fails keeps its live model and h
   v2.ctl->mode = poison_mode::returns_error;
   auto o = fast_options();
   o.max_attempts = 2;
-  auto runner = open_runner(path, {annals::make_projection(v2), annals::make_projection(closures{})},
-                            o);
+  auto runner =
+      open_runner(path, {annals::make_projection(v2), annals::make_projection(closures{})}, o);
   auto n = runner->catch_up();
   MESSAGE("catch_up: " << message_of(n));
   CHECK(v2.ctl->poison_calls >= 1);
@@ -1326,7 +1327,9 @@ TEST_CASE("status() polled by other runners neither fails a rebuild nor reports 
   auto runner = open_runner(path, {annals::make_projection(ledger{})});
   catch_up(*runner);
   std::vector<std::unique_ptr<projection_runner>> watchers;
-  for (int i = 0; i < 3; ++i) watchers.push_back(open_runner(path, {annals::make_projection(ledger{})}));
+  for (int i = 0; i < 3; ++i) {
+    watchers.push_back(open_runner(path, {annals::make_projection(ledger{})}));
+  }
 
   std::atomic<bool> done{false};
   std::atomic<bool> rebuilding{false};

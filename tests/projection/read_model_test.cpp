@@ -1131,7 +1131,8 @@ TEST_CASE("an empty string_view or blob parameter binds an empty value, not NULL
   });
   const std::string_view empty_text;  // data() == nullptr
   const annals::sql_value::blob_ref empty_blob{std::string_view()};
-  auto got = h.query("SELECT typeof(?1), typeof(?2), ?1 = '', length(?2)", {empty_text, empty_blob});
+  auto got =
+      h.query("SELECT typeof(?1), typeof(?2), ?1 = '', length(?2)", {empty_text, empty_blob});
   REQUIRE(got.size() == 1);
   CHECK(got[0][0] == "text");
   CHECK(got[0][1] == "blob");

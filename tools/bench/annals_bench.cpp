@@ -18,15 +18,24 @@
 // disturbed by a disk stall). peak_rss_mb is ru_maxrss, reset before each scenario through
 // /proc/self/clear_refs when the kernel allows it (peak_rss_scope).
 //
+// Read side (issue 3): `rebuild` rebuilds the bank sample's three read models over a store of
+// 1M events with projection_runner::rebuild (the `projections rebuild NAME` command path) beside
+// a hand-written scan + parse + the same read-model statements; `live_lag` measures the time
+// from an acknowledged command to its visibility in the read models of a running
+// projection_runner, and what the running runner costs the writers.
+//
 // Exit codes: 0 ok, 2 bad arguments, 4 storage error (annals::exit_code of a store error;
 // a failed raw-SQLite call is 4 too), 1 when a result check fails (a fold that does not add up).
 #include <annals/aggregate.hpp>
 #include <annals/command.hpp>
 #include <annals/event_store.hpp>
+#include <annals/projection_runner.hpp>
 
 #include "account.hpp"
+#include "projections.hpp"
 
 #include <fmt/format.h>
+#include <malloc.h>
 #include <sqlite3.h>
 #include <stdlib.h>
 #include <sys/resource.h>
@@ -36,6 +45,7 @@
 #include <array>
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
@@ -43,6 +53,7 @@
 #include <fstream>
 #include <functional>
 #include <latch>
+#include <map>
 #include <mutex>
 #include <optional>
 #include <random>
@@ -72,6 +83,13 @@ T check(annals::result<T> r, std::string_view what) {
                         fmt::format("{}: {}", what, r.error().message())};
   }
   return std::move(r).value();
+}
+
+void check(annals::result<void> r, std::string_view what) {
+  if (!r) {
+    throw bench_failure{annals::exit_code(r.error().kind()),
+                        fmt::format("{}: {}", what, r.error().message())};
+  }
 }
 
 [[noreturn]] void storage_failure(std::string message) { throw bench_failure{4, std::move(message)}; }
@@ -109,6 +127,20 @@ struct config {
   std::int64_t other_streams = 1000;
   int loads_per_rep = 6;
   int blocks = 20;  // alternating blocks per rep in the write scenarios
+  bool reps_given = false;  // --reps on the command line
+  // rebuild: store size, accounts, reps (fewer than the other scenarios: 1M events per run)
+  std::int64_t rebuild_events = 1000000;
+  std::int64_t rebuild_accounts = 2000;
+  int rebuild_max_reps = 3;
+  // live_lag: accounts, appender threads, commands measured for lag at a steady rate, and
+  // commands per side per rep at full speed (with / without a running runner)
+  std::int64_t live_accounts = 1000;
+  int live_threads = 2;
+  std::int64_t lag_events = 2000;
+  double lag_rate = 250;  // commands/s, all appender threads together
+  std::int64_t live_events = 2000;
+
+  int rebuild_reps() const { return reps_given ? reps : std::min(reps, rebuild_max_reps); }
 
   void make_quick() {
     quick = true;
@@ -122,6 +154,11 @@ struct config {
     other_streams = 200;
     loads_per_rep = 4;
     blocks = 6;
+    rebuild_events = 20000;
+    rebuild_accounts = 200;
+    live_accounts = 200;
+    lag_events = 200;
+    live_events = 400;
   }
 };
 
@@ -136,6 +173,14 @@ double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
   std::size_t n = v.size();
   return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+// Resident set now (/proc/self/statm), MB.
+double current_rss_mb() {
+  std::ifstream f("/proc/self/statm");
+  long long pages = 0, resident = 0;
+  if (!(f >> pages >> resident)) return 0;
+  return static_cast<double>(resident) * static_cast<double>(sysconf(_SC_PAGESIZE)) / 1048576.0;
 }
 
 double peak_rss_mb() {
@@ -416,6 +461,7 @@ class raw_stmt {
   void reset() { sqlite3_reset(s_); }
 
   std::int64_t int64(int i) const { return sqlite3_column_int64(s_, i); }
+  bool is_null(int i) const { return sqlite3_column_type(s_, i) == SQLITE_NULL; }
   std::string_view text(int i) const {
     auto p = reinterpret_cast<const char*>(sqlite3_column_text(s_, i));
     return p ? std::string_view(p, static_cast<std::size_t>(sqlite3_column_bytes(s_, i)))
@@ -500,9 +546,10 @@ struct raw_writer {
 
   // Inside a transaction: appends after a version check; returns the new version.
   // A new stream's row id is stored into `sid`.
+  // recorded_at is `at`, or the clock when 0.
   std::int64_t append_in_tx(std::string_view name, std::int64_t& sid, std::int64_t current,
                             std::int64_t expected, const event* events, std::size_t n,
-                            std::string_view metadata = {}) {
+                            std::string_view metadata = {}, std::int64_t at = 0) {
     if (current != expected) {
       logic_failure(fmt::format("baseline: conflict on {}: {} != {}", name, current, expected));
     }
@@ -517,7 +564,7 @@ struct raw_writer {
       update_stream.bind(2, last);
       update_stream.run();
     }
-    std::int64_t at = now_us();
+    if (at == 0) at = now_us();
     for (std::size_t i = 0; i < n; ++i) {
       auto id = ids.next();
       insert_event.bind(1, sid);
@@ -576,6 +623,9 @@ struct figure {
   std::vector<std::pair<std::string, std::string>> extra;  // name -> raw JSON value
   // Paired write scenarios: annals rate / baseline rate of each pair of adjacent blocks.
   std::vector<double> block_ratios;
+  // Set when the scenario measures the peak RSS of one part itself (e.g. the rebuild alone).
+  std::optional<double> peak_rss;
+  std::string peak_rss_scope;
 };
 
 double quantile(std::vector<double> v, double q) {
@@ -602,7 +652,7 @@ void print_figure(const figure& f) {
   std::string line = fmt::format(
       R"({{"scenario":"{}","events":{},"seconds":{:.6f},"events_per_s":{:.1f},)"
       R"("baseline_per_s":{:.1f},"ratio":{:.3f},"peak_rss_mb":{:.1f},"median_of":{})",
-      f.scenario, f.events, secs, per_s, base_per_s, ratio, peak_rss_mb(),
+      f.scenario, f.events, secs, per_s, base_per_s, ratio, f.peak_rss ? *f.peak_rss : peak_rss_mb(),
       std::min(f.annals_seconds.size(), f.baseline_seconds.size()));
   if (f.target) {
     line += fmt::format(R"(,"target":{},"target_met":{})", *f.target,
@@ -630,7 +680,9 @@ void print_figure(const figure& f) {
   }
   for (const auto& [k, v] : f.extra) line += fmt::format(R"(,"{}":{})", k, v);
   line += fmt::format(R"(,"peak_rss_scope":"{}")",
-                      peak_rss_per_scenario ? "scenario" : "process");
+                      !f.peak_rss_scope.empty() ? f.peak_rss_scope
+                      : peak_rss_per_scenario   ? "scenario"
+                                                : "process");
   if (!f.note.empty()) line += fmt::format(R"(,"note":"{}")", json_escape(f.note));
   line += "}\n";
   std::fputs(line.c_str(), stdout);
@@ -1343,6 +1395,765 @@ void scenario_replay(const config& c, const temp_dir& dir) {
   print_figure(f);
 }
 
+// ---- rebuild: the bank read models over a large store ----------------------------------------
+
+struct rebuild_dataset {
+  std::string path;
+  std::int64_t events = 0;
+  std::int64_t accounts = 0;
+  std::int64_t appends = 0;
+  std::int64_t money_events = 0;  // deposits + withdrawals
+  std::int64_t total_balance = 0;
+  double build_seconds = 0;
+};
+
+// The store the rebuild replays: every account opened, then deposits and withdrawals (a
+// withdrawal only when the balance covers it) on random accounts, 1-4 events per append (a
+// command's worth), each append with a command's correlation and causation ids. Like the read
+// dataset: created through the API, then filled by hand (synchronous=OFF, 100k events per
+// transaction) with the rows the store writes (UUIDv7 ids, metadata, bank payloads), which is
+// several times faster than appending 1M events through the store. recorded_at moves from
+// 2025-01-01 over 365 days as the events are written, so daily_totals gets one row per day, as
+// in a store written over a year.
+rebuild_dataset make_rebuild_dataset(const config& c, const temp_dir& dir) {
+  rebuild_dataset d;
+  d.path = dir.file("rebuild.db");
+  d.accounts = std::max<std::int64_t>(1, std::min(c.rebuild_accounts, c.rebuild_events));
+  note("building the rebuild dataset: {} events on {} accounts", c.rebuild_events, d.accounts);
+  auto t0 = clock_type::now();
+  { auto created = annals_create(d.path); }
+  constexpr std::int64_t start_us = 1735689600LL * 1000000;  // 2025-01-01T00:00:00Z
+  constexpr double span_us = 365.0 * 86400 * 1000000;
+  const std::int64_t total = c.rebuild_events;
+  auto at = [&] {
+    return start_us + static_cast<std::int64_t>(span_us * static_cast<double>(d.events) /
+                                                static_cast<double>(total));
+  };
+  {
+    raw_db db(d.path);
+    db.exec("PRAGMA synchronous=OFF");  // setup only
+    raw_writer w(db);
+    auto n = static_cast<std::size_t>(d.accounts);
+    std::vector<std::string> ids, streams;
+    std::vector<std::int64_t> sid(n, 0), version(n, -1), balance(n, 0);
+    auto append = [&](std::size_t i, const raw_writer::event* e, std::size_t k) {
+      std::string cmd = w.ids.text();
+      version[i] = w.append_in_tx(streams[i], sid[i], version[i], version[i], e, k,
+                                  raw_metadata(cmd, cmd), at());
+      d.events += static_cast<std::int64_t>(k);
+      ++d.appends;
+      if (d.appends % 40000 == 0) {  // about 100k events per transaction
+        w.commit.run();
+        w.begin.run();
+      }
+    };
+    w.begin.run();
+    for (std::size_t i = 0; i < n; ++i) {
+      ids.push_back(account_id(static_cast<std::int64_t>(i)));
+      streams.push_back(bank::stream_for(ids.back()));
+      std::string payload = opened_payload(ids[i], static_cast<std::int64_t>(i));
+      raw_writer::event e{&type_opened(), &payload};
+      append(i, &e, 1);
+    }
+    std::mt19937_64 rng(2024);
+    std::array<std::string, 4> payloads;
+    std::array<raw_writer::event, 4> events{};
+    while (d.events < total) {
+      auto i = static_cast<std::size_t>(rng() % n);
+      auto k = static_cast<std::size_t>(
+          std::min<std::int64_t>(1 + static_cast<std::int64_t>(rng() % 4), total - d.events));
+      for (std::size_t j = 0; j < k; ++j) {
+        if (rng() % 4 == 0 && balance[i] > 0) {
+          auto cents = 1 + static_cast<std::int64_t>(rng() % static_cast<std::uint64_t>(balance[i]));
+          payloads[j] = withdrawn_payload(ids[i], cents);
+          events[j] = {&type_withdrawn(), &payloads[j]};
+          balance[i] -= cents;
+        } else {
+          auto cents = 1 + static_cast<std::int64_t>(rng() % 100000);
+          payloads[j] = deposited_payload(ids[i], cents);
+          events[j] = {&type_deposited(), &payloads[j]};
+          balance[i] += cents;
+        }
+      }
+      append(i, events.data(), k);
+      d.money_events += static_cast<std::int64_t>(k);
+    }
+    w.commit.run();
+    for (auto b : balance) d.total_balance += b;
+    db.exec("PRAGMA wal_checkpoint(TRUNCATE)");
+  }
+  d.build_seconds = seconds_since(t0);
+  note("rebuild dataset: {} events in {} appends, {:.1f} s, {:.1f} MB", d.events, d.appends,
+       d.build_seconds, static_cast<double>(fs::file_size(d.path)) / 1e6);
+  return d;
+}
+
+// The bank read models written by hand: the same three tables (columns, types, NOT NULL,
+// primary keys, WITHOUT ROWID: what read_model.cpp's create_table_sql generates), under other
+// names in the same file, and the same statements per event as the bank projections run
+// (samples/bank/projections.cpp): account_balances reads the account's row and upserts it
+// whole; account_statement selects the previous running balance and upserts the movement;
+// daily_totals runs one INSERT ... ON CONFLICT DO UPDATE that adds to the day's row.
+struct raw_model_names {
+  std::string balances, statement, daily;
+};
+
+std::string raw_models_ddl(const raw_model_names& t) {
+  return fmt::format(
+      "CREATE TABLE {} (\"account_id\" TEXT NOT NULL, \"owner\" TEXT NOT NULL, "
+      "\"balance_cents\" INTEGER NOT NULL, \"transaction_count\" INTEGER NOT NULL, "
+      "\"opened\" INTEGER NOT NULL, \"closed\" INTEGER NOT NULL, \"opened_at_us\" INTEGER NOT "
+      "NULL, \"last_activity_us\" INTEGER NOT NULL, \"closed_at_us\" INTEGER, "
+      "PRIMARY KEY (\"account_id\")) WITHOUT ROWID;\n"
+      "CREATE TABLE {} (\"account_id\" TEXT NOT NULL, \"stream_version\" INTEGER NOT NULL, "
+      "\"recorded_at_us\" INTEGER NOT NULL, \"kind\" TEXT NOT NULL, \"amount_cents\" INTEGER NOT "
+      "NULL, \"balance_after_cents\" INTEGER NOT NULL, "
+      "PRIMARY KEY (\"account_id\", \"stream_version\")) WITHOUT ROWID;\n"
+      "CREATE TABLE {} (\"day\" TEXT NOT NULL, \"deposits_cents\" INTEGER NOT NULL, "
+      "\"withdrawals_cents\" INTEGER NOT NULL, \"deposit_count\" INTEGER NOT NULL, "
+      "\"withdrawal_count\" INTEGER NOT NULL, PRIMARY KEY (\"day\")) WITHOUT ROWID;\n",
+      t.balances, t.statement, t.daily);
+}
+
+class raw_read_models {
+ public:
+  raw_read_models(raw_db& db, const raw_model_names& t)
+      : find_balance_(db, fmt::format("SELECT account_id, owner, balance_cents, transaction_count, "
+                                      "opened, closed, opened_at_us, last_activity_us, "
+                                      "closed_at_us FROM {} WHERE account_id = ?1",
+                                      t.balances)),
+        upsert_balance_(
+            db, fmt::format("INSERT INTO {} (account_id, owner, balance_cents, transaction_count, "
+                            "opened, closed, opened_at_us, last_activity_us, closed_at_us) "
+                            "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) "
+                            "ON CONFLICT (account_id) DO UPDATE SET owner = excluded.owner, "
+                            "balance_cents = excluded.balance_cents, "
+                            "transaction_count = excluded.transaction_count, "
+                            "opened = excluded.opened, closed = excluded.closed, "
+                            "opened_at_us = excluded.opened_at_us, "
+                            "last_activity_us = excluded.last_activity_us, "
+                            "closed_at_us = excluded.closed_at_us",
+                            t.balances)),
+        previous_balance_(db, fmt::format("SELECT balance_after_cents FROM {} WHERE account_id = ?1 "
+                                          "AND stream_version < ?2 ORDER BY stream_version DESC "
+                                          "LIMIT 1",
+                                          t.statement)),
+        upsert_movement_(
+            db, fmt::format("INSERT INTO {} (account_id, stream_version, recorded_at_us, kind, "
+                            "amount_cents, balance_after_cents) VALUES (?1, ?2, ?3, ?4, ?5, ?6) "
+                            "ON CONFLICT (account_id, stream_version) DO UPDATE SET "
+                            "recorded_at_us = excluded.recorded_at_us, kind = excluded.kind, "
+                            "amount_cents = excluded.amount_cents, "
+                            "balance_after_cents = excluded.balance_after_cents",
+                            t.statement)),
+        add_to_day_(db, fmt::format("INSERT INTO {} (day, deposits_cents, withdrawals_cents, "
+                                    "deposit_count, withdrawal_count) VALUES (?1, ?2, ?3, ?4, ?5) "
+                                    "ON CONFLICT (day) DO UPDATE SET "
+                                    "deposits_cents = deposits_cents + excluded.deposits_cents, "
+                                    "withdrawals_cents = withdrawals_cents + "
+                                    "excluded.withdrawals_cents, "
+                                    "deposit_count = deposit_count + excluded.deposit_count, "
+                                    "withdrawal_count = withdrawal_count + "
+                                    "excluded.withdrawal_count",
+                                    t.daily)) {}
+
+  // One stored event (the columns the models need), parsed and applied to all three models.
+  void apply(std::string_view type, std::int64_t at, std::int64_t stream_version,
+             std::string_view payload) {
+    auto parse = [&](google::protobuf::Message& m) {
+      if (!m.ParseFromArray(payload.data(), static_cast<int>(payload.size()))) {
+        storage_failure(fmt::format("baseline: undecodable {} payload", type));
+      }
+    };
+    if (type == type_deposited()) {
+      parse(deposited_);
+      money(deposited_.account_id(), at, stream_version, "deposit", deposited_.amount_cents(),
+            deposited_.amount_cents());
+    } else if (type == type_withdrawn()) {
+      parse(withdrawn_);
+      money(withdrawn_.account_id(), at, stream_version, "withdrawal", withdrawn_.amount_cents(),
+            -withdrawn_.amount_cents());
+    } else if (type == type_opened()) {
+      parse(opened_);
+      balance b;
+      b.account_id = opened_.account_id();
+      b.owner = opened_.owner();
+      b.opened = true;
+      b.opened_at_us = at;
+      b.last_activity_us = at;
+      put(b);
+    } else if (type == bank::v1::AccountClosed::descriptor()->full_name()) {
+      parse(closed_);
+      balance b;
+      get(closed_.account_id(), b);
+      b.closed = true;
+      b.closed_at_us = at;
+      b.last_activity_us = at;
+      put(b);
+    } else {
+      storage_failure(fmt::format("baseline: unknown event type '{}'", type));
+    }
+  }
+
+ private:
+  struct balance {
+    std::string account_id, owner;
+    std::int64_t balance_cents = 0, transaction_count = 0;
+    bool opened = false, closed = false;
+    std::int64_t opened_at_us = 0, last_activity_us = 0;
+    std::optional<std::int64_t> closed_at_us;
+  };
+
+  void get(const std::string& account, balance& b) {
+    raw_stmt& s = find_balance_;
+    s.bind_text(1, account);
+    if (!s.step()) {
+      s.reset();
+      logic_failure(fmt::format("baseline: account '{}' was never opened", account));
+    }
+    b.account_id = s.text(0);
+    b.owner = s.text(1);
+    b.balance_cents = s.int64(2);
+    b.transaction_count = s.int64(3);
+    b.opened = s.int64(4) != 0;
+    b.closed = s.int64(5) != 0;
+    b.opened_at_us = s.int64(6);
+    b.last_activity_us = s.int64(7);
+    if (s.is_null(8)) {
+      b.closed_at_us.reset();
+    } else {
+      b.closed_at_us = s.int64(8);
+    }
+    s.reset();
+  }
+
+  void put(const balance& b) {
+    raw_stmt& s = upsert_balance_;
+    s.bind_text(1, b.account_id);
+    s.bind_text(2, b.owner);
+    s.bind(3, b.balance_cents);
+    s.bind(4, b.transaction_count);
+    s.bind(5, b.opened);
+    s.bind(6, b.closed);
+    s.bind(7, b.opened_at_us);
+    s.bind(8, b.last_activity_us);
+    if (b.closed_at_us) {
+      s.bind(9, *b.closed_at_us);
+    } else {
+      s.bind_null(9);
+    }
+    s.run();
+  }
+
+  void money(const std::string& account, std::int64_t at, std::int64_t stream_version,
+             std::string_view kind, std::int64_t amount, std::int64_t signed_amount) {
+    // account_balances
+    get(account, row_);
+    row_.balance_cents += signed_amount;
+    ++row_.transaction_count;
+    row_.last_activity_us = at;
+    put(row_);
+    // account_statement: the running balance
+    std::int64_t before = 0;
+    previous_balance_.bind_text(1, account);
+    previous_balance_.bind(2, stream_version);
+    if (previous_balance_.step()) before = previous_balance_.int64(0);
+    previous_balance_.reset();
+    upsert_movement_.bind_text(1, account);
+    upsert_movement_.bind(2, stream_version);
+    upsert_movement_.bind(3, at);
+    upsert_movement_.bind_text(4, kind);
+    upsert_movement_.bind(5, amount);
+    upsert_movement_.bind(6, before + signed_amount);
+    upsert_movement_.run();
+    // daily_totals: one statement that creates the day's row or adds to it
+    std::string day = bank::utc_day(at);
+    bool deposit = signed_amount >= 0;
+    add_to_day_.bind_text(1, day);
+    add_to_day_.bind(2, deposit ? amount : 0);
+    add_to_day_.bind(3, deposit ? 0 : amount);
+    add_to_day_.bind(4, deposit ? 1 : 0);
+    add_to_day_.bind(5, deposit ? 0 : 1);
+    add_to_day_.run();
+  }
+
+  raw_stmt find_balance_, upsert_balance_, previous_balance_, upsert_movement_, add_to_day_;
+  bank::v1::AccountOpened opened_;
+  bank::v1::MoneyDeposited deposited_;
+  bank::v1::MoneyWithdrawn withdrawn_;
+  bank::v1::AccountClosed closed_;
+  balance row_;
+};
+
+const raw_model_names& raw_live_names() {
+  static const raw_model_names n{"bl_account_balances", "bl_account_statement", "bl_daily_totals"};
+  return n;
+}
+
+// The hand-written rebuild: fresh tables, then per transaction of `batch` events: select the
+// next rows of the events table by position, parse, apply to the three models, commit; then
+// swap the new tables in (drop the old ones, rename), as the framework's rebuild does.
+// One connection, WAL, synchronous=FULL (what the runner's writer connection sets).
+double raw_rebuild_once(const rebuild_dataset& d, std::int64_t batch) {
+  const raw_model_names& live = raw_live_names();
+  raw_model_names fresh{live.balances + "__new", live.statement + "__new", live.daily + "__new"};
+  auto t0 = clock_type::now();
+  raw_db db(d.path);
+  db.exec("PRAGMA synchronous=FULL");
+  db.exec(fmt::format("BEGIN IMMEDIATE; DROP TABLE IF EXISTS {}; DROP TABLE IF EXISTS {}; "
+                      "DROP TABLE IF EXISTS {}; {} COMMIT;",
+                      fresh.balances, fresh.statement, fresh.daily, raw_models_ddl(fresh))
+              .c_str());
+  {
+    raw_read_models models(db, fresh);
+    raw_stmt begin(db, "BEGIN IMMEDIATE");
+    raw_stmt commit(db, "COMMIT");
+    raw_stmt scan(db,
+                  "SELECT position, type, recorded_at, stream_version, payload FROM events "
+                  "WHERE position > ?1 ORDER BY position LIMIT ?2");
+    std::int64_t after = 0, n = 0;
+    for (;;) {
+      begin.run();
+      scan.bind(1, after);
+      scan.bind(2, batch);
+      std::int64_t rows = 0;
+      while (scan.step()) {
+        ++rows;
+        after = scan.int64(0);
+        models.apply(scan.text(1), scan.int64(2), scan.int64(3), scan.blob(4));
+      }
+      scan.reset();
+      commit.run();
+      n += rows;
+      if (rows < batch) break;
+    }
+    if (n != d.events) logic_failure(fmt::format("baseline rebuild: {} events, not {}", n, d.events));
+  }
+  std::string swap = "BEGIN IMMEDIATE; ";
+  for (auto [old_name, new_name] : {std::pair{live.balances, fresh.balances},
+                                    std::pair{live.statement, fresh.statement},
+                                    std::pair{live.daily, fresh.daily}}) {
+    swap += fmt::format("DROP TABLE IF EXISTS {}; ALTER TABLE {} RENAME TO {}; ", old_name,
+                        new_name, old_name);
+  }
+  db.exec((swap + "COMMIT;").c_str());
+  return seconds_since(t0);
+}
+
+// Rows that differ between the framework's model and the baseline's (both directions).
+std::int64_t model_differences(const std::string& path) {
+  raw_db db(path, true);
+  const raw_model_names& b = raw_live_names();
+  std::int64_t total = 0;
+  for (auto [ours, theirs] : {std::pair<std::string, std::string>{"account_balances", b.balances},
+                              {"account_statement", b.statement},
+                              {"daily_totals", b.daily}}) {
+    for (auto [x, y] : {std::pair{ours, theirs}, std::pair{theirs, ours}}) {
+      raw_stmt q(db, fmt::format("SELECT count(*) FROM (SELECT * FROM {} EXCEPT SELECT * FROM {})",
+                                 x, y));
+      if (q.step()) total += q.int64(0);
+      q.reset();
+    }
+  }
+  return total;
+}
+
+std::int64_t model_total_balance(const std::string& path, const std::string& table) {
+  raw_db db(path, true);
+  raw_stmt q(db, fmt::format("SELECT coalesce(sum(balance_cents), 0) FROM {}", table));
+  std::int64_t v = q.step() ? q.int64(0) : 0;
+  q.reset();
+  return v;
+}
+
+void scenario_rebuild(const config& c, const temp_dir& dir) {
+  auto d = make_rebuild_dataset(c, dir);
+  const std::int64_t batch = annals::rebuild_options{}.batch_size;
+  std::vector<std::string> names;
+  for (const auto& p : bank::projections()) names.push_back(p->name);
+  std::map<std::string, std::vector<double>> per_projection;
+  double peak = 0, rss_before = 0;
+  bool scoped = true;
+  auto annals_once = [&] {
+    malloc_trim(0);  // give freed heap back, so the peak below is the rebuild's own
+    scoped = reset_peak_rss() && scoped;
+    rss_before = std::max(rss_before, current_rss_mb());
+    auto t0 = clock_type::now();
+    {
+      // What `bank --db FILE projections rebuild NAME` does, for each of the three.
+      auto runner = check(bank::open_read_models(d.path), "cannot open the projection runner");
+      for (const auto& name : names) {
+        auto rep = check(runner->rebuild(name), "rebuild");
+        std::int64_t want = name == "account_balances" ? d.events : d.money_events;
+        if (!rep.swapped || rep.events != want) {
+          logic_failure(fmt::format("rebuild {}: {} events applied, {} expected", name,
+                                    rep.events, want));
+        }
+        per_projection[name].push_back(rep.seconds);
+      }
+    }
+    double secs = seconds_since(t0);
+    peak = std::max(peak, peak_rss_mb());
+    return secs;
+  };
+  auto raw_once = [&] { return raw_rebuild_once(d, batch); };
+  figure f;
+  f.scenario = "rebuild";
+  f.events = f.baseline_events = d.events;
+  f.target = 0.7;
+  alternate(c.rebuild_reps(), annals_once, raw_once, f.annals_seconds, f.baseline_seconds);
+
+  // Both models must be the same rows, and add up.
+  auto check_models = [&](std::string_view what) {
+    auto diff = model_differences(d.path);
+    auto total = model_total_balance(d.path, "account_balances");
+    if (diff != 0 || total != d.total_balance ||
+        model_total_balance(d.path, raw_live_names().balances) != d.total_balance) {
+      logic_failure(fmt::format("{}: {} rows differ from the baseline's; balances sum to {}, "
+                                "expected {}",
+                                what, diff, total, d.total_balance));
+    }
+  };
+  auto tc = clock_type::now();
+  check_models("rebuild");
+  double check_secs = seconds_since(tc);
+
+  // The other path to a full model: a runner catching up from checkpoint 0 (a new projection
+  // in a running app), default runner_options (1,000 events per transaction). Measured once.
+  double catch_up_secs = 0, catch_up_peak = 0;
+  {
+    auto runner = check(bank::open_read_models(d.path), "cannot open the projection runner");
+    for (const auto& name : names) check(runner->reset(name), "reset");
+    malloc_trim(0);
+    bool s = reset_peak_rss();
+    auto t0 = clock_type::now();
+    auto n = check(runner->catch_up(), "catch_up");
+    catch_up_secs = seconds_since(t0);
+    catch_up_peak = s ? peak_rss_mb() : 0;
+    if (n != d.events + 2 * d.money_events) {
+      logic_failure(fmt::format("catch_up applied {} events, expected {}", n,
+                                d.events + 2 * d.money_events));
+    }
+  }
+  check_models("catch_up");
+
+  f.peak_rss = peak;
+  f.peak_rss_scope = scoped ? "rebuild" : "process";
+  f.extra.emplace_back("peak_rss_target_mb", "64");
+  f.extra.emplace_back("peak_rss_target_met", peak < 64 ? "true" : "false");
+  f.extra.emplace_back("rss_before_rebuild_mb", num(rss_before, 1));
+  for (const auto& name : names) {
+    f.extra.emplace_back(name + "_s", num(median(per_projection[name]), 3));
+  }
+  f.extra.emplace_back("catch_up_from_0_s", num(catch_up_secs, 3));
+  f.extra.emplace_back("catch_up_from_0_per_s",
+                       num(static_cast<double>(d.events) / catch_up_secs, 1));
+  // The catch-up rate beside the same run's baseline median.
+  f.extra.emplace_back("catch_up_ratio", num(median(f.baseline_seconds) / catch_up_secs, 3));
+  f.extra.emplace_back("catch_up_peak_rss_mb", num(catch_up_peak, 1));
+  f.extra.emplace_back("accounts", std::to_string(d.accounts));
+  f.extra.emplace_back("money_events", std::to_string(d.money_events));
+  f.extra.emplace_back("store_mb", num(static_cast<double>(fs::file_size(d.path)) / 1e6, 1));
+  f.extra.emplace_back("dataset_build_s", num(d.build_seconds, 1));
+  f.extra.emplace_back("model_check_s", num(check_secs, 1));
+  f.note = fmt::format(
+      "bank::open_read_models + projection_runner::rebuild of account_balances, "
+      "account_statement and daily_totals in turn (the `projections rebuild NAME` path: shadow "
+      "tables, {}-event transactions, swap; 3 filtered passes over the log), store of {} "
+      "events on {} accounts (opens, then deposits/withdrawals, 1-4 per append, recorded_at over "
+      "365 days); baseline: one connection, per {}-event transaction select the next events by "
+      "position, protobuf parse, the same statements per event on the same three table shapes "
+      "(find + upsert balance row, previous running balance + upsert statement row, one "
+      "additive upsert of the day row), then drop + rename, WAL synchronous=FULL, same file; models compared "
+      "row by row after the reps; {} reps per side (fewer than elsewhere: 1M events per run); "
+      "peak_rss_mb: max over the rebuild reps, peak reset before each; catch_up_from_0: one "
+      "runner catch_up() after reset(), default 1000-event transactions, run once",
+      batch, d.events, d.accounts, batch, c.rebuild_reps());
+  print_figure(f);
+}
+
+// ---- live_lag: a running projection_runner following commands ------------------------------
+
+struct live_plan {
+  std::vector<std::string> ids, streams;
+  int threads = 1;
+  // Command k: thread k % threads, on one of that thread's own accounts (no conflicts between
+  // appender threads), depositing 1 + k % 1000 cents.
+  std::size_t account(std::int64_t k) const {
+    auto t = static_cast<std::int64_t>(k % threads);
+    auto n = static_cast<std::int64_t>(ids.size());
+    std::int64_t owned = (n - t + threads - 1) / threads;
+    return static_cast<std::size_t>(t + threads * ((k / threads) % owned));
+  }
+  static std::int64_t cents(std::int64_t k) { return 1 + k % 1000; }
+};
+
+live_plan make_live_plan(const config& c) {
+  live_plan p;
+  p.threads = c.live_threads;
+  for (std::int64_t i = 0; i < std::max<std::int64_t>(c.live_accounts, c.live_threads); ++i) {
+    p.ids.push_back(account_id(i));
+    p.streams.push_back(bank::stream_for(p.ids.back()));
+  }
+  return p;
+}
+
+// Setup, untimed: a new store at `path` with every account opened (AccountOpened appended
+// through the store, durability normal).
+void open_live_accounts(const std::string& path, const live_plan& p) {
+  auto store = annals_create(path, annals::durability::normal);
+  for (std::size_t i = 0; i < p.ids.size(); ++i) {
+    std::vector<annals::event_data> e(1);
+    e[0].type = type_opened();
+    e[0].payload = opened_payload(p.ids[i], static_cast<std::int64_t>(i));
+    (void)check(store->append(p.streams[i], annals::expected_version::no_stream(), std::move(e)),
+                "open account");
+  }
+}
+
+annals::command_result live_deposit(annals::event_store& store, const live_plan& p,
+                                    std::int64_t k) {
+  auto i = p.account(k);
+  return check(annals::handle<bank::account>(store, p.streams[i],
+                                             [&](const bank::account& a) {
+                                               return bank::deposit(a, p.ids[i],
+                                                                    live_plan::cents(k));
+                                             }),
+               "deposit");
+}
+
+// Runs fn(k) for k in [from, to) on p.threads threads (thread t: k % threads == t).
+void on_appender_threads(const live_plan& p, std::int64_t from, std::int64_t to,
+                         const std::function<void(std::int64_t)>& fn) {
+  std::optional<bench_failure> failure;
+  std::mutex mu;
+  std::vector<std::thread> pool;
+  for (int t = 0; t < p.threads; ++t) {
+    pool.emplace_back([&, t] {
+      try {
+        std::int64_t first = from + ((t - from % p.threads) + p.threads) % p.threads;
+        for (std::int64_t k = first; k < to; k += p.threads) fn(k);
+      } catch (bench_failure& e) {
+        std::lock_guard lock(mu);
+        if (!failure) failure = std::move(e);
+      }
+    });
+  }
+  for (auto& th : pool) th.join();
+  if (failure) throw *failure;
+}
+
+// The read model must hold every deposit: the balances add up to the commands' cents.
+void check_live_model(annals::projection_runner& runner, std::int64_t commands) {
+  std::int64_t want = 0;
+  for (std::int64_t k = 0; k < commands; ++k) want += live_plan::cents(k);
+  std::int64_t total = 0;
+  (void)check(bank::read_balances(runner,
+                                  [&](const bank::balance_row& r) {
+                                    total += r.balance_cents;
+                                    return true;
+                                  }),
+              "read_balances");
+  if (total != want) {
+    logic_failure(fmt::format("live read model: balances sum to {}, expected {}", total, want));
+  }
+}
+
+struct lag_run {
+  std::vector<double> ms;  // per command: acknowledged -> visible in all three models
+  double achieved_per_s = 0;
+};
+
+// Commands at a steady rate (scheduled times k / rate, all threads together) on a store whose
+// runner follows live. An observer thread waits (runner.wait_for, the read-your-writes call)
+// for the oldest acknowledged position in each of the three projections, then probes the
+// following ones (wait_for with a zero timeout): an event's lag is the time from its command's
+// acknowledgement to the observer seeing it applied in all three read models.
+lag_run measure_lag(const config& c, const std::string& path, const live_plan& p) {
+  open_live_accounts(path, p);
+  auto store = check(annals::open_sqlite_store(path), "cannot open the store");
+  auto runner = check(bank::open_read_models(path), "cannot open the projection runner");
+  (void)check(runner->catch_up(), "catch_up");
+  std::vector<std::string> names;
+  for (const auto& d : bank::projections()) names.push_back(d->name);
+  check(runner->start(), "start");
+
+  std::mutex mu;
+  std::condition_variable cv;
+  std::map<std::int64_t, clock_type::time_point> pending;  // position -> acknowledged at
+  bool done = false;
+  lag_run out;
+  out.ms.reserve(static_cast<std::size_t>(c.lag_events));
+  std::optional<bench_failure> observer_failure;
+  std::thread observer([&] {
+    try {
+      auto visible = [&](std::int64_t position, std::chrono::milliseconds timeout) {
+        for (const auto& n : names) {
+          auto r = runner->wait_for(n, position, timeout);
+          if (!r) {
+            if (timeout.count() == 0 && r.error().kind() == annals::errc::busy) return false;
+            check(std::move(r), "wait_for");
+          }
+        }
+        return true;
+      };
+      for (;;) {
+        std::int64_t oldest;
+        {
+          std::unique_lock lock(mu);
+          cv.wait(lock, [&] { return done || !pending.empty(); });
+          if (pending.empty()) return;
+          oldest = pending.begin()->first;
+        }
+        (void)visible(oldest, std::chrono::seconds(60));
+        auto at = clock_type::now();
+        std::unique_lock lock(mu);
+        for (auto it = pending.begin(); it != pending.end();) {
+          if (it->first != oldest) {
+            std::int64_t pos = it->first;
+            lock.unlock();
+            bool seen = visible(pos, std::chrono::milliseconds(0));
+            at = clock_type::now();
+            lock.lock();
+            it = pending.find(pos);
+            if (!seen) break;
+          }
+          out.ms.push_back(std::chrono::duration<double, std::milli>(at - it->second).count());
+          it = pending.erase(it);
+        }
+      }
+    } catch (bench_failure& e) {
+      std::lock_guard lock(mu);
+      observer_failure = std::move(e);
+    }
+  });
+
+  auto interval = std::chrono::duration<double>(1.0 / c.lag_rate);
+  auto t0 = clock_type::now() + std::chrono::milliseconds(20);
+  std::atomic<std::int64_t> last_ack_ns{0};
+  std::optional<bench_failure> appender_failure;
+  try {
+    on_appender_threads(p, 0, c.lag_events, [&](std::int64_t k) {
+      std::this_thread::sleep_until(
+          t0 + std::chrono::duration_cast<clock_type::duration>(interval * static_cast<double>(k)));
+      auto r = live_deposit(*store, p, k);
+      auto ack = clock_type::now();
+      {
+        std::lock_guard lock(mu);
+        pending.emplace(r.position, ack);
+      }
+      cv.notify_one();
+      auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(ack - t0).count();
+      for (auto prev = last_ack_ns.load(); prev < ns && !last_ack_ns.compare_exchange_weak(prev, ns);) {
+      }
+    });
+  } catch (bench_failure& e) {
+    appender_failure = std::move(e);
+  }
+  {
+    std::lock_guard lock(mu);
+    done = true;
+  }
+  cv.notify_one();
+  observer.join();
+  runner->stop();
+  if (appender_failure) throw *appender_failure;
+  if (observer_failure) throw *observer_failure;
+  if (static_cast<std::int64_t>(out.ms.size()) != c.lag_events) {
+    logic_failure(fmt::format("live_lag: {} of {} events seen", out.ms.size(), c.lag_events));
+  }
+  check_live_model(*runner, c.lag_events);
+  out.achieved_per_s = static_cast<double>(c.lag_events) / (static_cast<double>(last_ack_ns) / 1e9);
+  runner.reset();
+  store.reset();
+  remove_db(path);
+  return out;
+}
+
+// A side of the writer-cost comparison: deposit commands at full speed on p.threads threads,
+// with a projection_runner on the same store following them (started for the side's block,
+// stopped after it, so it does not wake for the other side's commits: the store's commit
+// signal is process-wide) or without one.
+class live_commander final : public worker {
+ public:
+  live_commander(std::string path, const live_plan& p, bool with_runner)
+      : path_(std::move(path)), p_(p) {
+    open_live_accounts(path_, p_);
+    store_ = check(annals::open_sqlite_store(path_), "cannot open the store");
+    if (with_runner) {
+      runner_ = check(bank::open_read_models(path_), "cannot open the projection runner");
+      (void)check(runner_->catch_up(), "catch_up");
+    }
+  }
+
+  void run(std::int64_t from, std::int64_t to) override {
+    if (runner_) check(runner_->start(), "start");
+    on_appender_threads(p_, from, to, [&](std::int64_t k) { (void)live_deposit(*store_, p_, k); });
+    if (runner_) runner_->stop();
+    commands_ = std::max(commands_, to);
+  }
+
+  void finish() override {
+    if (runner_) {
+      auto st = check(runner_->status(), "status");
+      for (const auto& s : st) backlog_ = std::max(backlog_, s.lag_events);
+      (void)check(runner_->catch_up(), "catch_up");
+      check_live_model(*runner_, commands_);
+    }
+    runner_.reset();
+    store_.reset();
+    remove_db(path_);
+  }
+
+  std::int64_t backlog() const { return backlog_; }
+
+ private:
+  std::string path_;
+  const live_plan& p_;
+  std::unique_ptr<annals::event_store> store_;
+  std::unique_ptr<annals::projection_runner> runner_;
+  std::int64_t commands_ = 0;
+  std::int64_t backlog_ = 0;
+};
+
+void scenario_live_lag(const config& c, const temp_dir& dir) {
+  auto p = make_live_plan(c);
+  auto lag = measure_lag(c, dir.file("lag.db"), p);
+  note("live_lag: {} events at {:.0f}/s: p50 {:.2f} ms, p99 {:.2f} ms", lag.ms.size(),
+       lag.achieved_per_s, quantile(lag.ms, 0.5), quantile(lag.ms, 0.99));
+
+  figure f;
+  f.scenario = "live_lag";
+  f.events = f.baseline_events = c.live_events;
+  std::vector<std::int64_t> backlogs;
+  paired(
+      c.reps, c.blocks, c.live_events, c.live_events,
+      [&](int) { return std::make_unique<live_commander>(dir.file("live-a.db"), p, true); },
+      [&](int) { return std::make_unique<live_commander>(dir.file("live-b.db"), p, false); }, f);
+  double sum = 0;
+  for (double v : lag.ms) sum += v;
+  f.extra.emplace_back("p50_ms", num(quantile(lag.ms, 0.5), 3));
+  f.extra.emplace_back("p99_ms", num(quantile(lag.ms, 0.99), 3));
+  f.extra.emplace_back("max_ms", num(lag.ms.empty() ? 0 : *std::max_element(lag.ms.begin(), lag.ms.end()), 3));
+  f.extra.emplace_back("mean_ms", num(lag.ms.empty() ? 0 : sum / static_cast<double>(lag.ms.size()), 3));
+  f.extra.emplace_back("lag_events_measured", std::to_string(lag.ms.size()));
+  f.extra.emplace_back("lag_rate_target_per_s", num(c.lag_rate, 0));
+  f.extra.emplace_back("lag_rate_achieved_per_s", num(lag.achieved_per_s, 1));
+  f.extra.emplace_back("appender_threads", std::to_string(c.live_threads));
+  f.extra.emplace_back("unit", "\"commands (1 event each)\"");
+  f.note = fmt::format(
+      "lag: bank deposit commands (annals::handle, durable) at a steady {:.0f}/s from {} "
+      "threads on {} accounts, bank::open_read_models runner start()ed on the same file; per "
+      "event, time from the command's acknowledgement to an observer thread seeing it applied in "
+      "all three read models (runner.wait_for on the oldest unseen position, zero-timeout "
+      "wait_for probes for the next ones; p50/p99 over lag_events_measured). events_per_s: the "
+      "same commands at full speed with that runner following (started and stopped around each "
+      "block); baseline_per_s: the same without a runner, separate store; ratio = the writers' "
+      "rate with a runner / without; {} alternating blocks per rep",
+      c.lag_rate, c.live_threads, p.ids.size(), c.blocks);
+  print_figure(f);
+}
+
 // ---- main ---------------------------------------------------------------------------------
 
 const std::vector<std::pair<std::string, void (*)(const config&, const temp_dir&)>>& scenarios() {
@@ -1353,6 +2164,8 @@ const std::vector<std::pair<std::string, void (*)(const config&, const temp_dir&
       {"command_throughput", scenario_command_throughput},
       {"aggregate_load", scenario_aggregate_load},
       {"replay", scenario_replay},
+      {"rebuild", scenario_rebuild},
+      {"live_lag", scenario_live_lag},
   };
   return s;
 }
@@ -1362,12 +2175,16 @@ void usage(std::FILE* out) {
   for (auto& [n, _] : scenarios()) names += (names.empty() ? "" : ", ") + n;
   fmt::print(out,
              "usage: annals-bench [--quick] [--scenario NAME] [--dir DIR] [--reps N]\n"
+             "                    [--rebuild-events N]\n"
              "  --quick          small counts (whole run well under 20 s)\n"
              "  --scenario NAME  run one scenario: {}\n"
              "  --dir DIR        put the temporary database files under DIR (default $TMPDIR "
              "or /tmp)\n"
              "  --reps N         runs per side per scenario, medians reported (default 5, "
-             "quick 3)\n"
+             "quick 3;\n"
+             "                   rebuild: at most 3 unless --reps is given)\n"
+             "  --rebuild-events N  events in the rebuild scenario's store (default 1000000, "
+             "quick 20000)\n"
              "Prints one JSON line per figure on stdout. Exit: 0 ok, 2 bad arguments, 4 storage "
              "error.\n",
              names);
@@ -1378,6 +2195,7 @@ void usage(std::FILE* out) {
 int main(int argc, char** argv) {
   config c;
   std::optional<int> reps;
+  std::optional<std::int64_t> rebuild_events;
   std::vector<std::string_view> args(argv + 1, argv + argc);
   for (std::size_t i = 0; i < args.size(); ++i) {
     auto a = args[i];
@@ -1403,6 +2221,18 @@ int main(int argc, char** argv) {
       c.scenario = value("--scenario");
     } else if (is("--dir")) {
       c.dir = value("--dir");
+    } else if (is("--rebuild-events")) {
+      std::string v = value("--rebuild-events");
+      char* end = nullptr;
+      long long n = std::strtoll(v.c_str(), &end, 10);
+      if (v.empty() || *end != '\0' || n < 1000 || n > 100000000) {
+        fmt::print(stderr,
+                   "annals-bench: --rebuild-events must be a number from 1000 to 100000000, "
+                   "not '{}'\n",
+                   v);
+        return 2;
+      }
+      rebuild_events = n;
     } else if (is("--reps")) {
       std::string v = value("--reps");
       char* end = nullptr;
@@ -1418,7 +2248,11 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
-  if (reps) c.reps = *reps;
+  if (rebuild_events) c.rebuild_events = *rebuild_events;
+  if (reps) {
+    c.reps = *reps;
+    c.reps_given = true;
+  }
   if (!c.scenario.empty()) {
     bool known = false;
     for (auto& [n, _] : scenarios()) known = known || n == c.scenario;
