@@ -35,9 +35,16 @@ class sql_connection {
   void clear_cache() { cache_.clear(); }  // after DROP/RENAME of tables
 
  private:
+  struct text_hash {
+    using is_transparent = void;
+    std::size_t operator()(std::string_view s) const noexcept {
+      return std::hash<std::string_view>{}(s);
+    }
+  };
   sqlite::connection owned_;
   sqlite3* db_;
-  std::unordered_map<std::string, sqlite::statement> cache_;
+  // Looked up by string_view: no copy of the SQL text per call.
+  std::unordered_map<std::string, sqlite::statement, text_hash, std::equal_to<>> cache_;
 };
 
 // Creates the bookkeeping tables, and for each projection its tables and checkpoint row when

@@ -4,7 +4,10 @@
 
 #include <fmt/format.h>
 
+#include <map>
+#include <mutex>
 #include <stdexcept>
+#include <tuple>
 
 namespace annals::detail {
 
@@ -45,6 +48,37 @@ result<void> check_key_arity(const table_shape& s, std::size_t given) {
   }
   return {};
 }
+enum class op { upsert, erase, find, select_all };
+
+// Generated SQL, per row shape, physical table and operation. Shapes live for the program
+// (function-local statics), so their addresses are stable keys.
+class sql_cache {
+ public:
+  template <class Make>
+  const std::string& get(const table_shape& s, const std::string& physical, op o, Make make) {
+    std::lock_guard lock(mu_);
+    auto& slot = map_[key{&s, physical, o}];
+    if (slot.empty()) slot = make();
+    return slot;
+  }
+
+ private:
+  struct key {
+    const table_shape* shape;
+    std::string physical;
+    op operation;
+    bool operator<(const key& k) const {
+      return std::tie(shape, physical, operation) < std::tie(k.shape, k.physical, k.operation);
+    }
+  };
+  std::mutex mu_;
+  std::map<key, std::string> map_;
+};
+sql_cache& cache() {
+  static sql_cache* c = new sql_cache;
+  return *c;
+}
+
 }  // namespace
 
 table_shape make_shape(std::string_view table, std::vector<column_info> columns,
@@ -89,6 +123,7 @@ std::string create_table_sql(const table_shape& s, std::string_view physical) {
 }
 
 result<void> upsert_row(sql_tx& tx, const table_shape& s, const std::vector<sql_value>& values) {
+  const auto& sql = cache().get(s, tx.table(s.table), op::upsert, [&] {
   std::string placeholders, updates;
   for (std::size_t i = 0; i < s.columns.size(); ++i) {
     placeholders += fmt::format("{}?{}", i ? ", " : "", i + 1);
@@ -105,9 +140,10 @@ result<void> upsert_row(sql_tx& tx, const table_shape& s, const std::vector<sql_
     if (k) key += ", ";
     key += quote_identifier(s.columns[s.key[k]].name);
   }
-  auto sql = fmt::format("INSERT INTO {} ({}) VALUES ({}) ON CONFLICT ({}) DO {}", tx.table(s.table),
-                         column_list(s), placeholders, key,
-                         updates.empty() ? "NOTHING" : "UPDATE SET " + updates);
+  return fmt::format("INSERT INTO {} ({}) VALUES ({}) ON CONFLICT ({}) DO {}", tx.table(s.table),
+                     column_list(s), placeholders, key,
+                     updates.empty() ? "NOTHING" : "UPDATE SET " + updates);
+  });
   auto r = tx.exec(sql, values.data(), values.size());
   if (!r) return std::move(r).error();
   return {};
@@ -115,7 +151,9 @@ result<void> upsert_row(sql_tx& tx, const table_shape& s, const std::vector<sql_
 
 result<bool> erase_row(sql_tx& tx, const table_shape& s, const std::vector<sql_value>& key) {
   if (auto r = check_key_arity(s, key.size()); !r) return r.error();
-  auto sql = fmt::format("DELETE FROM {} WHERE {}", tx.table(s.table), key_condition(s));
+  const auto& sql = cache().get(s, tx.table(s.table), op::erase, [&] {
+    return fmt::format("DELETE FROM {} WHERE {}", tx.table(s.table), key_condition(s));
+  });
   auto r = tx.exec(sql, key.data(), key.size());
   if (!r) return std::move(r).error();
   return r.value() > 0;
@@ -124,8 +162,10 @@ result<bool> erase_row(sql_tx& tx, const table_shape& s, const std::vector<sql_v
 result<std::int64_t> find_row(sql_tx& tx, const table_shape& s, const std::vector<sql_value>& key,
                               const row_visitor& visit) {
   if (auto r = check_key_arity(s, key.size()); !r) return r.error();
-  auto sql = fmt::format("SELECT {} FROM {} WHERE {}", column_list(s), tx.table(s.table),
-                         key_condition(s));
+  const auto& sql = cache().get(s, tx.table(s.table), op::find, [&] {
+    return fmt::format("SELECT {} FROM {} WHERE {}", column_list(s), tx.table(s.table),
+                       key_condition(s));
+  });
   return tx.query(sql, key.data(), key.size(), visit);
 }
 

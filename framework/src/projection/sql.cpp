@@ -7,7 +7,7 @@ namespace detail {
 
 result<sqlite::statement*> sql_connection::prepare(std::string_view sql,
                                                    std::unique_ptr<sqlite::statement>& temp) {
-  auto it = cache_.find(std::string(sql));
+  auto it = cache_.find(sql);
   if (it != cache_.end()) {
     if (!sqlite3_stmt_busy(it->second.get())) return &it->second;
   } else {
