@@ -71,7 +71,10 @@ result<void> dispatch_projection(P& p, const recorded_event& e, sql_tx& tx, even
       out = undecodable_event(e);
       return;
     }
-    if constexpr (std::is_void_v<decltype(p.handle(message, e, tx))>) {
+    if constexpr (!handles_event<P, T>) {
+      // Reported by projection_has_no_handler_for_event; no second, noisier error here.
+      out = result<void>();
+    } else if constexpr (std::is_void_v<decltype(p.handle(message, e, tx))>) {
       p.handle(message, e, tx);
       out = result<void>();
     } else {

@@ -40,7 +40,9 @@ struct projection_status {
   double events_per_s = 0;      // rate of the last batch written by any runner
   std::int64_t parked = 0;      // events parked and not resolved
   std::int64_t stuck_position = 0;  // when stuck: the position of the parked event
-  std::string error;                // when stuck: the handler's error
+  // When stuck: the handler's error. Also set when an automatic rebuild to a new version failed
+  // in this runner (retried after 30 s; the live model keeps its old version meanwhile).
+  std::string error;
 };
 
 struct parked_event {
@@ -106,6 +108,7 @@ class projection_runner {
   virtual ~projection_runner() = default;
 
   // Applies events until every projection reaches the head seen at the start, or is stuck.
+  // One projection's error does not stop the others; the first error is returned.
   // Returns the number of events applied. A stuck projection is not an error here: check
   // status() (or wait_for) before trusting a model to be current.
   virtual result<std::int64_t> catch_up() = 0;

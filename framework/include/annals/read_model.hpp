@@ -167,8 +167,10 @@ const table_shape& shape_of() {
       using member = std::remove_cvref_t<decltype(boost::hana::second(pair)(std::declval<Row&>()))>;
       static_assert(read_model_member_type_is_not_supported<member>::value);
       using base = typename optional_of<member>::type;
-      cols.push_back({boost::hana::to<const char*>(boost::hana::first(pair)),
-                      column_traits<base>::type, optional_of<member>::nullable});
+      if constexpr (column_traits<base>::supported) {  // else: the static_assert above says why
+        cols.push_back({boost::hana::to<const char*>(boost::hana::first(pair)),
+                        column_traits<base>::type, optional_of<member>::nullable});
+      }
     });
     return make_shape(Row::table, std::move(cols), std::begin(Row::key), std::end(Row::key));
   }();

@@ -93,9 +93,14 @@ class rebuild_lock {
     auto path = file_for(db, name);
     int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
     if (fd < 0) return error(errc::io, fmt::format("cannot open lock file '{}'", path));
-    if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
-      ::close(fd);
-      return error(errc::busy, fmt::format("a rebuild of projection '{}' is already running", name));
+    // held() probes take the lock shared for an instant: retry briefly before calling it busy.
+    for (int attempt = 0; ::flock(fd, LOCK_EX | LOCK_NB) != 0; ++attempt) {
+      if (attempt == 100) {
+        ::close(fd);
+        return error(errc::busy,
+                     fmt::format("a rebuild of projection '{}' is already running", name));
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(2));
     }
     return rebuild_lock(fd);
   }
@@ -141,12 +146,18 @@ class runner_impl final : public projection_runner {
   result<std::int64_t> catch_up() override {
     auto head = store_->head_position();
     if (!head) return std::move(head).error();
+    // One projection's failure must not hold the others back: go on, report the first error.
     std::int64_t total = 0;
+    std::optional<error> first;
     for (const auto& d : defs_) {
       auto r = catch_up_one(*d, head.value());
-      if (!r) return std::move(r).error();
+      if (!r) {
+        if (!first) first = std::move(r).error();
+        continue;
+      }
       total += r.value();
     }
+    if (first) return std::move(*first);
     return total;
   }
 
@@ -159,11 +170,14 @@ class runner_impl final : public projection_runner {
       if (st->version != d.version) {
         if (!o_.rebuild_on_version_change) return applied;
         if (rebuild_lock::held(path_, d.name)) return applied;  // someone is on it
+        if (recently_failed(d.name)) return applied;  // do not replay everything every poll
         auto r = rebuild_def(d, {});
         if (!r) {
           if (r.error().kind() == errc::busy) return applied;
+          remember_failure(d.name, r.error().message());
           return std::move(r).error();
         }
+        forget_failure(d.name);
         applied += r->events;
         continue;
       }
@@ -447,6 +461,7 @@ class runner_impl final : public projection_runner {
       } else if (s.lag_events > 0 || s.stored_version != s.version) {
         s.state = projection_state::catching_up;
       }
+      if (s.error.empty()) s.error = rebuild_failure(d->name);  // a failed automatic rebuild
       out.push_back(std::move(s));
     }
     return out;
@@ -858,6 +873,32 @@ class runner_impl final : public projection_runner {
   std::mutex thread_mu_;
   std::thread thread_;
   std::atomic<bool> stop_{false};
+
+  // Automatic rebuilds that failed: not retried for rebuild_retry_pause; shown by status().
+  static constexpr std::chrono::seconds rebuild_retry_pause{30};
+  struct failed_rebuild {
+    clock_type::time_point at;
+    std::string error;
+  };
+  bool recently_failed(const std::string& name) {
+    std::lock_guard lock(state_mu_);
+    auto it = rebuild_failures_.find(name);
+    return it != rebuild_failures_.end() && clock_type::now() - it->second.at < rebuild_retry_pause;
+  }
+  void remember_failure(const std::string& name, std::string why) {
+    std::lock_guard lock(state_mu_);
+    rebuild_failures_[name] = {clock_type::now(), std::move(why)};
+  }
+  void forget_failure(const std::string& name) {
+    std::lock_guard lock(state_mu_);
+    rebuild_failures_.erase(name);
+  }
+  std::string rebuild_failure(const std::string& name) {
+    std::lock_guard lock(state_mu_);
+    auto it = rebuild_failures_.find(name);
+    return it == rebuild_failures_.end() ? std::string() : it->second.error;
+  }
+  std::map<std::string, failed_rebuild> rebuild_failures_;
 
   std::mutex state_mu_;
   std::condition_variable progress_cv_;

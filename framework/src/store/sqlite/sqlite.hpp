@@ -76,9 +76,12 @@ class statement {
       sqlite3_bind_double(s_, index, value);
     } else if constexpr (std::is_convertible_v<const T&, std::string_view>) {
       std::string_view v = value;
-      sqlite3_bind_text(s_, index, v.data(), static_cast<int>(v.size()), SQLITE_STATIC);
+      // A null data pointer would bind NULL: an empty string must stay an empty string.
+      sqlite3_bind_text(s_, index, v.data() ? v.data() : "", static_cast<int>(v.size()),
+                        SQLITE_STATIC);
     } else if constexpr (std::is_same_v<T, blob>) {
-      sqlite3_bind_blob(s_, index, value.data, static_cast<int>(value.size), SQLITE_STATIC);
+      sqlite3_bind_blob(s_, index, value.data ? value.data : "", static_cast<int>(value.size),
+                        SQLITE_STATIC);
     } else if constexpr (std::is_same_v<T, null>) {
       sqlite3_bind_null(s_, index);
     } else {
