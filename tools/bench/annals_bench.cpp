@@ -132,6 +132,7 @@ struct config {
   std::int64_t rebuild_events = 1000000;
   std::int64_t rebuild_accounts = 2000;
   int rebuild_max_reps = 3;
+  bool rebuild_catch_up = false;  // also time a runner's catch_up() from 0 (slow at 1M events)
   // live_lag: accounts, appender threads, commands measured for lag at a steady rate, and
   // commands per side per rep at full speed (with / without a running runner)
   std::int64_t live_accounts = 1000;
@@ -156,6 +157,7 @@ struct config {
     blocks = 6;
     rebuild_events = 20000;
     rebuild_accounts = 200;
+    rebuild_catch_up = true;
     live_accounts = 200;
     lag_events = 200;
     live_events = 400;
@@ -652,7 +654,8 @@ void print_figure(const figure& f) {
   std::string line = fmt::format(
       R"({{"scenario":"{}","events":{},"seconds":{:.6f},"events_per_s":{:.1f},)"
       R"("baseline_per_s":{:.1f},"ratio":{:.3f},"peak_rss_mb":{:.1f},"median_of":{})",
-      f.scenario, f.events, secs, per_s, base_per_s, ratio, f.peak_rss ? *f.peak_rss : peak_rss_mb(),
+      f.scenario, f.events, secs, per_s, base_per_s, ratio,
+      f.peak_rss ? *f.peak_rss : peak_rss_mb(),
       std::min(f.annals_seconds.size(), f.baseline_seconds.size()));
   if (f.target) {
     line += fmt::format(R"(,"target":{},"target_met":{})", *f.target,
@@ -1464,7 +1467,8 @@ rebuild_dataset make_rebuild_dataset(const config& c, const temp_dir& dir) {
           std::min<std::int64_t>(1 + static_cast<std::int64_t>(rng() % 4), total - d.events));
       for (std::size_t j = 0; j < k; ++j) {
         if (rng() % 4 == 0 && balance[i] > 0) {
-          auto cents = 1 + static_cast<std::int64_t>(rng() % static_cast<std::uint64_t>(balance[i]));
+          auto cents =
+              1 + static_cast<std::int64_t>(rng() % static_cast<std::uint64_t>(balance[i]));
           payloads[j] = withdrawn_payload(ids[i], cents);
           events[j] = {&type_withdrawn(), &payloads[j]};
           balance[i] -= cents;
@@ -1534,9 +1538,9 @@ class raw_read_models {
                             "last_activity_us = excluded.last_activity_us, "
                             "closed_at_us = excluded.closed_at_us",
                             t.balances)),
-        previous_balance_(db, fmt::format("SELECT balance_after_cents FROM {} WHERE account_id = ?1 "
-                                          "AND stream_version < ?2 ORDER BY stream_version DESC "
-                                          "LIMIT 1",
+        previous_balance_(db, fmt::format("SELECT balance_after_cents FROM {} "
+                                          "WHERE account_id = ?1 AND stream_version < ?2 "
+                                          "ORDER BY stream_version DESC LIMIT 1",
                                           t.statement)),
         upsert_movement_(
             db, fmt::format("INSERT INTO {} (account_id, stream_version, recorded_at_us, kind, "
@@ -1727,7 +1731,9 @@ double raw_rebuild_once(const rebuild_dataset& d, std::int64_t batch) {
       n += rows;
       if (rows < batch) break;
     }
-    if (n != d.events) logic_failure(fmt::format("baseline rebuild: {} events, not {}", n, d.events));
+    if (n != d.events) {
+      logic_failure(fmt::format("baseline rebuild: {} events, not {}", n, d.events));
+    }
   }
   std::string swap = "BEGIN IMMEDIATE; ";
   for (auto [old_name, new_name] : {std::pair{live.balances, fresh.balances},
@@ -1819,9 +1825,10 @@ void scenario_rebuild(const config& c, const temp_dir& dir) {
   double check_secs = seconds_since(tc);
 
   // The other path to a full model: a runner catching up from checkpoint 0 (a new projection
-  // in a running app), default runner_options (1,000 events per transaction). Measured once.
+  // in a running app), default runner_options (1,000 events per transaction). Measured once,
+  // with --catch-up or --quick: at 1M events it takes longer than the three rebuild reps.
   double catch_up_secs = 0, catch_up_peak = 0;
-  {
+  if (c.rebuild_catch_up) {
     auto runner = check(bank::open_read_models(d.path), "cannot open the projection runner");
     for (const auto& name : names) check(runner->reset(name), "reset");
     malloc_trim(0);
@@ -1835,7 +1842,7 @@ void scenario_rebuild(const config& c, const temp_dir& dir) {
                                 d.events + 2 * d.money_events));
     }
   }
-  check_models("catch_up");
+  if (c.rebuild_catch_up) check_models("catch_up");
 
   f.peak_rss = peak;
   f.peak_rss_scope = scoped ? "rebuild" : "process";
@@ -1845,12 +1852,14 @@ void scenario_rebuild(const config& c, const temp_dir& dir) {
   for (const auto& name : names) {
     f.extra.emplace_back(name + "_s", num(median(per_projection[name]), 3));
   }
-  f.extra.emplace_back("catch_up_from_0_s", num(catch_up_secs, 3));
-  f.extra.emplace_back("catch_up_from_0_per_s",
-                       num(static_cast<double>(d.events) / catch_up_secs, 1));
-  // The catch-up rate beside the same run's baseline median.
-  f.extra.emplace_back("catch_up_ratio", num(median(f.baseline_seconds) / catch_up_secs, 3));
-  f.extra.emplace_back("catch_up_peak_rss_mb", num(catch_up_peak, 1));
+  if (c.rebuild_catch_up) {
+    f.extra.emplace_back("catch_up_from_0_s", num(catch_up_secs, 3));
+    f.extra.emplace_back("catch_up_from_0_per_s",
+                         num(static_cast<double>(d.events) / catch_up_secs, 1));
+    // The catch-up rate beside the same run's baseline median.
+    f.extra.emplace_back("catch_up_ratio", num(median(f.baseline_seconds) / catch_up_secs, 3));
+    f.extra.emplace_back("catch_up_peak_rss_mb", num(catch_up_peak, 1));
+  }
   f.extra.emplace_back("accounts", std::to_string(d.accounts));
   f.extra.emplace_back("money_events", std::to_string(d.money_events));
   f.extra.emplace_back("store_mb", num(static_cast<double>(fs::file_size(d.path)) / 1e6, 1));
@@ -1864,11 +1873,14 @@ void scenario_rebuild(const config& c, const temp_dir& dir) {
       "365 days); baseline: one connection, per {}-event transaction select the next events by "
       "position, protobuf parse, the same statements per event on the same three table shapes "
       "(find + upsert balance row, previous running balance + upsert statement row, one "
-      "additive upsert of the day row), then drop + rename, WAL synchronous=FULL, same file; models compared "
-      "row by row after the reps; {} reps per side (fewer than elsewhere: 1M events per run); "
-      "peak_rss_mb: max over the rebuild reps, peak reset before each; catch_up_from_0: one "
-      "runner catch_up() after reset(), default 1000-event transactions, run once",
-      batch, d.events, d.accounts, batch, c.rebuild_reps());
+      "additive upsert of the day row), then drop + rename, WAL synchronous=FULL, same file; "
+      "models compared row by row after the reps; {} reps per side (at most 3 unless --reps "
+      "is given: 1M events per run); peak_rss_mb: max over the rebuild reps, peak reset "
+      "before each{}",
+      batch, d.events, d.accounts, batch, c.rebuild_reps(),
+      c.rebuild_catch_up ? "; catch_up_from_0: one runner catch_up() after reset(), default "
+                           "1000-event transactions, run once"
+                         : "");
   print_figure(f);
 }
 
@@ -2044,7 +2056,8 @@ lag_run measure_lag(const config& c, const std::string& path, const live_plan& p
       }
       cv.notify_one();
       auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(ack - t0).count();
-      for (auto prev = last_ack_ns.load(); prev < ns && !last_ack_ns.compare_exchange_weak(prev, ns);) {
+      auto prev = last_ack_ns.load();
+      while (prev < ns && !last_ack_ns.compare_exchange_weak(prev, ns)) {
       }
     });
   } catch (bench_failure& e) {
@@ -2076,8 +2089,11 @@ lag_run measure_lag(const config& c, const std::string& path, const live_plan& p
 // signal is process-wide) or without one.
 class live_commander final : public worker {
  public:
-  live_commander(std::string path, const live_plan& p, bool with_runner)
-      : path_(std::move(path)), p_(p) {
+  // With a runner, `backlogs` receives, per rep, the events the runner had not applied when
+  // the last block ended (status().lag_events, the most behind projection).
+  live_commander(std::string path, const live_plan& p, bool with_runner,
+                 std::vector<std::int64_t>* backlogs = nullptr)
+      : path_(std::move(path)), p_(p), backlogs_(backlogs) {
     open_live_accounts(path_, p_);
     store_ = check(annals::open_sqlite_store(path_), "cannot open the store");
     if (with_runner) {
@@ -2095,8 +2111,11 @@ class live_commander final : public worker {
 
   void finish() override {
     if (runner_) {
-      auto st = check(runner_->status(), "status");
-      for (const auto& s : st) backlog_ = std::max(backlog_, s.lag_events);
+      std::int64_t backlog = 0;
+      for (const auto& s : check(runner_->status(), "status")) {
+        backlog = std::max(backlog, s.lag_events);
+      }
+      if (backlogs_) backlogs_->push_back(backlog);
       (void)check(runner_->catch_up(), "catch_up");
       check_live_model(*runner_, commands_);
     }
@@ -2105,15 +2124,13 @@ class live_commander final : public worker {
     remove_db(path_);
   }
 
-  std::int64_t backlog() const { return backlog_; }
-
  private:
   std::string path_;
   const live_plan& p_;
   std::unique_ptr<annals::event_store> store_;
   std::unique_ptr<annals::projection_runner> runner_;
+  std::vector<std::int64_t>* backlogs_;
   std::int64_t commands_ = 0;
-  std::int64_t backlog_ = 0;
 };
 
 void scenario_live_lag(const config& c, const temp_dir& dir) {
@@ -2128,18 +2145,25 @@ void scenario_live_lag(const config& c, const temp_dir& dir) {
   std::vector<std::int64_t> backlogs;
   paired(
       c.reps, c.blocks, c.live_events, c.live_events,
-      [&](int) { return std::make_unique<live_commander>(dir.file("live-a.db"), p, true); },
+      [&](int) {
+        return std::make_unique<live_commander>(dir.file("live-a.db"), p, true, &backlogs);
+      },
       [&](int) { return std::make_unique<live_commander>(dir.file("live-b.db"), p, false); }, f);
   double sum = 0;
   for (double v : lag.ms) sum += v;
   f.extra.emplace_back("p50_ms", num(quantile(lag.ms, 0.5), 3));
   f.extra.emplace_back("p99_ms", num(quantile(lag.ms, 0.99), 3));
-  f.extra.emplace_back("max_ms", num(lag.ms.empty() ? 0 : *std::max_element(lag.ms.begin(), lag.ms.end()), 3));
-  f.extra.emplace_back("mean_ms", num(lag.ms.empty() ? 0 : sum / static_cast<double>(lag.ms.size()), 3));
+  double max_ms = lag.ms.empty() ? 0 : *std::max_element(lag.ms.begin(), lag.ms.end());
+  double mean_ms = lag.ms.empty() ? 0 : sum / static_cast<double>(lag.ms.size());
+  f.extra.emplace_back("max_ms", num(max_ms, 3));
+  f.extra.emplace_back("mean_ms", num(mean_ms, 3));
   f.extra.emplace_back("lag_events_measured", std::to_string(lag.ms.size()));
   f.extra.emplace_back("lag_rate_target_per_s", num(c.lag_rate, 0));
   f.extra.emplace_back("lag_rate_achieved_per_s", num(lag.achieved_per_s, 1));
   f.extra.emplace_back("appender_threads", std::to_string(c.live_threads));
+  f.extra.emplace_back(
+      "runner_backlog_at_end_max",
+      std::to_string(backlogs.empty() ? 0 : *std::max_element(backlogs.begin(), backlogs.end())));
   f.extra.emplace_back("unit", "\"commands (1 event each)\"");
   f.note = fmt::format(
       "lag: bank deposit commands (annals::handle, durable) at a steady {:.0f}/s from {} "
@@ -2149,7 +2173,9 @@ void scenario_live_lag(const config& c, const temp_dir& dir) {
       "wait_for probes for the next ones; p50/p99 over lag_events_measured). events_per_s: the "
       "same commands at full speed with that runner following (started and stopped around each "
       "block); baseline_per_s: the same without a runner, separate store; ratio = the writers' "
-      "rate with a runner / without; {} alternating blocks per rep",
+      "rate with a runner / without; {} alternating blocks per rep; runner_backlog_at_end_max: "
+      "events not yet applied when a rep's last block ended (applied untimed, then the model "
+      "is checked)",
       c.lag_rate, c.live_threads, p.ids.size(), c.blocks);
   print_figure(f);
 }
@@ -2175,7 +2201,7 @@ void usage(std::FILE* out) {
   for (auto& [n, _] : scenarios()) names += (names.empty() ? "" : ", ") + n;
   fmt::print(out,
              "usage: annals-bench [--quick] [--scenario NAME] [--dir DIR] [--reps N]\n"
-             "                    [--rebuild-events N]\n"
+             "                    [--rebuild-events N] [--catch-up]\n"
              "  --quick          small counts (whole run well under 20 s)\n"
              "  --scenario NAME  run one scenario: {}\n"
              "  --dir DIR        put the temporary database files under DIR (default $TMPDIR "
@@ -2185,6 +2211,8 @@ void usage(std::FILE* out) {
              "                   rebuild: at most 3 unless --reps is given)\n"
              "  --rebuild-events N  events in the rebuild scenario's store (default 1000000, "
              "quick 20000)\n"
+             "  --catch-up       rebuild: also time a runner's catch_up() from position 0 (always "
+             "with --quick)\n"
              "Prints one JSON line per figure on stdout. Exit: 0 ok, 2 bad arguments, 4 storage "
              "error.\n",
              names);
@@ -2221,6 +2249,8 @@ int main(int argc, char** argv) {
       c.scenario = value("--scenario");
     } else if (is("--dir")) {
       c.dir = value("--dir");
+    } else if (a == "--catch-up") {
+      c.rebuild_catch_up = true;
     } else if (is("--rebuild-events")) {
       std::string v = value("--rebuild-events");
       char* end = nullptr;
