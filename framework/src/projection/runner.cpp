@@ -596,16 +596,13 @@ class runner_impl final : public projection_runner {
     //    between them: appends and the live model go on meanwhile.
     rebuild_report report;
     std::int64_t position = 0;
-    std::vector<recorded_event> batch;
     for (;;) {
       auto head = store_->head_position();
       if (!head) return std::move(head).error();
-      auto rd = read_events(d, position, head.value(), o.batch_size, batch);
-      if (!rd) return std::move(rd).error();
-      std::int64_t next = rd.value();
-      if (auto r = apply_to_shadow(d, shadow, batch); !r) return cleanup_after(d, shadow, r.error());
-      report.events += static_cast<std::int64_t>(batch.size());
-      position = next;
+      auto step = replay_batch(d, shadow, position, head.value(), o.batch_size);
+      if (!step) return cleanup_after(d, shadow, std::move(step).error());
+      report.events += step->second;
+      position = step->first;
       if (o.progress) {
         double secs = std::chrono::duration<double>(clock_type::now() - started).count();
         rebuild_progress p;
@@ -696,17 +693,43 @@ class runner_impl final : public projection_runner {
     return report;
   }
 
-  result<void> apply_to_shadow(const projection_def& d, const names_map& shadow,
-                               const std::vector<recorded_event>& batch) {
-    if (batch.empty()) return {};
+  // Applies up to `limit` events of d's types in (after, head] to the shadow tables as they are
+  // read, in one transaction: a rebuild holds one event in memory at a time, not a batch.
+  // Returns the position covered and the number of events applied.
+  result<std::pair<std::int64_t, std::int64_t>> replay_batch(const projection_def& d,
+                                                              const names_map& shadow,
+                                                              std::int64_t after,
+                                                              std::int64_t head,
+                                                              std::int64_t limit) {
+    auto skipped = skipped_positions(d.name);
+    if (!skipped) return skipped.error();
+    std::int64_t visited = 0, last = after, applied = 0;
     std::lock_guard wl(write_mu_);
-    return in_write_tx([&](sql_tx&) -> result<void> {
+    auto r = in_write_tx([&](sql_tx&) -> result<void> {
       sql_tx shadow_tx(writer_, &shadow);
-      for (const auto& e : batch) {
-        if (auto a = apply_one(d, e, shadow_tx); !a) return a;
-      }
+      std::optional<error> failed;
+      read_all_options ro;
+      ro.from_position = after + 1;
+      ro.max_count = limit;
+      ro.event_types = d.event_types;
+      auto read = store_->read_all(ro, [&](const recorded_event& e) {
+        if (e.position > head) return false;
+        ++visited;
+        last = e.position;
+        if (skipped->count(e.position)) return true;
+        if (auto a = apply_one(d, e, shadow_tx); !a) {
+          failed = a.error();
+          return false;
+        }
+        ++applied;
+        return true;
+      });
+      if (!read) return read.error();
+      if (failed) return std::move(*failed);
       return {};
     });
+    if (!r) return r.error();
+    return std::pair{visited < limit ? head : last, applied};
   }
 
   // Drops the shadow tables after a failed rebuild (best effort) and returns the error.
@@ -974,7 +997,12 @@ result<std::unique_ptr<projection_runner>> projection_runner::open(const std::st
   if (!w) return std::move(w).error();
   auto rd = sqlite::connection::open(path, SQLITE_OPEN_READONLY, timeout);
   if (!rd) return std::move(rd).error();
-  if (auto r = w->exec("PRAGMA synchronous=FULL", "cannot set durability"); !r) return r.error();
+  // Read models are derived data: a projection commit lost to a power cut rolls the model and
+  // its checkpoint back together (WAL keeps them consistent), and the events are replayed. So
+  // the runner's commits need not each wait for fsync; the events' own commits stay FULL.
+  // A larger page cache keeps a rebuild's random-order inserts (statements) off the disk.
+  if (auto r = w->exec("PRAGMA synchronous=NORMAL", "cannot set durability"); !r) return r.error();
+  if (auto r = w->exec("PRAGMA cache_size=-32768", "cannot size the cache"); !r) return r.error();
   auto runner = std::make_unique<runner_impl>(path, std::move(projections), options,
                                               std::move(store).value(),
                                               sql_connection(std::move(w).value()),

@@ -6,7 +6,9 @@
 
 #include <sqlite3.h>
 
+#include <chrono>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <type_traits>
@@ -25,13 +27,17 @@ class connection {
   connection() = default;
   connection(const connection&) = delete;
   connection& operator=(const connection&) = delete;
-  connection(connection&& o) noexcept : db_(std::exchange(o.db_, nullptr)) {}
+  connection(connection&& o) noexcept
+      : db_(std::exchange(o.db_, nullptr)), busy_(std::move(o.busy_)) {}
   connection& operator=(connection&& o) noexcept {
     std::swap(db_, o.db_);
+    std::swap(busy_, o.busy_);
     return *this;
   }
   ~connection() { sqlite3_close_v2(db_); }
 
+  // busy_timeout_ms: how long a locked database is retried (finely, see on_busy) before
+  // SQLITE_BUSY.
   static result<connection> open(const std::string& path, int flags, int busy_timeout_ms);
 
   sqlite3* get() const noexcept { return db_; }
@@ -39,7 +45,13 @@ class connection {
   result<void> exec(const char* sql, std::string_view what);
 
  private:
+  struct busy_wait {
+    std::chrono::milliseconds timeout{0};
+    std::chrono::steady_clock::time_point started;
+  };
+  static int on_busy(void* arg, int count) noexcept;
   sqlite3* db_ = nullptr;
+  std::unique_ptr<busy_wait> busy_;  // stable address for SQLite's callback
 };
 
 // A prepared statement; finalized on destruction. One bind() template dispatches on the
