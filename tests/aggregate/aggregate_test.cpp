@@ -7,6 +7,7 @@
 
 #include "account.hpp"
 #include "support/support.hpp"
+#include "support/bank_events.hpp"
 
 #include <google/protobuf/timestamp.pb.h>
 
@@ -21,37 +22,9 @@ namespace {
 using annals::errc;
 using annals::testing::given;
 namespace v1 = bank::v1;
+using namespace annals::test::bank_events;
 
-v1::AccountOpened opened(const std::string& id, const std::string& owner) {
-  v1::AccountOpened e;
-  e.set_account_id(id);
-  e.set_owner(owner);
-  return e;
-}
-v1::MoneyDeposited deposited(const std::string& id, std::int64_t cents) {
-  v1::MoneyDeposited e;
-  e.set_account_id(id);
-  e.set_amount_cents(cents);
-  return e;
-}
-v1::MoneyWithdrawn withdrawn(const std::string& id, std::int64_t cents) {
-  v1::MoneyWithdrawn e;
-  e.set_account_id(id);
-  e.set_amount_cents(cents);
-  return e;
-}
-v1::AccountClosed closed(const std::string& id) {
-  v1::AccountClosed e;
-  e.set_account_id(id);
-  return e;
-}
 
-annals::event_data data_of(const google::protobuf::Message& m) {
-  annals::event_data d;
-  d.type = m.GetDescriptor()->full_name();
-  d.payload = m.SerializeAsString();
-  return d;
-}
 
 // A store in a fresh temporary directory, removed at the end of the test.
 struct store_fixture {

@@ -6,6 +6,7 @@
 
 #include "account.hpp"
 #include "support/support.hpp"
+#include "support/bank_events.hpp"
 
 #include <algorithm>
 #include <atomic>
@@ -23,20 +24,9 @@ namespace {
 using annals::errc;
 using annals::expected_version;
 namespace v1 = bank::v1;
+using namespace annals::test::bank_events;
 using decision = annals::decision<bank::account>;
 
-v1::MoneyDeposited deposited(const std::string& id, std::int64_t cents) {
-  v1::MoneyDeposited e;
-  e.set_account_id(id);
-  e.set_amount_cents(cents);
-  return e;
-}
-annals::event_data data_of(const google::protobuf::Message& m) {
-  annals::event_data d;
-  d.type = m.GetDescriptor()->full_name();
-  d.payload = m.SerializeAsString();
-  return d;
-}
 
 // Forwards to a real store and records every append's stream and expected version.
 class recording_store final : public annals::event_store {

@@ -17,6 +17,7 @@
 
 #include "bank/v1/events.pb.h"
 #include "support/support.hpp"
+#include "support/bank_events.hpp"
 
 #include <signal.h>
 #include <sqlite3.h>
@@ -50,6 +51,7 @@ using annals::test::fork_child;
 using annals::test::temp_dir;
 using annals::test::wait_child;
 namespace v1 = bank::v1;
+using namespace annals::test::bank_events;
 
 // ---------------------------------------------------------------------------------------------
 // The test projection
@@ -292,36 +294,6 @@ model read_model(projection_runner& runner) {
 // ---------------------------------------------------------------------------------------------
 // Stores, events, runners
 
-annals::event_data data_of(const google::protobuf::Message& m, std::string id = {}) {
-  annals::event_data d;
-  d.event_id = std::move(id);
-  d.type = m.GetDescriptor()->full_name();
-  d.payload = m.SerializeAsString();
-  return d;
-}
-v1::AccountOpened opened(const std::string& id, const std::string& owner) {
-  v1::AccountOpened e;
-  e.set_account_id(id);
-  e.set_owner(owner);
-  return e;
-}
-v1::MoneyDeposited deposited(const std::string& id, std::int64_t cents) {
-  v1::MoneyDeposited e;
-  e.set_account_id(id);
-  e.set_amount_cents(cents);
-  return e;
-}
-v1::MoneyWithdrawn withdrawn(const std::string& id, std::int64_t cents) {
-  v1::MoneyWithdrawn e;
-  e.set_account_id(id);
-  e.set_amount_cents(cents);
-  return e;
-}
-v1::AccountClosed closed(const std::string& id) {
-  v1::AccountClosed e;
-  e.set_account_id(id);
-  return e;
-}
 
 // Appends here need not survive a power loss (synchronous=NORMAL): the runner's own commits
 // keep their default durability. This keeps populating stores fast.
