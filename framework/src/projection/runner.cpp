@@ -204,15 +204,16 @@ class runner_impl final : public projection_runner {
     }
   }
 
-  // Reads up to `limit` events of d's types in (after, head], leaving out recorded skips.
-  // Returns the position up to which the range has been covered.
-  result<std::int64_t> read_events(const projection_def& d, std::int64_t after,
+  // Visits up to `limit` events of d's types in (after, head], leaving out recorded skips, one
+  // at a time; an error from `visit` stops the scan with that error. Returns the position up to
+  // which the range is covered.
+  result<std::int64_t> scan_events(const projection_def& d, std::int64_t after,
                                    std::int64_t head, std::int64_t limit,
-                                   std::vector<recorded_event>& out) {
-    out.clear();
+                                   const std::function<result<void>(const recorded_event&)>& visit) {
     auto skipped = skipped_positions(d.name);
     if (!skipped) return skipped.error();
     std::int64_t visited = 0, last = after;
+    std::optional<error> failed;
     read_all_options ro;
     ro.from_position = after + 1;
     ro.max_count = limit;
@@ -221,12 +222,41 @@ class runner_impl final : public projection_runner {
       if (e.position > head) return false;
       ++visited;
       last = e.position;
-      if (!skipped->count(e.position)) out.push_back(e);
+      if (skipped->count(e.position)) return true;
+      if (auto v = visit(e); !v) {
+        failed = v.error();
+        return false;
+      }
       return true;
     });
     if (!r) return std::move(r).error();
+    if (failed) return std::move(*failed);
     // A short read covered everything up to head (positions <= head are all committed).
     return visited < limit ? head : last;
+  }
+
+  // scan_events into a batch (catch-up keeps the batch to retry a failing event alone).
+  result<std::int64_t> read_events(const projection_def& d, std::int64_t after,
+                                   std::int64_t head, std::int64_t limit,
+                                   std::vector<recorded_event>& out) {
+    out.clear();
+    return scan_events(d, after, head, limit, [&](const recorded_event& e) -> result<void> {
+      out.push_back(e);
+      return {};
+    });
+  }
+
+  // scan_events applying each event to the shadow tables as it is read: a rebuild holds one
+  // event in memory at a time, not a batch. Caller holds write_mu_ and a write transaction.
+  result<std::int64_t> replay_into(const projection_def& d, const names_map& shadow,
+                                   std::int64_t after, std::int64_t head, std::int64_t limit,
+                                   std::int64_t& applied) {
+    sql_tx shadow_tx(writer_, &shadow);
+    return scan_events(d, after, head, limit, [&](const recorded_event& e) -> result<void> {
+      if (auto a = apply_one(d, e, shadow_tx); !a) return a;
+      ++applied;
+      return {};
+    });
   }
 
   struct batch_outcome {
@@ -272,21 +302,7 @@ class runner_impl final : public projection_runner {
   }
 
   static result<void> apply_one(const projection_def& d, const recorded_event& e, sql_tx& tx) {
-    try {
-      auto r = d.apply(e, tx);
-      if (!r) {
-        return error(r.error().kind(),
-                     fmt::format("projection '{}' failed on event at position {} ({}): {}",
-                                 d.name, e.position, e.type, r.error().message()));
-      }
-      return {};
-    } catch (const std::exception& ex) {
-      return error(errc::io, fmt::format("projection '{}' threw on event at position {} ({}): {}",
-                                         d.name, e.position, e.type, ex.what()));
-    } catch (...) {
-      return error(errc::io, fmt::format("projection '{}' threw on event at position {} ({})",
-                                         d.name, e.position, e.type));
-    }
+    return detail::apply_projection(d, e, tx);
   }
 
   // A handler failed on batch[failed]. Commit the events before it, retry it alone with
@@ -646,13 +662,9 @@ class runner_impl final : public projection_runner {
       }
       // No append can commit while this transaction holds the write lock, so the events up to
       // `target` are all there is.
-      std::vector<recorded_event> tail;
-      if (auto x = read_events(d, position, target, INT64_MAX, tail); !x) return x.error();
-      sql_tx shadow_tx(writer_, &shadow);
-      for (const auto& e : tail) {
-        if (auto a = apply_one(d, e, shadow_tx); !a) return a;
+      if (auto x = replay_into(d, shadow, position, target, INT64_MAX, report.events); !x) {
+        return x.error();
       }
-      report.events += static_cast<std::int64_t>(tail.size());
       report.position = target;
       if (o.verify) {
         auto diff = compare(d, shadow, tx, o);
@@ -693,43 +705,23 @@ class runner_impl final : public projection_runner {
     return report;
   }
 
-  // Applies up to `limit` events of d's types in (after, head] to the shadow tables as they are
-  // read, in one transaction: a rebuild holds one event in memory at a time, not a batch.
-  // Returns the position covered and the number of events applied.
+  // One rebuild batch in its own transaction. Returns the position covered and the events
+  // applied.
   result<std::pair<std::int64_t, std::int64_t>> replay_batch(const projection_def& d,
                                                               const names_map& shadow,
                                                               std::int64_t after,
                                                               std::int64_t head,
                                                               std::int64_t limit) {
-    auto skipped = skipped_positions(d.name);
-    if (!skipped) return skipped.error();
-    std::int64_t visited = 0, last = after, applied = 0;
+    std::int64_t covered = after, applied = 0;
     std::lock_guard wl(write_mu_);
     auto r = in_write_tx([&](sql_tx&) -> result<void> {
-      sql_tx shadow_tx(writer_, &shadow);
-      std::optional<error> failed;
-      read_all_options ro;
-      ro.from_position = after + 1;
-      ro.max_count = limit;
-      ro.event_types = d.event_types;
-      auto read = store_->read_all(ro, [&](const recorded_event& e) {
-        if (e.position > head) return false;
-        ++visited;
-        last = e.position;
-        if (skipped->count(e.position)) return true;
-        if (auto a = apply_one(d, e, shadow_tx); !a) {
-          failed = a.error();
-          return false;
-        }
-        ++applied;
-        return true;
-      });
-      if (!read) return read.error();
-      if (failed) return std::move(*failed);
+      auto c = replay_into(d, shadow, after, head, limit, applied);
+      if (!c) return c.error();
+      covered = c.value();
       return {};
     });
     if (!r) return r.error();
-    return std::pair{visited < limit ? head : last, applied};
+    return std::pair{covered, applied};
   }
 
   // Drops the shadow tables after a failed rebuild (best effort) and returns the error.
@@ -932,6 +924,24 @@ class runner_impl final : public projection_runner {
 }  // namespace
 
 namespace detail {
+result<void> apply_projection(const projection_def& d, const recorded_event& e, sql_tx& tx) {
+  try {
+    auto r = d.apply(e, tx);
+    if (!r) {
+      return error(r.error().kind(),
+                   fmt::format("projection '{}' failed on event at position {} ({}): {}", d.name,
+                               e.position, e.type, r.error().message()));
+    }
+    return {};
+  } catch (const std::exception& ex) {
+    return error(errc::io, fmt::format("projection '{}' threw on event at position {} ({}): {}",
+                                       d.name, e.position, e.type, ex.what()));
+  } catch (...) {
+    return error(errc::io, fmt::format("projection '{}' threw on event at position {} ({})",
+                                       d.name, e.position, e.type));
+  }
+}
+
 result<void> init_projections(sql_connection& c, const projection_list& defs) {
   if (auto r = c.exec(bookkeeping_sql, "cannot create projection tables"); !r) return r;
   sql_tx tx(c, nullptr);
