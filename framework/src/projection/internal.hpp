@@ -47,6 +47,10 @@ class sql_connection {
   std::unordered_map<std::string, sqlite::statement, text_hash, std::equal_to<>> cache_;
 };
 
+// Runs a projection's handler for one event; a returned error or an exception becomes an error
+// naming the projection, the position and the type.
+result<void> apply_projection(const projection_def& d, const recorded_event& e, sql_tx& tx);
+
 // Creates the bookkeeping tables, and for each projection its tables and checkpoint row when
 // missing (a projection whose stored version differs is left for a rebuild). Runs inside the
 // caller's write transaction.

@@ -142,7 +142,25 @@ class sqlite_store final : public event_store {
       (void)writer_.exec("ROLLBACK", "rollback");
       return r;
     }
-    return writer_.exec("COMMIT", "cannot create inline projection tables");
+    if (auto c = writer_.exec("COMMIT", "cannot create inline projection tables"); !c) return c;
+    // Each inline projection's read of new events, prepared once (not per append). Columns as
+    // decode_row expects them, then stream_version and the stream name.
+    for (const auto& d : options_.inline_projections) {
+      statement& st = inline_reads_.emplace_back();
+      if (d->event_types.empty()) continue;  // lists no event: nothing to read
+      std::string sql =
+          "SELECT e.position, e.event_id, e.type, e.recorded_at, e.metadata, e.payload, "
+          "e.stream_version, s.name FROM events e JOIN streams s ON s.id = e.stream "
+          "WHERE e.position > ?1 AND e.position <= ?2 AND e.type IN (";
+      for (std::size_t i = 0; i < d->event_types.size(); ++i) {
+        sql += fmt::format("{}?{}", i ? "," : "", i + 3);
+      }
+      sql += ") ORDER BY e.position";
+      auto p = statement::prepare(writer_.get(), sql);
+      if (!p) return std::move(p).error();
+      st = std::move(p).value();
+    }
+    return {};
   }
 
   result<append_result> append(std::string_view stream_id, expected_version expected,
@@ -430,7 +448,8 @@ class sqlite_store final : public event_store {
   result<void> apply_inline(std::int64_t last) {
     if (!inline_conn_) return {};
     sql_tx tx(*inline_conn_, nullptr);
-    for (const auto& d : options_.inline_projections) {
+    for (std::size_t i = 0; i < options_.inline_projections.size(); ++i) {
+      const auto& d = options_.inline_projections[i];
       bool exists = false, stuck = false;
       int version = 0;
       std::int64_t checkpoint = 0;
@@ -448,52 +467,29 @@ class sqlite_store final : public event_store {
       if (!exists || stuck || version != d->version || last - checkpoint > options_.max_inline_lag) {
         continue;  // a projection_runner's job (status shows it)
       }
-      std::string sql =
-          "SELECT e.position, e.event_id, e.type, e.recorded_at, e.metadata, e.payload, "
-          "e.stream_version, s.name FROM events e JOIN streams s ON s.id = e.stream "
-          "WHERE e.position > ?1 AND e.position <= ?2 AND e.type IN (";
-      std::vector<sql_value> params{sql_value(static_cast<long long>(checkpoint)),
-                                    sql_value(static_cast<long long>(last))};
-      for (std::size_t i = 0; i < d->event_types.size(); ++i) {
-        sql += fmt::format("{}?{}", i ? "," : "", i + 3);
-        params.emplace_back(d->event_types[i]);
+      if (statement& read = inline_reads_[i]; read.get()) {
+        reset_guard g(read);
+        read.bind(1, checkpoint);
+        read.bind(2, last);
+        for (std::size_t t = 0; t < d->event_types.size(); ++t) {
+          read.bind(static_cast<int>(t) + 3, d->event_types[t]);
+        }
+        recorded_event ev;
+        int rc;
+        while ((rc = read.step()) == SQLITE_ROW) {
+          if (auto r = decode_row(read, 0, ev); !r) return r.error();
+          ev.stream_version = read.column_int64(6);
+          ev.stream_id.assign(read.column_text(7));
+          if (auto a = detail::apply_projection(*d, ev, tx); !a) {
+            return error(a.error().kind(), fmt::format("inline {}; the append was not written",
+                                                       a.error().message()));
+          }
+        }
+        if (rc != SQLITE_DONE) {
+          return sqlite::make_error(rc, "cannot read events for an inline projection",
+                                    writer_.get());
+        }
       }
-      sql += ") ORDER BY e.position";
-      if (d->event_types.empty()) sql = "SELECT 1 WHERE 0";  // lists no event: nothing to do
-      std::optional<error> failed;
-      recorded_event ev;
-      auto rows = tx.query(sql, params.data(), params.size(), [&](const sql_row& row) {
-        ev.position = row.int64(0);
-        auto id = row.bytes(1).bytes;
-        if (id.size() == 16) {
-          store::format_uuid(reinterpret_cast<const unsigned char*>(id.data()), ev.event_id);
-        }
-        ev.type.assign(row.text_view(2));
-        ev.recorded_at_us = row.int64(3);
-        if (!store::decode_metadata(row.bytes(4).bytes, ev.metadata)) {
-          failed = error(errc::corruption, "undecodable event metadata");
-          return false;
-        }
-        ev.payload = row.bytes(5).bytes;
-        ev.stream_version = row.int64(6);
-        ev.stream_id.assign(row.text_view(7));
-        result<void> a;
-        try {
-          a = d->apply(ev, tx);
-        } catch (const std::exception& e) {
-          a = error(errc::io, e.what());
-        }
-        if (!a) {
-          failed = error(a.error().kind(),
-                         fmt::format("inline projection '{}' failed on the event at position {} "
-                                     "({}), so the append was not written: {}",
-                                     d->name, ev.position, ev.type, a.error().message()));
-          return false;
-        }
-        return true;
-      });
-      if (!rows) return rows.error();
-      if (failed) return std::move(*failed);
       auto u = tx.exec("UPDATE annals_projections SET checkpoint = ?1, updated_at = ?2 WHERE name = ?3",
                        {static_cast<long long>(last),
                         static_cast<long long>(store::system_clock_us()), d->name});
@@ -717,6 +713,7 @@ class sqlite_store final : public event_store {
   connection writer_;  // used only by the current leader
   writer_statements ws_;
   std::unique_ptr<detail::sql_connection> inline_conn_;  // borrows writer_; leader only
+  std::vector<statement> inline_reads_;  // per inline projection, on writer_; leader only
   std::mutex queue_mu_;
   std::condition_variable queue_cv_;
   std::deque<pending_append*> queue_;
