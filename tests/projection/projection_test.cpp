@@ -50,6 +50,7 @@ using annals::sql_tx;
 using annals::test::fork_child;
 using annals::test::temp_dir;
 using annals::test::wait_child;
+using annals::test::write_all;
 namespace v1 = bank::v1;
 using namespace annals::test::bank_events;
 
@@ -414,27 +415,6 @@ int sqlite_exec(const std::string& path, const std::string& sql) {
   return changed;
 }
 
-bool write_all(int fd, const std::string& s) {
-  std::size_t done = 0;
-  while (done < s.size()) {
-    ssize_t n = ::write(fd, s.data() + done, s.size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return false;
-    done += static_cast<std::size_t>(n);
-  }
-  return true;
-}
-std::string read_all_fd(int fd) {
-  std::string out;
-  char buf[256];
-  for (;;) {
-    ssize_t n = ::read(fd, buf, sizeof buf);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) break;
-    out.append(buf, static_cast<std::size_t>(n));
-  }
-  return out;
-}
 
 }  // namespace
 
@@ -897,8 +877,7 @@ TEST_CASE("two processes catching up the same projection apply each event once")
   REQUIRE(write_all(go[1], "gg"));
   ::close(go[1]);
   for (auto pid : children) CHECK(wait_child(pid) == 0);
-  std::istringstream counts(read_all_fd(out[0]));
-  ::close(out[0]);
+  std::istringstream counts(annals::test::read_to_eof(out[0]));  // closes out[0]
   std::int64_t total = 0, n = 0;
   int lines = 0;
   while (counts >> n) total += n, ++lines;

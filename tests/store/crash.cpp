@@ -33,17 +33,6 @@ struct ack {
   std::int64_t position = 0;  // known for the last event of each append only; 0 otherwise
 };
 
-bool write_all(int fd, std::string_view data) {
-  while (!data.empty()) {
-    ssize_t n = ::write(fd, data.data(), data.size());
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return false;
-    }
-    data.remove_prefix(static_cast<std::size_t>(n));
-  }
-  return true;
-}
 
 // The child: appends batches of events with fresh ids to a few streams from two threads (so
 // kills also land inside shared group commits) and, after each acknowledged append, writes

@@ -4,6 +4,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdlib>
 #include <filesystem>
 #include <stdexcept>
@@ -23,15 +24,30 @@ temp_dir::~temp_dir() {
   std::filesystem::remove_all(path_, ec);
 }
 
-namespace {
-std::string drain(int fd) {
+bool write_all(int fd, std::string_view data) {
+  while (!data.empty()) {
+    ssize_t n = ::write(fd, data.data(), data.size());
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return false;
+    data.remove_prefix(static_cast<std::size_t>(n));
+  }
+  return true;
+}
+
+std::string read_to_eof(int fd) {
   std::string out;
   char buf[65536];
-  ssize_t n;
-  while ((n = ::read(fd, buf, sizeof buf)) > 0) out.append(buf, static_cast<std::size_t>(n));
+  for (;;) {
+    ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    out.append(buf, static_cast<std::size_t>(n));
+  }
   ::close(fd);
   return out;
 }
+
+namespace {
 int decode_status(int status) {
   if (WIFEXITED(status)) return WEXITSTATUS(status);
   if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
@@ -59,8 +75,8 @@ process_result run(const std::vector<std::string>& argv) {
   close(out[1]);
   close(err[1]);
   process_result r;
-  std::thread t([&] { r.err = drain(err[0]); });
-  r.out = drain(out[0]);
+  std::thread t([&] { r.err = read_to_eof(err[0]); });
+  r.out = read_to_eof(out[0]);
   t.join();
   r.exit_code = wait_child(pid);
   return r;

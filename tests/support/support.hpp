@@ -5,6 +5,7 @@
 
 #include <functional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace annals::test {
@@ -31,6 +32,11 @@ struct process_result {
 
 // Runs argv[0] (a path) with arguments, waits, captures stdout and stderr.
 process_result run(const std::vector<std::string>& argv);
+
+// Writes all of `data` to `fd`, retrying short writes and EINTR. False on error.
+bool write_all(int fd, std::string_view data);
+// Reads `fd` until end of file (retrying EINTR), then closes it.
+std::string read_to_eof(int fd);
 
 // Forks; the child runs `body` and _exit()s with its return value. Returns the child's pid.
 // The child must not use SQLite connections opened by the parent: open its own.
