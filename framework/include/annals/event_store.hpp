@@ -18,6 +18,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -60,6 +61,10 @@ struct event_metadata {
   std::string causation_id;    // default: empty
   std::string traceparent;     // W3C trace context; default: empty
   std::vector<header> headers; // user headers, order kept
+  // Version of the type's descriptor in the store's schema registry that wrote the payload
+  // (annals/schema.hpp). 0 on append: the store stamps the version this process registered
+  // for the type, or leaves 0 (unknown) when it registered none. Set it only to copy events.
+  std::int32_t schema_version = 0;
   friend bool operator==(const event_metadata&, const event_metadata&) = default;
 };
 
@@ -123,6 +128,52 @@ struct store_limits {
   static constexpr std::size_t max_events_per_append = 100000;
 };
 
+// Which readers must keep working when a type's descriptor changes (Confluent's names).
+// See annals/schema.hpp.
+enum class compatibility {
+  backward,  // default: the new descriptor reads every event written with the stored ones
+  forward,   // the stored descriptors read events written with the new one
+  full,      // both
+  none,      // no check
+};
+
+// One version of an event type's descriptor, as the store keeps it.
+struct stored_schema {
+  std::string type;            // full name, e.g. "bank.v1.MoneyDeposited"
+  std::int32_t version = 0;    // 1, 2, 3... per type, in registration order
+  compatibility mode = compatibility::backward;  // the mode it was registered with
+  std::string fingerprint;     // hex hash of descriptor_set
+  std::string descriptor_set;  // serialized google.protobuf.FileDescriptorSet
+  std::int64_t registered_at_us = 0;
+};
+
+// What register_schemas() is asked to store. descriptor_set and fingerprint as above.
+struct schema_candidate {
+  std::string type;
+  compatibility mode = compatibility::backward;
+  std::string descriptor_set;
+  std::string fingerprint;
+};
+
+struct registered_type {
+  std::string type;
+  std::int32_t version = 0;  // the version this process now stamps on events of the type
+  bool added = false;        // true when this call stored a new version
+};
+
+// Called by register_schemas() inside the store's write lock with every stored version of the
+// candidates' types (oldest first); an error refuses the whole registration.
+using schema_check_fn = std::function<result<void>(const std::vector<stored_schema>& stored)>;
+
+// A saved aggregate state (annals/aggregate.hpp, snapshots).
+struct snapshot_record {
+  std::string stream_id;
+  std::string key;              // state descriptor hash + fold version; other keys are ignored
+  std::int64_t version = -1;    // the last stream version folded into `state`
+  std::string state;            // serialized state message
+  std::int64_t taken_at_us = 0; // set by the store
+};
+
 class event_store {
  public:
   virtual ~event_store() = default;
@@ -150,8 +201,28 @@ class event_store {
 
   // The highest committed global position, 0 for an empty store.
   virtual result<std::int64_t> head_position() = 0;
+
+  // --- Schema registry (use annals/schema.hpp; these are the storage primitives) ---
+  // Every stored version of `type` (all types when empty), by type then version.
+  // Default: invalid_argument (the backend keeps no schemas).
+  virtual result<std::vector<stored_schema>> read_schemas(std::string_view type = {});
+  // Atomically: reads the stored versions of the candidates' types, calls `check`, stores each
+  // candidate whose fingerprint is not stored yet as the type's next version, and remembers
+  // the versions so later appends of this store object are stamped with them.
+  virtual result<std::vector<registered_type>> register_schemas(
+      const std::vector<schema_candidate>& candidates, const schema_check_fn& check);
+
+  // --- Snapshots (used by annals::load / annals::handle for aggregates that opt in) ---
+  // The snapshot of `stream_id` saved under `key`, or nullopt. Default: nullopt.
+  virtual result<std::optional<snapshot_record>> read_snapshot(std::string_view stream_id,
+                                                               std::string_view key);
+  // Saves in the background, best effort: never blocks on the write lock and never reports a
+  // failure to the caller (a failed save is logged and dropped). A snapshot older than the
+  // stored one for the same key is ignored. Default: does nothing.
+  virtual void save_snapshot(snapshot_record snapshot) noexcept;
 };
 
+class upcasters;        // annals/upcaster.hpp
 struct projection_def;  // annals/projection.hpp
 
 // How hard an acknowledged append is protected.
@@ -181,6 +252,10 @@ struct sqlite_options {
   // max_inline_lag events behind is left to a projection_runner. Default: none.
   std::vector<std::shared_ptr<const projection_def>> inline_projections;
   std::int64_t max_inline_lag = 10000;
+  // Upcasters applied to every event read from this store (reads of streams and $all, hence
+  // aggregates and projections) before anyone sees it. The stored bytes never change.
+  // Default: none.
+  std::shared_ptr<const upcasters> upcast;
 };
 
 // Opens (or creates) a SQLite event store at `path`. A file that is not SQLite, or a SQLite

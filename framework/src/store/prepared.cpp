@@ -222,7 +222,7 @@ result<void> check_event_type(std::string_view type) {
 
 std::string encode_metadata(const event_metadata& m) {
   if (m.correlation_id.empty() && m.causation_id.empty() && m.traceparent.empty() &&
-      m.headers.empty()) {
+      m.headers.empty() && m.schema_version == 0) {
     return {};
   }
   v1::EventMetadata pb;
@@ -234,6 +234,7 @@ std::string encode_metadata(const event_metadata& m) {
     out->set_key(h.key);
     out->set_value(h.value);
   }
+  pb.set_schema_version(m.schema_version);
   std::string bytes;
   pb.SerializeToString(&bytes);
   return bytes;
@@ -247,6 +248,7 @@ bool decode_metadata(std::string_view bytes, event_metadata& out) {
   out.causation_id.clear();
   out.traceparent.clear();
   out.headers.clear();
+  out.schema_version = 0;
   if (bytes.empty()) return true;
   google::protobuf::io::CodedInputStream in(reinterpret_cast<const std::uint8_t*>(bytes.data()),
                                             static_cast<int>(bytes.size()));
@@ -277,6 +279,12 @@ bool decode_metadata(std::string_view bytes, event_metadata& out) {
         }
         if (!in.ConsumedEntireMessage()) return false;
         in.PopLimit(limit);
+        break;
+      }
+      case (5 << 3) | 0: {
+        std::uint32_t v = 0;
+        ok = in.ReadVarint32(&v);
+        out.schema_version = static_cast<std::int32_t>(v);
         break;
       }
       default: ok = WireFormatLite::SkipField(&in, tag);
@@ -336,7 +344,8 @@ result<void> check_metadata_text(std::string_view what, std::string_view value) 
 
 result<std::vector<prepared_event>> prepare_append(
     std::string_view stream_id, std::vector<event_data>& events,
-    const std::function<std::string()>& id_source) {
+    const std::function<std::string()>& id_source,
+    const std::function<std::int32_t(std::string_view type)>& schema_version_of) {
   if (auto r = check_stream_id(stream_id); !r) return r.error();
   if (events.size() > store_limits::max_events_per_append) {
     return error(errc::invalid_argument,
@@ -361,6 +370,13 @@ result<std::vector<prepared_event>> prepare_append(
     for (const auto& h : e.metadata.headers) {
       if (auto r = check_metadata_text("header key", h.key); !r) return r.error();
       if (auto r = check_metadata_text("header value", h.value); !r) return r.error();
+    }
+    if (e.metadata.schema_version < 0) {
+      return error(errc::invalid_argument,
+                   fmt::format("event {}: schema_version must not be negative", i));
+    }
+    if (e.metadata.schema_version == 0 && schema_version_of) {
+      e.metadata.schema_version = schema_version_of(e.type);
     }
     if (e.event_id.empty() && !id_source) {
       new_uuid_v7(p.id.data());  // straight to bytes: no text round trip on the hot path

@@ -37,10 +37,13 @@ struct prepared_event {
 };
 
 // Validates an append's stream id and events, assigns missing ids from `id_source`
-// (default: UUIDv7) and serializes metadata. Moves payloads out of `events`.
+// (default: UUIDv7), stamps metadata.schema_version where it is 0 from `schema_version_of`
+// (when set; it returns 0 for an unregistered type) and serializes metadata. Moves payloads
+// out of `events`.
 result<std::vector<prepared_event>> prepare_append(
     std::string_view stream_id, std::vector<event_data>& events,
-    const std::function<std::string()>& id_source);
+    const std::function<std::string()>& id_source,
+    const std::function<std::int32_t(std::string_view type)>& schema_version_of);
 
 // Encodes / decodes annals.v1.EventMetadata.
 std::string encode_metadata(const event_metadata& m);

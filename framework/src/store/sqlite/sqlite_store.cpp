@@ -13,6 +13,8 @@
 #include "store/prepared.hpp"
 #include "store/sqlite/sqlite.hpp"
 
+#include <annals/upcaster.hpp>
+
 #include <fmt/format.h>
 #include <sys/stat.h>
 
@@ -147,12 +149,13 @@ class sqlite_store final : public event_store {
     // decode_row expects them, then stream_version and the stream name.
     for (const auto& d : options_.inline_projections) {
       statement& st = inline_reads_.emplace_back();
-      if (d->event_types.empty()) continue;  // lists no event: nothing to read
+      auto& types = inline_types_.emplace_back(stored_types(d->event_types));
+      if (types.empty()) continue;  // lists no event: nothing to read
       std::string sql =
           "SELECT e.position, e.event_id, e.type, e.recorded_at, e.metadata, e.payload, "
           "e.stream_version, s.name FROM events e JOIN streams s ON s.id = e.stream "
           "WHERE e.position > ?1 AND e.position <= ?2 AND e.type IN (";
-      for (std::size_t i = 0; i < d->event_types.size(); ++i) {
+      for (std::size_t i = 0; i < types.size(); ++i) {
         sql += fmt::format("{}?{}", i ? "," : "", i + 3);
       }
       sql += ") ORDER BY e.position";
@@ -168,7 +171,8 @@ class sqlite_store final : public event_store {
     if (options_.read_only) {
       return error(errc::invalid_argument, "the store was opened read-only");
     }
-    auto prepared = store::prepare_append(stream_id, events, options_.id_source);
+    auto prepared = store::prepare_append(stream_id, events, options_.id_source,
+                                          schema_version_of_);
     if (!prepared) return std::move(prepared).error();
     pending_append req{stream_id, expected, std::move(prepared).value(), std::nullopt,
                        std::nullopt};
@@ -240,6 +244,7 @@ class sqlite_store final : public event_store {
         if (auto d = decode_row(page, 0, ev); !d) return d.error();
         ev.stream_version = page.column_int64(6);
         next = forward ? ev.stream_version + 1 : ev.stream_version - 1;
+        if (auto u = upcast(ev, {}); !u) return u.error();
         ++visited;
         if (!visit(ev)) return visited;
       }
@@ -254,6 +259,9 @@ class sqlite_store final : public event_store {
     for (const auto& t : o.event_types) {
       if (auto r = store::check_event_type(t); !r) return r.error();
     }
+    // With upcasters, old stored types that are read as a wanted type are read too, and the
+    // filter is applied again after upcasting.
+    const std::vector<std::string> types = stored_types(o.event_types);
     auto r = checkout();
     if (!r) return std::move(r).error();
     lease lease(*this, std::move(r).value());
@@ -270,9 +278,9 @@ class sqlite_store final : public event_store {
              "WHERE substr(CAST(name AS BLOB), 1, ?3) = CAST(?4 AS BLOB))";
       next_param = 5;
     }
-    if (!o.event_types.empty()) {
+    if (!types.empty()) {
       sql += " AND type IN (";
-      for (std::size_t i = 0; i < o.event_types.size(); ++i) {
+      for (std::size_t i = 0; i < types.size(); ++i) {
         sql += fmt::format("{}?{}", i ? "," : "", next_param + static_cast<int>(i));
       }
       sql += ")";
@@ -293,8 +301,8 @@ class sqlite_store final : public event_store {
         page.bind(3, static_cast<std::int64_t>(o.stream_prefix.size()));
         page.bind(4, o.stream_prefix);
       }
-      for (std::size_t i = 0; i < o.event_types.size(); ++i) {
-        page.bind(next_param + static_cast<int>(i), o.event_types[i]);
+      for (std::size_t i = 0; i < types.size(); ++i) {
+        page.bind(next_param + static_cast<int>(i), types[i]);
       }
       std::int64_t rows = 0;
       int rc;
@@ -304,6 +312,9 @@ class sqlite_store final : public event_store {
         ev.stream_version = page.column_int64(6);
         if (auto n = stream_name(rd, page.column_int64(7), ev.stream_id); !n) return n.error();
         next = ev.position + 1;
+        auto u = upcast(ev, o.event_types);
+        if (!u) return u.error();
+        if (!*u) continue;
         ++visited;
         if (!visit(ev)) return visited;
       }
@@ -341,6 +352,20 @@ class sqlite_store final : public event_store {
   }
 
  private:
+  // The stored type names to select so that, after upcasting, `wanted` types are all found.
+  std::vector<std::string> stored_types(const std::vector<std::string>& wanted) const {
+    if (!options_.upcast || options_.upcast->empty() || wanted.empty()) return wanted;
+    return options_.upcast->stored_types_for(wanted);
+  }
+
+  // Runs the upcasters on `ev`; false when, afterwards, its type is not one of `wanted`
+  // (an empty `wanted` takes every type).
+  result<bool> upcast(recorded_event& ev, const std::vector<std::string>& wanted) const {
+    if (!options_.upcast || options_.upcast->empty()) return true;
+    if (auto u = options_.upcast->apply(ev); !u) return u.error();
+    return wanted.empty() || std::find(wanted.begin(), wanted.end(), ev.type) != wanted.end();
+  }
+
   // Columns: position, event_id, type, recorded_at, metadata, payload.
   static result<void> decode_row(const statement& s, int first, recorded_event& ev) {
     ev.position = s.column_int64(first);
@@ -471,8 +496,9 @@ class sqlite_store final : public event_store {
         reset_guard g(read);
         read.bind(1, checkpoint);
         read.bind(2, last);
-        for (std::size_t t = 0; t < d->event_types.size(); ++t) {
-          read.bind(static_cast<int>(t) + 3, d->event_types[t]);
+        const auto& types = inline_types_[i];
+        for (std::size_t t = 0; t < types.size(); ++t) {
+          read.bind(static_cast<int>(t) + 3, types[t]);
         }
         recorded_event ev;
         int rc;
@@ -480,6 +506,9 @@ class sqlite_store final : public event_store {
           if (auto r = decode_row(read, 0, ev); !r) return r.error();
           ev.stream_version = read.column_int64(6);
           ev.stream_id.assign(read.column_text(7));
+          auto wanted = upcast(ev, d->event_types);
+          if (!wanted) return wanted.error();
+          if (!*wanted) continue;
           if (auto a = detail::apply_projection(*d, ev, tx); !a) {
             return error(a.error().kind(), fmt::format("inline {}; the append was not written",
                                                        a.error().message()));
@@ -714,6 +743,10 @@ class sqlite_store final : public event_store {
   writer_statements ws_;
   std::unique_ptr<detail::sql_connection> inline_conn_;  // borrows writer_; leader only
   std::vector<statement> inline_reads_;  // per inline projection, on writer_; leader only
+  std::vector<std::vector<std::string>> inline_types_;  // the stored types each one selects
+  // The schema version this store object stamps per type (set by register_schemas); empty
+  // until then. Must be thread-safe: called by appending threads.
+  std::function<std::int32_t(std::string_view)> schema_version_of_;
   std::mutex queue_mu_;
   std::condition_variable queue_cv_;
   std::deque<pending_append*> queue_;
