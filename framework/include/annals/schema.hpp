@@ -33,10 +33,10 @@ namespace annals {
 std::string_view to_string(compatibility c) noexcept;
 result<compatibility> parse_compatibility(std::string_view text);  // "backward", ... "none"
 
-// One broken rule, naming the field (full name with number, or empty for the type itself).
+// One broken rule, naming the field (name and number, or empty for the type itself).
 struct schema_violation {
   std::string type;    // full name of the checked message type, e.g. "bank.v1.MoneyDeposited"
-  std::string field;   // e.g. "amount_cents (2)"; nested: "Inner.value (1)"; empty: the type
+  std::string field;   // e.g. "amount_cents (2)"; nested: "details (3).value (1)"; empty: the type
   std::string rule;    // short rule id, e.g. "field-type-changed", "field-removed-unreserved"
   std::string detail;  // a sentence for a human
 };
@@ -48,7 +48,32 @@ struct schema_check_report {
 };
 
 // Checks `candidate` (in `candidate_set`) against `stored` (in `stored_set`) under `mode`.
-// Both sets must contain the type's file and its dependencies. Pure; no store needed.
+// Both sets must contain the type's file and its dependencies (a set that does not build, or
+// lacks the type, gives a "descriptor-invalid" violation). Pure; no store needed.
+//
+// BACKWARD: readers with the candidate read events written with the stored descriptor.
+// FORWARD: readers with the stored descriptor read events written with the candidate.
+// FULL: both. NONE: no rule. Rules (x: breaks the mode), nested messages walked recursively:
+//
+//   rule                          backward forward  what
+//   type-renamed                     x        x     candidate_type != stored_type
+//   field-type-changed               x        x     same number, another wire type or meaning
+//     (widened: int32->int64, uint32->uint64, sint32->sint64, string->bytes: forward only;
+//      narrowed: the reverse: backward only; same-named message/enum types are walked)
+//   field-cardinality-changed        x        x     singular <-> repeated, map <-> not map
+//   field-removed-unreserved         x        x     number and name not both reserved
+//   reserved-field-reused            x        x     a reserved number or name used again
+//   enum-value-removed               x              number neither kept nor reserved
+//   enum-value-added                          x     old readers meet an unknown value
+//   oneof-membership-changed         x        x     into/out of a oneof, or between oneofs
+//   oneof-field-added                         x     a new field in an existing oneof
+//   required-field-added             x              proto2 required, absent in old events
+//   required-field-removed                    x     old readers require it
+//   field-became-required            x              optional -> required
+//   field-became-optional                     x     required -> optional
+//
+// Not breaking: packed <-> unpacked (parsers accept both), implicit <-> explicit presence,
+// renaming a field while keeping its number (binary-compatible; JSON names change).
 schema_check_report check_compatibility(const google::protobuf::FileDescriptorSet& stored_set,
                                         std::string_view stored_type,
                                         const google::protobuf::FileDescriptorSet& candidate_set,
@@ -58,13 +83,19 @@ schema_check_report check_compatibility(const google::protobuf::FileDescriptorSe
 // dependencies first, serialized deterministically.
 std::string descriptor_set_of(const google::protobuf::Descriptor& type);
 
+// A stable fingerprint of serialized descriptor-set bytes: 32 lower-case hex digits (128-bit
+// FNV-1a). Equal bytes give equal fingerprints on every platform.
+std::string schema_fingerprint(std::string_view descriptor_set);
+
 struct schema_registration {
   const google::protobuf::Descriptor* type = nullptr;
   compatibility mode = compatibility::backward;
 };
 
-// Registers the types all or nothing. Errors: invalid_argument with the compatibility report
-// when any type breaks its mode (nothing is stored), busy, io.
+// Registers the types all or nothing. A changed descriptor is checked against EVERY stored
+// version of its type (transitive: events of every version stay in the log), with the mode
+// given here. Errors: invalid_argument with the compatibility report when any type breaks its
+// mode, or on a read-only store (nothing is stored), busy, io.
 result<std::vector<registered_type>> register_event_types(
     event_store& store, const std::vector<schema_registration>& types);
 
@@ -76,8 +107,11 @@ result<std::vector<registered_type>> register_event_types(
 }
 
 // Checks every message type of `candidates` that the store already holds against its stored
-// versions, each with the mode it was registered with, without writing (`annals schema check`).
-// Types the store has never seen are compatible by definition.
+// versions, each with the mode its latest version was registered with, without writing
+// (`annals schema check`). Types the store has never seen are compatible by definition; a
+// stored type missing from the set while the set still holds the file that defined it is
+// "type-renamed". Errors: invalid_argument when the set does not build (a file twice, a
+// missing dependency), corruption for an undecodable stored set, busy, io.
 result<schema_check_report> check_against_store(
     event_store& store, const google::protobuf::FileDescriptorSet& candidates);
 

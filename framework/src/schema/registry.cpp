@@ -1,7 +1,94 @@
-// The schema registry (annals/schema.hpp). STUB: being written (issue 4).
+// The schema registry (annals/schema.hpp): descriptor sets, fingerprints, registration and the
+// offline check. The storage primitives are event_store::read_schemas / register_schemas; the
+// rules are in compatibility.cpp.
 #include <annals/schema.hpp>
 
+#include <google/protobuf/descriptor.h>
+#include <google/protobuf/descriptor.pb.h>
+#include <google/protobuf/descriptor_database.h>
+#include <google/protobuf/io/coded_stream.h>
+#include <google/protobuf/io/zero_copy_stream_impl_lite.h>
+
+#include <fmt/format.h>
+
+#include <map>
+#include <set>
+#include <tuple>
+#include <unordered_set>
+
 namespace annals {
+namespace {
+
+namespace pb = google::protobuf;
+
+// Serialization with map entries and unknown fields in a fixed order, so one descriptor always
+// gives the same bytes (and fingerprint) in this library version.
+std::string serialize_deterministic(const pb::Message& m) {
+  std::string out;
+  {
+    pb::io::StringOutputStream stream(&out);
+    pb::io::CodedOutputStream coded(&stream);
+    coded.SetSerializationDeterministic(true);
+    m.SerializeToCodedStream(&coded);
+  }
+  return out;
+}
+
+// Adds `file` after every file it depends on (depth first, in declaration order).
+void add_with_dependencies(const pb::FileDescriptor& file,
+                           std::unordered_set<std::string>& added, pb::FileDescriptorSet& set) {
+  if (!added.insert(std::string(file.name())).second) return;
+  for (int i = 0; i < file.dependency_count(); ++i) {
+    add_with_dependencies(*file.dependency(i), added, set);
+  }
+  file.CopyTo(set.add_file());
+}
+
+result<pb::FileDescriptorSet> parse_set(const std::string& bytes, std::string_view what) {
+  pb::FileDescriptorSet set;
+  if (!set.ParseFromString(bytes)) {
+    return error(errc::corruption,
+                 fmt::format("{} is not a serialized FileDescriptorSet", what));
+  }
+  return set;
+}
+
+// Keeps the first violation of each (type, field, rule): checking against several stored
+// versions finds the same break again in each.
+void merge(schema_check_report& into, schema_check_report&& from,
+           std::set<std::tuple<std::string, std::string, std::string>>& seen) {
+  for (auto& v : from.violations) {
+    if (seen.emplace(v.type, v.field, v.rule).second) into.violations.push_back(std::move(v));
+  }
+}
+
+// Checks one candidate against every stored version of its type (transitive), with `mode`.
+// `stored` holds only that type's versions. A fingerprint already stored is compatible: it is
+// one of the versions.
+result<void> check_one(const std::vector<const stored_schema*>& stored,
+                       const pb::FileDescriptorSet& candidate_set, std::string_view type,
+                       std::string_view fingerprint, compatibility mode,
+                       schema_check_report& report,
+                       std::set<std::tuple<std::string, std::string, std::string>>& seen) {
+  for (const auto* s : stored) {
+    if (s->fingerprint == fingerprint) return {};
+  }
+  if (mode == compatibility::none) return {};
+  for (const auto* s : stored) {
+    auto stored_set = parse_set(s->descriptor_set,
+                                fmt::format("stored schema {} version {}", s->type, s->version));
+    if (!stored_set) return std::move(stored_set).error();
+    auto r = check_compatibility(*stored_set, s->type, candidate_set, type, mode);
+    for (auto& v : r.violations) {
+      v.detail = fmt::format("{} (against stored version {})", v.detail, s->version);
+    }
+    merge(report, std::move(r), seen);
+  }
+  return {};
+}
+
+}  // namespace
+
 std::string_view to_string(compatibility c) noexcept {
   switch (c) {
     case compatibility::backward: return "backward";
@@ -11,4 +98,152 @@ std::string_view to_string(compatibility c) noexcept {
   }
   return "backward";
 }
+
+result<compatibility> parse_compatibility(std::string_view text) {
+  for (auto c : {compatibility::backward, compatibility::forward, compatibility::full,
+                 compatibility::none}) {
+    if (text == to_string(c)) return c;
+  }
+  return error(errc::invalid_argument,
+               fmt::format("unknown compatibility mode '{}' (use backward, forward, full or none)",
+                           text.substr(0, 64)));
+}
+
+std::string schema_check_report::to_string() const {
+  if (violations.empty()) return "compatible";
+  std::string out;
+  for (const auto& v : violations) {
+    if (!out.empty()) out += '\n';
+    if (v.field.empty()) {
+      out += fmt::format("{}: {}: {}", v.type, v.rule, v.detail);
+    } else {
+      out += fmt::format("{}: field {}: {}: {}", v.type, v.field, v.rule, v.detail);
+    }
+  }
+  return out;
+}
+
+std::string descriptor_set_of(const pb::Descriptor& type) {
+  pb::FileDescriptorSet set;
+  std::unordered_set<std::string> added;
+  add_with_dependencies(*type.file(), added, set);
+  return serialize_deterministic(set);
+}
+
+std::string schema_fingerprint(std::string_view descriptor_set) {
+  // FNV-1a, 128-bit: stable across platforms and library versions, no dependency.
+  unsigned __int128 h = (static_cast<unsigned __int128>(0x6c62272e07bb0142ULL) << 64) |
+                        0x62b821756295c58dULL;
+  const unsigned __int128 prime =
+      (static_cast<unsigned __int128>(0x0000000001000000ULL) << 64) | 0x000000000000013BULL;
+  for (unsigned char byte : descriptor_set) {
+    h ^= byte;
+    h *= prime;
+  }
+  return fmt::format("{:016x}{:016x}", static_cast<std::uint64_t>(h >> 64),
+                     static_cast<std::uint64_t>(h));
+}
+
+result<std::vector<registered_type>> register_event_types(
+    event_store& store, const std::vector<schema_registration>& types) {
+  std::vector<schema_candidate> candidates;
+  std::vector<pb::FileDescriptorSet> sets;
+  candidates.reserve(types.size());
+  sets.reserve(types.size());
+  for (std::size_t i = 0; i < types.size(); ++i) {
+    if (!types[i].type) {
+      return error(errc::invalid_argument, fmt::format("schema registration {} has no type", i));
+    }
+    schema_candidate c;
+    c.type = std::string(types[i].type->full_name());
+    c.mode = types[i].mode;
+    c.descriptor_set = descriptor_set_of(*types[i].type);
+    c.fingerprint = schema_fingerprint(c.descriptor_set);
+    sets.emplace_back().ParseFromString(c.descriptor_set);
+    candidates.push_back(std::move(c));
+  }
+  // Runs inside the store's write lock, on the versions stored at that moment.
+  auto check = [&](const std::vector<stored_schema>& stored) -> result<void> {
+    schema_check_report report;
+    std::set<std::tuple<std::string, std::string, std::string>> seen;
+    for (std::size_t i = 0; i < candidates.size(); ++i) {
+      std::vector<const stored_schema*> mine;
+      for (const auto& s : stored) {
+        if (s.type == candidates[i].type) mine.push_back(&s);
+      }
+      if (auto r = check_one(mine, sets[i], candidates[i].type, candidates[i].fingerprint,
+                             candidates[i].mode, report, seen);
+          !r) {
+        return r;
+      }
+    }
+    if (!report.compatible()) return error(errc::invalid_argument, report.to_string());
+    return {};
+  };
+  return store.register_schemas(candidates, check);
+}
+
+result<schema_check_report> check_against_store(event_store& store,
+                                                const pb::FileDescriptorSet& candidates) {
+  // The candidate set must build: every file with its dependencies.
+  pb::SimpleDescriptorDatabase db;
+  for (const auto& f : candidates.file()) {
+    if (!db.Add(f)) {
+      return error(errc::invalid_argument,
+                   fmt::format("the descriptor set holds file '{}' twice, differently",
+                               f.name()));
+    }
+  }
+  pb::DescriptorPool pool(&db);
+  std::set<std::string> candidate_files;
+  for (const auto& f : candidates.file()) {
+    if (!pool.FindFileByName(f.name())) {
+      return error(errc::invalid_argument,
+                   fmt::format("the descriptor set does not build: file '{}' is invalid or "
+                               "misses a dependency",
+                               f.name()));
+    }
+    candidate_files.insert(f.name());
+  }
+
+  auto stored = store.read_schemas();
+  if (!stored) return std::move(stored).error();
+  std::map<std::string, std::vector<const stored_schema*>> by_type;
+  for (const auto& s : *stored) by_type[s.type].push_back(&s);
+
+  schema_check_report report;
+  std::set<std::tuple<std::string, std::string, std::string>> seen;
+  for (const auto& [type, versions] : by_type) {
+    compatibility mode = versions.back()->mode;  // the mode it was last registered with
+    const pb::Descriptor* candidate = pool.FindMessageTypeByName(type);
+    if (!candidate) {
+      // A set that still holds the file which defined the type, but not the type, renamed or
+      // removed it; a set without that file is about other types.
+      auto latest = parse_set(versions.back()->descriptor_set,
+                              fmt::format("stored schema {} version {}", type,
+                                          versions.back()->version));
+      if (!latest) return std::move(latest).error();
+      pb::SimpleDescriptorDatabase stored_db;
+      for (const auto& f : latest->file()) stored_db.Add(f);
+      pb::FileDescriptorProto file;
+      if (mode != compatibility::none && stored_db.FindFileContainingSymbol(type, &file) &&
+          candidate_files.count(file.name())) {
+        merge(report,
+              schema_check_report{{schema_violation{
+                  type, "", "type-renamed",
+                  fmt::format("file '{}' no longer defines {}; a type keeps its name for life "
+                              "(a rename goes through an upcaster to a new type)",
+                              file.name(), type)}}},
+              seen);
+      }
+      continue;
+    }
+    std::string fingerprint = schema_fingerprint(descriptor_set_of(*candidate));
+    if (auto r = check_one(versions, candidates, type, fingerprint, mode, report, seen); !r) {
+      return r.error();
+    }
+  }
+  return report;
+}
+
 }  // namespace annals

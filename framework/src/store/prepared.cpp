@@ -342,10 +342,10 @@ result<void> check_metadata_text(std::string_view what, std::string_view value) 
 }
 }  // namespace
 
-result<std::vector<prepared_event>> prepare_append(
-    std::string_view stream_id, std::vector<event_data>& events,
-    const std::function<std::string()>& id_source,
-    const std::function<std::int32_t(std::string_view type)>& schema_version_of) {
+result<std::vector<prepared_event>> prepare_append(std::string_view stream_id,
+                                                   std::vector<event_data>& events,
+                                                   const std::function<std::string()>& id_source,
+                                                   const schema_versions* versions) {
   if (auto r = check_stream_id(stream_id); !r) return r.error();
   if (events.size() > store_limits::max_events_per_append) {
     return error(errc::invalid_argument,
@@ -375,8 +375,10 @@ result<std::vector<prepared_event>> prepare_append(
       return error(errc::invalid_argument,
                    fmt::format("event {}: schema_version must not be negative", i));
     }
-    if (e.metadata.schema_version == 0 && schema_version_of) {
-      e.metadata.schema_version = schema_version_of(e.type);
+    if (e.metadata.schema_version == 0 && versions) {
+      if (auto it = versions->find(e.type); it != versions->end()) {
+        e.metadata.schema_version = it->second;
+      }
     }
     if (e.event_id.empty() && !id_source) {
       new_uuid_v7(p.id.data());  // straight to bytes: no text round trip on the hot path

@@ -6,6 +6,8 @@
 #include <array>
 #include <chrono>
 #include <cstdint>
+#include <functional>
+#include <map>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -36,14 +38,18 @@ struct prepared_event {
   std::string metadata;  // serialized annals.v1.EventMetadata; empty when there is none
 };
 
+// The schema version a store object stamps per event type (the versions it registered).
+// Immutable once shared: a registration publishes a new map, never edits one in place.
+using schema_versions = std::map<std::string, std::int32_t, std::less<>>;
+
 // Validates an append's stream id and events, assigns missing ids from `id_source`
-// (default: UUIDv7), stamps metadata.schema_version where it is 0 from `schema_version_of`
-// (when set; it returns 0 for an unregistered type) and serializes metadata. Moves payloads
-// out of `events`.
-result<std::vector<prepared_event>> prepare_append(
-    std::string_view stream_id, std::vector<event_data>& events,
-    const std::function<std::string()>& id_source,
-    const std::function<std::int32_t(std::string_view type)>& schema_version_of);
+// (default: UUIDv7), stamps metadata.schema_version where it is 0 from `versions` (when not
+// null; a type it does not list stays 0) and serializes metadata. Moves payloads out of
+// `events`.
+result<std::vector<prepared_event>> prepare_append(std::string_view stream_id,
+                                                   std::vector<event_data>& events,
+                                                   const std::function<std::string()>& id_source,
+                                                   const schema_versions* versions);
 
 // Encodes / decodes annals.v1.EventMetadata.
 std::string encode_metadata(const event_metadata& m);

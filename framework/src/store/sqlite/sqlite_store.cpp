@@ -9,16 +9,23 @@
 //
 // Reads: a small pool of reader connections; each read runs in pages of `page_size` rows,
 // one short read transaction per page, so a long fold neither holds memory nor pins the WAL.
+//
+// Schema registry (annals_schemas): a registration takes the group-commit leadership, so it
+// runs on the writer connection between two batches of appends, in its own BEGIN IMMEDIATE
+// transaction (which also serializes it against other processes). The versions it registered
+// are published as an immutable map swapped atomically; appends read it without a lock.
 #include "projection/internal.hpp"
 #include "store/prepared.hpp"
 #include "store/sqlite/sqlite.hpp"
 
+#include <annals/schema.hpp>
 #include <annals/upcaster.hpp>
 
 #include <fmt/format.h>
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <climits>
 #include <condition_variable>
@@ -36,7 +43,7 @@ using sqlite::statement;
 using store::prepared_event;
 
 constexpr std::int32_t application_id = 0x414E4E4C;  // "ANNL"
-constexpr int format_version = 1;
+constexpr int format_version = 2;
 constexpr std::int64_t page_size = 2048;
 
 constexpr const char* schema_sql = R"sql(
@@ -58,9 +65,36 @@ CREATE TABLE events(
 CREATE UNIQUE INDEX events_by_stream ON events(stream, stream_version);
 CREATE UNIQUE INDEX events_by_id ON events(event_id);
 PRAGMA application_id = 1095650892;
-PRAGMA user_version = 1;
+)sql";
+// Format 2 adds the schema registry and snapshots. Run on new stores after schema_sql, and on
+// format-1 stores when they are opened for writing.
+constexpr const char* format2_sql = R"sql(
+CREATE TABLE IF NOT EXISTS annals_schemas(
+  type           TEXT NOT NULL,
+  version        INTEGER NOT NULL,
+  compatibility  TEXT NOT NULL,
+  fingerprint    TEXT NOT NULL,
+  descriptor_set BLOB NOT NULL,
+  registered_at  INTEGER NOT NULL,
+  PRIMARY KEY(type, version)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS annals_snapshots(
+  stream   TEXT NOT NULL,
+  key      TEXT NOT NULL,
+  version  INTEGER NOT NULL,
+  state    BLOB NOT NULL,
+  taken_at INTEGER NOT NULL,
+  PRIMARY KEY(stream, key)
+) WITHOUT ROWID;
+PRAGMA user_version = 2;
 )sql";
 static_assert(application_id == 1095650892);
+
+const std::string select_schemas_sql =
+    "SELECT type, version, compatibility, fingerprint, descriptor_set, registered_at "
+    "FROM annals_schemas";
+const std::string select_schemas_of_type_sql =
+    select_schemas_sql + " WHERE type = ?1 ORDER BY version";
 
 result<std::int64_t> query_int(sqlite3* db, const char* sql, std::string_view what) {
   auto st = statement::prepare(db, sql);
@@ -171,8 +205,9 @@ class sqlite_store final : public event_store {
     if (options_.read_only) {
       return error(errc::invalid_argument, "the store was opened read-only");
     }
-    auto prepared = store::prepare_append(stream_id, events, options_.id_source,
-                                          schema_version_of_);
+    // Holds the map alive while it is read; a registration may publish a new one meanwhile.
+    const auto versions = schema_versions_.load(std::memory_order_acquire);
+    auto prepared = store::prepare_append(stream_id, events, options_.id_source, versions.get());
     if (!prepared) return std::move(prepared).error();
     pending_append req{stream_id, expected, std::move(prepared).value(), std::nullopt,
                        std::nullopt};
@@ -351,7 +386,177 @@ class sqlite_store final : public event_store {
     return lease.r->head.column_int64(0);
   }
 
+  result<std::vector<stored_schema>> read_schemas(std::string_view type) override {
+    if (!type.empty()) {
+      if (auto r = store::check_event_type(type); !r) return r.error();
+    }
+    auto r = checkout();
+    if (!r) return std::move(r).error();
+    lease lease(*this, std::move(r).value());
+    sqlite3* db = lease.r->conn.get();
+    // A format-1 store opened read-only has no registry table: it has no schemas. (Tables are
+    // never dropped, so checking first and reading after is safe.)
+    auto has = query_int(db,
+                         "SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND "
+                         "name = 'annals_schemas'",
+                         "cannot read the schema registry");
+    if (!has) return std::move(has).error();
+    std::vector<stored_schema> out;
+    if (has.value() == 0) return out;
+    auto st = statement::prepare(db, type.empty() ? select_schemas_sql + " ORDER BY type, version"
+                                                  : select_schemas_of_type_sql);
+    if (!st) return std::move(st).error();
+    if (!type.empty()) st->bind(1, type);
+    if (auto rows = read_schema_rows(*st, db, out); !rows) return rows.error();
+    return out;
+  }
+
+  result<std::vector<registered_type>> register_schemas(
+      const std::vector<schema_candidate>& candidates, const schema_check_fn& check) override {
+    if (options_.read_only) {
+      return error(errc::invalid_argument,
+                   "the store was opened read-only: it cannot register schemas");
+    }
+    for (std::size_t i = 0; i < candidates.size(); ++i) {
+      const auto& c = candidates[i];
+      if (auto r = store::check_event_type(c.type); !r) {
+        return error(errc::invalid_argument,
+                     fmt::format("schema candidate {}: {}", i, r.error().message()));
+      }
+      if (c.descriptor_set.empty() || c.fingerprint.empty()) {
+        return error(errc::invalid_argument,
+                     fmt::format("schema candidate '{}' has an empty descriptor set or "
+                                 "fingerprint",
+                                 c.type));
+      }
+      for (std::size_t j = 0; j < i; ++j) {
+        if (candidates[j].type == c.type) {
+          return error(errc::invalid_argument,
+                       fmt::format("type '{}' is registered twice in one call", c.type));
+        }
+      }
+    }
+    if (candidates.empty()) return std::vector<registered_type>{};
+    // The writer connection belongs to the group-commit leader: become the leader (waiting
+    // for the batch in flight), so appends queue behind the registration and no second
+    // connection competes for the write lock. Released on every path, exceptions included.
+    leadership lead(*this);
+    return register_as_leader(candidates, check);
+  }
+
  private:
+  // Holds the group-commit leadership (the writer connection) for its lifetime.
+  struct leadership {
+    explicit leadership(sqlite_store& s) : store(s) {
+      std::unique_lock lock(store.queue_mu_);
+      store.queue_cv_.wait(lock, [&] { return !store.leader_active_; });
+      store.leader_active_ = true;
+    }
+    ~leadership() {
+      if (!sqlite3_get_autocommit(store.writer_.get())) {
+        (void)sqlite3_exec(store.writer_.get(), "ROLLBACK", nullptr, nullptr, nullptr);
+      }
+      std::lock_guard lock(store.queue_mu_);
+      store.leader_active_ = false;
+      store.queue_cv_.notify_all();  // appenders queued meanwhile elect a new leader
+    }
+    leadership(const leadership&) = delete;
+    leadership& operator=(const leadership&) = delete;
+    sqlite_store& store;
+  };
+
+  static result<void> read_schema_rows(statement& st, sqlite3* db,
+                                       std::vector<stored_schema>& out) {
+    reset_guard g(st);
+    int rc;
+    while ((rc = st.step()) == SQLITE_ROW) {
+      stored_schema s;
+      s.type.assign(st.column_text(0));
+      s.version = static_cast<std::int32_t>(st.column_int64(1));
+      auto mode = parse_compatibility(st.column_text(2));
+      if (!mode) {
+        return error(errc::corruption,
+                     fmt::format("stored schema {} version {} has an unknown compatibility "
+                                 "mode '{}'",
+                                 s.type, s.version, st.column_text(2)));
+      }
+      s.mode = mode.value();
+      s.fingerprint.assign(st.column_text(3));
+      s.descriptor_set.assign(st.column_blob(4));
+      s.registered_at_us = st.column_int64(5);
+      out.push_back(std::move(s));
+    }
+    if (rc != SQLITE_DONE) return sqlite::make_error(rc, "cannot read the schema registry", db);
+    return {};
+  }
+
+  // register_schemas() once it holds the leadership: one BEGIN IMMEDIATE transaction.
+  result<std::vector<registered_type>> register_as_leader(
+      const std::vector<schema_candidate>& candidates, const schema_check_fn& check) {
+    sqlite3* db = writer_.get();
+    if (auto r = writer_.exec("BEGIN IMMEDIATE", "cannot start a write transaction"); !r) {
+      return r.error();
+    }
+    std::vector<stored_schema> stored;
+    {
+      auto st = statement::prepare(db, select_schemas_of_type_sql);
+      if (!st) return std::move(st).error();
+      for (const auto& c : candidates) {
+        st->bind(1, c.type);
+        if (auto rows = read_schema_rows(*st, db, stored); !rows) return rows.error();
+      }
+    }
+    if (check) {
+      if (auto r = check(stored); !r) return r.error();  // the leadership guard rolls back
+    }
+    auto insert = statement::prepare(
+        db,
+        "INSERT INTO annals_schemas(type, version, compatibility, fingerprint, descriptor_set, "
+        "registered_at) VALUES(?1, ?2, ?3, ?4, ?5, ?6)");
+    if (!insert) return std::move(insert).error();
+    std::int64_t now = options_.clock ? options_.clock() : store::system_clock_us();
+    std::vector<registered_type> out;
+    bool wrote = false;
+    for (const auto& c : candidates) {
+      registered_type t{c.type, 0, false};
+      std::int32_t latest = 0;
+      for (const auto& s : stored) {
+        if (s.type != c.type) continue;
+        latest = std::max(latest, s.version);
+        if (s.fingerprint == c.fingerprint) t.version = s.version;
+      }
+      if (t.version == 0) {  // a descriptor the store has not seen: its next version
+        t.version = latest + 1;
+        t.added = true;
+        reset_guard g(*insert);
+        insert->bind(1, c.type);
+        insert->bind(2, std::int64_t{t.version});
+        insert->bind(3, to_string(c.mode));
+        insert->bind(4, c.fingerprint);
+        insert->bind(5, statement::blob{c.descriptor_set.data(), c.descriptor_set.size()});
+        insert->bind(6, now);
+        if (int rc = insert->step(); rc != SQLITE_DONE) {
+          return sqlite::make_error(rc, fmt::format("cannot register schema {}", c.type), db);
+        }
+        wrote = true;
+      }
+      out.push_back(std::move(t));
+    }
+    if (wrote) {
+      if (auto r = writer_.exec("COMMIT", "cannot commit the schema registration"); !r) {
+        return r.error();
+      }
+    } else {
+      (void)writer_.exec("ROLLBACK", "cannot end a read-only registration");
+    }
+    // Still the leader: two registrations of this store object publish in order.
+    auto next = std::make_shared<store::schema_versions>();
+    if (auto current = schema_versions_.load(std::memory_order_acquire)) *next = *current;
+    for (const auto& t : out) (*next)[t.type] = t.version;
+    schema_versions_.store(std::move(next), std::memory_order_release);
+    return out;
+  }
+
   // The stored type names to select so that, after upcasting, `wanted` types are all found.
   std::vector<std::string> stored_types(const std::vector<std::string>& wanted) const {
     if (!options_.upcast || options_.upcast->empty() || wanted.empty()) return wanted;
@@ -744,9 +949,11 @@ class sqlite_store final : public event_store {
   std::unique_ptr<detail::sql_connection> inline_conn_;  // borrows writer_; leader only
   std::vector<statement> inline_reads_;  // per inline projection, on writer_; leader only
   std::vector<std::vector<std::string>> inline_types_;  // the stored types each one selects
-  // The schema version this store object stamps per type (set by register_schemas); empty
-  // until then. Must be thread-safe: called by appending threads.
-  std::function<std::int32_t(std::string_view)> schema_version_of_;
+  // The schema version this store object stamps per type: the versions that register_schemas
+  // registered (or found) for THIS process's descriptors, even if another process has since
+  // stored newer ones. Null until the first registration. Read by appending threads without
+  // a lock; replaced (never modified) by a registration while it holds the leadership.
+  std::atomic<std::shared_ptr<const store::schema_versions>> schema_versions_;
   std::mutex queue_mu_;
   std::condition_variable queue_cv_;
   std::deque<pending_append*> queue_;
@@ -787,6 +994,26 @@ result<void> refuse_foreign(connection& c, const std::string& path) {
   return {};
 }
 
+// Adds the format-2 tables to a format-1 store, in one write transaction; the format is read
+// again under the write lock, since another process may be upgrading the same file.
+result<void> upgrade_to_format_2(connection& c, const std::string& path) {
+  if (auto r = c.exec("BEGIN IMMEDIATE", "cannot upgrade the store format"); !r) return r;
+  auto version = query_int(c.get(), "PRAGMA user_version", "cannot read the store header");
+  if (!version) {
+    (void)c.exec("ROLLBACK", "rollback");
+    return std::move(version).error();
+  }
+  if (version.value() < format_version) {
+    if (auto r = c.exec(format2_sql, fmt::format("cannot upgrade '{}' to storage format {}", path,
+                                                 format_version));
+        !r) {
+      (void)c.exec("ROLLBACK", "rollback");
+      return r;
+    }
+  }
+  return c.exec("COMMIT", "cannot upgrade the store format");
+}
+
 // Creates the schema in an empty database, or checks that an existing one is ours.
 result<void> ensure_schema(connection& c, const std::string& path, bool read_only) {
   auto app = query_int(c.get(), "PRAGMA application_id", "cannot read the store header");
@@ -808,9 +1035,11 @@ result<void> ensure_schema(connection& c, const std::string& path, bool read_onl
                                path));
     }
     if (app.value() == 0) {
-      if (auto r = c.exec(schema_sql, "cannot create the store schema"); !r) {
-        (void)c.exec("ROLLBACK", "rollback");
-        return r;
+      for (const char* sql : {schema_sql, format2_sql}) {
+        if (auto r = c.exec(sql, "cannot create the store schema"); !r) {
+          (void)c.exec("ROLLBACK", "rollback");
+          return r;
+        }
       }
     }
     if (auto r = c.exec("COMMIT", "cannot initialize the store"); !r) return r;
@@ -828,6 +1057,9 @@ result<void> ensure_schema(connection& c, const std::string& path, bool read_onl
                  fmt::format("'{}' has storage format {}, newer than this Annals knows ({})", path,
                              version.value(), format_version));
   }
+  if (version.value() < format_version && !read_only) return upgrade_to_format_2(c, path);
+  // A read-only store of format 1 stays as it is: it simply has no schemas (read_schemas()
+  // checks whether the table exists).
   return {};
 }
 
