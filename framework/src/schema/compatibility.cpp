@@ -3,16 +3,14 @@
 // Direction: BACKWARD asks whether readers built from the candidate read events written with
 // the stored descriptor; FORWARD asks the reverse. Each rule knows which of the two it breaks,
 // so FULL is simply "either".
-#include <annals/schema.hpp>
+#include "schema/descriptor_pool.hpp"
 
-#include <google/protobuf/descriptor.h>
-#include <google/protobuf/descriptor.pb.h>
-#include <google/protobuf/descriptor_database.h>
+#include <annals/schema.hpp>
 
 #include <fmt/format.h>
 
-#include <memory>
 #include <set>
+#include <tuple>
 #include <utility>
 
 namespace annals {
@@ -20,16 +18,6 @@ namespace {
 
 namespace pb = google::protobuf;
 using field_type = pb::FieldDescriptor::Type;
-
-// A pool over a descriptor set; files are built on demand, in any order.
-struct pool_of {
-  explicit pool_of(const pb::FileDescriptorSet& set) {
-    for (const auto& f : set.file()) ok = db.Add(f) && ok;
-  }
-  pb::SimpleDescriptorDatabase db;
-  pb::DescriptorPool pool{&db};
-  bool ok = true;
-};
 
 // The conservative table of type changes that keep the wire format. Returns {breaks backward,
 // breaks forward}. A widening (every old value fits the new type) only breaks FORWARD: old
@@ -219,18 +207,19 @@ schema_check_report check_compatibility(const pb::FileDescriptorSet& stored_set,
   schema_check_report report;
   if (mode == compatibility::none) return report;
   std::string type(candidate_type);
-  // Pools own descriptors that point into each other: keep them on the heap, alive to the end.
-  auto stored = std::make_unique<pool_of>(stored_set);
-  auto candidate = std::make_unique<pool_of>(candidate_set);
-  const auto* s = stored->pool.FindMessageTypeByName(std::string(stored_type));
-  const auto* c = candidate->pool.FindMessageTypeByName(type);
-  if (!s || !c || !stored->ok || !candidate->ok) {
-    report.violations.push_back(
-        {type, "", "descriptor-invalid",
-         fmt::format("the {} descriptor set does not build or lacks {}",
-                     !s || !stored->ok ? "stored" : "candidate",
-                     !s || !stored->ok ? stored_type : candidate_type)});
-    return report;
+  schema_detail::set_pool stored(stored_set), candidate(candidate_set);
+  const auto* s = stored.pool().FindMessageTypeByName(std::string(stored_type));
+  const auto* c = candidate.pool().FindMessageTypeByName(type);
+  for (auto [found, pool, which, name] :
+       {std::tuple{s, &stored, "stored", stored_type}, {c, &candidate, "candidate", candidate_type}}) {
+    if (!found || !pool->errors().empty()) {
+      report.violations.push_back(
+          {type, "", "descriptor-invalid",
+           pool->errors().empty()
+               ? fmt::format("the {} descriptor set does not define {}", which, name)
+               : fmt::format("the {} descriptor set does not build: {}", which, pool->errors())});
+      return report;
+    }
   }
   checker check(type, mode, report);
   if (stored_type != candidate_type) {

@@ -1,11 +1,10 @@
 // The schema registry (annals/schema.hpp): descriptor sets, fingerprints, registration and the
 // offline check. The storage primitives are event_store::read_schemas / register_schemas; the
 // rules are in compatibility.cpp.
+#include "schema/descriptor_pool.hpp"
+
 #include <annals/schema.hpp>
 
-#include <google/protobuf/descriptor.h>
-#include <google/protobuf/descriptor.pb.h>
-#include <google/protobuf/descriptor_database.h>
 #include <google/protobuf/io/coded_stream.h>
 #include <google/protobuf/io/zero_copy_stream_impl_lite.h>
 
@@ -186,22 +185,15 @@ result<std::vector<registered_type>> register_event_types(
 result<schema_check_report> check_against_store(event_store& store,
                                                 const pb::FileDescriptorSet& candidates) {
   // The candidate set must build: every file with its dependencies.
-  pb::SimpleDescriptorDatabase db;
-  for (const auto& f : candidates.file()) {
-    if (!db.Add(f)) {
-      return error(errc::invalid_argument,
-                   fmt::format("the descriptor set holds file '{}' twice, differently",
-                               f.name()));
-    }
-  }
-  pb::DescriptorPool pool(&db);
+  schema_detail::set_pool candidate_pool(candidates);
   std::set<std::string> candidate_files;
   for (const auto& f : candidates.file()) {
-    if (!pool.FindFileByName(f.name())) {
+    if (!candidate_pool.pool().FindFileByName(f.name()) || !candidate_pool.errors().empty()) {
       return error(errc::invalid_argument,
-                   fmt::format("the descriptor set does not build: file '{}' is invalid or "
-                               "misses a dependency",
-                               f.name()));
+                   fmt::format("the descriptor set does not build: {}",
+                               candidate_pool.errors().empty()
+                                   ? fmt::format("file '{}' is invalid", f.name())
+                                   : candidate_pool.errors()));
     }
     candidate_files.insert(f.name());
   }
@@ -215,7 +207,7 @@ result<schema_check_report> check_against_store(event_store& store,
   std::set<std::tuple<std::string, std::string, std::string>> seen;
   for (const auto& [type, versions] : by_type) {
     compatibility mode = versions.back()->mode;  // the mode it was last registered with
-    const pb::Descriptor* candidate = pool.FindMessageTypeByName(type);
+    const pb::Descriptor* candidate = candidate_pool.pool().FindMessageTypeByName(type);
     if (!candidate) {
       // A set that still holds the file which defined the type, but not the type, renamed or
       // removed it; a set without that file is about other types.

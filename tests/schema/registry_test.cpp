@@ -1,0 +1,476 @@
+// The registry in the SQLite store: versions, no-op re-registration, refusal without writes,
+// stamping, several processes, format upgrade of a format-1 store, the offline check.
+#include "schema/descriptors.hpp"
+#include "support/support.hpp"
+
+#include <annals/schema.hpp>
+
+#include <doctest/doctest.h>
+#include <sqlite3.h>
+
+#include <atomic>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+using namespace annals;
+using namespace annals::test;
+
+namespace {
+
+// Version n of t.E: fields 1..n+1 (each version adds one optional field: BACKWARD-compatible).
+pb::FileDescriptorSet version_set(int n) {
+  std::string fields;
+  for (int i = 1; i <= n + 1; ++i) fields += field("f" + std::to_string(i), i, "TYPE_INT64");
+  return set_of(message("E", fields) + " " + message("G", field("x", 1, "TYPE_STRING")));
+}
+
+std::unique_ptr<event_store> open(const std::string& path, sqlite_options o = {}) {
+  auto s = open_sqlite_store(path, std::move(o));
+  REQUIRE_MESSAGE(s.ok(), (s.ok() ? "" : s.error().message()));
+  return std::move(s).value();
+}
+
+std::vector<registered_type> register_ok(event_store& store, const built_pool& pool,
+                                         std::vector<std::string> types,
+                                         compatibility mode = compatibility::backward) {
+  std::vector<schema_registration> regs;
+  for (const auto& t : types) regs.push_back({pool.find(t), mode});
+  auto r = register_event_types(store, regs);
+  REQUIRE_MESSAGE(r.ok(), (r.ok() ? "" : r.error().message()));
+  return std::move(r).value();
+}
+
+std::vector<stored_schema> schemas(event_store& store, std::string_view type = {}) {
+  auto r = store.read_schemas(type);
+  REQUIRE_MESSAGE(r.ok(), (r.ok() ? "" : r.error().message()));
+  return std::move(r).value();
+}
+
+event_data event_of(const std::string& type, std::int32_t schema_version = 0) {
+  event_data e;
+  e.type = type;
+  e.payload = "x";
+  e.metadata.schema_version = schema_version;
+  return e;
+}
+
+// schema_version of every event of a stream, in order.
+std::vector<std::int32_t> stamped(event_store& store, const std::string& stream) {
+  std::vector<std::int32_t> out;
+  auto r = store.read_stream(stream, {}, [&](const recorded_event& e) {
+    out.push_back(e.metadata.schema_version);
+    return true;
+  });
+  REQUIRE(r.ok());
+  return out;
+}
+
+std::int64_t sql_int(const std::string& path, const std::string& sql) {
+  sqlite3* db = nullptr;
+  REQUIRE(sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READONLY, nullptr) == SQLITE_OK);
+  sqlite3_stmt* st = nullptr;
+  REQUIRE(sqlite3_prepare_v2(db, sql.c_str(), -1, &st, nullptr) == SQLITE_OK);
+  REQUIRE(sqlite3_step(st) == SQLITE_ROW);
+  std::int64_t v = sqlite3_column_int64(st, 0);
+  sqlite3_finalize(st);
+  sqlite3_close(db);
+  return v;
+}
+
+void sql_exec(const std::string& path, const std::string& sql) {
+  sqlite3* db = nullptr;
+  REQUIRE(sqlite3_open(path.c_str(), &db) == SQLITE_OK);
+  char* err = nullptr;
+  int rc = sqlite3_exec(db, sql.c_str(), nullptr, nullptr, &err);
+  INFO((err ? err : ""));
+  sqlite3_free(err);
+  sqlite3_close(db);
+  REQUIRE(rc == SQLITE_OK);
+}
+
+// The format-1 layout, as sqlite_store.cpp created it before format 2, with one event.
+void create_format_1_store(const std::string& path) {
+  sql_exec(path, R"sql(
+PRAGMA journal_mode=WAL;
+CREATE TABLE streams(id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, version INTEGER NOT NULL);
+CREATE TABLE events(position INTEGER PRIMARY KEY, stream INTEGER NOT NULL,
+  stream_version INTEGER NOT NULL, event_id BLOB NOT NULL, type TEXT NOT NULL,
+  recorded_at INTEGER NOT NULL, metadata BLOB, payload BLOB NOT NULL);
+CREATE UNIQUE INDEX events_by_stream ON events(stream, stream_version);
+CREATE UNIQUE INDEX events_by_id ON events(event_id);
+PRAGMA application_id = 1095650892;
+PRAGMA user_version = 1;
+INSERT INTO streams(id, name, version) VALUES(1, 'old-1', 0);
+INSERT INTO events(stream, stream_version, event_id, type, recorded_at, metadata, payload)
+  VALUES(1, 0, x'0190a0b0c0d07000800000000000abcd', 't.E', 1700000000000000, NULL, x'0801');
+)sql");
+}
+
+// Whether `r` failed with `kind` and a message containing `text`.
+template <class R>
+bool fails_with(const R& r, errc kind, std::string_view text = {}) {
+  if (r.ok()) return false;
+  INFO(r.error().message());
+  return r.error().kind() == kind && r.error().message().find(text) != std::string::npos;
+}
+
+// check_against_store, which must succeed.
+schema_check_report checked(event_store& store, const pb::FileDescriptorSet& set) {
+  auto r = check_against_store(store, set);
+  REQUIRE_MESSAGE(r.ok(), (r.ok() ? "" : r.error().message()));
+  return std::move(r).value();
+}
+
+bool has_table(const std::string& path, const std::string& table) {
+  return sql_int(path, "SELECT count(*) FROM sqlite_schema WHERE name = '" + table + "'") == 1;
+}
+
+}  // namespace
+
+TEST_CASE("a registered type round-trips through the store") {
+  temp_dir dir;
+  auto store = open(dir.file("s.db"));
+  auto set = version_set(1);
+  auto pool = build(set);
+  auto regs = register_ok(*store, *pool, {"t.E"}, compatibility::full);
+  REQUIRE(regs.size() == 1);
+  CHECK(regs[0].type == "t.E");
+  CHECK(regs[0].version == 1);
+  CHECK(regs[0].added);
+
+  auto stored = schemas(*store, "t.E");
+  REQUIRE(stored.size() == 1);
+  const auto& s = stored[0];
+  CHECK(s.type == "t.E");
+  CHECK(s.version == 1);
+  CHECK(s.mode == compatibility::full);
+  CHECK(s.descriptor_set == descriptor_set_of(*pool->find("t.E")));
+  CHECK(s.fingerprint == schema_fingerprint(s.descriptor_set));
+  CHECK(s.fingerprint.size() == 32);
+  CHECK(s.registered_at_us > 0);
+  pb::FileDescriptorSet parsed;
+  REQUIRE(parsed.ParseFromString(s.descriptor_set));
+  REQUIRE(parsed.file_size() == 1);
+  CHECK(parsed.file(0).name() == "t.proto");
+  CHECK(schemas(*store, "t.G").empty());
+  CHECK(schemas(*store).size() == 1);
+}
+
+TEST_CASE("descriptor_set_of lists dependencies first, deterministically") {
+  pb::FileDescriptorSet set;
+  *set.add_file() = file_proto(message("Dep", field("x", 1, "TYPE_INT32")), "proto3", "dep.proto");
+  auto top = file_proto(message("Top", field("d", 1, "TYPE_MESSAGE", "LABEL_OPTIONAL",
+                                             "type_name: \".t.Dep\"")),
+                        "proto3", "top.proto");
+  top.add_dependency("dep.proto");
+  *set.add_file() = top;
+  auto pool = build(set);
+  std::string bytes = descriptor_set_of(*pool->find("t.Top"));
+  CHECK(bytes == descriptor_set_of(*pool->find("t.Top")));
+  pb::FileDescriptorSet out;
+  REQUIRE(out.ParseFromString(bytes));
+  REQUIRE(out.file_size() == 2);
+  CHECK(out.file(0).name() == "dep.proto");
+  CHECK(out.file(1).name() == "top.proto");
+  CHECK(schema_fingerprint(bytes) == schema_fingerprint(bytes));
+  CHECK(schema_fingerprint(bytes) != schema_fingerprint(bytes + " "));
+}
+
+TEST_CASE("changed descriptors become versions 1, 2, 3; an old one is found again, not added") {
+  temp_dir dir;
+  auto store = open(dir.file("s.db"));
+  std::vector<std::unique_ptr<built_pool>> pools;
+  for (int v = 1; v <= 3; ++v) {
+    pools.push_back(build(version_set(v)));
+    auto regs = register_ok(*store, *pools.back(), {"t.E"});
+    CHECK(regs[0].version == v);
+    CHECK(regs[0].added);
+  }
+  auto stored = schemas(*store, "t.E");
+  REQUIRE(stored.size() == 3);
+  for (int v = 1; v <= 3; ++v) CHECK(stored[v - 1].version == v);
+  // An old deployment registering version 1's descriptor again writes nothing and stamps 1.
+  auto again = register_ok(*store, *pools[0], {"t.E"});
+  CHECK(again[0].version == 1);
+  CHECK(!again[0].added);
+  CHECK(schemas(*store, "t.E").size() == 3);
+}
+
+TEST_CASE("registering an identical descriptor again writes nothing") {
+  temp_dir dir;
+  std::int64_t now = 1000;
+  sqlite_options o;
+  o.clock = [&] { return now; };
+  auto store = open(dir.file("s.db"), o);
+  auto pool = build(version_set(1));
+  register_ok(*store, *pool, {"t.E", "t.G"});
+  auto before = schemas(*store);
+  now = 2000;
+  auto regs = register_ok(*store, *pool, {"t.E", "t.G"});
+  for (const auto& r : regs) CHECK(!r.added);
+  auto after = schemas(*store);
+  REQUIRE(after.size() == before.size());
+  for (std::size_t i = 0; i < after.size(); ++i) {
+    CHECK(after[i].registered_at_us == 1000);
+    CHECK(after[i].fingerprint == before[i].fingerprint);
+  }
+  // Another store object (a restarted process) finds the same versions.
+  store.reset();
+  auto reopened = open(dir.file("s.db"));
+  auto regs2 = register_ok(*reopened, *pool, {"t.E", "t.G"});
+  CHECK(regs2[0].version == 1);
+  CHECK(!regs2[0].added);
+}
+
+TEST_CASE("a breaking change is refused with its report and nothing of the call is written") {
+  temp_dir dir;
+  auto store = open(dir.file("s.db"));
+  auto v1 = build(version_set(1));
+  register_ok(*store, *v1, {"t.E", "t.G"});
+  // E gains a field (fine), G changes x's type (breaking): all or nothing.
+  auto next = build(set_of(message("E", field("f1", 1, "TYPE_INT64") + field("f2", 2, "TYPE_INT64") +
+                                            field("f3", 3, "TYPE_INT64")) +
+                           " " + message("G", field("x", 1, "TYPE_INT32"))));
+  auto r = register_event_types(*store, {{next->find("t.E"), compatibility::backward},
+                                         {next->find("t.G"), compatibility::backward}});
+  REQUIRE(fails_with(r, errc::invalid_argument, "t.G: field x (1): field-type-changed"));
+  CHECK(fails_with(r, errc::invalid_argument, "against stored version 1"));
+  CHECK(schemas(*store).size() == 2);
+  // Events keep being stamped with what this process registered before.
+  REQUIRE(store->append("s", expected_version::any(), {event_of("t.E")}).ok());
+  CHECK(stamped(*store, "s") == std::vector<std::int32_t>{1});
+  // The same change with mode none is accepted.
+  auto ok = register_event_types(*store, {{next->find("t.G"), compatibility::none}});
+  REQUIRE(ok.ok());
+  CHECK(ok.value()[0].version == 2);
+}
+
+TEST_CASE("a change is checked against every stored version, not only the latest") {
+  temp_dir dir;
+  auto store = open(dir.file("s.db"));
+  auto with_b = build(set_of(message("E", field("a", 1, "TYPE_INT64") + field("b", 2, "TYPE_STRING"))));
+  auto b_reserved = build(set_of(message(
+      "E", field("a", 1, "TYPE_INT64") + " reserved_range { start: 2 end: 3 } reserved_name: \"b\"")));
+  auto b_reused = build(set_of(message("E", field("a", 1, "TYPE_INT64") + field("c", 2, "TYPE_INT32"))));
+  register_ok(*store, *with_b, {"t.E"});
+  register_ok(*store, *b_reserved, {"t.E"});
+  // Against version 2 alone this only adds a field; version 1 still has events with b (2).
+  auto r = register_event_types(*store, {{b_reused->find("t.E"), compatibility::backward}});
+  CHECK(fails_with(r, errc::invalid_argument, "field-type-changed"));
+  CHECK(fails_with(r, errc::invalid_argument, "against stored version 1"));
+}
+
+TEST_CASE("events appended after registration carry the version this store registered") {
+  temp_dir dir;
+  auto path = dir.file("s.db");
+  auto store = open(path);
+  REQUIRE(store->append("s", expected_version::any(), {event_of("t.E")}).ok());
+  auto v1 = build(version_set(1));
+  register_ok(*store, *v1, {"t.E"});
+  REQUIRE(store->append("s", expected_version::any(),
+                        {event_of("t.E"), event_of("t.Unregistered"), event_of("t.E", 7)})
+              .ok());
+  // Another process registers version 2; this one still writes with version 1's descriptor.
+  auto other = open(path);
+  auto v2 = build(version_set(2));
+  CHECK(register_ok(*other, *v2, {"t.E"})[0].version == 2);
+  REQUIRE(store->append("s", expected_version::any(), {event_of("t.E")}).ok());
+  REQUIRE(other->append("s", expected_version::any(), {event_of("t.E")}).ok());
+  CHECK(stamped(*store, "s") == std::vector<std::int32_t>{0, 1, 0, 7, 1, 2});
+}
+
+TEST_CASE("appends from many threads during a registration are stamped 0 or the new version") {
+  temp_dir dir;
+  sqlite_options o;
+  o.sync = durability::normal;
+  auto store = open(dir.file("s.db"), o);
+  auto v1 = build(version_set(1));
+  std::atomic<bool> failed{false};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < 50; ++i) {
+        if (!store->append("s-" + std::to_string(t), expected_version::any(), {event_of("t.E")})
+                 .ok()) {
+          failed = true;
+        }
+      }
+    });
+  }
+  register_ok(*store, *v1, {"t.E"});
+  for (auto& t : threads) t.join();
+  CHECK(!failed);
+  REQUIRE(store->append("s-0", expected_version::any(), {event_of("t.E")}).ok());
+  for (int t = 0; t < 4; ++t) {
+    auto v = stamped(*store, "s-" + std::to_string(t));
+    for (auto x : v) CHECK((x == 0 || x == 1));
+    if (t == 0) CHECK(v.back() == 1);
+  }
+}
+
+TEST_CASE("processes registering concurrently end with one row per descriptor, in order") {
+  temp_dir dir;
+  auto path = dir.file("s.db");
+  open(path);  // create the store first
+  std::vector<std::unique_ptr<built_pool>> pools;
+  for (int v = 1; v <= 3; ++v) pools.push_back(build(version_set(v)));
+  std::vector<pid_t> children;
+  for (int c = 0; c < 4; ++c) {
+    children.push_back(fork_child([&] {
+      auto s = open_sqlite_store(path);
+      if (!s) return 10;
+      for (int v = 1; v <= 3; ++v) {
+        auto r = register_event_types(**s, {{pools[v - 1]->find("t.E"), compatibility::backward}});
+        if (!r) return 20 + v;
+        if (r.value()[0].version != v) return 30 + v;
+      }
+      return 0;
+    }));
+  }
+  for (auto pid : children) CHECK(wait_child(pid) == 0);
+  auto store = open(path);
+  auto stored = schemas(*store, "t.E");
+  REQUIRE(stored.size() == 3);
+  std::set<std::string> fingerprints;
+  for (int v = 1; v <= 3; ++v) {
+    CHECK(stored[v - 1].version == v);
+    CHECK(stored[v - 1].fingerprint ==
+          schema_fingerprint(descriptor_set_of(*pools[v - 1]->find("t.E"))));
+    fingerprints.insert(stored[v - 1].fingerprint);
+  }
+  CHECK(fingerprints.size() == 3);
+}
+
+TEST_CASE("a read-only store reads schemas and refuses to register") {
+  temp_dir dir;
+  auto path = dir.file("s.db");
+  auto v1 = build(version_set(1));
+  register_ok(*open(path), *v1, {"t.E"});
+  sqlite_options o;
+  o.read_only = true;
+  auto ro = open(path, o);
+  CHECK(schemas(*ro).size() == 1);
+  auto r = register_event_types(*ro, {{v1->find("t.E"), compatibility::backward}});
+  CHECK(fails_with(r, errc::invalid_argument, "read-only"));
+}
+
+TEST_CASE("bad registrations are invalid_argument") {
+  temp_dir dir;
+  auto store = open(dir.file("s.db"));
+  auto r = register_event_types(*store, {{nullptr, compatibility::backward}});
+  CHECK(fails_with(r, errc::invalid_argument));
+  auto v1 = build(version_set(1));
+  auto twice = register_event_types(*store, {{v1->find("t.E"), compatibility::backward},
+                                             {v1->find("t.E"), compatibility::backward}});
+  CHECK(fails_with(twice, errc::invalid_argument));
+  auto empty = store->register_schemas({schema_candidate{"t.E", compatibility::backward, "", ""}},
+                                       nullptr);
+  CHECK(fails_with(empty, errc::invalid_argument));
+  auto bad_type = store->read_schemas("not a type");
+  CHECK(fails_with(bad_type, errc::invalid_argument));
+  CHECK(schemas(*store).empty());
+}
+
+TEST_CASE("a format-1 store is upgraded to format 2 when opened for writing") {
+  temp_dir dir;
+  auto path = dir.file("v1.db");
+  create_format_1_store(path);
+  CHECK(!has_table(path, "annals_schemas"));
+  auto store = open(path);
+  CHECK(sql_int(path, "PRAGMA user_version") == 2);
+  CHECK(has_table(path, "annals_schemas"));
+  CHECK(has_table(path, "annals_snapshots"));
+  // The old event is still there, and the registry works.
+  auto versions = stamped(*store, "old-1");
+  CHECK(versions == std::vector<std::int32_t>{0});
+  auto v1 = build(version_set(1));
+  CHECK(register_ok(*store, *v1, {"t.E"})[0].version == 1);
+  REQUIRE(store->append("old-1", expected_version::exact(0), {event_of("t.E")}).ok());
+  CHECK(stamped(*store, "old-1") == std::vector<std::int32_t>{0, 1});
+  // Opening again is a no-op.
+  store.reset();
+  auto again = open(path);
+  CHECK(sql_int(path, "PRAGMA user_version") == 2);
+  CHECK(schemas(*again).size() == 1);
+}
+
+TEST_CASE("a format-1 store opened read-only stays format 1 and has no schemas") {
+  temp_dir dir;
+  auto path = dir.file("v1.db");
+  create_format_1_store(path);
+  sqlite_options o;
+  o.read_only = true;
+  auto store = open(path, o);
+  CHECK(schemas(*store).empty());
+  CHECK(schemas(*store, "t.E").empty());
+  CHECK(stamped(*store, "old-1") == std::vector<std::int32_t>{0});
+  auto v1 = build(version_set(1));
+  CHECK(!register_event_types(*store, {{v1->find("t.E"), compatibility::backward}}).ok());
+  CHECK(sql_int(path, "PRAGMA user_version") == 1);
+  CHECK(!has_table(path, "annals_schemas"));
+}
+
+TEST_CASE("a store of a newer format is refused, read-write and read-only") {
+  temp_dir dir;
+  auto path = dir.file("v3.db");
+  open(path);
+  sql_exec(path, "PRAGMA user_version = 3");
+  for (bool read_only : {false, true}) {
+    sqlite_options o;
+    o.read_only = read_only;
+    auto s = open_sqlite_store(path, o);
+    CHECK(fails_with(s, errc::corruption, "storage format 3, newer"));
+  }
+}
+
+TEST_CASE("check_against_store: compatible, breaking, renamed, unrelated and invalid sets") {
+  temp_dir dir;
+  auto store = open(dir.file("s.db"));
+  auto v1 = build(version_set(1));
+  register_ok(*store, *v1, {"t.E", "t.G"});
+
+  CHECK(checked(*store, version_set(1)).compatible());
+  CHECK(checked(*store, version_set(2)).compatible());
+
+  auto breaking = checked(
+      *store, set_of(message("E", field("f1", 1, "TYPE_STRING") + field("f2", 2, "TYPE_INT64")) +
+                     " " + message("G", field("x", 1, "TYPE_STRING"))));
+  REQUIRE(breaking.violations.size() == 1);
+  CHECK(breaking.violations[0].type == "t.E");
+  CHECK(breaking.violations[0].field == "f1 (1)");
+  CHECK(breaking.violations[0].rule == "field-type-changed");
+
+  // t.proto still there, t.G gone (renamed to t.H): a rename.
+  auto renamed = checked(
+      *store, set_of(message("E", field("f1", 1, "TYPE_INT64") + field("f2", 2, "TYPE_INT64")) +
+                     " " + message("H", field("x", 1, "TYPE_STRING"))));
+  REQUIRE(renamed.violations.size() == 1);
+  CHECK(renamed.violations[0].type == "t.G");
+  CHECK(renamed.violations[0].rule == "type-renamed");
+
+  // A set about other files says nothing about t.E and t.G.
+  pb::FileDescriptorSet other;
+  *other.add_file() = file_proto(message("Z", field("z", 1, "TYPE_BOOL")), "proto3", "other.proto");
+  CHECK(checked(*store, other).compatible());
+
+  // A set that does not build (a missing dependency) is bad input.
+  pb::FileDescriptorSet broken;
+  auto f = file_proto(message("E", field("d", 1, "TYPE_MESSAGE", "LABEL_OPTIONAL",
+                                         "type_name: \".t.Dep\"")));
+  f.add_dependency("dep.proto");
+  *broken.add_file() = f;
+  auto bad = check_against_store(*store, broken);
+  CHECK(fails_with(bad, errc::invalid_argument, "dep.proto"));
+}
+
+TEST_CASE("check_against_store uses the mode each type was registered with") {
+  temp_dir dir;
+  auto store = open(dir.file("s.db"));
+  auto v1 = build(version_set(1));
+  register_ok(*store, *v1, {"t.E", "t.G"}, compatibility::none);
+  CHECK(checked(*store, set_of(message("E", field("f1", 1, "TYPE_STRING")) + " " +
+                                message("G", field("x", 1, "TYPE_INT32"))))
+            .compatible());
+}
