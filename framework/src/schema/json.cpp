@@ -1,0 +1,154 @@
+// Stored events to JSON from stored descriptors (annals/json.hpp).
+#include <fmt/format.h>
+#include <google/protobuf/descriptor.h>
+#include <google/protobuf/descriptor.pb.h>
+#include <google/protobuf/descriptor_database.h>
+#include <google/protobuf/dynamic_message.h>
+#include <google/protobuf/util/json_util.h>
+
+#include <annals/json.hpp>
+#include <map>
+#include <utility>
+
+namespace annals {
+
+namespace pb = google::protobuf;
+
+namespace {
+// One stored schema made usable: its own pool (versions of one type define the same file
+// names, so they cannot share a pool) and a message factory.
+struct loaded_schema {
+  pb::SimpleDescriptorDatabase db;
+  std::unique_ptr<pb::DescriptorPool> pool;
+  std::unique_ptr<pb::DynamicMessageFactory> factory;
+  const pb::Descriptor* type = nullptr;
+  std::string error;  // set when the descriptor set is unusable
+};
+}  // namespace
+
+struct payload_decoder::impl {
+  std::vector<stored_schema> schemas;
+  std::map<std::pair<std::string, std::int32_t>, std::unique_ptr<loaded_schema>, std::less<>>
+      loaded;
+
+  const loaded_schema& load(const stored_schema& s) {
+    auto key = std::make_pair(s.type, s.version);
+    if (auto it = loaded.find(key); it != loaded.end()) return *it->second;
+    auto l = std::make_unique<loaded_schema>();
+    pb::FileDescriptorSet set;
+    if (!set.ParseFromString(s.descriptor_set)) {
+      l->error = fmt::format("the stored descriptor set of {} version {} does not parse", s.type,
+                             s.version);
+    } else {
+      for (const auto& f : set.file()) {
+        if (!l->db.Add(f)) {
+          l->error = fmt::format("the stored descriptor set of {} version {} repeats file '{}'",
+                                 s.type, s.version, f.name());
+          break;
+        }
+      }
+    }
+    if (l->error.empty()) {
+      l->pool = std::make_unique<pb::DescriptorPool>(&l->db);
+      l->type = l->pool->FindMessageTypeByName(s.type);
+      if (!l->type) {
+        l->error = fmt::format(
+            "the stored descriptor set of {} version {} does not define "
+            "the type (or does not build)",
+            s.type, s.version);
+      } else {
+        l->factory = std::make_unique<pb::DynamicMessageFactory>(l->pool.get());
+      }
+    }
+    return *loaded.emplace(std::move(key), std::move(l)).first->second;
+  }
+
+  // A parsed message of `s`'s type, or an error.
+  result<std::unique_ptr<pb::Message>> parse(const stored_schema& s, std::string_view payload) {
+    const loaded_schema& l = load(s);
+    if (!l.error.empty()) return error(errc::invalid_argument, l.error);
+    std::unique_ptr<pb::Message> m(l.factory->GetPrototype(l.type)->New());
+    if (!m->ParseFromArray(payload.data(), static_cast<int>(payload.size()))) {
+      return error(errc::corruption, fmt::format("payload does not parse as {} (schema version {})",
+                                                 s.type, s.version));
+    }
+    return m;
+  }
+};
+
+payload_decoder::payload_decoder(std::vector<stored_schema> schemas)
+    : impl_(std::make_unique<impl>()) {
+  impl_->schemas = std::move(schemas);
+}
+payload_decoder::~payload_decoder() = default;
+payload_decoder::payload_decoder(payload_decoder&&) noexcept = default;
+payload_decoder& payload_decoder::operator=(payload_decoder&&) noexcept = default;
+
+result<payload_decoder> payload_decoder::from_store(event_store& store) {
+  auto s = store.read_schemas();
+  if (!s) {
+    if (s.error().kind() == errc::invalid_argument) return payload_decoder{};
+    return std::move(s).error();
+  }
+  return payload_decoder(std::move(s).value());
+}
+
+const std::vector<stored_schema>& payload_decoder::schemas() const noexcept {
+  return impl_->schemas;
+}
+
+const stored_schema* payload_decoder::find(std::string_view type,
+                                           std::int32_t version) const noexcept {
+  for (const auto& s : impl_->schemas) {
+    if (s.type == type && s.version == version) return &s;
+  }
+  return nullptr;
+}
+
+const stored_schema* payload_decoder::pick(std::string_view type,
+                                           std::int32_t version) const noexcept {
+  const stored_schema* latest = nullptr;
+  for (const auto& s : impl_->schemas) {
+    if (s.type != type) continue;
+    if (s.version == version) return &s;
+    if (!latest || s.version > latest->version) latest = &s;
+  }
+  return latest;
+}
+
+result<std::string> payload_decoder::to_json(std::string_view type, std::int32_t version,
+                                             std::string_view payload) {
+  const stored_schema* s = pick(type, version);
+  if (!s) {
+    return error(errc::not_found, fmt::format("the store has no schema for event type '{}'", type));
+  }
+  auto m = impl_->parse(*s, payload);
+  if (!m) return std::move(m).error();
+  pb::util::JsonPrintOptions options;
+  options.preserve_proto_field_names = true;
+  std::string out;
+  auto status = pb::util::MessageToJsonString(**m, &out, options);
+  if (!status.ok()) {
+    return error(errc::corruption, fmt::format("payload of type {} cannot be written as JSON: {}",
+                                               type, status.ToString()));
+  }
+  return out;
+}
+
+result<std::string> payload_decoder::to_json(const recorded_event& event) {
+  return to_json(event.type, event.metadata.schema_version, event.payload);
+}
+
+result<void> payload_decoder::check(const stored_schema& schema, std::string_view payload) {
+  auto m = impl_->parse(schema, payload);
+  if (!m) return std::move(m).error();
+  return {};
+}
+
+result<std::string> payload_decoder::describe(const stored_schema& schema) {
+  const loaded_schema& l = impl_->load(schema);
+  if (!l.error.empty()) return error(errc::invalid_argument, l.error);
+  return l.type->file()->DebugString();
+}
+
+}  // namespace annals

@@ -1,0 +1,629 @@
+// The `annals` tool end to end, through its real executable: every command, verify catching
+// each kind of tampered row, export/import byte for byte, and bad stores and bad input.
+#include <doctest/doctest.h>
+#include <google/protobuf/descriptor.pb.h>
+#include <signal.h>
+#include <sqlite3.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <annals/schema.hpp>
+#include <chrono>
+#include <fstream>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "bank/v1/events.pb.h"
+#include "support/support.hpp"
+
+using annals::test::process_result;
+using annals::test::temp_dir;
+
+namespace {
+
+bool contains(const std::string& s, const std::string& part) {
+  return s.find(part) != std::string::npos;
+}
+std::size_t lines(const std::string& s) { return std::count(s.begin(), s.end(), '\n'); }
+
+// Raw SQL on a store file, for tampering and for byte-for-byte comparisons.
+void exec_sql(const std::string& db, const std::string& sql) {
+  sqlite3* c = nullptr;
+  REQUIRE(sqlite3_open(db.c_str(), &c) == SQLITE_OK);
+  char* msg = nullptr;
+  int rc = sqlite3_exec(c, sql.c_str(), nullptr, nullptr, &msg);
+  std::string why = msg ? msg : "";
+  sqlite3_free(msg);
+  sqlite3_close(c);
+  INFO(sql << ": " << why);
+  REQUIRE(rc == SQLITE_OK);
+}
+// Every row of `sql`, each column quote()d, one row per line.
+std::string dump_sql(const std::string& db, const std::string& sql) {
+  sqlite3* c = nullptr;
+  REQUIRE(sqlite3_open_v2(db.c_str(), &c, SQLITE_OPEN_READONLY, nullptr) == SQLITE_OK);
+  sqlite3_stmt* st = nullptr;
+  REQUIRE(sqlite3_prepare_v2(c, sql.c_str(), -1, &st, nullptr) == SQLITE_OK);
+  std::string out;
+  while (sqlite3_step(st) == SQLITE_ROW) {
+    for (int i = 0; i < sqlite3_column_count(st); ++i) {
+      auto t = sqlite3_column_text(st, i);
+      out += t ? reinterpret_cast<const char*>(t) : "NULL";
+      out += '|';
+    }
+    out += '\n';
+  }
+  sqlite3_finalize(st);
+  sqlite3_close(c);
+  return out;
+}
+
+// The projection tables as docs/storage-format.md documents them.
+void create_projection_tables(const std::string& db) {
+  exec_sql(db,
+           "CREATE TABLE annals_projections(name TEXT PRIMARY KEY, version INTEGER NOT NULL, "
+           "checkpoint INTEGER NOT NULL, stuck_position INTEGER, error TEXT, "
+           "events_per_s REAL NOT NULL DEFAULT 0, updated_at INTEGER NOT NULL);"
+           "CREATE TABLE annals_parked(projection TEXT NOT NULL, position INTEGER NOT NULL, "
+           "stream_id TEXT NOT NULL, stream_version INTEGER NOT NULL, event_id TEXT NOT NULL, "
+           "type TEXT NOT NULL, error TEXT NOT NULL, attempts INTEGER NOT NULL, "
+           "parked_at INTEGER NOT NULL, state TEXT NOT NULL, resolved_at INTEGER, "
+           "PRIMARY KEY(projection, position));");
+}
+
+annals::event_data event(const google::protobuf::Message& m, annals::event_metadata meta = {}) {
+  return {"", m.GetDescriptor()->full_name(), m.SerializeAsString(), std::move(meta)};
+}
+
+// A store with registered bank schemas and five events in three streams:
+// 1 acc-1@0 opened, 2 acc-1@1 deposited 1250 (with metadata), 3 acc-2@0 opened,
+// 4 other-1@0 deposited 7, 5 acc-1@2 withdrawn 250.
+void seed(const std::string& db) {
+  auto store = annals::open_store(db).value_or_throw();
+  auto reg = annals::register_event_types(*store, {{bank::v1::AccountOpened::descriptor()},
+                                                   {bank::v1::MoneyDeposited::descriptor()},
+                                                   {bank::v1::MoneyWithdrawn::descriptor()}});
+  REQUIRE(reg.ok());
+  bank::v1::AccountOpened opened;
+  opened.set_account_id("acc-1");
+  opened.set_owner("Ann Smith");
+  bank::v1::MoneyDeposited dep;
+  dep.set_account_id("acc-1");
+  dep.set_amount_cents(1250);
+  annals::event_metadata meta;
+  meta.correlation_id = "corr-1";
+  meta.causation_id = "cause-1";
+  meta.traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+  meta.headers = {{"user", "ann"}, {"source", "test"}};
+  REQUIRE(store
+              ->append("acc-1", annals::expected_version::no_stream(),
+                       {event(opened), event(dep, meta)})
+              .ok());
+  opened.set_account_id("acc-2");
+  REQUIRE(store->append("acc-2", annals::expected_version::no_stream(), {event(opened)}).ok());
+  dep.set_account_id("other-1");
+  dep.set_amount_cents(7);
+  REQUIRE(store->append("other-1", annals::expected_version::any(), {event(dep)}).ok());
+  bank::v1::MoneyWithdrawn w;
+  w.set_account_id("acc-1");
+  w.set_amount_cents(250);
+  REQUIRE(store->append("acc-1", annals::expected_version::exact(1), {event(w)}).ok());
+}
+
+struct annals_cli {
+  temp_dir dir;
+  std::string db = dir.file("store.db");
+  // Runs `annals ARGS... --db DB`.
+  process_result operator()(std::vector<std::string> args) const { return on(db, args); }
+  process_result on(const std::string& store, std::vector<std::string> args) const {
+    args.insert(args.begin(), ANNALS_EXE);
+    args.push_back("--db");
+    args.push_back(store);
+    return annals::test::run(args);
+  }
+};
+
+struct seeded_cli : annals_cli {
+  seeded_cli() { seed(db); }
+};
+
+void write_file(const std::string& path, const std::string& data) {
+  std::ofstream f(path, std::ios::binary | std::ios::trunc);
+  f << data;
+}
+std::string read_file(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  std::stringstream s;
+  s << f.rdbuf();
+  return s.str();
+}
+
+// Verify must exit 1 and report `check` at `position` ("store" for whole-store problems).
+void expect_problem(const annals_cli& cli, const std::string& where, const std::string& check) {
+  auto r = cli({"verify"});
+  INFO(r.out << r.err);
+  CHECK(r.exit_code == 1);
+  CHECK(contains(r.out, where + ": " + check + ":"));
+}
+
+}  // namespace
+
+TEST_CASE("streams lists ids, versions and event counts, with prefix and limit") {
+  seeded_cli cli;
+  auto r = cli({"streams"});
+  CHECK(r.exit_code == 0);
+  CHECK(r.out ==
+        "acc-1\tversion 2\t3 events\nacc-2\tversion 0\t1 events\nother-1\tversion 0\t1 events\n");
+  r = cli({"streams", "--prefix", "acc-"});
+  CHECK(lines(r.out) == 2);
+  CHECK(!contains(r.out, "other-1"));
+  r = cli({"streams", "--limit", "1"});
+  CHECK(r.out == "acc-1\tversion 2\t3 events\n");
+  CHECK(cli({"streams", "--prefix", "zzz"}).out.empty());
+}
+
+TEST_CASE("read shows each event's metadata and its payload decoded from the stored schema") {
+  seeded_cli cli;
+  auto r = cli({"read", "acc-1"});
+  INFO(r.err);
+  REQUIRE(r.exit_code == 0);
+  CHECK(contains(r.out, "#1 acc-1@0 bank.v1.AccountOpened 20"));
+  CHECK(contains(r.out, "#2 acc-1@1 bank.v1.MoneyDeposited"));
+  CHECK(contains(r.out, "schema=1"));
+  CHECK(contains(r.out, "correlation=corr-1 causation=cause-1 traceparent=00-0af7"));
+  CHECK(contains(r.out, "header user=ann\n  header source=test"));
+  CHECK(contains(r.out, R"({"account_id":"acc-1","amount_cents":"1250"})"));
+  CHECK(contains(r.out, R"({"account_id":"acc-1","owner":"Ann Smith"})"));
+  // recorded_at is ISO-8601 UTC with microseconds.
+  CHECK(contains(r.out, "Z\n"));
+
+  r = cli({"read", "acc-1", "--backward", "--limit", "2"});
+  auto newest = r.out.find("#5 acc-1@2"), older = r.out.find("#2 acc-1@1");
+  CHECK(newest != std::string::npos);
+  CHECK(older != std::string::npos);
+  CHECK(newest < older);
+  CHECK(!contains(r.out, "#1 "));
+  r = cli({"read", "acc-1", "--from", "2"});
+  CHECK(contains(r.out, "#5 acc-1@2"));
+  CHECK(!contains(r.out, "#2 "));
+}
+
+TEST_CASE("read --json prints one JSON object per event with metadata and decoded payload") {
+  seeded_cli cli;
+  auto r = cli({"read", "acc-1", "--json"});
+  REQUIRE(r.exit_code == 0);
+  CHECK(lines(r.out) == 3);
+  std::istringstream in(r.out);
+  std::string line;
+  std::getline(in, line);
+  CHECK(line.front() == '{');
+  CHECK(line.back() == '}');
+  CHECK(contains(line, R"("position":"1")"));
+  CHECK(contains(line, R"("stream_id":"acc-1")"));
+  CHECK(contains(line, R"("payload_json":{"account_id":"acc-1","owner":"Ann Smith"})"));
+  std::getline(in, line);
+  CHECK(contains(line, R"("stream_version":"1")"));
+  CHECK(contains(line, R"("correlation_id":"corr-1")"));
+  CHECK(contains(line,
+                 R"("headers":[{"key":"user","value":"ann"},{"key":"source","value":"test"}])"));
+  CHECK(contains(line, R"("schema_version":1)"));
+  CHECK(contains(line, R"("recorded_at":"20)"));
+  CHECK(contains(line, R"("amount_cents":"1250")"));
+}
+
+TEST_CASE("read of a missing stream exits 1 and says so") {
+  seeded_cli cli;
+  auto r = cli({"read", "nope"});
+  CHECK(r.exit_code == 1);
+  CHECK(contains(r.err, "stream 'nope' not found"));
+  CHECK(r.out.empty());
+}
+
+TEST_CASE("tail shows $all in position order, filtered by position, type and prefix") {
+  seeded_cli cli;
+  auto r = cli({"tail"});
+  REQUIRE(r.exit_code == 0);
+  std::size_t last = 0;
+  for (int p = 1; p <= 5; ++p) {
+    auto at = r.out.find("#" + std::to_string(p) + " ");
+    REQUIRE(at != std::string::npos);
+    CHECK(at >= last);
+    last = at;
+  }
+  r = cli({"tail", "--from", "4"});
+  CHECK(!contains(r.out, "#3 "));
+  CHECK(contains(r.out, "#4 other-1@0"));
+  CHECK(contains(r.out, "#5 acc-1@2"));
+  r = cli({"tail", "--type", "bank.v1.MoneyDeposited", "--type", "bank.v1.MoneyWithdrawn"});
+  CHECK(contains(r.out, "#2 "));
+  CHECK(contains(r.out, "#4 "));
+  CHECK(contains(r.out, "#5 "));
+  CHECK(!contains(r.out, "AccountOpened"));
+  r = cli({"tail", "--prefix", "other", "--json"});
+  CHECK(lines(r.out) == 1);
+  CHECK(contains(r.out, R"("stream_id":"other-1")"));
+}
+
+TEST_CASE("tail --follow prints events committed later until SIGTERM, then exits 0") {
+  seeded_cli cli;
+  int out[2];
+  REQUIRE(pipe(out) == 0);
+  pid_t pid = fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    dup2(out[1], 1);
+    close(out[0]);
+    close(out[1]);
+    execl(ANNALS_EXE, ANNALS_EXE, "tail", "--follow", "--from", "5", "--db", cli.db.c_str(),
+          static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  close(out[1]);
+  auto read_until = [&](const std::string& wanted) {
+    std::string seen;
+    char buf[4096];
+    // Generous: only a failing test waits this long.
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+    while (!contains(seen, wanted) && std::chrono::steady_clock::now() < deadline) {
+      ssize_t n = read(out[0], buf, sizeof buf);
+      if (n <= 0) break;
+      seen.append(buf, static_cast<std::size_t>(n));
+    }
+    return seen;
+  };
+  CHECK(contains(read_until("#5 "), "#5 acc-1@2"));
+  {
+    auto store = annals::open_store(cli.db).value_or_throw();
+    bank::v1::MoneyDeposited dep;
+    dep.set_account_id("late");
+    dep.set_amount_cents(99);
+    REQUIRE(store->append("late", annals::expected_version::any(), {event(dep)}).ok());
+  }
+  auto seen = read_until("amount_cents");
+  CHECK(contains(seen, "#6 late@0 bank.v1.MoneyDeposited"));
+  CHECK(contains(seen, R"("amount_cents":"99")"));
+  kill(pid, SIGTERM);
+  CHECK(annals::test::wait_child(pid) == 0);
+  close(out[0]);
+}
+
+TEST_CASE("stats shows counts, sizes, largest streams, event types, schemas and projections") {
+  seeded_cli cli;
+  auto r = cli({"stats"});
+  INFO(r.out << r.err);
+  REQUIRE(r.exit_code == 0);
+  CHECK(contains(r.out, "events           5\n"));
+  CHECK(contains(r.out, "streams          3\n"));
+  CHECK(contains(r.out, "head position    5\n"));
+  CHECK(contains(r.out, "schemas          3\n"));
+  CHECK(contains(r.out, "snapshots        0\n"));
+  CHECK(contains(r.out, "largest streams:\n  acc-1\t3 events\tversion 2\n"));
+  CHECK(contains(r.out, "  bank.v1.MoneyDeposited\t2 events\t"));
+  CHECK(contains(r.out, "  bank.v1.MoneyWithdrawn\t1 events\t"));
+  CHECK(!contains(r.out, "projections:"));
+  create_projection_tables(cli.db);
+  exec_sql(cli.db, "INSERT INTO annals_projections VALUES('balances', 2, 3, NULL, NULL, 0, 0);");
+  r = cli({"stats"});
+  CHECK(contains(r.out, "projections:\n  balances\tversion 2\tcheckpoint 3\tlag 2\tparked 0\n"));
+}
+
+TEST_CASE("verify passes a healthy store") {
+  seeded_cli cli;
+  auto r = cli({"verify"});
+  INFO(r.out << r.err);
+  CHECK(r.exit_code == 0);
+  CHECK(r.out == "ok: no problems found\n");
+}
+
+// One tampered row per case: the SQL that damages a healthy seeded store, and what verify
+// must report (where and which check).
+struct tampering {
+  const char* what;
+  const char* sql;
+  const char* where;
+  const char* check;
+};
+const tampering tamperings[] = {
+    {"a duplicate version",
+     "DROP INDEX events_by_stream;"
+     "UPDATE events SET stream_version = 1 WHERE position = 5",
+     "position 5", "version-duplicate"},
+    {"a missing stream row", "DELETE FROM streams WHERE name = 'acc-2'", "position 3",
+     "stream-row-missing"},
+    {"a malformed event id", "UPDATE events SET event_id = X'0102' WHERE position = 3",
+     "position 3", "event-id"},
+    {"a duplicate event id",
+     "DROP INDEX events_by_id; UPDATE events SET event_id = "
+     "(SELECT event_id FROM events WHERE position = 1) WHERE position = 4",
+     "position 1", "event-id-duplicate"},
+    {"an undecodable payload", "UPDATE events SET payload = X'FFFFFFFF' WHERE position = 2",
+     "position 2", "payload"},
+    {"a payload that is not a blob", "UPDATE events SET payload = 'text' WHERE position = 2",
+     "position 2", "payload"},
+    {"malformed metadata", "UPDATE events SET metadata = X'0AFF' WHERE position = 2", "position 2",
+     "metadata"},
+    {"metadata with invalid UTF-8", "UPDATE events SET metadata = X'0A02C328' WHERE position = 2",
+     "position 2", "metadata"},
+    {"a schema version the store does not have",
+     "UPDATE events SET metadata = X'2809' WHERE position = 4", "position 4", "schema-version"},
+    {"a type without a stored schema",
+     "UPDATE events SET type = 'other.v1.Unknown' WHERE position = 3", "position 3",
+     "type-unregistered"},
+    {"a malformed type", "UPDATE events SET type = 'not a type' WHERE position = 3", "position 3",
+     "type"},
+    {"an implausible recorded_at", "UPDATE events SET recorded_at = 5 WHERE position = 3",
+     "position 3", "recorded-at"},
+    {"a recorded_at going back in time",
+     "UPDATE events SET recorded_at = recorded_at - 1000000 WHERE position = 4", "position 4",
+     "recorded-at-decreasing"},
+};
+
+TEST_CASE("verify reports each kind of tampered row with its position and exits 1") {
+  for (const auto& t : tamperings) {
+    CAPTURE(t.what);
+    seeded_cli cli;
+    exec_sql(cli.db, t.sql);
+    expect_problem(cli, t.where, t.check);
+  }
+}
+
+TEST_CASE("verify reports version gaps, stream rows that disagree and projection problems") {
+  seeded_cli cli;
+  SUBCASE("a version gap") {
+    exec_sql(cli.db, "UPDATE events SET stream_version = 4 WHERE position = 5");
+    expect_problem(cli, "position 5", "version-gap");
+    expect_problem(cli, "store", "stream-version");
+  }
+  SUBCASE("a stream row that disagrees with its events") {
+    exec_sql(cli.db, "UPDATE streams SET version = 7 WHERE name = 'acc-1'");
+    auto r = cli({"verify"});
+    CHECK(r.exit_code == 1);
+    CHECK(contains(r.out, "stream 'acc-1' says version 7 but its events end at 2"));
+  }
+  SUBCASE("projections: checkpoint past the head, stuck, parked") {
+    create_projection_tables(cli.db);
+    exec_sql(cli.db,
+             "INSERT INTO annals_projections VALUES('ahead', 1, 99, NULL, NULL, 0, 0);"
+             "INSERT INTO annals_projections VALUES('stuck', 1, 1, 2, 'boom', 0, 0);"
+             "INSERT INTO annals_parked VALUES('stuck', 2, 'acc-1', 1, 'x', "
+             "'bank.v1.MoneyDeposited', 'boom', 3, 0, 'parked', NULL);"
+             "INSERT INTO annals_parked VALUES('stuck', 1, 'acc-1', 0, 'y', "
+             "'bank.v1.AccountOpened', 'old', 3, 0, 'skipped', 1);");
+    auto r = cli({"verify"});
+    CHECK(r.exit_code == 1);
+    CHECK(contains(r.out, "store: projection-checkpoint: projection 'ahead' has checkpoint 99"));
+    CHECK(contains(r.out, "position 2: projection-stuck: projection 'stuck' is stuck: boom"));
+    CHECK(contains(r.out, "position 2: projection-parked:"));
+    CHECK(!contains(r.out, "position 1: projection-parked:"));  // skipped on purpose
+  }
+}
+
+TEST_CASE("verify keeps going after a problem and reports every one") {
+  seeded_cli cli;
+  exec_sql(cli.db,
+           "UPDATE events SET payload = X'FF' WHERE position = 1;"
+           "UPDATE events SET event_id = X'00' WHERE position = 3;"
+           "UPDATE events SET metadata = X'0AFF' WHERE position = 5;");
+  auto r = cli({"verify"});
+  CHECK(r.exit_code == 1);
+  CHECK(contains(r.out, "position 1: payload:"));
+  CHECK(contains(r.out, "position 3: event-id:"));
+  CHECK(contains(r.out, "position 5: metadata:"));
+  CHECK(contains(r.out, "3 problems found\n"));
+}
+
+TEST_CASE("export then import reproduces events, streams and schemas byte for byte") {
+  seeded_cli cli;
+  // A NULL and an empty metadata column must both survive.
+  exec_sql(cli.db, "UPDATE events SET metadata = X'' WHERE position = 3");
+  std::string file = cli.dir.file("export.jsonl");
+  auto r = cli({"export", "--output", file});
+  INFO(r.err);
+  REQUIRE(r.exit_code == 0);
+  std::string text = read_file(file);
+  CHECK(lines(text) == 1 + 3 + 5);  // header, schemas, events
+  CHECK(contains(text, R"({"header":{"format":"annals-export","format_version":1,"events":"5")"));
+  CHECK(contains(text, R"("payload_json":{"account_id":"acc-1","amount_cents":"1250"})"));
+  CHECK(contains(text, R"("descriptor_set":")"));
+
+  std::string copy = cli.dir.file("copy.db");
+  r = cli.on(copy, {"import", "--input", file});
+  INFO(r.err);
+  REQUIRE(r.exit_code == 0);
+  for (const char* sql :
+       {"SELECT position, stream, stream_version, quote(event_id), type, recorded_at, "
+        "quote(metadata), quote(payload), typeof(metadata) FROM events ORDER BY position",
+        "SELECT id, name, version FROM streams ORDER BY id",
+        "SELECT type, version, compatibility, fingerprint, quote(descriptor_set), registered_at "
+        "FROM annals_schemas ORDER BY type, version"}) {
+    CAPTURE(sql);
+    auto original = dump_sql(cli.db, sql);
+    CHECK(!original.empty());
+    CHECK(dump_sql(copy, sql) == original);
+  }
+  // Exporting the copy gives the same file.
+  r = cli.on(copy, {"export"});
+  CHECK(r.out == text);
+}
+
+TEST_CASE("import reads stdin, refuses a non-empty store and leaves it unchanged") {
+  seeded_cli cli;
+  auto exported = cli({"export"});
+  REQUIRE(exported.exit_code == 0);
+  std::string file = cli.dir.file("e.jsonl");
+  write_file(file, exported.out);
+  auto before = dump_sql(cli.db, "SELECT position, quote(event_id) FROM events");
+  auto r = cli({"import", "--input", file});
+  CHECK(r.exit_code == 2);
+  CHECK(contains(r.err, "import needs an empty store; this one has 5 events"));
+  CHECK(dump_sql(cli.db, "SELECT position, quote(event_id) FROM events") == before);
+}
+
+TEST_CASE("import reports every malformed line by number and writes nothing") {
+  seeded_cli cli;
+  auto exported = cli({"export"});
+  REQUIRE(exported.exit_code == 0);
+  std::vector<std::string> in;
+  std::istringstream s(exported.out);
+  for (std::string l; std::getline(s, l);) in.push_back(l);
+  REQUIRE(in.size() == 9);
+  in[7] = "{not json";                                                                    // line 8
+  in[6] = R"({"event":{"position":"3","event_id":"not-a-uuid"}})";                        // line 7
+  in[8].replace(in[8].find("\"stream_version\":\"2\""), 20, "\"stream_version\":\"9\"");  // line 9
+  std::string text;
+  for (auto& l : in) text += l + "\n";
+  std::string file = cli.dir.file("bad.jsonl");
+  write_file(file, text);
+  std::string copy = cli.dir.file("copy.db");
+  auto r = cli.on(copy, {"import", "--input", file});
+  INFO(r.err);
+  CHECK(r.exit_code == 2);
+  CHECK(contains(r.err, "nothing was written"));
+  CHECK(contains(r.err, "line 8: not an export line"));
+  CHECK(contains(r.err, "line 7: event id 'not-a-uuid' is not a UUID"));
+  CHECK(contains(r.err, "line 9: stream 'acc-1' version 9 does not follow (expected 2)"));
+  CHECK(!contains(r.err, "line 6:"));
+  CHECK(dump_sql(copy, "SELECT count(*) FROM events") == "0|\n");
+  CHECK(dump_sql(copy, "SELECT count(*) FROM streams") == "0|\n");
+  CHECK(dump_sql(copy, "SELECT count(*) FROM annals_schemas") == "0|\n");
+
+  SUBCASE("a truncated export is refused") {
+    write_file(file, exported.out.substr(0, exported.out.rfind('\n', exported.out.size() - 2) + 1));
+    r = cli.on(copy, {"import", "--input", file});
+    CHECK(r.exit_code == 2);
+    CHECK(contains(r.err, "the header announces 5 events and 3 schemas but the input has 4"));
+    CHECK(dump_sql(copy, "SELECT count(*) FROM events") == "0|\n");
+  }
+  SUBCASE("a file that is not an export is refused at its first line") {
+    write_file(file, "hello\n{}\n");
+    r = cli.on(copy, {"import", "--input", file});
+    CHECK(r.exit_code == 2);
+    CHECK(contains(r.err, "line 1:"));
+  }
+}
+
+TEST_CASE("schema list and show print what the store keeps") {
+  seeded_cli cli;
+  auto r = cli({"schema", "list"});
+  REQUIRE(r.exit_code == 0);
+  CHECK(lines(r.out) == 3);
+  CHECK(contains(r.out, "bank.v1.MoneyDeposited\tversion 1\tbackward\t"));
+  r = cli({"schema", "show", "bank.v1.MoneyDeposited"});
+  INFO(r.err);
+  REQUIRE(r.exit_code == 0);
+  CHECK(contains(r.out, "// bank.v1.MoneyDeposited version 1 (backward"));
+  CHECK(contains(r.out, "message MoneyDeposited {"));
+  CHECK(contains(r.out, "int64 amount_cents = 2;"));
+  CHECK(cli({"schema", "show", "bank.v1.MoneyDeposited", "--version", "1"}).exit_code == 0);
+  r = cli({"schema", "show", "bank.v1.MoneyDeposited", "--version", "2"});
+  CHECK(r.exit_code == 1);
+  CHECK(contains(r.err, "no version 2 of type 'bank.v1.MoneyDeposited'"));
+  r = cli({"schema", "show", "bank.v1.Nope"});
+  CHECK(r.exit_code == 1);
+  CHECK(contains(r.err, "no schema for type 'bank.v1.Nope'"));
+}
+
+TEST_CASE("schema check: 0 when compatible, 1 with the report when breaking, 2 for a bad file") {
+  seeded_cli cli;
+  std::string same = cli.dir.file("same.pb");
+  write_file(same, annals::descriptor_set_of(*bank::v1::MoneyDeposited::descriptor()));
+  auto r = cli({"schema", "check", "--descriptor-set", same});
+  INFO(r.out << r.err);
+  CHECK(r.exit_code == 0);
+
+  google::protobuf::FileDescriptorSet set;
+  REQUIRE(set.ParseFromString(read_file(same)));
+  for (auto& f : *set.mutable_file()) {
+    for (auto& m : *f.mutable_message_type()) {
+      if (m.name() != "MoneyDeposited") continue;
+      for (auto& field : *m.mutable_field()) {
+        if (field.name() == "amount_cents") {
+          field.set_type(google::protobuf::FieldDescriptorProto::TYPE_STRING);
+        }
+      }
+    }
+  }
+  std::string breaking = cli.dir.file("breaking.pb");
+  write_file(breaking, set.SerializeAsString());
+  r = cli({"schema", "check", "--descriptor-set", breaking});
+  CHECK(r.exit_code == 1);
+  CHECK(contains(r.out, "amount_cents (2)"));
+
+  std::string garbage = cli.dir.file("garbage.pb");
+  write_file(garbage, "this is not a descriptor set");
+  r = cli({"schema", "check", "--descriptor-set", garbage});
+  CHECK(r.exit_code == 2);
+  CHECK(contains(r.err, "is not a descriptor set"));
+  CHECK(cli({"schema", "check", "--descriptor-set", cli.dir.file("missing.pb")}).exit_code == 2);
+}
+
+TEST_CASE("a missing file, a foreign SQLite file, a non-SQLite file and a newer format exit 4") {
+  annals_cli cli;
+  auto r = cli({"streams"});
+  CHECK(r.exit_code == 4);
+  CHECK(contains(r.err, "does not exist"));
+  CHECK(access(cli.db.c_str(), F_OK) != 0);  // not created
+
+  std::string foreign = cli.dir.file("foreign.db");
+  exec_sql(foreign, "CREATE TABLE t(x); INSERT INTO t VALUES(1);");
+  std::string text = cli.dir.file("notes.txt");
+  write_file(text, std::string(4096, 'x'));
+  std::string newer = cli.dir.file("newer.db");
+  seed(newer);
+  exec_sql(newer, "PRAGMA user_version = 99");
+  for (const auto& cmd : std::vector<std::vector<std::string>>{{"streams"},
+                                                               {"read", "a"},
+                                                               {"tail"},
+                                                               {"stats"},
+                                                               {"verify"},
+                                                               {"export"},
+                                                               {"schema", "list"}}) {
+    CAPTURE(cmd.front());
+    r = cli.on(foreign, cmd);
+    CHECK(r.exit_code == 4);
+    CHECK(contains(r.err, "not an Annals store"));
+    r = cli.on(text, cmd);
+    CHECK(r.exit_code == 4);
+    CHECK(!r.err.empty());
+    r = cli.on(newer, cmd);
+    CHECK(r.exit_code == 4);
+    CHECK(contains(r.err, "newer"));
+  }
+  CHECK(dump_sql(foreign, "SELECT x FROM t") == "1|\n");  // left untouched
+  r = cli.on(foreign, {"import"});
+  CHECK(r.exit_code == 4);
+}
+
+TEST_CASE("usage errors exit 2 and every command has --help") {
+  annals_cli cli;
+  CHECK(annals::test::run({ANNALS_EXE}).exit_code == 2);
+  CHECK(annals::test::run({ANNALS_EXE, "bogus"}).exit_code == 2);
+  CHECK(annals::test::run({ANNALS_EXE, "streams"}).exit_code == 2);  // no --db
+  CHECK(cli({"streams", "--limit", "-3"}).exit_code == 2);
+  CHECK(cli({"read"}).exit_code == 2);
+  CHECK(cli({"tail", "--from", "0"}).exit_code == 2);
+  CHECK(cli({"schema"}).exit_code == 2);
+  for (const auto& cmd : std::vector<std::vector<std::string>>{{},
+                                                               {"streams"},
+                                                               {"read"},
+                                                               {"tail"},
+                                                               {"stats"},
+                                                               {"verify"},
+                                                               {"export"},
+                                                               {"import"},
+                                                               {"schema"},
+                                                               {"schema", "list"},
+                                                               {"schema", "show"},
+                                                               {"schema", "check"}}) {
+    std::vector<std::string> argv{ANNALS_EXE};
+    argv.insert(argv.end(), cmd.begin(), cmd.end());
+    argv.push_back("--help");
+    auto r = annals::test::run(argv);
+    CAPTURE(argv.size());
+    CHECK(r.exit_code == 0);
+    CHECK(contains(r.out, "Usage"));
+  }
+}

@@ -1,0 +1,53 @@
+// The `annals` tool's commands, without the command-line parsing (main.cpp): each takes its
+// options, writes results to `out` and messages to `err`, and returns the exit code:
+// 0 ok, 1 problems found / breaking change / stream or type not found, 2 usage or bad input,
+// 4 storage error (missing file, not an Annals store, newer format, corruption, I/O).
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <iosfwd>
+#include <string>
+#include <vector>
+
+namespace annals::tool {
+
+struct streams_options {
+  std::string prefix;
+  std::int64_t limit = -1;  // -1: all
+};
+struct read_options {
+  std::string stream;
+  std::int64_t from = -1;  // version; -1: the start (or the end, backward)
+  bool backward = false;
+  std::int64_t limit = -1;
+  bool json = false;
+};
+struct tail_options {
+  std::int64_t from = 1;  // position
+  bool follow = false;
+  std::vector<std::string> types;
+  std::string prefix;
+  std::int64_t limit = -1;
+  bool json = false;
+};
+
+struct context {
+  std::string db;
+  std::ostream& out;
+  std::ostream& err;
+};
+
+int streams(const context& c, const streams_options& o);
+int read(const context& c, const read_options& o);
+// With o.follow, keeps polling for new events until `stop` becomes true.
+int tail(const context& c, const tail_options& o, const std::atomic<bool>& stop);
+int stats(const context& c);
+int verify(const context& c);
+int export_events(const context& c, const std::string& output);  // "-" : stdout
+int import_events(const context& c, const std::string& input);   // "-" : stdin
+int schema_list(const context& c);
+int schema_show(const context& c, const std::string& type, std::int32_t version);  // 0: latest
+int schema_check(const context& c, const std::string& descriptor_set_file);
+
+}  // namespace annals::tool

@@ -1,0 +1,110 @@
+// `annals`: inspect, verify, export and import any Annals store without the application's code
+// (events are decoded from the descriptors stored in the store). Command-line parsing only;
+// the commands are in commands.cpp.
+#include <CLI/CLI.hpp>
+#include <csignal>
+#include <iostream>
+
+#include "commands.hpp"
+
+namespace {
+std::atomic<bool> stop_requested{false};
+void on_signal(int) { stop_requested.store(true); }
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{
+      "annals: inspect, verify, export and import an Annals event store.\n"
+      "Exit codes: 0 ok; 1 problems found (verify), breaking change (schema check), stream or "
+      "type not found; 2 usage or bad input; 4 storage error (missing file, not an Annals "
+      "store, newer format, I/O)."};
+  app.require_subcommand(1);
+  std::string db;
+  auto with_db = [&](CLI::App* sub) {
+    sub->add_option("--db", db, "the store: a path or sqlite:PATH")->required();
+    return sub;
+  };
+  std::function<int()> command;
+
+  annals::tool::streams_options so;
+  auto* streams =
+      with_db(app.add_subcommand("streams", "list streams, their versions and event counts"));
+  streams->add_option("--prefix", so.prefix, "only streams whose id starts with this");
+  streams->add_option("--limit", so.limit, "at most this many streams")
+      ->check(CLI::NonNegativeNumber);
+
+  annals::tool::read_options ro;
+  auto* read = with_db(app.add_subcommand("read", "show one stream's events, decoded"));
+  read->add_option("stream", ro.stream, "the stream id")->required();
+  read->add_option("--from", ro.from, "first version (default: the start, or the end backward)")
+      ->check(CLI::NonNegativeNumber);
+  read->add_flag("--backward", ro.backward, "newest first");
+  read->add_option("--limit", ro.limit, "at most this many events")->check(CLI::NonNegativeNumber);
+  read->add_flag("--json", ro.json, "one JSON object per line");
+
+  annals::tool::tail_options to;
+  auto* tail = with_db(
+      app.add_subcommand("tail", "show $all from a position, optionally following new events"));
+  tail->add_option("--from", to.from, "first position (default 1)")->check(CLI::PositiveNumber);
+  tail->add_flag("--follow", to.follow, "keep printing new events until SIGINT or SIGTERM");
+  tail->add_option("--type", to.types, "only this event type (repeatable)");
+  tail->add_option("--prefix", to.prefix, "only streams whose id starts with this");
+  tail->add_option("--limit", to.limit, "stop after this many events")
+      ->check(CLI::NonNegativeNumber);
+  tail->add_flag("--json", to.json, "one JSON object per line");
+
+  auto* stats = with_db(
+      app.add_subcommand("stats", "counts, sizes, largest streams, event types, projections"));
+  auto* verify = with_db(app.add_subcommand(
+      "verify", "check the whole store; prints each problem with its position, exit 1 if any"));
+
+  std::string output = "-", input = "-";
+  auto* exp = with_db(app.add_subcommand("export", "write every schema and event as JSON lines"));
+  exp->add_option("--output", output, "file to write (default: stdout)");
+  auto* imp = with_db(app.add_subcommand(
+      "import", "read an export into an empty or new store, exactly, all or nothing"));
+  imp->add_option("--input", input, "file to read (default: stdin)");
+
+  auto* schema = app.add_subcommand("schema", "the event schemas kept in the store");
+  schema->require_subcommand(1);
+  auto* slist = with_db(schema->add_subcommand("list", "every stored type and version"));
+  std::string type;
+  int version = 0;
+  auto* show = with_db(schema->add_subcommand("show", "a stored descriptor as .proto-like text"));
+  show->add_option("type", type, "the event type's full name")->required();
+  show->add_option("--version", version, "the stored version (default: the latest)")
+      ->check(CLI::PositiveNumber);
+  std::string descriptor_set;
+  auto* check = with_db(schema->add_subcommand(
+      "check", "check new descriptors against the stored ones: exit 0 compatible, 1 breaking"));
+  check
+      ->add_option("--descriptor-set", descriptor_set,
+                   "a FileDescriptorSet (protoc --include_imports --descriptor_set_out=FILE)")
+      ->required();
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    int code = app.exit(e);
+    return code == 0 ? 0 : 2;
+  }
+
+  annals::tool::context c{db, std::cout, std::cerr};
+  if (*streams) return annals::tool::streams(c, so);
+  if (*read) return annals::tool::read(c, ro);
+  if (*tail) {
+    struct sigaction sa {};
+    sa.sa_handler = on_signal;
+    sigaction(SIGINT, &sa, nullptr);
+    sigaction(SIGTERM, &sa, nullptr);
+    return annals::tool::tail(c, to, stop_requested);
+  }
+  if (*stats) return annals::tool::stats(c);
+  if (*verify) return annals::tool::verify(c);
+  if (*exp) return annals::tool::export_events(c, output);
+  if (*imp) return annals::tool::import_events(c, input);
+  if (*slist) return annals::tool::schema_list(c);
+  if (*show) return annals::tool::schema_show(c, type, version);
+  if (*check) return annals::tool::schema_check(c, descriptor_set);
+  return 2;
+}
