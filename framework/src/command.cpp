@@ -51,8 +51,7 @@ result<command_result> run_command(event_store& store, std::string_view stream_i
   meta.headers = o.headers;
 
   for (int attempt = 0;; ++attempt) {
-    hooks.reset();
-    auto version = fold_stream(store, stream_id, 0, hooks.apply);
+    auto version = hooks.load();
     if (!version) return std::move(version).error();
     auto events = hooks.decide();
     if (!events) return std::move(events).error();
@@ -62,7 +61,10 @@ result<command_result> run_command(event_store& store, std::string_view stream_i
     auto expected = version.value() < 0 ? expected_version::no_stream()
                                         : expected_version::exact(version.value());
     auto r = store.append(stream_id, expected, std::move(events).value());
-    if (r) return command_result{r->stream_version, r->position, n, attempt};
+    if (r) {
+      if (!r->already_appended) hooks.appended(r->stream_version);
+      return command_result{r->stream_version, r->position, n, attempt};
+    }
     if (r.error().kind() != errc::concurrency_conflict) return std::move(r).error();
     if (attempt >= o.max_retries) {
       auto details = r.error().conflict().value_or(conflict_details{});

@@ -6,14 +6,75 @@
 
 namespace bank {
 
-void account::apply(const v1::AccountOpened& e) {
+void account::apply(const v2::AccountOpened& e) {
   opened = true;
   id = e.account_id();
-  owner = e.owner();
+  owner = full_name(e.owner());
 }
 void account::apply(const v1::MoneyDeposited& e) { balance_cents += e.amount_cents(); }
 void account::apply(const v1::MoneyWithdrawn& e) { balance_cents -= e.amount_cents(); }
 void account::apply(const v1::AccountClosed&) { closed = true; }
+
+void account::save(v2::AccountState& out) const {
+  out.set_account_id(id);
+  out.set_owner(owner);
+  out.set_balance_cents(balance_cents);
+  out.set_opened(opened);
+  out.set_closed(closed);
+}
+
+void account::restore(const v2::AccountState& in) {
+  id = in.account_id();
+  owner = in.owner();
+  balance_cents = in.balance_cents();
+  opened = in.opened();
+  closed = in.closed();
+}
+
+v2::PersonName split_name(std::string_view owner) {
+  v2::PersonName n;
+  auto space = owner.rfind(' ');
+  if (space == std::string_view::npos || space + 1 == owner.size()) {
+    n.set_given(std::string(owner));
+  } else {
+    n.set_given(std::string(owner.substr(0, space)));
+    n.set_family(std::string(owner.substr(space + 1)));
+  }
+  return n;
+}
+
+std::string full_name(const v2::PersonName& name) {
+  return name.family().empty() ? name.given() : name.given() + " " + name.family();
+}
+
+std::shared_ptr<const annals::upcasters> event_upcasters() {
+  static const auto up = [] {
+    auto u = std::make_shared<annals::upcasters>();
+    // Every stored version of bank.v1.AccountOpened (it is no longer registered) becomes
+    // version 1 of bank.v2.AccountOpened.
+    u->add<v1::AccountOpened, v2::AccountOpened>(
+        std::numeric_limits<std::int32_t>::max(), 1, [](const v1::AccountOpened& old) {
+          v2::AccountOpened e;
+          e.set_account_id(old.account_id());
+          *e.mutable_owner() = split_name(old.owner());
+          return e;
+        });
+    return std::shared_ptr<const annals::upcasters>(std::move(u));
+  }();
+  return up;
+}
+
+annals::sqlite_options store_options() {
+  annals::sqlite_options o;
+  o.upcast = event_upcasters();
+  return o;
+}
+
+annals::result<std::unique_ptr<annals::event_store>> open_store(std::string_view uri,
+                                                                annals::sqlite_options options) {
+  if (!options.upcast) options.upcast = event_upcasters();
+  return annals::open_store(uri, std::move(options));
+}
 
 std::string stream_for(std::string_view account_id) {
   return "account-" + std::string(account_id);
@@ -37,9 +98,9 @@ std::optional<decision> refuse_non_positive(std::int64_t cents) {
 decision open(const account& a, std::string_view id, std::string_view owner) {
   if (a.opened) return decision::reject(fmt::format("account '{}' already exists", id));
   if (owner.empty()) return decision::reject("the owner's name must not be empty");
-  v1::AccountOpened e;
+  v2::AccountOpened e;
   e.set_account_id(std::string(id));
-  e.set_owner(std::string(owner));
+  *e.mutable_owner() = split_name(owner);
   return decision::emit(std::move(e));
 }
 

@@ -2,8 +2,11 @@
 #pragma once
 
 #include <annals/command.hpp>
+#include <annals/upcaster.hpp>
 
 #include "bank/v1/events.pb.h"
+#include "bank/v2/events.pb.h"
+#include "bank/v2/state.pb.h"
 
 #include <cstdint>
 #include <string>
@@ -11,14 +14,21 @@
 
 namespace bank {
 
+// Lists the current event types only: stored bank.v1.AccountOpened events reach it as
+// bank.v2.AccountOpened through event_upcasters(). Snapshots: bank.v2.AccountState.
 struct account {
-  using events = annals::event_list<v1::AccountOpened, v1::MoneyDeposited, v1::MoneyWithdrawn,
+  using events = annals::event_list<v2::AccountOpened, v1::MoneyDeposited, v1::MoneyWithdrawn,
                                     v1::AccountClosed>;
+  using snapshot = v2::AccountState;
+  static constexpr std::uint32_t fold_version = 1;
+  static constexpr std::int64_t snapshot_every = 100;
 
-  void apply(const v1::AccountOpened& e);
+  void apply(const v2::AccountOpened& e);
   void apply(const v1::MoneyDeposited& e);
   void apply(const v1::MoneyWithdrawn& e);
   void apply(const v1::AccountClosed& e);
+  void save(v2::AccountState& out) const;
+  void restore(const v2::AccountState& in);
 
   bool opened = false;
   bool closed = false;
@@ -26,6 +36,22 @@ struct account {
   std::string owner;
   std::int64_t balance_cents = 0;
 };
+
+// The bank's schema evolution: bank.v1.AccountOpened (owner as one string) is read as
+// bank.v2.AccountOpened (owner split by split_name). Shared, read-only.
+std::shared_ptr<const annals::upcasters> event_upcasters();
+// Store options with the bank's upcasters.
+annals::sqlite_options store_options();
+// Opens the bank's store ("PATH" or "sqlite:PATH") with its upcasters, and registers the
+// bank's event types in the store's schema registry.
+annals::result<std::unique_ptr<annals::event_store>> open_store(std::string_view uri,
+                                                                annals::sqlite_options options =
+                                                                    store_options());
+
+// "Ann Smith" -> {given "Ann", family "Smith"}: split at the last space (none: all given).
+// full_name(split_name(s)) == s for every s.
+v2::PersonName split_name(std::string_view owner);
+std::string full_name(const v2::PersonName& name);
 
 // The stream holding one account's events: "account-<id>".
 std::string stream_for(std::string_view account_id);

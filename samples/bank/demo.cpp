@@ -111,7 +111,7 @@ std::string read_all_fd(int fd) {
 }  // namespace
 
 int run_demo_worker(const worker_options& o) {
-  auto store = annals::open_store(o.db);
+  auto store = bank::open_store(o.db);
   if (!store) return report(store.error());
   tally t;
   run_load(**store, o.run_id, o.accounts, o.threads, o.operations, o.max_retries, o.seed, t);
@@ -132,7 +132,7 @@ int run_demo(const demo_options& o, const std::string& self_exe) {
     }
     db = dir + "/bank.db";
   }
-  auto opened = annals::open_store(db);
+  auto opened = bank::open_store(db);
   if (!opened) return report(opened.error());
   auto& store = **opened;
   std::uint64_t seed = o.seed ? o.seed : std::random_device{}();

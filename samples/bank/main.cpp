@@ -30,7 +30,7 @@ struct common {
 };
 
 annals::result<std::unique_ptr<annals::event_store>> open_db(const common& c) {
-  return annals::open_store(c.db);
+  return bank::open_store(c.db);
 }
 
 // Commands that only read must not create a store file for a mistyped path.
@@ -179,7 +179,7 @@ int show_history(const common& c, const std::string& id) {
       return false;
     }
     std::string what;
-    if (e.type == v1::AccountOpened::descriptor()->full_name()) {
+    if (e.type == v2::AccountOpened::descriptor()->full_name()) {
       what = fmt::format("opened for {}", state.owner);
     } else if (e.type == v1::MoneyDeposited::descriptor()->full_name()) {
       v1::MoneyDeposited m;

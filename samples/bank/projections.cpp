@@ -1,5 +1,7 @@
 #include "projections.hpp"
 
+#include "account.hpp"
+
 #include <fmt/format.h>
 
 namespace bank {
@@ -77,10 +79,10 @@ status add_to_day(sql_tx& tx, const recorded_event& m, std::int64_t deposit,
 
 // ---- account_balances ------------------------------------------------------------------------
 
-status account_balances::handle(const v1::AccountOpened& e, const recorded_event& m, sql_tx& tx) {
+status account_balances::handle(const v2::AccountOpened& e, const recorded_event& m, sql_tx& tx) {
   balance_row row{};
   row.account_id = e.account_id();
-  row.owner = e.owner();
+  row.owner = full_name(e.owner());
   row.balance_cents = 0;
   row.transaction_count = 0;
   row.opened = true;
@@ -151,6 +153,7 @@ std::string store_file(std::string_view store_uri) {
 
 annals::result<std::unique_ptr<annals::projection_runner>> open_read_models(
     std::string_view store_uri, annals::runner_options options) {
+  if (!options.upcast) options.upcast = event_upcasters();
   return annals::projection_runner::open(store_file(store_uri), projections(),
                                          std::move(options));
 }

@@ -14,6 +14,7 @@
 #include <annals/projection_runner.hpp>
 
 #include "bank/v1/events.pb.h"
+#include "bank/v2/events.pb.h"
 
 #include <boost/hana/define_struct.hpp>
 
@@ -74,11 +75,11 @@ struct daily_totals_row {
 struct account_balances {
   static constexpr std::string_view name = "account_balances";
   static constexpr int version = 1;
-  using events = annals::event_list<v1::AccountOpened, v1::MoneyDeposited, v1::MoneyWithdrawn,
+  using events = annals::event_list<v2::AccountOpened, v1::MoneyDeposited, v1::MoneyWithdrawn,
                                     v1::AccountClosed>;
   using tables = annals::table_list<balance_row>;
 
-  annals::result<void> handle(const v1::AccountOpened& e, const annals::recorded_event& m,
+  annals::result<void> handle(const v2::AccountOpened& e, const annals::recorded_event& m,
                               annals::sql_tx& tx);
   annals::result<void> handle(const v1::MoneyDeposited& e, const annals::recorded_event& m,
                               annals::sql_tx& tx);
@@ -122,7 +123,8 @@ std::string utc_day(std::int64_t us);
 // projection_runner::open, which takes a plain path.
 std::string store_file(std::string_view store_uri);
 
-// A runner for the three projections on the store at `store_uri` ("PATH" or "sqlite:PATH").
+// A runner for the three projections on the store at `store_uri` ("PATH" or "sqlite:PATH"),
+// with the bank's upcasters unless `options.upcast` is set.
 annals::result<std::unique_ptr<annals::projection_runner>> open_read_models(
     std::string_view store_uri, annals::runner_options options = {});
 

@@ -24,14 +24,21 @@ using annals::testing::given;
 namespace v1 = bank::v1;
 using namespace annals::test::bank_events;
 
+// bank::account lists bank.v2.AccountOpened; bank_events::opened() is the stored v1 event.
+bank::v2::AccountOpened opened_v2(const std::string& id, const std::string& owner) {
+  bank::v2::AccountOpened e;
+  e.set_account_id(id);
+  *e.mutable_owner() = bank::split_name(owner);
+  return e;
+}
 
-
-// A store in a fresh temporary directory, removed at the end of the test.
+// A store in a fresh temporary directory, removed at the end of the test. It reads with the
+// bank's upcasters, so the v1 events appended here reach bank::account as v2.
 struct store_fixture {
   annals::test::temp_dir dir;
   std::unique_ptr<annals::event_store> store;
   store_fixture() {
-    auto s = annals::open_sqlite_store(dir.file("s.db"));
+    auto s = annals::open_sqlite_store(dir.file("s.db"), bank::store_options());
     REQUIRE_MESSAGE(s.ok(), s.error().message());
     store = std::move(s).value();
   }
@@ -117,14 +124,14 @@ TEST_CASE("load reports an event type the aggregate does not list as corruption,
 
   SUBCASE("as the first event of the stream") {
     annals::event_data unknown;
-    unknown.type = "bank.v2.AccountOpened";
+    unknown.type = "bank.v3.AccountOpened";
     unknown.payload = opened("x", "Xi").SerializeAsString();
     f.append("account-x", {unknown});
 
     auto a = annals::load<bank::account>(*f.store, "account-x");
     REQUIRE_FALSE(a.ok());
     CHECK(a.error().kind() == errc::corruption);
-    CHECK(a.error().message().find("bank.v2.AccountOpened") != std::string::npos);
+    CHECK(a.error().message().find("bank.v3.AccountOpened") != std::string::npos);
   }
 }
 
@@ -148,10 +155,10 @@ TEST_CASE("load reports a payload that does not decode as corruption") {
 namespace {
 
 // Counts the applies it receives, to observe when the fold applies each event.
-struct deposit_tally {
-  using events = annals::event_list<v1::AccountOpened, v1::MoneyDeposited>;
+struct deposit_tally {  // the fixture's store upcasts v1 AccountOpened to v2
+  using events = annals::event_list<bank::v2::AccountOpened, v1::MoneyDeposited>;
   static inline std::int64_t applied = 0;
-  void apply(const v1::AccountOpened&) { ++applied; }
+  void apply(const bank::v2::AccountOpened&) { ++applied; }
   void apply(const v1::MoneyDeposited& e) {
     ++applied;
     total += e.amount_cents();
@@ -294,7 +301,7 @@ bool contains(const std::string& text, std::string_view part) {
 }  // namespace
 
 TEST_CASE("then() passes when the decision emitted exactly the expected events") {
-  auto v = given<bank::account>(opened("a", "Ann"), deposited("a", 100))
+  auto v = given<bank::account>(opened_v2("a", "Ann"), deposited("a", 100))
                .when([](const bank::account& a) { return bank::withdraw(a, "a", 30); })
                .then(withdrawn("a", 30));
   CHECK_MESSAGE(v.passed, v.explanation);
@@ -304,7 +311,7 @@ TEST_CASE("then() passes when the decision emitted exactly the expected events")
 }
 
 TEST_CASE("then() fails and explains expected versus actual events") {
-  auto scenario = given<bank::account>(opened("a", "Ann"), deposited("a", 100));
+  auto scenario = given<bank::account>(opened_v2("a", "Ann"), deposited("a", 100));
 
   SUBCASE("a different field value") {
     auto v = scenario.when([](const bank::account& a) { return bank::withdraw(a, "a", 30); })
@@ -356,7 +363,7 @@ TEST_CASE("then() fails and explains expected versus actual events") {
 }
 
 TEST_CASE("then_rejected() matches a substring of the reason") {
-  auto scenario = given<bank::account>(opened("a", "Ann"), deposited("a", 100));
+  auto scenario = given<bank::account>(opened_v2("a", "Ann"), deposited("a", 100));
   auto overdraw = [](const bank::account& a) { return bank::withdraw(a, "a", 101); };
 
   CHECK(scenario.when(overdraw).then_rejected("insufficient funds"));
@@ -378,7 +385,7 @@ TEST_CASE("then_rejected() matches a substring of the reason") {
 }
 
 TEST_CASE("then_nothing() passes only for an accepted decision without events") {
-  auto scenario = given<bank::account>(opened("a", "Ann"));
+  auto scenario = given<bank::account>(opened_v2("a", "Ann"));
   CHECK(scenario.when([](const bank::account&) { return annals::decision<bank::account>{}; })
             .then_nothing());
   CHECK(scenario.when([](const bank::account&) { return annals::decision<bank::account>{}; })
@@ -390,7 +397,7 @@ TEST_CASE("then_nothing() passes only for an accepted decision without events") 
 }
 
 TEST_CASE("given() folds its events in order and and_given() adds more") {
-  auto s = given<bank::account>(opened("a", "Ann"), deposited("a", 70));
+  auto s = given<bank::account>(opened_v2("a", "Ann"), deposited("a", 70));
   CHECK(s.state().balance_cents == 70);
   s.and_given(withdrawn("a", 20)).and_given(deposited("a", 1));
   CHECK(s.state().balance_cents == 51);
@@ -403,8 +410,8 @@ TEST_CASE("given() folds its events in order and and_given() adds more") {
 TEST_CASE("bank: open") {
   CHECK(given<bank::account>()
             .when([](const bank::account& a) { return bank::open(a, "a", "Ann"); })
-            .then(opened("a", "Ann")));
-  CHECK(given<bank::account>(opened("a", "Ann"))
+            .then(opened_v2("a", "Ann")));
+  CHECK(given<bank::account>(opened_v2("a", "Ann"))
             .when([](const bank::account& a) { return bank::open(a, "a", "Ann"); })
             .then_rejected("already exists"));
   CHECK(given<bank::account>()
@@ -416,18 +423,18 @@ TEST_CASE("bank: deposit") {
   auto on = [](std::int64_t cents) {
     return [cents](const bank::account& a) { return bank::deposit(a, "a", cents); };
   };
-  CHECK(given<bank::account>(opened("a", "Ann")).when(on(250)).then(deposited("a", 250)));
+  CHECK(given<bank::account>(opened_v2("a", "Ann")).when(on(250)).then(deposited("a", 250)));
   CHECK(given<bank::account>().when(on(250)).then_rejected("does not exist"));
-  CHECK(given<bank::account>(opened("a", "Ann"), closed("a"))
+  CHECK(given<bank::account>(opened_v2("a", "Ann"), closed("a"))
             .when(on(250))
             .then_rejected("is closed"));
-  CHECK(given<bank::account>(opened("a", "Ann")).when(on(0)).then_rejected("greater than zero"));
-  CHECK(given<bank::account>(opened("a", "Ann")).when(on(-5)).then_rejected("greater than zero"));
+  CHECK(given<bank::account>(opened_v2("a", "Ann")).when(on(0)).then_rejected("greater than zero"));
+  CHECK(given<bank::account>(opened_v2("a", "Ann")).when(on(-5)).then_rejected("greater than zero"));
   constexpr auto max = std::numeric_limits<std::int64_t>::max();
-  CHECK(given<bank::account>(opened("a", "Ann"), deposited("a", max - 10))
+  CHECK(given<bank::account>(opened_v2("a", "Ann"), deposited("a", max - 10))
             .when(on(11))
             .then_rejected("overflow"));
-  CHECK(given<bank::account>(opened("a", "Ann"), deposited("a", max - 10))
+  CHECK(given<bank::account>(opened_v2("a", "Ann"), deposited("a", max - 10))
             .when(on(10))
             .then(deposited("a", 10)));
 }
@@ -436,32 +443,32 @@ TEST_CASE("bank: withdraw") {
   auto take = [](std::int64_t cents) {
     return [cents](const bank::account& a) { return bank::withdraw(a, "a", cents); };
   };
-  auto funded = given<bank::account>(opened("a", "Ann"), deposited("a", 1000));
+  auto funded = given<bank::account>(opened_v2("a", "Ann"), deposited("a", 1000));
   CHECK(funded.when(take(1000)).then(withdrawn("a", 1000)));
   auto over = funded.when(take(1001)).then_rejected("insufficient funds");
   CHECK(over);
   auto reason = funded.when(take(1001)).result().reason();
   CHECK_MESSAGE(contains(reason, "10.00"), reason);
   CHECK_MESSAGE(contains(reason, "10.01"), reason);
-  CHECK(given<bank::account>(opened("a", "Ann"), deposited("a", 1000), withdrawn("a", 600))
+  CHECK(given<bank::account>(opened_v2("a", "Ann"), deposited("a", 1000), withdrawn("a", 600))
             .when(take(401))
             .then_rejected("insufficient funds"));
   CHECK(given<bank::account>().when(take(1)).then_rejected("does not exist"));
-  CHECK(given<bank::account>(opened("a", "Ann"), closed("a")).when(take(1)).then_rejected("is closed"));
+  CHECK(given<bank::account>(opened_v2("a", "Ann"), closed("a")).when(take(1)).then_rejected("is closed"));
   CHECK(funded.when(take(0)).then_rejected("greater than zero"));
 }
 
 TEST_CASE("bank: close only at a zero balance") {
   auto shut = [](const bank::account& a) { return bank::close(a, "a"); };
-  CHECK(given<bank::account>(opened("a", "Ann")).when(shut).then(closed("a")));
-  CHECK(given<bank::account>(opened("a", "Ann"), deposited("a", 1))
+  CHECK(given<bank::account>(opened_v2("a", "Ann")).when(shut).then(closed("a")));
+  CHECK(given<bank::account>(opened_v2("a", "Ann"), deposited("a", 1))
             .when(shut)
             .then_rejected("zero balance"));
-  CHECK(given<bank::account>(opened("a", "Ann"), deposited("a", 5), withdrawn("a", 5))
+  CHECK(given<bank::account>(opened_v2("a", "Ann"), deposited("a", 5), withdrawn("a", 5))
             .when(shut)
             .then(closed("a")));
   CHECK(given<bank::account>().when(shut).then_rejected("does not exist"));
-  CHECK(given<bank::account>(opened("a", "Ann"), closed("a")).when(shut).then_rejected("is closed"));
+  CHECK(given<bank::account>(opened_v2("a", "Ann"), closed("a")).when(shut).then_rejected("is closed"));
 }
 
 // ---------------------------------------------------------------------------------------------

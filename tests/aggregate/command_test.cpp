@@ -247,7 +247,7 @@ TEST_CASE("command options land in every event's metadata") {
     CHECK(e.metadata.traceparent == o.traceparent);
     CHECK(e.metadata.headers == o.headers);
   }
-  CHECK(events[0].type == "bank.v1.AccountOpened");
+  CHECK(events[0].type == "bank.v2.AccountOpened");
   CHECK(events[1].type == "bank.v1.MoneyDeposited");
   CHECK(events[0].event_id != events[1].event_id);
 }

@@ -65,12 +65,12 @@ struct bank_fixture {
   std::unique_ptr<annals::projection_runner> runner;
 
   explicit bank_fixture(annals::runner_options o = {}) {
-    annals::sqlite_options so;
+    annals::sqlite_options so = bank::store_options();  // with the bank's upcasters
     so.clock = [this] { return now_us; };
     auto s = annals::open_sqlite_store(path, std::move(so));
     REQUIRE_MESSAGE(s.ok(), s.error().message());
     store = std::move(s).value();
-    auto r = annals::projection_runner::open(path, bank::projections(), o);
+    auto r = bank::open_read_models(path, o);
     REQUIRE_MESSAGE(r.ok(), r.error().message());
     runner = std::move(r).value();
   }

@@ -11,16 +11,20 @@
 //   };
 //
 // A listed type without its apply() fails to compile, naming the type. A stored event whose
-// type the aggregate does not list is an error (errc::corruption), never skipped.
+// type the aggregate does not list is an error (errc::corruption), never skipped. Events are
+// seen after the store's upcasters (sqlite_options::upcast), so an aggregate lists only the
+// current types. Snapshots are opt-in: see annals/snapshot.hpp.
 #pragma once
 
 #include <annals/event_store.hpp>
+#include <annals/snapshot.hpp>
 
 #include <boost/hana/tuple.hpp>
 #include <boost/hana/type.hpp>
 #include <google/protobuf/message.h>
 
 #include <concepts>
+#include <functional>
 #include <memory>
 #include <string>
 #include <tuple>
@@ -114,6 +118,59 @@ result<std::int64_t> fold_stream(event_store& store, std::string_view stream_id,
 error unknown_event_type(const recorded_event& e, std::string_view aggregate);
 error undecodable_event(const recorded_event& e);
 
+// Snapshot callbacks of one aggregate instance; `key` null: the aggregate takes no snapshots.
+struct snapshot_hooks {
+  const std::string* key = nullptr;
+  std::int64_t every = 0;                            // resolved: > 0, or <= 0 for never
+  std::function<bool(const std::string&)> restore;   // false: the bytes do not parse
+  std::function<bool(std::string&)> save;            // serializes the current state
+};
+struct load_hooks {
+  std::function<void()> reset;  // back to the initial state
+  fold_step apply;
+  snapshot_hooks snapshot;
+};
+struct load_outcome {
+  std::int64_t version = -1;           // last version folded
+  std::int64_t snapshot_version = -1;  // the snapshot loaded from (or saved since); -1: none
+  std::int64_t loaded_from = -1;       // the snapshot the load started from; -1: full replay
+};
+// Snapshot (when the aggregate opts in) + tail, or a full fold; saves a snapshot when due.
+result<load_outcome> load_state(event_store& store, std::string_view stream_id,
+                                const load_options& options, const load_hooks& hooks);
+// Whether the state at `version` should be saved, given the last snapshot in `loaded`.
+bool snapshot_due(const load_options& options, const snapshot_hooks& hooks,
+                  std::int64_t version, const load_outcome& loaded);
+// Hands the current state at `version` to store.save_snapshot (best effort, never fails).
+void save_snapshot_now(event_store& store, std::string_view stream_id, std::int64_t version,
+                       const load_options& options, const snapshot_hooks& hooks,
+                       load_outcome& loaded);
+
+template <class A>
+snapshot_hooks snapshot_hooks_for(A& state, const load_options& options) {
+  snapshot_hooks h;
+  if constexpr (has_snapshot<A>) {
+    static_assert(check_snapshot<A>());
+    using S = typename A::snapshot;
+    h.key = &::annals::snapshot_key<A>();
+    std::int64_t every = default_snapshot_every;
+    if constexpr (requires { A::snapshot_every; }) every = A::snapshot_every;
+    h.every = options.snapshot_every != 0 ? options.snapshot_every : every;
+    h.restore = [&state](const std::string& bytes) {
+      S s;
+      if (!s.ParseFromString(bytes)) return false;
+      state.restore(std::as_const(s));
+      return true;
+    };
+    h.save = [&state](std::string& out) {
+      S s;
+      std::as_const(state).save(s);
+      return s.SerializeToString(&out);
+    };
+  }
+  return h;
+}
+
 // Decodes a recorded event into the listed type whose full name matches, and applies it.
 template <class A, class... E>
 class dispatcher_impl {
@@ -125,6 +182,17 @@ class dispatcher_impl {
     if (!matched) return unknown_event_type(e, typeid(A).name());
     if (!decoded) return undecodable_event(e);
     return {};
+  }
+  // Applies an event given as a message of one of the listed types (its dynamic type).
+  bool apply_message(A& state, const google::protobuf::Message& m) {
+    bool matched = false;
+    auto one = [&]<class T>(T*) {
+      if (matched || m.GetDescriptor() != T::descriptor()) return;
+      matched = true;
+      state.apply(static_cast<const T&>(m));
+    };
+    (one(static_cast<E*>(nullptr)), ...);
+    return matched;
   }
 
  private:
@@ -157,6 +225,11 @@ class dispatcher {
 
  public:
   result<void> apply(A& state, const recorded_event& e) { return impl_.apply(state, e); }
+  // Applies a message whose dynamic type is one of A's events (as held by a decision).
+  // False, and nothing applied, for any other type.
+  bool apply_message(A& state, const google::protobuf::Message& m) {
+    return impl_.apply_message(state, m);
+  }
 
  private:
   typename detail::dispatcher_of<A, typename A::events>::type impl_;
@@ -166,18 +239,58 @@ template <class A>
 struct loaded {
   A state;
   std::int64_t version = -1;  // last version folded; -1: the stream has no events
+  // The snapshot version the load started from; -1: the whole stream was folded.
+  std::int64_t snapshot_version = -1;
 };
 
-// Loads an aggregate by folding its stream, one event at a time.
+namespace detail {
+// One load of an aggregate: its state, and the hooks that fold into it (which point into this
+// object, hence neither copyable nor movable).
 template <class A>
-result<loaded<A>> load(event_store& store, std::string_view stream_id) {
+struct loader {
+  explicit loader(const load_options& options)
+      : hooks{[this] { out.state = A{}; },
+              [this](const recorded_event& e) { return d.apply(out.state, e); },
+              snapshot_hooks_for<A>(out.state, options)} {}
+  loader(const loader&) = delete;
+  loader& operator=(const loader&) = delete;
+
   loaded<A> out;
   dispatcher<A> d;
-  auto r = detail::fold_stream(store, stream_id, 0,
-                               [&](const recorded_event& e) { return d.apply(out.state, e); });
+  load_hooks hooks;
+};
+}  // namespace detail
+
+// Loads an aggregate: for one that opts into snapshots, the newest snapshot under its key plus
+// the events after it, else a fold of the whole stream, one event at a time. Saves a snapshot
+// when one is due (load_options::snapshot_every).
+template <class A>
+result<loaded<A>> load(event_store& store, std::string_view stream_id,
+                       const load_options& options = {}) {
+  detail::loader<A> l(options);
+  auto r = detail::load_state(store, stream_id, options, l.hooks);
   if (!r) return std::move(r).error();
-  out.version = r.value();
-  return out;
+  l.out.version = r->version;
+  l.out.snapshot_version = r->loaded_from;
+  return std::move(l.out);
+}
+
+// Saves a snapshot of the stream's current state now (on demand), for an aggregate that opts
+// in. Returns the version saved; -1 when the stream has no events (nothing saved). The save
+// itself is best effort, as every snapshot save (event_store::save_snapshot).
+template <class A>
+result<std::int64_t> save_snapshot(event_store& store, std::string_view stream_id,
+                                   load_options options = {}) {
+  static_assert(has_snapshot<A>,
+                "annals: save_snapshot<A> needs an aggregate that opts into snapshots "
+                "(`using snapshot = ...;`, see annals/snapshot.hpp)");
+  options.snapshot_every = -1;  // saved below, once
+  detail::loader<A> l(options);
+  auto r = detail::load_state(store, stream_id, options, l.hooks);
+  if (!r) return std::move(r).error();
+  if (r->version < 0) return std::int64_t{-1};
+  detail::save_snapshot_now(store, stream_id, r->version, options, l.hooks.snapshot, *r);
+  return r->version;
 }
 
 }  // namespace annals

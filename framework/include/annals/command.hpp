@@ -17,6 +17,7 @@
 
 #include <chrono>
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -79,6 +80,9 @@ struct command_options {
   std::string causation_id;
   std::string traceparent;      // copied into each event's metadata
   std::vector<header> headers;  // copied into each event's metadata
+  // How the aggregate is loaded: snapshots used and saved (after the append too) for an
+  // aggregate that opts in; see annals/snapshot.hpp. Default: as load_options{}.
+  load_options load;
 };
 
 struct command_result {
@@ -90,9 +94,9 @@ struct command_result {
 
 namespace detail {
 struct command_hooks {
-  std::function<void()> reset;                          // back to the initial state
-  fold_step apply;                                      // fold one stored event
+  std::function<result<std::int64_t>()> load;           // fresh state; returns its version
   std::function<result<std::vector<event_data>>()> decide;  // rejection: errc::rejected
+  std::function<void(std::int64_t)> appended;           // the decision is now at this version
 };
 // The retry loop, compiled once (src/command.cpp).
 result<command_result> run_command(event_store& store, std::string_view stream_id,
@@ -115,13 +119,28 @@ result<command_result> handle(event_store& store, std::string_view stream_id, De
                 "annals: the decide function must be callable as decision<A>(const A&)");
   A state{};
   dispatcher<A> d;
+  const detail::snapshot_hooks snap = detail::snapshot_hooks_for<A>(state, options.load);
+  detail::load_outcome loaded;
+  std::optional<decision<A>> last;
   detail::command_hooks hooks{
-      [&] { state = A{}; },
-      [&](const recorded_event& e) { return d.apply(state, e); },
+      [&]() -> result<std::int64_t> {
+        auto r = detail::load_state(
+            store, stream_id, options.load,
+            {[&] { state = A{}; }, [&](const recorded_event& e) { return d.apply(state, e); },
+             snap});
+        if (!r) return std::move(r).error();
+        loaded = r.value();
+        return loaded.version;
+      },
       [&]() -> result<std::vector<event_data>> {
-        decision<A> out = decide(std::as_const(state));
-        if (out.rejected()) return error(errc::rejected, out.reason());
-        return detail::serialize_events(out.events());
+        last.emplace(decide(std::as_const(state)));
+        if (last->rejected()) return error(errc::rejected, last->reason());
+        return detail::serialize_events(last->events());
+      },
+      [&](std::int64_t version) {
+        if (!detail::snapshot_due(options.load, snap, version, loaded)) return;
+        for (const auto& m : last->events()) d.apply_message(state, *m);
+        detail::save_snapshot_now(store, stream_id, version, options.load, snap, loaded);
       }};
   return detail::run_command(store, stream_id, options, hooks);
 }

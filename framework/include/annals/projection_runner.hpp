@@ -95,6 +95,10 @@ struct runner_options {
   // catching up (zero downtime: shadow tables, then a swap). Default true; when false such a
   // projection is reported stale by status() and not run.
   bool rebuild_on_version_change = true;
+  // Upcasters applied to every event the runner reads (catch-up, live, rebuild), as
+  // sqlite_options::upcast: handlers see the upcast events, so a projection lists only the
+  // current types. Shared read-only. Default: none.
+  std::shared_ptr<const upcasters> upcast;
 };
 
 class projection_runner {

@@ -1000,6 +1000,7 @@ result<std::unique_ptr<projection_runner>> projection_runner::open(const std::st
   sqlite_options so;
   so.busy_timeout_ms = options.busy_timeout_ms;
   so.create_if_missing = false;  // a runner reads a store; it never invents one
+  so.upcast = options.upcast;
   auto store = open_sqlite_store(path, so);
   if (!store) return std::move(store).error();
   int timeout = static_cast<int>(options.busy_timeout_ms);
