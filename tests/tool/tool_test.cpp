@@ -1,13 +1,19 @@
 // The `annals` tool end to end, through its real executable: every command, verify catching
 // each kind of tampered row, export/import byte for byte, and bad stores and bad input.
 #include <doctest/doctest.h>
+
+#include <annals/schema.hpp>
+
+#include "bank/v1/events.pb.h"
+#include "support/support.hpp"
+
 #include <google/protobuf/descriptor.pb.h>
 #include <signal.h>
 #include <sqlite3.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <annals/schema.hpp>
+#include <algorithm>
 #include <chrono>
 #include <fstream>
 #include <sstream>
@@ -15,9 +21,6 @@
 #include <string>
 #include <thread>
 #include <vector>
-
-#include "bank/v1/events.pb.h"
-#include "support/support.hpp"
 
 using annals::test::process_result;
 using annals::test::temp_dir;

@@ -2,13 +2,14 @@
 // the event_store contract, so another backend only needs its own store_admin.
 #include "commands.hpp"
 
+#include <annals/admin.hpp>
+#include <annals/json.hpp>
+#include <annals/schema.hpp>
+
 #include <fmt/format.h>
 #include <fmt/ostream.h>
 #include <google/protobuf/descriptor.pb.h>
 
-#include <annals/admin.hpp>
-#include <annals/json.hpp>
-#include <annals/schema.hpp>
 #include <chrono>
 #include <cstdio>
 #include <ctime>

@@ -1,11 +1,12 @@
 // `annals`: inspect, verify, export and import any Annals store without the application's code
 // (events are decoded from the descriptors stored in the store). Command-line parsing only;
 // the commands are in commands.cpp.
+#include "commands.hpp"
+
 #include <CLI/CLI.hpp>
+
 #include <csignal>
 #include <iostream>
-
-#include "commands.hpp"
 
 namespace {
 std::atomic<bool> stop_requested{false};

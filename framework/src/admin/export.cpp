@@ -1,5 +1,12 @@
 // `annals export` / `annals import` (annals/admin.hpp): JSON lines of annals.v1.ExportLine,
 // written and parsed by protobuf's JSON mapping. Backend-neutral: rows come from store_admin.
+#include <annals/admin.hpp>
+#include <annals/json.hpp>
+#include <annals/schema.hpp>
+
+#include "annals/v1/envelope.pb.h"
+#include "store/prepared.hpp"
+
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 #include <google/protobuf/io/coded_stream.h>
@@ -8,14 +15,8 @@
 #include <google/protobuf/util/time_util.h>
 #include <google/protobuf/util/type_resolver_util.h>
 
-#include <annals/admin.hpp>
-#include <annals/json.hpp>
-#include <annals/schema.hpp>
 #include <istream>
 #include <ostream>
-
-#include "annals/v1/envelope.pb.h"
-#include "store/prepared.hpp"
 
 namespace annals {
 namespace {

@@ -1,16 +1,17 @@
 // store_admin for SQLite stores (annals/admin.hpp): raw reads of the tables of
 // docs/storage-format.md on a connection of its own, so a damaged row is reported, not fatal.
-#include <fmt/format.h>
-#include <sys/stat.h>
-
 #include <annals/admin.hpp>
 #include <annals/json.hpp>
 #include <annals/schema.hpp>
-#include <map>
-#include <unordered_map>
 
 #include "store/prepared.hpp"
 #include "store/sqlite/sqlite.hpp"
+
+#include <fmt/format.h>
+#include <sys/stat.h>
+
+#include <map>
+#include <unordered_map>
 
 namespace annals {
 namespace {

@@ -1,12 +1,14 @@
 // Stored events to JSON from stored descriptors (annals/json.hpp).
+#include <annals/json.hpp>
+
+#include "schema/descriptor_pool.hpp"
+
 #include <fmt/format.h>
 #include <google/protobuf/descriptor.h>
 #include <google/protobuf/descriptor.pb.h>
-#include <google/protobuf/descriptor_database.h>
 #include <google/protobuf/dynamic_message.h>
 #include <google/protobuf/util/json_util.h>
 
-#include <annals/json.hpp>
 #include <map>
 #include <utility>
 
@@ -18,8 +20,8 @@ namespace {
 // One stored schema made usable: its own pool (versions of one type define the same file
 // names, so they cannot share a pool) and a message factory.
 struct loaded_schema {
-  pb::SimpleDescriptorDatabase db;
-  std::unique_ptr<pb::DescriptorPool> pool;
+  explicit loaded_schema(const pb::FileDescriptorSet& set) : files(set) {}
+  schema_detail::set_pool files;
   std::unique_ptr<pb::DynamicMessageFactory> factory;
   const pb::Descriptor* type = nullptr;
   std::string error;  // set when the descriptor set is unusable
@@ -34,31 +36,19 @@ struct payload_decoder::impl {
   const loaded_schema& load(const stored_schema& s) {
     auto key = std::make_pair(s.type, s.version);
     if (auto it = loaded.find(key); it != loaded.end()) return *it->second;
-    auto l = std::make_unique<loaded_schema>();
     pb::FileDescriptorSet set;
-    if (!set.ParseFromString(s.descriptor_set)) {
+    bool parsed = set.ParseFromString(s.descriptor_set);
+    auto l = std::make_unique<loaded_schema>(set);
+    if (!parsed) {
       l->error = fmt::format("the stored descriptor set of {} version {} does not parse", s.type,
                              s.version);
+    } else if (l->type = l->files.pool().FindMessageTypeByName(s.type); !l->type) {
+      l->error = fmt::format("the stored descriptor set of {} version {} does not define the "
+                             "type ({})",
+                             s.type, s.version,
+                             l->files.errors().empty() ? "not found" : l->files.errors());
     } else {
-      for (const auto& f : set.file()) {
-        if (!l->db.Add(f)) {
-          l->error = fmt::format("the stored descriptor set of {} version {} repeats file '{}'",
-                                 s.type, s.version, f.name());
-          break;
-        }
-      }
-    }
-    if (l->error.empty()) {
-      l->pool = std::make_unique<pb::DescriptorPool>(&l->db);
-      l->type = l->pool->FindMessageTypeByName(s.type);
-      if (!l->type) {
-        l->error = fmt::format(
-            "the stored descriptor set of {} version {} does not define "
-            "the type (or does not build)",
-            s.type, s.version);
-      } else {
-        l->factory = std::make_unique<pb::DynamicMessageFactory>(l->pool.get());
-      }
+      l->factory = std::make_unique<pb::DynamicMessageFactory>(&l->files.pool());
     }
     return *loaded.emplace(std::move(key), std::move(l)).first->second;
   }
