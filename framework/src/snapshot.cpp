@@ -1,13 +1,12 @@
 // Aggregate snapshots (annals/snapshot.hpp): the key, and loading from a snapshot plus tail.
 #include <annals/aggregate.hpp>
+#include <annals/schema.hpp>
 
 #include <fmt/format.h>
 #include <google/protobuf/descriptor.h>
-#include <google/protobuf/descriptor.pb.h>
 
 #include <cstdio>
 #include <exception>
-#include <set>
 
 namespace annals::detail {
 namespace {
@@ -18,26 +17,6 @@ void warn(const load_options& o, const std::string& message) {
     return;
   }
   fmt::print(stderr, "annals: warning: {}\n", message);
-}
-
-// The message's file and its dependencies, dependencies first, each as FileDescriptorProto.
-void collect_files(const google::protobuf::FileDescriptor& f, std::set<std::string>& seen,
-                   std::string& out) {
-  if (!seen.insert(std::string(f.name())).second) return;
-  for (int i = 0; i < f.dependency_count(); ++i) collect_files(*f.dependency(i), seen, out);
-  google::protobuf::FileDescriptorProto p;
-  f.CopyTo(&p);
-  p.AppendToString(&out);  // no map fields: the bytes are deterministic
-}
-
-// 64-bit FNV-1a: a stable fingerprint (not a defence against crafted collisions).
-std::uint64_t fnv1a(std::string_view bytes) {
-  std::uint64_t h = 0xcbf29ce484222325ull;
-  for (unsigned char c : bytes) {
-    h ^= c;
-    h *= 0x100000001b3ull;
-  }
-  return h;
 }
 
 // From the snapshot under the aggregate's key plus the events after it; nullopt (state reset)
@@ -87,11 +66,10 @@ result<std::optional<load_outcome>> from_snapshot(event_store& store, std::strin
 }  // namespace
 
 std::string snapshot_key(const google::protobuf::Descriptor& state, std::uint32_t fold_version) {
-  std::set<std::string> seen;
-  std::string set;
-  collect_files(*state.file(), seen, set);
-  set += state.full_name();  // two state messages of one file get two keys
-  return fmt::format("{:016x}:{}", fnv1a(set), fold_version);
+  // The type's name too: two state messages of one file get two keys.
+  return fmt::format("{}:{}",
+                     schema_fingerprint(descriptor_set_of(state) + "\n" + state.full_name()),
+                     fold_version);
 }
 
 result<load_outcome> load_state(event_store& store, std::string_view stream_id,

@@ -1,5 +1,7 @@
 #include "account.hpp"
 
+#include <annals/schema.hpp>
+
 #include <fmt/format.h>
 
 #include <limits>
@@ -73,7 +75,12 @@ annals::sqlite_options store_options() {
 annals::result<std::unique_ptr<annals::event_store>> open_store(std::string_view uri,
                                                                 annals::sqlite_options options) {
   if (!options.upcast) options.upcast = event_upcasters();
-  return annals::open_store(uri, std::move(options));
+  bool read_only = options.read_only;
+  auto store = annals::open_store(uri, std::move(options));
+  if (!store || read_only) return store;
+  // Appends are stamped with these types' registered schema versions.
+  if (auto r = annals::register_event_types(**store, account::events{}); !r) return r.error();
+  return store;
 }
 
 std::string stream_for(std::string_view account_id) {

@@ -42,8 +42,9 @@ struct account {
 std::shared_ptr<const annals::upcasters> event_upcasters();
 // Store options with the bank's upcasters.
 annals::sqlite_options store_options();
-// Opens the bank's store ("PATH" or "sqlite:PATH") with its upcasters, and registers the
-// bank's event types in the store's schema registry.
+// Opens the bank's store ("PATH" or "sqlite:PATH") with its upcasters and, unless read-only,
+// registers the bank's current event types in the store's schema registry (a changed
+// descriptor that breaks compatibility is refused: invalid_argument with the report).
 annals::result<std::unique_ptr<annals::event_store>> open_store(std::string_view uri,
                                                                 annals::sqlite_options options =
                                                                     store_options());

@@ -16,6 +16,7 @@
 // are published as an immutable map swapped atomically; appends read it without a lock.
 #include "projection/internal.hpp"
 #include "store/prepared.hpp"
+#include "store/sqlite/snapshot_writer.hpp"
 #include "store/sqlite/sqlite.hpp"
 
 #include <annals/schema.hpp>
@@ -384,6 +385,15 @@ class sqlite_store final : public event_store {
       return sqlite::make_error(rc, "cannot read head position", lease.r->conn.get());
     }
     return lease.r->head.column_int64(0);
+  }
+
+  // Snapshots: their own connections and background writer (store/sqlite/snapshot_writer).
+  result<std::optional<snapshot_record>> read_snapshot(std::string_view stream_id,
+                                                       std::string_view key) override {
+    return snapshots_.read(stream_id, key);
+  }
+  void save_snapshot(snapshot_record snapshot) noexcept override {
+    snapshots_.save(std::move(snapshot));
   }
 
   result<std::vector<stored_schema>> read_schemas(std::string_view type) override {
@@ -962,6 +972,8 @@ class sqlite_store final : public event_store {
 
   std::mutex pool_mu_;
   std::vector<std::unique_ptr<reader>> pool_;
+  // Last member: destroyed first, flushing queued snapshot saves (bounded wait).
+  sqlite::snapshot_writer snapshots_{path_, options_.read_only};
 };
 
 // Refuses, before anything is written, a database that is certainly not an Annals store: one
