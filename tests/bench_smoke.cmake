@@ -23,7 +23,8 @@ foreach(line IN LISTS lines)
   string(JSON name GET "${line}" scenario)
   list(APPEND seen ${name})
 endforeach()
-foreach(s append_single append_batch append_concurrent command_throughput aggregate_load replay
+foreach(s append_single append_batch append_concurrent command_throughput aggregate_load
+          aggregate_load_full aggregate_load_snapshot replay
           rebuild live_lag)
   if(NOT s IN_LIST seen)
     message(FATAL_ERROR "scenario ${s} missing from: ${out}")

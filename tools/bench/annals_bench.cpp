@@ -126,6 +126,8 @@ struct config {
   std::int64_t interleave = 19;
   std::int64_t other_streams = 1000;
   int loads_per_rep = 6;
+  // aggregate_load_snapshot: one stream per length, loaded whole and from a snapshot
+  std::vector<std::int64_t> snapshot_lengths{10000, 100000, 1000000};
   int blocks = 20;  // alternating blocks per rep in the write scenarios
   bool reps_given = false;  // --reps on the command line
   // rebuild: store size, accounts, reps (fewer than the other scenarios: 1M events per run)
@@ -154,6 +156,7 @@ struct config {
     load_stream_events = 2000;
     other_streams = 200;
     loads_per_rep = 4;
+    snapshot_lengths = {1000, 5000, 20000};
     blocks = 6;
     rebuild_events = 20000;
     rebuild_accounts = 200;
@@ -265,7 +268,7 @@ std::string account_id(std::int64_t i) {
 }
 
 const std::string& type_opened() {
-  static const std::string t = bank::v1::AccountOpened::descriptor()->full_name();
+  static const std::string t = bank::v2::AccountOpened::descriptor()->full_name();
   return t;
 }
 const std::string& type_deposited() {
@@ -278,9 +281,9 @@ const std::string& type_withdrawn() {
 }
 
 std::string opened_payload(const std::string& id, std::int64_t i) {
-  bank::v1::AccountOpened e;
+  bank::v2::AccountOpened e;
   e.set_account_id(id);
-  e.set_owner(fmt::format("Owner Number {:06}", i));
+  *e.mutable_owner() = bank::split_name(fmt::format("Owner Number {:06}", i));
   return e.SerializeAsString();
 }
 std::string deposited_payload(const std::string& id, std::int64_t cents) {
@@ -298,7 +301,7 @@ std::string withdrawn_payload(const std::string& id, std::int64_t cents) {
 
 // Applies one stored bank event (type + payload) to an account, as hand-written code would.
 struct raw_folder {
-  bank::v1::AccountOpened opened;
+  bank::v2::AccountOpened opened;
   bank::v1::MoneyDeposited deposited;
   bank::v1::MoneyWithdrawn withdrawn;
   bank::v1::AccountClosed closed;
@@ -1128,6 +1131,32 @@ void scenario_command_throughput(const config& c, const temp_dir& dir) {
   print_figure(f);
 }
 
+// Appends (inside the writer's open transaction) the stream's next random bank event: an
+// opening first, then deposits and, one time in four, a withdrawal the balance covers.
+void append_random_event(raw_writer& w, std::mt19937_64& rng, const std::string& id,
+                         const std::string& stream, std::int64_t& sid, std::int64_t& version,
+                         std::int64_t& balance) {
+  std::string payload;
+  const std::string* type;
+  if (version < 0) {
+    payload = opened_payload(id, static_cast<std::int64_t>(rng() % 1000000));
+    type = &type_opened();
+  } else if (rng() % 4 == 0 && balance > 0) {
+    std::int64_t cents = 1 + static_cast<std::int64_t>(rng() % static_cast<std::uint64_t>(balance));
+    payload = withdrawn_payload(id, cents);
+    type = &type_withdrawn();
+    balance -= cents;
+  } else {
+    std::int64_t cents = 1 + static_cast<std::int64_t>(rng() % 100000);
+    payload = deposited_payload(id, cents);
+    type = &type_deposited();
+    balance += cents;
+  }
+  std::string cmd = w.ids.text();
+  raw_writer::event e{type, &payload};
+  version = w.append_in_tx(stream, sid, version, version, &e, 1, raw_metadata(cmd, cmd));
+}
+
 // ---- read dataset: one long stream interleaved with other streams ------------------------
 
 struct read_dataset {
@@ -1168,25 +1197,7 @@ const read_dataset& dataset(const config& c, const temp_dir& dir) {
   std::int64_t target_sid = 0, target_version = -1;
   auto one = [&](const std::string& id, const std::string& stream, std::int64_t& sid,
                  std::int64_t& version, std::int64_t& balance) {
-    std::string payload;
-    const std::string* type;
-    if (version < 0) {
-      payload = opened_payload(id, static_cast<std::int64_t>(rng() % 1000000));
-      type = &type_opened();
-    } else if (rng() % 4 == 0 && balance > 0) {
-      std::int64_t cents = 1 + static_cast<std::int64_t>(rng() % static_cast<std::uint64_t>(balance));
-      payload = withdrawn_payload(id, cents);
-      type = &type_withdrawn();
-      balance -= cents;
-    } else {
-      std::int64_t cents = 1 + static_cast<std::int64_t>(rng() % 100000);
-      payload = deposited_payload(id, cents);
-      type = &type_deposited();
-      balance += cents;
-    }
-    std::string cmd = w.ids.text();
-    raw_writer::event e{type, &payload};
-    version = w.append_in_tx(stream, sid, version, version, &e, 1, raw_metadata(cmd, cmd));
+    append_random_event(w, rng, id, stream, sid, version, balance);
     ++d.total_events;
   };
   std::vector<std::int64_t> other_balance(static_cast<std::size_t>(c.other_streams), 0);
@@ -1209,12 +1220,19 @@ const read_dataset& dataset(const config& c, const temp_dir& dir) {
   return *ds;
 }
 
+// A load that folds the whole stream: neither reads nor saves snapshots.
+annals::load_options full_fold() {
+  annals::load_options o;
+  o.use_snapshots = false;
+  return o;
+}
+
 void scenario_aggregate_load(const config& c, const temp_dir& dir) {
   const auto& d = dataset(c, dir);
   auto annals_once = [&] {
     auto t0 = clock_type::now();
     auto store = check(annals::open_sqlite_store(d.path), "cannot open the store");
-    auto l = check(annals::load<bank::account>(*store, d.target_stream), "load");
+    auto l = check(annals::load<bank::account>(*store, d.target_stream, full_fold()), "load");
     store.reset();
     double secs = seconds_since(t0);
     if (l.version + 1 != d.target_events || l.state.balance_cents != d.target_balance) {
@@ -1259,10 +1277,10 @@ void scenario_aggregate_load(const config& c, const temp_dir& dir) {
   std::vector<double> open_close, warm;
   {
     auto store = check(annals::open_sqlite_store(d.path), "cannot open the store");
-    (void)check(annals::load<bank::account>(*store, d.target_stream), "load");
+    (void)check(annals::load<bank::account>(*store, d.target_stream, full_fold()), "load");
     for (int i = 0; i < c.reps * c.loads_per_rep; ++i) {
       auto t0 = clock_type::now();
-      auto l = check(annals::load<bank::account>(*store, d.target_stream), "load");
+      auto l = check(annals::load<bank::account>(*store, d.target_stream, full_fold()), "load");
       warm.push_back(seconds_since(t0));
       if (l.state.balance_cents != d.target_balance) logic_failure("annals load: wrong fold");
     }
@@ -1279,12 +1297,154 @@ void scenario_aggregate_load(const config& c, const temp_dir& dir) {
   f.extra.emplace_back("ms_per_load_store_already_open", num(median(warm) * 1e3, 3));
   f.extra.emplace_back("store_events", std::to_string(d.total_events));
   f.note = fmt::format(
-      "annals::load<bank::account> of a {}-event stream, {} other streams' events after each of "
+      "annals::load<bank::account> (snapshots off: the whole stream) of a {}-event stream, {} "
+      "other streams' events after each of "
       "its events; store opened (open_sqlite_store) and closed inside each timed load; OS page "
       "cache warm; baseline: new read-only connection, select type+payload by stream ordered "
       "by version, protobuf parse, fold with the same bank::account; both read the same file",
       d.target_events, c.interleave);
   print_figure(f);
+}
+
+// ---- aggregate_load by stream length, with and without a snapshot --------------------------
+
+// One store holding one stream per length, each written in one piece (by hand, as dataset()).
+struct length_dataset {
+  std::string path;
+  std::vector<std::int64_t> lengths;
+  std::vector<std::string> streams;
+  std::vector<std::int64_t> balances;
+};
+
+const length_dataset& lengths_dataset(const config& c, const temp_dir& dir) {
+  static std::optional<length_dataset> ds;
+  if (ds) return *ds;
+  length_dataset d;
+  d.path = dir.file("lengths.db");
+  d.lengths = c.snapshot_lengths;
+  auto t0 = clock_type::now();
+  { auto created = annals_create(d.path); }
+  raw_db db(d.path);
+  db.exec("PRAGMA synchronous=OFF");  // setup only
+  raw_writer w(db);
+  std::mt19937_64 rng(7);
+  w.begin.run();
+  for (std::size_t k = 0; k < d.lengths.size(); ++k) {
+    std::string id = account_id(500000 + static_cast<std::int64_t>(k));
+    d.streams.push_back(bank::stream_for(id));
+    std::int64_t sid = 0, version = -1, balance = 0;
+    for (std::int64_t i = 0; i < d.lengths[k]; ++i) {
+      append_random_event(w, rng, id, d.streams.back(), sid, version, balance);
+    }
+    d.balances.push_back(balance);
+  }
+  w.commit.run();
+  db.exec("PRAGMA wal_checkpoint(TRUNCATE)");
+  // The snapshots, at each stream's last event (destroying the store flushes them).
+  {
+    auto store = check(annals::open_sqlite_store(d.path), "cannot open the store");
+    for (const auto& s : d.streams) {
+      (void)check(annals::save_snapshot<bank::account>(*store, s, full_fold()), "save_snapshot");
+    }
+  }
+  note("length dataset: streams of {} events in {:.1f} s, {:.1f} MB",
+       fmt::join(d.lengths, ", "), seconds_since(t0),
+       static_cast<double>(fs::file_size(d.path)) / 1e6);
+  ds = std::move(d);
+  return *ds;
+}
+
+std::string length_label(std::int64_t n) {
+  if (n % 1000000 == 0) return fmt::format("{}M", n / 1000000);
+  if (n % 1000 == 0) return fmt::format("{}k", n / 1000);
+  return std::to_string(n);
+}
+
+void scenario_aggregate_load_snapshot(const config& c, const temp_dir& dir) {
+  const auto& d = lengths_dataset(c, dir);
+  // Both sides keep their connection open between loads (a service's steady state).
+  auto store = check(annals::open_sqlite_store(d.path), "cannot open the store");
+  raw_db db(d.path, true);
+  for (std::size_t k = 0; k < d.lengths.size(); ++k) {
+    const std::int64_t n = d.lengths[k];
+    const std::string& stream = d.streams[k];
+    auto raw_once = [&] {
+      auto t0 = clock_type::now();
+      raw_stmt sid(db, "SELECT id FROM streams WHERE name = ?1");
+      raw_stmt rows(db, "SELECT type, payload FROM events WHERE stream = ?1 ORDER BY "
+                        "stream_version");
+      raw_folder folder;
+      bank::account a;
+      std::int64_t seen = 0;
+      sid.bind_text(1, stream);
+      if (!sid.step()) storage_failure("baseline: no stream");
+      rows.bind(1, sid.int64(0));
+      sid.reset();
+      while (rows.step()) {
+        folder.apply(a, rows.text(0), rows.blob(1));
+        ++seen;
+      }
+      rows.reset();
+      double secs = seconds_since(t0);
+      if (seen != n || a.balance_cents != d.balances[k]) logic_failure("baseline: wrong fold");
+      return secs;
+    };
+    auto annals_once = [&](bool snapshot) {
+      annals::load_options o;
+      o.use_snapshots = snapshot;
+      o.snapshot_every = -1;  // measure loads only: no saves
+      auto t0 = clock_type::now();
+      auto l = check(annals::load<bank::account>(*store, stream, o), "load");
+      double secs = seconds_since(t0);
+      if (l.version + 1 != n || l.state.balance_cents != d.balances[k]) {
+        logic_failure("annals load: wrong fold");
+      }
+      if (snapshot != (l.snapshot_version == n - 1)) {
+        logic_failure(fmt::format("annals load: snapshot version {}", l.snapshot_version));
+      }
+      return secs;
+    };
+    // Full loads: reps per side, alternating; a 1M-event fold takes about a second.
+    int full_reps = n >= 1000000 ? c.reps : c.reps * 2;
+    figure full;
+    full.scenario = "aggregate_load_full";
+    full.events = full.baseline_events = n;
+    alternate(full_reps, [&] { return annals_once(false); }, raw_once, full.annals_seconds,
+              full.baseline_seconds);
+    full.extra.emplace_back("stream_events", std::to_string(n));
+    full.extra.emplace_back("label", fmt::format("\"{}\"", length_label(n)));
+    full.extra.emplace_back("ms_per_load", num(median(full.annals_seconds) * 1e3, 3));
+    full.extra.emplace_back("baseline_ms_per_load", num(median(full.baseline_seconds) * 1e3, 3));
+    full.note = fmt::format(
+        "annals::load<bank::account> with snapshots off: the whole {}-event stream (contiguous), "
+        "store already open; baseline: the same rows by a prepared SELECT type, payload ... "
+        "ORDER BY stream_version on an open read-only connection, protobuf parse, the same fold",
+        n);
+    print_figure(full);
+
+    // With a snapshot at the last event: many short loads, the median reported.
+    figure snap;
+    snap.scenario = "aggregate_load_snapshot";
+    snap.events = snap.baseline_events = n;
+    int snapshot_loads = c.quick ? 50 : 400;
+    for (int i = 0; i < snapshot_loads; ++i) snap.annals_seconds.push_back(annals_once(true));
+    snap.baseline_seconds = full.baseline_seconds;
+    std::sort(snap.annals_seconds.begin(), snap.annals_seconds.end());
+    double ms = median(snap.annals_seconds) * 1e3;
+    snap.extra.emplace_back("stream_events", std::to_string(n));
+    snap.extra.emplace_back("label", fmt::format("\"{}\"", length_label(n)));
+    snap.extra.emplace_back("ms_per_load", num(ms, 4));
+    snap.extra.emplace_back("ms_per_load_p90", num(quantile(snap.annals_seconds, 0.9) * 1e3, 4));
+    snap.extra.emplace_back("baseline_ms_per_load", num(median(full.baseline_seconds) * 1e3, 3));
+    snap.extra.emplace_back("target_ms_per_load", "1");
+    snap.extra.emplace_back("target_ms_met", ms < 1 ? "true" : "false");
+    snap.note = fmt::format(
+        "annals::load<bank::account> of the same {}-event stream from its snapshot (at the last "
+        "event) plus the empty tail, store already open, median of {} loads; events_per_s counts "
+        "the stream's events; baseline: the full raw read above, so ratio = speed-up",
+        n, snapshot_loads);
+    print_figure(snap);
+  }
 }
 
 void scenario_replay(const config& c, const temp_dir& dir) {
@@ -1581,7 +1741,7 @@ class raw_read_models {
       parse(opened_);
       balance b;
       b.account_id = opened_.account_id();
-      b.owner = opened_.owner();
+      b.owner = bank::full_name(opened_.owner());
       b.opened = true;
       b.opened_at_us = at;
       b.last_activity_us = at;
@@ -1682,7 +1842,7 @@ class raw_read_models {
   }
 
   raw_stmt find_balance_, upsert_balance_, previous_balance_, upsert_movement_, add_to_day_;
-  bank::v1::AccountOpened opened_;
+  bank::v2::AccountOpened opened_;
   bank::v1::MoneyDeposited deposited_;
   bank::v1::MoneyWithdrawn withdrawn_;
   bank::v1::AccountClosed closed_;
@@ -2189,6 +2349,7 @@ const std::vector<std::pair<std::string, void (*)(const config&, const temp_dir&
       {"append_concurrent", scenario_append_concurrent},
       {"command_throughput", scenario_command_throughput},
       {"aggregate_load", scenario_aggregate_load},
+      {"aggregate_load_snapshot", scenario_aggregate_load_snapshot},
       {"replay", scenario_replay},
       {"rebuild", scenario_rebuild},
       {"live_lag", scenario_live_lag},
