@@ -279,7 +279,9 @@ int main(int argc, char** argv) {
   statement_cmd->add_option("ACCOUNT", id, "Account id")->required();
   statement_cmd->callback([&] { code = show_statement(c, id); });
 
-  annals::add_projection_commands(app, c.db, &bank::projections, code);
+  annals::runner_options projection_options;
+  projection_options.upcast = bank::event_upcasters();  // old stored events read as today's
+  annals::add_projection_commands(app, c.db, &bank::projections, code, projection_options);
 
   auto* history_cmd = app.add_subcommand("history", "Print an account's events");
   history_cmd->add_option("ACCOUNT", id, "Account id")->required();

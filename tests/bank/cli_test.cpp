@@ -1,6 +1,7 @@
 // The bank sample end to end, through its real executable: commands, rules, exit codes, demo.
 #include <doctest/doctest.h>
 
+#include "support/bank_events.hpp"
 #include "support/support.hpp"
 
 #include <unistd.h>
@@ -205,4 +206,31 @@ TEST_CASE("statement reads the read model with running balances; projections sta
   CHECK(rb.exit_code == 0);
   CHECK(contains(rb.out, "0 difference(s)"));
   CHECK(bank({"projections", "rebuild", "nope"}).exit_code == 2);
+}
+
+TEST_CASE("a store written before bank.v2.AccountOpened keeps working: commands, history, rebuild") {
+  bank_cli bank;
+  {
+    // What an older bank wrote: v1 AccountOpened with the owner as one string, no registry.
+    namespace ev = annals::test::bank_events;
+    auto store = annals::open_store(bank.db);
+    REQUIRE(store.ok());
+    std::vector<annals::event_data> old;
+    old.push_back(ev::data_of(ev::opened("old", "Grace Brewster Hopper")));
+    old.push_back(ev::data_of(ev::deposited("old", 2500)));
+    REQUIRE((*store)->append("account-old", annals::expected_version::no_stream(), std::move(old)).ok());
+  }
+  CHECK(bank({"deposit", "old", "1.50"}).exit_code == 0);  // the aggregate reads v1 as v2
+  auto history = bank({"history", "old"});
+  CHECK(history.exit_code == 0);
+  CHECK(contains(history.out, "Grace Brewster Hopper"));
+  CHECK(bank({"balance", "old"}).out == "26.50\n");
+  // The projection commands read v1 events through the bank's upcasters too: nothing parked.
+  auto rb = bank({"projections", "rebuild", "account_balances", "--verify"});
+  CHECK(rb.exit_code == 0);
+  CHECK(contains(rb.out, "0 difference(s)"));
+  auto parked = bank({"projections", "parked", "account_balances"});
+  CHECK(parked.exit_code == 0);
+  CHECK_FALSE(contains(parked.out, "never opened"));
+  CHECK(bank({"balance", "old"}).out == "26.50\n");
 }

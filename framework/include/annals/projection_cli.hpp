@@ -16,6 +16,7 @@
 #pragma once
 
 #include <annals/projection.hpp>
+#include <annals/projection_runner.hpp>
 
 #include <functional>
 #include <string>
@@ -27,8 +28,10 @@ class App;
 namespace annals {
 
 // `store_path` and `exit_code` are referenced, not copied: they must outlive app.parse().
-// `projections` is called when a command runs.
+// `projections` is called when a command runs. `options` are those of every runner the
+// commands open (give the application's upcasters here, as to its own runners).
 void add_projection_commands(CLI::App& app, const std::string& store_path,
-                             std::function<projection_list()> projections, int& exit_code);
+                             std::function<projection_list()> projections, int& exit_code,
+                             runner_options options = {});
 
 }  // namespace annals

@@ -50,7 +50,8 @@ std::function<void(const rebuild_progress&)> progress_printer(std::string name) 
 }  // namespace
 
 void add_projection_commands(CLI::App& app, const std::string& store_path,
-                             std::function<projection_list()> projections, int& exit_code_out) {
+                             std::function<projection_list()> projections, int& exit_code_out,
+                             runner_options options) {
   auto* cmd = app.add_subcommand("projections", "Inspect, rebuild and repair projections");
   cmd->require_subcommand(1);
   struct args {
@@ -59,9 +60,9 @@ void add_projection_commands(CLI::App& app, const std::string& store_path,
     bool verify = false;
   };
   auto a = std::make_shared<args>();
-  auto with_runner = [&store_path, projections, &exit_code_out](
+  auto with_runner = [&store_path, projections, &exit_code_out, options = std::move(options)](
                          const std::function<int(projection_runner&)>& body) {
-    auto runner = projection_runner::open(store_path, projections());
+    auto runner = projection_runner::open(store_path, projections(), options);
     if (!runner) {
       exit_code_out = fail(runner.error());
       return;
