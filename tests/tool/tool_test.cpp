@@ -605,6 +605,16 @@ TEST_CASE("usage errors exit 2 and every command has --help") {
   CHECK(annals::test::run({ANNALS_EXE}).exit_code == 2);
   CHECK(annals::test::run({ANNALS_EXE, "bogus"}).exit_code == 2);
   CHECK(annals::test::run({ANNALS_EXE, "streams"}).exit_code == 2);  // no --db
+  auto missing = annals::test::run({ANNALS_EXE, "schema", "list"});
+  CHECK(missing.exit_code == 2);
+  CHECK(contains(missing.err, "--db is required"));
+  // --db may also come before the command, as with `bank --db FILE ...`.
+  seeded_cli seeded;
+  auto after = seeded({"stats"});
+  auto before = annals::test::run({ANNALS_EXE, "--db", seeded.db, "stats"});
+  CHECK(after.exit_code == 0);
+  CHECK(before.exit_code == 0);
+  CHECK(before.out == after.out);
   CHECK(cli({"streams", "--limit", "-3"}).exit_code == 2);
   CHECK(cli({"read"}).exit_code == 2);
   CHECK(cli({"tail", "--from", "0"}).exit_code == 2);

@@ -20,9 +20,11 @@ int main(int argc, char** argv) {
       "type not found; 2 usage or bad input; 4 storage error (missing file, not an Annals "
       "store, newer format, I/O)."};
   app.require_subcommand(1);
+  // --db goes before or after the command (`annals --db F streams`, `annals streams --db F`).
   std::string db;
+  app.add_option("--db", db, "the store: a path or sqlite:PATH");
   auto with_db = [&](CLI::App* sub) {
-    sub->add_option("--db", db, "the store: a path or sqlite:PATH")->required();
+    sub->add_option("--db", db, "the store: a path or sqlite:PATH (required)");
     return sub;
   };
   std::function<int()> command;
@@ -90,6 +92,10 @@ int main(int argc, char** argv) {
     return code == 0 ? 0 : 2;
   }
 
+  if (db.empty()) {
+    std::cerr << "--db is required\nRun with --help for more information.\n";
+    return 2;
+  }
   annals::tool::context c{db, std::cout, std::cerr};
   if (*streams) return annals::tool::streams(c, so);
   if (*read) return annals::tool::read(c, ro);
