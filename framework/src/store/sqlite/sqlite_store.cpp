@@ -332,7 +332,10 @@ class sqlite_store final : public event_store {
     while (visited < o.max_count) {
       reset_guard g(page);
       page.bind(1, next);
-      page.bind(2, std::min(page_size, o.max_count - visited));
+      // Rows asked for, not rows visited, decide whether the page was the last: upcasting
+      // may drop rows of old types that are no longer wanted.
+      const std::int64_t asked = std::min(page_size, o.max_count - visited);
+      page.bind(2, asked);
       if (!o.stream_prefix.empty()) {
         page.bind(3, static_cast<std::int64_t>(o.stream_prefix.size()));
         page.bind(4, o.stream_prefix);
@@ -355,7 +358,7 @@ class sqlite_store final : public event_store {
         if (!visit(ev)) return visited;
       }
       if (rc != SQLITE_DONE) return sqlite::make_error(rc, "cannot read $all", rd.conn.get());
-      if (rows < page_size) break;
+      if (rows < asked) break;
     }
     return visited;
   }
