@@ -229,6 +229,17 @@ TEST_CASE("a corrupt snapshot falls back to a full replay with a warning, never 
     CHECK(f.load("a", f.options(-1)).state.balance_cents == 0);
     CHECK(f.warnings.size() == 2);
   }
+  SUBCASE("a snapshot beyond the end is replaced by the next save, though its version is lower") {
+    f.put("a", 100000, state_bytes(777));
+    CHECK(f.load("a", f.options(5)).snapshot_version == -1);  // replays, then saves at 10
+    f.reopen();
+    CHECK(f.stored("a")->version == 10);
+    f.warnings.clear();
+    auto l = f.load("a", f.options(5));
+    CHECK(l.snapshot_version == 10);
+    CHECK(l.state.balance_cents == 55);
+    CHECK(f.warnings.empty());
+  }
   SUBCASE("the next due save replaces it") {
     f.put("a", 10, std::string("\xff", 1));
     CHECK(f.load("a", f.options(5)).snapshot_version == -1);  // replays, then saves at 10

@@ -12,12 +12,15 @@ namespace {
 constexpr const char* select_sql =
     "SELECT version, state, taken_at FROM annals_snapshots WHERE stream = ?1 AND key = ?2";
 // Keeps the higher version; an equal one replaces the stored snapshot (which may be the
-// corrupt one a load just fell back from).
+// corrupt one a load just fell back from). A stored snapshot claiming a version beyond the
+// stream's end is not a snapshot of this stream (a load ignores it): any save replaces it, or
+// it would block every later save and force a full replay on every load.
 constexpr const char* upsert_sql =
     "INSERT INTO annals_snapshots(stream, key, version, state, taken_at) "
     "VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT(stream, key) DO UPDATE SET "
     "version = excluded.version, state = excluded.state, taken_at = excluded.taken_at "
-    "WHERE excluded.version >= annals_snapshots.version";
+    "WHERE excluded.version >= annals_snapshots.version OR annals_snapshots.version > "
+    "coalesce((SELECT version FROM streams WHERE name = excluded.stream), -1)";
 
 bool has_snapshot_table(sqlite3* db) {
   auto st = statement::prepare(
