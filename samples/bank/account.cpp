@@ -80,6 +80,12 @@ annals::result<std::unique_ptr<annals::event_store>> open_store(std::string_view
   if (!store || read_only) return store;
   // Appends are stamped with these types' registered schema versions.
   if (auto r = annals::register_event_types(**store, account::events{}); !r) return r.error();
+  // No longer written but still read (through the upcaster): registered so that generic tools
+  // (`annals read`, `verify`, `export`) decode the old events from the stored descriptor.
+  if (auto r = annals::register_event_types(**store, annals::event_list<v1::AccountOpened>{});
+      !r) {
+    return r.error();
+  }
   return store;
 }
 

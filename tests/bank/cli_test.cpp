@@ -233,4 +233,10 @@ TEST_CASE("a store written before bank.v2.AccountOpened keeps working: commands,
   CHECK(parked.exit_code == 0);
   CHECK_FALSE(contains(parked.out, "never opened"));
   CHECK(bank({"balance", "old"}).out == "26.50\n");
+  // The old type stays registered, so tools without the bank's code decode those events.
+  auto store = annals::open_store(bank.db);
+  REQUIRE(store.ok());
+  auto old_schema = (*store)->read_schemas("bank.v1.AccountOpened");
+  REQUIRE(old_schema.ok());
+  CHECK(old_schema->size() == 1);
 }
