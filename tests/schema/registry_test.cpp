@@ -147,7 +147,7 @@ TEST_CASE("a registered type round-trips through the store") {
   CHECK(s.version == 1);
   CHECK(s.mode == compatibility::full);
   CHECK(s.descriptor_set == descriptor_set_of(*pool->find("t.E")));
-  CHECK(s.fingerprint == schema_fingerprint(s.descriptor_set));
+  CHECK(s.fingerprint == type_fingerprint(*pool->find("t.E")));
   CHECK(s.fingerprint.size() == 32);
   CHECK(s.registered_at_us > 0);
   pb::FileDescriptorSet parsed;
@@ -337,7 +337,7 @@ TEST_CASE("processes registering concurrently end with one row per descriptor, i
   for (int v = 1; v <= 3; ++v) {
     CHECK(stored[v - 1].version == v);
     CHECK(stored[v - 1].fingerprint ==
-          schema_fingerprint(descriptor_set_of(*pools[v - 1]->find("t.E"))));
+          type_fingerprint(*pools[v - 1]->find("t.E")));
     fingerprints.insert(stored[v - 1].fingerprint);
   }
   CHECK(fingerprints.size() == 3);
@@ -473,4 +473,217 @@ TEST_CASE("check_against_store uses the mode each type was registered with") {
   CHECK(checked(*store, set_of(message("E", field("f1", 1, "TYPE_STRING")) + " " +
                                 message("G", field("x", 1, "TYPE_INT32"))))
             .compatible());
+}
+
+namespace {
+
+// dep.proto (Dep, enum Color) and top.proto (A referring to both, with a nested N; B a
+// sibling), as FileDescriptorSet pieces that tests vary one at a time.
+struct two_files {
+  std::string dep = message("Dep", field("x", 1, "TYPE_INT32")) +
+                    " enum_type { name: \"Color\" value { name: \"RED\" number: 0 } }";
+  std::string a_extra;
+  std::string nested = field("n", 1, "TYPE_INT32");
+  std::string b = message("B", field("y", 1, "TYPE_STRING"));
+  std::string top_options;
+
+  pb::FileDescriptorSet set() const {
+    pb::FileDescriptorSet out;
+    *out.add_file() = file_proto(dep, "proto3", "dep.proto");
+    auto top = file_proto(
+        message("A", field("d", 1, "TYPE_MESSAGE", "LABEL_OPTIONAL", "type_name: \".t.Dep\"") +
+                         field("c", 2, "TYPE_ENUM", "LABEL_OPTIONAL", "type_name: \".t.Color\"") +
+                         field("self", 3, "TYPE_MESSAGE", "LABEL_OPTIONAL", "type_name: \".t.A\"") +
+                         field("nn", 4, "TYPE_MESSAGE", "LABEL_OPTIONAL", "type_name: \".t.A.N\"") +
+                         " nested_type { name: \"N\" " + nested + " } " + a_extra) +
+            " " + b + " " + top_options,
+        "proto3", "top.proto");
+    top.add_dependency("dep.proto");
+    *out.add_file() = top;
+    return out;
+  }
+  std::string fingerprint(const std::string& type = "t.A") const {
+    auto pool = build(set());
+    return type_fingerprint(*pool->find(type));
+  }
+};
+
+}  // namespace
+
+TEST_CASE("type_fingerprint covers the type and what it references, not its file's siblings") {
+  two_files base;
+  const std::string a = base.fingerprint();
+  CHECK(a.size() == 32);
+  CHECK(a == base.fingerprint());
+  CHECK(a != base.fingerprint("t.B"));
+
+  auto changed = [&](auto edit) {
+    two_files f;
+    edit(f);
+    return f.fingerprint();
+  };
+  // A sibling of the file changing, file options and comments: the same type.
+  CHECK(changed([](two_files& f) { f.b = message("B", field("y", 1, "TYPE_BYTES")); }) == a);
+  CHECK(changed([](two_files& f) { f.b = ""; }) == a);
+  CHECK(changed([](two_files& f) {
+          f.top_options = "options { java_package: \"com.example\" } source_code_info { location "
+                          "{ path: 4 path: 0 span: 0 span: 0 span: 9 leading_comments: \" A \" } }";
+        }) == a);
+  // The type itself, its nested type, a referenced message or enum in another file: changed.
+  CHECK(changed([](two_files& f) { f.a_extra = field("z", 9, "TYPE_BOOL"); }) != a);
+  CHECK(changed([](two_files& f) { f.nested = field("n", 1, "TYPE_INT64"); }) != a);
+  CHECK(changed([](two_files& f) {
+          f.dep = message("Dep", field("x", 1, "TYPE_INT64")) +
+                  " enum_type { name: \"Color\" value { name: \"RED\" number: 0 } }";
+        }) != a);
+  CHECK(changed([](two_files& f) {
+          f.dep = message("Dep", field("x", 1, "TYPE_INT32")) +
+                  " enum_type { name: \"Color\" value { name: \"RED\" number: 0 } "
+                  "value { name: \"BLUE\" number: 1 } }";
+        }) != a);
+  // A sibling of the referenced file is not referenced.
+  CHECK(changed([](two_files& f) { f.dep += " " + message("Other", ""); }) == a);
+}
+
+TEST_CASE("type_fingerprint ignores json_name values protoc writes by default") {
+  // protoc --descriptor_set_out writes every json_name; compiled descriptors do not.
+  auto with = [](const std::string& json) {
+    return set_of(message("E", field("amount_cents", 1, "TYPE_INT64", "LABEL_OPTIONAL", json)));
+  };
+  auto plain = build(with(""));
+  auto protoc = build(with("json_name: \"amountCents\""));
+  auto custom = build(with("json_name: \"amount\""));
+  CHECK(type_fingerprint(*plain->find("t.E")) == type_fingerprint(*protoc->find("t.E")));
+  CHECK(type_fingerprint(*plain->find("t.E")) != type_fingerprint(*custom->find("t.E")));
+}
+
+TEST_CASE("changing one type of a file bumps only that type's version") {
+  temp_dir dir;
+  auto store = open(dir.file("s.db"));
+  auto v1 = build(version_set(1));
+  register_ok(*store, *v1, {"t.E", "t.G"});
+  // G changes (compatibly); E does not.
+  auto g2 = build(set_of(
+      message("E", field("f1", 1, "TYPE_INT64") + field("f2", 2, "TYPE_INT64")) + " " +
+      message("G", field("x", 1, "TYPE_STRING") + field("y", 2, "TYPE_BOOL"))));
+  auto regs = register_ok(*store, *g2, {"t.E", "t.G"});
+  CHECK(regs[0].type == "t.E");
+  CHECK(regs[0].version == 1);
+  CHECK(!regs[0].added);
+  CHECK(regs[1].version == 2);
+  CHECK(regs[1].added);
+  CHECK(schemas(*store, "t.E").size() == 1);
+  REQUIRE(store->append("s", expected_version::any(), {event_of("t.E"), event_of("t.G")}).ok());
+  CHECK(stamped(*store, "s") == std::vector<std::int32_t>{1, 2});
+  // The stored set is still the whole file: version 2 of G's set holds E too (for decoding).
+  pb::FileDescriptorSet set;
+  REQUIRE(set.ParseFromString(schemas(*store, "t.G")[1].descriptor_set));
+  REQUIRE(set.file_size() == 1);
+  CHECK(set.file(0).message_type_size() == 2);
+  // E changing leaves G alone.
+  auto e3 = build(version_set(2));
+  auto regs3 = register_ok(*store, *e3, {"t.E"});
+  CHECK(regs3[0].version == 2);
+}
+
+TEST_CASE("a change to a referenced message in another file is a new version of the type") {
+  temp_dir dir;
+  auto store = open(dir.file("s.db"));
+  two_files base;
+  auto p1 = build(base.set());
+  register_ok(*store, *p1, {"t.A", "t.B"});
+  two_files dep_changed;
+  dep_changed.dep = message("Dep", field("x", 1, "TYPE_INT32") + field("w", 2, "TYPE_BOOL")) +
+                    " enum_type { name: \"Color\" value { name: \"RED\" number: 0 } }";
+  auto p2 = build(dep_changed.set());
+  auto regs = register_ok(*store, *p2, {"t.A", "t.B"});
+  CHECK(regs[0].version == 2);
+  CHECK(regs[0].added);
+  CHECK(regs[1].version == 1);
+  CHECK(!regs[1].added);
+}
+
+namespace {
+
+// The bank sample's layout: v1.proto keeps Opened and Deposited; v2.proto adds OpenedV2.
+pb::FileDescriptorSet bank_like(bool keep_opened, bool with_v2) {
+  pb::FileDescriptorSet set;
+  std::string v1 = message("Deposited", field("cents", 1, "TYPE_INT64"));
+  if (keep_opened) v1 += " " + message("Opened", field("owner", 1, "TYPE_STRING"));
+  *set.add_file() = file_proto(v1, "proto3", "v1.proto");
+  if (with_v2) {
+    *set.add_file() = file_proto(
+        message("OpenedV2", field("owner", 1, "TYPE_STRING") + field("currency", 2, "TYPE_STRING")),
+        "proto3", "v2.proto");
+  }
+  return set;
+}
+
+}  // namespace
+
+TEST_CASE("registration refuses a stored type its file no longer defines") {
+  temp_dir dir;
+  auto store = open(dir.file("s.db"));
+  auto v1 = build(bank_like(true, false));
+  register_ok(*store, *v1, {"t.Opened", "t.Deposited"});
+
+  // The bank sample's way: the old message stays, the new type lives in another file.
+  auto v2 = build(bank_like(true, true));
+  register_ok(*store, *v2, {"t.Deposited", "t.OpenedV2"});
+  register_ok(*store, *v2, {"t.OpenedV2"});
+  register_ok(*store, *v2, {"t.Opened", "t.Deposited", "t.OpenedV2"});
+
+  // Opened renamed (dropped from v1.proto): refused, naming the old type, nothing written.
+  auto renamed = build(bank_like(false, true));
+  auto before = schemas(*store).size();
+  auto r = register_event_types(*store, {{renamed->find("t.Deposited"), compatibility::backward},
+                                         {renamed->find("t.OpenedV2"), compatibility::backward}});
+  REQUIRE(fails_with(r, errc::invalid_argument, "t.Opened: type-renamed"));
+  CHECK(fails_with(r, errc::invalid_argument, "keep the old message"));
+  CHECK(schemas(*store).size() == before);
+  // A registration that does not touch v1.proto says nothing about its types.
+  register_ok(*store, *renamed, {"t.OpenedV2"});
+  // The same check offline.
+  auto offline = checked(*store, bank_like(false, true));
+  REQUIRE(offline.violations.size() == 1);
+  CHECK(offline.violations[0].type == "t.Opened");
+  CHECK(offline.violations[0].rule == "type-renamed");
+  CHECK(checked(*store, bank_like(true, true)).compatible());
+}
+
+TEST_CASE("a removed type is refused under backward and full, not forward or none") {
+  for (auto mode : {compatibility::backward, compatibility::full, compatibility::forward,
+                    compatibility::none}) {
+    CAPTURE(to_string(mode));
+    temp_dir dir;
+    auto store = open(dir.file("s.db"));
+    auto v1 = build(version_set(1));
+    register_ok(*store, *v1, {"t.E"});
+    register_ok(*store, *v1, {"t.G"}, mode);
+    auto without_g = build(set_of(message("E", field("f1", 1, "TYPE_INT64") +
+                                                   field("f2", 2, "TYPE_INT64"))));
+    bool refused = mode == compatibility::backward || mode == compatibility::full;
+    auto r = register_event_types(*store, {{without_g->find("t.E"), compatibility::backward}});
+    CHECK(r.ok() == !refused);
+    if (refused) CHECK(fails_with(r, errc::invalid_argument, "t.G: type-renamed"));
+    CHECK(checked(*store, set_of(message("E", field("f1", 1, "TYPE_INT64") +
+                                                  field("f2", 2, "TYPE_INT64"))))
+              .compatible() == !refused);
+  }
+}
+
+TEST_CASE("a type moved to another file is not a rename") {
+  temp_dir dir;
+  auto store = open(dir.file("s.db"));
+  auto v1 = build(version_set(1));
+  register_ok(*store, *v1, {"t.E", "t.G"});
+  pb::FileDescriptorSet moved;
+  *moved.add_file() = file_proto(message("G", field("x", 1, "TYPE_STRING")), "proto3", "g.proto");
+  *moved.add_file() =
+      file_proto(message("E", field("f1", 1, "TYPE_INT64") + field("f2", 2, "TYPE_INT64")),
+                 "proto3", "t.proto");
+  auto pool = build(moved);
+  register_ok(*store, *pool, {"t.E"});
+  register_ok(*store, *pool, {"t.E", "t.G"});
+  CHECK(checked(*store, moved).compatible());
 }

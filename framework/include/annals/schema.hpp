@@ -3,10 +3,12 @@
 // An application registers the Protobuf descriptors of the event types it knows when it opens
 // a store (register_event_types). The store keeps every distinct version of each type's
 // descriptor (as a FileDescriptorSet with the type's file and its dependencies) and numbers
-// them 1, 2, 3... per type. Registering the same descriptor again is a no-op. A changed
-// descriptor is checked against the stored versions with the type's compatibility mode and,
-// if it breaks a rule, refused before anything is written (errc::invalid_argument whose message
-// is the report, one violation per line).
+// them 1, 2, 3... per type; a type's version changes only when the type itself or a type it
+// references changes (type_fingerprint), not when another type of its file does. Registering
+// the same descriptor again is a no-op. A changed descriptor is checked against the stored
+// versions with the type's compatibility mode and, if it breaks a rule, refused before
+// anything is written (errc::invalid_argument whose message is the report, one violation per
+// line).
 //
 // Every event appended afterwards by this process is stamped with the version of its type that
 // this process registered (event_metadata::schema_version), so upcasters and generic tools know
@@ -83,19 +85,32 @@ schema_check_report check_compatibility(const google::protobuf::FileDescriptorSe
 // dependencies first, serialized deterministically.
 std::string descriptor_set_of(const google::protobuf::Descriptor& type);
 
-// A stable fingerprint of serialized descriptor-set bytes: 32 lower-case hex digits (128-bit
-// FNV-1a). Equal bytes give equal fingerprints on every platform.
+// A stable fingerprint of bytes: 32 lower-case hex digits (128-bit FNV-1a). Equal bytes give
+// equal fingerprints on every platform.
 std::string schema_fingerprint(std::string_view descriptor_set);
+
+// The fingerprint of one message type's schema (stored_schema::fingerprint, snapshot keys):
+// schema_fingerprint over the type's own closure only, i.e. its DescriptorProto (nested types
+// included) and, transitively, every message and enum type its fields (and its nested types'
+// fields) reference, each once, in a deterministic order (depth first, fields in declaration
+// order), each with its full name and its file's syntax. Sibling types of the file, file
+// options, comments and json_name values equal to the default do not count, so a type keeps
+// its fingerprint (and its registered version) when only its neighbours change, and a
+// compiled descriptor and the same descriptor built from a protoc descriptor set agree.
+std::string type_fingerprint(const google::protobuf::Descriptor& type);
 
 struct schema_registration {
   const google::protobuf::Descriptor* type = nullptr;
   compatibility mode = compatibility::backward;
 };
 
-// Registers the types all or nothing. A changed descriptor is checked against EVERY stored
-// version of its type (transitive: events of every version stay in the log), with the mode
-// given here. Errors: invalid_argument with the compatibility report when any type breaks its
-// mode, or on a read-only store (nothing is stored), busy, io.
+// Registers the types all or nothing. A type is identified by type_fingerprint; a changed one
+// is checked against EVERY stored version of its type (transitive: events of every version
+// stay in the log), with the mode given here. A stored type registered BACKWARD or FULL whose
+// file is the file of one of `types` but which no longer exists there (renamed or removed) is
+// "type-renamed": its events stay in the log; keep the old message and add an upcaster.
+// Errors: invalid_argument with the compatibility report when any type breaks its mode, or on
+// a read-only store (nothing is stored), busy, io.
 result<std::vector<registered_type>> register_event_types(
     event_store& store, const std::vector<schema_registration>& types);
 
@@ -109,8 +124,9 @@ result<std::vector<registered_type>> register_event_types(
 // Checks every message type of `candidates` that the store already holds against its stored
 // versions, each with the mode its latest version was registered with, without writing
 // (`annals schema check`). Types the store has never seen are compatible by definition; a
-// stored type missing from the set while the set still holds the file that defined it is
-// "type-renamed". Errors: invalid_argument when the set does not build (a file twice, a
+// stored type registered BACKWARD or FULL that is missing from the set while the set still
+// holds the file that defined it is "type-renamed" (the same rule as register_event_types).
+// Errors: invalid_argument when the set does not build (a file twice, a
 // missing dependency), corruption for an undecodable stored set, busy, io.
 result<schema_check_report> check_against_store(
     event_store& store, const google::protobuf::FileDescriptorSet& candidates);

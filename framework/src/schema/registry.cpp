@@ -43,6 +43,90 @@ void add_with_dependencies(const pb::FileDescriptor& file,
   file.CopyTo(set.add_file());
 }
 
+// protoc's default JSON name of a field (descriptor.cc ToJsonName).
+std::string default_json_name(std::string_view name) {
+  std::string out;
+  bool upper = false;
+  for (char c : name) {
+    if (c == '_') {
+      upper = true;
+    } else {
+      out += upper && c >= 'a' && c <= 'z' ? static_cast<char>(c - 'a' + 'A') : c;
+      upper = false;
+    }
+  }
+  return out;
+}
+
+// protoc --descriptor_set_out writes every field's json_name; compiled descriptors keep only
+// explicit ones. A default one says nothing: drop it so both give the same bytes.
+void drop_default_json_names(pb::DescriptorProto& m) {
+  for (auto* fields : {m.mutable_field(), m.mutable_extension()}) {
+    for (auto& f : *fields) {
+      if (f.has_json_name() && f.json_name() == default_json_name(f.name())) f.clear_json_name();
+    }
+  }
+  for (auto& nested : *m.mutable_nested_type()) drop_default_json_names(nested);
+}
+
+// The bytes type_fingerprint hashes: each type of the closure once, as
+// "<kind> <full name> <syntax> <length>\n<deterministic DescriptorProto bytes>".
+class type_closure {
+ public:
+  explicit type_closure(const pb::Descriptor& root) {
+    out_ = "annals.type_fingerprint.1\n";
+    message(root);
+  }
+  const std::string& bytes() const { return out_; }
+
+ private:
+  void message(const pb::Descriptor& d) {
+    if (!seen_.insert(&d).second) return;
+    mark_nested(d);  // in d's DescriptorProto already
+    pb::DescriptorProto proto;
+    d.CopyTo(&proto);
+    drop_default_json_names(proto);
+    emit('M', d.full_name(), *d.file(), serialize_deterministic(proto));
+    references(d);
+  }
+
+  void enumeration(const pb::EnumDescriptor& e) {
+    if (!seen_.insert(&e).second) return;
+    pb::EnumDescriptorProto proto;
+    e.CopyTo(&proto);
+    emit('E', e.full_name(), *e.file(), serialize_deterministic(proto));
+  }
+
+  void mark_nested(const pb::Descriptor& d) {
+    for (int i = 0; i < d.enum_type_count(); ++i) seen_.insert(d.enum_type(i));
+    for (int i = 0; i < d.nested_type_count(); ++i) {
+      seen_.insert(d.nested_type(i));
+      mark_nested(*d.nested_type(i));
+    }
+  }
+
+  // The types the fields of d and of its nested types refer to, in declaration order.
+  void references(const pb::Descriptor& d) {
+    auto follow = [&](const pb::FieldDescriptor& f) {
+      if (const auto* m = f.message_type()) message(*m);
+      if (const auto* e = f.enum_type()) enumeration(*e);
+    };
+    for (int i = 0; i < d.field_count(); ++i) follow(*d.field(i));
+    for (int i = 0; i < d.extension_count(); ++i) follow(*d.extension(i));
+    for (int i = 0; i < d.nested_type_count(); ++i) references(*d.nested_type(i));
+  }
+
+  void emit(char kind, std::string_view name, const pb::FileDescriptor& file,
+            const std::string& proto) {
+    out_ += fmt::format("{} {} {} {}\n", kind, name,
+                        pb::FileDescriptor::SyntaxName(file.syntax()), proto.size());
+    out_ += proto;
+  }
+
+  std::string out_;
+  std::unordered_set<const void*> seen_;
+};
+
 result<pb::FileDescriptorSet> parse_set(const std::string& bytes, std::string_view what) {
   pb::FileDescriptorSet set;
   if (!set.ParseFromString(bytes)) {
@@ -82,6 +166,43 @@ result<void> check_one(const std::vector<const stored_schema*>& stored,
       v.detail = fmt::format("{} (against stored version {})", v.detail, s->version);
     }
     merge(report, std::move(r), seen);
+  }
+  return {};
+}
+
+using seen_set = std::set<std::tuple<std::string, std::string, std::string>>;
+
+// Reports every stored type, registered BACKWARD or FULL, that one of `files` (candidate
+// files by name) defined in its latest stored version and that the candidates' pool no longer
+// has: its events stay in the log, and new readers cannot decode them. A type moved to another
+// file still exists. Shared by registration and the offline check.
+result<void> check_removed_types(const std::vector<stored_schema>& stored,
+                                 const std::map<std::string, const pb::FileDescriptor*>& files,
+                                 schema_check_report& report, seen_set& seen) {
+  std::map<std::string, const stored_schema*> latest;
+  for (const auto& s : stored) {
+    auto& l = latest[s.type];
+    if (!l || s.version > l->version) l = &s;
+  }
+  for (const auto& [type, s] : latest) {
+    if (s->mode != compatibility::backward && s->mode != compatibility::full) continue;
+    auto set = parse_set(s->descriptor_set,
+                         fmt::format("stored schema {} version {}", type, s->version));
+    if (!set) return std::move(set).error();
+    pb::SimpleDescriptorDatabase db;
+    for (const auto& f : set->file()) db.Add(f);
+    pb::FileDescriptorProto file;
+    if (!db.FindFileContainingSymbol(type, &file)) continue;
+    auto it = files.find(file.name());
+    if (it == files.end() || it->second->pool()->FindMessageTypeByName(type)) continue;
+    merge(report,
+          schema_check_report{{schema_violation{
+              type, "", "type-renamed",
+              fmt::format("file '{}' no longer defines {}, renamed or removed, but its events "
+                          "stay in the log; a type keeps its name for life: keep the old "
+                          "message and add an upcaster from it to the new type",
+                          file.name(), type)}}},
+          seen);
   }
   return {};
 }
@@ -129,6 +250,10 @@ std::string descriptor_set_of(const pb::Descriptor& type) {
   return serialize_deterministic(set);
 }
 
+std::string type_fingerprint(const pb::Descriptor& type) {
+  return schema_fingerprint(type_closure(type).bytes());
+}
+
 std::string schema_fingerprint(std::string_view descriptor_set) {
   // FNV-1a, 128-bit: stable across platforms and library versions, no dependency.
   unsigned __int128 h = (static_cast<unsigned __int128>(0x6c62272e07bb0142ULL) << 64) |
@@ -157,14 +282,21 @@ result<std::vector<registered_type>> register_event_types(
     c.type = std::string(types[i].type->full_name());
     c.mode = types[i].mode;
     c.descriptor_set = descriptor_set_of(*types[i].type);
-    c.fingerprint = schema_fingerprint(c.descriptor_set);
+    c.fingerprint = type_fingerprint(*types[i].type);
     sets.emplace_back().ParseFromString(c.descriptor_set);
     candidates.push_back(std::move(c));
   }
+  std::map<std::string, const pb::FileDescriptor*> files;
+  for (const auto& t : types) files.emplace(std::string(t.type->file()->name()), t.type->file());
   // Runs inside the store's write lock, on the versions stored at that moment.
   auto check = [&](const std::vector<stored_schema>& stored) -> result<void> {
     schema_check_report report;
     std::set<std::tuple<std::string, std::string, std::string>> seen;
+    // `stored` holds the candidates' types only; a removed type is another one. Registrations
+    // are serialized by the write lock, so this read sees every registered type.
+    auto all = store.read_schemas();
+    if (!all) return std::move(all).error();
+    if (auto r = check_removed_types(*all, files, report, seen); !r) return r;
     for (std::size_t i = 0; i < candidates.size(); ++i) {
       std::vector<const stored_schema*> mine;
       for (const auto& s : stored) {
@@ -186,16 +318,17 @@ result<schema_check_report> check_against_store(event_store& store,
                                                 const pb::FileDescriptorSet& candidates) {
   // The candidate set must build: every file with its dependencies.
   schema_detail::set_pool candidate_pool(candidates);
-  std::set<std::string> candidate_files;
+  std::map<std::string, const pb::FileDescriptor*> candidate_files;
   for (const auto& f : candidates.file()) {
-    if (!candidate_pool.pool().FindFileByName(f.name()) || !candidate_pool.errors().empty()) {
+    const pb::FileDescriptor* built = candidate_pool.pool().FindFileByName(f.name());
+    if (!built || !candidate_pool.errors().empty()) {
       return error(errc::invalid_argument,
                    fmt::format("the descriptor set does not build: {}",
                                candidate_pool.errors().empty()
                                    ? fmt::format("file '{}' is invalid", f.name())
                                    : candidate_pool.errors()));
     }
-    candidate_files.insert(f.name());
+    candidate_files.emplace(f.name(), built);
   }
 
   auto stored = store.read_schemas();
@@ -205,32 +338,14 @@ result<schema_check_report> check_against_store(event_store& store,
 
   schema_check_report report;
   std::set<std::tuple<std::string, std::string, std::string>> seen;
+  if (auto r = check_removed_types(*stored, candidate_files, report, seen); !r) {
+    return r.error();
+  }
   for (const auto& [type, versions] : by_type) {
     compatibility mode = versions.back()->mode;  // the mode it was last registered with
     const pb::Descriptor* candidate = candidate_pool.pool().FindMessageTypeByName(type);
-    if (!candidate) {
-      // A set that still holds the file which defined the type, but not the type, renamed or
-      // removed it; a set without that file is about other types.
-      auto latest = parse_set(versions.back()->descriptor_set,
-                              fmt::format("stored schema {} version {}", type,
-                                          versions.back()->version));
-      if (!latest) return std::move(latest).error();
-      pb::SimpleDescriptorDatabase stored_db;
-      for (const auto& f : latest->file()) stored_db.Add(f);
-      pb::FileDescriptorProto file;
-      if (mode != compatibility::none && stored_db.FindFileContainingSymbol(type, &file) &&
-          candidate_files.count(file.name())) {
-        merge(report,
-              schema_check_report{{schema_violation{
-                  type, "", "type-renamed",
-                  fmt::format("file '{}' no longer defines {}; a type keeps its name for life "
-                              "(a rename goes through an upcaster to a new type)",
-                              file.name(), type)}}},
-              seen);
-      }
-      continue;
-    }
-    std::string fingerprint = schema_fingerprint(descriptor_set_of(*candidate));
+    if (!candidate) continue;  // another file's type, or removed (above)
+    std::string fingerprint = type_fingerprint(*candidate);
     if (auto r = check_one(versions, candidates, type, fingerprint, mode, report, seen); !r) {
       return r.error();
     }
