@@ -142,7 +142,7 @@ struct stored_schema {
   std::string type;            // full name, e.g. "bank.v1.MoneyDeposited"
   std::int32_t version = 0;    // 1, 2, 3... per type, in registration order
   compatibility mode = compatibility::backward;  // the mode it was registered with
-  std::string fingerprint;     // hex hash of descriptor_set
+  std::string fingerprint;     // hex hash of the type's closure (annals::type_fingerprint)
   std::string descriptor_set;  // serialized google.protobuf.FileDescriptorSet
   std::int64_t registered_at_us = 0;
 };
