@@ -9,12 +9,16 @@
 #include <fmt/format.h>
 #include <fmt/ostream.h>
 #include <google/protobuf/descriptor.pb.h>
+#include <sys/stat.h>
 
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <ctime>
 #include <fstream>
 #include <iostream>
+#include <set>
 #include <sstream>
 #include <thread>
 
@@ -87,9 +91,13 @@ class live_decoder {
     decoder_ = std::move(d).value();
     return {};
   }
+  // Re-reads once per (type, version) it lacks, not per event: a type that was never
+  // registered (decoded, if at all, from another type's stored file) would else cost a read
+  // of every schema for each of its events.
   payload_decoder& for_event(const recorded_event& e) {
-    if (!decoder_.find(e.type, e.metadata.schema_version) &&
-        (e.metadata.schema_version != 0 || !decoder_.pick(e.type, 0))) {
+    const std::int32_t v = e.metadata.schema_version;
+    if ((v != 0 ? !decoder_.find(e.type, v) : !decoder_.pick(e.type, 0)) &&
+        reloaded_.emplace(e.type, v).second) {
       (void)load();
     }
     return decoder_;
@@ -98,6 +106,7 @@ class live_decoder {
  private:
   event_store& store_;
   payload_decoder decoder_;
+  std::set<std::pair<std::string, std::int32_t>> reloaded_;
 };
 
 }  // namespace
@@ -205,19 +214,20 @@ int stats(const context& c) {
 int verify(const context& c) {
   auto a = open(c);
   if (!a) return fail(c, a.error());
+  std::int64_t warnings = 0;
   auto n = (*a)->verify([&](const store_problem& p) {
-    if (p.position > 0) {
-      fmt::print(c.out, "position {}: {}: {}\n", p.position, p.check, p.detail);
-    } else {
-      fmt::print(c.out, "store: {}: {}\n", p.check, p.detail);
-    }
+    std::string where = p.position > 0 ? fmt::format("position {}", p.position) : "store";
+    if (p.warning) ++warnings;
+    fmt::print(c.out, "{}: {}{}: {}\n", where, p.warning ? "warning: " : "", p.check, p.detail);
   });
   if (!n) return fail(c, n.error());
+  std::string counted =
+      warnings ? fmt::format(", {} warning{}", warnings, warnings == 1 ? "" : "s") : "";
   if (*n == 0) {
-    fmt::print(c.out, "ok: no problems found\n");
+    fmt::print(c.out, "ok: no problems found{}\n", counted);
     return 0;
   }
-  fmt::print(c.out, "{} problem{} found\n", *n, *n == 1 ? "" : "s");
+  fmt::print(c.out, "{} problem{} found{}\n", *n, *n == 1 ? "" : "s", counted);
   return 1;
 }
 
@@ -230,12 +240,17 @@ int export_events(const context& c, const std::string& output) {
     return 0;
   }
   std::ofstream file(output, std::ios::binary | std::ios::trunc);
-  if (!file)
-    return fail(c, error(errc::invalid_argument, fmt::format("cannot write '{}'", output)));
+  if (!file) {
+    return fail(c, error(errc::io, fmt::format("cannot write '{}': {}", output,
+                                               std::strerror(errno))));
+  }
   auto n = export_store(**a, file);
   file.close();
   if (!n || !file) {
-    std::remove(output.c_str());
+    // No partial export left behind, but only a file is removed: never a device or a pipe
+    // (`--output /dev/full` must not delete /dev/full).
+    struct stat st {};
+    if (::stat(output.c_str(), &st) == 0 && S_ISREG(st.st_mode)) std::remove(output.c_str());
     return fail(c, n ? error(errc::io, fmt::format("cannot write '{}'", output)) : n.error());
   }
   fmt::print(c.err, "exported {} events to {}\n", *n, output);
@@ -247,7 +262,8 @@ int import_events(const context& c, const std::string& input) {
   if (input != "-") {
     file.open(input, std::ios::binary);
     if (!file) {
-      return fail(c, error(errc::invalid_argument, fmt::format("cannot read '{}'", input)));
+      return fail(c, error(errc::io, fmt::format("cannot read '{}': {}", input,
+                                                 std::strerror(errno))));
     }
   }
   auto a = open(c, true);
@@ -283,7 +299,8 @@ int schema_show(const context& c, const std::string& type, std::int32_t version)
                                      : fmt::format("the store has no schema for type '{}'", type)));
   }
   auto text = d->describe(*s);
-  if (!text) return fail(c, text.error());
+  // A stored descriptor set that does not build is damage in the store, not bad input.
+  if (!text) return fail(c, error(errc::corruption, text.error().message()));
   fmt::print(c.out, "// {} version {} ({}, fingerprint {}, registered {})\n{}", s->type, s->version,
              to_string(s->mode), s->fingerprint, iso_time(s->registered_at_us), *text);
   return 0;
@@ -292,8 +309,8 @@ int schema_show(const context& c, const std::string& type, std::int32_t version)
 int schema_check(const context& c, const std::string& descriptor_set_file) {
   std::ifstream file(descriptor_set_file, std::ios::binary);
   if (!file) {
-    return fail(
-        c, error(errc::invalid_argument, fmt::format("cannot read '{}'", descriptor_set_file)));
+    return fail(c, error(errc::io, fmt::format("cannot read '{}': {}", descriptor_set_file,
+                                               std::strerror(errno))));
   }
   std::stringstream bytes;
   bytes << file.rdbuf();

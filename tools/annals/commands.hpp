@@ -1,7 +1,8 @@
 // The `annals` tool's commands, without the command-line parsing (main.cpp): each takes its
 // options, writes results to `out` and messages to `err`, and returns the exit code:
 // 0 ok, 1 problems found / breaking change / stream or type not found, 2 usage or bad input,
-// 4 storage error (missing file, not an Annals store, newer format, corruption, I/O).
+// 4 storage error (missing store, not an Annals store, newer format, corruption, I/O) and
+// an --input, --output or --descriptor-set file that cannot be opened.
 #pragma once
 
 #include <atomic>

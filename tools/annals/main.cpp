@@ -17,8 +17,8 @@ int main(int argc, char** argv) {
   CLI::App app{
       "annals: inspect, verify, export and import an Annals event store.\n"
       "Exit codes: 0 ok; 1 problems found (verify), breaking change (schema check), stream or "
-      "type not found; 2 usage or bad input; 4 storage error (missing file, not an Annals "
-      "store, newer format, I/O)."};
+      "type not found; 2 usage or bad input; 4 storage error (missing store, not an Annals "
+      "store, newer format, corruption) or a file that cannot be read or written."};
   app.require_subcommand(1);
   // --db goes before or after the command (`annals --db F streams`, `annals streams --db F`).
   std::string db;
@@ -59,7 +59,9 @@ int main(int argc, char** argv) {
   auto* stats = with_db(
       app.add_subcommand("stats", "counts, sizes, largest streams, event types, projections"));
   auto* verify = with_db(app.add_subcommand(
-      "verify", "check the whole store; prints each problem with its position, exit 1 if any"));
+      "verify",
+      "check the whole store; prints each problem and warning with its position, exit 1 if any "
+      "problem (warnings: what could not be checked, such as types without a stored schema)"));
 
   std::string output = "-", input = "-";
   auto* exp = with_db(app.add_subcommand("export", "write every schema and event as JSON lines"));

@@ -61,10 +61,17 @@ struct store_stats {
 };
 
 // One problem found by verify(). position is 0 when it is not about one event.
+// A warning is something verify could not check rather than something wrong: a type with no
+// stored descriptor at all ("type-unregistered", one per type, at its first event: stores
+// whose application never registered schemas), an event without a schema version whose
+// payload the latest stored version does not parse ("payload-unversioned"), or a type never
+// registered whose payload the stored file defining its message does not parse
+// ("payload-unregistered"). A payload failing the stored version the event names is a problem.
 struct store_problem {
   std::int64_t position = 0;
   std::string check;   // short id: "version-gap", "event-id", "payload", "integrity", ...
   std::string detail;  // a sentence naming the stream, version, type...
+  bool warning = false;
 };
 
 // An event row exactly as stored.
@@ -115,7 +122,8 @@ class store_admin {
   // positions, versions contiguous per stream and equal to the stream rows, event ids, types,
   // metadata, recorded_at, every payload against the stored schemas, projections (checkpoint
   // past the head, stuck, parked events), and the backend's own integrity check.
-  // Returns the number of problems; an error only when the store cannot be read at all.
+  // Returns the number of problems, warnings not counted; an error only when the store
+  // cannot be read at all.
   virtual result<std::int64_t> verify(const std::function<void(const store_problem&)>& report) = 0;
 
   virtual result<void> dump(const dump_visitor& visit) = 0;
@@ -133,12 +141,18 @@ result<std::unique_ptr<store_admin>> open_admin(std::string_view uri, bool writa
 // `annals export`: writes the store as JSON lines (annals.v1.ExportLine, protobuf's JSON
 // mapping): a header, every schema, then every event with its stored bytes (base64) and a
 // readable decoding of its metadata and payload. Returns the number of events written.
+// A row that cannot be exported exactly (malformed event id or metadata, no stream row) stops
+// it: corruption, naming the position (`annals verify` lists every such row).
 result<std::int64_t> export_store(store_admin& admin, std::ostream& out);
 
 // `annals import`: reads what export_store wrote into an empty store, exactly (positions,
 // versions, ids, types, times, metadata and payload bytes, schemas), all or nothing.
-// Malformed lines are all reported (invalid_argument, one "line N: ..." per line of the
-// message) and nothing is written. Returns the number of events imported.
+// Every line is checked as verify would check the row: positions from 1, increasing and below
+// 2^62 (so appends can go on), versions contiguous per stream from 0, ids UUIDs and unique,
+// well-formed stream ids, types and metadata, schema versions 0 or one of the imported
+// schemas of the event's type. Payloads and times are copied as they are. Malformed lines
+// are all reported (invalid_argument, one "line N: ..." per line of the message) and nothing
+// is written. Returns the number of events imported.
 result<std::int64_t> import_store(store_admin& admin, std::istream& in);
 
 // One event as a one-line JSON object for people and scripts (`annals read --json`): the

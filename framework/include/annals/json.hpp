@@ -3,7 +3,10 @@
 //
 // An event is decoded with the stored version of its type equal to its
 // metadata.schema_version; when that version is 0 (unknown) or not stored, the latest stored
-// version is used (strict checks, as `annals verify` needs, use find() first).
+// version is used (strict checks, as `annals verify` needs, use find() first). A type that was
+// never registered is still decoded when a stored descriptor set of another type defines its
+// message (its .proto file was stored with that type's): the most recently registered such
+// set is used (find_defining()).
 //
 // Thread safety: a payload_decoder caches descriptor pools as it decodes; use one per thread.
 // Ownership: it owns copies of the schemas it was given.
@@ -35,16 +38,24 @@ class payload_decoder {
   // stored, else the latest; nullptr when the type has none.
   const stored_schema* pick(std::string_view type, std::int32_t version) const noexcept;
 
+  // For a type with no stored schema of its own: the stored schema of another type whose
+  // descriptor set defines the message `type`, the most recently registered first (then the
+  // highest version); nullptr when none does. Not const: it builds (and caches) pools.
+  const stored_schema* find_defining(std::string_view type);
+
   // The payload as JSON (protobuf's JSON mapping, field names as in the .proto, compact),
-  // decoded with pick(type, version). Errors: not_found (no stored schema for the type),
-  // corruption (the payload does not parse), invalid_argument (the stored descriptor set does
-  // not define the type or does not build).
+  // decoded with pick(type, version), else with find_defining(type). Errors: not_found (no
+  // stored descriptor for the type), corruption (the payload does not parse),
+  // invalid_argument (the stored descriptor set does not define the type or does not build).
   result<std::string> to_json(std::string_view type, std::int32_t version,
                               std::string_view payload);
   result<std::string> to_json(const recorded_event& event);
 
-  // Parses the payload with exactly `schema` (one of schemas()); errors as to_json.
-  result<void> check(const stored_schema& schema, std::string_view payload);
+  // Parses the payload with exactly `schema` (one of schemas()) as the message `type` defined
+  // in its descriptor set (empty: schema.type; another type as find_defining() found it);
+  // errors as to_json.
+  result<void> check(const stored_schema& schema, std::string_view payload,
+                     std::string_view type = {});
 
   // The .proto-like text of the file that defines `schema`'s type (with its dependencies'
   // names), for `annals schema show`. invalid_argument if the descriptor set is unusable.

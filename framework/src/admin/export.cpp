@@ -4,6 +4,7 @@
 #include <annals/json.hpp>
 #include <annals/schema.hpp>
 
+#include "admin/checks.hpp"
 #include "annals/v1/envelope.pb.h"
 #include "store/prepared.hpp"
 
@@ -17,6 +18,7 @@
 
 #include <istream>
 #include <ostream>
+#include <set>
 
 namespace annals {
 namespace {
@@ -135,14 +137,16 @@ result<std::int64_t> export_store(store_admin& admin, std::ostream& out) {
   visit.event = [&](const raw_event& e) -> result<void> {
     if (e.event_id.size() != 16) {
       return error(errc::corruption,
-                   fmt::format("the event at position {} has a malformed event id (run verify)",
+                   fmt::format("the event at position {} has a malformed event id (run annals verify)",
                                e.position));
     }
     v1::ExportLine line;
     auto* x = line.mutable_event();
-    if (!x->mutable_metadata()->ParseFromString(e.metadata.value_or(std::string()))) {
+    event_metadata meta;
+    if (!admin_detail::well_formed_metadata(e.metadata.value_or(std::string()), meta) ||
+        !x->mutable_metadata()->ParseFromString(e.metadata.value_or(std::string()))) {
       return error(errc::corruption,
-                   fmt::format("the event at position {} has undecodable metadata (run verify)",
+                   fmt::format("the event at position {} has undecodable metadata (run annals verify)",
                                e.position));
     }
     x->set_position(e.position);
@@ -179,6 +183,7 @@ result<std::int64_t> import_store(store_admin& admin, std::istream& in) {
   std::string text;
   std::int64_t line_no = 0, events = 0, schemas = 0;
   bool header_seen = false;
+  std::set<std::pair<std::string, std::int32_t>> imported;  // schemas: type, version
   v1::ExportHeader header;
   v1::ExportLine line;
   while (std::getline(in, text)) {
@@ -222,16 +227,34 @@ result<std::int64_t> import_store(store_admin& admin, std::istream& in) {
         ++schemas;
         stored_schema x{s.type(),        s.version(),        *mode,
                         s.fingerprint(), s.descriptor_set(), s.registered_at_us()};
-        if (auto r = (*session)->add_schema(x); !r) bad(line_no, r.error().message());
+        if (auto r = (*session)->add_schema(x); !r) {
+          bad(line_no, r.error().message());
+        } else {
+          imported.emplace(s.type(), s.version());
+        }
         break;
       }
       case v1::ExportLine::kEvent: {
         const auto& e = line.event();
         ++events;
+        if (e.position() < 1 || e.position() >= admin_detail::max_import_position) {
+          bad(line_no, fmt::format("position {} is not between 1 and 2^62 - 1", e.position()));
+          break;  // not added: the lines after it are still checked against the one before
+        }
         auto id = store::parse_uuid(e.event_id());
         if (!id) {
           bad(line_no, fmt::format("event id '{}' is not a UUID", e.event_id()));
           break;
+        }
+        // Checked, then added anyway (nothing is committed after a bad line), so that the
+        // lines after it are not reported for versions or positions that only follow from it.
+        event_metadata meta;
+        if (e.has_metadata_bytes() && !admin_detail::well_formed_metadata(e.metadata_bytes(), meta)) {
+          bad(line_no, "metadata_bytes is not a well-formed annals.v1.EventMetadata");
+        } else if (meta.schema_version != 0 && !imported.count({e.type(), meta.schema_version})) {
+          bad(line_no, fmt::format("the event says schema version {} of {}, which the input "
+                                   "does not have",
+                                   meta.schema_version, e.type()));
         }
         raw_event x;
         x.position = e.position();

@@ -4,6 +4,7 @@
 #include <annals/json.hpp>
 #include <annals/schema.hpp>
 
+#include "admin/checks.hpp"
 #include "store/prepared.hpp"
 #include "store/sqlite/sqlite.hpp"
 
@@ -391,6 +392,43 @@ class sqlite_admin final : public store_admin {
     auto schemas = read_schema_rows(db());
     if (!schemas) return std::move(schemas).error();
     payload_decoder decoder(std::move(schemas).value());
+    auto warning = [&](std::int64_t position, std::string check, std::string detail) {
+      report(store_problem{position, std::move(check), std::move(detail), true});
+    };
+    // Types nothing stored describes: first position, events.
+    std::map<std::string, std::pair<std::int64_t, std::int64_t>> undescribed;
+    // The payload against the stored schemas. Only the version the event names is
+    // authoritative: failing it is a problem; failing a best guess (the latest version for an
+    // event without one, another type's stored file for a type never registered) a warning.
+    auto check_payload = [&](std::int64_t pos, const std::string& type, std::int32_t version,
+                             std::string_view payload) {
+      if (const stored_schema* exact = decoder.find(type, version)) {
+        if (auto c = decoder.check(*exact, payload); !c) problem(pos, "payload", c.error().message());
+      } else if (const stored_schema* latest = decoder.pick(type, version)) {
+        auto c = decoder.check(*latest, payload);
+        if (version != 0) {
+          problem(pos, "schema-version",
+                  fmt::format("the event says schema version {} of {}, which the store does not "
+                              "have (the latest, version {}, {})",
+                              version, type, latest->version,
+                              c ? "parses it" : c.error().message()));
+        } else if (!c) {
+          warning(pos, "payload-unversioned",
+                  fmt::format("the event has no schema version and the latest stored version of "
+                              "{} does not parse it: {}",
+                              type, c.error().message()));
+        }
+      } else if (const stored_schema* other = decoder.find_defining(type)) {
+        if (auto c = decoder.check(*other, payload, type); !c) {
+          warning(pos, "payload-unregistered",
+                  fmt::format("event type {} has no schema in the store; {}", type,
+                              c.error().message()));
+        }
+      } else {
+        auto [it, added] = undescribed.try_emplace(type, pos, 0);
+        ++it->second.second;
+      }
+    };
 
     auto scan = prepare(db(),
                         "SELECT e.position, e.stream, s.name, e.stream_version, "
@@ -460,44 +498,26 @@ class sqlite_admin final : public store_admin {
         }
         last_recorded = at;
       }
-      bool meta_ok = true;
       auto meta_type = s.column_text(12);
-      if (meta_type != "null" && meta_type != "blob") {
-        meta_ok = false;
-      } else if (!store::decode_metadata(s.column_blob(11), meta) || meta.schema_version < 0 ||
-                 !store::valid_utf8(meta.correlation_id) || !store::valid_utf8(meta.causation_id) ||
-                 !store::valid_utf8(meta.traceparent)) {
-        meta_ok = false;
-      } else {
-        for (const auto& h : meta.headers) {
-          if (!store::valid_utf8(h.key) || !store::valid_utf8(h.value)) meta_ok = false;
-        }
-      }
-      if (!meta_ok) {
+      if ((meta_type != "null" && meta_type != "blob") ||
+          !admin_detail::well_formed_metadata(s.column_blob(11), meta)) {
         problem(pos, "metadata", "the metadata is not a well-formed annals.v1.EventMetadata");
         meta.schema_version = 0;
       }
       if (s.column_text(14) != "blob") {
         problem(pos, "payload", fmt::format("the payload is a {}, not a blob", s.column_text(14)));
       } else if (type_ok) {
-        const stored_schema* schema = decoder.pick(type, meta.schema_version);
-        if (!schema) {
-          problem(pos, "type-unregistered",
-                  fmt::format("event type {} has no schema in the store", type));
-        } else {
-          if (meta.schema_version != 0 && schema->version != meta.schema_version) {
-            problem(pos, "schema-version",
-                    fmt::format("the event says schema version {} of {}, which the store does "
-                                "not have",
-                                meta.schema_version, type));
-          }
-          if (auto c = decoder.check(*schema, s.column_blob(13)); !c) {
-            problem(pos, "payload", c.error().message());
-          }
-        }
+        check_payload(pos, type, meta.schema_version, s.column_blob(13));
       }
     });
     if (!r) return r.error();
+    // One warning per type that nothing stored describes, at its first event.
+    for (const auto& [type, seen] : undescribed) {
+      warning(seen.first, "type-unregistered",
+              fmt::format("event type {} has no schema in the store and no stored descriptor "
+                          "defines it: its {} event{} (first at position {}) were not checked",
+                          type, seen.second, seen.second == 1 ? "" : "s", seen.first));
+    }
 
     // Stream rows against the events counted above.
     if (auto x =
@@ -582,7 +602,7 @@ class sqlite_admin final : public store_admin {
       if (s.column_is_null(1)) {
         failed = error(
             errc::corruption,
-            fmt::format("the event at position {} has no stream row (run verify)", ev.position));
+            fmt::format("the event at position {} has no stream row (run annals verify)", ev.position));
         return false;
       }
       ev.stream_id = s.column_text(1);

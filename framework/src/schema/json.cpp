@@ -9,6 +9,7 @@
 #include <google/protobuf/dynamic_message.h>
 #include <google/protobuf/util/json_util.h>
 
+#include <algorithm>
 #include <map>
 #include <utility>
 
@@ -33,7 +34,7 @@ struct payload_decoder::impl {
   std::map<std::pair<std::string, std::int32_t>, std::unique_ptr<loaded_schema>, std::less<>>
       loaded;
 
-  const loaded_schema& load(const stored_schema& s) {
+  loaded_schema& load(const stored_schema& s) {
     auto key = std::make_pair(s.type, s.version);
     if (auto it = loaded.find(key); it != loaded.end()) return *it->second;
     pb::FileDescriptorSet set;
@@ -53,17 +54,37 @@ struct payload_decoder::impl {
     return *loaded.emplace(std::move(key), std::move(l)).first->second;
   }
 
-  // A parsed message of `s`'s type, or an error.
-  result<std::unique_ptr<pb::Message>> parse(const stored_schema& s, std::string_view payload) {
-    const loaded_schema& l = load(s);
+  // A parsed message of `type` (empty: s.type) as `s`'s descriptor set defines it, or an error.
+  result<std::unique_ptr<pb::Message>> parse(const stored_schema& s, std::string_view payload,
+                                             std::string_view type = {}) {
+    loaded_schema& l = load(s);
     if (!l.error.empty()) return error(errc::invalid_argument, l.error);
-    std::unique_ptr<pb::Message> m(l.factory->GetPrototype(l.type)->New());
+    const pb::Descriptor* d = l.type;
+    if (!type.empty() && type != s.type) {
+      d = l.files.pool().FindMessageTypeByName(std::string(type));
+      if (!d) {
+        return error(errc::invalid_argument,
+                     fmt::format("the stored descriptor set of {} version {} does not define {}",
+                                 s.type, s.version, type));
+      }
+    } else {
+      type = s.type;
+    }
+    std::unique_ptr<pb::Message> m(l.factory->GetPrototype(d)->New());
     if (!m->ParseFromArray(payload.data(), static_cast<int>(payload.size()))) {
-      return error(errc::corruption, fmt::format("payload does not parse as {} (schema version {})",
-                                                 s.type, s.version));
+      return error(errc::corruption,
+                   type == s.type
+                       ? fmt::format("payload does not parse as {} (schema version {})", type,
+                                     s.version)
+                       : fmt::format("payload does not parse as {} (as defined in the stored "
+                                     "schema of {} version {})",
+                                     type, s.type, s.version));
     }
     return m;
   }
+
+  // find_defining(): the answers so far, by type (nullptr: none defines it).
+  std::map<std::string, const stored_schema*, std::less<>> defining;
 };
 
 payload_decoder::payload_decoder(std::vector<stored_schema> schemas)
@@ -106,13 +127,35 @@ const stored_schema* payload_decoder::pick(std::string_view type,
   return latest;
 }
 
+const stored_schema* payload_decoder::find_defining(std::string_view type) {
+  if (auto it = impl_->defining.find(type); it != impl_->defining.end()) return it->second;
+  std::vector<const stored_schema*> newest_first;
+  for (const auto& s : impl_->schemas) newest_first.push_back(&s);
+  std::stable_sort(newest_first.begin(), newest_first.end(), [](auto* a, auto* b) {
+    return a->registered_at_us != b->registered_at_us ? a->registered_at_us > b->registered_at_us
+                                                       : a->version > b->version;
+  });
+  const stored_schema* found = nullptr;
+  const std::string name(type);
+  for (const stored_schema* s : newest_first) {
+    loaded_schema& l = impl_->load(*s);
+    if (l.error.empty() && l.files.pool().FindMessageTypeByName(name)) {
+      found = s;
+      break;
+    }
+  }
+  impl_->defining.emplace(name, found);
+  return found;
+}
+
 result<std::string> payload_decoder::to_json(std::string_view type, std::int32_t version,
                                              std::string_view payload) {
   const stored_schema* s = pick(type, version);
+  if (!s) s = find_defining(type);
   if (!s) {
     return error(errc::not_found, fmt::format("the store has no schema for event type '{}'", type));
   }
-  auto m = impl_->parse(*s, payload);
+  auto m = impl_->parse(*s, payload, type);
   if (!m) return std::move(m).error();
   pb::util::JsonPrintOptions options;
   options.preserve_proto_field_names = true;
@@ -129,8 +172,9 @@ result<std::string> payload_decoder::to_json(const recorded_event& event) {
   return to_json(event.type, event.metadata.schema_version, event.payload);
 }
 
-result<void> payload_decoder::check(const stored_schema& schema, std::string_view payload) {
-  auto m = impl_->parse(schema, payload);
+result<void> payload_decoder::check(const stored_schema& schema, std::string_view payload,
+                                    std::string_view type) {
+  auto m = impl_->parse(schema, payload, type);
   if (!m) return std::move(m).error();
   return {};
 }
