@@ -3,6 +3,7 @@
 #include "cli.hpp"
 #include "projections.hpp"
 
+#include <annals/admin.hpp>
 #include <annals/projection_cli.hpp>
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
@@ -205,6 +206,28 @@ int show_history(const common& c, const std::string& id) {
   return 0;
 }
 
+// `annals verify` plus what only the bank's code knows: every event through its upcasters.
+int verify_store(const common& c) {
+  if (auto r = require_store(c); !r) return cli::report(r.error());
+  auto admin = annals::open_admin(c.db);
+  if (!admin) return cli::report(admin.error());
+  std::int64_t warnings = 0;
+  auto problems = (*admin)->verify(
+      [&](const annals::store_problem& p) {
+        if (p.warning) ++warnings;
+        std::string where = p.position ? fmt::format("position {}", p.position) : "store";
+        fmt::print("{}: {}{}: {}\n", where, p.warning ? "warning: " : "", p.check, p.detail);
+      },
+      bank::event_upcasters().get());
+  if (!problems) return cli::report(problems.error());
+  if (*problems == 0) {
+    fmt::print("ok: no problems found, {} warning(s)\n", warnings);
+    return 0;
+  }
+  fmt::print("{} problem(s) found, {} warning(s)\n", *problems, warnings);
+  return 1;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -286,6 +309,11 @@ int main(int argc, char** argv) {
   auto* history_cmd = app.add_subcommand("history", "Print an account's events");
   history_cmd->add_option("ACCOUNT", id, "Account id")->required();
   history_cmd->callback([&] { code = show_history(c, id); });
+
+  auto* verify_cmd = app.add_subcommand(
+      "verify", "Check the whole store (as `annals verify`) and every event through the bank's "
+                "upcasters; exit 1 if anything is wrong");
+  verify_cmd->callback([&] { code = verify_store(c); });
 
   bank::cli::demo_options demo;
   auto* demo_cmd = app.add_subcommand(

@@ -122,9 +122,12 @@ class store_admin {
   // positions, versions contiguous per stream and equal to the stream rows, event ids, types,
   // metadata, recorded_at, every payload against the stored schemas, projections (checkpoint
   // past the head, stuck, parked events), and the backend's own integrity check.
+  // With `upcast` (the application's upcasters: generic tools have none), every event is also
+  // run through its upcaster chain and a chain that fails is a problem ("upcast").
   // Returns the number of problems, warnings not counted; an error only when the store
   // cannot be read at all.
-  virtual result<std::int64_t> verify(const std::function<void(const store_problem&)>& report) = 0;
+  virtual result<std::int64_t> verify(const std::function<void(const store_problem&)>& report,
+                                      const upcasters* upcast = nullptr) = 0;
 
   virtual result<void> dump(const dump_visitor& visit) = 0;
 

@@ -1,6 +1,7 @@
 // store_admin for SQLite stores (annals/admin.hpp): raw reads of the tables of
 // docs/storage-format.md on a connection of its own, so a damaged row is reported, not fatal.
 #include <annals/admin.hpp>
+#include <annals/upcaster.hpp>
 #include <annals/json.hpp>
 #include <annals/schema.hpp>
 
@@ -370,7 +371,8 @@ class sqlite_admin final : public store_admin {
     return out;
   }
 
-  result<std::int64_t> verify(const std::function<void(const store_problem&)>& report) override {
+  result<std::int64_t> verify(const std::function<void(const store_problem&)>& report,
+                              const upcasters* upcast) override {
     std::int64_t problems = 0;
     auto problem = [&](std::int64_t position, std::string check, std::string detail) {
       ++problems;
@@ -442,6 +444,7 @@ class sqlite_admin final : public store_admin {
     std::int64_t last_position = 0, last_recorded = 0;
     const std::int64_t latest_plausible = store::system_clock_us() + day_us;
     event_metadata meta;
+    recorded_event upcast_probe;  // what the upcasters see of each event
     auto r = each_row(db(), *scan, "cannot scan events", [&](statement& s) {
       const std::int64_t pos = s.column_int64(0);
       const std::int64_t sid = s.column_int64(1);
@@ -508,6 +511,15 @@ class sqlite_admin final : public store_admin {
         problem(pos, "payload", fmt::format("the payload is a {}, not a blob", s.column_text(14)));
       } else if (type_ok) {
         check_payload(pos, type, meta.schema_version, s.column_blob(13));
+        if (upcast && !upcast->empty()) {
+          upcast_probe.position = pos;
+          upcast_probe.type = type;
+          upcast_probe.metadata.schema_version = meta.schema_version;
+          upcast_probe.payload.assign(s.column_blob(13));
+          if (auto u = upcast->apply(upcast_probe); !u) {
+            problem(pos, "upcast", u.error().message());
+          }
+        }
       }
     });
     if (!r) return r.error();
