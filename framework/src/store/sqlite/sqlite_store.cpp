@@ -207,7 +207,7 @@ class sqlite_store final : public event_store {
       return error(errc::invalid_argument, "the store was opened read-only");
     }
     // Holds the map alive while it is read; a registration may publish a new one meanwhile.
-    const auto versions = schema_versions_.load(std::memory_order_acquire);
+    const auto versions = current_schema_versions();
     auto prepared = store::prepare_append(stream_id, events, options_.id_source, versions.get());
     if (!prepared) return std::move(prepared).error();
     pending_append req{stream_id, expected, std::move(prepared).value(), std::nullopt,
@@ -564,9 +564,10 @@ class sqlite_store final : public event_store {
     }
     // Still the leader: two registrations of this store object publish in order.
     auto next = std::make_shared<store::schema_versions>();
-    if (auto current = schema_versions_.load(std::memory_order_acquire)) *next = *current;
+    if (auto current = current_schema_versions()) *next = *current;
     for (const auto& t : out) (*next)[t.type] = t.version;
-    schema_versions_.store(std::move(next), std::memory_order_release);
+    std::lock_guard lock(schema_versions_mu_);
+    schema_versions_ = std::move(next);
     return out;
   }
 
@@ -964,9 +965,16 @@ class sqlite_store final : public event_store {
   std::vector<std::vector<std::string>> inline_types_;  // the stored types each one selects
   // The schema version this store object stamps per type: the versions that register_schemas
   // registered (or found) for THIS process's descriptors, even if another process has since
-  // stored newer ones. Null until the first registration. Read by appending threads without
-  // a lock; replaced (never modified) by a registration while it holds the leadership.
-  std::atomic<std::shared_ptr<const store::schema_versions>> schema_versions_;
+  // stored newer ones. Null until the first registration. Replaced (never modified) by a
+  // registration while it holds the leadership; appending threads copy the pointer under a
+  // short lock (not std::atomic<shared_ptr>: gcc 12's lock-bit implementation is opaque to
+  // ThreadSanitizer, which reports it as a race).
+  std::shared_ptr<const store::schema_versions> schema_versions_;
+  mutable std::mutex schema_versions_mu_;
+  std::shared_ptr<const store::schema_versions> current_schema_versions() const {
+    std::lock_guard lock(schema_versions_mu_);
+    return schema_versions_;
+  }
   std::mutex queue_mu_;
   std::condition_variable queue_cv_;
   std::deque<pending_append*> queue_;
