@@ -4,6 +4,8 @@
 #include "cli.hpp"
 #include "projections.hpp"
 
+#include <annals/admin.hpp>
+
 #include <fmt/format.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -282,6 +284,21 @@ int run_demo(const demo_options& o, const std::string& self_exe) {
   runner.stop();
   auto head = store.head_position();
   fmt::print("\nStore head position: {}\n", head ? *head : -1);
+  // The whole log checked row by row, as `bank verify` / `annals verify` do.
+  std::int64_t problems = -1;
+  if (auto admin = annals::open_admin(db)) {
+    auto v = (*admin)->verify(
+        [](const annals::store_problem& p) {
+          fmt::print("  verify: position {}: {}{}: {}\n", p.position,
+                     p.warning ? "warning: " : "", p.check, p.detail);
+        },
+        event_upcasters().get());
+    if (v) problems = *v;
+  }
+  fmt::print("Verify (positions, versions, ids, metadata, every payload against its stored schema "
+             "and through the upcasters): {}\n",
+             problems == 0 ? "no problems" : problems < 0 ? "could not run" : "PROBLEMS FOUND");
+
   if (!workers_ok || t.failed) {
     fmt::print(stderr, "bank demo: a worker process failed\n");
     return 4;
@@ -290,10 +307,15 @@ int run_demo(const demo_options& o, const std::string& self_exe) {
     fmt::print(stderr, "bank demo: a balance differs from its acknowledged operations\n");
     return 4;
   }
+  if (problems != 0) {
+    fmt::print(stderr, "bank demo: verify did not pass\n");
+    return 4;
+  }
   fmt::print("Every balance, in the aggregate and in the read model, equals its opening deposit "
              "plus the sum of its acknowledged operations: no update was lost.\n");
   fmt::print("Look closer: bank --db {} statement {}\n", db, account_name(run_id, 1));
   fmt::print("             bank --db {} projections status\n", db);
+  fmt::print("             annals --db {} stats\n", db);
   return 0;
 }
 

@@ -160,6 +160,7 @@ TEST_CASE("demo runs several processes and threads and every balance checks out"
   CHECK(r.exit_code == 0);
   CHECK(contains(r.out, "no update was lost"));
   CHECK(contains(r.out, "Concurrency conflicts detected and retried"));
+  CHECK(contains(r.out, "through the upcasters): no problems"));
   CHECK(!contains(r.out, "MISMATCH"));
 }
 
