@@ -15,6 +15,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <stdexcept>
@@ -513,6 +514,12 @@ TEST_CASE("export: a file that cannot be written exits 4; a row it cannot copy n
   r = cli({"import", "--input", cli.dir.file("missing.jsonl")});
   CHECK(r.exit_code == 4);
   CHECK(contains(r.err, "cannot read"));
+  // An input that is a directory is refused before the new store file is created.
+  std::string fresh = cli.dir.file("fresh.db");
+  r = cli.on(fresh, {"import", "--input", cli.dir.path()});
+  CHECK(r.exit_code == 4);
+  CHECK(contains(r.err, "is a directory"));
+  CHECK_FALSE(std::filesystem::exists(fresh));
 
   exec_sql(cli.db, "UPDATE events SET metadata = X'0AFF' WHERE position = 2");
   std::string file = cli.dir.file("e.jsonl");

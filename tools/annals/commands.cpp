@@ -16,6 +16,7 @@
 #include <cstdio>
 #include <cstring>
 #include <ctime>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <set>
@@ -260,6 +261,11 @@ int export_events(const context& c, const std::string& output) {
 int import_events(const context& c, const std::string& input) {
   std::ifstream file;
   if (input != "-") {
+    // Checked before the store is created: a directory opens as a stream but cannot be read.
+    std::error_code ec;
+    if (std::filesystem::is_directory(input, ec)) {
+      return fail(c, error(errc::io, fmt::format("cannot read '{}': it is a directory", input)));
+    }
     file.open(input, std::ios::binary);
     if (!file) {
       return fail(c, error(errc::io, fmt::format("cannot read '{}': {}", input,
