@@ -687,3 +687,64 @@ TEST_CASE("a type moved to another file is not a rename") {
   register_ok(*store, *pool, {"t.E", "t.G"});
   CHECK(checked(*store, moved).compatible());
 }
+
+TEST_CASE("an older build of a file registers again after a newer one added a type") {
+  temp_dir dir;
+  auto store = open(dir.file("s.db"));
+  const std::string a = message("A", field("x", 1, "TYPE_STRING"));
+  auto old_build = build(set_of(a));
+  auto new_build = build(set_of(a + " " + message("N", field("y", 1, "TYPE_INT64"))));
+  register_ok(*store, *old_build, {"t.A"});
+  register_ok(*store, *new_build, {"t.A", "t.N"});
+  // A worker not yet redeployed, or a rollback: its file is one the store accepted before.
+  auto again = register_ok(*store, *old_build, {"t.A"});
+  CHECK(again[0].version == 1);
+  CHECK_FALSE(again[0].added);
+  CHECK(checked(*store, set_of(a)).compatible());
+  // A new edit of the file that drops N is still refused.
+  auto dropped = build(set_of(message("A", field("x", 1, "TYPE_STRING") +
+                                               field("z", 2, "TYPE_STRING"))));
+  auto r = register_event_types(*store, {{dropped->find("t.A"), compatibility::backward}});
+  CHECK(fails_with(r, errc::invalid_argument, "t.N: type-renamed"));
+}
+
+TEST_CASE("declared versions are the same number in every store; conflicts are refused") {
+  temp_dir dir;
+  auto v1 = build(version_set(1));
+  auto v2 = build(version_set(2));
+  auto v3 = build(version_set(3));
+  // A fresh store that meets the current descriptor first stores it under its declared number,
+  // so an upcaster of "version <= 2" never touches the events written now.
+  auto fresh = open(dir.file("fresh.db"));
+  auto r = register_event_types(*fresh, {{v3->find("t.E"), compatibility::backward, 3}});
+  REQUIRE_MESSAGE(r.ok(), (r.ok() ? "" : r.error().message()));
+  CHECK((*r)[0].version == 3);
+  CHECK((*r)[0].added);
+  REQUIRE(fresh->append("s", expected_version::any(), {event_of("t.E")}).ok());
+  CHECK(stamped(*fresh, "s") == std::vector<std::int32_t>{3});
+  r = register_event_types(*fresh, {{v3->find("t.E"), compatibility::backward, 3}});
+  REQUIRE(r.ok());
+  CHECK((*r)[0].version == 3);
+  CHECK_FALSE((*r)[0].added);
+
+  // Another descriptor claiming a taken number, or this descriptor under another number:
+  // refused, nothing written.
+  auto before = schemas(*fresh).size();
+  r = register_event_types(*fresh, {{v2->find("t.E"), compatibility::none, 3}});
+  CHECK(fails_with(r, errc::invalid_argument, "version 3 is stored with another descriptor"));
+  r = register_event_types(*fresh, {{v3->find("t.E"), compatibility::backward, 4}});
+  CHECK(fails_with(r, errc::invalid_argument, "stored as version 3"));
+  r = register_event_types(*fresh, {{v3->find("t.E"), compatibility::backward, -1}});
+  CHECK(fails_with(r, errc::invalid_argument, "must not be negative"));
+  CHECK(schemas(*fresh).size() == before);
+
+  // A store numbered automatically before: a declared new descriptor takes its number there
+  // too, and later automatic numbers continue after the highest.
+  auto old = open(dir.file("old.db"));
+  CHECK(register_ok(*old, *v1, {"t.E"})[0].version == 1);
+  r = register_event_types(*old, {{v3->find("t.E"), compatibility::backward, 3}});
+  REQUIRE(r.ok());
+  CHECK((*r)[0].version == 3);
+  auto v4 = build(version_set(4));
+  CHECK(register_ok(*old, *v4, {"t.E"})[0].version == 4);
+}

@@ -153,6 +153,7 @@ struct schema_candidate {
   compatibility mode = compatibility::backward;
   std::string descriptor_set;
   std::string fingerprint;
+  std::int32_t version = 0;  // declared by the application; 0: the store numbers it
 };
 
 struct registered_type {
@@ -249,7 +250,9 @@ struct sqlite_options {
   // Inline projections (make_projection<P>()): updated in the same transaction as each append,
   // so a read right after the append sees it. A handler failure fails the append (nothing is
   // written). A projection that is stuck, being rebuilt to another version, or more than
-  // max_inline_lag events behind is left to a projection_runner. Default: none.
+  // max_inline_lag events behind is left to a projection_runner. A handler runs inside the
+  // store's commit: it must not append to or register schemas in the same store (it would wait
+  // for itself). Default: none.
   std::vector<std::shared_ptr<const projection_def>> inline_projections;
   std::int64_t max_inline_lag = 10000;
   // Upcasters applied to every event read from this store (reads of streams and $all, hence

@@ -102,6 +102,13 @@ std::string type_fingerprint(const google::protobuf::Descriptor& type);
 struct schema_registration {
   const google::protobuf::Descriptor* type = nullptr;
   compatibility mode = compatibility::backward;
+  // The version this descriptor is, declared by the application (like Axon's @Revision), so
+  // it is the same number in every store and upcasters keyed on it mean the same everywhere.
+  // Declare versions when you write upcasters that keep the type (a new field filled from
+  // older data). Refused (invalid_argument): a version already stored with another descriptor,
+  // or a descriptor already stored under another version. Default 0: the store numbers a new
+  // descriptor after the highest stored version (1, 2, 3... in registration order).
+  std::int32_t version = 0;
 };
 
 // Registers the types all or nothing. A type is identified by type_fingerprint; a changed one

@@ -184,6 +184,24 @@ result<void> check_removed_types(const std::vector<stored_schema>& stored,
     auto& l = latest[s.type];
     if (!l || s.version > l->version) l = &s;
   }
+  // A candidate file exactly as some registration already stored it is an older build of the
+  // application (a rollback, or a worker not yet redeployed), not a new edit of the file: it
+  // is not checked for removed types, or adding a message would lock the old build out.
+  std::set<std::string> stored_files;
+  for (const auto& s : stored) {
+    auto set = parse_set(s.descriptor_set,
+                         fmt::format("stored schema {} version {}", s.type, s.version));
+    if (!set) return std::move(set).error();
+    for (const auto& f : set->file()) {
+      if (files.count(f.name())) stored_files.insert(serialize_deterministic(f));
+    }
+  }
+  std::set<std::string> known_files;
+  for (const auto& [name, file] : files) {
+    pb::FileDescriptorProto p;
+    file->CopyTo(&p);
+    if (stored_files.count(serialize_deterministic(p))) known_files.insert(name);
+  }
   for (const auto& [type, s] : latest) {
     if (s->mode != compatibility::backward && s->mode != compatibility::full) continue;
     auto set = parse_set(s->descriptor_set,
@@ -194,7 +212,10 @@ result<void> check_removed_types(const std::vector<stored_schema>& stored,
     pb::FileDescriptorProto file;
     if (!db.FindFileContainingSymbol(type, &file)) continue;
     auto it = files.find(file.name());
-    if (it == files.end() || it->second->pool()->FindMessageTypeByName(type)) continue;
+    if (it == files.end() || known_files.count(file.name()) ||
+        it->second->pool()->FindMessageTypeByName(type)) {
+      continue;
+    }
     merge(report,
           schema_check_report{{schema_violation{
               type, "", "type-renamed",
@@ -278,9 +299,15 @@ result<std::vector<registered_type>> register_event_types(
     if (!types[i].type) {
       return error(errc::invalid_argument, fmt::format("schema registration {} has no type", i));
     }
+    if (types[i].version < 0) {
+      return error(errc::invalid_argument,
+                   fmt::format("schema registration of {}: version must not be negative",
+                               types[i].type->full_name()));
+    }
     schema_candidate c;
     c.type = std::string(types[i].type->full_name());
     c.mode = types[i].mode;
+    c.version = types[i].version;
     c.descriptor_set = descriptor_set_of(*types[i].type);
     c.fingerprint = type_fingerprint(*types[i].type);
     sets.emplace_back().ParseFromString(c.descriptor_set);

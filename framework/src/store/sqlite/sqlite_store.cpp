@@ -533,13 +533,28 @@ class sqlite_store final : public event_store {
     for (const auto& c : candidates) {
       registered_type t{c.type, 0, false};
       std::int32_t latest = 0;
+      const stored_schema* taken = nullptr;  // the stored row at the declared version
       for (const auto& s : stored) {
         if (s.type != c.type) continue;
         latest = std::max(latest, s.version);
         if (s.fingerprint == c.fingerprint) t.version = s.version;
+        if (c.version > 0 && s.version == c.version) taken = &s;
       }
-      if (t.version == 0) {  // a descriptor the store has not seen: its next version
-        t.version = latest + 1;
+      // A declared version names one descriptor in every store: the two may never disagree.
+      if (c.version > 0 && t.version != 0 && t.version != c.version) {
+        return error(errc::invalid_argument,
+                     fmt::format("{} is declared as version {}, but this descriptor is stored "
+                                 "as version {}; events stamped {} were written with it",
+                                 c.type, c.version, t.version, t.version));
+      }
+      if (taken && taken->fingerprint != c.fingerprint) {
+        return error(errc::invalid_argument,
+                     fmt::format("{} is declared as version {}, but version {} is stored with "
+                                 "another descriptor (fingerprint {})",
+                                 c.type, c.version, c.version, taken->fingerprint));
+      }
+      if (t.version == 0) {  // a descriptor the store has not seen: declared, or the next
+        t.version = c.version > 0 ? c.version : latest + 1;
         t.added = true;
         reset_guard g(*insert);
         insert->bind(1, c.type);
