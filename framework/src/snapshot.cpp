@@ -65,10 +65,13 @@ result<std::optional<load_outcome>> from_snapshot(event_store& store, std::strin
 
 }  // namespace
 
-std::string snapshot_key(const google::protobuf::Descriptor& state, std::uint32_t fold_version) {
+std::string snapshot_key(const google::protobuf::Descriptor& state, std::string_view aggregate,
+                         std::uint32_t fold_version) {
   // The state type's own closure (its name included), not its whole file: a sibling message
   // changing in the same .proto does not invalidate the snapshots.
-  return fmt::format("{}:{}", type_fingerprint(state), fold_version);
+  return fmt::format("{}:{}",
+                     schema_fingerprint(fmt::format("{}\n{}", type_fingerprint(state), aggregate)),
+                     fold_version);
 }
 
 result<load_outcome> load_state(event_store& store, std::string_view stream_id,

@@ -160,8 +160,22 @@ TEST_CASE("the snapshot key changes with the state descriptor and with the fold 
   const auto* changed = changed_pool.BuildFile(changed_file);
   REQUIRE(same);
   REQUIRE(changed);
-  CHECK(annals::detail::snapshot_key(*same->message_type(0), 1) == key);
-  CHECK(annals::detail::snapshot_key(*changed->message_type(0), 1) != key);
+  const char* account = typeid(bank::account).name();
+  CHECK(annals::detail::snapshot_key(*same->message_type(0), account, 1) == key);
+  CHECK(annals::detail::snapshot_key(*changed->message_type(0), account, 1) != key);
+}
+
+// Another aggregate folding the same stream into the same state message, same fold version.
+struct account_audit : bank::account {};
+
+TEST_CASE("two aggregate types with one state message and fold version never share snapshots") {
+  CHECK(annals::snapshot_key<account_audit>() != annals::snapshot_key<bank::account>());
+  fixture f;
+  f.account_with("a", 5);  // balance 15
+  f.put("a", 5, state_bytes(999999), annals::snapshot_key<account_audit>());
+  auto l = f.load("a", f.options(-1));
+  CHECK(l.snapshot_version == -1);
+  CHECK(l.state.balance_cents == 15);
 }
 
 TEST_CASE("a snapshot saved under another state descriptor is ignored, never misapplied") {
@@ -177,7 +191,8 @@ TEST_CASE("a snapshot saved under another state descriptor is ignored, never mis
   const auto* old_file = pool.BuildFile(file);
   REQUIRE(old_file);
   // An "old build" saved a state that would be wrong for this one, under its own key.
-  f.put("a", 5, state_bytes(999999), annals::detail::snapshot_key(*old_file->message_type(0), 1));
+  f.put("a", 5, state_bytes(999999),
+        annals::detail::snapshot_key(*old_file->message_type(0), typeid(bank::account).name(), 1));
   auto l = f.load("a", f.options(-1));
   CHECK(l.snapshot_version == -1);
   CHECK(l.state.balance_cents == 15);

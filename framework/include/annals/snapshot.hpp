@@ -36,6 +36,7 @@
 #include <string>
 #include <string_view>
 #include <type_traits>
+#include <typeinfo>
 
 namespace annals {
 
@@ -84,16 +85,20 @@ constexpr bool check_snapshot() {
 }
 
 namespace detail {
-// "<hex hash of the message's descriptor set>:<fold_version>" (src/snapshot.cpp).
-std::string snapshot_key(const google::protobuf::Descriptor& state, std::uint32_t fold_version);
+// "<hex hash of the state type's closure and the aggregate's type>:<fold_version>"
+// (src/snapshot.cpp). `aggregate` is typeid(A).name(): two aggregate types that fold one stream
+// into the same state message never read each other's snapshots.
+std::string snapshot_key(const google::protobuf::Descriptor& state, std::string_view aggregate,
+                         std::uint32_t fold_version);
 }  // namespace detail
 
 // The key under which A's snapshots are saved and looked up. Computed once per type.
 template <class A>
 const std::string& snapshot_key() {
   static_assert(check_snapshot<A>());
-  static const std::string key = detail::snapshot_key(
-      *A::snapshot::descriptor(), static_cast<std::uint32_t>(A::fold_version));
+  static const std::string key =
+      detail::snapshot_key(*A::snapshot::descriptor(), typeid(A).name(),
+                           static_cast<std::uint32_t>(A::fold_version));
   return key;
 }
 
