@@ -13,6 +13,8 @@
 // Schema versions are those of the store's registry (annals/schema.hpp); an event stored
 // without one (schema_version 0) counts as older than every version.
 // Thread safety: build the set first, then share it read-only between threads and stores.
+// Steps are called concurrently by reading threads, so a step must be a pure function (or
+// thread-safe), and must not call the store it is reading from.
 #pragma once
 
 #include <annals/event_store.hpp>
