@@ -1,5 +1,6 @@
 // The README's quickstart, whole: built and run by the tests so the README cannot rot.
 #include <annals/command.hpp>
+#include <annals/schema.hpp>
 #include <annals/testing.hpp>
 
 #include "bank/v1/events.pb.h"   // generated from your .proto by protoc
@@ -30,6 +31,9 @@ annals::decision<account> deposit(const account& a, std::int64_t cents) {
 
 int main(int argc, char** argv) {
   auto store = annals::open_sqlite_store(argc > 1 ? argv[1] : "quickstart.db").value_or_throw();
+  // The descriptors go into the store: `annals read` and `verify` decode the events without
+  // this program, and each event is stamped with its type's schema version.
+  (void)annals::register_event_types(*store, account::events{}).value_or_throw();
   (void)annals::handle<account>(*store, "account-42", [](const account& a) { return open(a, "Ann"); });
   auto r = annals::handle<account>(*store, "account-42",
                                    [](const account& a) { return deposit(a, 1250); });
