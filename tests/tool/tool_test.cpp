@@ -207,6 +207,7 @@ TEST_CASE("read --json prints one JSON object per event with metadata and decode
   CHECK(line.back() == '}');
   CHECK(contains(line, R"("position":"1")"));
   CHECK(contains(line, R"("stream_id":"acc-1")"));
+  CHECK(contains(line, R"("stream_version":"0")"));  // printed although it is the default
   CHECK(contains(line, R"("payload_json":{"account_id":"acc-1","owner":"Ann Smith"})"));
   std::getline(in, line);
   CHECK(contains(line, R"("stream_version":"1")"));
