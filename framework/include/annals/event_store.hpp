@@ -188,12 +188,15 @@ class event_store {
 
   // Reads one stream in version order. Returns the number of events visited.
   // A stream that does not exist visits nothing and returns 0 (not an error).
+  // Errors (for both reads): invalid_argument (bad stream id or type, negative max_count),
+  // corruption (a malformed stored row, or an upcaster that cannot read an old event), busy, io.
   virtual result<std::int64_t> read_stream(std::string_view stream_id,
                                            const read_stream_options& options,
                                            const event_visitor& visit) = 0;
 
   // Reads $all in position order from options.from_position, filtered.
-  // Returns the number of events visited.
+  // Returns the number of events visited. With upcasters (sqlite_options::upcast), the type
+  // filter also selects the stored types read as a wanted type, and applies after upcasting.
   virtual result<std::int64_t> read_all(const read_all_options& options,
                                         const event_visitor& visit) = 0;
 
@@ -210,6 +213,8 @@ class event_store {
   // Atomically: reads the stored versions of the candidates' types, calls `check`, stores each
   // candidate whose fingerprint is not stored yet as the type's next version, and remembers
   // the versions so later appends of this store object are stamped with them.
+  // Errors: whatever `check` returns (nothing stored), invalid_argument (read-only store, or a
+  // declared version that disagrees with the store), busy, io. Default: invalid_argument.
   virtual result<std::vector<registered_type>> register_schemas(
       const std::vector<schema_candidate>& candidates, const schema_check_fn& check);
 
@@ -262,7 +267,9 @@ struct sqlite_options {
 };
 
 // Opens (or creates) a SQLite event store at `path`. A file that is not SQLite, or a SQLite
-// database that is not an Annals store, is errc::corruption; an unreadable path is errc::io.
+// database that is not an Annals store, or one of a newer storage format, is errc::corruption;
+// an unreadable path is errc::io. A store of storage format 1 opened writable is upgraded to
+// format 2 in place (new tables only, one transaction); read-only it stays as it is.
 result<std::unique_ptr<event_store>> open_sqlite_store(const std::string& path,
                                                        sqlite_options options = {});
 

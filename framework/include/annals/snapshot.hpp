@@ -16,8 +16,10 @@
 // annals::load and annals::handle then read the newest snapshot saved under the aggregate's
 // key and fold only the events after it, and save a new one once `snapshot_every` events were
 // folded past the last (annals::save_snapshot<A> saves one on demand). The key is a hash of the
-// state message's descriptor set plus ":" plus fold_version: changing the message, or bumping
-// fold_version, makes every older snapshot ignored, never misapplied. A snapshot that does not
+// state message's own descriptor closure (nested and referenced types) and of the aggregate's
+// C++ type name, plus ":" plus fold_version: changing the message, renaming or moving the
+// aggregate type, or bumping fold_version (do so when apply() or the upcasters change meaning)
+// makes every older snapshot ignored, never misapplied; snapshots are derived data. A snapshot that does not
 // decode, that restore() throws on, or whose version is beyond the stream is reported through
 // load_options::warning and the stream is replayed in full: never an error.
 //

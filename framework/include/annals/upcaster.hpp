@@ -7,10 +7,11 @@
 // projections) sees upcast events; the stored bytes never change.
 //
 //   auto up = std::make_shared<annals::upcasters>();
-//   up->add<bank::v1::MoneyDeposited, bank::v2::MoneyDeposited>(1, 1,
-//       [](const bank::v1::MoneyDeposited& old) { bank::v2::MoneyDeposited n; ...; return n; });
+//   up->add<bank::v1::AccountOpened, bank::v2::AccountOpened>(INT32_MAX, 1,   // a rename
+//       [](const bank::v1::AccountOpened& old) { bank::v2::AccountOpened n; ...; return n; });
 //
-// Schema versions are those of the store's registry (annals/schema.hpp); an event stored
+// Schema versions are those of the store's registry (annals/schema.hpp; declare them with
+// schema_registration::version when a step keeps the type); an event stored
 // without one (schema_version 0) counts as older than every version.
 // Thread safety: build the set first, then share it read-only between threads and stores.
 // Steps are called concurrently by reading threads, so a step must be a pure function (or
@@ -53,11 +54,13 @@ class upcasters {
     return *this;
   }
 
+  // True when no step was added (reads then skip upcasting altogether).
   bool empty() const noexcept { return steps_.empty(); }
 
   // Runs the chain on `e` in place: type, payload and metadata.schema_version. An event no
-  // step matches is left as it is. Errors: corruption when a step's input does not decode or
-  // the chain does not end (more than 64 steps).
+  // step matches is left as it is. Errors: corruption when a step's input does not decode, its
+  // output does not serialize, or the chain does not end (more than 64 steps). An exception
+  // thrown by a step propagates to the reader, as a visitor's does.
   result<void> apply(recorded_event& e) const;
 
   // The stored type names read as one of `types` (the types themselves included), for
