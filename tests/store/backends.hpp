@@ -16,6 +16,7 @@
 
 #include <doctest/doctest.h>
 
+#include "support/postgres.hpp"
 #include "support/support.hpp"
 
 #include <cstdint>
@@ -65,6 +66,35 @@ struct sqlite_backend {
   }
   std::string uri() const { return "sqlite:" + path; }
 };
+
+#ifdef ANNALS_TEST_POSTGRES
+// A fresh database on the ANNALS_TEST_PG server per test case, dropped at the end. Without
+// ANNALS_TEST_PG the case FAILS (it never passes silently); a build that must not run the
+// PostgreSQL cases is configured with -DANNALS_TEST_POSTGRES=OFF.
+struct postgres_backend {
+  std::string name, db_uri;
+
+  postgres_backend() {
+    std::string why;
+    if (!pg::create_database(name, db_uri, why)) FAIL("no PostgreSQL for the test: " << why);
+  }
+  ~postgres_backend() {
+    if (!name.empty()) pg::drop_database(name);
+  }
+  postgres_backend(const postgres_backend&) = delete;
+  postgres_backend& operator=(const postgres_backend&) = delete;
+
+  std::unique_ptr<event_store> open(const backend_options& o = {}) {
+    postgres_options po;
+    po.clock = o.clock;
+    po.id_source = o.id_source;
+    auto r = open_postgres_store(db_uri, std::move(po));
+    if (!r) FAIL("cannot open PostgreSQL store at " << db_uri << ": " << r.error().message());
+    return std::move(r).value();
+  }
+  std::string uri() const { return db_uri; }
+};
+#endif
 
 // ---- result helpers -----------------------------------------------------------------------
 
@@ -178,4 +208,9 @@ inline std::vector<recorded_event> check_store_invariants(event_store& s) {
 TYPE_TO_STRING_AS("sqlite", annals::test::sqlite_backend);
 
 // Every backend the conformance suite runs against.
+#ifdef ANNALS_TEST_POSTGRES
+TYPE_TO_STRING_AS("postgres", annals::test::postgres_backend);
+#define ANNALS_STORE_BACKENDS annals::test::sqlite_backend, annals::test::postgres_backend
+#else
 #define ANNALS_STORE_BACKENDS annals::test::sqlite_backend
+#endif

@@ -273,8 +273,36 @@ struct sqlite_options {
 result<std::unique_ptr<event_store>> open_sqlite_store(const std::string& path,
                                                        sqlite_options options = {});
 
-// Opens a store from a URI: a plain path or "sqlite:PATH". Other schemes are invalid_argument.
-// `options` apply to SQLite stores.
+struct postgres_options {
+  // Connections kept open between calls. A call that finds none idle opens one more for its
+  // own duration (so a visitor may call the store without waiting on itself). Default 4.
+  std::size_t pool_size = 4;
+  // How long an append waits for the store's write lock (lock_timeout) before errc::busy.
+  // Default 10 s.
+  std::int64_t lock_timeout_ms = 10000;
+  // Create the tables when missing. Default true; false gives not_found.
+  bool create_if_missing = true;
+  // Appends fail with invalid_argument. Default false.
+  bool read_only = false;
+  // As in sqlite_options: clock for recorded_at (called once per append), event id source,
+  // upcasters applied to every read. Defaults: system clock, UUIDv7, none.
+  std::function<std::int64_t()> clock;
+  std::function<std::string()> id_source;
+  std::shared_ptr<const upcasters> upcast;
+};
+
+// Opens (or creates) a PostgreSQL event store. `uri` is a libpq connection URI
+// ("postgresql://user@host:port/dbname?..."). An unreachable server is errc::io; tables of a
+// newer storage format are errc::corruption. Layout: docs/storage-format.md.
+// Not yet supported on PostgreSQL: the schema registry, snapshots, inline projections.
+result<std::unique_ptr<event_store>> open_postgres_store(const std::string& uri,
+                                                         postgres_options options = {});
+
+// Opens a store from a URI: a plain path or "sqlite:PATH" (SQLite), or "postgresql://..." /
+// "postgres://..." (PostgreSQL). Other schemes are invalid_argument. For PostgreSQL, the
+// clock, id_source, upcast, read_only, create_if_missing and busy_timeout_ms (as the lock
+// timeout) of `options` apply; inline projections there are invalid_argument (not yet
+// supported); use open_postgres_store() for the pool size.
 result<std::unique_ptr<event_store>> open_store(std::string_view uri, sqlite_options options = {});
 
 // A new UUIDv7 (RFC 9562) in canonical lower-case text. Thread-safe; monotonic in one process.

@@ -1171,9 +1171,24 @@ result<std::unique_ptr<event_store>> open_store(std::string_view uri, sqlite_opt
   if (uri.substr(0, sqlite_scheme.size()) == sqlite_scheme) {
     return open_sqlite_store(std::string(uri.substr(sqlite_scheme.size())), std::move(options));
   }
+  if (uri.starts_with("postgresql://") || uri.starts_with("postgres://")) {
+    if (!options.inline_projections.empty()) {
+      return error(errc::invalid_argument,
+                   "inline projections are not supported on PostgreSQL stores yet");
+    }
+    postgres_options po;
+    po.lock_timeout_ms = options.busy_timeout_ms;
+    po.create_if_missing = options.create_if_missing;
+    po.read_only = options.read_only;
+    po.clock = std::move(options.clock);
+    po.id_source = std::move(options.id_source);
+    po.upcast = std::move(options.upcast);
+    return open_postgres_store(std::string(uri), std::move(po));
+  }
   if (auto colon = uri.find("://"); colon != std::string_view::npos) {
     return error(errc::invalid_argument,
-                 fmt::format("unsupported store URI scheme '{}' (use a path or sqlite:PATH)",
+                 fmt::format("unsupported store URI scheme '{}' (use a path, sqlite:PATH or "
+                             "postgresql://...)",
                              uri.substr(0, colon)));
   }
   return open_sqlite_store(std::string(uri), std::move(options));

@@ -1,0 +1,155 @@
+#include "store/postgres/pg.hpp"
+
+#include <fmt/format.h>
+
+#include <endian.h>
+
+#include <cstring>
+
+namespace annals::pg {
+
+namespace {
+constexpr unsigned int int8_oid = 20, int4_oid = 23, bytea_oid = 17;
+
+std::string trimmed(const char* s) {
+  std::string out = s ? s : "";
+  while (!out.empty() && (out.back() == '\n' || out.back() == ' ')) out.pop_back();
+  return out;
+}
+}  // namespace
+
+params& params::add_int8(std::int64_t v) {
+  auto buf = std::make_unique<char[]>(8);
+  std::uint64_t be = htobe64(static_cast<std::uint64_t>(v));
+  std::memcpy(buf.get(), &be, 8);
+  types_.push_back(int8_oid);
+  values_.push_back(buf.get());
+  lengths_.push_back(8);
+  formats_.push_back(1);
+  ints_.push_back(std::move(buf));
+  return *this;
+}
+
+params& params::add_int4(std::int32_t v) {
+  auto buf = std::make_unique<char[]>(4);
+  std::uint32_t be = htobe32(static_cast<std::uint32_t>(v));
+  std::memcpy(buf.get(), &be, 4);
+  types_.push_back(int4_oid);
+  values_.push_back(buf.get());
+  lengths_.push_back(4);
+  formats_.push_back(1);
+  ints_.push_back(std::move(buf));
+  return *this;
+}
+
+params& params::add_raw(std::string_view v, unsigned int type) {
+  types_.push_back(type);
+  // A non-null pointer even for an empty value: null means SQL NULL.
+  values_.push_back(v.data() ? v.data() : "");
+  lengths_.push_back(static_cast<int>(v.size()));
+  formats_.push_back(1);
+  return *this;
+}
+
+params& params::add_null_bytea() {
+  types_.push_back(bytea_oid);
+  values_.push_back(nullptr);
+  lengths_.push_back(0);
+  formats_.push_back(1);
+  return *this;
+}
+
+void params::reserve(std::size_t n) {
+  types_.reserve(n);
+  values_.reserve(n);
+  lengths_.reserve(n);
+  formats_.reserve(n);
+}
+
+result<connection> connection::open(const std::string& conninfo) {
+  connection c(PQconnectdb(conninfo.c_str()));
+  if (!c.get()) return error(errc::io, "cannot connect to PostgreSQL: out of memory");
+  if (PQstatus(c.get()) != CONNECTION_OK) {
+    return error(errc::io,
+                 fmt::format("cannot connect to PostgreSQL: {}", trimmed(PQerrorMessage(c.get()))));
+  }
+  return c;
+}
+
+bool connection::healthy() const noexcept {
+  return conn_ && PQstatus(conn_.get()) == CONNECTION_OK;
+}
+
+bool connection::idle() const noexcept {
+  return healthy() && PQtransactionStatus(conn_.get()) == PQTRANS_IDLE;
+}
+
+error make_error(PGconn* conn, const PGresult* res, std::string_view what, failure* why) {
+  const char* state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : nullptr;
+  std::string message = trimmed(res ? PQresultErrorMessage(res) : nullptr);
+  if (message.empty()) message = trimmed(conn ? PQerrorMessage(conn) : nullptr);
+  std::string_view s = state ? state : "";
+  errc kind = errc::io;
+  // 40001 serialization failure, 40P01 deadlock, 55P03 lock not available (lock_timeout),
+  // 57014 statement cancelled (statement_timeout), 53300 too many connections.
+  if (s == "40001" || s == "40P01" || s == "55P03" || s == "57014" || s == "53300") {
+    kind = errc::busy;
+  }
+  if (why) {
+    why->sqlstate = std::string(s);
+    const char* c = res ? PQresultErrorField(res, PG_DIAG_CONSTRAINT_NAME) : nullptr;
+    why->constraint = c ? c : "";
+    why->message = message;
+  }
+  return error(kind, fmt::format("{}: {}", what, message));
+}
+
+result<pg_result> connection::exec(std::string_view what, const std::string& sql,
+                                   const params& p, bool cache, failure* why) {
+  PGconn* c = conn_.get();
+  pg_result res;
+  if (cache) {
+    auto it = prepared_.find(sql);
+    if (it == prepared_.end()) {
+      std::string name = fmt::format("annals_{}", prepared_.size() + 1);
+      pg_result prep(PQprepare(c, name.c_str(), sql.c_str(), p.size(), p.types()));
+      if (!prep || PQresultStatus(prep.get()) != PGRES_COMMAND_OK) {
+        return make_error(c, prep.get(), what, why);
+      }
+      it = prepared_.emplace(sql, std::move(name)).first;
+    }
+    res.reset(PQexecPrepared(c, it->second.c_str(), p.size(), p.values(), p.lengths(),
+                             p.formats(), 1));
+  } else {
+    res.reset(PQexecParams(c, sql.c_str(), p.size(), p.types(), p.values(), p.lengths(),
+                           p.formats(), 1));
+  }
+  if (!res) return make_error(c, nullptr, what, why);
+  auto st = PQresultStatus(res.get());
+  if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) return make_error(c, res.get(), what, why);
+  return res;
+}
+
+result<void> connection::exec_simple(std::string_view what, const char* sql) {
+  pg_result res(PQexec(conn_.get(), sql));
+  if (!res) return make_error(conn_.get(), nullptr, what);
+  auto st = PQresultStatus(res.get());
+  if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
+    return make_error(conn_.get(), res.get(), what);
+  }
+  return {};
+}
+
+std::int64_t get_int8(const PGresult* r, int row, int col) {
+  const char* v = PQgetvalue(r, row, col);
+  if (PQgetlength(r, row, col) != 8) return 0;
+  std::uint64_t be;
+  std::memcpy(&be, v, 8);
+  return static_cast<std::int64_t>(be64toh(be));
+}
+
+std::string_view get_bytes(const PGresult* r, int row, int col) {
+  return {PQgetvalue(r, row, col), static_cast<std::size_t>(PQgetlength(r, row, col))};
+}
+
+}  // namespace annals::pg

@@ -1,0 +1,101 @@
+// A thin RAII layer over libpq for the PostgreSQL store. Internal: libpq-fe.h stays out of the
+// public headers.
+//
+// Every value is sent as a bound parameter in binary format (int8 big-endian, bytea and text
+// as raw bytes) with its type given explicitly; results are asked for in binary format too.
+#pragma once
+
+#include <annals/result.hpp>
+
+#include <libpq-fe.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+namespace annals::pg {
+
+struct result_deleter {
+  void operator()(PGresult* r) const noexcept { PQclear(r); }
+};
+using pg_result = std::unique_ptr<PGresult, result_deleter>;
+
+// Parameter values of one statement. The views passed to add_bytes/add_text must outlive the
+// statement's execution.
+class params {
+ public:
+  params& add_int8(std::int64_t v);
+  params& add_int4(std::int32_t v);
+  params& add_bytea(std::string_view v) { return add_raw(v, 17); }
+  params& add_text(std::string_view v) { return add_raw(v, 25); }
+  params& add_null_bytea();
+  int size() const noexcept { return static_cast<int>(types_.size()); }
+  void reserve(std::size_t n);
+
+  const unsigned int* types() const noexcept { return types_.data(); }
+  const char* const* values() const noexcept { return values_.data(); }
+  const int* lengths() const noexcept { return lengths_.data(); }
+  const int* formats() const noexcept { return formats_.data(); }
+
+ private:
+  params& add_raw(std::string_view v, unsigned int type);
+  std::vector<unsigned int> types_;
+  std::vector<const char*> values_;
+  std::vector<int> lengths_;
+  std::vector<int> formats_;
+  // Big-endian integers live here; a deque-like list keeps their addresses stable.
+  std::vector<std::unique_ptr<char[]>> ints_;
+};
+
+// What a failed statement said: the SQLSTATE ("" when the connection failed) and, for a
+// constraint violation, the constraint's name.
+struct failure {
+  std::string sqlstate;
+  std::string constraint;
+  std::string message;
+};
+
+class connection {
+ public:
+  connection() = default;
+  explicit connection(PGconn* c) : conn_(c) {}
+  connection(connection&&) noexcept = default;
+  connection& operator=(connection&&) noexcept = default;
+  ~connection() = default;
+
+  // Connects with a libpq URI or key=value string. A failure is errc::io with libpq's reason.
+  static result<connection> open(const std::string& conninfo);
+
+  PGconn* get() const noexcept { return conn_.get(); }
+  bool healthy() const noexcept;
+  bool idle() const noexcept;  // connected and outside any transaction
+
+  // Runs `sql` (one statement, parameters bound, binary results). When `cache` is true the
+  // statement is prepared once on this connection and reused. On an error returns an error
+  // (kind from the SQLSTATE, message prefixed by `what`) and fills `*why` when given.
+  result<pg_result> exec(std::string_view what, const std::string& sql, const params& p,
+                         bool cache = true, failure* why = nullptr);
+  // Runs parameterless SQL text (possibly several statements) by the simple protocol.
+  result<void> exec_simple(std::string_view what, const char* sql);
+
+ private:
+  struct closer {
+    void operator()(PGconn* c) const noexcept { PQfinish(c); }
+  };
+  std::unique_ptr<PGconn, closer> conn_;
+  std::unordered_map<std::string, std::string> prepared_;  // SQL text -> statement name
+};
+
+// Maps a failed statement (or connection) to an annals error: connection trouble is io,
+// lock and serialization timeouts are busy.
+error make_error(PGconn* conn, const PGresult* res, std::string_view what, failure* why = nullptr);
+
+// Binary column accessors.
+std::int64_t get_int8(const PGresult* r, int row, int col);
+std::string_view get_bytes(const PGresult* r, int row, int col);
+inline bool is_null(const PGresult* r, int row, int col) { return PQgetisnull(r, row, col) != 0; }
+
+}  // namespace annals::pg

@@ -1,0 +1,143 @@
+// PostgreSQL-specific store cases (the backend-independent ones are in conformance.cpp).
+// Each case gets a fresh database on the ANNALS_TEST_PG server (backends.hpp).
+#include "store/backends.hpp"
+
+#include <atomic>
+#include <mutex>
+#include <random>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+using namespace annals;
+using namespace annals::test;
+
+TEST_CASE("postgres: a follower polling $all sees every position once and in order while "
+          "writers in separate stores append concurrently") {
+  postgres_backend backend;
+  constexpr int writers = 6, appends = 120;
+  // Every writer has its own store object, hence its own connections: its transactions
+  // overlap the others' as separate processes' would.
+  std::vector<std::unique_ptr<event_store>> stores;
+  for (int t = 0; t < writers; ++t) stores.push_back(backend.open());
+  auto follower_store = backend.open();
+
+  std::mutex mu;
+  std::vector<std::string> problems;
+  std::set<std::int64_t> acknowledged;
+  std::atomic<int> writers_left{writers};
+  std::vector<std::int64_t> seen;
+
+  std::thread follower([&] {
+    std::int64_t last = 0;
+    for (;;) {
+      bool writers_done = writers_left.load() == 0;
+      read_all_options o;
+      o.from_position = last + 1;
+      auto r = follower_store->read_all(o, [&](const recorded_event& e) {
+        if (e.position != last + 1) {
+          std::lock_guard lock(mu);
+          problems.push_back("follower at " + std::to_string(last) + " got position " +
+                             std::to_string(e.position));
+        }
+        seen.push_back(e.position);
+        last = e.position;
+        return true;
+      });
+      if (!r) {
+        std::lock_guard lock(mu);
+        problems.push_back("follower read failed: " + describe(r));
+        return;
+      }
+      // One more full read after the last writer finished: then every acknowledged event
+      // is committed and must have been seen.
+      if (writers_done) return;
+    }
+  });
+
+  std::vector<std::thread> pool;
+  for (int t = 0; t < writers; ++t) {
+    pool.emplace_back([&, t] {
+      std::mt19937 rng(static_cast<unsigned>(7 + t));
+      for (int i = 0; i < appends; ++i) {
+        int n = 1 + static_cast<int>(rng() % 3);
+        auto r = stores[t]->append("w" + std::to_string(rng() % 8), expected_version::any(),
+                                   make_events(n));
+        std::lock_guard lock(mu);
+        if (!r) {
+          problems.push_back("append failed: " + describe(r));
+          break;
+        }
+        for (std::int64_t p = r->position - n + 1; p <= r->position; ++p) {
+          if (!acknowledged.insert(p).second) {
+            problems.push_back("position " + std::to_string(p) + " acknowledged twice");
+          }
+        }
+      }
+      --writers_left;
+    });
+  }
+  for (auto& th : pool) th.join();
+  follower.join();
+
+  INFO("first problem: " << (problems.empty() ? std::string("none") : problems.front()));
+  CHECK(problems.empty());
+  const auto total = static_cast<std::int64_t>(acknowledged.size());
+  CHECK(total > writers * appends);
+  // Exactly 1..total, each once, in order, and exactly the acknowledged positions.
+  REQUIRE(static_cast<std::int64_t>(seen.size()) == total);
+  bool in_order = true;
+  for (std::size_t i = 0; i < seen.size(); ++i) {
+    in_order = in_order && seen[i] == static_cast<std::int64_t>(i) + 1;
+  }
+  CHECK(in_order);
+  CHECK(std::set<std::int64_t>(seen.begin(), seen.end()) == acknowledged);
+  CHECK(must(follower_store->head_position()) == total);
+  check_store_invariants(*follower_store);
+}
+
+TEST_CASE("postgres: racing no_stream appends from separate stores: exactly one wins, the "
+          "others get a conflict") {
+  postgres_backend backend;
+  constexpr int racers = 6;
+  std::vector<std::unique_ptr<event_store>> stores;
+  for (int t = 0; t < racers; ++t) stores.push_back(backend.open());
+  std::vector<std::optional<errc>> outcomes(racers);
+  std::vector<std::thread> pool;
+  for (int t = 0; t < racers; ++t) {
+    pool.emplace_back([&, t] {
+      outcomes[t] = kind_of(stores[t]->append("one", expected_version::no_stream(),
+                                              make_events(2, "r" + std::to_string(t))));
+    });
+  }
+  for (auto& th : pool) th.join();
+  int won = 0, conflicts = 0;
+  for (const auto& o : outcomes) {
+    if (!o) ++won;
+    if (o == errc::concurrency_conflict) ++conflicts;
+  }
+  CHECK(won == 1);
+  CHECK(conflicts == racers - 1);
+  CHECK(must(stores[0]->stream_version("one")) == 1);
+  check_store_invariants(*stores[0]);
+}
+
+TEST_CASE("postgres: an unreachable server is an io error") {
+  auto r = open_postgres_store("postgresql://postgres@127.0.0.1:1/nothing?connect_timeout=2");
+  CHECK(kind_of(r) == errc::io);
+  auto via_uri = open_store("postgresql://postgres@127.0.0.1:1/nothing?connect_timeout=2");
+  CHECK(kind_of(via_uri) == errc::io);
+}
+
+TEST_CASE("postgres: a database without a store is not_found when creation is off") {
+  postgres_backend backend;
+  postgres_options o;
+  o.create_if_missing = false;
+  CHECK(kind_of(open_postgres_store(backend.uri(), o)) == errc::not_found);
+  auto store = backend.open();  // creates it
+  must(store->append("s", expected_version::no_stream(), make_events(1)));
+  auto again = open_postgres_store(backend.uri(), o);
+  REQUIRE(again.ok());
+  CHECK(must((*again)->head_position()) == 1);
+}

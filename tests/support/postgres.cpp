@@ -1,0 +1,78 @@
+#include "support/postgres.hpp"
+
+#include <fmt/format.h>
+#include <libpq-fe.h>
+
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdlib>
+#include <memory>
+#include <random>
+
+namespace annals::test::pg {
+namespace {
+
+struct conn_closer {
+  void operator()(PGconn* c) const noexcept { PQfinish(c); }
+};
+using conn_ptr = std::unique_ptr<PGconn, conn_closer>;
+
+// Runs parameterless SQL on the server's maintenance database.
+bool run(const std::string& sql, std::string& why) {
+  conn_ptr c(PQconnectdb(server_uri().c_str()));
+  if (!c || PQstatus(c.get()) != CONNECTION_OK) {
+    why = fmt::format("cannot connect to ANNALS_TEST_PG ({}): {}", server_uri(),
+                      c ? PQerrorMessage(c.get()) : "out of memory");
+    return false;
+  }
+  PGresult* r = PQexec(c.get(), sql.c_str());
+  bool ok = r && PQresultStatus(r) == PGRES_COMMAND_OK;
+  if (!ok) why = fmt::format("{}: {}", sql, PQerrorMessage(c.get()));
+  PQclear(r);
+  return ok;
+}
+
+// The URI with its database path replaced by `db`.
+std::string with_database(const std::string& uri, const std::string& db) {
+  auto scheme = uri.find("://");
+  std::size_t authority = scheme == std::string::npos ? 0 : scheme + 3;
+  auto query = uri.find('?', authority);
+  std::string tail = query == std::string::npos ? "" : uri.substr(query);
+  std::string head = uri.substr(0, query);
+  auto slash = head.find('/', authority);
+  if (slash != std::string::npos) head.resize(slash);
+  return head + "/" + db + tail;
+}
+
+}  // namespace
+
+std::string server_uri() {
+  const char* v = std::getenv("ANNALS_TEST_PG");
+  return v ? v : "";
+}
+
+bool create_database(std::string& name, std::string& uri, std::string& why) {
+  if (server_uri().empty()) {
+    why = "ANNALS_TEST_PG is not set. Run tools/scripts/test.sh (it starts a throwaway "
+          "PostgreSQL), or set ANNALS_TEST_PG=postgresql://user@host:port/postgres, or "
+          "configure with -DANNALS_TEST_POSTGRES=OFF to build the tests without the "
+          "PostgreSQL cases";
+    return false;
+  }
+  static std::atomic<unsigned> counter{0};
+  std::random_device rd;
+  // Only digits and lower-case letters we generate: safe as an identifier (DDL takes no
+  // bound parameters).
+  name = fmt::format("annals_test_{}_{}_{:08x}", static_cast<long>(::getpid()), counter++,
+                     rd());
+  uri = with_database(server_uri(), name);
+  return run(fmt::format("CREATE DATABASE \"{}\"", name), why);
+}
+
+void drop_database(const std::string& name) {
+  std::string why;
+  (void)run(fmt::format("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", name), why);
+}
+
+}  // namespace annals::test::pg
