@@ -2,7 +2,10 @@
 // Each case gets a fresh database on the ANNALS_TEST_PG server (backends.hpp).
 #include "store/backends.hpp"
 
+#include <algorithm>
 #include <atomic>
+#include <chrono>
+#include <optional>
 #include <mutex>
 #include <random>
 #include <set>
@@ -28,6 +31,7 @@ TEST_CASE("postgres: a follower polling $all sees every position once and in ord
   std::set<std::int64_t> acknowledged;
   std::atomic<int> writers_left{writers};
   std::vector<std::int64_t> seen;
+  std::atomic<int> polls{0};
 
   std::thread follower([&] {
     std::int64_t last = 0;
@@ -35,6 +39,7 @@ TEST_CASE("postgres: a follower polling $all sees every position once and in ord
       bool writers_done = writers_left.load() == 0;
       read_all_options o;
       o.from_position = last + 1;
+      ++polls;
       auto r = follower_store->read_all(o, [&](const recorded_event& e) {
         if (e.position != last + 1) {
           std::lock_guard lock(mu);
@@ -95,6 +100,7 @@ TEST_CASE("postgres: a follower polling $all sees every position once and in ord
   CHECK(std::set<std::int64_t>(seen.begin(), seen.end()) == acknowledged);
   CHECK(must(follower_store->head_position()) == total);
   check_store_invariants(*follower_store);
+  MESSAGE("follower polls while writing: " << polls.load() << ", events: " << total);
 }
 
 TEST_CASE("postgres: racing no_stream appends from separate stores: exactly one wins, the "
@@ -140,4 +146,100 @@ TEST_CASE("postgres: a database without a store is not_found when creation is of
   auto again = open_postgres_store(backend.uri(), o);
   REQUIRE(again.ok());
   CHECK(must((*again)->head_position()) == 1);
+}
+
+namespace {
+// The store's write lock (pg_store.cpp, docs/storage-format.md).
+const std::string write_lock_key = "4705784748973228033";  // 0x414E4E4C00000001
+
+// Waits until some backend other than `except` waits for a lock; returns its pid (0 on
+// timeout).
+int wait_for_blocked_backend(pg::session& s, int except) {
+  for (int i = 0; i < 500; ++i) {
+    auto pid = s.exec(
+        "SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND pid <> $1 "
+        "AND datname = current_database() LIMIT 1",
+        {std::to_string(except)});
+    if (!pid.empty()) return std::stoi(pid);
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return 0;
+}
+}  // namespace
+
+TEST_CASE("postgres: a writer held off past lock_timeout_ms gets busy, and succeeds once the "
+          "lock is free") {
+  postgres_backend backend;
+  auto setup = backend.open();  // creates the tables
+  postgres_options o;
+  o.lock_timeout_ms = 300;
+  auto opened = open_postgres_store(backend.uri(), o);
+  REQUIRE(opened.ok());
+  auto& store = *opened.value();
+
+  pg::session holder(backend.uri());
+  holder.exec("SELECT pg_advisory_lock($1::int8)", {write_lock_key});
+  auto start = std::chrono::steady_clock::now();
+  auto r = store.append("s", expected_version::no_stream(), make_events(1));
+  auto waited = std::chrono::steady_clock::now() - start;
+  INFO(describe(r));
+  CHECK(kind_of(r) == errc::busy);
+  CHECK(waited >= std::chrono::milliseconds(250));
+  CHECK(must(store.head_position()) == 0);
+
+  holder.exec("SELECT pg_advisory_unlock($1::int8)", {write_lock_key});
+  auto ok = must(store.append("s", expected_version::no_stream(), make_events(1)));
+  CHECK(ok.position == 1);
+  check_store_invariants(store);
+}
+
+TEST_CASE("postgres: a connection dropped mid-append leaves nothing half-written and the store "
+          "keeps working") {
+  postgres_backend backend;
+  auto store = backend.open();
+  must(store->append("before", expected_version::no_stream(), make_events(2)));
+
+  // 1200 events are inserted in three statements. Another session inserts, without
+  // committing, a row with the id of event 700: the append's second statement waits on it,
+  // with its stream row and first 500 events already written in its transaction. Then its
+  // connection is killed.
+  std::vector<event_data> events;
+  for (int i = 0; i < 1200; ++i) {
+    events.push_back(make_event("test.v1.Thing", "big" + std::to_string(i), uuid(1000 + i)));
+  }
+  std::string blocking_id_hex = uuid(1000 + 700);
+  blocking_id_hex.erase(std::remove(blocking_id_hex.begin(), blocking_id_hex.end(), '-'),
+                        blocking_id_hex.end());
+  pg::session other(backend.uri());
+  other.exec("BEGIN");
+  auto other_stream = other.exec(
+      "INSERT INTO annals_streams(name, version) VALUES ('other'::bytea, 0) RETURNING id");
+  other.exec(
+      "INSERT INTO annals_events(position, stream, stream_version, event_id, type, recorded_at, "
+      "payload) VALUES (1000000, $1, 0, decode($2, 'hex'), 'test.v1.Thing', 0, ''::bytea)",
+      {other_stream, blocking_id_hex});
+
+  std::optional<result<append_result>> outcome;
+  std::thread appender(
+      [&] { outcome.emplace(store->append("big", expected_version::no_stream(), events)); });
+  pg::session killer(backend.uri());
+  int victim = wait_for_blocked_backend(killer, other.backend_pid());
+  REQUIRE(victim != 0);
+  // Half-written: its transaction holds rows the others cannot see yet.
+  CHECK(killer.exec("SELECT pg_terminate_backend($1)", {std::to_string(victim)}) == "t");
+  appender.join();
+  other.exec("ROLLBACK");
+
+  REQUIRE(outcome.has_value());
+  INFO(describe(*outcome));
+  CHECK(kind_of(*outcome) == errc::io);
+  MESSAGE("the killed append reported: " << describe(*outcome));
+  CHECK(must(store->stream_version("big")) == -1);
+  CHECK(must(store->head_position()) == 2);
+  // The pool dropped the dead connection: the same store appends again.
+  auto again = must(store->append("big", expected_version::no_stream(), events));
+  CHECK(again.position == 1202);
+  CHECK(again.stream_version == 1199);
+  auto all = check_store_invariants(*store);
+  CHECK(all.size() == 1202);
 }

@@ -1,5 +1,6 @@
 #include "support/postgres.hpp"
 
+#include <doctest/doctest.h>
 #include <fmt/format.h>
 #include <libpq-fe.h>
 
@@ -74,5 +75,38 @@ void drop_database(const std::string& name) {
   std::string why;
   (void)run(fmt::format("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", name), why);
 }
+
+struct session::impl {
+  conn_ptr conn;
+};
+
+session::session(const std::string& uri) : p_(std::make_unique<impl>()) {
+  p_->conn.reset(PQconnectdb(uri.c_str()));
+  if (!p_->conn || PQstatus(p_->conn.get()) != CONNECTION_OK) {
+    FAIL("cannot connect to " << uri << ": "
+                              << (p_->conn ? PQerrorMessage(p_->conn.get()) : "out of memory"));
+  }
+}
+
+session::~session() = default;
+
+std::string session::exec(const std::string& sql, const std::vector<std::string>& params) {
+  std::vector<const char*> values;
+  for (const auto& v : params) values.push_back(v.c_str());
+  PGresult* r = PQexecParams(p_->conn.get(), sql.c_str(), static_cast<int>(values.size()),
+                             nullptr, values.data(), nullptr, nullptr, 0);
+  auto st = r ? PQresultStatus(r) : PGRES_FATAL_ERROR;
+  if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
+    std::string why = PQerrorMessage(p_->conn.get());
+    PQclear(r);
+    FAIL("test SQL failed: " << sql << ": " << why);
+  }
+  std::string out;
+  if (st == PGRES_TUPLES_OK && PQntuples(r) > 0 && PQnfields(r) > 0) out = PQgetvalue(r, 0, 0);
+  PQclear(r);
+  return out;
+}
+
+int session::backend_pid() const { return PQbackendPID(p_->conn.get()); }
 
 }  // namespace annals::test::pg

@@ -2,7 +2,9 @@
 // (tools/scripts/test.sh starts one and sets it). libpq stays in support/postgres.cpp.
 #pragma once
 
+#include <memory>
 #include <string>
+#include <vector>
 
 namespace annals::test::pg {
 
@@ -15,5 +17,23 @@ bool create_database(std::string& name, std::string& uri, std::string& why);
 
 // Drops it, closing any connection still open to it. Best effort.
 void drop_database(const std::string& name);
+
+// A plain libpq session for tests that need to act on the server beside a store (hold its
+// locks, open competing transactions, kill backends). Parameters are text, bound.
+class session {
+ public:
+  explicit session(const std::string& uri);  // FAILs the test case when it cannot connect
+  ~session();
+  session(const session&) = delete;
+  session& operator=(const session&) = delete;
+  // Runs one statement; FAILs the test case on an error. Returns the first column of the first
+  // row, or "" when there is none.
+  std::string exec(const std::string& sql, const std::vector<std::string>& params = {});
+  int backend_pid() const;
+
+ private:
+  struct impl;
+  std::unique_ptr<impl> p_;
+};
 
 }  // namespace annals::test::pg
