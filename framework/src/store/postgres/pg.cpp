@@ -5,6 +5,7 @@
 #include <endian.h>
 
 #include <cstring>
+#include <optional>
 
 namespace annals::pg {
 
@@ -104,21 +105,28 @@ error make_error(PGconn* conn, const PGresult* res, std::string_view what, failu
   return error(kind, fmt::format("{}: {}", what, message));
 }
 
+result<const std::string*> connection::prepare(std::string_view what, const std::string& sql,
+                                               const params& p, failure* why) {
+  auto it = prepared_.find(sql);
+  if (it == prepared_.end()) {
+    std::string name = fmt::format("annals_{}", prepared_.size() + 1);
+    pg_result prep(PQprepare(conn_.get(), name.c_str(), sql.c_str(), p.size(), p.types()));
+    if (!prep || PQresultStatus(prep.get()) != PGRES_COMMAND_OK) {
+      return make_error(conn_.get(), prep.get(), what, why);
+    }
+    it = prepared_.emplace(sql, std::move(name)).first;
+  }
+  return &it->second;
+}
+
 result<pg_result> connection::exec(std::string_view what, const std::string& sql,
                                    const params& p, bool cache, failure* why) {
   PGconn* c = conn_.get();
   pg_result res;
   if (cache) {
-    auto it = prepared_.find(sql);
-    if (it == prepared_.end()) {
-      std::string name = fmt::format("annals_{}", prepared_.size() + 1);
-      pg_result prep(PQprepare(c, name.c_str(), sql.c_str(), p.size(), p.types()));
-      if (!prep || PQresultStatus(prep.get()) != PGRES_COMMAND_OK) {
-        return make_error(c, prep.get(), what, why);
-      }
-      it = prepared_.emplace(sql, std::move(name)).first;
-    }
-    res.reset(PQexecPrepared(c, it->second.c_str(), p.size(), p.values(), p.lengths(),
+    auto name = prepare(what, sql, p, why);
+    if (!name) return std::move(name).error();
+    res.reset(PQexecPrepared(c, (*name)->c_str(), p.size(), p.values(), p.lengths(),
                              p.formats(), 1));
   } else {
     res.reset(PQexecParams(c, sql.c_str(), p.size(), p.types(), p.values(), p.lengths(),
@@ -128,6 +136,47 @@ result<pg_result> connection::exec(std::string_view what, const std::string& sql
   auto st = PQresultStatus(res.get());
   if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) return make_error(c, res.get(), what, why);
   return res;
+}
+
+result<std::int64_t> connection::for_each_row(std::string_view what, const std::string& sql,
+                                              const params& p, bool cache, const row_fn& row) {
+  PGconn* c = conn_.get();
+  int sent;
+  if (cache) {
+    auto name = prepare(what, sql, p, nullptr);
+    if (!name) return std::move(name).error();
+    sent = PQsendQueryPrepared(c, (*name)->c_str(), p.size(), p.values(), p.lengths(),
+                               p.formats(), 1);
+  } else {
+    sent = PQsendQueryParams(c, sql.c_str(), p.size(), p.types(), p.values(), p.lengths(),
+                             p.formats(), 1);
+  }
+  if (!sent) return make_error(c, nullptr, what);
+  (void)PQsetSingleRowMode(c);  // if refused, rows arrive in one result: still correct
+  std::int64_t rows = 0;
+  bool stopped = false;
+  std::optional<error> failed;
+  // Always read to the end (PQgetResult returns null): the connection must be idle again.
+  while (PGresult* raw = PQgetResult(c)) {
+    pg_result r(raw);
+    auto st = PQresultStatus(r.get());
+    if (st == PGRES_SINGLE_TUPLE || st == PGRES_TUPLES_OK) {
+      int n = PQntuples(r.get());
+      rows += n;
+      for (int i = 0; i < n && !stopped && !failed; ++i) {
+        auto k = row(r.get(), i);
+        if (!k) {
+          failed = std::move(k).error();
+        } else if (!*k) {
+          stopped = true;
+        }
+      }
+    } else if (!failed) {
+      failed = make_error(c, r.get(), what);
+    }
+  }
+  if (failed) return std::move(*failed);
+  return rows;
 }
 
 result<void> connection::exec_simple(std::string_view what, const char* sql) {

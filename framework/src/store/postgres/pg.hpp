@@ -10,6 +10,7 @@
 #include <libpq-fe.h>
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -78,6 +79,14 @@ class connection {
   // (kind from the SQLSTATE, message prefixed by `what`) and fills `*why` when given.
   result<pg_result> exec(std::string_view what, const std::string& sql, const params& p,
                          bool cache = true, failure* why = nullptr);
+  // Runs a query and hands its rows to `row` one at a time as they arrive (libpq's single-row
+  // mode: one row in memory, however large the page). `row` gets a result and a row index in
+  // it, and returns false to skip the rest, which is then drained and dropped, or an error
+  // that ends the read with it. Returns the number of rows received. If `row` throws, the
+  // connection is left mid-query: the pool closes it instead of reusing it.
+  using row_fn = std::function<result<bool>(const PGresult*, int)>;
+  result<std::int64_t> for_each_row(std::string_view what, const std::string& sql,
+                                    const params& p, bool cache, const row_fn& row);
   // Runs parameterless SQL text (possibly several statements) by the simple protocol.
   result<void> exec_simple(std::string_view what, const char* sql);
 
@@ -85,6 +94,9 @@ class connection {
   struct closer {
     void operator()(PGconn* c) const noexcept { PQfinish(c); }
   };
+  // The name of `sql` prepared on this connection (prepared now if needed).
+  result<const std::string*> prepare(std::string_view what, const std::string& sql,
+                                     const params& p, failure* why);
   std::unique_ptr<PGconn, closer> conn_;
   std::unordered_map<std::string, std::string> prepared_;  // SQL text -> statement name
 };

@@ -8,7 +8,8 @@
 // processes is the same lock; the unique (stream, stream_version) constraint stands behind it.
 //
 // Reads: every page is one statement in autocommit (its own snapshot); events are immutable
-// and positions dense, so pages by version or position neither lose nor repeat events.
+// and positions dense, so pages by version or position neither lose nor repeat events. Rows
+// arrive one at a time (single-row mode), so a page of large events is never held whole.
 #include "store/postgres/pg.hpp"
 #include "store/prepared.hpp"
 
@@ -363,17 +364,19 @@ class pg_store final : public event_store {
       const std::int64_t asked = std::min(page_size, o.max_count - visited);
       params q;
       q.add_int8(sid).add_int8(next).add_int8(asked);
-      auto r = c.exec("cannot read stream", sql, q);
-      if (!r) return std::move(r).error();
-      const int rows = PQntuples(r->get());
-      for (int row = 0; row < rows; ++row) {
-        if (auto d = decode_row(r->get(), row, ev); !d) return d.error();
-        next = forward ? ev.stream_version + 1 : ev.stream_version - 1;
-        if (auto u = upcast(ev, {}); !u) return u.error();
-        ++visited;
-        if (!visit(ev)) return visited;
-      }
-      if (rows < asked) break;
+      bool stop = false;
+      auto rows = c.for_each_row("cannot read stream", sql, q, true,
+                                 [&](const PGresult* r, int row) -> result<bool> {
+                                   if (auto d = decode_row(r, row, ev); !d) return d.error();
+                                   next = forward ? ev.stream_version + 1
+                                                  : ev.stream_version - 1;
+                                   if (auto u = upcast(ev, {}); !u) return u.error();
+                                   ++visited;
+                                   stop = !visit(ev);
+                                   return !stop;
+                                 });
+      if (!rows) return std::move(rows).error();
+      if (stop || *rows < asked) break;
     }
     return visited;
   }
@@ -420,20 +423,21 @@ class pg_store final : public event_store {
       q.add_int8(next).add_int8(asked);
       if (!o.stream_prefix.empty()) q.add_bytea(o.stream_prefix);
       for (const auto& t : types) q.add_text(t);
-      auto r = c.exec("cannot read $all", sql, q, cache);
-      if (!r) return std::move(r).error();
-      const int rows = PQntuples(r->get());
-      for (int row = 0; row < rows; ++row) {
-        if (auto d = decode_row(r->get(), row, ev); !d) return d.error();
-        ev.stream_id.assign(pg::get_bytes(r->get(), row, 7));
-        next = ev.position + 1;
-        auto u = upcast(ev, o.event_types);
-        if (!u) return u.error();
-        if (!*u) continue;
-        ++visited;
-        if (!visit(ev)) return visited;
-      }
-      if (rows < asked) break;
+      bool stop = false;
+      auto rows = c.for_each_row("cannot read $all", sql, q, cache,
+                                 [&](const PGresult* r, int row) -> result<bool> {
+                                   if (auto d = decode_row(r, row, ev); !d) return d.error();
+                                   ev.stream_id.assign(pg::get_bytes(r, row, 7));
+                                   next = ev.position + 1;
+                                   auto u = upcast(ev, o.event_types);
+                                   if (!u) return u.error();
+                                   if (!*u) return true;
+                                   ++visited;
+                                   stop = !visit(ev);
+                                   return !stop;
+                                 });
+      if (!rows) return std::move(rows).error();
+      if (stop || *rows < asked) break;
     }
     return visited;
   }
