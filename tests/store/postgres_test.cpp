@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <functional>
 #include <optional>
 #include <mutex>
 #include <random>
@@ -310,4 +311,37 @@ TEST_CASE("postgres: processes doing read-modify-append on shared streams lose n
   }
   MESSAGE("conflicts detected and retried across processes: " << conflicts);
   check_store_invariants(*store);
+}
+
+TEST_CASE("postgres: a store keeps at most pool_size connections open between calls") {
+  postgres_backend backend;
+  postgres_options o;
+  o.pool_size = 2;
+  auto opened = open_postgres_store(backend.uri(), o);
+  REQUIRE(opened.ok());
+  auto& store = *opened.value();
+  must(store.append("s", expected_version::no_stream(), make_events(3)));
+  // Nested reads need several connections at once: a visitor that reads again, 4 deep.
+  std::function<void(int)> nest = [&](int depth) {
+    if (depth == 0) return;
+    auto n = store.read_stream("s", {}, [&](const recorded_event&) {
+      nest(depth - 1);
+      return false;
+    });
+    CHECK(n.ok());
+  };
+  nest(4);
+  pg::session watcher(backend.uri());
+  // Closed connections' backends exit asynchronously: wait (bounded) for them to go.
+  std::string open_now;
+  for (int i = 0; i < 200; ++i) {
+    open_now = watcher.exec(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> "
+        "pg_backend_pid()");
+    if (open_now == "2") break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  CHECK(open_now == "2");
+  // The pooled ones still work.
+  CHECK(must(store.head_position()) == 3);
 }
