@@ -1,6 +1,10 @@
-// The registry in the SQLite store: versions, no-op re-registration, refusal without writes,
-// stamping, several processes, format upgrade of a format-1 store, the offline check.
+// The registry in the store: versions, no-op re-registration, refusal without writes,
+// stamping, several processes, format upgrade of a format-1 store, the offline check. The
+// backend-independent cases run on every backend of ANNALS_STORE_BACKENDS (store/backends.hpp);
+// PostgreSQL-only cases are in registry_postgres_test.cpp.
 #include "schema/descriptors.hpp"
+#include "schema/registry_support.hpp"
+#include "store/backends.hpp"
 #include "support/support.hpp"
 
 #include <annals/schema.hpp>
@@ -19,52 +23,10 @@ using namespace annals::test;
 
 namespace {
 
-// Version n of t.E: fields 1..n+1 (each version adds one optional field: BACKWARD-compatible).
-pb::FileDescriptorSet version_set(int n) {
-  std::string fields;
-  for (int i = 1; i <= n + 1; ++i) fields += field("f" + std::to_string(i), i, "TYPE_INT64");
-  return set_of(message("E", fields) + " " + message("G", field("x", 1, "TYPE_STRING")));
-}
-
 std::unique_ptr<event_store> open(const std::string& path, sqlite_options o = {}) {
   auto s = open_sqlite_store(path, std::move(o));
   REQUIRE_MESSAGE(s.ok(), (s.ok() ? "" : s.error().message()));
   return std::move(s).value();
-}
-
-std::vector<registered_type> register_ok(event_store& store, const built_pool& pool,
-                                         std::vector<std::string> types,
-                                         compatibility mode = compatibility::backward) {
-  std::vector<schema_registration> regs;
-  for (const auto& t : types) regs.push_back({pool.find(t), mode});
-  auto r = register_event_types(store, regs);
-  REQUIRE_MESSAGE(r.ok(), (r.ok() ? "" : r.error().message()));
-  return std::move(r).value();
-}
-
-std::vector<stored_schema> schemas(event_store& store, std::string_view type = {}) {
-  auto r = store.read_schemas(type);
-  REQUIRE_MESSAGE(r.ok(), (r.ok() ? "" : r.error().message()));
-  return std::move(r).value();
-}
-
-event_data event_of(const std::string& type, std::int32_t schema_version = 0) {
-  event_data e;
-  e.type = type;
-  e.payload = "x";
-  e.metadata.schema_version = schema_version;
-  return e;
-}
-
-// schema_version of every event of a stream, in order.
-std::vector<std::int32_t> stamped(event_store& store, const std::string& stream) {
-  std::vector<std::int32_t> out;
-  auto r = store.read_stream(stream, {}, [&](const recorded_event& e) {
-    out.push_back(e.metadata.schema_version);
-    return true;
-  });
-  REQUIRE(r.ok());
-  return out;
 }
 
 std::int64_t sql_int(const std::string& path, const std::string& sql) {
@@ -108,14 +70,6 @@ INSERT INTO events(stream, stream_version, event_id, type, recorded_at, metadata
 )sql");
 }
 
-// Whether `r` failed with `kind` and a message containing `text`.
-template <class R>
-bool fails_with(const R& r, errc kind, std::string_view text = {}) {
-  if (r.ok()) return false;
-  INFO(r.error().message());
-  return r.error().kind() == kind && r.error().message().find(text) != std::string::npos;
-}
-
 // check_against_store, which must succeed.
 schema_check_report checked(event_store& store, const pb::FileDescriptorSet& set) {
   auto r = check_against_store(store, set);
@@ -129,9 +83,9 @@ bool has_table(const std::string& path, const std::string& table) {
 
 }  // namespace
 
-TEST_CASE("a registered type round-trips through the store") {
-  temp_dir dir;
-  auto store = open(dir.file("s.db"));
+TEST_CASE_TEMPLATE("a registered type round-trips through the store", B, ANNALS_STORE_BACKENDS) {
+  B backend;
+  auto store = backend.open();
   auto set = version_set(1);
   auto pool = build(set);
   auto regs = register_ok(*store, *pool, {"t.E"}, compatibility::full);
@@ -178,9 +132,9 @@ TEST_CASE("descriptor_set_of lists dependencies first, deterministically") {
   CHECK(schema_fingerprint(bytes) != schema_fingerprint(bytes + " "));
 }
 
-TEST_CASE("changed descriptors become versions 1, 2, 3; an old one is found again, not added") {
-  temp_dir dir;
-  auto store = open(dir.file("s.db"));
+TEST_CASE_TEMPLATE("changed descriptors become versions 1, 2, 3; an old one is found again, not added", B, ANNALS_STORE_BACKENDS) {
+  B backend;
+  auto store = backend.open();
   std::vector<std::unique_ptr<built_pool>> pools;
   for (int v = 1; v <= 3; ++v) {
     pools.push_back(build(version_set(v)));
@@ -198,12 +152,12 @@ TEST_CASE("changed descriptors become versions 1, 2, 3; an old one is found agai
   CHECK(schemas(*store, "t.E").size() == 3);
 }
 
-TEST_CASE("registering an identical descriptor again writes nothing") {
-  temp_dir dir;
+TEST_CASE_TEMPLATE("registering an identical descriptor again writes nothing", B, ANNALS_STORE_BACKENDS) {
+  B backend;
   std::int64_t now = 1000;
-  sqlite_options o;
+  backend_options o;
   o.clock = [&] { return now; };
-  auto store = open(dir.file("s.db"), o);
+  auto store = backend.open(o);
   auto pool = build(version_set(1));
   register_ok(*store, *pool, {"t.E", "t.G"});
   auto before = schemas(*store);
@@ -218,15 +172,15 @@ TEST_CASE("registering an identical descriptor again writes nothing") {
   }
   // Another store object (a restarted process) finds the same versions.
   store.reset();
-  auto reopened = open(dir.file("s.db"));
+  auto reopened = backend.open();
   auto regs2 = register_ok(*reopened, *pool, {"t.E", "t.G"});
   CHECK(regs2[0].version == 1);
   CHECK(!regs2[0].added);
 }
 
-TEST_CASE("a breaking change is refused with its report and nothing of the call is written") {
-  temp_dir dir;
-  auto store = open(dir.file("s.db"));
+TEST_CASE_TEMPLATE("a breaking change is refused with its report and nothing of the call is written", B, ANNALS_STORE_BACKENDS) {
+  B backend;
+  auto store = backend.open();
   auto v1 = build(version_set(1));
   register_ok(*store, *v1, {"t.E", "t.G"});
   // E gains a field (fine), G changes x's type (breaking): all or nothing.
@@ -247,9 +201,9 @@ TEST_CASE("a breaking change is refused with its report and nothing of the call 
   CHECK(ok.value()[0].version == 2);
 }
 
-TEST_CASE("a change is checked against every stored version, not only the latest") {
-  temp_dir dir;
-  auto store = open(dir.file("s.db"));
+TEST_CASE_TEMPLATE("a change is checked against every stored version, not only the latest", B, ANNALS_STORE_BACKENDS) {
+  B backend;
+  auto store = backend.open();
   auto with_b = build(set_of(message("E", field("a", 1, "TYPE_INT64") + field("b", 2, "TYPE_STRING"))));
   auto b_reserved = build(set_of(message(
       "E", field("a", 1, "TYPE_INT64") + " reserved_range { start: 2 end: 3 } reserved_name: \"b\"")));
@@ -262,10 +216,9 @@ TEST_CASE("a change is checked against every stored version, not only the latest
   CHECK(fails_with(r, errc::invalid_argument, "against stored version 1"));
 }
 
-TEST_CASE("events appended after registration carry the version this store registered") {
-  temp_dir dir;
-  auto path = dir.file("s.db");
-  auto store = open(path);
+TEST_CASE_TEMPLATE("events appended after registration carry the version this store registered", B, ANNALS_STORE_BACKENDS) {
+  B backend;
+  auto store = backend.open();
   REQUIRE(store->append("s", expected_version::any(), {event_of("t.E")}).ok());
   auto v1 = build(version_set(1));
   register_ok(*store, *v1, {"t.E"});
@@ -273,7 +226,7 @@ TEST_CASE("events appended after registration carry the version this store regis
                         {event_of("t.E"), event_of("t.Unregistered"), event_of("t.E", 7)})
               .ok());
   // Another process registers version 2; this one still writes with version 1's descriptor.
-  auto other = open(path);
+  auto other = backend.open();
   auto v2 = build(version_set(2));
   CHECK(register_ok(*other, *v2, {"t.E"})[0].version == 2);
   REQUIRE(store->append("s", expected_version::any(), {event_of("t.E")}).ok());
@@ -281,11 +234,9 @@ TEST_CASE("events appended after registration carry the version this store regis
   CHECK(stamped(*store, "s") == std::vector<std::int32_t>{0, 1, 0, 7, 1, 2});
 }
 
-TEST_CASE("appends from many threads during a registration are stamped 0 or the new version") {
-  temp_dir dir;
-  sqlite_options o;
-  o.sync = durability::normal;
-  auto store = open(dir.file("s.db"), o);
+TEST_CASE_TEMPLATE("appends from many threads during a registration are stamped 0 or the new version", B, ANNALS_STORE_BACKENDS) {
+  B backend;
+  auto store = backend.open();
   auto v1 = build(version_set(1));
   std::atomic<bool> failed{false};
   std::vector<std::thread> threads;
@@ -356,9 +307,9 @@ TEST_CASE("a read-only store reads schemas and refuses to register") {
   CHECK(fails_with(r, errc::invalid_argument, "read-only"));
 }
 
-TEST_CASE("bad registrations are invalid_argument") {
-  temp_dir dir;
-  auto store = open(dir.file("s.db"));
+TEST_CASE_TEMPLATE("bad registrations are invalid_argument", B, ANNALS_STORE_BACKENDS) {
+  B backend;
+  auto store = backend.open();
   auto r = register_event_types(*store, {{nullptr, compatibility::backward}});
   CHECK(fails_with(r, errc::invalid_argument));
   auto v1 = build(version_set(1));
@@ -425,9 +376,9 @@ TEST_CASE("a store of a newer format is refused, read-write and read-only") {
   }
 }
 
-TEST_CASE("check_against_store: compatible, breaking, renamed, unrelated and invalid sets") {
-  temp_dir dir;
-  auto store = open(dir.file("s.db"));
+TEST_CASE_TEMPLATE("check_against_store: compatible, breaking, renamed, unrelated and invalid sets", B, ANNALS_STORE_BACKENDS) {
+  B backend;
+  auto store = backend.open();
   auto v1 = build(version_set(1));
   register_ok(*store, *v1, {"t.E", "t.G"});
 
@@ -465,9 +416,9 @@ TEST_CASE("check_against_store: compatible, breaking, renamed, unrelated and inv
   CHECK(fails_with(bad, errc::invalid_argument, "dep.proto"));
 }
 
-TEST_CASE("check_against_store uses the mode each type was registered with") {
-  temp_dir dir;
-  auto store = open(dir.file("s.db"));
+TEST_CASE_TEMPLATE("check_against_store uses the mode each type was registered with", B, ANNALS_STORE_BACKENDS) {
+  B backend;
+  auto store = backend.open();
   auto v1 = build(version_set(1));
   register_ok(*store, *v1, {"t.E", "t.G"}, compatibility::none);
   CHECK(checked(*store, set_of(message("E", field("f1", 1, "TYPE_STRING")) + " " +
@@ -557,9 +508,9 @@ TEST_CASE("type_fingerprint ignores json_name values protoc writes by default") 
   CHECK(type_fingerprint(*plain->find("t.E")) != type_fingerprint(*custom->find("t.E")));
 }
 
-TEST_CASE("changing one type of a file bumps only that type's version") {
-  temp_dir dir;
-  auto store = open(dir.file("s.db"));
+TEST_CASE_TEMPLATE("changing one type of a file bumps only that type's version", B, ANNALS_STORE_BACKENDS) {
+  B backend;
+  auto store = backend.open();
   auto v1 = build(version_set(1));
   register_ok(*store, *v1, {"t.E", "t.G"});
   // G changes (compatibly); E does not.
@@ -586,9 +537,9 @@ TEST_CASE("changing one type of a file bumps only that type's version") {
   CHECK(regs3[0].version == 2);
 }
 
-TEST_CASE("a change to a referenced message in another file is a new version of the type") {
-  temp_dir dir;
-  auto store = open(dir.file("s.db"));
+TEST_CASE_TEMPLATE("a change to a referenced message in another file is a new version of the type", B, ANNALS_STORE_BACKENDS) {
+  B backend;
+  auto store = backend.open();
   two_files base;
   auto p1 = build(base.set());
   register_ok(*store, *p1, {"t.A", "t.B"});
@@ -621,9 +572,9 @@ pb::FileDescriptorSet bank_like(bool keep_opened, bool with_v2) {
 
 }  // namespace
 
-TEST_CASE("registration refuses a stored type its file no longer defines") {
-  temp_dir dir;
-  auto store = open(dir.file("s.db"));
+TEST_CASE_TEMPLATE("registration refuses a stored type its file no longer defines", B, ANNALS_STORE_BACKENDS) {
+  B backend;
+  auto store = backend.open();
   auto v1 = build(bank_like(true, false));
   register_ok(*store, *v1, {"t.Opened", "t.Deposited"});
 
@@ -651,12 +602,12 @@ TEST_CASE("registration refuses a stored type its file no longer defines") {
   CHECK(checked(*store, bank_like(true, true)).compatible());
 }
 
-TEST_CASE("a removed type is refused under backward and full, not forward or none") {
+TEST_CASE_TEMPLATE("a removed type is refused under backward and full, not forward or none", B, ANNALS_STORE_BACKENDS) {
   for (auto mode : {compatibility::backward, compatibility::full, compatibility::forward,
                     compatibility::none}) {
     CAPTURE(to_string(mode));
-    temp_dir dir;
-    auto store = open(dir.file("s.db"));
+    B backend;
+    auto store = backend.open();
     auto v1 = build(version_set(1));
     register_ok(*store, *v1, {"t.E"});
     register_ok(*store, *v1, {"t.G"}, mode);
@@ -672,9 +623,9 @@ TEST_CASE("a removed type is refused under backward and full, not forward or non
   }
 }
 
-TEST_CASE("a type moved to another file is not a rename") {
-  temp_dir dir;
-  auto store = open(dir.file("s.db"));
+TEST_CASE_TEMPLATE("a type moved to another file is not a rename", B, ANNALS_STORE_BACKENDS) {
+  B backend;
+  auto store = backend.open();
   auto v1 = build(version_set(1));
   register_ok(*store, *v1, {"t.E", "t.G"});
   pb::FileDescriptorSet moved;
@@ -688,9 +639,9 @@ TEST_CASE("a type moved to another file is not a rename") {
   CHECK(checked(*store, moved).compatible());
 }
 
-TEST_CASE("an older build of a file registers again after a newer one added a type") {
-  temp_dir dir;
-  auto store = open(dir.file("s.db"));
+TEST_CASE_TEMPLATE("an older build of a file registers again after a newer one added a type", B, ANNALS_STORE_BACKENDS) {
+  B backend;
+  auto store = backend.open();
   const std::string a = message("A", field("x", 1, "TYPE_STRING"));
   auto old_build = build(set_of(a));
   auto new_build = build(set_of(a + " " + message("N", field("y", 1, "TYPE_INT64"))));
@@ -708,14 +659,14 @@ TEST_CASE("an older build of a file registers again after a newer one added a ty
   CHECK(fails_with(r, errc::invalid_argument, "t.N: type-renamed"));
 }
 
-TEST_CASE("declared versions are the same number in every store; conflicts are refused") {
-  temp_dir dir;
+TEST_CASE_TEMPLATE("declared versions are the same number in every store; conflicts are refused", B, ANNALS_STORE_BACKENDS) {
+  B fresh_backend, old_backend;
   auto v1 = build(version_set(1));
   auto v2 = build(version_set(2));
   auto v3 = build(version_set(3));
   // A fresh store that meets the current descriptor first stores it under its declared number,
   // so an upcaster of "version <= 2" never touches the events written now.
-  auto fresh = open(dir.file("fresh.db"));
+  auto fresh = fresh_backend.open();
   auto r = register_event_types(*fresh, {{v3->find("t.E"), compatibility::backward, 3}});
   REQUIRE_MESSAGE(r.ok(), (r.ok() ? "" : r.error().message()));
   CHECK((*r)[0].version == 3);
@@ -740,7 +691,7 @@ TEST_CASE("declared versions are the same number in every store; conflicts are r
 
   // A store numbered automatically before: a declared new descriptor takes its number there
   // too, and later automatic numbers continue after the highest.
-  auto old = open(dir.file("old.db"));
+  auto old = old_backend.open();
   CHECK(register_ok(*old, *v1, {"t.E"})[0].version == 1);
   r = register_event_types(*old, {{v3->find("t.E"), compatibility::backward, 3}});
   REQUIRE(r.ok());

@@ -294,7 +294,7 @@ struct postgres_options {
 // Opens (or creates) a PostgreSQL event store. `uri` is a libpq connection URI
 // ("postgresql://user@host:port/dbname?..."). An unreachable server is errc::io; tables of a
 // newer storage format are errc::corruption. Layout: docs/storage-format.md.
-// Not yet supported on PostgreSQL: the schema registry, snapshots, inline projections.
+// Not yet supported on PostgreSQL: inline projections.
 result<std::unique_ptr<event_store>> open_postgres_store(const std::string& uri,
                                                          postgres_options options = {});
 

@@ -424,4 +424,72 @@ result<std::vector<prepared_event>> prepare_append(std::string_view stream_id,
 }
 
 }  // namespace store
+namespace store {
+
+result<void> check_schema_candidates(const std::vector<schema_candidate>& candidates) {
+  for (std::size_t i = 0; i < candidates.size(); ++i) {
+    const auto& c = candidates[i];
+    if (auto r = check_event_type(c.type); !r) {
+      return error(errc::invalid_argument,
+                   fmt::format("schema candidate {}: {}", i, r.error().message()));
+    }
+    if (c.descriptor_set.empty() || c.fingerprint.empty()) {
+      return error(errc::invalid_argument,
+                   fmt::format("schema candidate '{}' has an empty descriptor set or fingerprint",
+                               c.type));
+    }
+    for (std::size_t j = 0; j < i; ++j) {
+      if (candidates[j].type == c.type) {
+        return error(errc::invalid_argument,
+                     fmt::format("type '{}' is registered twice in one call", c.type));
+      }
+    }
+  }
+  return {};
+}
+
+result<std::vector<registered_type>> resolve_registration(
+    const std::vector<schema_candidate>& candidates, const std::vector<stored_schema>& stored) {
+  std::vector<registered_type> out;
+  for (const auto& c : candidates) {
+    registered_type t{c.type, 0, false};
+    std::int32_t latest = 0;
+    const stored_schema* taken = nullptr;  // the stored row at the declared version
+    for (const auto& s : stored) {
+      if (s.type != c.type) continue;
+      latest = std::max(latest, s.version);
+      if (s.fingerprint == c.fingerprint) t.version = s.version;
+      if (c.version > 0 && s.version == c.version) taken = &s;
+    }
+    // A declared version names one descriptor in every store: the two may never disagree.
+    if (c.version > 0 && t.version != 0 && t.version != c.version) {
+      return error(errc::invalid_argument,
+                   fmt::format("{} is declared as version {}, but this descriptor is stored "
+                               "as version {}; events stamped {} were written with it",
+                               c.type, c.version, t.version, t.version));
+    }
+    if (taken && taken->fingerprint != c.fingerprint) {
+      return error(errc::invalid_argument,
+                   fmt::format("{} is declared as version {}, but version {} is stored with "
+                               "another descriptor (fingerprint {})",
+                               c.type, c.version, c.version, taken->fingerprint));
+    }
+    if (t.version == 0) {  // a descriptor the store has not seen: declared, or the next
+      t.version = c.version > 0 ? c.version : latest + 1;
+      t.added = true;
+    }
+    out.push_back(std::move(t));
+  }
+  return out;
+}
+
+void schema_stamps::publish(const std::vector<registered_type>& registered) {
+  auto next = std::make_shared<schema_versions>();
+  if (auto now = current()) *next = *now;
+  for (const auto& t : registered) (*next)[t.type] = t.version;
+  std::lock_guard lock(mu_);
+  versions_ = std::move(next);
+}
+
+}  // namespace store
 }  // namespace annals

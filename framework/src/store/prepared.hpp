@@ -8,6 +8,8 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -50,6 +52,34 @@ result<std::vector<prepared_event>> prepare_append(std::string_view stream_id,
                                                    std::vector<event_data>& events,
                                                    const std::function<std::string()>& id_source,
                                                    const schema_versions* versions);
+
+// Schema registration, the same in every backend. check_schema_candidates: the checks made
+// before the write lock (valid type names, a descriptor set and fingerprint each, no type
+// twice): invalid_argument naming the candidate. resolve_registration: given every stored
+// version of the candidates' types, each candidate's version (its fingerprint's stored
+// version, else the declared one, else the type's next) and whether it must be stored;
+// invalid_argument when a declared version disagrees with the store.
+result<void> check_schema_candidates(const std::vector<schema_candidate>& candidates);
+result<std::vector<registered_type>> resolve_registration(
+    const std::vector<schema_candidate>& candidates, const std::vector<stored_schema>& stored);
+
+// The versions a store object stamps on appends: registrations publish a new immutable map,
+// appends take the current one without waiting for a registration. Callers serialize publish().
+// A short lock, not std::atomic<shared_ptr>: gcc 12's lock-bit implementation is opaque to
+// ThreadSanitizer, which reports it as a race.
+class schema_stamps {
+ public:
+  std::shared_ptr<const schema_versions> current() const {
+    std::lock_guard lock(mu_);
+    return versions_;
+  }
+  // Publishes a copy of the current map with `registered` set.
+  void publish(const std::vector<registered_type>& registered);
+
+ private:
+  mutable std::mutex mu_;
+  std::shared_ptr<const schema_versions> versions_;
+};
 
 // Encodes / decodes annals.v1.EventMetadata.
 std::string encode_metadata(const event_metadata& m);

@@ -10,15 +10,31 @@
 // Reads: every page is one statement in autocommit (its own snapshot); events are immutable
 // and positions dense, so pages by version or position neither lose nor repeat events. Rows
 // arrive one at a time (single-row mode), so a page of large events is never held whole.
+//
+// Schema registry (annals_schemas): a registration is one transaction holding the same
+// advisory write lock as appends, so registrations serialize with each other and with appends
+// in every process. Reads of the registry take no lock (the check callback reads it on another
+// pooled connection while the registration holds the lock). The versions a registration
+// stored or found are published as an immutable map swapped atomically; appends stamp with it.
+//
+// Snapshots (annals_snapshots): reads use the pool; saves go to a bounded queue served by one
+// background thread with its own connection and a short lock_timeout/statement_timeout, so a
+// save never blocks its caller and never fails it (a failure is logged to stderr and dropped).
 #include "store/postgres/pg.hpp"
 #include "store/prepared.hpp"
 
+#include <annals/schema.hpp>
 #include <annals/upcaster.hpp>
 
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <chrono>
+#include <condition_variable>
+#include <cstdio>
+#include <deque>
 #include <mutex>
+#include <thread>
 
 namespace annals {
 namespace {
@@ -61,6 +77,54 @@ CREATE TABLE IF NOT EXISTS annals_events(
 INSERT INTO annals_meta(key, value) VALUES ('format', 1) ON CONFLICT (key) DO NOTHING;
 )sql";
 
+// The schema registry and snapshots. Part of every new store; created when missing in a store
+// made by a build that did not have them (opened writable).
+constexpr const char* registry_sql = R"sql(
+CREATE TABLE IF NOT EXISTS annals_schemas(
+  type           TEXT NOT NULL,
+  version        INTEGER NOT NULL,
+  compatibility  TEXT NOT NULL,
+  fingerprint    TEXT NOT NULL,
+  descriptor_set BYTEA NOT NULL,
+  registered_at  BIGINT NOT NULL,
+  PRIMARY KEY(type, version)
+);
+CREATE TABLE IF NOT EXISTS annals_snapshots(
+  stream   BYTEA NOT NULL,
+  key      BYTEA NOT NULL,
+  version  BIGINT NOT NULL,
+  state    BYTEA NOT NULL,
+  taken_at BIGINT NOT NULL,
+  PRIMARY KEY(stream, key)
+);
+)sql";
+
+const std::string select_schemas_sql =
+    "SELECT type, version::int8, compatibility, fingerprint, descriptor_set, registered_at "
+    "FROM annals_schemas";
+const std::string select_schemas_of_type_sql = select_schemas_sql + " WHERE type = $1 ORDER BY version";
+
+// As the SQLite store: keeps the higher version; an equal one replaces the stored snapshot
+// (which may be the corrupt one a load just fell back from). A stored snapshot claiming a
+// version beyond the stream's end is not a snapshot of this stream: any save replaces it.
+const std::string upsert_snapshot_sql =
+    "INSERT INTO annals_snapshots(stream, key, version, state, taken_at) "
+    "VALUES ($1, $2, $3, $4, $5) ON CONFLICT (stream, key) DO UPDATE SET "
+    "version = excluded.version, state = excluded.state, taken_at = excluded.taken_at "
+    "WHERE excluded.version >= annals_snapshots.version OR annals_snapshots.version > "
+    "coalesce((SELECT version FROM annals_streams WHERE name = excluded.stream), -1)";
+
+// Whether `table` exists (in the connection's search path).
+result<bool> has_table(connection& c, const char* table) {
+  params q;
+  q.add_text(table);
+  auto r = c.exec("cannot read the store's tables",
+                  "SELECT count(*) FROM pg_catalog.pg_class WHERE oid = to_regclass($1)", q,
+                  false);
+  if (!r) return std::move(r).error();
+  return pg::get_int8(r->get(), 0, 0) != 0;
+}
+
 const std::string event_cols =
     "e.position, e.event_id, e.type, e.recorded_at, e.metadata, e.payload, e.stream_version";
 
@@ -68,6 +132,120 @@ struct pending_append {
   std::string_view stream_id;
   expected_version expected;
   std::vector<prepared_event> events;
+};
+
+// Background snapshot saves: a bounded queue, one thread (started on the first save) with its
+// own connection. The destructor flushes for at most flush_timeout, then drops what is left.
+class snapshot_writer {
+ public:
+  static constexpr std::size_t max_queued = 256;  // saves waiting; more are dropped
+  static constexpr std::chrono::milliseconds flush_timeout{2000};
+  // Per statement: the writer never waits long on a lock or a slow server.
+  static constexpr const char* lock_timeout = "200ms";
+  static constexpr const char* statement_timeout = "2000ms";
+
+  snapshot_writer(std::string uri, bool read_only) : uri_(std::move(uri)), read_only_(read_only) {}
+  ~snapshot_writer() {
+    {
+      std::lock_guard lock(mu_);
+      stopping_ = true;
+      flush_deadline_ = std::chrono::steady_clock::now() + flush_timeout;
+    }
+    cv_.notify_all();
+    if (thread_.joinable()) thread_.join();
+  }
+  snapshot_writer(const snapshot_writer&) = delete;
+  snapshot_writer& operator=(const snapshot_writer&) = delete;
+
+  void save(snapshot_record snapshot) noexcept {
+    if (read_only_) return;
+    try {
+      std::lock_guard lock(mu_);
+      if (stopping_ || queue_.size() >= max_queued) return;  // dropped: best effort
+      queue_.push_back(std::move(snapshot));
+      if (!thread_.joinable()) thread_ = std::thread([this] { run(); });
+    } catch (...) {
+      return;  // no memory or no thread: the snapshot is dropped, the caller goes on
+    }
+    cv_.notify_one();
+  }
+
+ private:
+  result<void> connect() {
+    auto c = connection::open(uri_);
+    if (!c) return std::move(c).error();
+    auto conn = std::make_unique<connection>(std::move(c).value());
+    params p;
+    p.add_text(lock_timeout).add_text(statement_timeout);
+    if (auto r = conn->exec("cannot set the snapshot writer's timeouts",
+                            "SELECT set_config('lock_timeout', $1, false), "
+                            "set_config('statement_timeout', $2, false)",
+                            p, false);
+        !r) {
+      return std::move(r).error();
+    }
+    conn_ = std::move(conn);
+    return {};
+  }
+
+  result<void> write(const snapshot_record& s) {
+    if (!conn_ || !conn_->healthy()) {
+      conn_.reset();
+      if (auto r = connect(); !r) return r;
+    }
+    params q;
+    q.add_bytea(s.stream_id).add_bytea(s.key).add_int8(s.version).add_bytea(s.state);
+    q.add_int8(store::system_clock_us());
+    auto r = conn_->exec("cannot save a snapshot", upsert_snapshot_sql, q);
+    if (!r) {
+      if (!conn_->idle()) conn_.reset();  // broken or stuck: reconnect next time
+      return std::move(r).error();
+    }
+    return {};
+  }
+
+  void run() noexcept {
+    std::unique_lock lock(mu_);
+    for (;;) {
+      cv_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
+      if (queue_.empty()) break;
+      if (stopping_ && std::chrono::steady_clock::now() >= flush_deadline_) {
+        queue_.clear();  // the bounded flush is over: drop the rest
+        break;
+      }
+      snapshot_record s = std::move(queue_.front());
+      queue_.pop_front();
+      lock.unlock();
+      result<void> r;
+      try {
+        r = write(s);
+      } catch (const std::exception& e) {
+        r = error(errc::io, e.what());
+      } catch (...) {
+        r = error(errc::io, "unknown exception");
+      }
+      if (!r) {
+        std::fprintf(stderr,
+                     "annals: warning: snapshot of stream '%s' at version %lld not saved: %s\n",
+                     s.stream_id.c_str(), static_cast<long long>(s.version),
+                     r.error().message().c_str());
+      }
+      lock.lock();
+    }
+    lock.unlock();
+    conn_.reset();
+  }
+
+  const std::string uri_;
+  const bool read_only_;
+  std::unique_ptr<connection> conn_;  // the writer thread's only
+
+  std::mutex mu_;
+  std::condition_variable cv_;  // work queued, or stopping
+  std::deque<snapshot_record> queue_;
+  bool stopping_ = false;
+  std::chrono::steady_clock::time_point flush_deadline_;
+  std::thread thread_;  // started on the first save
 };
 
 class pg_store final : public event_store {
@@ -127,7 +305,9 @@ class pg_store final : public event_store {
     if (options_.read_only) {
       return error(errc::invalid_argument, "the store was opened read-only");
     }
-    auto prepared = store::prepare_append(stream_id, events, options_.id_source, nullptr);
+    // Holds the map alive while it is read; a registration may publish a new one meanwhile.
+    const auto versions = stamps_.current();
+    auto prepared = store::prepare_append(stream_id, events, options_.id_source, versions.get());
     if (!prepared) return std::move(prepared).error();
     if (expected.form() == expected_version::kind::exact && expected.version() < 0) {
       return error(errc::invalid_argument,
@@ -148,18 +328,23 @@ class pg_store final : public event_store {
     }
   }
 
-  result<append_result> append_in_tx(connection& c, pending_append& p) {
+  // Starts a write transaction and takes the store's write lock (waiting at most
+  // lock_timeout: busy). Held until COMMIT or ROLLBACK.
+  static result<void> begin_write(connection& c) {
     if (auto r = c.exec_simple("cannot start a write transaction",
                                "BEGIN ISOLATION LEVEL READ COMMITTED");
         !r) {
-      return r.error();
+      return r;
     }
+    auto r = c.exec("cannot take the store's write lock",
+                    "SELECT pg_advisory_xact_lock(" ANNALS_PG_WRITE_LOCK ")", params{});
+    if (!r) return std::move(r).error();
+    return {};
+  }
+
+  result<append_result> append_in_tx(connection& c, pending_append& p) {
     // The write lock. Everything below runs with it held, until COMMIT or ROLLBACK.
-    if (auto r = c.exec("cannot take the store's write lock",
-                        "SELECT pg_advisory_xact_lock(" ANNALS_PG_WRITE_LOCK ")", params{});
-        !r) {
-      return std::move(r).error();
-    }
+    if (auto r = begin_write(c); !r) return r.error();
     std::int64_t sid = 0, current = -1;
     {
       params q;
@@ -326,6 +511,150 @@ class pg_store final : public event_store {
     return error(std::move(d), std::move(msg));
   }
 
+  // ---- schema registry ------------------------------------------------------------------
+
+  result<std::vector<stored_schema>> read_schemas(std::string_view type) override {
+    if (!type.empty()) {
+      if (auto r = store::check_event_type(type); !r) return r.error();
+    }
+    std::vector<stored_schema> out;
+    if (!has_registry_) return out;  // read-only store from before the registry
+    auto checked_out = checkout();
+    if (!checked_out) return std::move(checked_out).error();
+    lease l(*this, std::move(checked_out).value());
+    // No lock: a registration in progress holds the write lock and calls this from its check.
+    if (auto r = read_schema_rows(*l.conn, type, out); !r) return r.error();
+    return out;
+  }
+
+  result<std::vector<registered_type>> register_schemas(
+      const std::vector<schema_candidate>& candidates, const schema_check_fn& check) override {
+    if (options_.read_only) {
+      return error(errc::invalid_argument,
+                   "the store was opened read-only: it cannot register schemas");
+    }
+    if (auto r = store::check_schema_candidates(candidates); !r) return r.error();
+    if (candidates.empty()) return std::vector<registered_type>{};
+    // Two registrations of this store object publish in the order they committed.
+    std::lock_guard registering(register_mu_);
+    auto checked_out = checkout();
+    if (!checked_out) return std::move(checked_out).error();
+    lease conn(*this, std::move(checked_out).value());  // rolls back whatever is left open
+    try {
+      return register_in_tx(*conn.conn, candidates, check);
+    } catch (const std::exception& e) {
+      return error(errc::io, fmt::format("schema registration failed: {}", e.what()));
+    }
+  }
+
+  // ---- snapshots ------------------------------------------------------------------------
+
+  result<std::optional<snapshot_record>> read_snapshot(std::string_view stream_id,
+                                                       std::string_view key) override {
+    if (auto r = store::check_stream_id(stream_id); !r) return r.error();
+    if (!has_registry_) return std::optional<snapshot_record>{};
+    auto checked_out = checkout();
+    if (!checked_out) return std::move(checked_out).error();
+    lease l(*this, std::move(checked_out).value());
+    params q;
+    q.add_bytea(stream_id).add_bytea(key);
+    auto r = l.conn->exec("cannot read a snapshot",
+                          "SELECT version, state, taken_at FROM annals_snapshots "
+                          "WHERE stream = $1 AND key = $2",
+                          q);
+    if (!r) return std::move(r).error();
+    if (PQntuples(r->get()) == 0) return std::optional<snapshot_record>{};
+    snapshot_record s;
+    s.stream_id = std::string(stream_id);
+    s.key = std::string(key);
+    s.version = pg::get_int8(r->get(), 0, 0);
+    s.state.assign(pg::get_bytes(r->get(), 0, 1));
+    s.taken_at_us = pg::get_int8(r->get(), 0, 2);
+    return std::optional<snapshot_record>{std::move(s)};
+  }
+
+  void save_snapshot(snapshot_record snapshot) noexcept override {
+    if (!has_registry_) return;
+    snapshots_.save(std::move(snapshot));
+  }
+
+  // Set by open_postgres_store: false only for a read-only store without the tables.
+  void set_has_registry(bool v) noexcept { has_registry_ = v; }
+
+ private:
+  static result<void> read_schema_rows(connection& c, std::string_view type,
+                                       std::vector<stored_schema>& out) {
+    params q;
+    if (!type.empty()) q.add_text(type);
+    auto r = c.exec("cannot read the schema registry",
+                    type.empty() ? select_schemas_sql + " ORDER BY type, version"
+                                 : select_schemas_of_type_sql,
+                    q);
+    if (!r) return std::move(r).error();
+    for (int row = 0; row < PQntuples(r->get()); ++row) {
+      stored_schema s;
+      s.type.assign(pg::get_bytes(r->get(), row, 0));
+      s.version = static_cast<std::int32_t>(pg::get_int8(r->get(), row, 1));
+      auto mode_text = pg::get_bytes(r->get(), row, 2);
+      auto mode = parse_compatibility(mode_text);
+      if (!mode) {
+        return error(errc::corruption,
+                     fmt::format("stored schema {} version {} has an unknown compatibility "
+                                 "mode '{}'",
+                                 s.type, s.version, mode_text));
+      }
+      s.mode = mode.value();
+      s.fingerprint.assign(pg::get_bytes(r->get(), row, 3));
+      s.descriptor_set.assign(pg::get_bytes(r->get(), row, 4));
+      s.registered_at_us = pg::get_int8(r->get(), row, 5);
+      out.push_back(std::move(s));
+    }
+    return {};
+  }
+
+  // One transaction holding the write lock; the caller holds register_mu_.
+  result<std::vector<registered_type>> register_in_tx(connection& c,
+                                                      const std::vector<schema_candidate>& candidates,
+                                                      const schema_check_fn& check) {
+    if (auto r = begin_write(c); !r) return r.error();
+    // Read after the lock: every registration that committed before is seen.
+    std::vector<stored_schema> stored;
+    for (const auto& cand : candidates) {
+      if (auto r = read_schema_rows(c, cand.type, stored); !r) return r.error();
+    }
+    if (check) {
+      if (auto r = check(stored); !r) return r.error();  // the lease rolls back
+    }
+    std::int64_t now = options_.clock ? options_.clock() : store::system_clock_us();
+    auto resolved = store::resolve_registration(candidates, stored);
+    if (!resolved) return std::move(resolved).error();
+    std::vector<registered_type> out = std::move(resolved).value();
+    bool wrote = false;
+    for (std::size_t i = 0; i < candidates.size(); ++i) {
+      if (!out[i].added) continue;
+      const auto& cand = candidates[i];
+      params q;
+      q.add_text(cand.type).add_int4(out[i].version).add_text(to_string(cand.mode));
+      q.add_text(cand.fingerprint).add_bytea(cand.descriptor_set).add_int8(now);
+      auto r = c.exec(fmt::format("cannot register schema {}", cand.type),
+                      "INSERT INTO annals_schemas(type, version, compatibility, fingerprint, "
+                      "descriptor_set, registered_at) VALUES ($1, $2, $3, $4, $5, $6)",
+                      q);
+      if (!r) return std::move(r).error();
+      wrote = true;
+    }
+    if (wrote) {
+      if (auto r = c.exec_simple("cannot commit the schema registration", "COMMIT"); !r) {
+        return r.error();
+      }
+    } else {
+      (void)c.exec_simple("cannot end a read-only registration", "ROLLBACK");
+    }
+    stamps_.publish(out);
+    return out;
+  }
+
+ public:
   // ---- reads ----------------------------------------------------------------------------
 
   result<std::int64_t> read_stream(std::string_view stream_id, const read_stream_options& o,
@@ -507,36 +836,43 @@ class pg_store final : public event_store {
   postgres_options options_;
   std::mutex pool_mu_;
   std::vector<std::unique_ptr<connection>> idle_;
+  bool has_registry_ = true;
+  // Held through a registration, so this object's registrations publish in commit order.
+  std::mutex register_mu_;
+  // The schema version this store object stamps per type (see register_in_tx).
+  store::schema_stamps stamps_;
+  // Last member: destroyed first, flushing queued snapshot saves (bounded wait).
+  snapshot_writer snapshots_{uri_, options_.read_only};
 };
 
-// Creates the tables when missing (one transaction, serialized against other processes by an
-// advisory lock), or checks that the existing ones are of a format this build knows.
-result<void> ensure_schema(connection& c, const postgres_options& o) {
-  auto exists = [&]() -> result<bool> {
-    auto r = c.exec("cannot read the store's tables",
-                    "SELECT count(*) FROM pg_catalog.pg_class "
-                    "WHERE oid = to_regclass('annals_meta')",
-                    params{}, false);
-    if (!r) return std::move(r).error();
-    return pg::get_int8(r->get(), 0, 0) != 0;
-  };
-  auto have = exists();
+// Runs `sql` in one transaction holding the schema advisory lock (serialized against other
+// processes creating tables).
+result<void> create_tables(connection& c, const char* sql) {
+  if (auto r = c.exec_simple("cannot create the store's tables",
+                             "BEGIN; SELECT pg_advisory_xact_lock(" ANNALS_PG_SCHEMA_LOCK ")");
+      !r) {
+    (void)c.exec_simple("rollback", "ROLLBACK");
+    return r;
+  }
+  if (auto r = c.exec_simple("cannot create the store's tables", sql); !r) {
+    (void)c.exec_simple("rollback", "ROLLBACK");
+    return r;
+  }
+  return c.exec_simple("cannot create the store's tables", "COMMIT");
+}
+
+// Creates the tables when missing, or checks that the existing ones are of a format this build
+// knows. A writable store gets the registry and snapshot tables if it lacks them (made by a
+// build without them). Returns whether those tables exist (false: a read-only older store).
+result<bool> ensure_schema(connection& c, const postgres_options& o) {
+  auto have = has_table(c, "annals_meta");
   if (!have) return std::move(have).error();
   if (!*have) {
     if (o.read_only || !o.create_if_missing) {
       return error(errc::not_found, "the database holds no Annals store (no annals_meta table)");
     }
-    if (auto r = c.exec_simple("cannot create the store's tables",
-                               "BEGIN; SELECT pg_advisory_xact_lock(" ANNALS_PG_SCHEMA_LOCK ")");
-        !r) {
-      (void)c.exec_simple("rollback", "ROLLBACK");
-      return r;
-    }
-    if (auto r = c.exec_simple("cannot create the store's tables", create_sql); !r) {
-      (void)c.exec_simple("rollback", "ROLLBACK");
-      return r;
-    }
-    if (auto r = c.exec_simple("cannot create the store's tables", "COMMIT"); !r) return r;
+    std::string sql = std::string(create_sql) + registry_sql;
+    if (auto r = create_tables(c, sql.c_str()); !r) return r.error();
   }
   auto r = c.exec("cannot read the store's format",
                   "SELECT value FROM annals_meta WHERE key = 'format'", params{}, false);
@@ -550,7 +886,15 @@ result<void> ensure_schema(connection& c, const postgres_options& o) {
                  fmt::format("the store has storage format {}; this Annals knows format {}", v,
                              format_version));
   }
-  return {};
+  for (const char* table : {"annals_schemas", "annals_snapshots"}) {
+    auto t = has_table(c, table);
+    if (!t) return std::move(t).error();
+    if (*t) continue;
+    if (o.read_only) return false;
+    if (auto made = create_tables(c, registry_sql); !made) return made.error();
+    break;
+  }
+  return true;
 }
 
 }  // namespace
@@ -567,7 +911,9 @@ result<std::unique_ptr<event_store>> open_postgres_store(const std::string& uri,
   auto c = store->checkout();
   if (!c) return std::move(c).error();
   pg_store::lease conn(*store, std::move(c).value());
-  if (auto r = ensure_schema(*conn.conn, store->options()); !r) return r.error();
+  auto registry = ensure_schema(*conn.conn, store->options());
+  if (!registry) return std::move(registry).error();
+  store->set_has_registry(*registry);
   return std::unique_ptr<event_store>(std::move(store));
 }
 

@@ -207,7 +207,7 @@ class sqlite_store final : public event_store {
       return error(errc::invalid_argument, "the store was opened read-only");
     }
     // Holds the map alive while it is read; a registration may publish a new one meanwhile.
-    const auto versions = current_schema_versions();
+    const auto versions = stamps_.current();
     auto prepared = store::prepare_append(stream_id, events, options_.id_source, versions.get());
     if (!prepared) return std::move(prepared).error();
     pending_append req{stream_id, expected, std::move(prepared).value(), std::nullopt,
@@ -430,25 +430,7 @@ class sqlite_store final : public event_store {
       return error(errc::invalid_argument,
                    "the store was opened read-only: it cannot register schemas");
     }
-    for (std::size_t i = 0; i < candidates.size(); ++i) {
-      const auto& c = candidates[i];
-      if (auto r = store::check_event_type(c.type); !r) {
-        return error(errc::invalid_argument,
-                     fmt::format("schema candidate {}: {}", i, r.error().message()));
-      }
-      if (c.descriptor_set.empty() || c.fingerprint.empty()) {
-        return error(errc::invalid_argument,
-                     fmt::format("schema candidate '{}' has an empty descriptor set or "
-                                 "fingerprint",
-                                 c.type));
-      }
-      for (std::size_t j = 0; j < i; ++j) {
-        if (candidates[j].type == c.type) {
-          return error(errc::invalid_argument,
-                       fmt::format("type '{}' is registered twice in one call", c.type));
-        }
-      }
-    }
+    if (auto r = store::check_schema_candidates(candidates); !r) return r.error();
     if (candidates.empty()) return std::vector<registered_type>{};
     // The writer connection belongs to the group-commit leader: become the leader (waiting
     // for the batch in flight), so appends queue behind the registration and no second
@@ -528,47 +510,24 @@ class sqlite_store final : public event_store {
         "registered_at) VALUES(?1, ?2, ?3, ?4, ?5, ?6)");
     if (!insert) return std::move(insert).error();
     std::int64_t now = options_.clock ? options_.clock() : store::system_clock_us();
-    std::vector<registered_type> out;
+    auto resolved = store::resolve_registration(candidates, stored);
+    if (!resolved) return std::move(resolved).error();
+    std::vector<registered_type> out = std::move(resolved).value();
     bool wrote = false;
-    for (const auto& c : candidates) {
-      registered_type t{c.type, 0, false};
-      std::int32_t latest = 0;
-      const stored_schema* taken = nullptr;  // the stored row at the declared version
-      for (const auto& s : stored) {
-        if (s.type != c.type) continue;
-        latest = std::max(latest, s.version);
-        if (s.fingerprint == c.fingerprint) t.version = s.version;
-        if (c.version > 0 && s.version == c.version) taken = &s;
+    for (std::size_t i = 0; i < candidates.size(); ++i) {
+      if (!out[i].added) continue;
+      const auto& c = candidates[i];
+      reset_guard g(*insert);
+      insert->bind(1, c.type);
+      insert->bind(2, std::int64_t{out[i].version});
+      insert->bind(3, to_string(c.mode));
+      insert->bind(4, c.fingerprint);
+      insert->bind(5, statement::blob{c.descriptor_set.data(), c.descriptor_set.size()});
+      insert->bind(6, now);
+      if (int rc = insert->step(); rc != SQLITE_DONE) {
+        return sqlite::make_error(rc, fmt::format("cannot register schema {}", c.type), db);
       }
-      // A declared version names one descriptor in every store: the two may never disagree.
-      if (c.version > 0 && t.version != 0 && t.version != c.version) {
-        return error(errc::invalid_argument,
-                     fmt::format("{} is declared as version {}, but this descriptor is stored "
-                                 "as version {}; events stamped {} were written with it",
-                                 c.type, c.version, t.version, t.version));
-      }
-      if (taken && taken->fingerprint != c.fingerprint) {
-        return error(errc::invalid_argument,
-                     fmt::format("{} is declared as version {}, but version {} is stored with "
-                                 "another descriptor (fingerprint {})",
-                                 c.type, c.version, c.version, taken->fingerprint));
-      }
-      if (t.version == 0) {  // a descriptor the store has not seen: declared, or the next
-        t.version = c.version > 0 ? c.version : latest + 1;
-        t.added = true;
-        reset_guard g(*insert);
-        insert->bind(1, c.type);
-        insert->bind(2, std::int64_t{t.version});
-        insert->bind(3, to_string(c.mode));
-        insert->bind(4, c.fingerprint);
-        insert->bind(5, statement::blob{c.descriptor_set.data(), c.descriptor_set.size()});
-        insert->bind(6, now);
-        if (int rc = insert->step(); rc != SQLITE_DONE) {
-          return sqlite::make_error(rc, fmt::format("cannot register schema {}", c.type), db);
-        }
-        wrote = true;
-      }
-      out.push_back(std::move(t));
+      wrote = true;
     }
     if (wrote) {
       if (auto r = writer_.exec("COMMIT", "cannot commit the schema registration"); !r) {
@@ -578,11 +537,7 @@ class sqlite_store final : public event_store {
       (void)writer_.exec("ROLLBACK", "cannot end a read-only registration");
     }
     // Still the leader: two registrations of this store object publish in order.
-    auto next = std::make_shared<store::schema_versions>();
-    if (auto current = current_schema_versions()) *next = *current;
-    for (const auto& t : out) (*next)[t.type] = t.version;
-    std::lock_guard lock(schema_versions_mu_);
-    schema_versions_ = std::move(next);
+    stamps_.publish(out);
     return out;
   }
 
@@ -981,15 +936,8 @@ class sqlite_store final : public event_store {
   // The schema version this store object stamps per type: the versions that register_schemas
   // registered (or found) for THIS process's descriptors, even if another process has since
   // stored newer ones. Null until the first registration. Replaced (never modified) by a
-  // registration while it holds the leadership; appending threads copy the pointer under a
-  // short lock (not std::atomic<shared_ptr>: gcc 12's lock-bit implementation is opaque to
-  // ThreadSanitizer, which reports it as a race).
-  std::shared_ptr<const store::schema_versions> schema_versions_;
-  mutable std::mutex schema_versions_mu_;
-  std::shared_ptr<const store::schema_versions> current_schema_versions() const {
-    std::lock_guard lock(schema_versions_mu_);
-    return schema_versions_;
-  }
+  // registration while it holds the leadership.
+  store::schema_stamps stamps_;
   std::mutex queue_mu_;
   std::condition_variable queue_cv_;
   std::deque<pending_append*> queue_;
