@@ -1,12 +1,14 @@
 // Aggregate snapshots: keys that invalidate themselves, corrupt snapshots falling back to a full
 // replay, saving every N events and on demand, saves that never fail or block a command, and
-// snapshot + tail == full replay over random streams.
+// snapshot + tail == full replay over random streams. The backend-independent cases run on
+// every backend of ANNALS_STORE_BACKENDS (store/backends.hpp).
 #include <doctest/doctest.h>
 
 #include <annals/command.hpp>
 
 #include "account.hpp"
 #include "support/bank_events.hpp"
+#include "store/backends.hpp"
 #include "support/support.hpp"
 
 #include <google/protobuf/descriptor.h>
@@ -36,9 +38,12 @@ struct account_fold2 : bank::account {
   static constexpr std::uint32_t fold_version = 2;
 };
 
+// A store of backend B (store/backends.hpp), opened through bank::open_store with its URI.
+template <class B = annals::test::sqlite_backend>
 struct fixture {
   temp_dir dir;
-  std::string path = dir.file("s.db");
+  B backend;
+  std::string uri = backend.uri();  // "sqlite:PATH" or "postgresql://..."
   std::unique_ptr<annals::event_store> store;
   std::vector<std::string> warnings;
 
@@ -46,7 +51,7 @@ struct fixture {
   // Destroying the store flushes its queued snapshot saves.
   void reopen() {
     store.reset();
-    auto s = bank::open_store(path);
+    auto s = bank::open_store(uri);
     REQUIRE_MESSAGE(s.ok(), s.error().message());
     store = std::move(s).value();
   }
@@ -110,8 +115,8 @@ void check_same(const bank::account& a, const bank::account& b) {
 
 }  // namespace
 
-TEST_CASE("a load starts from the snapshot and folds only the tail") {
-  fixture f;
+TEST_CASE_TEMPLATE("a load starts from the snapshot and folds only the tail", B, ANNALS_STORE_BACKENDS) {
+  fixture<B> f;
   f.account_with("a", 30);  // versions 0..30, balance 465
   auto saved = annals::save_snapshot<bank::account>(*f.store, bank::stream_for("a"));
   REQUIRE(saved.ok());
@@ -168,9 +173,9 @@ TEST_CASE("the snapshot key changes with the state descriptor and with the fold 
 // Another aggregate folding the same stream into the same state message, same fold version.
 struct account_audit : bank::account {};
 
-TEST_CASE("two aggregate types with one state message and fold version never share snapshots") {
+TEST_CASE_TEMPLATE("two aggregate types with one state message and fold version never share snapshots", B, ANNALS_STORE_BACKENDS) {
   CHECK(annals::snapshot_key<account_audit>() != annals::snapshot_key<bank::account>());
-  fixture f;
+  fixture<B> f;
   f.account_with("a", 5);  // balance 15
   f.put("a", 5, state_bytes(999999), annals::snapshot_key<account_audit>());
   auto l = f.load("a", f.options(-1));
@@ -178,8 +183,8 @@ TEST_CASE("two aggregate types with one state message and fold version never sha
   CHECK(l.state.balance_cents == 15);
 }
 
-TEST_CASE("a snapshot saved under another state descriptor is ignored, never misapplied") {
-  fixture f;
+TEST_CASE_TEMPLATE("a snapshot saved under another state descriptor is ignored, never misapplied", B, ANNALS_STORE_BACKENDS) {
+  fixture<B> f;
   f.account_with("a", 5);  // balance 15
   google::protobuf::FileDescriptorProto file;
   bank::v2::AccountState::descriptor()->file()->CopyTo(&file);
@@ -199,25 +204,25 @@ TEST_CASE("a snapshot saved under another state descriptor is ignored, never mis
   CHECK(f.warnings.empty());
 }
 
-TEST_CASE("a bumped fold version ignores the old snapshots and saves its own") {
-  fixture f;
+TEST_CASE_TEMPLATE("a bumped fold version ignores the old snapshots and saves its own", B, ANNALS_STORE_BACKENDS) {
+  fixture<B> f;
   f.account_with("a", 5);
   f.put("a", 5, state_bytes(999999));  // under fold version 1: wrong on purpose
   CHECK(f.load("a", f.options(-1)).state.balance_cents == 999999);  // version 1 uses it
 
-  auto l = f.load<account_fold2>("a", f.options(1));
+  auto l = f.template load<account_fold2>("a", f.options(1));
   CHECK(l.snapshot_version == -1);
   CHECK(l.state.balance_cents == 15);
   f.reopen();
   auto mine = f.stored("a", annals::snapshot_key<account_fold2>());
   REQUIRE(mine.has_value());
   CHECK(mine->version == 5);
-  CHECK(f.load<account_fold2>("a", f.options(-1)).snapshot_version == 5);
+  CHECK(f.template load<account_fold2>("a", f.options(-1)).snapshot_version == 5);
   CHECK(f.stored("a")->state == state_bytes(999999));  // the old key's row is left alone
 }
 
-TEST_CASE("a corrupt snapshot falls back to a full replay with a warning, never an error") {
-  fixture f;
+TEST_CASE_TEMPLATE("a corrupt snapshot falls back to a full replay with a warning, never an error", B, ANNALS_STORE_BACKENDS) {
+  fixture<B> f;
   f.account_with("a", 10);  // versions 0..10, balance 55
 
   SUBCASE("bytes that do not decode") {
@@ -267,8 +272,9 @@ TEST_CASE("a corrupt snapshot falls back to a full replay with a warning, never 
   }
 }
 
-TEST_CASE("without a warning hook, a corrupt snapshot is reported on stderr") {
-  fixture f;
+TEST_CASE_TEMPLATE("without a warning hook, a corrupt snapshot is reported on stderr", B,
+                   ANNALS_STORE_BACKENDS) {
+  fixture<B> f;
   f.account_with("a", 3);
   f.put("a", 3, std::string("\xff", 1));
   std::string log = f.dir.file("stderr.txt");
@@ -292,8 +298,8 @@ TEST_CASE("without a warning hook, a corrupt snapshot is reported on stderr") {
                 text.str());
 }
 
-TEST_CASE("commands save a snapshot every N events") {
-  fixture f;
+TEST_CASE_TEMPLATE("commands save a snapshot every N events", B, ANNALS_STORE_BACKENDS) {
+  fixture<B> f;
   // Reopening around each command flushes each save, so the versions are exact.
   auto command = [&](auto decide) {
     f.command("a", decide, 10);
@@ -334,8 +340,8 @@ TEST_CASE("commands save a snapshot every N events") {
   }
 }
 
-TEST_CASE("the aggregate's snapshot_every is the default") {
-  fixture f;
+TEST_CASE_TEMPLATE("the aggregate's snapshot_every is the default", B, ANNALS_STORE_BACKENDS) {
+  fixture<B> f;
   f.account_with("a", 120, 0);  // bank::account::snapshot_every == 100
   f.reopen();
   auto s = f.stored("a");
@@ -347,8 +353,8 @@ TEST_CASE("the aggregate's snapshot_every is the default") {
   CHECK(l.state.balance_cents == 120 * 121 / 2);
 }
 
-TEST_CASE("save_snapshot on demand saves the current state, and nothing for an empty stream") {
-  fixture f;
+TEST_CASE_TEMPLATE("save_snapshot on demand saves the current state, and nothing for an empty stream", B, ANNALS_STORE_BACKENDS) {
+  fixture<B> f;
   auto none = annals::save_snapshot<bank::account>(*f.store, "account-nobody");
   REQUIRE(none.ok());
   CHECK(*none == -1);
@@ -365,7 +371,7 @@ TEST_CASE("save_snapshot on demand saves the current state, and nothing for an e
 
 TEST_CASE("a snapshot write blocked by another process's lock fails neither the load nor the "
           "command") {
-  fixture f;
+  fixture<> f;
   f.account_with("a", 150);  // no snapshot yet: the next load with the defaults saves one
   f.store.reset();
   int locked[2], release[2];
@@ -373,7 +379,7 @@ TEST_CASE("a snapshot write blocked by another process's lock fails neither the 
   REQUIRE(::pipe(release) == 0);
   pid_t child = fork_child([&]() -> int {
     sqlite3* db = nullptr;
-    if (sqlite3_open(f.path.c_str(), &db) != SQLITE_OK) return 2;
+    if (sqlite3_open(f.backend.path.c_str(), &db) != SQLITE_OK) return 2;
     if (sqlite3_exec(db, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr) != SQLITE_OK) return 3;
     if (::write(locked[1], "L", 1) != 1) return 4;
     char c;
@@ -392,7 +398,7 @@ TEST_CASE("a snapshot write blocked by another process's lock fails neither the 
   ::dup2(fd, 2);
   annals::sqlite_options so = bank::store_options();
   so.read_only = false;
-  auto opened = annals::open_store(f.path, so);  // registering would need the lock: plain open
+  auto opened = annals::open_store(f.uri, so);  // registering would need the lock: plain open
   bool ok_open = opened.ok();
   std::int64_t balance = -1, version = -1;
   bool ok_command = false;
@@ -429,10 +435,10 @@ TEST_CASE("a snapshot write blocked by another process's lock fails neither the 
   CHECK(f.load("a", f.options(-1)).state.balance_cents == 150 * 151 / 2);
 }
 
-TEST_CASE("snapshot + tail equals a full replay over random streams") {
+TEST_CASE_TEMPLATE("snapshot + tail equals a full replay over random streams", B, ANNALS_STORE_BACKENDS) {
   for (std::uint32_t seed = 1; seed <= 25; ++seed) {
     CAPTURE(seed);
-    fixture f;
+    fixture<B> f;
     std::mt19937 rng(seed);
     const std::string id = "r";
     int length = 1 + static_cast<int>(rng() % 120);

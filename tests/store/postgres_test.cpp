@@ -345,3 +345,55 @@ TEST_CASE("postgres: a store keeps at most pool_size connections open between ca
   // The pooled ones still work.
   CHECK(must(store.head_position()) == 3);
 }
+
+TEST_CASE("postgres: snapshots round-trip; a lower version is ignored unless the stored one is "
+          "beyond the stream's end; a save blocked by a row lock neither blocks nor fails") {
+  postgres_backend backend;
+  auto saved = [&](std::int64_t version, std::string state) {
+    auto s = backend.open();
+    s->save_snapshot({"acc-1", "k", version, std::move(state), 0});
+  };  // destroying the store flushes the save
+  auto stored = [&]() {
+    auto s = backend.open();
+    return must(s->read_snapshot("acc-1", "k"));
+  };
+  auto store = backend.open();
+  CHECK_FALSE(must(store->read_snapshot("acc-1", "k")).has_value());
+  must(store->append("acc-1", expected_version::any(), make_events(10)));  // versions 0..9
+
+  saved(5, std::string("five\0bytes", 10));
+  auto s = stored();
+  REQUIRE(s.has_value());
+  CHECK(s->stream_id == "acc-1");
+  CHECK(s->key == "k");
+  CHECK(s->version == 5);
+  CHECK(s->state == std::string("five\0bytes", 10));
+  CHECK(s->taken_at_us > 0);
+  CHECK_FALSE(must(store->read_snapshot("acc-1", "other key")).has_value());
+
+  saved(3, "three");  // lower: ignored
+  CHECK(stored()->state == std::string("five\0bytes", 10));
+  saved(5, "five again");  // equal: replaces (it may be the corrupt one a load fell back from)
+  CHECK(stored()->state == "five again");
+  saved(100, "beyond");  // higher, though beyond the end: stored (a load will ignore it)
+  CHECK(stored()->version == 100);
+  saved(9, "nine");  // lower, but the stored one is beyond the stream's end: replaced
+  CHECK(stored()->version == 9);
+  CHECK(stored()->state == "nine");
+
+  // Another session locks the row: the save waits at most the writer's lock_timeout, then is
+  // dropped with a warning; the caller returns at once.
+  pg::session locker(backend.uri());
+  locker.exec("BEGIN");
+  locker.exec("SELECT version FROM annals_snapshots FOR UPDATE");
+  {
+    auto writer = backend.open();
+    auto t0 = std::chrono::steady_clock::now();
+    writer->save_snapshot({"acc-1", "k", 9, "blocked", 0});
+    CHECK(std::chrono::steady_clock::now() - t0 < std::chrono::milliseconds(100));
+    auto r = writer->append("acc-1", expected_version::any(), make_events(1));
+    CHECK(r.ok());
+  }  // the flush gives up on the locked row within its bounded wait
+  locker.exec("ROLLBACK");
+  CHECK(stored()->state == "nine");
+}
