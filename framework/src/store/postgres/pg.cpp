@@ -67,8 +67,12 @@ void params::reserve(std::size_t n) {
   formats_.reserve(n);
 }
 
-result<connection> connection::open(const std::string& conninfo) {
-  connection c(PQconnectdb(conninfo.c_str()));
+result<connection> connection::open(const std::string& conninfo, int connect_timeout_s) {
+  // With expand_dbname the URI is expanded in place; keywords after it override its values.
+  const std::string timeout = std::to_string(connect_timeout_s);
+  const char* keys[] = {"dbname", connect_timeout_s > 0 ? "connect_timeout" : nullptr, nullptr};
+  const char* values[] = {conninfo.c_str(), timeout.c_str(), nullptr};
+  connection c(PQconnectdbParams(keys, values, 1));
   if (!c.get()) return error(errc::io, "cannot connect to PostgreSQL: out of memory");
   if (PQstatus(c.get()) != CONNECTION_OK) {
     return error(errc::io,

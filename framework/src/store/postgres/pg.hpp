@@ -68,7 +68,9 @@ class connection {
   ~connection() = default;
 
   // Connects with a libpq URI or key=value string. A failure is errc::io with libpq's reason.
-  static result<connection> open(const std::string& conninfo);
+  // A positive connect_timeout_s bounds the connection attempt (libpq's connect_timeout,
+  // overriding the URI's); 0 keeps the URI's (libpq default: wait indefinitely).
+  static result<connection> open(const std::string& conninfo, int connect_timeout_s = 0);
 
   PGconn* get() const noexcept { return conn_.get(); }
   bool healthy() const noexcept;

@@ -143,6 +143,7 @@ class snapshot_writer {
   // Per statement: the writer never waits long on a lock or a slow server.
   static constexpr const char* lock_timeout = "200ms";
   static constexpr const char* statement_timeout = "2000ms";
+  static constexpr int connect_timeout_s = 2;
 
   snapshot_writer(std::string uri, bool read_only) : uri_(std::move(uri)), read_only_(read_only) {}
   ~snapshot_writer() {
@@ -172,7 +173,8 @@ class snapshot_writer {
 
  private:
   result<void> connect() {
-    auto c = connection::open(uri_);
+    // Bounded, so the destructor's flush is bounded even when the server is unreachable.
+    auto c = connection::open(uri_, connect_timeout_s);
     if (!c) return std::move(c).error();
     auto conn = std::make_unique<connection>(std::move(c).value());
     params p;
