@@ -2,6 +2,8 @@
 
 #include "annals/v1/envelope.pb.h"
 
+#include <annals/upcaster.hpp>
+
 #include <google/protobuf/io/coded_stream.h>
 #include <google/protobuf/wire_format_lite.h>
 
@@ -218,6 +220,86 @@ result<void> check_event_type(std::string_view type) {
   }
   if (!dot_ok) return error(errc::invalid_argument, "event type must not end with '.'");
   return {};
+}
+
+bool expected_matches(const expected_version& expected, std::int64_t current) noexcept {
+  switch (expected.form()) {
+    case expected_version::kind::any: return true;
+    case expected_version::kind::no_stream: return current == -1;
+    case expected_version::kind::stream_exists: return current >= 0;
+    case expected_version::kind::exact: return current == expected.version();
+  }
+  return false;
+}
+
+error conflict_error(std::string_view stream_id, const expected_version& expected,
+                     std::int64_t current) {
+  conflict_details d{std::string(stream_id), expected.to_string(), current};
+  auto msg = fmt::format("concurrency conflict on stream '{}': expected version {}, actual {}",
+                         stream_id, d.expected,
+                         current < 0 ? std::string("no_stream") : std::to_string(current));
+  return error(std::move(d), std::move(msg));
+}
+
+result<std::optional<append_result>> judge_repeated_append(
+    std::string_view stream_id, const expected_version& expected,
+    const std::vector<prepared_event>& events,
+    const std::function<result<std::optional<stored_event_id>>(const prepared_event&)>& find) {
+  std::int64_t first_version = -1;
+  append_result original{-1, 0, true};
+  std::size_t found = 0;
+  std::string mismatch;
+  for (std::size_t i = 0; i < events.size(); ++i) {
+    auto where = find(events[i]);
+    if (!where) return std::move(where).error();
+    if (!*where) continue;
+    ++found;
+    const stored_event_id& at = **where;
+    if (i == 0) first_version = at.stream_version;
+    bool in_place = at.stream_id == stream_id && first_version >= 0 &&
+                    at.stream_version == first_version + static_cast<std::int64_t>(i);
+    if (!in_place && mismatch.empty()) {
+      mismatch = fmt::format("event id {} is already stored in stream '{}' at version {}",
+                             format_uuid(events[i].id.data()), at.stream_id, at.stream_version);
+    }
+    original.stream_version = at.stream_version;
+    original.position = at.position;
+  }
+  if (found == 0) return std::optional<append_result>{};
+  bool expected_ok = true;
+  switch (expected.form()) {
+    case expected_version::kind::no_stream: expected_ok = first_version == 0; break;
+    case expected_version::kind::exact:
+      expected_ok = first_version - 1 == expected.version();  // no overflow at INT64_MAX
+      break;
+    default: break;
+  }
+  if (found == events.size() && mismatch.empty() && expected_ok) {
+    return std::optional<append_result>{original};
+  }
+  if (mismatch.empty()) {
+    mismatch = found == events.size()
+                   ? fmt::format("these event ids are already stored in stream '{}' from "
+                                 "version {}, not where expected version {} puts them",
+                                 stream_id, first_version, expected.to_string())
+                   : "some, not all, of this append's event ids are already stored";
+  }
+  return error(errc::invalid_argument,
+               mismatch + "; an append may only be repeated with the same ids at the same "
+                          "versions");
+}
+
+std::vector<std::string> stored_types_for(const upcasters* upcast,
+                                          const std::vector<std::string>& wanted) {
+  if (!upcast || upcast->empty() || wanted.empty()) return wanted;
+  return upcast->stored_types_for(wanted);
+}
+
+result<bool> upcast_wanted(const upcasters* upcast, recorded_event& ev,
+                           const std::vector<std::string>& wanted) {
+  if (!upcast || upcast->empty()) return true;
+  if (auto u = upcast->apply(ev); !u) return u.error();
+  return wanted.empty() || std::find(wanted.begin(), wanted.end(), ev.type) != wanted.end();
 }
 
 std::string encode_metadata(const event_metadata& m) {

@@ -53,6 +53,37 @@ result<std::vector<prepared_event>> prepare_append(std::string_view stream_id,
                                                    const std::function<std::string()>& id_source,
                                                    const schema_versions* versions);
 
+// Expected-version rules and their errors, the same in every backend.
+// Whether a stream whose last version is `current` (-1: no stream) satisfies `expected`.
+bool expected_matches(const expected_version& expected, std::int64_t current) noexcept;
+// errc::concurrency_conflict with conflict_details and the message every backend gives.
+error conflict_error(std::string_view stream_id, const expected_version& expected,
+                     std::int64_t current);
+
+// Where an event id is stored.
+struct stored_event_id {
+  std::string stream_id;
+  std::int64_t stream_version = 0;
+  std::int64_t position = 0;
+};
+// Decides an append that conflicted or whose event ids collided, inside the backend's write
+// lock: if every event id is already stored at the versions this append would have given it,
+// the original result (already_appended); if none is stored, an empty optional; otherwise
+// invalid_argument naming one misplaced id. `find` looks one event id up (nullopt: absent).
+result<std::optional<append_result>> judge_repeated_append(
+    std::string_view stream_id, const expected_version& expected,
+    const std::vector<prepared_event>& events,
+    const std::function<result<std::optional<stored_event_id>>(const prepared_event&)>& find);
+
+// Upcasting on reads, the same in every backend (`upcast` may be null).
+// The stored type names to select so that, after upcasting, every `wanted` type is found.
+std::vector<std::string> stored_types_for(const upcasters* upcast,
+                                          const std::vector<std::string>& wanted);
+// Runs the upcasters on `ev`; false when, afterwards, its type is not one of `wanted` (an
+// empty `wanted` takes every type).
+result<bool> upcast_wanted(const upcasters* upcast, recorded_event& ev,
+                           const std::vector<std::string>& wanted);
+
 // Schema registration, the same in every backend. check_schema_candidates: the checks made
 // before the write lock (valid type names, a descriptor set and fingerprint each, no type
 // twice): invalid_argument naming the candidate. resolve_registration: given every stored

@@ -359,20 +359,13 @@ class pg_store final : public event_store {
         current = pg::get_int8(r->get(), 0, 1);
       }
     }
-    bool matches = false;
-    switch (p.expected.form()) {
-      case expected_version::kind::any: matches = true; break;
-      case expected_version::kind::no_stream: matches = current == -1; break;
-      case expected_version::kind::stream_exists: matches = current >= 0; break;
-      case expected_version::kind::exact: matches = current == p.expected.version(); break;
-    }
-    if (!matches) {
+    if (!store::expected_matches(p.expected, current)) {
       if (!p.events.empty()) {
         auto again = check_already_appended(c, p);
         if (!again) return std::move(again).error();
         if (again->has_value()) return **again;
       }
-      return conflict(p, current);
+      return store::conflict_error(p.stream_id, p.expected, current);
     }
     if (p.events.empty()) return append_result{current, 0, false};
 
@@ -441,7 +434,7 @@ class pg_store final : public event_store {
         // (stream, stream_version) taken: a writer that bypassed the write lock got there
         // first. The same error as a stale expected version.
         auto v = stream_version_on(c, p.stream_id);
-        return conflict(p, v ? v.value() : current);
+        return store::conflict_error(p.stream_id, p.expected, v ? v.value() : current);
       }
     }
     if (auto r = c.exec_simple("cannot commit appended events", "COMMIT"); !r) return r.error();
@@ -454,64 +447,23 @@ class pg_store final : public event_store {
   // If some are stored elsewhere returns invalid_argument naming one. (As the SQLite store.)
   result<std::optional<append_result>> check_already_appended(connection& c,
                                                               const pending_append& p) {
-    std::int64_t first_version = -1;
-    append_result original{-1, 0, true};
-    std::size_t found = 0;
-    std::string mismatch;
-    for (std::size_t i = 0; i < p.events.size(); ++i) {
-      const auto& e = p.events[i];
-      params q;
-      q.add_bytea({reinterpret_cast<const char*>(e.id.data()), e.id.size()});
-      auto r = c.exec("cannot look up event id",
-                      "SELECT s.name, e.stream_version, e.position FROM annals_events e "
-                      "JOIN annals_streams s ON s.id = e.stream WHERE e.event_id = $1",
-                      q);
-      if (!r) return std::move(r).error();
-      if (PQntuples(r->get()) == 0) continue;
-      ++found;
-      auto stream = pg::get_bytes(r->get(), 0, 0);
-      std::int64_t version = pg::get_int8(r->get(), 0, 1);
-      if (i == 0) first_version = version;
-      bool in_place = stream == p.stream_id && first_version >= 0 &&
-                      version == first_version + static_cast<std::int64_t>(i);
-      if (!in_place && mismatch.empty()) {
-        mismatch = fmt::format("event id {} is already stored in stream '{}' at version {}",
-                               store::format_uuid(e.id.data()), stream, version);
-      }
-      original.stream_version = version;
-      original.position = pg::get_int8(r->get(), 0, 2);
-    }
-    if (found == 0) return std::optional<append_result>{};
-    bool expected_ok = true;
-    switch (p.expected.form()) {
-      case expected_version::kind::no_stream: expected_ok = first_version == 0; break;
-      case expected_version::kind::exact:
-        expected_ok = first_version - 1 == p.expected.version();
-        break;
-      default: break;
-    }
-    if (found == p.events.size() && mismatch.empty() && expected_ok) {
-      return std::optional<append_result>{original};
-    }
-    if (mismatch.empty()) {
-      mismatch = found == p.events.size()
-                     ? fmt::format("these event ids are already stored in stream '{}' from "
-                                   "version {}, not where expected version {} puts them",
-                                   p.stream_id, first_version, p.expected.to_string())
-                     : "some, not all, of this append's event ids are already stored";
-    }
-    return error(errc::invalid_argument,
-                 mismatch + "; an append may only be repeated with the same ids at the same "
-                            "versions");
+    return store::judge_repeated_append(
+        p.stream_id, p.expected, p.events,
+        [&](const prepared_event& e) -> result<std::optional<store::stored_event_id>> {
+          params q;
+          q.add_bytea({reinterpret_cast<const char*>(e.id.data()), e.id.size()});
+          auto r = c.exec("cannot look up event id",
+                          "SELECT s.name, e.stream_version, e.position FROM annals_events e "
+                          "JOIN annals_streams s ON s.id = e.stream WHERE e.event_id = $1",
+                          q);
+          if (!r) return std::move(r).error();
+          if (PQntuples(r->get()) == 0) return std::optional<store::stored_event_id>{};
+          return std::optional<store::stored_event_id>{store::stored_event_id{
+              std::string(pg::get_bytes(r->get(), 0, 0)), pg::get_int8(r->get(), 0, 1),
+              pg::get_int8(r->get(), 0, 2)}};
+        });
   }
 
-  static error conflict(const pending_append& p, std::int64_t current) {
-    conflict_details d{std::string(p.stream_id), p.expected.to_string(), current};
-    auto msg = fmt::format("concurrency conflict on stream '{}': expected version {}, actual {}",
-                           p.stream_id, d.expected,
-                           current < 0 ? std::string("no_stream") : std::to_string(current));
-    return error(std::move(d), std::move(msg));
-  }
 
   // ---- schema registry ------------------------------------------------------------------
 
@@ -824,14 +776,10 @@ class pg_store final : public event_store {
   }
 
   std::vector<std::string> stored_types(const std::vector<std::string>& wanted) const {
-    if (!options_.upcast || options_.upcast->empty() || wanted.empty()) return wanted;
-    return options_.upcast->stored_types_for(wanted);
+    return store::stored_types_for(options_.upcast.get(), wanted);
   }
-
   result<bool> upcast(recorded_event& ev, const std::vector<std::string>& wanted) const {
-    if (!options_.upcast || options_.upcast->empty()) return true;
-    if (auto u = options_.upcast->apply(ev); !u) return u.error();
-    return wanted.empty() || std::find(wanted.begin(), wanted.end(), ev.type) != wanted.end();
+    return store::upcast_wanted(options_.upcast.get(), ev, wanted);
   }
 
   std::string uri_;

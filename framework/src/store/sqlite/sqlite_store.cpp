@@ -541,18 +541,11 @@ class sqlite_store final : public event_store {
     return out;
   }
 
-  // The stored type names to select so that, after upcasting, `wanted` types are all found.
   std::vector<std::string> stored_types(const std::vector<std::string>& wanted) const {
-    if (!options_.upcast || options_.upcast->empty() || wanted.empty()) return wanted;
-    return options_.upcast->stored_types_for(wanted);
+    return store::stored_types_for(options_.upcast.get(), wanted);
   }
-
-  // Runs the upcasters on `ev`; false when, afterwards, its type is not one of `wanted`
-  // (an empty `wanted` takes every type).
   result<bool> upcast(recorded_event& ev, const std::vector<std::string>& wanted) const {
-    if (!options_.upcast || options_.upcast->empty()) return true;
-    if (auto u = options_.upcast->apply(ev); !u) return u.error();
-    return wanted.empty() || std::find(wanted.begin(), wanted.end(), ev.type) != wanted.end();
+    return store::upcast_wanted(options_.upcast.get(), ev, wanted);
   }
 
   // Columns: position, event_id, type, recorded_at, metadata, payload.
@@ -742,14 +735,7 @@ class sqlite_store final : public event_store {
                                "that must not exist",
                                p.expected.version()));
     }
-    bool matches = false;
-    switch (p.expected.form()) {
-      case expected_version::kind::any: matches = true; break;
-      case expected_version::kind::no_stream: matches = current == -1; break;
-      case expected_version::kind::stream_exists: matches = current >= 0; break;
-      case expected_version::kind::exact: matches = current == p.expected.version(); break;
-    }
-    if (!matches) {
+    if (!store::expected_matches(p.expected, current)) {
       if (!p.events.empty()) {
         auto again = check_already_appended(p);
         if (!again || again->has_value()) {
@@ -757,7 +743,7 @@ class sqlite_store final : public event_store {
           return **again;
         }
       }
-      return conflict(p, current);
+      return store::conflict_error(p.stream_id, p.expected, current);
     }
     if (p.events.empty()) return append_result{current, 0, false};
 
@@ -814,61 +800,22 @@ class sqlite_store final : public event_store {
   // given them, returns the original result. If none is stored returns an empty optional.
   // If some are stored elsewhere returns invalid_argument naming one.
   result<std::optional<append_result>> check_already_appended(pending_append& p) {
-    std::int64_t first_version = -1;
-    append_result original{-1, 0, true};
-    std::size_t found = 0;
-    std::string mismatch;
-    for (std::size_t i = 0; i < p.events.size(); ++i) {
-      const auto& e = p.events[i];
-      reset_guard g(ws_.find_event);
-      ws_.find_event.bind(1, statement::blob{e.id.data(), e.id.size()});
-      int rc = ws_.find_event.step();
-      if (rc == SQLITE_DONE) continue;
-      if (rc != SQLITE_ROW) return sqlite::make_error(rc, "cannot look up event id", writer_.get());
-      ++found;
-      auto stream = ws_.find_event.column_text(0);
-      std::int64_t version = ws_.find_event.column_int64(1);
-      if (i == 0) first_version = version;
-      bool in_place = stream == p.stream_id && first_version >= 0 &&
-                      version == first_version + static_cast<std::int64_t>(i);
-      if (!in_place && mismatch.empty()) {
-        mismatch = fmt::format("event id {} is already stored in stream '{}' at version {}",
-                               store::format_uuid(e.id.data()), stream, version);
-      }
-      original.stream_version = version;
-      original.position = ws_.find_event.column_int64(2);
-    }
-    if (found == 0) return std::optional<append_result>{};
-    bool expected_ok = true;
-    switch (p.expected.form()) {
-      case expected_version::kind::no_stream: expected_ok = first_version == 0; break;
-      case expected_version::kind::exact:
-        expected_ok = first_version - 1 == p.expected.version();  // no overflow at INT64_MAX
-        break;
-      default: break;
-    }
-    if (found == p.events.size() && mismatch.empty() && expected_ok) {
-      return std::optional<append_result>{original};
-    }
-    if (mismatch.empty()) {
-      mismatch = found == p.events.size()
-                     ? fmt::format("these event ids are already stored in stream '{}' from "
-                                   "version {}, not where expected version {} puts them",
-                                   p.stream_id, first_version, p.expected.to_string())
-                     : "some, not all, of this append's event ids are already stored";
-    }
-    return error(errc::invalid_argument,
-                 mismatch + "; an append may only be repeated with the same ids at the same "
-                            "versions");
+    return store::judge_repeated_append(
+        p.stream_id, p.expected, p.events,
+        [&](const prepared_event& e) -> result<std::optional<store::stored_event_id>> {
+          reset_guard g(ws_.find_event);
+          ws_.find_event.bind(1, statement::blob{e.id.data(), e.id.size()});
+          int rc = ws_.find_event.step();
+          if (rc == SQLITE_DONE) return std::optional<store::stored_event_id>{};
+          if (rc != SQLITE_ROW) {
+            return sqlite::make_error(rc, "cannot look up event id", writer_.get());
+          }
+          return std::optional<store::stored_event_id>{store::stored_event_id{
+              std::string(ws_.find_event.column_text(0)), ws_.find_event.column_int64(1),
+              ws_.find_event.column_int64(2)}};
+        });
   }
 
-  static error conflict(const pending_append& p, std::int64_t current) {
-    conflict_details d{std::string(p.stream_id), p.expected.to_string(), current};
-    auto msg = fmt::format("concurrency conflict on stream '{}': expected version {}, actual {}",
-                           p.stream_id, d.expected,
-                           current < 0 ? std::string("no_stream") : std::to_string(current));
-    return error(std::move(d), std::move(msg));
-  }
 
   // ---- reader pool --------------------------------------------------------------------
 
