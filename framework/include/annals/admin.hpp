@@ -4,7 +4,8 @@
 //
 // A store_admin works on the stored rows themselves, below the event_store contract (it sees
 // what read_all would refuse), so each backend has its own. open_admin() dispatches on the URI
-// like open_store(): a path or "sqlite:PATH" (the only backend for now).
+// like open_store(): a path or "sqlite:PATH" (SQLite), "postgresql://..." or "postgres://..."
+// (PostgreSQL). copy_store() and compare_stores() move a store between backends.
 //
 // Thread safety: a store_admin is for one thread at a time. Ownership: it owns its store
 // connection(s); store() borrows the event_store it opened, valid while the admin lives.
@@ -137,8 +138,10 @@ class store_admin {
 };
 
 // Opens the store at `uri` for inspection. Read-only unless `writable` (needed by
-// begin_import; a missing file is then created as a new store). Errors as open_store():
-// not_found (missing file, read-only), corruption (not an Annals store, newer format), io.
+// begin_import; a missing file, or a database without the store's tables, is then created as
+// a new store). Errors as open_store(): not_found (missing file or tables, read-only),
+// corruption (not an Annals store, newer format), io (for PostgreSQL: a server that does not
+// answer within 5 s, refused credentials, a missing database).
 result<std::unique_ptr<store_admin>> open_admin(std::string_view uri, bool writable = false);
 
 // `annals export`: writes the store as JSON lines (annals.v1.ExportLine, protobuf's JSON

@@ -1,13 +1,23 @@
-// Internal to the admin code: the row checks that verify (sqlite_admin.cpp) and import
-// (export.cpp) share, so an import accepts exactly what verify would pass.
+// Internal to the admin code: what every backend's store_admin shares, so that verify and
+// import judge rows the same way on SQLite and PostgreSQL, and an import accepts exactly what
+// verify would pass. A backend reads its rows; these classes decide what is wrong with them.
 #pragma once
 
+#include <annals/admin.hpp>
 #include <annals/event_store.hpp>
+#include <annals/json.hpp>
 
 #include "store/prepared.hpp"
 
 #include <cstdint>
+#include <functional>
+#include <map>
+#include <optional>
+#include <set>
+#include <string>
 #include <string_view>
+#include <unordered_map>
+#include <vector>
 
 namespace annals::admin_detail {
 
@@ -27,5 +37,138 @@ inline bool well_formed_metadata(std::string_view bytes, event_metadata& out) {
   if (!ok) out.schema_version = 0;
   return ok;
 }
+
+// One event row as a backend read it. SQLite columns are dynamically typed: the *_typed flags
+// say whether a column holds the storage class the format gives it (always true on
+// PostgreSQL, whose column types are fixed).
+struct event_row {
+  std::int64_t position = 0;
+  std::int64_t stream = 0;                      // the stream row's key
+  std::optional<std::string_view> stream_name;  // nullopt: no stream row has that key
+  std::int64_t stream_version = 0;
+  bool stream_version_typed = true;  // an integer
+  std::string_view event_id;
+  bool event_id_typed = true;  // a blob
+  std::string_view type;
+  bool type_typed = true;  // text
+  std::int64_t recorded_at_us = 0;
+  bool recorded_at_typed = true;  // an integer
+  std::string_view metadata;      // empty when NULL
+  bool metadata_typed = true;     // a blob or NULL
+  std::string_view payload;
+  bool payload_typed = true;  // a blob
+};
+
+// The checks of store_admin::verify (annals/admin.hpp) on rows fed to it by a backend: first
+// every event in position order, then every stream row, then what the backend's queries find
+// (duplicate ids, projections, parked events). Reports each problem as it is found.
+class store_verifier {
+ public:
+  using report_fn = std::function<void(const store_problem&)>;
+  store_verifier(std::vector<stored_schema> schemas, const upcasters* upcast,
+                 const report_fn& report);
+
+  void problem(std::int64_t position, std::string check, std::string detail);
+  void warning(std::int64_t position, std::string check, std::string detail);
+
+  void event(const event_row& row);
+  // A stream row against the events seen for its key.
+  void stream_row(std::int64_t key, std::string_view name, std::int64_t version);
+  // `count` events share one id; `positions` lists them.
+  void duplicate_id(std::int64_t first_position, std::int64_t count, std::string_view positions);
+  void projections(const std::vector<projection_info>& projections);
+  // An event still parked (state 'parked') by a projection.
+  void parked(std::int64_t position, std::string_view projection, std::string_view type,
+              std::string_view error);
+  // Reports the types nothing stored describes (one warning each) and returns the number of
+  // problems (warnings not counted).
+  std::int64_t finish();
+
+ private:
+  void check_payload(std::int64_t pos, const std::string& type, std::int32_t version,
+                     std::string_view payload);
+
+  payload_decoder decoder_;
+  const upcasters* upcast_;
+  const report_fn& report_;
+  std::int64_t problems_ = 0;
+  std::int64_t last_position_ = 0, last_recorded_ = 0;
+  const std::int64_t latest_plausible_;
+  std::unordered_map<std::int64_t, std::int64_t> next_version_;  // by stream key
+  // Types nothing stored describes: first position, events.
+  std::map<std::string, std::pair<std::int64_t, std::int64_t>> undescribed_;
+  event_metadata meta_;
+  recorded_event upcast_probe_;  // what the upcasters see of each event
+};
+
+// The checks an import_session makes before writing a row, the same on every backend (they
+// mirror verify's). A backend keeps a key of its own per stream (its stream row).
+class import_checker {
+ public:
+  struct stream_state {
+    std::int64_t key = 0;   // the backend's stream row key; 0 until the row is written
+    std::int64_t last = -1;  // the last version accepted
+  };
+  result<void> schema(const stored_schema& s);
+  // Checks `e` against the rows accepted before it; returns its stream's state (new streams
+  // are added with key 0). accept() it once it is written.
+  result<stream_state*> event(const raw_event& e);
+  void accept(stream_state& s, const raw_event& e) {
+    s.last = e.stream_version;
+    last_position_ = e.position;
+  }
+  const std::unordered_map<std::string, stream_state>& streams() const { return streams_; }
+
+ private:
+  std::unordered_map<std::string, stream_state> streams_;
+  std::set<std::pair<std::string, std::int32_t>> schemas_;
+  std::int64_t last_position_ = 0;
+};
+
+// The message import sessions give for a store that is not empty.
+error not_empty(std::int64_t events, std::int64_t streams, std::int64_t schemas);
+
+// The error of a dump that meets an event without a stream row.
+error no_stream_row(std::int64_t position);
+
+// One row of a dump query (columns: position, stream name or NULL when the stream row is
+// missing, stream_version, event_id, type, recorded_at, metadata or NULL, payload) into `ev`,
+// then to the visitor. R reads a backend's row: int64(col), bytes(col), is_null(col).
+template <class R>
+result<void> dump_row(const R& row, raw_event& ev, const dump_visitor& visit) {
+  ev.position = row.int64(0);
+  if (row.is_null(1)) return no_stream_row(ev.position);
+  ev.stream_id.assign(row.bytes(1));
+  ev.stream_version = row.int64(2);
+  ev.event_id.assign(row.bytes(3));
+  ev.type.assign(row.bytes(4));
+  ev.recorded_at_us = row.int64(5);
+  if (row.is_null(6)) {
+    ev.metadata.reset();
+  } else {
+    ev.metadata = std::string(row.bytes(6));
+  }
+  ev.payload.assign(row.bytes(7));
+  return visit.event(ev);
+}
+
+// Starts an import session of type S on connection `c` (S::start() checks and begins).
+template <class S, class C>
+result<std::unique_ptr<import_session>> start_import(C& c) {
+  auto s = std::make_unique<S>(c);
+  if (auto r = s->start(); !r) return r.error();
+  return std::unique_ptr<import_session>(std::move(s));
+}
+
+// The projection tables have the same names and columns on every backend (SQL valid on both):
+// name, version, checkpoint, stuck_position (NULL), error ('' for NULL), parked count.
+std::string projections_sql(bool with_parked_table);
+// Events still parked: projection, position, type, error; in position order.
+inline constexpr const char* parked_sql =
+    "SELECT projection, CAST(position AS BIGINT), type, error FROM annals_parked "
+    "WHERE state = 'parked' ORDER BY position, projection";
+
+// open_admin() for a postgresql:// or postgres:// URI (pg_admin.cpp).
+result<std::unique_ptr<store_admin>> open_postgres_admin(const std::string& uri, bool writable);
 
 }  // namespace annals::admin_detail

@@ -84,14 +84,6 @@ void set_readable(std::string_view type, std::int32_t schema_version, std::strin
   if (!status.ok()) out.set_payload_error(status.ToString());
 }
 
-std::optional<compatibility> compatibility_named(std::string_view text) {
-  for (auto c : {compatibility::backward, compatibility::forward, compatibility::full,
-                 compatibility::none}) {
-    if (to_string(c) == text) return c;
-  }
-  return std::nullopt;
-}
-
 }  // namespace
 
 std::string event_json(const recorded_event& e, payload_decoder& decoder) {
@@ -219,7 +211,7 @@ result<std::int64_t> import_store(store_admin& admin, std::istream& in) {
           bad(line_no, "a schema line after the first event line");
           break;
         }
-        auto mode = compatibility_named(s.compatibility());
+        auto mode = parse_compatibility(s.compatibility());
         if (!mode) {
           bad(line_no, fmt::format("unknown compatibility '{}'", s.compatibility()));
           break;

@@ -5,6 +5,7 @@
 // as raw bytes) with its type given explicitly; results are asked for in binary format too.
 #pragma once
 
+#include <annals/event_store.hpp>
 #include <annals/result.hpp>
 
 #include <libpq-fe.h>
@@ -111,5 +112,17 @@ error make_error(PGconn* conn, const PGresult* res, std::string_view what, failu
 std::int64_t get_int8(const PGresult* r, int row, int col);
 std::string_view get_bytes(const PGresult* r, int row, int col);
 inline bool is_null(const PGresult* r, int row, int col) { return PQgetisnull(r, row, col) != 0; }
+
+// The store's write lock (pg_advisory_xact_lock key, one per database): appends, schema
+// registrations and imports hold it. "ANNL" then 1.
+inline constexpr std::int64_t write_lock_key = 0x414E4E4C00000001LL;
+
+// Store tables shared by the store and its admin (layout: docs/storage-format.md).
+// Whether `table` exists (in the connection's search path).
+result<bool> has_table(connection& c, const char* table);
+// Appends the rows of annals_schemas to `out`, in (type, version) order; only those of `type`
+// when it is not empty. An unknown compatibility mode is corruption.
+result<void> read_schema_rows(connection& c, std::string_view type,
+                              std::vector<stored_schema>& out);
 
 }  // namespace annals::pg

@@ -51,6 +51,7 @@ constexpr std::size_t insert_chunk = 500;  // events per INSERT statement (6 par
 #define ANNALS_PG_WRITE_LOCK "4705784748973228033"   // 0x414E4E4C00000001
 #define ANNALS_PG_SCHEMA_LOCK "4705784748973228034"  // 0x414E4E4C00000002
 static_assert(0x414E4E4C00000001LL == 4705784748973228033LL);
+static_assert(pg::write_lock_key == 4705784748973228033LL);
 
 constexpr const char* create_sql = R"sql(
 CREATE TABLE IF NOT EXISTS annals_meta(
@@ -99,11 +100,6 @@ CREATE TABLE IF NOT EXISTS annals_snapshots(
 );
 )sql";
 
-const std::string select_schemas_sql =
-    "SELECT type, version::int8, compatibility, fingerprint, descriptor_set, registered_at "
-    "FROM annals_schemas";
-const std::string select_schemas_of_type_sql = select_schemas_sql + " WHERE type = $1 ORDER BY version";
-
 // As the SQLite store: keeps the higher version; an equal one replaces the stored snapshot
 // (which may be the corrupt one a load just fell back from). A stored snapshot claiming a
 // version beyond the stream's end is not a snapshot of this stream: any save replaces it.
@@ -113,17 +109,6 @@ const std::string upsert_snapshot_sql =
     "version = excluded.version, state = excluded.state, taken_at = excluded.taken_at "
     "WHERE excluded.version >= annals_snapshots.version OR annals_snapshots.version > "
     "coalesce((SELECT version FROM annals_streams WHERE name = excluded.stream), -1)";
-
-// Whether `table` exists (in the connection's search path).
-result<bool> has_table(connection& c, const char* table) {
-  params q;
-  q.add_text(table);
-  auto r = c.exec("cannot read the store's tables",
-                  "SELECT count(*) FROM pg_catalog.pg_class WHERE oid = to_regclass($1)", q,
-                  false);
-  if (!r) return std::move(r).error();
-  return pg::get_int8(r->get(), 0, 0) != 0;
-}
 
 const std::string event_cols =
     "e.position, e.event_id, e.type, e.recorded_at, e.metadata, e.payload, e.stream_version";
@@ -477,7 +462,7 @@ class pg_store final : public event_store {
     if (!checked_out) return std::move(checked_out).error();
     lease l(*this, std::move(checked_out).value());
     // No lock: a registration in progress holds the write lock and calls this from its check.
-    if (auto r = read_schema_rows(*l.conn, type, out); !r) return r.error();
+    if (auto r = pg::read_schema_rows(*l.conn, type, out); !r) return r.error();
     return out;
   }
 
@@ -536,36 +521,6 @@ class pg_store final : public event_store {
   void set_has_registry(bool v) noexcept { has_registry_ = v; }
 
  private:
-  static result<void> read_schema_rows(connection& c, std::string_view type,
-                                       std::vector<stored_schema>& out) {
-    params q;
-    if (!type.empty()) q.add_text(type);
-    auto r = c.exec("cannot read the schema registry",
-                    type.empty() ? select_schemas_sql + " ORDER BY type, version"
-                                 : select_schemas_of_type_sql,
-                    q);
-    if (!r) return std::move(r).error();
-    for (int row = 0; row < PQntuples(r->get()); ++row) {
-      stored_schema s;
-      s.type.assign(pg::get_bytes(r->get(), row, 0));
-      s.version = static_cast<std::int32_t>(pg::get_int8(r->get(), row, 1));
-      auto mode_text = pg::get_bytes(r->get(), row, 2);
-      auto mode = parse_compatibility(mode_text);
-      if (!mode) {
-        return error(errc::corruption,
-                     fmt::format("stored schema {} version {} has an unknown compatibility "
-                                 "mode '{}'",
-                                 s.type, s.version, mode_text));
-      }
-      s.mode = mode.value();
-      s.fingerprint.assign(pg::get_bytes(r->get(), row, 3));
-      s.descriptor_set.assign(pg::get_bytes(r->get(), row, 4));
-      s.registered_at_us = pg::get_int8(r->get(), row, 5);
-      out.push_back(std::move(s));
-    }
-    return {};
-  }
-
   // One transaction holding the write lock; the caller holds register_mu_.
   result<std::vector<registered_type>> register_in_tx(connection& c,
                                                       const std::vector<schema_candidate>& candidates,
@@ -574,7 +529,7 @@ class pg_store final : public event_store {
     // Read after the lock: every registration that committed before is seen.
     std::vector<stored_schema> stored;
     for (const auto& cand : candidates) {
-      if (auto r = read_schema_rows(c, cand.type, stored); !r) return r.error();
+      if (auto r = pg::read_schema_rows(c, cand.type, stored); !r) return r.error();
     }
     if (check) {
       if (auto r = check(stored); !r) return r.error();  // the lease rolls back
@@ -815,7 +770,7 @@ result<void> create_tables(connection& c, const char* sql) {
 // knows. A writable store gets the registry and snapshot tables if it lacks them (made by a
 // build without them). Returns whether those tables exist (false: a read-only older store).
 result<bool> ensure_schema(connection& c, const postgres_options& o) {
-  auto have = has_table(c, "annals_meta");
+  auto have = pg::has_table(c, "annals_meta");
   if (!have) return std::move(have).error();
   if (!*have) {
     if (o.read_only || !o.create_if_missing) {
@@ -837,7 +792,7 @@ result<bool> ensure_schema(connection& c, const postgres_options& o) {
                              format_version));
   }
   for (const char* table : {"annals_schemas", "annals_snapshots"}) {
-    auto t = has_table(c, table);
+    auto t = pg::has_table(c, table);
     if (!t) return std::move(t).error();
     if (*t) continue;
     if (o.read_only) return false;
