@@ -280,6 +280,60 @@ int import_events(const context& c, const std::string& input) {
   return 0;
 }
 
+namespace {
+bool is_postgres(std::string_view uri) {
+  return uri.starts_with("postgresql://") || uri.starts_with("postgres://");
+}
+std::string sqlite_path(std::string_view uri) {
+  return std::string(uri.starts_with("sqlite:") ? uri.substr(7) : uri);
+}
+}  // namespace
+
+int migrate(const context& c, const std::string& to) {
+  const auto started = std::chrono::steady_clock::now();
+  auto from = open(c);  // first: a missing source creates nothing
+  if (!from) return fail(c, from.error());
+  // A new SQLite file that the copy does not fill is removed again; an existing store, or a
+  // PostgreSQL database (its tables may have been created empty), is left as it is.
+  std::error_code ec;
+  const bool new_file = !is_postgres(to) && !std::filesystem::exists(sqlite_path(to), ec);
+  auto discard = [&] {
+    if (!new_file) return;
+    const std::string path = sqlite_path(to);
+    for (const char* suffix : {"", "-wal", "-shm", "-journal"}) {
+      if (std::filesystem::is_regular_file(path + suffix, ec)) {
+        std::filesystem::remove(path + suffix, ec);
+      }
+    }
+  };
+  context target{to, c.out, c.err};
+  auto into = open(target, true);
+  if (!into) {
+    discard();
+    return fail(c, into.error());
+  }
+  auto copied = copy_store(**from, **into);
+  if (!copied) {
+    into->reset();
+    discard();
+    return fail(c, copied.error());
+  }
+  auto diff = compare_stores(**from, **into);
+  if (!diff) {
+    return fail(c, error(diff.error().kind(),
+                         fmt::format("copied, but cannot compare the stores: {}",
+                                     diff.error().message())));
+  }
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  for (const auto& d : *diff) fmt::print(c.out, "difference: {}\n", d);
+  fmt::print(c.out, "{} events, {} streams, {} schemas copied in {:.2f} s; {}\n", copied->events,
+             copied->streams, copied->schemas, seconds,
+             diff->empty() ? "verified: every event, stream and schema identical"
+                           : "NOT identical (the differences are listed above)");
+  return diff->empty() ? 0 : 1;
+}
+
 int schema_list(const context& c) {
   auto a = open(c);
   if (!a) return fail(c, a.error());

@@ -15,16 +15,19 @@ void on_signal(int) { stop_requested.store(true); }
 
 int main(int argc, char** argv) {
   CLI::App app{
-      "annals: inspect, verify, export and import an Annals event store.\n"
+      "annals: inspect, verify, export, import and migrate an Annals event store.\n"
+      "A store is a path, sqlite:PATH or postgresql://user@host:port/dbname.\n"
       "Exit codes: 0 ok; 1 problems found (verify), breaking change (schema check), stream or "
-      "type not found; 2 usage or bad input; 4 storage error (missing store, not an Annals "
-      "store, newer format, corruption) or a file that cannot be read or written."};
+      "type not found, a migration that does not read back identical; 2 usage or bad input "
+      "(including a non-empty import or migrate target); 4 storage error (missing store, not "
+      "an Annals store, newer format, corruption, a server that does not answer) or a file "
+      "that cannot be read or written."};
   app.require_subcommand(1);
   // --db goes before or after the command (`annals --db F streams`, `annals streams --db F`).
   std::string db;
-  app.add_option("--db", db, "the store: a path or sqlite:PATH");
+  app.add_option("--db", db, "the store: a path, sqlite:PATH or postgresql://...");
   auto with_db = [&](CLI::App* sub) {
-    sub->add_option("--db", db, "the store: a path or sqlite:PATH (required)");
+    sub->add_option("--db", db, "the store: a path, sqlite:PATH or postgresql://... (required)");
     return sub;
   };
   std::function<int()> command;
@@ -87,6 +90,17 @@ int main(int argc, char** argv) {
                    "a FileDescriptorSet (protoc --include_imports --descriptor_set_out=FILE)")
       ->required();
 
+  std::string migrate_from, migrate_to;
+  auto* migrate = app.add_subcommand(
+      "migrate",
+      "copy the store FROM into the empty store TO (SQLite or PostgreSQL, either way), all or "
+      "nothing, then re-read both and compare every event byte for byte, the streams and the "
+      "schemas. Snapshots, projections and read models are not copied (rebuild them at TO). "
+      "Exit 0 identical, 1 copied but different, 2 TO not empty (nothing written), 4 storage "
+      "error");
+  migrate->add_option("FROM", migrate_from, "the store to copy")->required();
+  migrate->add_option("TO", migrate_to, "an empty or new store")->required();
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -94,6 +108,10 @@ int main(int argc, char** argv) {
     return code == 0 ? 0 : 2;
   }
 
+  if (*migrate) {
+    annals::tool::context c{migrate_from, std::cout, std::cerr};
+    return annals::tool::migrate(c, migrate_to);
+  }
   if (db.empty()) {
     std::cerr << "--db is required\nRun with --help for more information.\n";
     return 2;

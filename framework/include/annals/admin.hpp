@@ -161,6 +161,27 @@ result<std::int64_t> export_store(store_admin& admin, std::ostream& out);
 // is written. Returns the number of events imported.
 result<std::int64_t> import_store(store_admin& admin, std::istream& in);
 
+// `annals migrate`, first half: copies every schema and every event of `from` (one read
+// snapshot, rows exactly as stored: positions, stream ids and versions, event ids, types,
+// recorded_at, metadata and payload bytes) into the empty store `to` (opened writable) through
+// one import session: all or nothing. Not copied: snapshots (a cache; aggregates save new
+// ones), projection checkpoints, parked events and read models (derived data: rebuild them at
+// the target). invalid_argument when `to` is not empty (nothing written); corruption, naming
+// the position, when a row of `from` cannot be copied (annals verify lists them).
+struct copy_summary {
+  std::int64_t events = 0;
+  std::int64_t streams = 0;
+  std::int64_t schemas = 0;
+};
+result<copy_summary> copy_store(store_admin& from, store_admin& to);
+
+// `annals migrate`, second half: re-reads both stores (each from one snapshot, side by side,
+// one event of each in memory at a time; the stream lists whole) and compares every event
+// field by field and byte for byte, the stream rows (id, version, event count) and the
+// schemas. Returns the differences, one sentence each (at most 100, then a count of the
+// rest); empty when identical.
+result<std::vector<std::string>> compare_stores(store_admin& a, store_admin& b);
+
 // One event as a one-line JSON object for people and scripts (`annals read --json`): the
 // fields of annals.v1.ExportedEvent without the raw bytes (metadata decoded, payload_json).
 std::string event_json(const recorded_event& event, payload_decoder& decoder);
