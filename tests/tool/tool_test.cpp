@@ -6,6 +6,7 @@
 
 #include "bank/v1/events.pb.h"
 #include "support/support.hpp"
+#include "tool/tool_support.hpp"
 
 #include <google/protobuf/descriptor.pb.h>
 #include <signal.h>
@@ -23,304 +24,50 @@
 #include <thread>
 #include <vector>
 
-using annals::test::process_result;
-using annals::test::temp_dir;
+using namespace tool_test;
 
-namespace {
-
-bool contains(const std::string& s, const std::string& part) {
-  return s.find(part) != std::string::npos;
-}
-std::size_t lines(const std::string& s) { return std::count(s.begin(), s.end(), '\n'); }
-
-// Raw SQL on a store file, for tampering and for byte-for-byte comparisons.
-void exec_sql(const std::string& db, const std::string& sql) {
-  sqlite3* c = nullptr;
-  REQUIRE(sqlite3_open(db.c_str(), &c) == SQLITE_OK);
-  char* msg = nullptr;
-  int rc = sqlite3_exec(c, sql.c_str(), nullptr, nullptr, &msg);
-  std::string why = msg ? msg : "";
-  sqlite3_free(msg);
-  sqlite3_close(c);
-  INFO(sql << ": " << why);
-  REQUIRE(rc == SQLITE_OK);
-}
-// Every row of `sql`, each column quote()d, one row per line.
-std::string dump_sql(const std::string& db, const std::string& sql) {
-  sqlite3* c = nullptr;
-  REQUIRE(sqlite3_open_v2(db.c_str(), &c, SQLITE_OPEN_READONLY, nullptr) == SQLITE_OK);
-  sqlite3_stmt* st = nullptr;
-  REQUIRE(sqlite3_prepare_v2(c, sql.c_str(), -1, &st, nullptr) == SQLITE_OK);
-  std::string out;
-  while (sqlite3_step(st) == SQLITE_ROW) {
-    for (int i = 0; i < sqlite3_column_count(st); ++i) {
-      auto t = sqlite3_column_text(st, i);
-      out += t ? reinterpret_cast<const char*>(t) : "NULL";
-      out += '|';
-    }
-    out += '\n';
-  }
-  sqlite3_finalize(st);
-  sqlite3_close(c);
-  return out;
-}
-
-// The projection tables as docs/storage-format.md documents them.
-void create_projection_tables(const std::string& db) {
-  exec_sql(db,
-           "CREATE TABLE annals_projections(name TEXT PRIMARY KEY, version INTEGER NOT NULL, "
-           "checkpoint INTEGER NOT NULL, stuck_position INTEGER, error TEXT, "
-           "events_per_s REAL NOT NULL DEFAULT 0, updated_at INTEGER NOT NULL);"
-           "CREATE TABLE annals_parked(projection TEXT NOT NULL, position INTEGER NOT NULL, "
-           "stream_id TEXT NOT NULL, stream_version INTEGER NOT NULL, event_id TEXT NOT NULL, "
-           "type TEXT NOT NULL, error TEXT NOT NULL, attempts INTEGER NOT NULL, "
-           "parked_at INTEGER NOT NULL, state TEXT NOT NULL, resolved_at INTEGER, "
-           "PRIMARY KEY(projection, position));");
-}
-
-annals::event_data event(const google::protobuf::Message& m, annals::event_metadata meta = {}) {
-  return {"", m.GetDescriptor()->full_name(), m.SerializeAsString(), std::move(meta)};
-}
-
-// A store with registered bank schemas and five events in three streams:
-// 1 acc-1@0 opened, 2 acc-1@1 deposited 1250 (with metadata), 3 acc-2@0 opened,
-// 4 other-1@0 deposited 7, 5 acc-1@2 withdrawn 250.
-void seed(const std::string& db) {
-  auto store = annals::open_store(db).value_or_throw();
-  auto reg = annals::register_event_types(*store, {{bank::v1::AccountOpened::descriptor()},
-                                                   {bank::v1::MoneyDeposited::descriptor()},
-                                                   {bank::v1::MoneyWithdrawn::descriptor()}});
-  REQUIRE(reg.ok());
-  bank::v1::AccountOpened opened;
-  opened.set_account_id("acc-1");
-  opened.set_owner("Ann Smith");
-  bank::v1::MoneyDeposited dep;
-  dep.set_account_id("acc-1");
-  dep.set_amount_cents(1250);
-  annals::event_metadata meta;
-  meta.correlation_id = "corr-1";
-  meta.causation_id = "cause-1";
-  meta.traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
-  meta.headers = {{"user", "ann"}, {"source", "test"}};
-  REQUIRE(store
-              ->append("acc-1", annals::expected_version::no_stream(),
-                       {event(opened), event(dep, meta)})
-              .ok());
-  opened.set_account_id("acc-2");
-  REQUIRE(store->append("acc-2", annals::expected_version::no_stream(), {event(opened)}).ok());
-  dep.set_account_id("other-1");
-  dep.set_amount_cents(7);
-  REQUIRE(store->append("other-1", annals::expected_version::any(), {event(dep)}).ok());
-  bank::v1::MoneyWithdrawn w;
-  w.set_account_id("acc-1");
-  w.set_amount_cents(250);
-  REQUIRE(store->append("acc-1", annals::expected_version::exact(1), {event(w)}).ok());
-}
-
-struct annals_cli {
-  temp_dir dir;
-  std::string db = dir.file("store.db");
-  // Runs `annals ARGS... --db DB`.
-  process_result operator()(std::vector<std::string> args) const { return on(db, args); }
-  process_result on(const std::string& store, std::vector<std::string> args) const {
-    args.insert(args.begin(), ANNALS_EXE);
-    args.push_back("--db");
-    args.push_back(store);
-    return annals::test::run(args);
-  }
-};
-
-struct seeded_cli : annals_cli {
-  seeded_cli() { seed(db); }
-};
-
-void write_file(const std::string& path, const std::string& data) {
-  std::ofstream f(path, std::ios::binary | std::ios::trunc);
-  f << data;
-}
-std::string read_file(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  std::stringstream s;
-  s << f.rdbuf();
-  return s.str();
-}
-
-// Verify must exit 1 and report `check` at `position` ("store" for whole-store problems).
-void expect_problem(const annals_cli& cli, const std::string& where, const std::string& check) {
-  auto r = cli({"verify"});
-  INFO(r.out << r.err);
-  CHECK(r.exit_code == 1);
-  CHECK(contains(r.out, where + ": " + check + ":"));
-}
-
-}  // namespace
 
 TEST_CASE("streams lists ids, versions and event counts, with prefix and limit") {
   seeded_cli cli;
-  auto r = cli({"streams"});
-  CHECK(r.exit_code == 0);
-  CHECK(r.out ==
-        "acc-1\tversion 2\t3 events\nacc-2\tversion 0\t1 events\nother-1\tversion 0\t1 events\n");
-  r = cli({"streams", "--prefix", "acc-"});
-  CHECK(lines(r.out) == 2);
-  CHECK(!contains(r.out, "other-1"));
-  r = cli({"streams", "--limit", "1"});
-  CHECK(r.out == "acc-1\tversion 2\t3 events\n");
-  CHECK(cli({"streams", "--prefix", "zzz"}).out.empty());
+  check_streams(cli);
 }
 
 TEST_CASE("read shows each event's metadata and its payload decoded from the stored schema") {
   seeded_cli cli;
-  auto r = cli({"read", "acc-1"});
-  INFO(r.err);
-  REQUIRE(r.exit_code == 0);
-  CHECK(contains(r.out, "#1 acc-1@0 bank.v1.AccountOpened 20"));
-  CHECK(contains(r.out, "#2 acc-1@1 bank.v1.MoneyDeposited"));
-  CHECK(contains(r.out, "schema=1"));
-  CHECK(contains(r.out, "correlation=corr-1 causation=cause-1 traceparent=00-0af7"));
-  CHECK(contains(r.out, "header user=ann\n  header source=test"));
-  CHECK(contains(r.out, R"({"account_id":"acc-1","amount_cents":"1250"})"));
-  CHECK(contains(r.out, R"({"account_id":"acc-1","owner":"Ann Smith"})"));
-  // recorded_at is ISO-8601 UTC with microseconds.
-  CHECK(contains(r.out, "Z\n"));
-
-  r = cli({"read", "acc-1", "--backward", "--limit", "2"});
-  auto newest = r.out.find("#5 acc-1@2"), older = r.out.find("#2 acc-1@1");
-  CHECK(newest != std::string::npos);
-  CHECK(older != std::string::npos);
-  CHECK(newest < older);
-  CHECK(!contains(r.out, "#1 "));
-  r = cli({"read", "acc-1", "--from", "2"});
-  CHECK(contains(r.out, "#5 acc-1@2"));
-  CHECK(!contains(r.out, "#2 "));
+  check_read(cli);
 }
 
 TEST_CASE("read --json prints one JSON object per event with metadata and decoded payload") {
   seeded_cli cli;
-  auto r = cli({"read", "acc-1", "--json"});
-  REQUIRE(r.exit_code == 0);
-  CHECK(lines(r.out) == 3);
-  std::istringstream in(r.out);
-  std::string line;
-  std::getline(in, line);
-  CHECK(line.front() == '{');
-  CHECK(line.back() == '}');
-  CHECK(contains(line, R"("position":"1")"));
-  CHECK(contains(line, R"("stream_id":"acc-1")"));
-  CHECK(contains(line, R"("stream_version":"0")"));  // printed although it is the default
-  CHECK(contains(line, R"("payload_json":{"account_id":"acc-1","owner":"Ann Smith"})"));
-  std::getline(in, line);
-  CHECK(contains(line, R"("stream_version":"1")"));
-  CHECK(contains(line, R"("correlation_id":"corr-1")"));
-  CHECK(contains(line,
-                 R"("headers":[{"key":"user","value":"ann"},{"key":"source","value":"test"}])"));
-  CHECK(contains(line, R"("schema_version":1)"));
-  CHECK(contains(line, R"("recorded_at":"20)"));
-  CHECK(contains(line, R"("amount_cents":"1250")"));
+  check_read_json(cli);
 }
 
 TEST_CASE("read of a missing stream exits 1 and says so") {
   seeded_cli cli;
-  auto r = cli({"read", "nope"});
-  CHECK(r.exit_code == 1);
-  CHECK(contains(r.err, "stream 'nope' not found"));
-  CHECK(r.out.empty());
+  check_read_missing(cli);
 }
 
 TEST_CASE("tail shows $all in position order, filtered by position, type and prefix") {
   seeded_cli cli;
-  auto r = cli({"tail"});
-  REQUIRE(r.exit_code == 0);
-  std::size_t last = 0;
-  for (int p = 1; p <= 5; ++p) {
-    auto at = r.out.find("#" + std::to_string(p) + " ");
-    REQUIRE(at != std::string::npos);
-    CHECK(at >= last);
-    last = at;
-  }
-  r = cli({"tail", "--from", "4"});
-  CHECK(!contains(r.out, "#3 "));
-  CHECK(contains(r.out, "#4 other-1@0"));
-  CHECK(contains(r.out, "#5 acc-1@2"));
-  r = cli({"tail", "--type", "bank.v1.MoneyDeposited", "--type", "bank.v1.MoneyWithdrawn"});
-  CHECK(contains(r.out, "#2 "));
-  CHECK(contains(r.out, "#4 "));
-  CHECK(contains(r.out, "#5 "));
-  CHECK(!contains(r.out, "AccountOpened"));
-  r = cli({"tail", "--prefix", "other", "--json"});
-  CHECK(lines(r.out) == 1);
-  CHECK(contains(r.out, R"("stream_id":"other-1")"));
+  check_tail(cli);
 }
 
 TEST_CASE("tail --follow prints events committed later until SIGTERM, then exits 0") {
   seeded_cli cli;
-  int out[2];
-  REQUIRE(pipe(out) == 0);
-  pid_t pid = fork();
-  REQUIRE(pid >= 0);
-  if (pid == 0) {
-    dup2(out[1], 1);
-    close(out[0]);
-    close(out[1]);
-    execl(ANNALS_EXE, ANNALS_EXE, "tail", "--follow", "--from", "5", "--db", cli.db.c_str(),
-          static_cast<char*>(nullptr));
-    _exit(127);
-  }
-  close(out[1]);
-  auto read_until = [&](const std::string& wanted) {
-    std::string seen;
-    char buf[4096];
-    // Generous: only a failing test waits this long.
-    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
-    while (!contains(seen, wanted) && std::chrono::steady_clock::now() < deadline) {
-      ssize_t n = read(out[0], buf, sizeof buf);
-      if (n <= 0) break;
-      seen.append(buf, static_cast<std::size_t>(n));
-    }
-    return seen;
-  };
-  CHECK(contains(read_until("#5 "), "#5 acc-1@2"));
-  {
-    auto store = annals::open_store(cli.db).value_or_throw();
-    bank::v1::MoneyDeposited dep;
-    dep.set_account_id("late");
-    dep.set_amount_cents(99);
-    REQUIRE(store->append("late", annals::expected_version::any(), {event(dep)}).ok());
-  }
-  auto seen = read_until("amount_cents");
-  CHECK(contains(seen, "#6 late@0 bank.v1.MoneyDeposited"));
-  CHECK(contains(seen, R"("amount_cents":"99")"));
-  kill(pid, SIGTERM);
-  CHECK(annals::test::wait_child(pid) == 0);
-  close(out[0]);
+  check_follow(cli);
 }
 
 TEST_CASE("stats shows counts, sizes, largest streams, event types, schemas and projections") {
   seeded_cli cli;
-  auto r = cli({"stats"});
-  INFO(r.out << r.err);
-  REQUIRE(r.exit_code == 0);
-  CHECK(contains(r.out, "events           5\n"));
-  CHECK(contains(r.out, "streams          3\n"));
-  CHECK(contains(r.out, "head position    5\n"));
-  CHECK(contains(r.out, "schemas          3\n"));
-  CHECK(contains(r.out, "snapshots        0\n"));
-  CHECK(contains(r.out, "largest streams:\n  acc-1\t3 events\tversion 2\n"));
-  CHECK(contains(r.out, "  bank.v1.MoneyDeposited\t2 events\t"));
-  CHECK(contains(r.out, "  bank.v1.MoneyWithdrawn\t1 events\t"));
-  CHECK(!contains(r.out, "projections:"));
+  check_stats(cli);
   create_projection_tables(cli.db);
   exec_sql(cli.db, "INSERT INTO annals_projections VALUES('balances', 2, 3, NULL, NULL, 0, 0);");
-  r = cli({"stats"});
-  CHECK(contains(r.out, "projections:\n  balances\tversion 2\tcheckpoint 3\tlag 2\tparked 0\n"));
+  expect_projection_in_stats(cli);
 }
 
 TEST_CASE("verify passes a healthy store") {
   seeded_cli cli;
-  auto r = cli({"verify"});
-  INFO(r.out << r.err);
-  CHECK(r.exit_code == 0);
-  CHECK(r.out == "ok: no problems found\n");
+  check_verify_clean(cli);
 }
 
 // One tampered row per case: the SQL that damages a healthy seeded store, and what verify
@@ -425,12 +172,8 @@ void seed_partly_registered(const std::string& db,
   std::vector<annals::schema_registration> types;
   for (auto* d : registered) types.push_back({d});
   if (!types.empty()) REQUIRE(annals::register_event_types(*store, types).ok());
-  bank::v1::AccountOpened opened;
-  opened.set_account_id("acc-1");
-  opened.set_owner("Ann Smith");
-  bank::v1::MoneyDeposited dep;
-  dep.set_account_id("acc-1");
-  dep.set_amount_cents(1250);
+  auto opened = annals::test::bank_events::opened("acc-1", "Ann Smith");
+  auto dep = annals::test::bank_events::deposited("acc-1", 1250);
   bank::v1::MoneyWithdrawn w;
   w.set_account_id("acc-2");
   w.set_amount_cents(3);
@@ -552,17 +295,7 @@ TEST_CASE("export then import reproduces events, streams and schemas byte for by
   r = cli.on(copy, {"import", "--input", file});
   INFO(r.err);
   REQUIRE(r.exit_code == 0);
-  for (const char* sql :
-       {"SELECT position, stream, stream_version, quote(event_id), type, recorded_at, "
-        "quote(metadata), quote(payload), typeof(metadata) FROM events ORDER BY position",
-        "SELECT id, name, version FROM streams ORDER BY id",
-        "SELECT type, version, compatibility, fingerprint, quote(descriptor_set), registered_at "
-        "FROM annals_schemas ORDER BY type, version"}) {
-    CAPTURE(sql);
-    auto original = dump_sql(cli.db, sql);
-    CHECK(!original.empty());
-    CHECK(dump_sql(copy, sql) == original);
-  }
+  expect_same_sqlite_rows(cli.db, copy);
   // Exporting the copy gives the same file.
   r = cli.on(copy, {"export"});
   CHECK(r.out == text);
@@ -691,23 +424,7 @@ TEST_CASE("import refuses what verify would refuse: metadata, positions, schema 
 
 TEST_CASE("schema list and show print what the store keeps") {
   seeded_cli cli;
-  auto r = cli({"schema", "list"});
-  REQUIRE(r.exit_code == 0);
-  CHECK(lines(r.out) == 3);
-  CHECK(contains(r.out, "bank.v1.MoneyDeposited\tversion 1\tbackward\t"));
-  r = cli({"schema", "show", "bank.v1.MoneyDeposited"});
-  INFO(r.err);
-  REQUIRE(r.exit_code == 0);
-  CHECK(contains(r.out, "// bank.v1.MoneyDeposited version 1 (backward"));
-  CHECK(contains(r.out, "message MoneyDeposited {"));
-  CHECK(contains(r.out, "int64 amount_cents = 2;"));
-  CHECK(cli({"schema", "show", "bank.v1.MoneyDeposited", "--version", "1"}).exit_code == 0);
-  r = cli({"schema", "show", "bank.v1.MoneyDeposited", "--version", "2"});
-  CHECK(r.exit_code == 1);
-  CHECK(contains(r.err, "no version 2 of type 'bank.v1.MoneyDeposited'"));
-  r = cli({"schema", "show", "bank.v1.Nope"});
-  CHECK(r.exit_code == 1);
-  CHECK(contains(r.err, "no schema for type 'bank.v1.Nope'"));
+  check_schema_list_show(cli);
 }
 
 TEST_CASE("schema check: 0 when compatible, 1 with the report when breaking, 2 for a bad file, "
@@ -815,7 +532,8 @@ TEST_CASE("usage errors exit 2 and every command has --help") {
                                                                {"schema"},
                                                                {"schema", "list"},
                                                                {"schema", "show"},
-                                                               {"schema", "check"}}) {
+                                                               {"schema", "check"},
+                                                               {"migrate"}}) {
     std::vector<std::string> argv{ANNALS_EXE};
     argv.insert(argv.end(), cmd.begin(), cmd.end());
     argv.push_back("--help");
@@ -824,4 +542,14 @@ TEST_CASE("usage errors exit 2 and every command has --help") {
     CHECK(r.exit_code == 0);
     CHECK(contains(r.out, "Usage"));
   }
+}
+
+TEST_CASE("migrate has --help and needs both stores") {
+  auto r = annals::test::run({ANNALS_EXE, "migrate", "--help"});
+  CHECK(r.exit_code == 0);
+  CHECK(contains(r.out, "byte for byte"));
+  CHECK(contains(r.out, "FROM"));
+  CHECK(contains(r.out, "TO"));
+  CHECK(annals::test::run({ANNALS_EXE, "migrate"}).exit_code == 2);
+  CHECK(annals::test::run({ANNALS_EXE, "migrate", "a.db"}).exit_code == 2);
 }
