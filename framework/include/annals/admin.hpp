@@ -169,9 +169,9 @@ result<std::int64_t> import_store(store_admin& admin, std::istream& in);
 // the target). invalid_argument when `to` is not empty (nothing written); corruption, naming
 // the position, when a row of `from` cannot be copied (annals verify lists them).
 struct copy_summary {
-  std::int64_t events = 0;
-  std::int64_t streams = 0;
-  std::int64_t schemas = 0;
+  std::int64_t events = 0;   // events copied
+  std::int64_t streams = 0;  // streams copied (their stream rows)
+  std::int64_t schemas = 0;  // stored schema versions copied
 };
 result<copy_summary> copy_store(store_admin& from, store_admin& to);
 
