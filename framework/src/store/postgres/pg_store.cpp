@@ -40,7 +40,9 @@ namespace annals {
 namespace {
 
 using pg::connection;
+using pg::has_table;  // shared with the admin (pg.hpp), as read_schema_rows
 using pg::params;
+using pg::read_schema_rows;
 using store::prepared_event;
 
 constexpr std::int64_t format_version = 1;
@@ -462,7 +464,7 @@ class pg_store final : public event_store {
     if (!checked_out) return std::move(checked_out).error();
     lease l(*this, std::move(checked_out).value());
     // No lock: a registration in progress holds the write lock and calls this from its check.
-    if (auto r = pg::read_schema_rows(*l.conn, type, out); !r) return r.error();
+    if (auto r = read_schema_rows(*l.conn, type, out); !r) return r.error();
     return out;
   }
 
@@ -529,7 +531,7 @@ class pg_store final : public event_store {
     // Read after the lock: every registration that committed before is seen.
     std::vector<stored_schema> stored;
     for (const auto& cand : candidates) {
-      if (auto r = pg::read_schema_rows(c, cand.type, stored); !r) return r.error();
+      if (auto r = read_schema_rows(c, cand.type, stored); !r) return r.error();
     }
     if (check) {
       if (auto r = check(stored); !r) return r.error();  // the lease rolls back
@@ -770,7 +772,7 @@ result<void> create_tables(connection& c, const char* sql) {
 // knows. A writable store gets the registry and snapshot tables if it lacks them (made by a
 // build without them). Returns whether those tables exist (false: a read-only older store).
 result<bool> ensure_schema(connection& c, const postgres_options& o) {
-  auto have = pg::has_table(c, "annals_meta");
+  auto have = has_table(c, "annals_meta");
   if (!have) return std::move(have).error();
   if (!*have) {
     if (o.read_only || !o.create_if_missing) {
@@ -792,7 +794,7 @@ result<bool> ensure_schema(connection& c, const postgres_options& o) {
                              format_version));
   }
   for (const char* table : {"annals_schemas", "annals_snapshots"}) {
-    auto t = pg::has_table(c, table);
+    auto t = has_table(c, table);
     if (!t) return std::move(t).error();
     if (*t) continue;
     if (o.read_only) return false;
