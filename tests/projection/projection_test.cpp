@@ -18,6 +18,9 @@
 #include "bank/v1/events.pb.h"
 #include "support/support.hpp"
 #include "support/bank_events.hpp"
+#ifdef ANNALS_PROJECTIONS_ON_POSTGRES
+#include "support/postgres.hpp"
+#endif
 
 #include <signal.h>
 #include <sqlite3.h>
@@ -53,6 +56,35 @@ using annals::test::wait_child;
 using annals::test::write_all;
 namespace v1 = bank::v1;
 using namespace annals::test::bank_events;
+
+// ---------------------------------------------------------------------------------------------
+// Where a test's store lives. This file is compiled twice: projection_tests (SQLite, a file in
+// the test's directory) and projection_pg_tests (PostgreSQL, a fresh database per test case on
+// the server of ANNALS_TEST_PG, dropped at the end). `path` is what open_store and
+// projection_runner::open take.
+
+struct store_location {
+  std::string path;
+  std::string database;
+  explicit store_location(temp_dir& dir) {
+#ifdef ANNALS_PROJECTIONS_ON_POSTGRES
+    (void)dir;
+    std::string why;
+    if (!annals::test::pg::create_database(database, path, why)) {
+      FAIL("no PostgreSQL for the test: " << why);
+    }
+#else
+    path = dir.file("p.db");
+#endif
+  }
+  ~store_location() {
+#ifdef ANNALS_PROJECTIONS_ON_POSTGRES
+    if (!database.empty()) annals::test::pg::drop_database(database);
+#endif
+  }
+  store_location(const store_location&) = delete;
+  store_location& operator=(const store_location&) = delete;
+};
 
 // ---------------------------------------------------------------------------------------------
 // The test projection
@@ -224,7 +256,7 @@ std::string message_of(const result<T>& r) {
 // positions in `skipped` left out.
 model expected_model(const std::string& path, std::int64_t upto, int factor = 1,
                      const std::set<std::int64_t>& skipped = {}) {
-  auto store = annals::open_sqlite_store(path);
+  auto store = annals::open_store(path);
   REQUIRE_MESSAGE(store.ok(), message_of(store));
   model m;
   auto note = [&](const recorded_event& e) {
@@ -301,7 +333,7 @@ model read_model(projection_runner& runner) {
 std::unique_ptr<annals::event_store> open_store(const std::string& path,
                                                 annals::sqlite_options o = {}) {
   o.sync = annals::durability::normal;
-  auto s = annals::open_sqlite_store(path, std::move(o));
+  auto s = annals::open_store(path, std::move(o));
   REQUIRE_MESSAGE(s.ok(), message_of(s));
   return std::move(s).value();
 }
@@ -400,8 +432,13 @@ std::string live_table(projection_runner& r, std::string_view logical) {
   return name;
 }
 
-// Runs SQL on the file with a connection of our own; returns the rows changed.
+// Runs SQL on the store's database with a connection of our own; returns the rows changed.
 int sqlite_exec(const std::string& path, const std::string& sql) {
+#ifdef ANNALS_PROJECTIONS_ON_POSTGRES
+  annals::test::pg::session s(path);
+  // WITH ... RETURNING 1, counted: the rows changed, as sqlite3_changes() gives them.
+  return std::stoi(s.exec("WITH changed AS (" + sql + " RETURNING 1) SELECT count(*) FROM changed"));
+#endif
   sqlite3* db = nullptr;
   REQUIRE(sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READWRITE, nullptr) == SQLITE_OK);
   sqlite3_busy_timeout(db, 10000);
@@ -423,7 +460,8 @@ int sqlite_exec(const std::string& path, const std::string& sql) {
 
 TEST_CASE("catch_up applies the listed event types only and moves the checkpoint past others") {
   temp_dir dir;
-  const auto path = dir.file("p.db");
+  const store_location loc(dir);
+  const auto& path = loc.path;
   const std::int64_t an_hour_ago = now_us() - 3'600'000'000;
   annals::sqlite_options so;
   so.clock = [an_hour_ago] { return an_hour_ago; };
@@ -511,7 +549,8 @@ TEST_CASE("catch_up applies the listed event types only and moves the checkpoint
 
 TEST_CASE("catch_up on an empty store applies nothing, and states have distinct names") {
   temp_dir dir;
-  const auto path = dir.file("p.db");
+  const store_location loc(dir);
+  const auto& path = loc.path;
   auto store = open_store(path);
   auto runner = open_runner(path, {annals::make_projection(ledger{})});
   CHECK(catch_up(*runner) == 0);
@@ -532,7 +571,8 @@ TEST_CASE("catch_up on an empty store applies nothing, and states have distinct 
 
 TEST_CASE("catch_up commits in batches: a big backlog is applied whole with a small batch") {
   temp_dir dir;
-  const auto path = dir.file("p.db");
+  const store_location loc(dir);
+  const auto& path = loc.path;
   auto store = open_store(path);
   const auto head = populate(*store, 700, 9, 11);
   auto o = fast_options();
@@ -552,7 +592,8 @@ enum class resolution { retry, skip };
 
 void poison_scenario(poison_mode mode, resolution how) {
   temp_dir dir;
-  const auto path = dir.file("p.db");
+  const store_location loc(dir);
+  const auto& path = loc.path;
   auto store = open_store(path);
   const auto poison_id = annals::new_uuid_v7();
   append(*store, "a", {data_of(opened("a", "Ann"))});                 // 1
@@ -679,7 +720,8 @@ TEST_CASE("a throwing handler is retried, parked, and skipped on purpose") {
 
 TEST_CASE("admin calls on an unknown projection are not_found") {
   temp_dir dir;
-  const auto path = dir.file("p.db");
+  const store_location loc(dir);
+  const auto& path = loc.path;
   auto store = open_store(path);
   auto runner = open_runner(path, {annals::make_projection(ledger{})});
   auto w = runner->wait_for("nope", 0, 10ms);
@@ -701,7 +743,8 @@ TEST_CASE("admin calls on an unknown projection are not_found") {
 
 TEST_CASE("wait_for returns once the checkpoint passes the position, busy on timeout") {
   temp_dir dir;
-  const auto path = dir.file("p.db");
+  const store_location loc(dir);
+  const auto& path = loc.path;
   auto store = open_store(path);
   auto runner = open_runner(path, {annals::make_projection(ledger{})});
 
@@ -745,7 +788,8 @@ TEST_CASE("wait_for returns once the checkpoint passes the position, busy on tim
 
 TEST_CASE("a started runner follows appends made by another process") {
   temp_dir dir;
-  const auto path = dir.file("p.db");
+  const store_location loc(dir);
+  const auto& path = loc.path;
   open_store(path).reset();  // create the file, then close it before forking
 
   int go[2];
@@ -755,7 +799,7 @@ TEST_CASE("a started runner follows appends made by another process") {
     ::close(go[1]);
     char c;
     if (::read(go[0], &c, 1) != 1) return 2;
-    auto s = annals::open_sqlite_store(path);
+    auto s = annals::open_store(path);
     if (!s) return 3;
     for (int i = 0; i < events; ++i) {
       auto e = i == 0 ? data_of(opened("remote", "Rémi")) : data_of(deposited("remote", i));
@@ -790,7 +834,8 @@ TEST_CASE("a started runner follows appends made by another process") {
 
 TEST_CASE("two runners in one process catching up the same projection apply each event once") {
   temp_dir dir;
-  const auto path = dir.file("p.db");
+  const store_location loc(dir);
+  const auto& path = loc.path;
   auto store = open_store(path);
   populate(*store, 300, 7, 21);
   auto o = fast_options();
@@ -830,7 +875,8 @@ TEST_CASE("two runners in one process catching up the same projection apply each
 
 TEST_CASE("two processes catching up the same projection apply each event once") {
   temp_dir dir;
-  const auto path = dir.file("p.db");
+  const store_location loc(dir);
+  const auto& path = loc.path;
   std::int64_t head = 0;
   {
     auto store = open_store(path);
@@ -894,7 +940,8 @@ TEST_CASE("two processes catching up the same projection apply each event once")
 
 TEST_CASE("rebuild replays into shadow tables and swaps in the same rows as the live model") {
   temp_dir dir;
-  const auto path = dir.file("p.db");
+  const store_location loc(dir);
+  const auto& path = loc.path;
   auto store = open_store(path);
   const auto head = populate(*store, 400, 8, 41);
   auto runner = open_runner(path, {annals::make_projection(ledger{})});
@@ -938,7 +985,8 @@ TEST_CASE("rebuild replays into shadow tables and swaps in the same rows as the 
 
 TEST_CASE("a bumped version is rebuilt on demand and readers see the old model until the swap") {
   temp_dir dir;
-  const auto path = dir.file("p.db");
+  const store_location loc(dir);
+  const auto& path = loc.path;
   auto store = open_store(path);
   const auto first_head = populate(*store, 300, 6, 51);
   {
@@ -994,7 +1042,8 @@ TEST_CASE("a bumped version is rebuilt on demand and readers see the old model u
 
 TEST_CASE("with rebuild_on_version_change, catch_up rebuilds a bumped version by itself") {
   temp_dir dir;
-  const auto path = dir.file("p.db");
+  const store_location loc(dir);
+  const auto& path = loc.path;
   auto store = open_store(path);
   const auto head = populate(*store, 200, 5, 61);
   {
@@ -1014,7 +1063,8 @@ TEST_CASE("with rebuild_on_version_change, catch_up rebuilds a bumped version by
 TEST_CASE("a projection whose automatic rebuild fails keeps its live model and holds back no "
           "other projection") {
   temp_dir dir;
-  const auto path = dir.file("p.db");
+  const store_location loc(dir);
+  const auto& path = loc.path;
   auto store = open_store(path);
   append(*store, "a", {data_of(opened("a", "Ann"))});
   append(*store, "a", {data_of(deposited("a", 100))});
@@ -1057,7 +1107,8 @@ TEST_CASE("a projection whose automatic rebuild fails keeps its live model and h
 
 TEST_CASE("rebuild --verify reports each tampered row and swaps nothing") {
   temp_dir dir;
-  const auto path = dir.file("p.db");
+  const store_location loc(dir);
+  const auto& path = loc.path;
   auto store = open_store(path);
   const auto head = populate(*store, 300, 6, 71);
   auto runner = open_runner(path, {annals::make_projection(ledger{})});
@@ -1133,7 +1184,8 @@ TEST_CASE("rebuild --verify reports each tampered row and swaps nothing") {
 
 TEST_CASE("reset drops the model and its checkpoint, and the next catch_up rebuilds it") {
   temp_dir dir;
-  const auto path = dir.file("p.db");
+  const store_location loc(dir);
+  const auto& path = loc.path;
   auto store = open_store(path);
   const auto head = populate(*store, 250, 5, 81);
   auto runner = open_runner(path, {annals::make_projection(ledger{})});
@@ -1167,7 +1219,8 @@ TEST_CASE("reset drops the model and its checkpoint, and the next catch_up rebui
 
 TEST_CASE("a rebuild killed halfway leaves the live model untouched and the next one succeeds") {
   temp_dir dir;
-  const auto path = dir.file("p.db");
+  const store_location loc(dir);
+  const auto& path = loc.path;
   std::int64_t head = 0;
   model live;
   {
@@ -1230,7 +1283,8 @@ TEST_CASE("a rebuild killed halfway leaves the live model untouched and the next
 
 TEST_CASE("a rebuild while appends keep arriving ends with every event applied once") {
   temp_dir dir;
-  const auto path = dir.file("p.db");
+  const store_location loc(dir);
+  const auto& path = loc.path;
   auto store = open_store(path);
   populate(*store, 400, 6, 101);
   auto runner = open_runner(path, {annals::make_projection(ledger{})});
@@ -1239,7 +1293,7 @@ TEST_CASE("a rebuild while appends keep arriving ends with every event applied o
   std::atomic<bool> stop{false};
   std::atomic<int> appended{0};
   std::thread appender([&] {
-    auto s = annals::open_sqlite_store(path);
+    auto s = annals::open_store(path);
     if (!s) return;
     std::mt19937 rng(7);
     while (!stop || appended < 50) {
@@ -1272,7 +1326,8 @@ TEST_CASE("a rebuild while appends keep arriving ends with every event applied o
 
 TEST_CASE("status() polled by other runners neither fails a rebuild nor reports a phantom one") {
   temp_dir dir;
-  const auto path = dir.file("p.db");
+  const store_location loc(dir);
+  const auto& path = loc.path;
   auto store = open_store(path);
   const auto head = populate(*store, 20, 2, 121);
   auto runner = open_runner(path, {annals::make_projection(ledger{})});
@@ -1327,7 +1382,8 @@ TEST_CASE("status() polled by other runners neither fails a rebuild nor reports 
 
 TEST_CASE("kill -9 of a runner mid catch-up leaves the model exactly as of its checkpoint") {
   temp_dir dir;
-  const auto path = dir.file("p.db");
+  const store_location loc(dir);
+  const auto& path = loc.path;
   {
     auto store = open_store(path);
     populate(*store, 300, 9, 111);

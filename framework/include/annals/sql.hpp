@@ -1,8 +1,16 @@
-// annals/sql.hpp — a transaction handle on the store's SQLite file, for read models.
+// annals/sql.hpp — a transaction handle on the store's database, for read models.
 //
 // Projection handlers receive an sql_tx inside the transaction that also moves their
 // checkpoint; queries receive one inside a read transaction. Values are always bound as
 // parameters (?1, ?2, ...), never pasted into SQL text.
+//
+// The database is the store's: SQLite (the same file as the events) or PostgreSQL (the same
+// database). The same ?N placeholders work on both (on PostgreSQL they are sent as $N; a ?
+// inside a quoted string or identifier is left alone). On PostgreSQL: integers are bound as
+// bigint, doubles as double precision, strings as text (valid UTF-8 without NUL bytes),
+// blobs as bytea, and a statement that fails aborts the whole transaction (so a handler cannot
+// catch an error and go on: the batch is retried, as with any handler error). Text compares
+// bytewise on both (read-model text columns use the "C" collation on PostgreSQL).
 //
 // Thread safety: an sql_tx belongs to the thread that received it and is valid only during the
 // call that received it. Ownership: it does not own the connection.
@@ -56,10 +64,12 @@ class sql_value {
 };
 
 namespace detail {
-class sql_connection;  // src/projection/sql.cpp
+class sql_connection;  // src/projection/internal.hpp
+class row_source;      // src/projection/internal.hpp
 }
 
-// One result row of a query. Valid only inside the visitor call.
+// One result row of a query. Valid only inside the visitor call. Integers, reals and text
+// convert as the database does (on PostgreSQL, int64 and real parse the column's text).
 class sql_row {
  public:
   int columns() const noexcept;
@@ -70,10 +80,10 @@ class sql_row {
   std::string_view text_view(int column) const noexcept;  // valid during the visitor call
   blob bytes(int column) const;
 
-  explicit sql_row(void* statement) noexcept : s_(statement) {}
+  explicit sql_row(const detail::row_source& source) noexcept : s_(&source) {}
 
  private:
-  void* s_;
+  const detail::row_source* s_;
 };
 
 using sql_params = std::initializer_list<sql_value>;
@@ -108,6 +118,10 @@ class sql_tx {
   result<std::int64_t> select(std::string_view where, sql_params params,
                               const std::function<bool(const Row&)>& visit,
                               std::string_view order_by = {});
+
+  // Which database this is: "sqlite" or "postgresql" (for the rare handler needing
+  // dialect-specific SQL).
+  std::string_view dialect() const noexcept;
 
   // For the library: wraps a connection, with logical -> physical table names.
   sql_tx(detail::sql_connection& c, const std::map<std::string, std::string, std::less<>>* names)

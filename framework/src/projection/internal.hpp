@@ -7,34 +7,68 @@
 
 #include "store/sqlite/sqlite.hpp"
 
+#include <chrono>
 #include <memory>
 #include <string>
 #include <unordered_map>
 
 namespace annals::detail {
 
-// A SQLite connection with a cache of prepared statements keyed by their SQL text.
+enum class sql_dialect { sqlite, postgres };
+
+// One result row, as the backend holds it (sql_row forwards to it).
+class row_source {
+ public:
+  virtual ~row_source() = default;
+  virtual int columns() const noexcept = 0;
+  virtual bool is_null(int column) const noexcept = 0;
+  virtual std::int64_t int64(int column) const noexcept = 0;
+  virtual double real(int column) const noexcept = 0;
+  virtual std::string_view text_view(int column) const noexcept = 0;
+  virtual blob bytes(int column) const = 0;
+};
+
+// The connection behind an sql_tx: read-model SQL with ?N parameters, on one backend.
 // Used by one thread at a time.
 class sql_connection {
  public:
-  explicit sql_connection(sqlite::connection c) : owned_(std::move(c)), db_(owned_.get()) {}
-  // Borrows a connection owned elsewhere (the event store's writer, for inline projections).
-  explicit sql_connection(sqlite3* borrowed) : db_(borrowed) {}
-  sql_connection(sql_connection&& o) noexcept
-      : owned_(std::move(o.owned_)), db_(std::exchange(o.db_, nullptr)), cache_(std::move(o.cache_)) {}
+  virtual ~sql_connection() = default;
+  virtual sql_dialect dialect() const noexcept = 0;
+  // Parameterless SQL text, possibly several statements (DDL, BEGIN, COMMIT...).
+  virtual result<void> exec(const char* sql, std::string_view what) = 0;
+  // One statement with bound parameters; returns the number of rows changed.
+  virtual result<std::int64_t> run(std::string_view sql, const sql_value* params,
+                                   std::size_t count) = 0;
+  // One query; visit each row until it returns false. Returns the rows visited.
+  virtual result<std::int64_t> query(std::string_view sql, const sql_value* params,
+                                     std::size_t count, const row_visitor& visit) = 0;
+  // Forget prepared statements (after DROP/RENAME of tables).
+  virtual void clear_cache() = 0;
+};
+
+// A SQLite connection (owned, or borrowed from the event store's writer for inline
+// projections) with a cache of prepared statements keyed by their SQL text.
+class sqlite_sql_connection final : public sql_connection {
+ public:
+  explicit sqlite_sql_connection(sqlite::connection c) : owned_(std::move(c)), db_(owned_.get()) {}
+  explicit sqlite_sql_connection(sqlite3* borrowed) : db_(borrowed) {}
   sqlite3* db() const noexcept { return db_; }
-  result<void> exec(const char* sql, std::string_view what) {
+  sql_dialect dialect() const noexcept override { return sql_dialect::sqlite; }
+  result<void> exec(const char* sql, std::string_view what) override {
     int rc = sqlite3_exec(db_, sql, nullptr, nullptr, nullptr);
     if (rc != SQLITE_OK) return sqlite::make_error(rc, what, db_);
     return {};
   }
+  result<std::int64_t> run(std::string_view sql, const sql_value* params,
+                           std::size_t count) override;
+  result<std::int64_t> query(std::string_view sql, const sql_value* params, std::size_t count,
+                             const row_visitor& visit) override;
+  void clear_cache() override { cache_.clear(); }
 
+ private:
   // A prepared statement for `sql`, from the cache when it is not in use. `temp` holds one
   // prepared for this call only when the cached one is busy (a query inside a query).
   result<sqlite::statement*> prepare(std::string_view sql, std::unique_ptr<sqlite::statement>& temp);
-  void clear_cache() { cache_.clear(); }  // after DROP/RENAME of tables
-
- private:
   struct text_hash {
     using is_transparent = void;
     std::size_t operator()(std::string_view s) const noexcept {
@@ -47,6 +81,26 @@ class sql_connection {
   std::unordered_map<std::string, sqlite::statement, text_hash, std::equal_to<>> cache_;
 };
 
+// What runners of one store agree on across processes, per backend.
+class runner_coordination {
+ public:
+  virtual ~runner_coordination() = default;
+  // An exclusive lock for rebuilding `name`, released when the returned handle is destroyed or
+  // the process dies. busy when another rebuild holds it.
+  virtual result<std::shared_ptr<void>> lock_rebuild(std::string_view name) = 0;
+  // Whether a rebuild of `name` holds that lock now (any process).
+  virtual bool rebuild_running(std::string_view name) = 0;
+  // Whether this runner may apply `name` now. Where the backend keeps one active runner per
+  // projection (PostgreSQL), this takes the lead when nobody holds it; `keep` holds it until
+  // release_all() (a live runner), else until release(name). false: another runner leads.
+  virtual bool lead(std::string_view name, bool keep) = 0;
+  virtual void release(std::string_view name) = 0;
+  virtual void release_all() = 0;
+  // How long the live loop may sleep when nothing wakes it: appends by other processes are
+  // seen within this (a wake-up from the backend may make it much shorter).
+  virtual std::chrono::milliseconds follow_interval(std::chrono::milliseconds poll) const = 0;
+};
+
 // Runs a projection's handler for one event; a returned error or an exception becomes an error
 // naming the projection, the position and the type.
 result<void> apply_projection(const projection_def& d, const recorded_event& e, sql_tx& tx);
@@ -57,6 +111,14 @@ result<void> apply_projection(const projection_def& d, const recorded_event& e, 
 result<void> init_projections(sql_connection& c, const std::vector<std::shared_ptr<const projection_def>>& defs);
 
 std::string quote_identifier(std::string_view name);
-std::string create_table_sql(const table_shape& s, std::string_view physical_quoted);
+// CREATE TABLE IF NOT EXISTS for a read-model table under its physical (quoted) name. On
+// PostgreSQL the primary key constraint is named after the table (pk_name), so a rebuild's
+// shadow table can take the live name with its constraint (rename_key_sql).
+std::string create_table_sql(const table_shape& s, std::string_view physical_quoted,
+                             sql_dialect dialect);
+// After ALTER TABLE shadow RENAME TO live on PostgreSQL: the statement renaming the primary
+// key constraint to the live table's name (empty on SQLite, whose indexes follow the table).
+std::string rename_key_sql(std::string_view shadow_unquoted, std::string_view live_unquoted,
+                           sql_dialect dialect);
 
 }  // namespace annals::detail

@@ -12,14 +12,21 @@
 namespace annals::detail {
 
 namespace {
-const char* sql_type(column_type t) {
+const char* sql_type(column_type t, sql_dialect d) {
+  const bool pg = d == sql_dialect::postgres;
   switch (t) {
-    case column_type::integer: return "INTEGER";
-    case column_type::real: return "REAL";
-    case column_type::text: return "TEXT";
-    case column_type::blob: return "BLOB";
+    case column_type::integer: return pg ? "BIGINT" : "INTEGER";
+    case column_type::real: return pg ? "DOUBLE PRECISION" : "REAL";
+    case column_type::text: return pg ? "TEXT COLLATE \"C\"" : "TEXT";  // bytewise, as SQLite
+    case column_type::blob: return pg ? "BYTEA" : "BLOB";
   }
   return "BLOB";
+}
+
+// PostgreSQL names a primary key "<table>_pkey" by default, and a renamed table keeps its
+// constraint's name: name it ourselves so that a rebuild's rename can carry it over.
+std::string pk_name(std::string_view table_unquoted) {
+  return std::string(table_unquoted) + "__pk";
 }
 
 std::string column_list(const table_shape& s) {
@@ -107,10 +114,11 @@ table_shape make_shape(std::string_view table, std::vector<column_info> columns,
   return s;
 }
 
-std::string create_table_sql(const table_shape& s, std::string_view physical) {
+std::string create_table_sql(const table_shape& s, std::string_view physical,
+                             sql_dialect dialect) {
   std::string cols;
   for (const auto& c : s.columns) {
-    cols += fmt::format("{} {}{}, ", quote_identifier(c.name), sql_type(c.type),
+    cols += fmt::format("{} {}{}, ", quote_identifier(c.name), sql_type(c.type, dialect),
                         c.nullable ? "" : " NOT NULL");
   }
   std::string key;
@@ -118,8 +126,24 @@ std::string create_table_sql(const table_shape& s, std::string_view physical) {
     if (k) key += ", ";
     key += quote_identifier(s.columns[s.key[k]].name);
   }
+  if (dialect == sql_dialect::postgres) {
+    // physical is quoted: "name" (with "" for a quote inside). Unquote to name the key.
+    std::string bare;
+    for (std::size_t i = 1; i + 1 < physical.size(); ++i) {
+      bare += physical[i];
+      if (physical[i] == '"') ++i;
+    }
+    return fmt::format("CREATE TABLE IF NOT EXISTS {} ({}CONSTRAINT {} PRIMARY KEY ({}))",
+                       physical, cols, quote_identifier(pk_name(bare)), key);
+  }
   return fmt::format("CREATE TABLE IF NOT EXISTS {} ({}PRIMARY KEY ({})) WITHOUT ROWID", physical,
                      cols, key);
+}
+
+std::string rename_key_sql(std::string_view shadow, std::string_view live, sql_dialect dialect) {
+  if (dialect != sql_dialect::postgres) return {};
+  return fmt::format("ALTER TABLE {} RENAME CONSTRAINT {} TO {}", quote_identifier(live),
+                     quote_identifier(pk_name(shadow)), quote_identifier(pk_name(live)));
 }
 
 result<void> upsert_row(sql_tx& tx, const table_shape& s, const std::vector<sql_value>& values) {

@@ -10,6 +10,8 @@
 #include <annals/projection_runner.hpp>
 
 #include "projection/internal.hpp"
+#include "store/postgres/pg_coordination.hpp"
+#include "store/postgres/pg_sql.hpp"
 #include "store/prepared.hpp"
 
 #include <fcntl.h>
@@ -43,7 +45,7 @@ using detail::sql_connection;
 using clock_type = std::chrono::steady_clock;
 using names_map = std::map<std::string, std::string, std::less<>>;
 
-constexpr const char* bookkeeping_sql = R"sql(
+constexpr const char* sqlite_bookkeeping_sql = R"sql(
 CREATE TABLE IF NOT EXISTS annals_projections(
   name               TEXT PRIMARY KEY,
   version            INTEGER NOT NULL,
@@ -69,6 +71,37 @@ CREATE TABLE IF NOT EXISTS annals_parked(
 );
 )sql";
 
+// The same tables on PostgreSQL (64-bit integers throughout).
+constexpr const char* pg_bookkeeping_sql = R"sql(
+CREATE TABLE IF NOT EXISTS annals_projections(
+  name               TEXT COLLATE "C" PRIMARY KEY,
+  version            BIGINT NOT NULL,
+  checkpoint         BIGINT NOT NULL,
+  stuck_position     BIGINT,
+  error              TEXT,
+  events_per_s       DOUBLE PRECISION NOT NULL DEFAULT 0,
+  updated_at         BIGINT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS annals_parked(
+  projection     TEXT COLLATE "C" NOT NULL,
+  position       BIGINT NOT NULL,
+  stream_id      TEXT NOT NULL,
+  stream_version BIGINT NOT NULL,
+  event_id       TEXT NOT NULL,
+  type           TEXT NOT NULL,
+  error          TEXT NOT NULL,
+  attempts       BIGINT NOT NULL,
+  parked_at      BIGINT NOT NULL,
+  state          TEXT NOT NULL,
+  resolved_at    BIGINT,
+  PRIMARY KEY(projection, position)
+);
+)sql";
+
+// On PostgreSQL, DDL on the projection tables (creation, reset, rebuild swaps) runs under this
+// transaction-level advisory lock: concurrent CREATE TABLE IF NOT EXISTS can otherwise fail.
+constexpr const char* pg_ddl_lock_sql = "SELECT pg_advisory_xact_lock(4705784748973228035)";
+
 std::string shadow_name(std::string_view table) { return std::string(table) + "__rebuild"; }
 
 struct stored_state {
@@ -80,20 +113,20 @@ struct stored_state {
   double events_per_s = 0;
 };
 
-// An exclusive lock on "<db>-annals-rebuild-<name>.lock", held while a rebuild runs. flock()
-// is released by the kernel when the process dies, so a killed rebuild never blocks the next.
-class rebuild_lock {
+// SQLite: the rebuild lock is an exclusive flock() on "<db>-annals-rebuild-<name>.lock",
+// released by the kernel when the process dies, so a killed rebuild never blocks the next.
+// Any runner may apply any projection (the checkpoint compare-and-set keeps it exactly once);
+// other processes' appends are seen by polling.
+class sqlite_coordination final : public detail::runner_coordination {
  public:
-  static std::string file_for(const std::string& db, std::string_view name) {
-    std::string path = db + "-annals-rebuild-";
-    for (char c : name) path += (std::isalnum(static_cast<unsigned char>(c)) ? c : '_');
-    return path + ".lock";
-  }
-  static result<rebuild_lock> acquire(const std::string& db, std::string_view name) {
-    auto path = file_for(db, name);
+  explicit sqlite_coordination(std::string db) : db_(std::move(db)) {}
+
+  result<std::shared_ptr<void>> lock_rebuild(std::string_view name) override {
+    auto path = file_for(name);
     int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
     if (fd < 0) return error(errc::io, fmt::format("cannot open lock file '{}'", path));
-    // held() probes take the lock shared for an instant: retry briefly before calling it busy.
+    // rebuild_running() probes take the lock shared for an instant: retry briefly before
+    // calling it busy.
     for (int attempt = 0; ::flock(fd, LOCK_EX | LOCK_NB) != 0; ++attempt) {
       if (attempt == 100) {
         ::close(fd);
@@ -102,43 +135,51 @@ class rebuild_lock {
       }
       std::this_thread::sleep_for(std::chrono::milliseconds(2));
     }
-    return rebuild_lock(fd);
+    // Closing releases the flock.
+    return std::shared_ptr<void>(nullptr, [fd](void*) { ::close(fd); });
   }
-  // Whether a rebuild holds the lock now. Creates no file.
-  static bool held(const std::string& db, std::string_view name) {
-    int fd = ::open(file_for(db, name).c_str(), O_RDONLY | O_CLOEXEC);
+  // Creates no file.
+  bool rebuild_running(std::string_view name) override {
+    int fd = ::open(file_for(name).c_str(), O_RDONLY | O_CLOEXEC);
     if (fd < 0) return false;  // never rebuilt
     bool busy = ::flock(fd, LOCK_SH | LOCK_NB) != 0;
     ::close(fd);
     return busy;
   }
-  rebuild_lock(rebuild_lock&& o) noexcept : fd_(std::exchange(o.fd_, -1)) {}
-  rebuild_lock& operator=(rebuild_lock&&) = delete;
-  ~rebuild_lock() {
-    if (fd_ >= 0) ::close(fd_);  // closing releases the flock
+  bool lead(std::string_view, bool) override { return true; }
+  void release(std::string_view) override {}
+  void release_all() override {}
+  std::chrono::milliseconds follow_interval(std::chrono::milliseconds poll) const override {
+    return poll;
   }
 
  private:
-  explicit rebuild_lock(int fd) : fd_(fd) {}
-  int fd_;
+  std::string file_for(std::string_view name) const {
+    std::string path = db_ + "-annals-rebuild-";
+    for (char c : name) path += (std::isalnum(static_cast<unsigned char>(c)) ? c : '_');
+    return path + ".lock";
+  }
+  std::string db_;
 };
 
 class runner_impl final : public projection_runner {
  public:
-  runner_impl(std::string path, projection_list defs, runner_options o,
-              std::unique_ptr<event_store> store, sql_connection writer, sql_connection reader)
-      : path_(std::move(path)),
-        defs_(std::move(defs)),
+  runner_impl(projection_list defs, runner_options o, std::unique_ptr<event_store> store,
+              std::unique_ptr<sql_connection> writer, std::unique_ptr<sql_connection> reader,
+              std::unique_ptr<detail::runner_coordination> coordination)
+      : defs_(std::move(defs)),
         o_(o),
         store_(std::move(store)),
         writer_(std::move(writer)),
-        reader_(std::move(reader)) {}
+        reader_(std::move(reader)),
+        coord_(std::move(coordination)),
+        pg_(writer_->dialect() == detail::sql_dialect::postgres) {}
 
   ~runner_impl() override { stop(); }
 
   result<void> init() {
     std::lock_guard lock(write_mu_);
-    return in_write_tx([&](sql_tx&) { return detail::init_projections(writer_, defs_); });
+    return in_write_tx([&](sql_tx&) { return detail::init_projections(*writer_, defs_); });
   }
 
   // ---- catching up -----------------------------------------------------------------------
@@ -161,7 +202,22 @@ class runner_impl final : public projection_runner {
     return total;
   }
 
+  // Catches d up when this runner may lead it (PostgreSQL: one active runner per projection;
+  // a live runner keeps the lead, a one-shot catch-up gives it back when done). Another
+  // runner leading it is not an error: it applies the events.
   result<std::int64_t> catch_up_one(const projection_def& d, std::int64_t head) {
+    if (!coord_->lead(d.name, live())) return 0;
+    auto r = catch_up_led(d, head);
+    coord_->release(d.name);
+    return r;
+  }
+
+  bool live() {
+    std::lock_guard lock(thread_mu_);
+    return thread_.joinable() && !stop_;
+  }
+
+  result<std::int64_t> catch_up_led(const projection_def& d, std::int64_t head) {
     std::int64_t applied = 0;
     for (;;) {
       auto st = read_state(d.name);
@@ -169,7 +225,7 @@ class runner_impl final : public projection_runner {
       if (st->stuck) return applied;
       if (st->version != d.version) {
         if (!o_.rebuild_on_version_change) return applied;
-        if (rebuild_lock::held(path_, d.name)) return applied;  // someone is on it
+        if (coord_->rebuild_running(d.name)) return applied;  // someone is on it
         if (recently_failed(d.name)) return applied;  // do not replay everything every poll
         auto r = rebuild_def(d, {});
         if (!r) {
@@ -251,7 +307,7 @@ class runner_impl final : public projection_runner {
   result<std::int64_t> replay_into(const projection_def& d, const names_map& shadow,
                                    std::int64_t after, std::int64_t head, std::int64_t limit,
                                    std::int64_t& applied) {
-    sql_tx shadow_tx(writer_, &shadow);
+    sql_tx shadow_tx(*writer_, &shadow);
     return scan_events(d, after, head, limit, [&](const recorded_event& e) -> result<void> {
       if (auto a = apply_one(d, e, shadow_tx); !a) return a;
       ++applied;
@@ -273,7 +329,7 @@ class runner_impl final : public projection_runner {
     std::lock_guard lock(write_mu_);
     batch_outcome out;
     auto r = in_write_tx([&](sql_tx& tx) -> result<void> {
-      auto st = load_state(tx, d.name);
+      auto st = load_state(tx, d.name, true);
       if (!st) return st.error();
       if (!st->exists || st->checkpoint != expected || st->stuck || st->version != d.version) {
         out.raced = true;
@@ -335,13 +391,17 @@ class runner_impl final : public projection_runner {
     }
     std::lock_guard lock(write_mu_);
     auto parked = in_write_tx([&](sql_tx& tx) -> result<void> {
-      auto st = load_state(tx, d.name);
+      auto st = load_state(tx, d.name, true);
       if (!st) return st.error();
       if (st->checkpoint != before || st->stuck) return {};  // another runner got there
       auto r = tx.exec(
-          "INSERT OR REPLACE INTO annals_parked(projection, position, stream_id, stream_version, "
+          "INSERT INTO annals_parked(projection, position, stream_id, stream_version, "
           "event_id, type, error, attempts, parked_at, state) "
-          "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'parked')",
+          "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'parked') "
+          "ON CONFLICT(projection, position) DO UPDATE SET stream_id = excluded.stream_id, "
+          "stream_version = excluded.stream_version, event_id = excluded.event_id, "
+          "type = excluded.type, error = excluded.error, attempts = excluded.attempts, "
+          "parked_at = excluded.parked_at, state = excluded.state, resolved_at = NULL",
           {d.name, static_cast<long long>(bad.position), bad.stream_id,
            static_cast<long long>(bad.stream_version), bad.event_id, bad.type, failure, attempts,
            static_cast<long long>(store::system_clock_us())});
@@ -374,6 +434,7 @@ class runner_impl final : public projection_runner {
     stop_ = true;
     store::notify_commit();  // wake the loop
     thread_.join();
+    coord_->release_all();  // another runner may lead our projections now
   }
 
   void live_loop() {
@@ -385,8 +446,9 @@ class runner_impl final : public projection_runner {
         last_error_ = r.error().message();
       }
       if (stop_) break;
-      // Appends in this process signal at once; other processes are seen by polling.
-      store::wait_for_commit(seen, o_.poll_interval);
+      // Appends in this process signal at once; other processes are seen by polling, or on
+      // PostgreSQL at once too (LISTEN/NOTIFY), polling being only a fallback.
+      store::wait_for_commit(seen, coord_->follow_interval(o_.poll_interval));
     }
   }
 
@@ -432,7 +494,11 @@ class runner_impl final : public projection_runner {
         if (!head) return std::move(head).error();
         auto r = catch_up_one(*d.value(), head.value());
         if (!r) return std::move(r).error();
-        if (r.value() == 0) store::wait_for_commit(store::commit_sequence(), o_.poll_interval);
+        if (r.value() == 0) {
+          auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - clock_type::now());
+          auto pause = std::min(coord_->follow_interval(o_.poll_interval), left);
+          store::wait_for_commit(store::commit_sequence(), std::max(pause, std::chrono::milliseconds(1)));
+        }
       }
     }
   }
@@ -472,7 +538,7 @@ class runner_impl final : public projection_runner {
         s.state = projection_state::stuck;
         s.stuck_position = *st->stuck;
         s.error = st->error;
-      } else if (rebuild_lock::held(path_, d->name)) {
+      } else if (coord_->rebuild_running(d->name)) {
         s.state = projection_state::rebuilding;
       } else if (s.lag_events > 0 || s.stored_version != s.version) {
         s.state = projection_state::catching_up;
@@ -526,7 +592,7 @@ class runner_impl final : public projection_runner {
     if (auto d = find(name); !d) return std::move(d).error();
     std::lock_guard lock(write_mu_);
     auto r = in_write_tx([&](sql_tx& tx) -> result<void> {
-      auto st = load_state(tx, name);
+      auto st = load_state(tx, name, true);
       if (!st) return st.error();
       if (!st->stuck || *st->stuck != position) {
         return error(errc::invalid_argument,
@@ -556,10 +622,14 @@ class runner_impl final : public projection_runner {
     if (!d) return std::move(d).error();
     std::lock_guard lock(write_mu_);
     auto r = in_write_tx([&](sql_tx& tx) -> result<void> {
+      if (auto x = lock_ddl(tx); !x) return x;
+      if (auto st = load_state(tx, name, true); !st) return st.error();  // wait for a batch
       for (const auto* t : d.value()->tables) {
         auto q = detail::quote_identifier(t->table);
         if (auto x = tx.exec("DROP TABLE IF EXISTS " + q); !x) return x.error();
-        if (auto x = tx.exec(detail::create_table_sql(*t, q)); !x) return x.error();
+        if (auto x = tx.exec(detail::create_table_sql(*t, q, writer_->dialect())); !x) {
+          return x.error();
+        }
       }
       auto now = static_cast<long long>(store::system_clock_us());
       // Skips are decisions about events, not about this model: they are kept.
@@ -567,13 +637,15 @@ class runner_impl final : public projection_runner {
           "DELETE FROM annals_parked WHERE projection = ?1 AND state <> 'skipped'", {name});
       if (!x) return x.error();
       x = tx.exec(
-          "INSERT OR REPLACE INTO annals_projections(name, version, checkpoint, updated_at) "
-          "VALUES (?1, ?2, 0, ?3)",
+          "INSERT INTO annals_projections(name, version, checkpoint, updated_at) "
+          "VALUES (?1, ?2, 0, ?3) ON CONFLICT(name) DO UPDATE SET version = excluded.version, "
+          "checkpoint = 0, stuck_position = NULL, error = NULL, events_per_s = 0, "
+          "updated_at = excluded.updated_at",
           {name, d.value()->version, now});
       if (!x) return x.error();
       return {};
     });
-    writer_.clear_cache();
+    writer_->clear_cache();
     return r;
   }
 
@@ -587,7 +659,7 @@ class runner_impl final : public projection_runner {
 
   result<rebuild_report> rebuild_def(const projection_def& d, const rebuild_options& o) {
     if (o.batch_size <= 0) return error(errc::invalid_argument, "batch_size must be > 0");
-    auto lock = rebuild_lock::acquire(path_, d.name);
+    auto lock = coord_->lock_rebuild(d.name);
     if (!lock) return std::move(lock).error();
     auto started = clock_type::now();
     names_map shadow;
@@ -598,14 +670,17 @@ class runner_impl final : public projection_runner {
     {
       std::lock_guard wl(write_mu_);
       auto r = in_write_tx([&](sql_tx& tx) -> result<void> {
+        if (auto x = lock_ddl(tx); !x) return x;
         for (const auto* t : d.tables) {
           const auto& q = shadow[t->table];
           if (auto x = tx.exec("DROP TABLE IF EXISTS " + q); !x) return x.error();
-          if (auto x = tx.exec(detail::create_table_sql(*t, q)); !x) return x.error();
+          if (auto x = tx.exec(detail::create_table_sql(*t, q, writer_->dialect())); !x) {
+            return x.error();
+          }
         }
         return {};
       });
-      writer_.clear_cache();
+      writer_->clear_cache();
       if (!r) return r.error();
     }
     // 2. Replay in large batches, each its own transaction, without holding the write lock
@@ -636,15 +711,25 @@ class runner_impl final : public projection_runner {
     if (o.verify) {
       auto head = store_->head_position();
       if (!head) return std::move(head).error();
-      if (auto r = catch_up_one(d, head.value()); !r) return cleanup_after(d, shadow, r.error());
+      // Where another runner leads the projection (PostgreSQL), wait for it instead.
+      if (pg_) {
+        // Stuck or too slow: the comparison below says why.
+        auto w = wait_for(d.name, head.value(), std::chrono::seconds(30));
+        if (!w && w.error().kind() != errc::busy) return cleanup_after(d, shadow, w.error());
+      } else if (auto c = catch_up_one(d, head.value()); !c) {
+        return cleanup_after(d, shadow, c.error());
+      }
     }
     // 3. Under the write lock: the last events, then the swap (or the comparison).
     std::lock_guard wl(write_mu_);
     auto r = in_write_tx([&](sql_tx& tx) -> result<void> {
+      if (auto x = lock_ddl(tx); !x) return x;
       std::int64_t target = 0;
+      // Locks the checkpoint row on PostgreSQL: a batch of another runner commits first, or
+      // waits for the swap and then finds the checkpoint moved.
+      auto st = load_state(tx, d.name, true);
+      if (!st) return st.error();
       if (o.verify) {
-        auto st = load_state(tx, d.name);
-        if (!st) return st.error();
         if (st->stuck || st->checkpoint < position) {
           return error(errc::busy, fmt::format("the live model of '{}' is {} at position {}; "
                                                "it cannot be compared",
@@ -652,6 +737,12 @@ class runner_impl final : public projection_runner {
                                                st->checkpoint));
         }
         target = st->checkpoint;
+      } else if (pg_) {
+        // Appends go on meanwhile; positions are assigned in commit order, so every position up
+        // to the committed head is there. Later ones are the live model's next catch-up.
+        auto h = store_->head_position();
+        if (!h) return h.error();
+        target = h.value();
       } else {
         auto h = tx.query("SELECT coalesce(max(position), 0) FROM events", {},
                           [&](const sql_row& row) {
@@ -659,9 +750,9 @@ class runner_impl final : public projection_runner {
                             return false;
                           });
         if (!h) return h.error();
+        // No append can commit while this transaction holds the write lock, so the events up
+        // to `target` are all there is.
       }
-      // No append can commit while this transaction holds the write lock, so the events up to
-      // `target` are all there is.
       if (auto x = replay_into(d, shadow, position, target, INT64_MAX, report.events); !x) {
         return x.error();
       }
@@ -680,6 +771,10 @@ class runner_impl final : public projection_runner {
         if (auto x = tx.exec("DROP TABLE IF EXISTS " + live); !x) return x.error();
         auto rename = fmt::format("ALTER TABLE {} RENAME TO {}", shadow[t->table], live);
         if (auto x = tx.exec(rename); !x) return x.error();
+        auto key = detail::rename_key_sql(shadow_name(t->table), t->table, writer_->dialect());
+        if (!key.empty()) {
+          if (auto x = tx.exec(key); !x) return x.error();
+        }
       }
       auto now = static_cast<long long>(store::system_clock_us());
       auto x = tx.exec(
@@ -698,7 +793,7 @@ class runner_impl final : public projection_runner {
       report.swapped = true;
       return {};
     });
-    writer_.clear_cache();
+    writer_->clear_cache();
     if (!r) return cleanup_after(d, shadow, r.error());
     report.seconds = std::chrono::duration<double>(clock_type::now() - started).count();
     notify();
@@ -731,7 +826,7 @@ class runner_impl final : public projection_runner {
       for (const auto& [logical, physical] : shadow) (void)tx.exec("DROP TABLE IF EXISTS " + physical);
       return {};
     });
-    writer_.clear_cache();
+    writer_->clear_cache();
     return error(e.kind(), "rebuild stopped, the live model is unchanged: " + e.message());
   }
 
@@ -769,17 +864,21 @@ class runner_impl final : public projection_runner {
 
   result<void> read(const std::function<result<void>(sql_tx&)>& fn) override {
     std::lock_guard lock(read_mu_);
-    if (auto r = reader_.exec("BEGIN", "cannot start a read transaction"); !r) return r;
-    sql_tx tx(reader_, nullptr);
+    // One snapshot for the whole call on both backends.
+    const char* begin = pg_ ? "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY" : "BEGIN";
+    if (auto r = reader_->exec(begin, "cannot start a read transaction"); !r) return r;
+    sql_tx tx(*reader_, nullptr);
     result<void> r;
     try {
       r = fn(tx);
     } catch (...) {
-      (void)reader_.exec("ROLLBACK", "rollback");
+      (void)reader_->exec("ROLLBACK", "rollback");
       throw;
     }
-    // Cached statements survive a swap: SQLite re-prepares them when the schema changes.
-    (void)reader_.exec("COMMIT", "cannot end a read transaction");
+    // Cached statements survive a swap: SQLite re-prepares them when the schema changes, and
+    // on PostgreSQL a statement whose columns changed is prepared again at its next use.
+    // A failed statement aborts a PostgreSQL transaction: end it either way.
+    (void)reader_->exec(r ? "COMMIT" : "ROLLBACK", "cannot end a read transaction");
     return r;
   }
 
@@ -791,14 +890,16 @@ class runner_impl final : public projection_runner {
     return error(errc::not_found, fmt::format("no projection named '{}'", name));
   }
 
-  // Runs fn in BEGIN IMMEDIATE on the writer; commits if it succeeds, else rolls back.
-  // Caller holds write_mu_.
+  // Runs fn in a write transaction on the writer (SQLite: BEGIN IMMEDIATE, the file's write
+  // lock; PostgreSQL: READ COMMITTED, rows locked as load_state(..., true) reads them);
+  // commits if it succeeds, else rolls back. Caller holds write_mu_.
   result<void> in_write_tx(const std::function<result<void>(sql_tx&)>& fn) {
-    if (auto r = writer_.exec("BEGIN IMMEDIATE", "cannot start a projection transaction");
+    if (auto r = writer_->exec(pg_ ? "BEGIN ISOLATION LEVEL READ COMMITTED" : "BEGIN IMMEDIATE",
+                               "cannot start a projection transaction");
         !r) {
       return r;
     }
-    sql_tx tx(writer_, nullptr);
+    sql_tx tx(*writer_, nullptr);
     result<void> r;
     try {
       r = fn(tx);
@@ -806,17 +907,31 @@ class runner_impl final : public projection_runner {
       r = error(errc::io, e.what());
     }
     if (!r) {
-      (void)writer_.exec("ROLLBACK", "rollback");
+      (void)writer_->exec("ROLLBACK", "rollback");
       return r;
     }
-    return writer_.exec("COMMIT", "cannot commit a projection transaction");
+    return writer_->exec("COMMIT", "cannot commit a projection transaction");
   }
 
-  static result<stored_state> load_state(sql_tx& tx, std::string_view name) {
+  // PostgreSQL: serializes DDL on projection tables across processes (see pg_ddl_lock_sql).
+  result<void> lock_ddl(sql_tx& tx) {
+    if (!pg_) return {};
+    auto r = tx.query(pg_ddl_lock_sql, {}, [](const sql_row&) { return false; });
+    if (!r) return r.error();
+    return {};
+  }
+
+  // The projection's bookkeeping row. In a write transaction pass `lock`: on PostgreSQL the row
+  // is then locked until commit (SELECT ... FOR UPDATE), which makes the checkpoint's
+  // compare-and-set safe across runners; SQLite's write transaction already excludes them.
+  static result<stored_state> load_state(sql_tx& tx, std::string_view name, bool lock = false) {
     stored_state st;
+    const bool for_update = lock && tx.dialect() == "postgresql";
     auto r = tx.query(
-        "SELECT version, checkpoint, stuck_position, coalesce(error, ''), events_per_s "
-        "FROM annals_projections WHERE name = ?1",
+        for_update ? "SELECT version, checkpoint, stuck_position, coalesce(error, ''), "
+                     "events_per_s FROM annals_projections WHERE name = ?1 FOR UPDATE"
+                   : "SELECT version, checkpoint, stuck_position, coalesce(error, ''), "
+                     "events_per_s FROM annals_projections WHERE name = ?1",
         {name}, [&](const sql_row& row) {
           st.exists = true;
           st.version = static_cast<int>(row.int64(0));
@@ -875,15 +990,16 @@ class runner_impl final : public projection_runner {
     return n;
   }
 
-  std::string path_;
   projection_list defs_;
   runner_options o_;
   std::unique_ptr<event_store> store_;
 
   std::mutex write_mu_;  // one transaction at a time on writer_
-  sql_connection writer_;
+  std::unique_ptr<sql_connection> writer_;
   std::mutex read_mu_;
-  sql_connection reader_;
+  std::unique_ptr<sql_connection> reader_;
+  std::unique_ptr<detail::runner_coordination> coord_;
+  const bool pg_;  // PostgreSQL (else SQLite)
 
   std::mutex thread_mu_;
   std::thread thread_;
@@ -943,7 +1059,15 @@ result<void> apply_projection(const projection_def& d, const recorded_event& e, 
 }
 
 result<void> init_projections(sql_connection& c, const projection_list& defs) {
-  if (auto r = c.exec(bookkeeping_sql, "cannot create projection tables"); !r) return r;
+  const bool pg = c.dialect() == sql_dialect::postgres;
+  if (pg) {
+    if (auto r = c.exec(pg_ddl_lock_sql, "cannot lock the projection tables"); !r) return r;
+  }
+  if (auto r = c.exec(pg ? pg_bookkeeping_sql : sqlite_bookkeeping_sql,
+                      "cannot create projection tables");
+      !r) {
+    return r;
+  }
   sql_tx tx(c, nullptr);
   for (const auto& d : defs) {
     bool exists = false;
@@ -957,7 +1081,8 @@ result<void> init_projections(sql_connection& c, const projection_list& defs) {
     if (!q) return q.error();
     if (exists && version != d->version) continue;  // rebuilt on catch-up
     for (const auto* t : d->tables) {
-      if (auto r = tx.exec(create_table_sql(*t, quote_identifier(t->table))); !r) return r.error();
+      auto create = create_table_sql(*t, quote_identifier(t->table), c.dialect());
+      if (auto r = tx.exec(create); !r) return r.error();
     }
     if (!exists) {
       auto r = tx.exec(
@@ -974,14 +1099,6 @@ result<void> init_projections(sql_connection& c, const projection_list& defs) {
 result<std::unique_ptr<projection_runner>> projection_runner::open(const std::string& uri,
                                                                    projection_list projections,
                                                                    runner_options options) {
-  // The same addresses as open_store: a path or sqlite:PATH.
-  if (uri.find("://") != std::string::npos) {
-    return error(errc::invalid_argument,
-                 fmt::format("unsupported store URI '{}' for projections (use a path or "
-                             "sqlite:PATH)",
-                             uri));
-  }
-  const std::string path = uri.rfind("sqlite:", 0) == 0 ? uri.substr(7) : uri;
   std::map<std::string, int> seen;
   for (const auto& p : projections) {
     if (!p || p->name.empty()) return error(errc::invalid_argument, "a projection has no name");
@@ -997,27 +1114,72 @@ result<std::unique_ptr<projection_runner>> projection_runner::open(const std::st
   if (options.batch_size <= 0 || options.max_attempts <= 0) {
     return error(errc::invalid_argument, "batch_size and max_attempts must be > 0");
   }
-  sqlite_options so;
-  so.busy_timeout_ms = options.busy_timeout_ms;
-  so.create_if_missing = false;  // a runner reads a store; it never invents one
-  so.upcast = options.upcast;
-  auto store = open_sqlite_store(path, so);
-  if (!store) return std::move(store).error();
-  int timeout = static_cast<int>(options.busy_timeout_ms);
-  auto w = sqlite::connection::open(path, SQLITE_OPEN_READWRITE, timeout);
-  if (!w) return std::move(w).error();
-  auto rd = sqlite::connection::open(path, SQLITE_OPEN_READONLY, timeout);
-  if (!rd) return std::move(rd).error();
-  // Read models are derived data: a projection commit lost to a power cut rolls the model and
-  // its checkpoint back together (WAL keeps them consistent), and the events are replayed. So
-  // the runner's commits need not each wait for fsync; the events' own commits stay FULL.
-  // A larger page cache keeps a rebuild's random-order inserts (statements) off the disk.
-  if (auto r = w->exec("PRAGMA synchronous=NORMAL", "cannot set durability"); !r) return r.error();
-  if (auto r = w->exec("PRAGMA cache_size=-32768", "cannot size the cache"); !r) return r.error();
-  auto runner = std::make_unique<runner_impl>(path, std::move(projections), options,
-                                              std::move(store).value(),
-                                              sql_connection(std::move(w).value()),
-                                              sql_connection(std::move(rd).value()));
+  std::unique_ptr<event_store> store;
+  std::unique_ptr<sql_connection> writer, reader;
+  std::unique_ptr<detail::runner_coordination> coordination;
+  if (uri.rfind("postgresql://", 0) == 0 || uri.rfind("postgres://", 0) == 0) {
+    postgres_options po;
+    po.lock_timeout_ms = options.busy_timeout_ms;
+    po.create_if_missing = false;  // a runner reads a store; it never invents one
+    po.upcast = options.upcast;
+    po.pool_size = 2;
+    auto s = open_postgres_store(uri, po);
+    if (!s) return std::move(s).error();
+    store = std::move(s).value();
+    for (auto* slot : {&writer, &reader}) {
+      auto c = pg::connection::open(uri, 10);
+      if (!c) return std::move(c).error();
+      *slot = std::make_unique<pg::sql_conn>(std::move(c).value());
+    }
+    // Read models are derived data (see the SQLite case below): a commit lost to a crash of
+    // the server rolls back the model and its checkpoint together, and the events are
+    // replayed. The lock timeout bounds waits for another runner's batch or a swap.
+    auto settings = fmt::format("SET synchronous_commit = off; SET lock_timeout = {}",
+                                options.busy_timeout_ms);
+    if (auto r = writer->exec(settings.c_str(), "cannot configure the projection connection");
+        !r) {
+      return r.error();
+    }
+    auto c = pg::open_coordination(uri);
+    if (!c) return std::move(c).error();
+    coordination = std::move(c).value();
+  } else if (uri.find("://") != std::string::npos) {
+    return error(errc::invalid_argument,
+                 fmt::format("unsupported store URI '{}' for projections (use a path, "
+                             "sqlite:PATH or postgresql://...)",
+                             uri));
+  } else {
+    const std::string path = uri.rfind("sqlite:", 0) == 0 ? uri.substr(7) : uri;
+    sqlite_options so;
+    so.busy_timeout_ms = options.busy_timeout_ms;
+    so.create_if_missing = false;  // a runner reads a store; it never invents one
+    so.upcast = options.upcast;
+    auto s = open_sqlite_store(path, so);
+    if (!s) return std::move(s).error();
+    store = std::move(s).value();
+    int timeout = static_cast<int>(options.busy_timeout_ms);
+    auto w = sqlite::connection::open(path, SQLITE_OPEN_READWRITE, timeout);
+    if (!w) return std::move(w).error();
+    auto rd = sqlite::connection::open(path, SQLITE_OPEN_READONLY, timeout);
+    if (!rd) return std::move(rd).error();
+    // Read models are derived data: a projection commit lost to a power cut rolls the model
+    // and its checkpoint back together (WAL keeps them consistent), and the events are
+    // replayed. So the runner's commits need not each wait for fsync; the events' own commits
+    // stay FULL. A larger page cache keeps a rebuild's random-order inserts (statements) off
+    // the disk.
+    if (auto r = w->exec("PRAGMA synchronous=NORMAL", "cannot set durability"); !r) {
+      return r.error();
+    }
+    if (auto r = w->exec("PRAGMA cache_size=-32768", "cannot size the cache"); !r) {
+      return r.error();
+    }
+    writer = std::make_unique<detail::sqlite_sql_connection>(std::move(w).value());
+    reader = std::make_unique<detail::sqlite_sql_connection>(std::move(rd).value());
+    coordination = std::make_unique<sqlite_coordination>(path);
+  }
+  auto runner = std::make_unique<runner_impl>(std::move(projections), options, std::move(store),
+                                              std::move(writer), std::move(reader),
+                                              std::move(coordination));
   if (auto r = runner->init(); !r) return r.error();
   return std::unique_ptr<projection_runner>(std::move(runner));
 }

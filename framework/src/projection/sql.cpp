@@ -5,7 +5,7 @@
 namespace annals {
 namespace detail {
 
-result<sqlite::statement*> sql_connection::prepare(std::string_view sql,
+result<sqlite::statement*> sqlite_sql_connection::prepare(std::string_view sql,
                                                    std::unique_ptr<sqlite::statement>& temp) {
   auto it = cache_.find(sql);
   if (it != cache_.end()) {
@@ -53,30 +53,52 @@ void bind_all(sqlite::statement& st, const sql_value* params, std::size_t count)
         params[i].get());
   }
 }
+
+// The current row of a stepping SQLite statement.
+class sqlite_row final : public detail::row_source {
+ public:
+  explicit sqlite_row(sqlite3_stmt* s) : s_(s) {}
+  int columns() const noexcept override { return sqlite3_column_count(s_); }
+  bool is_null(int c) const noexcept override {
+    return sqlite3_column_type(s_, c) == SQLITE_NULL;
+  }
+  std::int64_t int64(int c) const noexcept override { return sqlite3_column_int64(s_, c); }
+  double real(int c) const noexcept override { return sqlite3_column_double(s_, c); }
+  std::string_view text_view(int c) const noexcept override {
+    auto p = reinterpret_cast<const char*>(sqlite3_column_text(s_, c));
+    return p ? std::string_view(p, static_cast<std::size_t>(sqlite3_column_bytes(s_, c)))
+             : std::string_view();
+  }
+  blob bytes(int c) const override {
+    auto p = static_cast<const char*>(sqlite3_column_blob(s_, c));
+    return blob{p ? std::string(p, static_cast<std::size_t>(sqlite3_column_bytes(s_, c)))
+                  : std::string()};
+  }
+
+ private:
+  sqlite3_stmt* s_;
+};
 }  // namespace
 
-result<std::int64_t> sql_tx::exec(std::string_view sql, const sql_value* params,
-                                  std::size_t count) {
+namespace detail {
+result<std::int64_t> sqlite_sql_connection::run(std::string_view sql, const sql_value* params,
+                                                std::size_t count) {
   std::unique_ptr<sqlite::statement> temp;
-  auto st = conn_.prepare(sql, temp);
+  auto st = prepare(sql, temp);
   if (!st) return std::move(st).error();
   sqlite::reset_guard g(**st);
   bind_all(**st, params, count);
   int rc;
   while ((rc = (*st)->step()) == SQLITE_ROW) {
   }
-  if (rc != SQLITE_DONE) return sqlite::make_error(rc, "read-model statement failed", conn_.db());
-  return static_cast<std::int64_t>(sqlite3_changes(conn_.db()));
+  if (rc != SQLITE_DONE) return sqlite::make_error(rc, "read-model statement failed", db_);
+  return static_cast<std::int64_t>(sqlite3_changes(db_));
 }
 
-result<std::int64_t> sql_tx::exec(std::string_view sql, sql_params params) {
-  return exec(sql, params.begin(), params.size());
-}
-
-result<std::int64_t> sql_tx::query(std::string_view sql, const sql_value* params,
-                                   std::size_t count, const row_visitor& visit) {
+result<std::int64_t> sqlite_sql_connection::query(std::string_view sql, const sql_value* params,
+                                                  std::size_t count, const row_visitor& visit) {
   std::unique_ptr<sqlite::statement> temp;
-  auto st = conn_.prepare(sql, temp);
+  auto st = prepare(sql, temp);
   if (!st) return std::move(st).error();
   sqlite::reset_guard g(**st);
   bind_all(**st, params, count);
@@ -84,15 +106,31 @@ result<std::int64_t> sql_tx::query(std::string_view sql, const sql_value* params
   int rc;
   while ((rc = (*st)->step()) == SQLITE_ROW) {
     ++rows;
-    if (!visit(sql_row((*st)->get()))) return rows;
+    sqlite_row row((*st)->get());
+    if (!visit(sql_row(row))) return rows;
   }
-  if (rc != SQLITE_DONE) return sqlite::make_error(rc, "read-model query failed", conn_.db());
+  if (rc != SQLITE_DONE) return sqlite::make_error(rc, "read-model query failed", db_);
   return rows;
+}
+}  // namespace detail
+
+result<std::int64_t> sql_tx::exec(std::string_view sql, const sql_value* params,
+                                  std::size_t count) {
+  return conn_.run(sql, params, count);
+}
+
+result<std::int64_t> sql_tx::exec(std::string_view sql, sql_params params) {
+  return conn_.run(sql, params.begin(), params.size());
+}
+
+result<std::int64_t> sql_tx::query(std::string_view sql, const sql_value* params,
+                                   std::size_t count, const row_visitor& visit) {
+  return conn_.query(sql, params, count, visit);
 }
 
 result<std::int64_t> sql_tx::query(std::string_view sql, sql_params params,
                                    const row_visitor& visit) {
-  return query(sql, params.begin(), params.size(), visit);
+  return conn_.query(sql, params.begin(), params.size(), visit);
 }
 
 std::string sql_tx::table(std::string_view logical) const {
@@ -102,26 +140,16 @@ std::string sql_tx::table(std::string_view logical) const {
   return detail::quote_identifier(logical);
 }
 
-namespace {
-sqlite3_stmt* stmt(void* s) { return static_cast<sqlite3_stmt*>(s); }
-}  // namespace
+std::string_view sql_tx::dialect() const noexcept {
+  return conn_.dialect() == detail::sql_dialect::postgres ? "postgresql" : "sqlite";
+}
 
-int sql_row::columns() const noexcept { return sqlite3_column_count(stmt(s_)); }
-bool sql_row::is_null(int c) const noexcept {
-  return sqlite3_column_type(stmt(s_), c) == SQLITE_NULL;
-}
-std::int64_t sql_row::int64(int c) const noexcept { return sqlite3_column_int64(stmt(s_), c); }
-double sql_row::real(int c) const noexcept { return sqlite3_column_double(stmt(s_), c); }
-std::string_view sql_row::text_view(int c) const noexcept {
-  auto p = reinterpret_cast<const char*>(sqlite3_column_text(stmt(s_), c));
-  return p ? std::string_view(p, static_cast<std::size_t>(sqlite3_column_bytes(stmt(s_), c)))
-           : std::string_view();
-}
-std::string sql_row::text(int c) const { return std::string(text_view(c)); }
-blob sql_row::bytes(int c) const {
-  auto p = static_cast<const char*>(sqlite3_column_blob(stmt(s_), c));
-  return blob{p ? std::string(p, static_cast<std::size_t>(sqlite3_column_bytes(stmt(s_), c)))
-                : std::string()};
-}
+int sql_row::columns() const noexcept { return s_->columns(); }
+bool sql_row::is_null(int c) const noexcept { return s_->is_null(c); }
+std::int64_t sql_row::int64(int c) const noexcept { return s_->int64(c); }
+double sql_row::real(int c) const noexcept { return s_->real(c); }
+std::string_view sql_row::text_view(int c) const noexcept { return s_->text_view(c); }
+std::string sql_row::text(int c) const { return std::string(s_->text_view(c)); }
+blob sql_row::bytes(int c) const { return s_->bytes(c); }
 
 }  // namespace annals

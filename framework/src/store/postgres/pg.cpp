@@ -12,7 +12,7 @@
 namespace annals::pg {
 
 namespace {
-constexpr unsigned int int8_oid = 20, int4_oid = 23, bytea_oid = 17;
+constexpr unsigned int int8_oid = 20, int4_oid = 23, bytea_oid = 17, float8_oid = 701;
 
 std::string trimmed(const char* s) {
   std::string out = s ? s : "";
@@ -22,10 +22,14 @@ std::string trimmed(const char* s) {
 }  // namespace
 
 params& params::add_int8(std::int64_t v) {
+  return add_be64(static_cast<std::uint64_t>(v), int8_oid);
+}
+
+params& params::add_be64(std::uint64_t v, unsigned int type) {
   auto buf = std::make_unique<char[]>(8);
-  std::uint64_t be = htobe64(static_cast<std::uint64_t>(v));
+  std::uint64_t be = htobe64(v);
   std::memcpy(buf.get(), &be, 8);
-  types_.push_back(int8_oid);
+  types_.push_back(type);
   values_.push_back(buf.get());
   lengths_.push_back(8);
   formats_.push_back(1);
@@ -62,6 +66,20 @@ params& params::add_null_bytea() {
   return *this;
 }
 
+params& params::add_float8(double v) {
+  std::uint64_t bits;
+  std::memcpy(&bits, &v, 8);
+  return add_be64(bits, float8_oid);
+}
+
+params& params::add_null() {
+  types_.push_back(0);
+  values_.push_back(nullptr);
+  lengths_.push_back(0);
+  formats_.push_back(1);
+  return *this;
+}
+
 void params::reserve(std::size_t n) {
   types_.reserve(n);
   values_.reserve(n);
@@ -80,6 +98,9 @@ result<connection> connection::open(const std::string& conninfo, int connect_tim
     return error(errc::io,
                  fmt::format("cannot connect to PostgreSQL: {}", trimmed(PQerrorMessage(c.get()))));
   }
+  // Notices ("relation already exists, skipping") are the server chatting, not errors: libpq
+  // would print them on stderr.
+  PQsetNoticeProcessor(c.get(), [](void*, const char*) {}, nullptr);
   return c;
 }
 
@@ -115,7 +136,7 @@ result<const std::string*> connection::prepare(std::string_view what, const std:
                                                const params& p, failure* why) {
   auto it = prepared_.find(sql);
   if (it == prepared_.end()) {
-    std::string name = fmt::format("annals_{}", prepared_.size() + 1);
+    std::string name = fmt::format("annals_{}", ++statements_);
     pg_result prep(PQprepare(conn_.get(), name.c_str(), sql.c_str(), p.size(), p.types()));
     if (!prep || PQresultStatus(prep.get()) != PGRES_COMMAND_OK) {
       return make_error(conn_.get(), prep.get(), what, why);
@@ -126,17 +147,18 @@ result<const std::string*> connection::prepare(std::string_view what, const std:
 }
 
 result<pg_result> connection::exec(std::string_view what, const std::string& sql,
-                                   const params& p, bool cache, failure* why) {
+                                   const params& p, bool cache, failure* why, bool text_results) {
+  const int format = text_results ? 0 : 1;
   PGconn* c = conn_.get();
   pg_result res;
   if (cache) {
     auto name = prepare(what, sql, p, why);
     if (!name) return std::move(name).error();
     res.reset(PQexecPrepared(c, (*name)->c_str(), p.size(), p.values(), p.lengths(),
-                             p.formats(), 1));
+                             p.formats(), format));
   } else {
     res.reset(PQexecParams(c, sql.c_str(), p.size(), p.types(), p.values(), p.lengths(),
-                           p.formats(), 1));
+                           p.formats(), format));
   }
   if (!res) return make_error(c, nullptr, what, why);
   auto st = PQresultStatus(res.get());

@@ -18,6 +18,10 @@
 #include <unordered_map>
 #include <vector>
 
+// The channel every append NOTIFYs at commit (no payload): `LISTEN annals_appends` wakes a
+// follower in any process.
+#define ANNALS_PG_APPEND_CHANNEL "annals_appends"
+
 namespace annals::pg {
 
 struct result_deleter {
@@ -34,6 +38,9 @@ class params {
   params& add_bytea(std::string_view v) { return add_raw(v, 17); }
   params& add_text(std::string_view v) { return add_raw(v, 25); }
   params& add_null_bytea();
+  params& add_float8(double v);
+  params& add_null();  // a NULL whose type the server infers
+
   int size() const noexcept { return static_cast<int>(types_.size()); }
   void reserve(std::size_t n);
 
@@ -44,6 +51,7 @@ class params {
 
  private:
   params& add_raw(std::string_view v, unsigned int type);
+  params& add_be64(std::uint64_t v, unsigned int type);  // 8 bytes, big-endian, binary
   std::vector<unsigned int> types_;
   std::vector<const char*> values_;
   std::vector<int> lengths_;
@@ -77,11 +85,15 @@ class connection {
   bool healthy() const noexcept;
   bool idle() const noexcept;  // connected and outside any transaction
 
-  // Runs `sql` (one statement, parameters bound, binary results). When `cache` is true the
-  // statement is prepared once on this connection and reused. On an error returns an error
-  // (kind from the SQLSTATE, message prefixed by `what`) and fills `*why` when given.
+  // Runs `sql` (one statement, parameters bound, binary results unless `text_results`). When
+  // `cache` is true the statement is prepared once on this connection and reused. On an error
+  // returns an error (kind from the SQLSTATE, message prefixed by `what`) and fills `*why`
+  // when given.
   result<pg_result> exec(std::string_view what, const std::string& sql, const params& p,
-                         bool cache = true, failure* why = nullptr);
+                         bool cache = true, failure* why = nullptr, bool text_results = false);
+  // Forgets the prepared statements (they stay on the server until the connection closes,
+  // under names never reused): the next exec prepares again, e.g. after a table was replaced.
+  void forget_prepared() noexcept { prepared_.clear(); }
   // Runs a query and hands its rows to `row` one at a time as they arrive (libpq's single-row
   // mode: one row in memory, however large the page). `row` gets a result and a row index in
   // it, and returns false to skip the rest, which is then drained and dropped, or an error
@@ -102,6 +114,7 @@ class connection {
                                      const params& p, failure* why);
   std::unique_ptr<PGconn, closer> conn_;
   std::unordered_map<std::string, std::string> prepared_;  // SQL text -> statement name
+  std::uint64_t statements_ = 0;                            // names prepared so far
 };
 
 // Maps a failed statement (or connection) to an annals error: connection trouble is io,

@@ -424,7 +424,13 @@ class pg_store final : public event_store {
         return store::conflict_error(p.stream_id, p.expected, v ? v.value() : current);
       }
     }
-    if (auto r = c.exec_simple("cannot commit appended events", "COMMIT"); !r) return r.error();
+    // The notification is delivered at commit, to LISTEN-ers in every process (runners
+    // following live); sent with the COMMIT, it costs no extra round trip.
+    if (auto r = c.exec_simple("cannot commit appended events",
+                               "NOTIFY " ANNALS_PG_APPEND_CHANNEL "; COMMIT");
+        !r) {
+      return r.error();
+    }
     store::notify_commit();
     return append_result{current + n, head + n, false};
   }

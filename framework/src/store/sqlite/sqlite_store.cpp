@@ -166,7 +166,7 @@ class sqlite_store final : public event_store {
         writer_(std::move(writer)),
         ws_(std::move(ws)) {
     if (!options_.inline_projections.empty()) {
-      inline_conn_ = std::make_unique<detail::sql_connection>(writer_.get());
+      inline_conn_ = std::make_unique<detail::sqlite_sql_connection>(writer_.get());
     }
   }
 
@@ -877,7 +877,7 @@ class sqlite_store final : public event_store {
 
   connection writer_;  // used only by the current leader
   writer_statements ws_;
-  std::unique_ptr<detail::sql_connection> inline_conn_;  // borrows writer_; leader only
+  std::unique_ptr<detail::sqlite_sql_connection> inline_conn_;  // borrows writer_; leader only
   std::vector<statement> inline_reads_;  // per inline projection, on writer_; leader only
   std::vector<std::vector<std::string>> inline_types_;  // the stored types each one selects
   // The schema version this store object stamps per type: the versions that register_schemas

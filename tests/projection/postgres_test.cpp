@@ -1,0 +1,320 @@
+// Projections on PostgreSQL beyond the shared runner cases (projection_test.cpp, compiled for
+// PostgreSQL too): one active runner per projection across processes with failover when the
+// holder dies, live following woken by LISTEN/NOTIFY rather than polling, read-model values
+// (extremes, NULLs, bytes, hostile text) and ?N placeholders in the PostgreSQL dialect.
+#include <doctest/doctest.h>
+
+#include <annals/event_store.hpp>
+#include <annals/projection.hpp>
+#include <annals/projection_runner.hpp>
+#include <annals/read_model.hpp>
+
+#include <boost/hana/define_struct.hpp>
+
+#include "bank/v1/events.pb.h"
+#include "support/bank_events.hpp"
+#include "support/postgres.hpp"
+#include "support/support.hpp"
+
+#include <signal.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <limits>
+#include <map>
+#include <thread>
+
+namespace {
+
+using namespace std::chrono_literals;
+using annals::recorded_event;
+using annals::result;
+using annals::sql_row;
+using annals::sql_tx;
+using annals::test::fork_child;
+using annals::test::wait_child;
+using annals::test::write_all;
+namespace v1 = bank::v1;
+using namespace annals::test::bank_events;
+
+template <class T>
+std::string message_of(const result<T>& r) {
+  return r.ok() ? "ok" : std::string(annals::to_string(r.error().kind())) + ": " +
+                             r.error().message();
+}
+
+struct database {
+  std::string name, uri;
+  database() {
+    std::string why;
+    if (!annals::test::pg::create_database(name, uri, why)) FAIL("no PostgreSQL: " << why);
+  }
+  ~database() { annals::test::pg::drop_database(name); }
+};
+
+// Counts applications per position: a double application shows as 2.
+struct seen_row {
+  BOOST_HANA_DEFINE_STRUCT(seen_row, (std::int64_t, position), (std::int64_t, applications),
+                           (std::int64_t, pid));
+  static constexpr std::string_view table = "pg_seen";
+  static constexpr std::string_view key[] = {"position"};
+};
+
+struct seen {
+  static constexpr std::string_view name = "seen";
+  static constexpr int version = 1;
+  using events = annals::event_list<v1::AccountOpened, v1::MoneyDeposited>;
+  using tables = annals::table_list<seen_row>;
+  result<void> note(const recorded_event& m, sql_tx& tx) {
+    auto found = tx.find<seen_row>(m.position);
+    if (!found) return std::move(found).error();
+    seen_row row = found->value_or(seen_row{m.position, 0, ::getpid()});
+    ++row.applications;
+    return tx.upsert(row);
+  }
+  result<void> handle(const v1::AccountOpened&, const recorded_event& m, sql_tx& tx) {
+    return note(m, tx);
+  }
+  result<void> handle(const v1::MoneyDeposited&, const recorded_event& m, sql_tx& tx) {
+    return note(m, tx);
+  }
+};
+
+std::unique_ptr<annals::event_store> open_store(const std::string& uri) {
+  auto s = annals::open_store(uri);
+  REQUIRE_MESSAGE(s.ok(), message_of(s));
+  return std::move(s).value();
+}
+
+std::unique_ptr<annals::projection_runner> open_runner(const std::string& uri,
+                                                       annals::runner_options o = {}) {
+  auto r = annals::projection_runner::open(uri, {annals::make_projection(seen{})}, o);
+  REQUIRE_MESSAGE(r.ok(), message_of(r));
+  return std::move(r).value();
+}
+
+std::int64_t deposit(annals::event_store& s, int i) {
+  auto r = s.append("account-a", annals::expected_version::any(), {data_of(deposited("a", i))});
+  REQUIRE_MESSAGE(r.ok(), message_of(r));
+  return r->position;
+}
+
+// position -> (applications, applying pid)
+std::map<std::int64_t, std::pair<std::int64_t, std::int64_t>> seen_rows(
+    annals::projection_runner& r) {
+  std::map<std::int64_t, std::pair<std::int64_t, std::int64_t>> out;
+  auto ok = r.read([&](sql_tx& tx) -> result<void> {
+    auto q = tx.select<seen_row>("", {}, [&](const seen_row& row) {
+      out[row.position] = {row.applications, row.pid};
+      return true;
+    });
+    if (!q) return std::move(q).error();
+    return {};
+  });
+  REQUIRE_MESSAGE(ok.ok(), message_of(ok));
+  return out;
+}
+
+std::int64_t checkpoint_of(annals::projection_runner& r) {
+  auto st = r.status();
+  REQUIRE_MESSAGE(st.ok(), message_of(st));
+  return st->front().checkpoint;
+}
+
+bool wait_until(const std::function<bool()>& done, std::chrono::milliseconds limit) {
+  const auto deadline = std::chrono::steady_clock::now() + limit;
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (done()) return true;
+    std::this_thread::sleep_for(5ms);
+  }
+  return done();
+}
+
+}  // namespace
+
+TEST_CASE("one live runner leads a projection; when its process is killed another takes over") {
+  database db;
+  auto store = open_store(db.uri);
+  std::int64_t head = 0;
+  for (int i = 1; i <= 50; ++i) head = deposit(*store, i);
+
+  int ready[2];
+  REQUIRE(::pipe(ready) == 0);
+  pid_t leader = fork_child([&]() -> int {
+    ::close(ready[0]);
+    auto r = annals::projection_runner::open(db.uri, {annals::make_projection(seen{})});
+    if (!r) return 3;
+    if (!(*r)->start()) return 4;
+    if (!(*r)->wait_for("seen", head, 20s)) return 5;
+    if (!write_all(ready[1], "r")) return 6;
+    for (;;) ::pause();  // follows live until killed
+  });
+  ::close(ready[1]);
+  char c = 0;
+  REQUIRE(::read(ready[0], &c, 1) == 1);
+  ::close(ready[0]);
+
+  // The standby sees the leader's work, and cannot apply while the leader lives.
+  auto standby = open_runner(db.uri);
+  CHECK(checkpoint_of(*standby) == head);
+  for (int i = 51; i <= 60; ++i) head = deposit(*store, i);
+  CHECK(wait_until([&] { return checkpoint_of(*standby) == head; }, 10s));
+  for (const auto& [pos, row] : seen_rows(*standby)) {
+    CHECK(row.first == 1);
+    CHECK(row.second == leader);
+  }
+  // With the leader alive and ahead, an explicit catch-up here leads nothing.
+  for (int i = 61; i <= 70; ++i) head = deposit(*store, i);
+  auto n = standby->catch_up();
+  REQUIRE(n.ok());
+  CHECK(*n == 0);
+  CHECK(wait_until([&] { return checkpoint_of(*standby) == head; }, 10s));
+
+  // The leader dies: its connection ends, the server releases its lead, the standby takes it.
+  ::kill(leader, SIGKILL);
+  CHECK(wait_child(leader) == 128 + SIGKILL);
+  REQUIRE(standby->start().ok());
+  for (int i = 71; i <= 100; ++i) head = deposit(*store, i);
+  auto w = standby->wait_for("seen", head, 20s);
+  REQUIRE_MESSAGE(w.ok(), message_of(w));
+  auto rows = seen_rows(*standby);
+  CHECK(rows.size() == 100);
+  std::size_t taken_over = 0;
+  for (const auto& [pos, row] : rows) {
+    CHECK(row.first == 1);  // never applied twice across the failover
+    if (row.second == ::getpid()) ++taken_over;
+  }
+  CHECK(taken_over == 30);
+  standby->stop();
+}
+
+TEST_CASE("a live runner is woken by another process's append through LISTEN/NOTIFY") {
+  database db;
+  open_store(db.uri).reset();
+  annals::runner_options o;
+  o.poll_interval = 60s;  // polling alone would take a minute
+  auto runner = open_runner(db.uri, o);
+  REQUIRE(runner->start().ok());
+  // Let the runner go idle in its wait first.
+  CHECK(runner->wait_for("seen", 0, 5s).ok());
+  std::this_thread::sleep_for(200ms);
+
+  pid_t writer = fork_child([&]() -> int {
+    auto s = annals::open_store(db.uri);
+    if (!s) return 3;
+    for (int i = 1; i <= 5; ++i) {
+      if (!(*s)->append("account-b", annals::expected_version::any(), {data_of(deposited("b", i))})) {
+        return 4;
+      }
+    }
+    return 0;
+  });
+  REQUIRE(wait_child(writer) == 0);
+  const auto started = std::chrono::steady_clock::now();
+  CHECK(wait_until([&] { return seen_rows(*runner).size() == 5; }, 20s));
+  CHECK(std::chrono::steady_clock::now() - started < 20s);
+  runner->stop();
+}
+
+// ---- read-model values and SQL on PostgreSQL -------------------------------------------------
+
+struct value_row {
+  BOOST_HANA_DEFINE_STRUCT(value_row,
+                           (std::string, id),
+                           (bool, flag),
+                           (std::int64_t, i64),
+                           (std::int32_t, i32),
+                           (std::uint32_t, u32),
+                           (double, f64),
+                           (std::string, text),
+                           (annals::blob, bytes),
+                           (std::optional<std::int64_t>, maybe));
+  static constexpr std::string_view table = "pg_values";
+  static constexpr std::string_view key[] = {"id"};
+  friend bool operator==(const value_row&, const value_row&) = default;
+};
+
+struct values_projection {
+  static constexpr std::string_view name = "values";
+  static constexpr int version = 1;
+  using events = annals::event_list<v1::AccountOpened>;
+  using tables = annals::table_list<value_row>;
+  std::shared_ptr<std::function<result<void>(sql_tx&)>> script =
+      std::make_shared<std::function<result<void>(sql_tx&)>>();
+  result<void> handle(const v1::AccountOpened&, const recorded_event&, sql_tx& tx) {
+    return (*script)(tx);
+  }
+};
+
+TEST_CASE("read-model values round-trip exactly on PostgreSQL, and ? in quotes is not a parameter") {
+  database db;
+  auto store = open_store(db.uri);
+  values_projection p;
+  auto script = p.script;
+  auto r = annals::projection_runner::open(db.uri, {annals::make_projection(p)});
+  REQUIRE_MESSAGE(r.ok(), message_of(r));
+  auto& runner = **r;
+
+  std::string all_bytes;
+  for (int b = 0; b < 256; ++b) all_bytes += static_cast<char>(b);
+  const std::vector<value_row> rows = {
+      {"min", false, std::numeric_limits<std::int64_t>::min(),
+       std::numeric_limits<std::int32_t>::min(), 0, -std::numeric_limits<double>::max(), "",
+       annals::blob{""}, std::nullopt},
+      {"max", true, std::numeric_limits<std::int64_t>::max(),
+       std::numeric_limits<std::int32_t>::max(), std::numeric_limits<std::uint32_t>::max(),
+       std::numeric_limits<double>::denorm_min(), "héllo ✓ 'quoted' \"dq\" ?1 $1 -- /*",
+       annals::blob{all_bytes}, std::int64_t{-1}},
+      {"x'); DROP TABLE pg_values; --", true, 0, 0, 0, 0.1, "?", annals::blob{"\\x00"},
+       std::int64_t{0}},
+  };
+  *script = [&](sql_tx& tx) -> result<void> {
+    for (const auto& row : rows) {
+      if (auto u = tx.upsert(row); !u) return u;
+    }
+    return {};
+  };
+  REQUIRE(store->append("account-v", annals::expected_version::any(), {data_of(opened("v", "V"))}).ok());
+  auto n = runner.catch_up();
+  REQUIRE_MESSAGE(n.ok(), message_of(n));
+  auto st = runner.status();
+  REQUIRE(st.ok());
+  REQUIRE_MESSAGE(st->front().parked == 0, st->front().error);
+
+  auto ok = runner.read([&](sql_tx& tx) -> result<void> {
+    for (const auto& want : rows) {
+      CAPTURE(want.id);
+      auto got = tx.find<value_row>(want.id);
+      REQUIRE_MESSAGE(got.ok(), message_of(got));
+      REQUIRE(got->has_value());
+      CHECK(**got == want);
+    }
+    // Text compares bytewise, as on SQLite: "max" < "min" < "x'..."
+    std::vector<std::string> order;
+    auto q = tx.select<value_row>("", {}, [&](const value_row& row) {
+      order.push_back(row.id);
+      return true;
+    });
+    REQUIRE(q.ok());
+    CHECK(order == std::vector<std::string>{"max", "min", "x'); DROP TABLE pg_values; --"});
+    // ? inside a string literal, a quoted identifier or a comment stays as it is; ?N and bare ?
+    // outside are parameters.
+    std::string literal, param, second;
+    auto s = tx.query("SELECT '?1 it''s ?', ?2 /* ?3 */, ? -- ?4\n", {"one", "two", "three"},
+                      [&](const sql_row& row) {
+                        literal = row.text(0);
+                        param = row.text(1);
+                        second = row.text(2);
+                        return false;
+                      });
+    REQUIRE_MESSAGE(s.ok(), message_of(s));
+    CHECK(literal == "?1 it's ?");
+    CHECK(param == "two");
+    CHECK(second == "three");
+    CHECK(tx.dialect() == "postgresql");
+    return {};
+  });
+  REQUIRE_MESSAGE(ok.ok(), message_of(ok));
+}
