@@ -216,7 +216,12 @@ class pg_import final : public import_session {
         !r) {
       return r;
     }
-    if (auto r = c_.exec_simple("cannot commit the import", "COMMIT"); !r) return r;
+    // As an append: runners following by LISTEN learn of the events at commit.
+    if (auto r = c_.exec_simple("cannot commit the import",
+                                "NOTIFY " ANNALS_PG_APPEND_CHANNEL "; COMMIT");
+        !r) {
+      return r;
+    }
     open_ = false;
     store::notify_commit();
     return {};
