@@ -212,10 +212,9 @@ class runner_impl final : public projection_runner {
     return r;
   }
 
-  bool live() {
-    std::lock_guard lock(thread_mu_);
-    return thread_.joinable() && !stop_;
-  }
+  // Whether the live loop runs (its catch-ups keep their leads). Not under thread_mu_: stop()
+  // holds that while joining the loop, which calls this.
+  bool live() const noexcept { return live_; }
 
   result<std::int64_t> catch_up_led(const projection_def& d, std::int64_t head) {
     std::int64_t applied = 0;
@@ -424,6 +423,7 @@ class runner_impl final : public projection_runner {
     std::lock_guard lock(thread_mu_);
     if (thread_.joinable()) return {};
     stop_ = false;
+    live_ = true;
     thread_ = std::thread([this] { live_loop(); });
     return {};
   }
@@ -432,6 +432,7 @@ class runner_impl final : public projection_runner {
     std::lock_guard lock(thread_mu_);
     if (!thread_.joinable()) return;
     stop_ = true;
+    live_ = false;
     store::notify_commit();  // wake the loop
     thread_.join();
     coord_->release_all();  // another runner may lead our projections now
@@ -1004,6 +1005,7 @@ class runner_impl final : public projection_runner {
   std::mutex thread_mu_;
   std::thread thread_;
   std::atomic<bool> stop_{false};
+  std::atomic<bool> live_{false};
 
   // Automatic rebuilds that failed: not retried for rebuild_retry_pause; shown by status().
   static constexpr std::chrono::seconds rebuild_retry_pause{30};
