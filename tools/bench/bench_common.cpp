@@ -9,6 +9,9 @@
 
 #include <algorithm>
 #include <fstream>
+#include <latch>
+#include <mutex>
+#include <thread>
 
 namespace annals_bench {
 
@@ -45,8 +48,9 @@ void config::make_quick() {
   live_accounts = 200;
   lag_events = 200;
   live_events = 400;
-  pg_concurrent_events = 400;
+  pg_single_events = 200;
   pg_batch_events = 5000;
+  pg_concurrent_events = 400;
 }
 
 // ---- small utilities ----------------------------------------------------------------------
@@ -211,6 +215,55 @@ append_plan make_append_plan(std::int64_t events, std::int64_t streams, std::str
   return p;
 }
 
+bank_history generate_bank_history(std::int64_t total, std::int64_t accounts,
+                                   const history_sink& append) {
+  constexpr std::int64_t start_us = 1735689600LL * 1000000;  // 2025-01-01T00:00:00Z
+  constexpr double span_us = 365.0 * 86400 * 1000000;
+  bank_history h;
+  auto n = static_cast<std::size_t>(accounts);
+  std::vector<std::string> ids, streams;
+  std::vector<std::int64_t> balance(n, 0);
+  auto emit = [&](std::size_t i, const history_event* e, std::size_t k) {
+    auto at = start_us + static_cast<std::int64_t>(span_us * static_cast<double>(h.events) /
+                                                   static_cast<double>(total));
+    h.events += static_cast<std::int64_t>(k);
+    ++h.appends;
+    append(i, streams[i], e, k, at, h.appends);
+  };
+  for (std::size_t i = 0; i < n; ++i) {
+    ids.push_back(account_id(static_cast<std::int64_t>(i)));
+    streams.push_back(bank::stream_for(ids.back()));
+    std::string payload = opened_payload(ids[i], static_cast<std::int64_t>(i));
+    history_event e{&type_opened(), &payload};
+    emit(i, &e, 1);
+  }
+  std::mt19937_64 rng(2024);
+  std::array<std::string, 4> payloads;
+  std::array<history_event, 4> events{};
+  while (h.events < total) {
+    auto i = static_cast<std::size_t>(rng() % n);
+    auto k = static_cast<std::size_t>(
+        std::min<std::int64_t>(1 + static_cast<std::int64_t>(rng() % 4), total - h.events));
+    for (std::size_t j = 0; j < k; ++j) {
+      if (rng() % 4 == 0 && balance[i] > 0) {
+        auto cents = 1 + static_cast<std::int64_t>(rng() % static_cast<std::uint64_t>(balance[i]));
+        payloads[j] = withdrawn_payload(ids[i], cents);
+        events[j] = {&type_withdrawn(), &payloads[j]};
+        balance[i] -= cents;
+      } else {
+        auto cents = 1 + static_cast<std::int64_t>(rng() % 100000);
+        payloads[j] = deposited_payload(ids[i], cents);
+        events[j] = {&type_deposited(), &payloads[j]};
+        balance[i] += cents;
+      }
+    }
+    emit(i, events.data(), k);
+    h.money_events += static_cast<std::int64_t>(k);
+  }
+  for (auto b : balance) h.total_balance += b;
+  return h;
+}
+
 // ---- figures ------------------------------------------------------------------------------
 
 double quantile(std::vector<double> v, double q) {
@@ -329,6 +382,103 @@ void paired(int reps, int blocks, std::int64_t total_a, std::int64_t total_b,
   f.annals_seconds.insert(f.annals_seconds.end(), r.seconds[0].begin(), r.seconds[0].end());
   f.baseline_seconds.insert(f.baseline_seconds.end(), r.seconds[1].begin(), r.seconds[1].end());
   f.block_ratios.insert(f.block_ratios.end(), r.block_ratios[0].begin(), r.block_ratios[0].end());
+}
+
+// ---- append scenarios ---------------------------------------------------------------------
+
+void run_on_threads(int threads, const std::function<void(int)>& fn) {
+  if (threads == 1) {
+    fn(0);
+    return;
+  }
+  std::latch start(threads);
+  std::optional<bench_failure> failure;
+  std::mutex mu;
+  std::vector<std::thread> pool;
+  for (int t = 0; t < threads; ++t) {
+    pool.emplace_back([&, t] {
+      start.arrive_and_wait();
+      try {
+        fn(t);
+      } catch (bench_failure& e) {
+        std::lock_guard lock(mu);
+        if (!failure) failure = std::move(e);
+      }
+    });
+  }
+  for (auto& th : pool) th.join();
+  if (failure) throw *failure;
+}
+
+plan_appender::plan_appender(const append_plan& plan, int threads, std::int64_t per_append)
+    : plan_(plan),
+      threads_(threads),
+      per_append_(per_append),
+      versions_(plan.streams.size(), -1),
+      next_stream_(static_cast<std::size_t>(threads), 0) {}
+
+void plan_appender::run(std::int64_t from, std::int64_t to) {
+  // Append j of the block (events from + j*per_append ...) goes to thread j % threads.
+  run_on_threads(threads_, [&](int t) {
+    std::int64_t step = per_append_ * threads_;
+    for (std::int64_t first = from + t * per_append_; first < to; first += step) {
+      auto streams = static_cast<std::int64_t>(plan_.streams.size());
+      std::int64_t owned = (streams - t + threads_ - 1) / threads_;  // streams of thread t
+      auto& k = next_stream_[static_cast<std::size_t>(t)];
+      auto s = static_cast<std::size_t>(t + threads_ * (k++ % owned));
+      auto& v = versions_[s];
+      v = append(t, s, v, first, std::min(per_append_, to - first));
+    }
+  });
+}
+
+namespace {
+
+class annals_appender final : public plan_appender {
+ public:
+  annals_appender(std::unique_ptr<annals::event_store> store, const append_plan& plan,
+                  int threads, std::int64_t per_append, std::function<void()> on_close)
+      : plan_appender(plan, threads, per_append),
+        store_(std::move(store)),
+        on_close_(std::move(on_close)) {}
+
+  void finish() override {
+    auto head = check(store_->head_position(), "head_position");
+    auto want = static_cast<std::int64_t>(plan_.payloads.size());
+    if (head != want) logic_failure(fmt::format("store holds {} events, {} appended", head, want));
+    store_.reset();
+    if (on_close_) on_close_();
+  }
+
+ private:
+  std::int64_t append(int, std::size_t s, std::int64_t version, std::int64_t first,
+                      std::int64_t n) override {
+    std::vector<annals::event_data> batch;
+    batch.reserve(static_cast<std::size_t>(n));
+    for (std::int64_t i = 0; i < n; ++i) {
+      annals::event_data e;
+      e.type = type_deposited();
+      e.payload = plan_.payloads[static_cast<std::size_t>(first + i)];
+      batch.push_back(std::move(e));
+    }
+    auto expected = version < 0 ? annals::expected_version::no_stream()
+                                : annals::expected_version::exact(version);
+    return check(store_->append(plan_.streams[s], expected, std::move(batch)), "append")
+        .stream_version;
+  }
+
+  std::unique_ptr<annals::event_store> store_;
+  std::function<void()> on_close_;  // after the store is closed
+};
+
+}  // namespace
+
+std::unique_ptr<worker> make_annals_appender(std::unique_ptr<annals::event_store> store,
+                                             const append_plan& plan, int threads,
+                                             std::int64_t per_append,
+                                             std::function<void()> on_close) {
+  return std::make_unique<annals_appender>(std::move(store), plan, threads, per_append,
+                                           std::move(on_close));
 }
 
 }  // namespace annals_bench

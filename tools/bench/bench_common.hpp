@@ -3,6 +3,7 @@
 // paired / alternating-blocks runs that share the machine's noise between the sides.
 #pragma once
 
+#include <annals/event_store.hpp>
 #include <annals/result.hpp>
 
 #include <fmt/format.h>
@@ -70,11 +71,13 @@ struct config {
   // append_concurrent
   int threads = 8;
   std::int64_t concurrent_events = 16000;
-  // PostgreSQL append_concurrent: one run per connection count, events per run
+  // PostgreSQL (a commit costs more there: smaller counts keep a full run near 5 minutes):
+  // events per side per rep of append_single, append_batch (batch_size per append) and of
+  // each append_concurrent run, one run per connection count
+  std::int64_t pg_single_events = 1000;
+  std::int64_t pg_batch_events = 20000;
+  std::int64_t pg_concurrent_events = 1500;
   std::vector<int> pg_connections{1, 4, 16};
-  std::int64_t pg_concurrent_events = 4000;
-  // PostgreSQL append_batch: events per side per rep (the batch size is batch_size)
-  std::int64_t pg_batch_events = 50000;
   // command_throughput
   std::int64_t accounts = 1000;
   std::int64_t commands = 2000;
@@ -155,6 +158,28 @@ struct append_plan {
 };
 append_plan make_append_plan(std::int64_t events, std::int64_t streams, std::string_view prefix);
 
+// The rebuild scenario's history: every account opened, then deposits and withdrawals (a
+// withdrawal only when the balance covers it) on random accounts (seeded: the same history on
+// every backend), 1-4 events per append (a command's worth); recorded_at moves from 2025-01-01
+// over 365 days as the events are written, so daily_totals gets one row per day. For each
+// append in order, `append` gets the account index, its stream, the events, their count,
+// recorded_at and the number of appends so far (this one included).
+struct history_event {
+  const std::string* type;
+  const std::string* payload;
+};
+struct bank_history {
+  std::int64_t events = 0;
+  std::int64_t appends = 0;
+  std::int64_t money_events = 0;  // deposits + withdrawals
+  std::int64_t total_balance = 0;
+};
+using history_sink = std::function<void(std::size_t account, const std::string& stream,
+                                        const history_event* events, std::size_t count,
+                                        std::int64_t recorded_at, std::int64_t appends)>;
+bank_history generate_bank_history(std::int64_t total, std::int64_t accounts,
+                                   const history_sink& append);
+
 // ---- figures ------------------------------------------------------------------------------
 
 struct figure {
@@ -216,5 +241,42 @@ paired_result paired_sides(int reps, int blocks, const std::vector<side>& sides)
 // Two sides: `a` is Annals, `b` the baseline; fills f's seconds and block ratios.
 void paired(int reps, int blocks, std::int64_t total_a, std::int64_t total_b,
             const worker_factory& make_a, const worker_factory& make_b, figure& f);
+
+
+// ---- append scenarios ---------------------------------------------------------------------
+
+// Runs fn(t) for t in [0, threads) on threads started together (on this thread when
+// threads == 1); rethrows the first bench_failure.
+void run_on_threads(int threads, const std::function<void(int)>& fn);
+
+// The append scenarios' schedule, whatever does the appending: `threads` threads, thread t
+// owning the streams s % threads == t (round-robin), `per_append` events per append, expected
+// version exact (optimistic concurrency, as a command handler appends). A work item is an
+// event.
+class plan_appender : public worker {
+ public:
+  plan_appender(const append_plan& plan, int threads, std::int64_t per_append);
+  void run(std::int64_t from, std::int64_t to) final;
+
+ protected:
+  // Appends the plan's events [first, first + n) to stream s, whose version is `version`
+  // (-1: none yet), on thread t; returns the stream's new version.
+  virtual std::int64_t append(int t, std::size_t s, std::int64_t version, std::int64_t first,
+                              std::int64_t n) = 0;
+  const append_plan& plan_;
+
+ private:
+  int threads_;
+  std::int64_t per_append_;
+  std::vector<std::int64_t> versions_;     // per stream; written only by its owner thread
+  std::vector<std::int64_t> next_stream_;  // per thread
+};
+
+// The Annals side: appends through `store`; finish() checks the head position, closes the
+// store, then runs `on_close` (e.g. removes its file).
+std::unique_ptr<worker> make_annals_appender(std::unique_ptr<annals::event_store> store,
+                                             const append_plan& plan, int threads,
+                                             std::int64_t per_append,
+                                             std::function<void()> on_close = {});
 
 }  // namespace annals_bench
