@@ -10,7 +10,7 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
 
 source "$(dirname "${BASH_SOURCE[0]}")/pg_server.sh"
-pg_server_start test -c fsync=off -c max_connections=200
+pg_server_start test -c fsync=off -c max_connections=300
 export ANNALS_TEST_PG="$PG_URI"
 echo "test: PostgreSQL 15 at $ANNALS_TEST_PG (data in $PGBASE)" >&2
 
