@@ -1,7 +1,25 @@
 cmake_minimum_required(VERSION 3.25)
 # Runs annals-bench --quick and checks its output format (not its speed): one JSON object per
 # line per scenario, each with the fields DESIGN.md names.
-execute_process(COMMAND "${BENCH}" --quick --reps 1 RESULT_VARIABLE rc OUTPUT_VARIABLE out
+#
+# -DPOSTGRES=ON: the PostgreSQL figures (--backend $ENV{ANNALS_TEST_PG}, which must be set):
+# every line also names the backend and the COPY baseline; append_concurrent prints one line
+# per connection count; rebuild and live_lag print a line, or, while projection_runner does
+# not open a postgresql:// store, a "skipped" note on stderr.
+set(args --quick --reps 1)
+set(fields scenario events seconds events_per_s baseline_per_s ratio peak_rss_mb)
+set(expected append_single append_batch append_concurrent command_throughput aggregate_load
+             aggregate_load_full aggregate_load_snapshot replay rebuild live_lag)
+if(POSTGRES)
+  if("$ENV{ANNALS_TEST_PG}" STREQUAL "")
+    message(FATAL_ERROR "ANNALS_TEST_PG is not set: this test needs a PostgreSQL server "
+                        "(tools/scripts/test.sh starts one; or configure with "
+                        "-DANNALS_TEST_POSTGRES=OFF)")
+  endif()
+  list(APPEND args --backend "$ENV{ANNALS_TEST_PG}")
+  set(expected append_single append_batch append_concurrent)
+endif()
+execute_process(COMMAND "${BENCH}" ${args} RESULT_VARIABLE rc OUTPUT_VARIABLE out
                 ERROR_VARIABLE err)
 if(NOT rc EQUAL 0)
   message(FATAL_ERROR "annals-bench exited ${rc}: ${err}")
@@ -9,12 +27,13 @@ endif()
 string(REPLACE ";" "<semicolon>" out "${out}")  # notes contain ';', CMake's list separator
 string(REPLACE "\n" ";" lines "${out}")
 set(seen "")
+set(connections "")
 foreach(line IN LISTS lines)
   if(line STREQUAL "")
     continue()
   endif()
   string(REPLACE "<semicolon>" ";" line "${line}")
-  foreach(field scenario events seconds events_per_s baseline_per_s ratio peak_rss_mb)
+  foreach(field ${fields})
     string(JSON value ERROR_VARIABLE jerr GET "${line}" ${field})
     if(jerr)
       message(FATAL_ERROR "line without '${field}': ${line}")
@@ -22,10 +41,36 @@ foreach(line IN LISTS lines)
   endforeach()
   string(JSON name GET "${line}" scenario)
   list(APPEND seen ${name})
+  if(POSTGRES)
+    string(JSON backend GET "${line}" backend)
+    if(NOT backend STREQUAL "postgresql")
+      message(FATAL_ERROR "line not marked backend postgresql: ${line}")
+    endif()
+    if(name MATCHES "^append_")
+      foreach(field copy_per_s ratio_to_copy connections synchronous_commit)
+        string(JSON value ERROR_VARIABLE jerr GET "${line}" ${field})
+        if(jerr)
+          message(FATAL_ERROR "line without '${field}': ${line}")
+        endif()
+      endforeach()
+    endif()
+    if(name STREQUAL "append_concurrent")
+      string(JSON n GET "${line}" connections)
+      list(APPEND connections ${n})
+    endif()
+  endif()
 endforeach()
-foreach(s append_single append_batch append_concurrent command_throughput aggregate_load
-          aggregate_load_full aggregate_load_snapshot replay
-          rebuild live_lag)
+if(POSTGRES)
+  if(NOT connections STREQUAL "1;4;16")
+    message(FATAL_ERROR "append_concurrent lines for connections '${connections}', not 1;4;16")
+  endif()
+  foreach(s rebuild live_lag)
+    if(NOT s IN_LIST seen AND NOT err MATCHES "${s}: skipped")
+      message(FATAL_ERROR "scenario ${s} neither printed nor reported skipped: ${out}\n${err}")
+    endif()
+  endforeach()
+endif()
+foreach(s ${expected})
   if(NOT s IN_LIST seen)
     message(FATAL_ERROR "scenario ${s} missing from: ${out}")
   endif()

@@ -141,7 +141,9 @@ int run_demo(const demo_options& o, const std::string& self_exe) {
   std::string run_id = annals::new_uuid_v7().substr(24, 8);
 
   fmt::print("Annals bank demo\n");
-  fmt::print("  store:    {} (SQLite, WAL, synchronous=FULL)\n", db);
+  const bool on_postgres = db.find("://") != std::string::npos;
+  fmt::print("  store:    {} ({})\n", db,
+             on_postgres ? "PostgreSQL" : "SQLite, WAL, synchronous=FULL");
   fmt::print("  accounts: {} shared accounts, each opened with {}\n", o.accounts,
              format_cents(opening_deposit));
   fmt::print("  load:     {} worker processes + this one, {} threads each, {} commands per "

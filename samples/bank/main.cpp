@@ -34,8 +34,21 @@ annals::result<std::unique_ptr<annals::event_store>> open_db(const common& c) {
   return bank::open_store(c.db);
 }
 
-// Commands that only read must not create a store file for a mistyped path.
+// Commands that only read must not create a store for a mistyped path or database.
 annals::result<void> require_store(const common& c) {
+  if (c.db.find("://") != std::string::npos) {
+    annals::sqlite_options o;
+    o.create_if_missing = false;
+    o.read_only = true;
+    auto s = annals::open_store(c.db, o);
+    if (!s && s.error().kind() == annals::errc::not_found) {
+      return annals::error(annals::errc::invalid_argument,
+                           fmt::format("there is no store in '{}' (the first 'open' creates it)",
+                                       c.db));
+    }
+    if (!s) return s.error();
+    return {};
+  }
   std::string path = c.db.rfind("sqlite:", 0) == 0 ? c.db.substr(7) : c.db;
   if (access(path.c_str(), F_OK) != 0) {
     return annals::error(annals::errc::invalid_argument,
@@ -235,7 +248,8 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   app.fallthrough();  // `bank open x --owner y --db f` works like `bank --db f open x ...`
   common c;
-  app.add_option("--db", c.db, "Store: a file path or sqlite:PATH")->capture_default_str();
+  app.add_option("--db", c.db,
+                 "Store: a file path, sqlite:PATH, or postgresql://USER@HOST:PORT/DBNAME")->capture_default_str();
   app.add_option("--retries", c.max_retries, "Conflict retries per command")
       ->capture_default_str()
       ->check(CLI::Range(0, 1000));

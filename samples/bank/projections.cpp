@@ -63,13 +63,16 @@ status add_movement(sql_tx& tx, const std::string& account, const recorded_event
 status add_to_day(sql_tx& tx, const recorded_event& m, std::int64_t deposit,
                   std::int64_t withdrawal) {
   std::string day = utc_day(m.recorded_at_us);
-  auto r = tx.exec("INSERT INTO " + tx.table(daily_totals_row::table) +
+  // The existing row's columns are qualified by the table's name: PostgreSQL finds a bare name
+  // ambiguous beside excluded's.
+  const auto t = tx.table(daily_totals_row::table);
+  auto r = tx.exec("INSERT INTO " + t +
                        " (day, deposits_cents, withdrawals_cents, deposit_count, withdrawal_count)"
                        " VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (day) DO UPDATE SET"
-                       " deposits_cents = deposits_cents + excluded.deposits_cents,"
-                       " withdrawals_cents = withdrawals_cents + excluded.withdrawals_cents,"
-                       " deposit_count = deposit_count + excluded.deposit_count,"
-                       " withdrawal_count = withdrawal_count + excluded.withdrawal_count",
+                       " deposits_cents = " + t + ".deposits_cents + excluded.deposits_cents,"
+                       " withdrawals_cents = " + t + ".withdrawals_cents + excluded.withdrawals_cents,"
+                       " deposit_count = " + t + ".deposit_count + excluded.deposit_count,"
+                       " withdrawal_count = " + t + ".withdrawal_count + excluded.withdrawal_count",
                    {day, deposit, withdrawal, deposit ? 1 : 0, withdrawal ? 1 : 0});
   if (!r) return std::move(r).error();
   return {};
@@ -145,16 +148,10 @@ annals::projection_list projections() {
           annals::make_projection<daily_totals>()};
 }
 
-std::string store_file(std::string_view store_uri) {
-  constexpr std::string_view scheme = "sqlite:";
-  if (store_uri.starts_with(scheme)) store_uri.remove_prefix(scheme.size());
-  return std::string(store_uri);
-}
-
 annals::result<std::unique_ptr<annals::projection_runner>> open_read_models(
     std::string_view store_uri, annals::runner_options options) {
   if (!options.upcast) options.upcast = event_upcasters();
-  return annals::projection_runner::open(store_file(store_uri), projections(),
+  return annals::projection_runner::open(std::string(store_uri), projections(),
                                          std::move(options));
 }
 

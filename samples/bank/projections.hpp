@@ -119,11 +119,8 @@ annals::projection_list projections();
 // "YYYY-MM-DD" of a UTC time in microseconds since the Unix epoch (proleptic Gregorian).
 std::string utc_day(std::int64_t us);
 
-// The file of a store URI as annals::open_store takes it ("PATH" or "sqlite:PATH"), for
-// projection_runner::open, which takes a plain path.
-std::string store_file(std::string_view store_uri);
-
-// A runner for the three projections on the store at `store_uri` ("PATH" or "sqlite:PATH"),
+// A runner for the three projections on the store at `store_uri` ("PATH", "sqlite:PATH" or
+// "postgresql://..."),
 // with the bank's upcasters unless `options.upcast` is set.
 annals::result<std::unique_ptr<annals::projection_runner>> open_read_models(
     std::string_view store_uri, annals::runner_options options = {});

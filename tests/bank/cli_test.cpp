@@ -2,6 +2,7 @@
 #include <doctest/doctest.h>
 
 #include "support/bank_events.hpp"
+#include "support/postgres.hpp"
 #include "support/support.hpp"
 
 #include <unistd.h>
@@ -15,9 +16,18 @@ using annals::test::process_result;
 using annals::test::temp_dir;
 
 namespace {
+// Compiled twice: bank_cli_tests (a SQLite file) and bank_cli_pg_tests (`--db postgresql://...`,
+// a fresh database per case).
+#ifdef ANNALS_BANK_ON_POSTGRES
+constexpr bool on_postgres = true;
+#else
+constexpr bool on_postgres = false;
+#endif
+
 struct bank_cli {
   temp_dir dir;
-  std::string db = dir.file("bank.db");
+  annals::test::pg::store_location loc{dir.file("bank.db"), on_postgres};
+  std::string db = loc.path;
   process_result operator()(std::vector<std::string> args) const {
     args.insert(args.begin(), {BANK_EXE, "--db", db});
     return annals::test::run(args);
@@ -142,6 +152,14 @@ TEST_CASE("account ids with quotes, SQL and Unicode round-trip") {
 
 TEST_CASE("a store file that is not an Annals store is a storage error, exit 4") {
   bank_cli bank;
+  if (on_postgres) {
+    // The PostgreSQL counterpart: a server that is not there.
+    auto r = annals::test::run({BANK_EXE, "--db", "postgresql://nobody@127.0.0.1:1/none?connect_timeout=2",
+                                "balance", "a"});
+    CHECK(r.exit_code == 4);
+    CHECK(contains(r.err, "cannot connect to PostgreSQL"));
+    return;
+  }
   {
     std::ofstream f(bank.db, std::ios::binary);
     f << std::string(8192, '\x5a');
@@ -172,7 +190,14 @@ TEST_CASE("read commands on a missing store exit 2 and create no file") {
     CHECK(r.exit_code == 2);
     CHECK(contains(r.err, "no store"));
   }
-  CHECK(access(bank.db.c_str(), F_OK) != 0);
+  if (on_postgres) {
+    annals::sqlite_options o;
+    o.create_if_missing = false;
+    auto s = annals::open_store(bank.db, o);
+    CHECK((!s && s.error().kind() == annals::errc::not_found));  // no tables were created
+  } else {
+    CHECK(access(bank.db.c_str(), F_OK) != 0);
+  }
 }
 
 TEST_CASE("an owner name with invalid UTF-8 or a control character is bad input") {

@@ -1,8 +1,11 @@
-// Inline projections: updated in the same transaction as the append.
+// Inline projections: updated in the same transaction as the append. Compiled twice:
+// inline_projection_tests (SQLite) and inline_projection_pg_tests (PostgreSQL, a fresh
+// database per case).
 #include <doctest/doctest.h>
 
 #include "account.hpp"
 #include "projections.hpp"
+#include "support/postgres.hpp"
 #include "support/support.hpp"
 
 #include <annals/projection_runner.hpp>
@@ -11,6 +14,12 @@
 #include <thread>
 
 namespace {
+
+#ifdef ANNALS_PROJECTIONS_ON_POSTGRES
+constexpr bool on_postgres = true;
+#else
+constexpr bool on_postgres = false;
+#endif
 
 struct poison_row {
   BOOST_HANA_DEFINE_STRUCT(poison_row, (std::string, account_id), (std::int64_t, cents));
@@ -56,13 +65,14 @@ annals::result<annals::command_result> deposit(annals::event_store& s, const std
 
 struct fixture {
   annals::test::temp_dir dir;
-  std::string path = dir.file("inline.db");
+  annals::test::pg::store_location loc{dir.file("inline.db"), on_postgres};
+  std::string path = loc.path;
   std::unique_ptr<annals::event_store> store;
   std::unique_ptr<annals::projection_runner> runner;
   fixture() {
     annals::sqlite_options o;
     o.inline_projections.push_back(annals::make_projection<inline_totals>());
-    auto s = annals::open_sqlite_store(path, o);
+    auto s = annals::open_store(path, o);
     REQUIRE_MESSAGE(s.ok(), s.error().message());
     store = std::move(s).value();
     auto r = annals::projection_runner::open(path, {annals::make_projection<inline_totals>()});
@@ -105,7 +115,7 @@ TEST_CASE("an inline handler failure fails the append and writes nothing") {
 TEST_CASE("an inline projection catches up events appended by a store without it") {
   fixture f;
   {
-    auto plain = annals::open_sqlite_store(f.path);  // no inline projections
+    auto plain = annals::open_store(f.path);  // no inline projections
     REQUIRE(plain.ok());
     REQUIRE(deposit(**plain, "a", 7).ok());
     REQUIRE(deposit(**plain, "a", 8).ok());

@@ -18,9 +18,7 @@
 #include "bank/v1/events.pb.h"
 #include "support/support.hpp"
 #include "support/bank_events.hpp"
-#ifdef ANNALS_PROJECTIONS_ON_POSTGRES
 #include "support/postgres.hpp"
-#endif
 
 #include <signal.h>
 #include <sqlite3.h>
@@ -57,34 +55,15 @@ using annals::test::write_all;
 namespace v1 = bank::v1;
 using namespace annals::test::bank_events;
 
-// ---------------------------------------------------------------------------------------------
-// Where a test's store lives. This file is compiled twice: projection_tests (SQLite, a file in
-// the test's directory) and projection_pg_tests (PostgreSQL, a fresh database per test case on
-// the server of ANNALS_TEST_PG, dropped at the end). `path` is what open_store and
-// projection_runner::open take.
-
-struct store_location {
-  std::string path;
-  std::string database;
-  explicit store_location(temp_dir& dir) {
+// This file is compiled twice: projection_tests (SQLite, a file in the test's directory) and
+// projection_pg_tests (PostgreSQL, a fresh database per test case on the server of
+// ANNALS_TEST_PG, dropped at the end).
 #ifdef ANNALS_PROJECTIONS_ON_POSTGRES
-    (void)dir;
-    std::string why;
-    if (!annals::test::pg::create_database(database, path, why)) {
-      FAIL("no PostgreSQL for the test: " << why);
-    }
+constexpr bool on_postgres = true;
 #else
-    path = dir.file("p.db");
+constexpr bool on_postgres = false;
 #endif
-  }
-  ~store_location() {
-#ifdef ANNALS_PROJECTIONS_ON_POSTGRES
-    if (!database.empty()) annals::test::pg::drop_database(database);
-#endif
-  }
-  store_location(const store_location&) = delete;
-  store_location& operator=(const store_location&) = delete;
-};
+using annals::test::pg::store_location;
 
 // ---------------------------------------------------------------------------------------------
 // The test projection
@@ -434,11 +413,12 @@ std::string live_table(projection_runner& r, std::string_view logical) {
 
 // Runs SQL on the store's database with a connection of our own; returns the rows changed.
 int sqlite_exec(const std::string& path, const std::string& sql) {
-#ifdef ANNALS_PROJECTIONS_ON_POSTGRES
-  annals::test::pg::session s(path);
-  // WITH ... RETURNING 1, counted: the rows changed, as sqlite3_changes() gives them.
-  return std::stoi(s.exec("WITH changed AS (" + sql + " RETURNING 1) SELECT count(*) FROM changed"));
-#endif
+  if (on_postgres) {
+    annals::test::pg::session s(path);
+    // WITH ... RETURNING 1, counted: the rows changed, as sqlite3_changes() gives them.
+    return std::stoi(
+        s.exec("WITH changed AS (" + sql + " RETURNING 1) SELECT count(*) FROM changed"));
+  }
   sqlite3* db = nullptr;
   REQUIRE(sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READWRITE, nullptr) == SQLITE_OK);
   sqlite3_busy_timeout(db, 10000);
@@ -460,7 +440,7 @@ int sqlite_exec(const std::string& path, const std::string& sql) {
 
 TEST_CASE("catch_up applies the listed event types only and moves the checkpoint past others") {
   temp_dir dir;
-  const store_location loc(dir);
+  const store_location loc(dir.file("p.db"), on_postgres);
   const auto& path = loc.path;
   const std::int64_t an_hour_ago = now_us() - 3'600'000'000;
   annals::sqlite_options so;
@@ -549,7 +529,7 @@ TEST_CASE("catch_up applies the listed event types only and moves the checkpoint
 
 TEST_CASE("catch_up on an empty store applies nothing, and states have distinct names") {
   temp_dir dir;
-  const store_location loc(dir);
+  const store_location loc(dir.file("p.db"), on_postgres);
   const auto& path = loc.path;
   auto store = open_store(path);
   auto runner = open_runner(path, {annals::make_projection(ledger{})});
@@ -571,7 +551,7 @@ TEST_CASE("catch_up on an empty store applies nothing, and states have distinct 
 
 TEST_CASE("catch_up commits in batches: a big backlog is applied whole with a small batch") {
   temp_dir dir;
-  const store_location loc(dir);
+  const store_location loc(dir.file("p.db"), on_postgres);
   const auto& path = loc.path;
   auto store = open_store(path);
   const auto head = populate(*store, 700, 9, 11);
@@ -592,7 +572,7 @@ enum class resolution { retry, skip };
 
 void poison_scenario(poison_mode mode, resolution how) {
   temp_dir dir;
-  const store_location loc(dir);
+  const store_location loc(dir.file("p.db"), on_postgres);
   const auto& path = loc.path;
   auto store = open_store(path);
   const auto poison_id = annals::new_uuid_v7();
@@ -720,7 +700,7 @@ TEST_CASE("a throwing handler is retried, parked, and skipped on purpose") {
 
 TEST_CASE("admin calls on an unknown projection are not_found") {
   temp_dir dir;
-  const store_location loc(dir);
+  const store_location loc(dir.file("p.db"), on_postgres);
   const auto& path = loc.path;
   auto store = open_store(path);
   auto runner = open_runner(path, {annals::make_projection(ledger{})});
@@ -743,7 +723,7 @@ TEST_CASE("admin calls on an unknown projection are not_found") {
 
 TEST_CASE("wait_for returns once the checkpoint passes the position, busy on timeout") {
   temp_dir dir;
-  const store_location loc(dir);
+  const store_location loc(dir.file("p.db"), on_postgres);
   const auto& path = loc.path;
   auto store = open_store(path);
   auto runner = open_runner(path, {annals::make_projection(ledger{})});
@@ -788,7 +768,7 @@ TEST_CASE("wait_for returns once the checkpoint passes the position, busy on tim
 
 TEST_CASE("a started runner follows appends made by another process") {
   temp_dir dir;
-  const store_location loc(dir);
+  const store_location loc(dir.file("p.db"), on_postgres);
   const auto& path = loc.path;
   open_store(path).reset();  // create the file, then close it before forking
 
@@ -834,7 +814,7 @@ TEST_CASE("a started runner follows appends made by another process") {
 
 TEST_CASE("two runners in one process catching up the same projection apply each event once") {
   temp_dir dir;
-  const store_location loc(dir);
+  const store_location loc(dir.file("p.db"), on_postgres);
   const auto& path = loc.path;
   auto store = open_store(path);
   populate(*store, 300, 7, 21);
@@ -875,7 +855,7 @@ TEST_CASE("two runners in one process catching up the same projection apply each
 
 TEST_CASE("two processes catching up the same projection apply each event once") {
   temp_dir dir;
-  const store_location loc(dir);
+  const store_location loc(dir.file("p.db"), on_postgres);
   const auto& path = loc.path;
   std::int64_t head = 0;
   {
@@ -940,7 +920,7 @@ TEST_CASE("two processes catching up the same projection apply each event once")
 
 TEST_CASE("rebuild replays into shadow tables and swaps in the same rows as the live model") {
   temp_dir dir;
-  const store_location loc(dir);
+  const store_location loc(dir.file("p.db"), on_postgres);
   const auto& path = loc.path;
   auto store = open_store(path);
   const auto head = populate(*store, 400, 8, 41);
@@ -985,7 +965,7 @@ TEST_CASE("rebuild replays into shadow tables and swaps in the same rows as the 
 
 TEST_CASE("a bumped version is rebuilt on demand and readers see the old model until the swap") {
   temp_dir dir;
-  const store_location loc(dir);
+  const store_location loc(dir.file("p.db"), on_postgres);
   const auto& path = loc.path;
   auto store = open_store(path);
   const auto first_head = populate(*store, 300, 6, 51);
@@ -1042,7 +1022,7 @@ TEST_CASE("a bumped version is rebuilt on demand and readers see the old model u
 
 TEST_CASE("with rebuild_on_version_change, catch_up rebuilds a bumped version by itself") {
   temp_dir dir;
-  const store_location loc(dir);
+  const store_location loc(dir.file("p.db"), on_postgres);
   const auto& path = loc.path;
   auto store = open_store(path);
   const auto head = populate(*store, 200, 5, 61);
@@ -1063,7 +1043,7 @@ TEST_CASE("with rebuild_on_version_change, catch_up rebuilds a bumped version by
 TEST_CASE("a projection whose automatic rebuild fails keeps its live model and holds back no "
           "other projection") {
   temp_dir dir;
-  const store_location loc(dir);
+  const store_location loc(dir.file("p.db"), on_postgres);
   const auto& path = loc.path;
   auto store = open_store(path);
   append(*store, "a", {data_of(opened("a", "Ann"))});
@@ -1107,7 +1087,7 @@ TEST_CASE("a projection whose automatic rebuild fails keeps its live model and h
 
 TEST_CASE("rebuild --verify reports each tampered row and swaps nothing") {
   temp_dir dir;
-  const store_location loc(dir);
+  const store_location loc(dir.file("p.db"), on_postgres);
   const auto& path = loc.path;
   auto store = open_store(path);
   const auto head = populate(*store, 300, 6, 71);
@@ -1184,7 +1164,7 @@ TEST_CASE("rebuild --verify reports each tampered row and swaps nothing") {
 
 TEST_CASE("reset drops the model and its checkpoint, and the next catch_up rebuilds it") {
   temp_dir dir;
-  const store_location loc(dir);
+  const store_location loc(dir.file("p.db"), on_postgres);
   const auto& path = loc.path;
   auto store = open_store(path);
   const auto head = populate(*store, 250, 5, 81);
@@ -1219,7 +1199,7 @@ TEST_CASE("reset drops the model and its checkpoint, and the next catch_up rebui
 
 TEST_CASE("a rebuild killed halfway leaves the live model untouched and the next one succeeds") {
   temp_dir dir;
-  const store_location loc(dir);
+  const store_location loc(dir.file("p.db"), on_postgres);
   const auto& path = loc.path;
   std::int64_t head = 0;
   model live;
@@ -1283,7 +1263,7 @@ TEST_CASE("a rebuild killed halfway leaves the live model untouched and the next
 
 TEST_CASE("a rebuild while appends keep arriving ends with every event applied once") {
   temp_dir dir;
-  const store_location loc(dir);
+  const store_location loc(dir.file("p.db"), on_postgres);
   const auto& path = loc.path;
   auto store = open_store(path);
   populate(*store, 400, 6, 101);
@@ -1326,7 +1306,7 @@ TEST_CASE("a rebuild while appends keep arriving ends with every event applied o
 
 TEST_CASE("status() polled by other runners neither fails a rebuild nor reports a phantom one") {
   temp_dir dir;
-  const store_location loc(dir);
+  const store_location loc(dir.file("p.db"), on_postgres);
   const auto& path = loc.path;
   auto store = open_store(path);
   const auto head = populate(*store, 20, 2, 121);
@@ -1382,7 +1362,7 @@ TEST_CASE("status() polled by other runners neither fails a rebuild nor reports 
 
 TEST_CASE("kill -9 of a runner mid catch-up leaves the model exactly as of its checkpoint") {
   temp_dir dir;
-  const store_location loc(dir);
+  const store_location loc(dir.file("p.db"), on_postgres);
   const auto& path = loc.path;
   {
     auto store = open_store(path);

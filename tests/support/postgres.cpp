@@ -109,4 +109,17 @@ std::string session::exec(const std::string& sql, const std::vector<std::string>
 
 int session::backend_pid() const { return PQbackendPID(p_->conn.get()); }
 
+store_location::store_location(std::string sqlite_file, bool postgres) {
+  if (!postgres) {
+    path = std::move(sqlite_file);
+    return;
+  }
+  std::string why;
+  if (!create_database(database, path, why)) FAIL("no PostgreSQL for the test: " << why);
+}
+
+store_location::~store_location() {
+  if (!database.empty()) drop_database(database);
+}
+
 }  // namespace annals::test::pg

@@ -18,6 +18,18 @@ bool create_database(std::string& name, std::string& uri, std::string& why);
 // Drops it, closing any connection still open to it. Best effort.
 void drop_database(const std::string& name);
 
+// Where a test's store lives, for suites compiled once per backend: the SQLite file
+// `sqlite_file`, or with `postgres` a fresh database (FAILs the test case when there is no
+// server), dropped on destruction. `path` is what open_store and projection_runner::open take.
+struct store_location {
+  std::string path;
+  std::string database;
+  store_location(std::string sqlite_file, bool postgres);
+  ~store_location();
+  store_location(const store_location&) = delete;
+  store_location& operator=(const store_location&) = delete;
+};
+
 // A plain libpq session for tests that need to act on the server beside a store (hold its
 // locks, open competing transactions, kill backends). Parameters are text, bound.
 class session {

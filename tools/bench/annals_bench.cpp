@@ -32,6 +32,9 @@
 #include <annals/projection_runner.hpp>
 
 #include "account.hpp"
+#include "bench_common.hpp"
+#include "pg_bench.hpp"
+#include "read_side.hpp"
 #include "projections.hpp"
 
 #include <fmt/format.h>
@@ -66,163 +69,8 @@
 
 namespace {
 
+using namespace annals_bench;
 namespace fs = std::filesystem;
-using clock_type = std::chrono::steady_clock;
-
-// ---- failures -----------------------------------------------------------------------------
-
-struct bench_failure {
-  int code;
-  std::string message;
-};
-
-template <class T>
-T check(annals::result<T> r, std::string_view what) {
-  if (!r) {
-    throw bench_failure{annals::exit_code(r.error().kind()),
-                        fmt::format("{}: {}", what, r.error().message())};
-  }
-  return std::move(r).value();
-}
-
-void check(annals::result<void> r, std::string_view what) {
-  if (!r) {
-    throw bench_failure{annals::exit_code(r.error().kind()),
-                        fmt::format("{}: {}", what, r.error().message())};
-  }
-}
-
-[[noreturn]] void storage_failure(std::string message) { throw bench_failure{4, std::move(message)}; }
-[[noreturn]] void logic_failure(std::string message) { throw bench_failure{1, std::move(message)}; }
-
-template <class... Args>
-void note(fmt::format_string<Args...> f, Args&&... args) {
-  fmt::print(stderr, "annals-bench: {}\n", fmt::format(f, std::forward<Args>(args)...));
-  std::fflush(stderr);
-}
-
-// ---- configuration ------------------------------------------------------------------------
-
-struct config {
-  bool quick = false;
-  int reps = 5;
-  std::string scenario;  // empty: all
-  std::string dir;       // parent of the temp dir; empty: $TMPDIR or /tmp
-
-  // append_single / the 1-appender reference of append_concurrent
-  std::int64_t single_events = 3000;
-  std::int64_t single_streams = 100;
-  // append_batch
-  std::int64_t batch_events = 100000;
-  std::int64_t batch_size = 100;
-  // append_concurrent
-  int threads = 8;
-  std::int64_t concurrent_events = 16000;
-  // command_throughput
-  std::int64_t accounts = 1000;
-  std::int64_t commands = 2000;
-  // aggregate_load / replay dataset: target stream length and other events per target event
-  std::int64_t load_stream_events = 10000;
-  std::int64_t interleave = 19;
-  std::int64_t other_streams = 1000;
-  int loads_per_rep = 6;
-  // aggregate_load_snapshot: one stream per length, loaded whole and from a snapshot
-  std::vector<std::int64_t> snapshot_lengths{10000, 100000, 1000000};
-  int blocks = 20;  // alternating blocks per rep in the write scenarios
-  bool reps_given = false;  // --reps on the command line
-  // rebuild: store size, accounts, reps (fewer than the other scenarios: 1M events per run)
-  std::int64_t rebuild_events = 1000000;
-  std::int64_t rebuild_accounts = 2000;
-  int rebuild_max_reps = 3;
-  bool rebuild_catch_up = false;  // also time a runner's catch_up() from 0 (slow at 1M events)
-  // live_lag: accounts, appender threads, commands measured for lag at a steady rate, and
-  // commands per side per rep at full speed (with / without a running runner)
-  std::int64_t live_accounts = 1000;
-  int live_threads = 2;
-  std::int64_t lag_events = 2000;
-  double lag_rate = 250;  // commands/s, all appender threads together
-  std::int64_t live_events = 2000;
-
-  int rebuild_reps() const { return reps_given ? reps : std::min(reps, rebuild_max_reps); }
-
-  void make_quick() {
-    quick = true;
-    reps = 3;
-    single_events = 600;
-    batch_events = 20000;
-    concurrent_events = 4000;
-    accounts = 200;
-    commands = 500;
-    load_stream_events = 2000;
-    other_streams = 200;
-    loads_per_rep = 4;
-    snapshot_lengths = {1000, 5000, 20000};
-    blocks = 6;
-    rebuild_events = 20000;
-    rebuild_accounts = 200;
-    rebuild_catch_up = true;
-    live_accounts = 200;
-    lag_events = 200;
-    live_events = 400;
-  }
-};
-
-// ---- small utilities ----------------------------------------------------------------------
-
-double seconds_since(clock_type::time_point t0) {
-  return std::chrono::duration<double>(clock_type::now() - t0).count();
-}
-
-double median(std::vector<double> v) {
-  if (v.empty()) return 0;
-  std::sort(v.begin(), v.end());
-  std::size_t n = v.size();
-  return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-}
-
-// Resident set now (/proc/self/statm), MB.
-double current_rss_mb() {
-  std::ifstream f("/proc/self/statm");
-  long long pages = 0, resident = 0;
-  if (!(f >> pages >> resident)) return 0;
-  return static_cast<double>(resident) * static_cast<double>(sysconf(_SC_PAGESIZE)) / 1048576.0;
-}
-
-double peak_rss_mb() {
-  rusage u{};
-  getrusage(RUSAGE_SELF, &u);
-  return static_cast<double>(u.ru_maxrss) / 1024.0;  // ru_maxrss is in KiB on Linux
-}
-
-// Linux resets the peak RSS (VmHWM, and so ru_maxrss) when "5" is written to clear_refs.
-bool reset_peak_rss() {
-  std::ofstream f("/proc/self/clear_refs");
-  if (!f) return false;
-  f << "5";
-  f.flush();
-  return static_cast<bool>(f);
-}
-
-std::string json_escape(std::string_view s) {
-  std::string out;
-  for (char c : s) {
-    switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\t': out += "\\t"; break;
-      default:
-        if (static_cast<unsigned char>(c) < 0x20) {
-          out += fmt::format("\\u{:04x}", static_cast<unsigned>(c));
-        } else {
-          out += c;
-        }
-    }
-  }
-  return out;
-}
-
-std::string num(double v, int digits = 1) { return fmt::format("{:.{}f}", v, digits); }
 
 void remove_db(const std::string& path) {
   std::error_code ec;
@@ -262,43 +110,6 @@ class temp_dir {
 
 // ---- bank data ------------------------------------------------------------------------------
 
-// Account ids look like UUIDs (36 characters), so payloads are 40-60 bytes.
-std::string account_id(std::int64_t i) {
-  return fmt::format("0190a1b2-7c3d-7e4f-8a9b-{:012x}", static_cast<std::uint64_t>(i));
-}
-
-const std::string& type_opened() {
-  static const std::string t = bank::v2::AccountOpened::descriptor()->full_name();
-  return t;
-}
-const std::string& type_deposited() {
-  static const std::string t = bank::v1::MoneyDeposited::descriptor()->full_name();
-  return t;
-}
-const std::string& type_withdrawn() {
-  static const std::string t = bank::v1::MoneyWithdrawn::descriptor()->full_name();
-  return t;
-}
-
-std::string opened_payload(const std::string& id, std::int64_t i) {
-  bank::v2::AccountOpened e;
-  e.set_account_id(id);
-  *e.mutable_owner() = bank::split_name(fmt::format("Owner Number {:06}", i));
-  return e.SerializeAsString();
-}
-std::string deposited_payload(const std::string& id, std::int64_t cents) {
-  bank::v1::MoneyDeposited e;
-  e.set_account_id(id);
-  e.set_amount_cents(cents);
-  return e.SerializeAsString();
-}
-std::string withdrawn_payload(const std::string& id, std::int64_t cents) {
-  bank::v1::MoneyWithdrawn e;
-  e.set_account_id(id);
-  e.set_amount_cents(cents);
-  return e.SerializeAsString();
-}
-
 // Applies one stored bank event (type + payload) to an account, as hand-written code would.
 struct raw_folder {
   bank::v2::AccountOpened opened;
@@ -329,71 +140,6 @@ struct raw_folder {
     }
   }
 };
-
-// UUIDv7 bytes for the baseline (the store generates the same kind of id: time-ordered, so
-// both sides insert into the event_id index the same way).
-class raw_ids {
- public:
-  raw_ids() : rng_(std::random_device{}()) {}
-  std::array<unsigned char, 16> next() {
-    auto ms = static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
-                                             std::chrono::system_clock::now().time_since_epoch())
-                                             .count());
-    if (ms > last_ms_) {
-      last_ms_ = ms;
-      counter_ = static_cast<std::uint32_t>(rng_() & 0x7ff);
-    } else if (++counter_ > 0xfff) {
-      ++last_ms_;
-      counter_ = static_cast<std::uint32_t>(rng_() & 0x7ff);
-    }
-    std::array<unsigned char, 16> b{};
-    for (int i = 0; i < 6; ++i) b[i] = static_cast<unsigned char>(last_ms_ >> (40 - 8 * i));
-    b[6] = static_cast<unsigned char>(0x70 | ((counter_ >> 8) & 0x0f));
-    b[7] = static_cast<unsigned char>(counter_ & 0xff);
-    std::uint64_t r = rng_();
-    for (int i = 8; i < 16; ++i) b[i] = static_cast<unsigned char>(r >> (8 * (i - 8)));
-    b[8] = static_cast<unsigned char>(0x80 | (b[8] & 0x3f));
-    return b;
-  }
-  std::string text() {
-    auto b = next();
-    static constexpr char digits[] = "0123456789abcdef";
-    std::string s;
-    s.reserve(36);
-    for (int i = 0; i < 16; ++i) {
-      if (i == 4 || i == 6 || i == 8 || i == 10) s.push_back('-');
-      s.push_back(digits[b[i] >> 4]);
-      s.push_back(digits[b[i] & 15]);
-    }
-    return s;
-  }
-
- private:
-  std::mt19937_64 rng_;
-  std::uint64_t last_ms_ = 0;
-  std::uint32_t counter_ = 0;
-};
-
-// annals.v1.EventMetadata{correlation_id = 1, causation_id = 2} in protobuf wire format,
-// written by hand (what the store writes for a command's events).
-std::string raw_metadata(std::string_view correlation, std::string_view causation) {
-  std::string out;
-  auto field = [&](char tag, std::string_view v) {
-    if (v.empty()) return;
-    out.push_back(tag);
-    out.push_back(static_cast<char>(v.size()));  // < 128 bytes here
-    out.append(v);
-  };
-  field('\x0a', correlation);
-  field('\x12', causation);
-  return out;
-}
-
-std::int64_t now_us() {
-  return std::chrono::duration_cast<std::chrono::microseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
 
 // ---- raw SQLite ---------------------------------------------------------------------------
 
@@ -544,10 +290,7 @@ struct raw_writer {
     return out;
   }
 
-  struct event {
-    const std::string* type;
-    const std::string* payload;
-  };
+  using event = history_event;
 
   // Inside a transaction: appends after a version check; returns the new version.
   // A new stream's row id is stored into `sid`.
@@ -615,255 +358,14 @@ std::unique_ptr<annals::event_store> annals_create(const std::string& path,
   return check(annals::open_sqlite_store(path, std::move(o)), "cannot open the store");
 }
 
-// ---- figures ------------------------------------------------------------------------------
-
-struct figure {
-  std::string scenario;
-  std::int64_t events = 0;  // per annals run
-  std::vector<double> annals_seconds;
-  std::int64_t baseline_events = 0;  // per baseline run
-  std::vector<double> baseline_seconds;
-  std::optional<double> target;  // minimum ratio
-  std::string note;
-  std::vector<std::pair<std::string, std::string>> extra;  // name -> raw JSON value
-  // Paired write scenarios: annals rate / baseline rate of each pair of adjacent blocks.
-  std::vector<double> block_ratios;
-  // Set when the scenario measures the peak RSS of one part itself (e.g. the rebuild alone).
-  std::optional<double> peak_rss;
-  std::string peak_rss_scope;
-};
-
-double quantile(std::vector<double> v, double q) {
-  if (v.empty()) return 0;
-  std::sort(v.begin(), v.end());
-  return v[static_cast<std::size_t>(q * static_cast<double>(v.size() - 1) + 0.5)];
-}
-
-bool peak_rss_per_scenario = false;
-
-void print_figure(const figure& f) {
-  double secs = median(f.annals_seconds);
-  double bsecs = median(f.baseline_seconds);
-  double per_s = secs > 0 ? static_cast<double>(f.events) / secs : 0;
-  double base_per_s = bsecs > 0 ? static_cast<double>(f.baseline_events) / bsecs : 0;
-  double ratio = base_per_s > 0 ? per_s / base_per_s : 0;
-  auto samples = [](const std::vector<double>& secs, std::int64_t events) {
-    std::string s = "[";
-    for (std::size_t i = 0; i < secs.size(); ++i) {
-      s += fmt::format("{}{:.0f}", i ? "," : "", secs[i] > 0 ? events / secs[i] : 0.0);
-    }
-    return s + "]";
-  };
-  std::string line = fmt::format(
-      R"({{"scenario":"{}","events":{},"seconds":{:.6f},"events_per_s":{:.1f},)"
-      R"("baseline_per_s":{:.1f},"ratio":{:.3f},"peak_rss_mb":{:.1f},"median_of":{})",
-      f.scenario, f.events, secs, per_s, base_per_s, ratio,
-      f.peak_rss ? *f.peak_rss : peak_rss_mb(),
-      std::min(f.annals_seconds.size(), f.baseline_seconds.size()));
-  if (f.target) {
-    line += fmt::format(R"(,"target":{},"target_met":{})", *f.target,
-                        ratio >= *f.target ? "true" : "false");
-  }
-  line += fmt::format(R"(,"samples_per_s":{},"baseline_samples_per_s":{})",
-                      samples(f.annals_seconds, f.events),
-                      samples(f.baseline_seconds, f.baseline_events));
-  {
-    // Per rep (paired: measured side by side), annals rate / baseline rate.
-    std::string r = "[";
-    for (std::size_t i = 0; i < std::min(f.annals_seconds.size(), f.baseline_seconds.size()); ++i) {
-      double a = static_cast<double>(f.events) / f.annals_seconds[i];
-      double b = static_cast<double>(f.baseline_events) / f.baseline_seconds[i];
-      r += fmt::format("{}{:.3f}", i ? "," : "", a / b);
-    }
-    line += fmt::format(R"(,"rep_ratios":{}])", r);
-  }
-  if (!f.block_ratios.empty()) {
-    // Robust to disk stalls: a stall hits one block, not a whole side of a rep.
-    line += fmt::format(R"(,"block_ratio_median":{:.3f},"block_ratio_p25_p75":[{:.3f},{:.3f}],)"
-                        R"("blocks":{})",
-                        median(f.block_ratios), quantile(f.block_ratios, 0.25),
-                        quantile(f.block_ratios, 0.75), f.block_ratios.size());
-  }
-  for (const auto& [k, v] : f.extra) line += fmt::format(R"(,"{}":{})", k, v);
-  line += fmt::format(R"(,"peak_rss_scope":"{}")",
-                      !f.peak_rss_scope.empty() ? f.peak_rss_scope
-                      : peak_rss_per_scenario   ? "scenario"
-                                                : "process");
-  if (!f.note.empty()) line += fmt::format(R"(,"note":"{}")", json_escape(f.note));
-  line += "}\n";
-  std::fputs(line.c_str(), stdout);
-  std::fflush(stdout);
-  note("{}: {:.0f}/s vs baseline {:.0f}/s, ratio {:.3f}", f.scenario, per_s, base_per_s, ratio);
-}
-
-// Runs `a` and `b` reps times each, alternating which goes first. Each returns seconds.
-void alternate(int reps, const std::function<double()>& a, const std::function<double()>& b,
-               std::vector<double>& as, std::vector<double>& bs) {
-  for (int r = 0; r < reps; ++r) {
-    if (r % 2 == 0) {
-      as.push_back(a());
-      bs.push_back(b());
-    } else {
-      bs.push_back(b());
-      as.push_back(a());
-    }
-  }
-}
-
-// ---- paired runs --------------------------------------------------------------------------
-//
-// Write scenarios are fsync-bound, and the disk is shared with other work: a run of a few
-// seconds can be twice as slow as the next one. So both sides are open at once and the work
-// is cut into blocks that alternate between them (a b, b a, a b, ...); each side's time is
-// the sum of its blocks, so both sides see the same disk weather. A rep uses fresh files.
-
-// A side of a paired write scenario: does work items [from, to) when asked.
-class worker {
- public:
-  virtual ~worker() = default;
-  virtual void run(std::int64_t from, std::int64_t to) = 0;
-  virtual void finish() {}  // checks the result, closes; untimed
-};
-
-void paired(int reps, int blocks, std::int64_t total_a, std::int64_t total_b,
-            const std::function<std::unique_ptr<worker>(int rep)>& make_a,
-            const std::function<std::unique_ptr<worker>(int rep)>& make_b, figure& f) {
-  for (int rep = 0; rep < reps; ++rep) {
-    auto a = make_a(rep);
-    auto b = make_b(rep);
-    double ta = 0, tb = 0;
-    for (int k = 0; k < blocks; ++k) {
-      auto block = [&](worker& w, std::int64_t total, double& t) {
-        std::int64_t from = total * k / blocks, to = total * (k + 1) / blocks;
-        auto t0 = clock_type::now();
-        w.run(from, to);
-        double secs = seconds_since(t0);
-        t += secs;
-        return static_cast<double>(to - from) / secs;
-      };
-      double ra, rb;
-      if ((k + rep) % 2 == 0) {
-        ra = block(*a, total_a, ta);
-        rb = block(*b, total_b, tb);
-      } else {
-        rb = block(*b, total_b, tb);
-        ra = block(*a, total_a, ta);
-      }
-      f.block_ratios.push_back(ra / rb);
-    }
-    a->finish();
-    b->finish();
-    f.annals_seconds.push_back(ta);
-    f.baseline_seconds.push_back(tb);
-    note("  rep {}: {:.0f}/s vs {:.0f}/s", rep + 1, static_cast<double>(total_a) / ta,
-         static_cast<double>(total_b) / tb);
-  }
-}
-
 // ---- append scenarios ---------------------------------------------------------------------
 
-struct append_plan {
-  std::vector<std::string> streams;
-  std::vector<std::string> payloads;  // one per event
-};
-
-append_plan make_append_plan(std::int64_t events, std::int64_t streams, std::string_view prefix) {
-  append_plan p;
-  for (std::int64_t s = 0; s < streams; ++s) {
-    p.streams.push_back(fmt::format("{}-{}", prefix, account_id(s)));
-  }
-  std::mt19937_64 rng(42);
-  for (std::int64_t i = 0; i < events; ++i) {
-    p.payloads.push_back(deposited_payload(account_id(i % streams), 1 + rng() % 100000));
-  }
-  return p;
+// make_annals_appender on a new SQLite file at `path`, removed when it finishes.
+std::unique_ptr<worker> sqlite_appender(const std::string& path, const append_plan& plan,
+                                        int threads, std::int64_t per_append) {
+  return make_annals_appender(annals_create(path), plan, threads, per_append,
+                              [path] { remove_db(path); });
 }
-
-// `threads` appenders on one store, each on its own streams (thread t owns the streams
-// s % threads == t, round-robin), `per_append` events per call, expected version exact
-// (optimistic concurrency, as a command handler appends). A work item is an event.
-class annals_appender final : public worker {
- public:
-  annals_appender(std::string path, const append_plan& plan, int threads,
-                  std::int64_t per_append)
-      : path_(std::move(path)),
-        plan_(plan),
-        threads_(threads),
-        per_append_(per_append),
-        versions_(plan.streams.size(), -1),
-        next_stream_(static_cast<std::size_t>(threads), 0) {
-    store_ = annals_create(path_);
-  }
-
-  void run(std::int64_t from, std::int64_t to) override {
-    if (threads_ == 1) {
-      append_range(0, from, to);
-      return;
-    }
-    // Append j of the block (events from + j*per_append ...) goes to thread j % threads.
-    std::latch start(threads_);
-    std::optional<bench_failure> failure;
-    std::mutex mu;
-    std::vector<std::thread> pool;
-    for (int t = 0; t < threads_; ++t) {
-      pool.emplace_back([&, t] {
-        start.arrive_and_wait();
-        try {
-          std::int64_t step = per_append_ * threads_;
-          for (std::int64_t first = from + t * per_append_; first < to; first += step) {
-            append_range(t, first, std::min(to, first + per_append_));
-          }
-        } catch (bench_failure& e) {
-          std::lock_guard lock(mu);
-          if (!failure) failure = std::move(e);
-        }
-      });
-    }
-    for (auto& th : pool) th.join();
-    if (failure) throw *failure;
-  }
-
-  void finish() override {
-    auto head = check(store_->head_position(), "head_position");
-    auto want = static_cast<std::int64_t>(plan_.payloads.size());
-    if (head != want) logic_failure(fmt::format("store holds {} events, {} appended", head, want));
-    store_.reset();
-    remove_db(path_);
-  }
-
- private:
-  // One thread's appends of events [from, to), per_append_ at a time.
-  void append_range(int t, std::int64_t from, std::int64_t to) {
-    auto streams = static_cast<std::int64_t>(plan_.streams.size());
-    for (std::int64_t first = from; first < to; first += per_append_) {
-      std::int64_t owned = (streams - t + threads_ - 1) / threads_;  // streams of thread t
-      auto& k = next_stream_[static_cast<std::size_t>(t)];
-      auto s = static_cast<std::size_t>(t + threads_ * (k++ % owned));
-      std::int64_t n = std::min(per_append_, to - first);
-      std::vector<annals::event_data> batch;
-      batch.reserve(static_cast<std::size_t>(n));
-      for (std::int64_t i = 0; i < n; ++i) {
-        annals::event_data e;
-        e.type = type_deposited();
-        e.payload = plan_.payloads[static_cast<std::size_t>(first + i)];
-        batch.push_back(std::move(e));
-      }
-      auto& v = versions_[s];
-      auto expected =
-          v < 0 ? annals::expected_version::no_stream() : annals::expected_version::exact(v);
-      v = check(store_->append(plan_.streams[s], expected, std::move(batch)), "append")
-              .stream_version;
-    }
-  }
-
-  std::string path_;
-  const append_plan& plan_;
-  int threads_;
-  std::int64_t per_append_;
-  std::vector<std::int64_t> versions_;       // per stream; written only by its owner thread
-  std::vector<std::int64_t> next_stream_;    // per thread
-  std::unique_ptr<annals::event_store> store_;
-};
 
 // The hand-written appender: one thread, the same appends in the same order.
 class raw_appender final : public worker {
@@ -921,7 +423,7 @@ void scenario_append_single(const config& c, const temp_dir& dir) {
       c.single_streams, c.blocks);
   paired(
       c.reps, c.blocks, c.single_events, c.single_events,
-      [&](int) { return std::make_unique<annals_appender>(dir.file("single-a.db"), plan, 1, 1); },
+      [&](int) { return sqlite_appender(dir.file("single-a.db"), plan, 1, 1); },
       [&](int) { return std::make_unique<raw_appender>(dir.file("single-b.db"), plan, 1); }, f);
   print_figure(f);
 }
@@ -939,7 +441,7 @@ void scenario_append_batch(const config& c, const temp_dir& dir) {
   paired(
       c.reps, c.blocks, c.batch_events, c.batch_events,
       [&](int) {
-        return std::make_unique<annals_appender>(dir.file("batch-a.db"), plan, 1, c.batch_size);
+        return sqlite_appender(dir.file("batch-a.db"), plan, 1, c.batch_size);
       },
       [&](int) {
         return std::make_unique<raw_appender>(dir.file("batch-b.db"), plan, c.batch_size);
@@ -964,9 +466,9 @@ void scenario_append_concurrent(const config& c, const temp_dir& dir) {
   paired(
       c.reps, c.blocks, c.concurrent_events, c.single_events,
       [&](int) {
-        return std::make_unique<annals_appender>(dir.file("conc-a.db"), plan, c.threads, 1);
+        return sqlite_appender(dir.file("conc-a.db"), plan, c.threads, 1);
       },
-      [&](int) { return std::make_unique<annals_appender>(dir.file("conc-1.db"), single, 1, 1); },
+      [&](int) { return sqlite_appender(dir.file("conc-1.db"), single, 1, 1); },
       f);
   print_figure(f);
 }
@@ -1600,65 +1102,30 @@ rebuild_dataset make_rebuild_dataset(const config& c, const temp_dir& dir) {
   note("building the rebuild dataset: {} events on {} accounts", c.rebuild_events, d.accounts);
   auto t0 = clock_type::now();
   { auto created = annals_create(d.path); }
-  constexpr std::int64_t start_us = 1735689600LL * 1000000;  // 2025-01-01T00:00:00Z
-  constexpr double span_us = 365.0 * 86400 * 1000000;
-  const std::int64_t total = c.rebuild_events;
-  auto at = [&] {
-    return start_us + static_cast<std::int64_t>(span_us * static_cast<double>(d.events) /
-                                                static_cast<double>(total));
-  };
   {
     raw_db db(d.path);
     db.exec("PRAGMA synchronous=OFF");  // setup only
     raw_writer w(db);
     auto n = static_cast<std::size_t>(d.accounts);
-    std::vector<std::string> ids, streams;
-    std::vector<std::int64_t> sid(n, 0), version(n, -1), balance(n, 0);
-    auto append = [&](std::size_t i, const raw_writer::event* e, std::size_t k) {
-      std::string cmd = w.ids.text();
-      version[i] = w.append_in_tx(streams[i], sid[i], version[i], version[i], e, k,
-                                  raw_metadata(cmd, cmd), at());
-      d.events += static_cast<std::int64_t>(k);
-      ++d.appends;
-      if (d.appends % 40000 == 0) {  // about 100k events per transaction
-        w.commit.run();
-        w.begin.run();
-      }
-    };
+    std::vector<std::int64_t> sid(n, 0), version(n, -1);
     w.begin.run();
-    for (std::size_t i = 0; i < n; ++i) {
-      ids.push_back(account_id(static_cast<std::int64_t>(i)));
-      streams.push_back(bank::stream_for(ids.back()));
-      std::string payload = opened_payload(ids[i], static_cast<std::int64_t>(i));
-      raw_writer::event e{&type_opened(), &payload};
-      append(i, &e, 1);
-    }
-    std::mt19937_64 rng(2024);
-    std::array<std::string, 4> payloads;
-    std::array<raw_writer::event, 4> events{};
-    while (d.events < total) {
-      auto i = static_cast<std::size_t>(rng() % n);
-      auto k = static_cast<std::size_t>(
-          std::min<std::int64_t>(1 + static_cast<std::int64_t>(rng() % 4), total - d.events));
-      for (std::size_t j = 0; j < k; ++j) {
-        if (rng() % 4 == 0 && balance[i] > 0) {
-          auto cents =
-              1 + static_cast<std::int64_t>(rng() % static_cast<std::uint64_t>(balance[i]));
-          payloads[j] = withdrawn_payload(ids[i], cents);
-          events[j] = {&type_withdrawn(), &payloads[j]};
-          balance[i] -= cents;
-        } else {
-          auto cents = 1 + static_cast<std::int64_t>(rng() % 100000);
-          payloads[j] = deposited_payload(ids[i], cents);
-          events[j] = {&type_deposited(), &payloads[j]};
-          balance[i] += cents;
-        }
-      }
-      append(i, events.data(), k);
-      d.money_events += static_cast<std::int64_t>(k);
-    }
+    auto h = generate_bank_history(
+        c.rebuild_events, d.accounts,
+        [&](std::size_t i, const std::string& stream, const history_event* e, std::size_t k,
+            std::int64_t at, std::int64_t appends) {
+          std::string cmd = w.ids.text();
+          version[i] = w.append_in_tx(stream, sid[i], version[i], version[i], e, k,
+                                      raw_metadata(cmd, cmd), at);
+          if (appends % 40000 == 0) {  // about 100k events per transaction
+            w.commit.run();
+            w.begin.run();
+          }
+        });
     w.commit.run();
-    for (auto b : balance) d.total_balance += b;
+    d.events = h.events;
+    d.appends = h.appends;
+    d.money_events = h.money_events;
+    d.total_balance = h.total_balance;
     db.exec("PRAGMA wal_checkpoint(TRUNCATE)");
   }
   d.build_seconds = seconds_since(t0);
@@ -2059,300 +1526,17 @@ void scenario_rebuild(const config& c, const temp_dir& dir) {
   print_figure(f);
 }
 
-// ---- live_lag: a running projection_runner following commands ------------------------------
-
-struct live_plan {
-  std::vector<std::string> ids, streams;
-  int threads = 1;
-  // Command k: thread k % threads, on one of that thread's own accounts (no conflicts between
-  // appender threads), depositing 1 + k % 1000 cents.
-  std::size_t account(std::int64_t k) const {
-    auto t = static_cast<std::int64_t>(k % threads);
-    auto n = static_cast<std::int64_t>(ids.size());
-    std::int64_t owned = (n - t + threads - 1) / threads;
-    return static_cast<std::size_t>(t + threads * ((k / threads) % owned));
-  }
-  static std::int64_t cents(std::int64_t k) { return 1 + k % 1000; }
-};
-
-live_plan make_live_plan(const config& c) {
-  live_plan p;
-  p.threads = c.live_threads;
-  for (std::int64_t i = 0; i < std::max<std::int64_t>(c.live_accounts, c.live_threads); ++i) {
-    p.ids.push_back(account_id(i));
-    p.streams.push_back(bank::stream_for(p.ids.back()));
-  }
-  return p;
-}
-
-// Setup, untimed: a new store at `path` with every account opened (AccountOpened appended
-// through the store, durability normal).
-void open_live_accounts(const std::string& path, const live_plan& p) {
-  auto store = annals_create(path, annals::durability::normal);
-  for (std::size_t i = 0; i < p.ids.size(); ++i) {
-    std::vector<annals::event_data> e(1);
-    e[0].type = type_opened();
-    e[0].payload = opened_payload(p.ids[i], static_cast<std::int64_t>(i));
-    (void)check(store->append(p.streams[i], annals::expected_version::no_stream(), std::move(e)),
-                "open account");
-  }
-}
-
-annals::command_result live_deposit(annals::event_store& store, const live_plan& p,
-                                    std::int64_t k) {
-  auto i = p.account(k);
-  return check(annals::handle<bank::account>(store, p.streams[i],
-                                             [&](const bank::account& a) {
-                                               return bank::deposit(a, p.ids[i],
-                                                                    live_plan::cents(k));
-                                             }),
-               "deposit");
-}
-
-// Runs fn(k) for k in [from, to) on p.threads threads (thread t: k % threads == t).
-void on_appender_threads(const live_plan& p, std::int64_t from, std::int64_t to,
-                         const std::function<void(std::int64_t)>& fn) {
-  std::optional<bench_failure> failure;
-  std::mutex mu;
-  std::vector<std::thread> pool;
-  for (int t = 0; t < p.threads; ++t) {
-    pool.emplace_back([&, t] {
-      try {
-        std::int64_t first = from + ((t - from % p.threads) + p.threads) % p.threads;
-        for (std::int64_t k = first; k < to; k += p.threads) fn(k);
-      } catch (bench_failure& e) {
-        std::lock_guard lock(mu);
-        if (!failure) failure = std::move(e);
-      }
-    });
-  }
-  for (auto& th : pool) th.join();
-  if (failure) throw *failure;
-}
-
-// The read model must hold every deposit: the balances add up to the commands' cents.
-void check_live_model(annals::projection_runner& runner, std::int64_t commands) {
-  std::int64_t want = 0;
-  for (std::int64_t k = 0; k < commands; ++k) want += live_plan::cents(k);
-  std::int64_t total = 0;
-  (void)check(bank::read_balances(runner,
-                                  [&](const bank::balance_row& r) {
-                                    total += r.balance_cents;
-                                    return true;
-                                  }),
-              "read_balances");
-  if (total != want) {
-    logic_failure(fmt::format("live read model: balances sum to {}, expected {}", total, want));
-  }
-}
-
-struct lag_run {
-  std::vector<double> ms;  // per command: acknowledged -> visible in all three models
-  double achieved_per_s = 0;
-};
-
-// Commands at a steady rate (scheduled times k / rate, all threads together) on a store whose
-// runner follows live. An observer thread waits (runner.wait_for, the read-your-writes call)
-// for the oldest acknowledged position in each of the three projections, then probes the
-// following ones (wait_for with a zero timeout): an event's lag is the time from its command's
-// acknowledgement to the observer seeing it applied in all three read models.
-lag_run measure_lag(const config& c, const std::string& path, const live_plan& p) {
-  open_live_accounts(path, p);
-  auto store = check(annals::open_sqlite_store(path), "cannot open the store");
-  auto runner = check(bank::open_read_models(path), "cannot open the projection runner");
-  (void)check(runner->catch_up(), "catch_up");
-  std::vector<std::string> names;
-  for (const auto& d : bank::projections()) names.push_back(d->name);
-  check(runner->start(), "start");
-
-  std::mutex mu;
-  std::condition_variable cv;
-  std::map<std::int64_t, clock_type::time_point> pending;  // position -> acknowledged at
-  bool done = false;
-  lag_run out;
-  out.ms.reserve(static_cast<std::size_t>(c.lag_events));
-  std::optional<bench_failure> observer_failure;
-  std::thread observer([&] {
-    try {
-      auto visible = [&](std::int64_t position, std::chrono::milliseconds timeout) {
-        for (const auto& n : names) {
-          auto r = runner->wait_for(n, position, timeout);
-          if (!r) {
-            if (timeout.count() == 0 && r.error().kind() == annals::errc::busy) return false;
-            check(std::move(r), "wait_for");
-          }
-        }
-        return true;
-      };
-      for (;;) {
-        std::int64_t oldest;
-        {
-          std::unique_lock lock(mu);
-          cv.wait(lock, [&] { return done || !pending.empty(); });
-          if (pending.empty()) return;
-          oldest = pending.begin()->first;
-        }
-        (void)visible(oldest, std::chrono::seconds(60));
-        auto at = clock_type::now();
-        std::unique_lock lock(mu);
-        for (auto it = pending.begin(); it != pending.end();) {
-          if (it->first != oldest) {
-            std::int64_t pos = it->first;
-            lock.unlock();
-            bool seen = visible(pos, std::chrono::milliseconds(0));
-            at = clock_type::now();
-            lock.lock();
-            it = pending.find(pos);
-            if (!seen) break;
-          }
-          out.ms.push_back(std::chrono::duration<double, std::milli>(at - it->second).count());
-          it = pending.erase(it);
-        }
-      }
-    } catch (bench_failure& e) {
-      std::lock_guard lock(mu);
-      observer_failure = std::move(e);
-    }
-  });
-
-  auto interval = std::chrono::duration<double>(1.0 / c.lag_rate);
-  auto t0 = clock_type::now() + std::chrono::milliseconds(20);
-  std::atomic<std::int64_t> last_ack_ns{0};
-  std::optional<bench_failure> appender_failure;
-  try {
-    on_appender_threads(p, 0, c.lag_events, [&](std::int64_t k) {
-      std::this_thread::sleep_until(
-          t0 + std::chrono::duration_cast<clock_type::duration>(interval * static_cast<double>(k)));
-      auto r = live_deposit(*store, p, k);
-      auto ack = clock_type::now();
-      {
-        std::lock_guard lock(mu);
-        pending.emplace(r.position, ack);
-      }
-      cv.notify_one();
-      auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(ack - t0).count();
-      auto prev = last_ack_ns.load();
-      while (prev < ns && !last_ack_ns.compare_exchange_weak(prev, ns)) {
-      }
-    });
-  } catch (bench_failure& e) {
-    appender_failure = std::move(e);
-  }
-  {
-    std::lock_guard lock(mu);
-    done = true;
-  }
-  cv.notify_one();
-  observer.join();
-  runner->stop();
-  if (appender_failure) throw *appender_failure;
-  if (observer_failure) throw *observer_failure;
-  if (static_cast<std::int64_t>(out.ms.size()) != c.lag_events) {
-    logic_failure(fmt::format("live_lag: {} of {} events seen", out.ms.size(), c.lag_events));
-  }
-  check_live_model(*runner, c.lag_events);
-  out.achieved_per_s = static_cast<double>(c.lag_events) / (static_cast<double>(last_ack_ns) / 1e9);
-  runner.reset();
-  store.reset();
-  remove_db(path);
-  return out;
-}
-
-// A side of the writer-cost comparison: deposit commands at full speed on p.threads threads,
-// with a projection_runner on the same store following them (started for the side's block,
-// stopped after it, so it does not wake for the other side's commits: the store's commit
-// signal is process-wide) or without one.
-class live_commander final : public worker {
- public:
-  // With a runner, `backlogs` receives, per rep, the events the runner had not applied when
-  // the last block ended (status().lag_events, the most behind projection).
-  live_commander(std::string path, const live_plan& p, bool with_runner,
-                 std::vector<std::int64_t>* backlogs = nullptr)
-      : path_(std::move(path)), p_(p), backlogs_(backlogs) {
-    open_live_accounts(path_, p_);
-    store_ = check(annals::open_sqlite_store(path_), "cannot open the store");
-    if (with_runner) {
-      runner_ = check(bank::open_read_models(path_), "cannot open the projection runner");
-      (void)check(runner_->catch_up(), "catch_up");
-    }
-  }
-
-  void run(std::int64_t from, std::int64_t to) override {
-    if (runner_) check(runner_->start(), "start");
-    on_appender_threads(p_, from, to, [&](std::int64_t k) { (void)live_deposit(*store_, p_, k); });
-    if (runner_) runner_->stop();
-    commands_ = std::max(commands_, to);
-  }
-
-  void finish() override {
-    if (runner_) {
-      std::int64_t backlog = 0;
-      for (const auto& s : check(runner_->status(), "status")) {
-        backlog = std::max(backlog, s.lag_events);
-      }
-      if (backlogs_) backlogs_->push_back(backlog);
-      (void)check(runner_->catch_up(), "catch_up");
-      check_live_model(*runner_, commands_);
-    }
-    runner_.reset();
-    store_.reset();
-    remove_db(path_);
-  }
-
- private:
-  std::string path_;
-  const live_plan& p_;
-  std::unique_ptr<annals::event_store> store_;
-  std::unique_ptr<annals::projection_runner> runner_;
-  std::vector<std::int64_t>* backlogs_;
-  std::int64_t commands_ = 0;
-};
+// ---- live_lag (read_side.cpp): on SQLite files in the temp dir -----------------------------
 
 void scenario_live_lag(const config& c, const temp_dir& dir) {
-  auto p = make_live_plan(c);
-  auto lag = measure_lag(c, dir.file("lag.db"), p);
-  note("live_lag: {} events at {:.0f}/s: p50 {:.2f} ms, p99 {:.2f} ms", lag.ms.size(),
-       lag.achieved_per_s, quantile(lag.ms, 0.5), quantile(lag.ms, 0.99));
-
-  figure f;
-  f.scenario = "live_lag";
-  f.events = f.baseline_events = c.live_events;
-  std::vector<std::int64_t> backlogs;
-  paired(
-      c.reps, c.blocks, c.live_events, c.live_events,
-      [&](int) {
-        return std::make_unique<live_commander>(dir.file("live-a.db"), p, true, &backlogs);
-      },
-      [&](int) { return std::make_unique<live_commander>(dir.file("live-b.db"), p, false); }, f);
-  double sum = 0;
-  for (double v : lag.ms) sum += v;
-  f.extra.emplace_back("p50_ms", num(quantile(lag.ms, 0.5), 3));
-  f.extra.emplace_back("p99_ms", num(quantile(lag.ms, 0.99), 3));
-  double max_ms = lag.ms.empty() ? 0 : *std::max_element(lag.ms.begin(), lag.ms.end());
-  double mean_ms = lag.ms.empty() ? 0 : sum / static_cast<double>(lag.ms.size());
-  f.extra.emplace_back("max_ms", num(max_ms, 3));
-  f.extra.emplace_back("mean_ms", num(mean_ms, 3));
-  f.extra.emplace_back("lag_events_measured", std::to_string(lag.ms.size()));
-  f.extra.emplace_back("lag_rate_target_per_s", num(c.lag_rate, 0));
-  f.extra.emplace_back("lag_rate_achieved_per_s", num(lag.achieved_per_s, 1));
-  f.extra.emplace_back("appender_threads", std::to_string(c.live_threads));
-  f.extra.emplace_back(
-      "runner_backlog_at_end_max",
-      std::to_string(backlogs.empty() ? 0 : *std::max_element(backlogs.begin(), backlogs.end())));
-  f.extra.emplace_back("unit", "\"commands (1 event each)\"");
-  f.note = fmt::format(
-      "lag: bank deposit commands (annals::handle, durable) at a steady {:.0f}/s from {} "
-      "threads on {} accounts, bank::open_read_models runner start()ed on the same file; per "
-      "event, time from the command's acknowledgement to an observer thread seeing it applied in "
-      "all three read models (runner.wait_for on the oldest unseen position, zero-timeout "
-      "wait_for probes for the next ones; p50/p99 over lag_events_measured). events_per_s: the "
-      "same commands at full speed with that runner following (started and stopped around each "
-      "block); baseline_per_s: the same without a runner, separate store; ratio = the writers' "
-      "rate with a runner / without; {} alternating blocks per rep; runner_backlog_at_end_max: "
-      "events not yet applied when a rep's last block ended (applied untimed, then the model "
-      "is checked)",
-      c.lag_rate, c.live_threads, p.ids.size(), c.blocks);
-  print_figure(f);
+  store_source files;
+  files.create = [&dir](std::string_view label) {
+    auto path = dir.file(fmt::format("{}.db", label));
+    remove_db(path);
+    return path;
+  };
+  files.remove = [](const std::string& path) { remove_db(path); };
+  run_live_lag(c, files, {});
 }
 
 // ---- main ---------------------------------------------------------------------------------
@@ -2373,13 +1557,19 @@ const std::vector<std::pair<std::string, void (*)(const config&, const temp_dir&
 }
 
 void usage(std::FILE* out) {
-  std::string names;
+  std::string names, pg_names;
   for (auto& [n, _] : scenarios()) names += (names.empty() ? "" : ", ") + n;
+  for (auto& n : pg_scenario_names()) pg_names += (pg_names.empty() ? "" : ", ") + n;
   fmt::print(out,
              "usage: annals-bench [--quick] [--scenario NAME] [--dir DIR] [--reps N]\n"
-             "                    [--rebuild-events N] [--catch-up]\n"
+             "                    [--rebuild-events N] [--catch-up] [--backend URI]\n"
              "  --quick          small counts (whole run well under 20 s)\n"
              "  --scenario NAME  run one scenario: {}\n"
+             "                   (PostgreSQL: {})\n"
+             "  --backend URI    postgresql://... : the PostgreSQL figures, each scenario in "
+             "databases of\n"
+             "                   its own created on that server (and dropped); default: SQLite "
+             "files\n"
              "  --dir DIR        put the temporary database files under DIR (default $TMPDIR "
              "or /tmp)\n"
              "  --reps N         runs per side per scenario, medians reported (default 5, "
@@ -2391,7 +1581,7 @@ void usage(std::FILE* out) {
              "with --quick)\n"
              "Prints one JSON line per figure on stdout. Exit: 0 ok, 2 bad arguments, 4 storage "
              "error.\n",
-             names);
+             names, pg_names);
 }
 
 }  // namespace
@@ -2423,6 +1613,13 @@ int main(int argc, char** argv) {
       return 0;
     } else if (is("--scenario")) {
       c.scenario = value("--scenario");
+    } else if (is("--backend")) {
+      c.backend = value("--backend");
+      if (!is_postgres_uri(c.backend)) {
+        fmt::print(stderr, "annals-bench: --backend takes a postgresql:// URI, not '{}'\n",
+                   c.backend);
+        return 2;
+      }
     } else if (is("--dir")) {
       c.dir = value("--dir");
     } else if (a == "--catch-up") {
@@ -2461,7 +1658,11 @@ int main(int argc, char** argv) {
   }
   if (!c.scenario.empty()) {
     bool known = false;
-    for (auto& [n, _] : scenarios()) known = known || n == c.scenario;
+    if (c.backend.empty()) {
+      for (auto& [n, _] : scenarios()) known = known || n == c.scenario;
+    } else {
+      for (auto& n : pg_scenario_names()) known = known || n == c.scenario;
+    }
     if (!known) {
       fmt::print(stderr, "annals-bench: unknown scenario '{}'\n", c.scenario);
       usage(stderr);
@@ -2477,6 +1678,20 @@ int main(int argc, char** argv) {
   }
 
   try {
+    if (!c.backend.empty()) {
+      note("PostgreSQL figures; {} runs per side{}", c.reps, c.quick ? " (quick)" : "");
+      auto t0 = clock_type::now();
+      for (auto& name : pg_scenario_names()) {
+        if (!c.scenario.empty() && c.scenario != name) continue;
+        note("scenario {} ...", name);
+        peak_rss_per_scenario = reset_peak_rss();
+        auto s0 = clock_type::now();
+        run_pg_scenario(name, c);
+        note("scenario {} took {:.1f} s", name, seconds_since(s0));
+      }
+      note("done in {:.1f} s", seconds_since(t0));
+      return 0;
+    }
     temp_dir dir(c.dir);
     note("databases under {}; {} runs per side{}", dir.path(), c.reps, c.quick ? " (quick)" : "");
     auto t0 = clock_type::now();

@@ -289,20 +289,23 @@ struct postgres_options {
   std::function<std::int64_t()> clock;
   std::function<std::string()> id_source;
   std::shared_ptr<const upcasters> upcast;
+  // As in sqlite_options: read models updated in each append's transaction, in this database
+  // (with the advisory write lock held, so handlers see every earlier event). Default: none.
+  std::vector<std::shared_ptr<const projection_def>> inline_projections;
+  std::int64_t max_inline_lag = 10000;
 };
 
 // Opens (or creates) a PostgreSQL event store. `uri` is a libpq connection URI
 // ("postgresql://user@host:port/dbname?..."). An unreachable server is errc::io; tables of a
 // newer storage format are errc::corruption. Layout: docs/storage-format.md.
-// Not yet supported on PostgreSQL: inline projections.
 result<std::unique_ptr<event_store>> open_postgres_store(const std::string& uri,
                                                          postgres_options options = {});
 
 // Opens a store from a URI: a plain path or "sqlite:PATH" (SQLite), or "postgresql://..." /
 // "postgres://..." (PostgreSQL). Other schemes are invalid_argument. For PostgreSQL, the
-// clock, id_source, upcast, read_only, create_if_missing and busy_timeout_ms (as the lock
-// timeout) of `options` apply; inline projections there are invalid_argument (not yet
-// supported); use open_postgres_store() for the pool size.
+// clock, id_source, upcast, read_only, create_if_missing, inline projections and
+// busy_timeout_ms (as the lock timeout) of `options` apply (sync does not: that is the
+// server's synchronous_commit); use open_postgres_store() for the pool size.
 result<std::unique_ptr<event_store>> open_store(std::string_view uri, sqlite_options options = {});
 
 // A new UUIDv7 (RFC 9562) in canonical lower-case text. Thread-safe; monotonic in one process.

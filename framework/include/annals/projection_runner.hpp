@@ -1,13 +1,18 @@
 // annals/projection_runner.hpp — running, following, rebuilding and repairing projections.
 //
-// Read models live in the store's SQLite file, next to the events. A runner catches each
-// projection up from its checkpoint in batches; a batch's read-model writes and the new
-// checkpoint commit in one transaction, so a crash at any moment leaves every model exactly as
-// of some checkpoint. Several runners (threads or processes) may run the same projection: each
-// batch re-checks the checkpoint under the write lock, so no event is applied twice.
+// Read models live next to the events: in the store's SQLite file, or in its PostgreSQL
+// database. A runner catches each projection up from its checkpoint in batches; a batch's
+// read-model writes and the new checkpoint commit in one transaction, so a crash at any moment
+// leaves every model exactly as of some checkpoint. Several runners (threads or processes) may
+// run the same projection: each batch re-checks the checkpoint under a lock (SQLite's write
+// lock; on PostgreSQL the checkpoint row's), so no event is applied twice.
 //
-// Bookkeeping tables (same file): annals_projections (name, version, checkpoint, state, ...)
-// and annals_parked (dead letters). See docs/storage-format.md.
+// On PostgreSQL, one live runner (start()) per projection does the work across processes: it
+// holds a session advisory lock for it, and when its process dies another live runner takes
+// the projection over. Appends wake live runners in every process through LISTEN/NOTIFY.
+//
+// Bookkeeping tables (same database): annals_projections (name, version, checkpoint, state,
+// ...) and annals_parked (dead letters). See docs/storage-format.md.
 //
 // Thread safety: a projection_runner may be used from several threads; start() runs one
 // background thread that follows live appends.
@@ -86,7 +91,8 @@ struct rebuild_report {
 struct runner_options {
   std::int64_t batch_size = 1000;  // events per transaction when catching up. Default 1000.
   // How often the live loop looks for appends by other processes. Appends through a store in
-  // this process wake it at once. Default 5 ms.
+  // this process wake it at once. Default 5 ms. On PostgreSQL every append wakes it at once
+  // (LISTEN/NOTIFY) and polling, at max(poll_interval, 1 s), is only a fallback.
   std::chrono::milliseconds poll_interval{5};
   int max_attempts = 3;  // handler attempts before parking an event. Default 3.
   std::chrono::milliseconds retry_backoff{20};  // first retry pause, doubled each time
@@ -103,15 +109,18 @@ struct runner_options {
 
 class projection_runner {
  public:
-  // Opens a runner for these projections on an existing store: a path or sqlite:PATH, as for
-  // open_store. Creates the bookkeeping tables and each projection's tables if missing.
-  // Errors: not_found (no store there), corruption/io as for open_sqlite_store.
+  // Opens a runner for these projections on an existing store: a path, sqlite:PATH or
+  // postgresql://..., as for open_store. Creates the bookkeeping tables and each projection's
+  // tables if missing. Errors: not_found (no store there), corruption/io as for open_store.
+  // On PostgreSQL the runner holds four connections: its writer, its reader, one for its
+  // advisory locks and one LISTEN-ing (plus the store's pool of 2).
   static result<std::unique_ptr<projection_runner>> open(const std::string& store_uri,
                                                          projection_list projections,
                                                          runner_options options = {});
   virtual ~projection_runner() = default;
 
   // Applies events until every projection reaches the head seen at the start, or is stuck.
+  // On PostgreSQL a projection that another live runner leads is left to it (0 applied).
   // One projection's error does not stop the others; the first error is returned.
   // Returns the number of events applied. A stuck projection is not an error here: check
   // status() (or wait_for) before trusting a model to be current.

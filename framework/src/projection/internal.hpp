@@ -110,6 +110,19 @@ result<void> apply_projection(const projection_def& d, const recorded_event& e, 
 // caller's write transaction.
 result<void> init_projections(sql_connection& c, const std::vector<std::shared_ptr<const projection_def>>& defs);
 
+// Reads the events of inline projection number `index` in (after, last], in position order,
+// in the caller's write transaction, upcast and filtered to its types, and visits each.
+using inline_reader = std::function<result<void>(
+    std::size_t index, std::int64_t after, std::int64_t last,
+    const std::function<result<void>(const recorded_event&)>& visit)>;
+
+// Brings each inline projection up to `last` inside the caller's write transaction on `c`
+// (see sqlite_options::inline_projections): one that is stuck, of another version or more than
+// max_lag behind is left to a projection_runner. A handler error is returned, saying that the
+// append was not written.
+result<void> apply_inline(sql_connection& c, const std::vector<std::shared_ptr<const projection_def>>& defs,
+                          std::int64_t last, std::int64_t max_lag, const inline_reader& read);
+
 std::string quote_identifier(std::string_view name);
 // CREATE TABLE IF NOT EXISTS for a read-model table under its physical (quoted) name. On
 // PostgreSQL the primary key constraint is named after the table (pk_name), so a rebuild's

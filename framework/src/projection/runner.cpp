@@ -212,10 +212,9 @@ class runner_impl final : public projection_runner {
     return r;
   }
 
-  bool live() {
-    std::lock_guard lock(thread_mu_);
-    return thread_.joinable() && !stop_;
-  }
+  // Whether the live loop runs (its catch-ups keep their leads). Not under thread_mu_: stop()
+  // holds that while joining the loop, which calls this.
+  bool live() const noexcept { return live_; }
 
   result<std::int64_t> catch_up_led(const projection_def& d, std::int64_t head) {
     std::int64_t applied = 0;
@@ -424,6 +423,7 @@ class runner_impl final : public projection_runner {
     std::lock_guard lock(thread_mu_);
     if (thread_.joinable()) return {};
     stop_ = false;
+    live_ = true;
     thread_ = std::thread([this] { live_loop(); });
     return {};
   }
@@ -432,6 +432,7 @@ class runner_impl final : public projection_runner {
     std::lock_guard lock(thread_mu_);
     if (!thread_.joinable()) return;
     stop_ = true;
+    live_ = false;
     store::notify_commit();  // wake the loop
     thread_.join();
     coord_->release_all();  // another runner may lead our projections now
@@ -1004,6 +1005,7 @@ class runner_impl final : public projection_runner {
   std::mutex thread_mu_;
   std::thread thread_;
   std::atomic<bool> stop_{false};
+  std::atomic<bool> live_{false};
 
   // Automatic rebuilds that failed: not retried for rebuild_retry_pause; shown by status().
   static constexpr std::chrono::seconds rebuild_retry_pause{30};
@@ -1056,6 +1058,44 @@ result<void> apply_projection(const projection_def& d, const recorded_event& e, 
     return error(errc::io, fmt::format("projection '{}' threw on event at position {} ({})",
                                        d.name, e.position, e.type));
   }
+}
+
+result<void> apply_inline(sql_connection& c, const projection_list& defs, std::int64_t last,
+                          std::int64_t max_lag, const inline_reader& read) {
+  sql_tx tx(c, nullptr);
+  for (std::size_t i = 0; i < defs.size(); ++i) {
+    const auto& d = defs[i];
+    bool exists = false, stuck = false;
+    int version = 0;
+    std::int64_t checkpoint = 0;
+    auto q = tx.query(
+        "SELECT version, checkpoint, stuck_position IS NOT NULL FROM annals_projections "
+        "WHERE name = ?1",
+        {d->name}, [&](const sql_row& row) {
+          exists = true;
+          version = static_cast<int>(row.int64(0));
+          checkpoint = row.int64(1);
+          stuck = row.int64(2) != 0;
+          return false;
+        });
+    if (!q) return q.error();
+    if (!exists || stuck || version != d->version || last - checkpoint > max_lag) {
+      continue;  // a projection_runner's job (status shows it)
+    }
+    auto r = read(i, checkpoint, last, [&](const recorded_event& e) -> result<void> {
+      if (auto a = apply_projection(*d, e, tx); !a) {
+        return error(a.error().kind(),
+                     fmt::format("inline {}; the append was not written", a.error().message()));
+      }
+      return {};
+    });
+    if (!r) return r;
+    auto u = tx.exec("UPDATE annals_projections SET checkpoint = ?1, updated_at = ?2 WHERE name = ?3",
+                     {static_cast<long long>(last),
+                      static_cast<long long>(store::system_clock_us()), d->name});
+    if (!u) return u.error();
+  }
+  return {};
 }
 
 result<void> init_projections(sql_connection& c, const projection_list& defs) {

@@ -21,6 +21,7 @@
 // background thread with its own connection and a short lock_timeout/statement_timeout, so a
 // save never blocks its caller and never fails it (a failure is logged to stderr and dropped).
 #include "store/postgres/pg.hpp"
+#include "store/postgres/pg_sql.hpp"
 #include "store/prepared.hpp"
 
 #include <annals/schema.hpp>
@@ -424,6 +425,9 @@ class pg_store final : public event_store {
         return store::conflict_error(p.stream_id, p.expected, v ? v.value() : current);
       }
     }
+    if (!options_.inline_projections.empty()) {
+      if (auto r = apply_inline(c, head + n); !r) return r.error();  // the lease rolls back
+    }
     // The notification is delivered at commit, to LISTEN-ers in every process (runners
     // following live); sent with the COMMIT, it costs no extra round trip.
     if (auto r = c.exec_simple("cannot commit appended events",
@@ -738,6 +742,44 @@ class pg_store final : public event_store {
     return {};
   }
 
+  // Brings the inline projections up to `last` in the append's transaction on `c` (the write
+  // lock is held: every position up to `last` is there). Each one's events are fetched whole
+  // (at most max_inline_lag of them) before its handlers run statements on the connection.
+  result<void> apply_inline(connection& c, std::int64_t last) {
+    pg::sql_conn tx_conn(&c);
+    return detail::apply_inline(
+        tx_conn, options_.inline_projections, last, options_.max_inline_lag,
+        [&](std::size_t i, std::int64_t after, std::int64_t upto,
+            const std::function<result<void>(const recorded_event&)>& visit) -> result<void> {
+          const auto& d = *options_.inline_projections[i];
+          const auto types = stored_types(d.event_types);
+          if (types.empty()) return {};  // lists no event
+          std::string sql = "SELECT " + event_cols +
+                            ", s.name FROM annals_events e JOIN annals_streams s ON "
+                            "s.id = e.stream WHERE e.position > $1 AND e.position <= $2 AND "
+                            "e.type IN (";
+          params q;
+          q.add_int8(after).add_int8(upto);
+          for (std::size_t t = 0; t < types.size(); ++t) {
+            sql += fmt::format("{}${}", t ? ", " : "", t + 3);
+            q.add_text(types[t]);
+          }
+          sql += ") ORDER BY e.position";
+          auto rows = c.exec("cannot read events for an inline projection", sql, q);
+          if (!rows) return std::move(rows).error();
+          recorded_event ev;
+          for (int row = 0; row < PQntuples(rows->get()); ++row) {
+            if (auto x = decode_row(rows->get(), row, ev); !x) return x.error();
+            ev.stream_id.assign(pg::get_bytes(rows->get(), row, 7));
+            auto wanted = upcast(ev, d.event_types);
+            if (!wanted) return wanted.error();
+            if (!*wanted) continue;
+            if (auto v = visit(ev); !v) return v;
+          }
+          return {};
+        });
+  }
+
   std::vector<std::string> stored_types(const std::vector<std::string>& wanted) const {
     return store::stored_types_for(options_.upcast.get(), wanted);
   }
@@ -827,6 +869,20 @@ result<std::unique_ptr<event_store>> open_postgres_store(const std::string& uri,
   auto registry = ensure_schema(*conn.conn, store->options());
   if (!registry) return std::move(registry).error();
   store->set_has_registry(*registry);
+  if (!store->options().inline_projections.empty()) {
+    // Their tables and checkpoints, once, in one transaction (init_projections serializes the
+    // DDL with other processes).
+    connection& c = *conn.conn;
+    pg::sql_conn tx_conn(&c);
+    if (auto r = c.exec_simple("cannot create inline projection tables", "BEGIN"); !r) return r.error();
+    if (auto r = detail::init_projections(tx_conn, store->options().inline_projections); !r) {
+      (void)c.exec_simple("rollback", "ROLLBACK");
+      return r.error();
+    }
+    if (auto r = c.exec_simple("cannot create inline projection tables", "COMMIT"); !r) {
+      return r.error();
+    }
+  }
   return std::unique_ptr<event_store>(std::move(store));
 }
 

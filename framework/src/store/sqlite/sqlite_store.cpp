@@ -654,59 +654,36 @@ class sqlite_store final : public event_store {
   // Brings each inline projection up to `last` inside the current append's savepoint.
   result<void> apply_inline(std::int64_t last) {
     if (!inline_conn_) return {};
-    sql_tx tx(*inline_conn_, nullptr);
-    for (std::size_t i = 0; i < options_.inline_projections.size(); ++i) {
-      const auto& d = options_.inline_projections[i];
-      bool exists = false, stuck = false;
-      int version = 0;
-      std::int64_t checkpoint = 0;
-      auto q = tx.query(
-          "SELECT version, checkpoint, stuck_position IS NOT NULL FROM annals_projections "
-          "WHERE name = ?1",
-          {d->name}, [&](const sql_row& row) {
-            exists = true;
-            version = static_cast<int>(row.int64(0));
-            checkpoint = row.int64(1);
-            stuck = row.int64(2) != 0;
-            return false;
-          });
-      if (!q) return q.error();
-      if (!exists || stuck || version != d->version || last - checkpoint > options_.max_inline_lag) {
-        continue;  // a projection_runner's job (status shows it)
-      }
-      if (statement& read = inline_reads_[i]; read.get()) {
-        reset_guard g(read);
-        read.bind(1, checkpoint);
-        read.bind(2, last);
-        const auto& types = inline_types_[i];
-        for (std::size_t t = 0; t < types.size(); ++t) {
-          read.bind(static_cast<int>(t) + 3, types[t]);
-        }
-        recorded_event ev;
-        int rc;
-        while ((rc = read.step()) == SQLITE_ROW) {
-          if (auto r = decode_row(read, 0, ev); !r) return r.error();
-          ev.stream_version = read.column_int64(6);
-          ev.stream_id.assign(read.column_text(7));
-          auto wanted = upcast(ev, d->event_types);
-          if (!wanted) return wanted.error();
-          if (!*wanted) continue;
-          if (auto a = detail::apply_projection(*d, ev, tx); !a) {
-            return error(a.error().kind(), fmt::format("inline {}; the append was not written",
-                                                       a.error().message()));
+    return detail::apply_inline(
+        *inline_conn_, options_.inline_projections, last, options_.max_inline_lag,
+        [&](std::size_t i, std::int64_t after, std::int64_t upto,
+            const std::function<result<void>(const recorded_event&)>& visit) -> result<void> {
+          statement& read = inline_reads_[i];
+          if (!read.get()) return {};  // lists no event
+          reset_guard g(read);
+          read.bind(1, after);
+          read.bind(2, upto);
+          const auto& types = inline_types_[i];
+          for (std::size_t t = 0; t < types.size(); ++t) {
+            read.bind(static_cast<int>(t) + 3, types[t]);
           }
-        }
-        if (rc != SQLITE_DONE) {
-          return sqlite::make_error(rc, "cannot read events for an inline projection",
-                                    writer_.get());
-        }
-      }
-      auto u = tx.exec("UPDATE annals_projections SET checkpoint = ?1, updated_at = ?2 WHERE name = ?3",
-                       {static_cast<long long>(last),
-                        static_cast<long long>(store::system_clock_us()), d->name});
-      if (!u) return u.error();
-    }
-    return {};
+          recorded_event ev;
+          int rc;
+          while ((rc = read.step()) == SQLITE_ROW) {
+            if (auto r = decode_row(read, 0, ev); !r) return r.error();
+            ev.stream_version = read.column_int64(6);
+            ev.stream_id.assign(read.column_text(7));
+            auto wanted = upcast(ev, options_.inline_projections[i]->event_types);
+            if (!wanted) return wanted.error();
+            if (!*wanted) continue;
+            if (auto v = visit(ev); !v) return v;
+          }
+          if (rc != SQLITE_DONE) {
+            return sqlite::make_error(rc, "cannot read events for an inline projection",
+                                      writer_.get());
+          }
+          return {};
+        });
   }
 
   result<void> step(statement& s, std::string_view what) {
@@ -1067,11 +1044,9 @@ result<std::unique_ptr<event_store>> open_store(std::string_view uri, sqlite_opt
     return open_sqlite_store(std::string(uri.substr(sqlite_scheme.size())), std::move(options));
   }
   if (uri.starts_with("postgresql://") || uri.starts_with("postgres://")) {
-    if (!options.inline_projections.empty()) {
-      return error(errc::invalid_argument,
-                   "inline projections are not supported on PostgreSQL stores yet");
-    }
     postgres_options po;
+    po.inline_projections = std::move(options.inline_projections);
+    po.max_inline_lag = options.max_inline_lag;
     po.lock_timeout_ms = options.busy_timeout_ms;
     po.create_if_missing = options.create_if_missing;
     po.read_only = options.read_only;
