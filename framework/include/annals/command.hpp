@@ -85,6 +85,11 @@ struct command_options {
   load_options load;
 };
 
+// For process managers: options for a command caused by `trigger`. The correlation id is the
+// trigger's (its event id when it has none), the causation id is the trigger's event id, and
+// the traceparent is copied; so a whole conversation shares one correlation id.
+command_options caused_by(const recorded_event& trigger);
+
 struct command_result {
   std::int64_t stream_version = -1;  // the stream's version after the command
   std::int64_t position = 0;         // global position of the last event; 0 if none appended

@@ -206,6 +206,11 @@ class event_store {
   // The highest committed global position, 0 for an empty store.
   virtual result<std::int64_t> head_position() = 0;
 
+  // The event with this id (canonical UUID text, any case), upcast as reads are, or nullopt
+  // when no event has it. Errors: invalid_argument (not a UUID), busy, io, corruption.
+  // Default: invalid_argument (the backend cannot look events up by id).
+  virtual result<std::optional<recorded_event>> find_event(std::string_view event_id);
+
   // --- Schema registry (use annals/schema.hpp; these are the storage primitives) ---
   // Every stored version of `type` (all types when empty), by type then version.
   // Default: invalid_argument (the backend keeps no schemas).
@@ -310,6 +315,12 @@ result<std::unique_ptr<event_store>> open_store(std::string_view uri, sqlite_opt
 
 // A new UUIDv7 (RFC 9562) in canonical lower-case text. Thread-safe; monotonic in one process.
 std::string new_uuid_v7();
+
+// A deterministic event id (a UUIDv8, RFC 9562, from a 128-bit hash) for the step `step`
+// caused by the event `source_event_id`. A process manager that handles the same trigger again
+// (after a crash) appends events with the same ids, and event_store::find_event() tells it the
+// step is done. Distinct (source, step) pairs give distinct ids (collisions: 2^-122).
+std::string derived_event_id(std::string_view source_event_id, std::string_view step);
 
 // The checks append applies to a stream id (see store_limits): invalid_argument naming the rule.
 result<void> validate_stream_id(std::string_view stream_id);

@@ -1,0 +1,163 @@
+// annals/subscription.hpp — catch-up subscriptions with checkpoints, retries and dead letters.
+//
+// A subscription delivers the events of $all, of one stream, or of a category (stream-name
+// prefix), optionally only some event types, to a handler, in position order. It starts from
+// the checkpoint stored for its name (in the store's own database), catches up, then follows
+// live appends. Delivery is at least once: the checkpoint is stored after a batch has been
+// handled, so a crash redelivers the events since the last stored checkpoint. Handlers must be
+// idempotent (key their effects by event id).
+//
+//   auto sub = annals::subscription::open("bank.db", "email-sender",
+//       [&](const annals::recorded_event& e) -> annals::result<void> { return send(e); },
+//       {.filter = {.stream_prefix = "account-"}});
+//   sub.value()->start();
+//
+// A handler that fails is retried with backoff. Errors that say "try again" (errc::io, busy,
+// concurrency_conflict) are retried without limit: a broker or database outage pauses the
+// subscription, it never loses or parks events. Any other error, or an exception, is retried
+// max_attempts times, then the event is parked in the dead-letter table (annals_sub_parked)
+// with the error, and the subscription goes on. Nothing is silently skipped: parked events are
+// listed, retried (redelivered by the running subscription) or skipped (recorded) with
+// subscription_admin or `annals subscriptions`.
+//
+// One active instance per name: an instance holds a lease on its name (renewed while it runs,
+// default 10 s); others with the same name wait, and take over when it stops or its process
+// dies and the lease runs out. Checkpoints are only written by the lease holder.
+//
+// Thread safety: a subscription object may be used from several threads; the handler is
+// called from one thread at a time (the caller of catch_up(), or the thread of start()).
+// Lifetime: the handler and the object must outlive start()/stop().
+#pragma once
+
+#include <annals/event_store.hpp>
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace annals {
+
+class upcasters;  // annals/upcaster.hpp
+
+// Which events a subscription receives. Empty fields do not filter.
+struct subscription_filter {
+  std::string stream;                   // exactly this stream
+  std::string stream_prefix;            // a category: streams whose id starts with this
+  std::vector<std::string> event_types; // these full type names only
+  // "all", or "stream:ID", "prefix:P", with " types:A,B" appended; stored with the checkpoint.
+  std::string describe() const;
+};
+
+// Called once per event, in position order. An error or an exception fails the delivery.
+using subscription_handler = std::function<result<void>(const recorded_event&)>;
+
+// Called with a batch of consecutive matching events (in position order). Sets `handled` to
+// the number of leading events handled; returns an error (for batch[handled]) when handled <
+// batch.size(). For handlers that pipeline work over a batch (a relay publishing
+// asynchronously, then waiting for every acknowledgement).
+using subscription_batch_handler =
+    std::function<result<void>(const std::vector<recorded_event>& batch, std::size_t& handled)>;
+
+struct subscription_options {
+  subscription_filter filter;
+  std::int64_t batch_size = 500;   // events read and handled per checkpoint write. Default 500.
+  // Attempts of a failing delivery (for errors that are not "try again") before parking.
+  // Default 5.
+  int max_attempts = 5;
+  std::chrono::milliseconds retry_backoff{50};   // first pause, doubled each retry...
+  std::chrono::milliseconds max_backoff{5000};   // ...up to this. Defaults 50 ms, 5 s.
+  // How often the live loop looks for appends by other processes (appends in this process,
+  // and on PostgreSQL appends anywhere, wake it at once). Default 20 ms.
+  std::chrono::milliseconds poll_interval{20};
+  std::chrono::milliseconds lease{10000};   // see above. Default 10 s.
+  std::int64_t busy_timeout_ms = 10000;     // waiting for the store's write lock. Default 10 s.
+  // Where a subscription with no stored checkpoint starts: false (default) the beginning of
+  // the store, true its current head (only new events).
+  bool start_at_end = false;
+  // Upcasters applied to every event before the handler sees it. Default: none.
+  std::shared_ptr<const upcasters> upcast;
+  // Called with a line of text when a delivery fails (retry or park). Default: stderr.
+  std::function<void(std::string_view)> log;
+};
+
+struct subscription_status {
+  std::string name;
+  std::string filter;             // subscription_filter::describe()
+  std::int64_t checkpoint = 0;    // last position delivered (or passed over by the filter)
+  std::int64_t head = 0;          // the store's head position
+  std::int64_t lag_events = 0;    // head - checkpoint (every event, matching or not)
+  double lag_seconds = 0;         // age of the oldest event after the checkpoint; 0 if none
+  std::int64_t delivered = 0;     // events handled since the subscription was created
+  std::int64_t parked = 0;        // parked events not yet retried or skipped
+  std::int64_t updated_at_us = 0; // when the checkpoint was last written
+  bool active = false;            // an instance holds the lease now
+  std::string last_error;         // the last delivery error, empty once one succeeds
+};
+
+// A parked (dead-lettered) delivery.
+struct parked_delivery {
+  std::int64_t position = 0;
+  std::string stream_id;
+  std::string event_id;
+  std::string type;
+  std::string error;
+  int attempts = 0;
+  std::int64_t parked_at_us = 0;
+  std::string state;  // "parked", "retry" (asked, not yet redelivered), "retried", "skipped"
+};
+
+class subscription {
+ public:
+  // Opens the subscription `name` (1..200 bytes of UTF-8) on an existing store (a path,
+  // sqlite:PATH or postgresql://...). Creates its row and tables when missing. A stored filter
+  // that differs from options.filter is invalid_argument (a subscription's checkpoint means
+  // nothing for another filter: use a new name, or subscription_admin::reset()).
+  static result<std::unique_ptr<subscription>> open(const std::string& store_uri,
+                                                    std::string name,
+                                                    subscription_handler handler,
+                                                    subscription_options options = {});
+  static result<std::unique_ptr<subscription>> open(const std::string& store_uri,
+                                                    std::string name,
+                                                    subscription_batch_handler handler,
+                                                    subscription_options options = {});
+  virtual ~subscription() = default;  // stops
+
+  // Delivers everything up to the head seen at the call, then returns the number of events
+  // handled (parked ones not counted). Redelivers parked events asked to be retried first.
+  // Returns 0 at once when another instance holds the lease. Errors: the store's.
+  // A "try again" handler error is retried (with backoff) until it succeeds or stop() is
+  // called.
+  virtual result<std::int64_t> catch_up() = 0;
+
+  // A background thread: catch_up(), then follow live appends, until stop() or destruction.
+  virtual result<void> start() = 0;
+  virtual void stop() = 0;
+
+  // Waits until the checkpoint reaches `position`. busy on timeout.
+  virtual result<void> wait_for(std::int64_t position, std::chrono::milliseconds timeout) = 0;
+
+  virtual result<subscription_status> status() = 0;
+};
+
+// Managing subscriptions by name, without their handlers (the `annals` tool uses this).
+// Not thread-safe: one object per thread.
+class subscription_admin {
+ public:
+  static result<std::unique_ptr<subscription_admin>> open(const std::string& store_uri);
+  virtual ~subscription_admin() = default;
+  virtual result<std::vector<subscription_status>> list() = 0;  // by name
+  virtual result<std::vector<parked_delivery>> parked(std::string_view name) = 0;
+  // Asks the running subscription to redeliver a parked event (position 0: all of them).
+  // not_found when no such parked event is waiting.
+  virtual result<std::int64_t> retry(std::string_view name, std::int64_t position) = 0;
+  // Records that a parked event will not be delivered (position 0: all of them).
+  virtual result<std::int64_t> skip(std::string_view name, std::int64_t position) = 0;
+  // Forgets the subscription: its checkpoint, filter and parked events.
+  virtual result<void> remove(std::string_view name) = 0;
+};
+
+}  // namespace annals
