@@ -94,8 +94,8 @@ int request_transfer(const std::string& db, int max_retries, transfer_args a) {
     if (std::chrono::steady_clock::now() > deadline) {
       return report(annals::error(
           annals::errc::busy,
-          fmt::format("{} after {} s; a process manager ('bank saga', subscription '{}') carries "
-                      "it on",
+          fmt::format("{} after {} s; a process manager ('bank saga') carries it on ('annals "
+                      "subscriptions list' shows subscription '{}')",
                       describe(*t), a.timeout_s, transfer_saga_name)));
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(20));

@@ -558,6 +558,25 @@ TEST_CASE("bank transfer waits for the outcome; bank transfers lists them; exit 
   CHECK(bank({"transfers", "--state", "lost"}).exit_code == 2);
   CHECK(bank({"verify"}).exit_code == 0);
 
+  // While another instance holds the lease and does nothing, `bank transfer` waits for it, then
+  // gives up with exit 4; the transfer stays requested and that instance carries it out later.
+  {
+    auto store = bank::open_store(bank.db).value_or_throw();
+    auto options = bank::transfer_saga_options();
+    options.lease = 30s;
+    auto holder = bank::open_transfer_saga(bank.db, *store, options).value_or_throw();
+    REQUIRE(holder->catch_up());
+    r = bank({"transfer", "a", "b", "1", "--id", "t5", "--timeout", "0.5"});
+    CHECK(r.exit_code == 4);
+    CHECK(contains(r.err, "transfer 't5' is requested: 1.00 from 'a' to 'b' after 0.5 s"));
+    CHECK(bank::load_transfer(*store, "t5").value_or_throw().state ==
+          bank::transfer_state::requested);
+    while (holder->catch_up().value_or_throw() > 0) {
+    }
+    CHECK(bank::load_transfer(*store, "t5").value_or_throw().state ==
+          bank::transfer_state::completed);
+  }
+
   bank_cli empty;
   CHECK(empty({"transfers"}).exit_code == 2);
   CHECK(empty({"saga", "--once"}).exit_code == 2);
