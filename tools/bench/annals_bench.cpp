@@ -1153,7 +1153,7 @@ std::string raw_models_ddl(const raw_model_names& t) {
       "PRIMARY KEY (\"account_id\")) WITHOUT ROWID;\n"
       "CREATE TABLE {} (\"account_id\" TEXT NOT NULL, \"stream_version\" INTEGER NOT NULL, "
       "\"recorded_at_us\" INTEGER NOT NULL, \"kind\" TEXT NOT NULL, \"amount_cents\" INTEGER NOT "
-      "NULL, \"balance_after_cents\" INTEGER NOT NULL, "
+      "NULL, \"balance_after_cents\" INTEGER NOT NULL, \"memo\" TEXT NOT NULL, "
       "PRIMARY KEY (\"account_id\", \"stream_version\")) WITHOUT ROWID;\n"
       "CREATE TABLE {} (\"day\" TEXT NOT NULL, \"deposits_cents\" INTEGER NOT NULL, "
       "\"withdrawals_cents\" INTEGER NOT NULL, \"deposit_count\" INTEGER NOT NULL, "
@@ -1186,11 +1186,12 @@ class raw_read_models {
                                           t.statement)),
         upsert_movement_(
             db, fmt::format("INSERT INTO {} (account_id, stream_version, recorded_at_us, kind, "
-                            "amount_cents, balance_after_cents) VALUES (?1, ?2, ?3, ?4, ?5, ?6) "
-                            "ON CONFLICT (account_id, stream_version) DO UPDATE SET "
+                            "amount_cents, balance_after_cents, memo) VALUES (?1, ?2, ?3, ?4, ?5, "
+                            "?6, ?7) ON CONFLICT (account_id, stream_version) DO UPDATE SET "
                             "recorded_at_us = excluded.recorded_at_us, kind = excluded.kind, "
                             "amount_cents = excluded.amount_cents, "
-                            "balance_after_cents = excluded.balance_after_cents",
+                            "balance_after_cents = excluded.balance_after_cents, "
+                            "memo = excluded.memo",
                             t.statement)),
         add_to_day_(db, fmt::format("INSERT INTO {} (day, deposits_cents, withdrawals_cents, "
                                     "deposit_count, withdrawal_count) VALUES (?1, ?2, ?3, ?4, ?5) "
@@ -1311,6 +1312,7 @@ class raw_read_models {
     upsert_movement_.bind_text(4, kind);
     upsert_movement_.bind(5, amount);
     upsert_movement_.bind(6, before + signed_amount);
+    upsert_movement_.bind_text(7, "");  // plain deposits and withdrawals carry no memo
     upsert_movement_.run();
     // daily_totals: one statement that creates the day's row or adds to it
     std::string day = bank::utc_day(at);

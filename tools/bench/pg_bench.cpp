@@ -611,7 +611,8 @@ std::string pg_models_ddl(std::string_view suffix) {
       "NOT NULL, closed_at_us BIGINT);\n"
       "CREATE TABLE bl_account_statement{0} (account_id TEXT NOT NULL, stream_version BIGINT NOT "
       "NULL, recorded_at_us BIGINT NOT NULL, kind TEXT NOT NULL, amount_cents BIGINT NOT NULL, "
-      "balance_after_cents BIGINT NOT NULL, PRIMARY KEY (account_id, stream_version));\n"
+      "balance_after_cents BIGINT NOT NULL, memo TEXT NOT NULL, "
+      "PRIMARY KEY (account_id, stream_version));\n"
       "CREATE TABLE bl_daily_totals{0} (day TEXT NOT NULL PRIMARY KEY, deposits_cents BIGINT NOT "
       "NULL, withdrawals_cents BIGINT NOT NULL, deposit_count BIGINT NOT NULL, withdrawal_count "
       "BIGINT NOT NULL);\n",
@@ -637,11 +638,11 @@ class pg_read_models {
               "AND stream_version < $2 ORDER BY stream_version DESC LIMIT 1");
     c.prepare("upsert_movement",
               "INSERT INTO bl_account_statement__new (account_id, stream_version, recorded_at_us, "
-              "kind, amount_cents, balance_after_cents) VALUES ($1, $2, $3, $4, $5, $6) "
-              "ON CONFLICT (account_id, stream_version) DO UPDATE SET "
+              "kind, amount_cents, balance_after_cents, memo) VALUES ($1, $2, $3, $4, $5, $6, "
+              "$7) ON CONFLICT (account_id, stream_version) DO UPDATE SET "
               "recorded_at_us = excluded.recorded_at_us, kind = excluded.kind, "
               "amount_cents = excluded.amount_cents, "
-              "balance_after_cents = excluded.balance_after_cents");
+              "balance_after_cents = excluded.balance_after_cents, memo = excluded.memo");
     c.prepare("add_to_day",
               "INSERT INTO bl_daily_totals__new AS t (day, deposits_cents, withdrawals_cents, "
               "deposit_count, withdrawal_count) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (day) DO "
@@ -723,7 +724,8 @@ class pg_read_models {
                                         .int8(at)
                                         .bytes(kind)
                                         .int8(amount)
-                                        .int8(before + signed_amount));
+                                        .int8(before + signed_amount)
+                                        .bytes(""));  // no memo: not a transfer
     bool deposit = signed_amount >= 0;  // daily_totals
     (void)c_.run("add_to_day", pg_params()
                                    .bytes(bank::utc_day(at))
