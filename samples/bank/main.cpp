@@ -166,9 +166,9 @@ int show_statement(const common& c, const std::string& id) {
     if (!*row) return no_such_account(id);
     fmt::print("Statement of '{}' ({}{})\n", id, (*row)->owner, (*row)->closed ? ", closed" : "");
     auto n = bank::read_statement(runner, id, [](const bank::statement_row& r) {
-      fmt::print("{:>6}  {}  {:<10} {:>12}  balance {:>12}\n", r.stream_version,
+      fmt::print("{:>6}  {}  {:<12} {:>12}  balance {:>12}{}{}\n", r.stream_version,
                  format_time(r.recorded_at_us), r.kind, format_cents(r.amount_cents),
-                 format_cents(r.balance_after_cents));
+                 format_cents(r.balance_after_cents), r.memo.empty() ? "" : "  ", r.memo);
       return true;
     });
     if (!n) return cli::report(n.error());
@@ -198,15 +198,19 @@ int show_history(const common& c, const std::string& id) {
     } else if (e.type == v1::MoneyDeposited::descriptor()->full_name()) {
       v1::MoneyDeposited m;
       m.ParseFromString(e.payload);
-      what = fmt::format("deposit     {:>12}", format_cents(m.amount_cents()));
+      const char* kind = m.refund() ? "refund" : m.transfer_id().empty() ? "deposit" : "transfer in";
+      what = fmt::format("{:<12}{:>12}", kind, format_cents(m.amount_cents()));
+      if (!m.transfer_id().empty()) what += fmt::format("  ({})", m.transfer_id());
     } else if (e.type == v1::MoneyWithdrawn::descriptor()->full_name()) {
       v1::MoneyWithdrawn m;
       m.ParseFromString(e.payload);
-      what = fmt::format("withdrawal  {:>12}", format_cents(m.amount_cents()));
+      const char* kind = m.transfer_id().empty() ? "withdrawal" : "transfer out";
+      what = fmt::format("{:<12}{:>12}", kind, format_cents(m.amount_cents()));
+      if (!m.transfer_id().empty()) what += fmt::format("  ({})", m.transfer_id());
     } else {
       what = "closed";
     }
-    fmt::print("{:>6}  {}  {:<38} balance {:>12}\n", e.stream_version,
+    fmt::print("{:>6}  {}  {:<40} balance {:>12}\n", e.stream_version,
                format_time(e.recorded_at_us), what, format_cents(state.balance_cents));
     return true;
   });

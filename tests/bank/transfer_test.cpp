@@ -509,10 +509,16 @@ TEST_CASE("bank transfer waits for the outcome; bank transfers lists them; exit 
   CHECK(bank({"balance", "a"}).out == "37.50\n");
   CHECK(bank({"balance", "b"}).out == "12.50\n");
   CHECK(contains(bank({"statement", "b"}).out, "transfer in"));
+  CHECK(contains(bank({"statement", "b"}).out, "transfer 't1' from 'a'"));
+  CHECK(contains(bank({"statement", "a"}).out, "transfer out"));
+  CHECK(contains(bank({"history", "a"}).out, "transfer out"));
+  CHECK(contains(bank({"history", "a"}).out, "(t1)"));
 
   r = bank({"transfer", "a", "z", "1", "--id", "t2"});
   CHECK(r.exit_code == 1);
   CHECK(contains(r.out, "transfer 't2' failed and was refunded to 'a': account 'z' is closed"));
+  CHECK(contains(bank({"statement", "a"}).out, "refund"));
+  CHECK(contains(bank({"history", "a"}).out, "refund"));
   r = bank({"transfer", "b", "a", "100", "--id", "t3"});
   CHECK(r.exit_code == 1);
   CHECK(contains(r.out, "transfer 't3' failed, nothing moved: insufficient funds"));
