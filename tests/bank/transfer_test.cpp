@@ -18,6 +18,7 @@
 
 #include "account.hpp"
 #include "projections.hpp"
+#include "support/postgres.hpp"
 #include "support/support.hpp"
 #include "transfers.hpp"
 
@@ -26,6 +27,14 @@ using annals::test::temp_dir;
 using namespace std::chrono_literals;
 
 namespace {
+
+// Compiled twice: on SQLite, and with ANNALS_BANK_ON_POSTGRES on a fresh PostgreSQL database
+// per case.
+#ifdef ANNALS_BANK_ON_POSTGRES
+constexpr bool on_postgres = true;
+#else
+constexpr bool on_postgres = false;
+#endif
 
 bool contains(const std::string& s, const std::string& part) {
   return s.find(part) != std::string::npos;
@@ -87,7 +96,8 @@ int unfinished(annals::event_store& store) {
 // A bank store in a temporary directory, with the process manager run in this process.
 struct bank_fixture {
   temp_dir dir;
-  std::string db = dir.file("bank.db");
+  annals::test::pg::store_location loc{dir.file("bank.db"), on_postgres};
+  std::string db = loc.path;
   std::unique_ptr<annals::event_store> store = bank::open_store(db).value_or_throw();
   std::unique_ptr<annals::subscription> saga;
 
@@ -469,7 +479,8 @@ namespace {
 
 struct bank_cli {
   temp_dir dir;
-  std::string db = dir.file("bank.db");
+  annals::test::pg::store_location loc{dir.file("bank.db"), on_postgres};
+  std::string db = loc.path;
   annals::test::process_result operator()(std::vector<std::string> args) const {
     args.insert(args.begin(), {BANK_EXE, "--db", db});
     return annals::test::run(args);
