@@ -3,6 +3,7 @@
 #include "account.hpp"
 #include "cli.hpp"
 #include "projections.hpp"
+#include "transfers.hpp"
 
 #include <annals/admin.hpp>
 
@@ -111,6 +112,72 @@ std::string read_all_fd(int fd) {
 }
 
 }  // namespace
+
+// Transfers between the demo accounts, carried out by the process manager (the saga): some to
+// an account that does not exist (refunded), some too large (refused, nothing moved). Money
+// must be conserved: the accounts' total is the same before and after. true if it is.
+annals::result<bool> run_transfers(annals::event_store& store, const std::string& db,
+                                   const std::string& run_id, int accounts, std::uint64_t seed) {
+  auto total = [&]() -> annals::result<std::int64_t> {
+    std::int64_t sum = 0;
+    for (int i = 1; i <= accounts; ++i) {
+      auto a = annals::load<account>(store, stream_for(account_name(run_id, i)));
+      if (!a) return a.error();
+      sum += a->state.balance_cents;
+    }
+    return sum;
+  };
+  auto before = total();
+  if (!before) return before.error();
+  std::mt19937_64 rng(seed ^ 0x7472616e73666572ull);
+  const int count = std::max(4, accounts * 3);
+  std::vector<std::string> ids;
+  for (int k = 0; k < count; ++k) {
+    const int from = 1 + static_cast<int>(rng() % static_cast<unsigned>(accounts));
+    int to = 1 + static_cast<int>(rng() % static_cast<unsigned>(accounts));
+    if (to == from) to = to % accounts + 1;
+    std::string target = account_name(run_id, to);
+    std::int64_t cents = 100 + static_cast<std::int64_t>(rng() % 20000);
+    if (k % 7 == 3) target = account_name(run_id, 0) + "-nobody";  // refused by the target
+    if (k % 7 == 5) cents = 1000000000;                                // refused by the source
+    if (accounts < 2 && k % 7 != 3) continue;
+    std::string id = fmt::format("t-{}-{}", run_id, k);
+    auto r = annals::handle<transfer>(store, transfer_stream(id), [&](const transfer& t) {
+      return request(t, id, account_name(run_id, from), target, cents);
+    });
+    if (!r) return r.error();
+    ids.push_back(id);
+  }
+  auto saga = open_transfer_saga(db, store);
+  if (!saga) return saga.error();
+  int completed = 0, refunded = 0, refused = 0, open = 0;
+  for (int round = 0; round < 100; ++round) {
+    if (auto r = (*saga)->catch_up(); !r) return r.error();
+    completed = refunded = refused = open = 0;
+    for (const auto& id : ids) {
+      auto t = load_transfer(store, id);
+      if (!t) return t.error();
+      if (t->state == transfer_state::completed) {
+        ++completed;
+      } else if (t->state == transfer_state::failed) {
+        ++(t->refunded ? refunded : refused);
+      } else {
+        ++open;
+      }
+    }
+    if (open == 0) break;
+  }
+  auto after = total();
+  if (!after) return after.error();
+  fmt::print("\nTransfers, carried out by the process manager (request, withdraw, deposit, "
+             "complete; a refund when the target refuses):\n");
+  fmt::print("  {} requested: {} completed, {} refunded (unknown target), {} refused by the "
+             "source (insufficient funds), {} unfinished\n",
+             ids.size(), completed, refunded, refused, open);
+  fmt::print("  money conserved: accounts' total {} before, {} after: {}\n",
+             format_cents(*before), format_cents(*after), *before == *after ? "ok" : "DIFFERENT");
+  return *before == *after && open == 0;
+}
 
 int run_demo_worker(const worker_options& o) {
   auto store = bank::open_store(o.db);
@@ -283,6 +350,8 @@ int run_demo(const demo_options& o, const std::string& self_exe) {
   if (!rechecked) return report(rechecked.error());
   fmt::print("  balances after the rebuild: {}\n", *rechecked ? "identical" : "DIFFERENT");
   all_match = all_match && *rechecked;
+  auto transfers_ok = run_transfers(store, db, run_id, o.accounts, seed);
+  if (!transfers_ok) return report(transfers_ok.error());
   runner.stop();
   auto head = store.head_position();
   fmt::print("\nStore head position: {}\n", head ? *head : -1);
@@ -313,10 +382,15 @@ int run_demo(const demo_options& o, const std::string& self_exe) {
     fmt::print(stderr, "bank demo: verify did not pass\n");
     return 4;
   }
+  if (!*transfers_ok) {
+    fmt::print(stderr, "bank demo: transfers did not conserve money or did not finish\n");
+    return 4;
+  }
   fmt::print("Every balance, in the aggregate and in the read model, equals its opening deposit "
              "plus the sum of its acknowledged operations: no update was lost.\n");
   fmt::print("Look closer: bank --db {} statement {}\n", db, account_name(run_id, 1));
   fmt::print("             bank --db {} projections status\n", db);
+  fmt::print("             bank --db {} transfers\n", db);
   fmt::print("             annals --db {} stats\n", db);
   return 0;
 }
