@@ -180,6 +180,10 @@ TEST_CASE("demo runs several processes and threads and every balance checks out"
   CHECK(contains(r.out, "Concurrency conflicts detected and retried"));
   CHECK(contains(r.out, "through the upcasters): no problems"));
   CHECK(!contains(r.out, "MISMATCH"));
+  // The transfer phase: every transfer over, one refunded, money conserved.
+  CHECK(contains(r.out, "1 refunded (unknown target)"));
+  CHECK(contains(r.out, " 0 unfinished"));
+  CHECK(contains(r.out, "after: ok"));
 }
 
 TEST_CASE("read commands on a missing store exit 2 and create no file") {
