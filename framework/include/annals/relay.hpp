@@ -24,9 +24,10 @@
 //   Annals-Position        global position (decimal)
 //   Annals-Stream          stream id
 //   Annals-Stream-Version  stream version (decimal)
-//   Annals-Correlation-Id, Annals-Causation-Id   (always present, may be empty)
-//   traceparent            W3C trace context, only when the event has one
+//   Annals-Correlation-Id, Annals-Causation-Id
+//   traceparent            W3C trace context
 //   Annals-Recorded-At     UTC microseconds since the Unix epoch (decimal)
+// A header whose value would be empty (no correlation id, no traceparent...) is left out.
 // The message data is the event's payload bytes (serialized Protobuf), unchanged.
 //
 // Failures: a broker that is down, unreachable or slow (no ack within ack_timeout) is errc::io,

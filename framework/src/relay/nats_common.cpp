@@ -15,7 +15,8 @@ error nats_error(natsStatus s, std::string_view what, errc kind) {
 
 namespace {
 
-void on_disconnected(natsConnection*, void* closure) {
+void on_disconnected(natsConnection* nc, void* closure) {
+  if (natsConnection_IsClosed(nc)) return;  // closed by its owner, not lost
   auto* log = static_cast<const std::function<void(std::string_view)>*>(closure);
   if (log && *log) (*log)("NATS: disconnected from the broker; reconnecting");
 }

@@ -130,8 +130,12 @@ struct relay::impl {
     natsMsg* m = nullptr;
     natsStatus s = natsMsg_Create(&m, subject.c_str(), nullptr, e.payload.data(),
                                   static_cast<int>(e.payload.size()));
+    // Empty values are left out: nats.c 3.4 writes "Key: \r\n" for one, and the server then
+    // reads the next line as its value (the header after it is lost).
     auto set = [&](const char* key, const std::string& value) {
-      if (s == NATS_OK) s = natsMsgHeader_Set(m, key, header_value_encode(value).c_str());
+      if (s == NATS_OK && !value.empty()) {
+        s = natsMsgHeader_Set(m, key, header_value_encode(value).c_str());
+      }
     };
     set("Nats-Msg-Id", e.event_id);
     set("Annals-Type", e.type);
@@ -140,7 +144,7 @@ struct relay::impl {
     set("Annals-Stream-Version", std::to_string(e.stream_version));
     set("Annals-Correlation-Id", e.metadata.correlation_id);
     set("Annals-Causation-Id", e.metadata.causation_id);
-    if (!e.metadata.traceparent.empty()) set("traceparent", e.metadata.traceparent);
+    set("traceparent", e.metadata.traceparent);
     set("Annals-Recorded-At", std::to_string(e.recorded_at_us));
     if (s != NATS_OK) {
       natsMsg_Destroy(m);
