@@ -76,3 +76,14 @@ result<command_result> run_command(event_store& store, std::string_view stream_i
 }
 
 }  // namespace annals::detail
+
+namespace annals {
+command_options caused_by(const recorded_event& trigger) {
+  command_options o;
+  o.correlation_id =
+      trigger.metadata.correlation_id.empty() ? trigger.event_id : trigger.metadata.correlation_id;
+  o.causation_id = trigger.event_id;
+  o.traceparent = trigger.metadata.traceparent;
+  return o;
+}
+}  // namespace annals

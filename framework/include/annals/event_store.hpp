@@ -207,7 +207,8 @@ class event_store {
   virtual result<std::int64_t> head_position() = 0;
 
   // The event with this id (canonical UUID text, any case), upcast as reads are, or nullopt
-  // when no event has it. Errors: invalid_argument (not a UUID), busy, io, corruption.
+  // when no event has it (or the upcasters drop it). Errors: invalid_argument (not a UUID),
+  // busy, io, corruption.
   // Default: invalid_argument (the backend cannot look events up by id).
   virtual result<std::optional<recorded_event>> find_event(std::string_view event_id);
 
@@ -319,7 +320,8 @@ std::string new_uuid_v7();
 // A deterministic event id (a UUIDv8, RFC 9562, from a 128-bit hash) for the step `step`
 // caused by the event `source_event_id`. A process manager that handles the same trigger again
 // (after a crash) appends events with the same ids, and event_store::find_event() tells it the
-// step is done. Distinct (source, step) pairs give distinct ids (collisions: 2^-122).
+// step is done. Not cryptographic: distinct (source, step) pairs give distinct ids unless a
+// 122-bit non-cryptographic hash collides; do not derive ids from untrusted input to dedupe.
 std::string derived_event_id(std::string_view source_event_id, std::string_view step);
 
 // The checks append applies to a stream id (see store_limits): invalid_argument naming the rule.

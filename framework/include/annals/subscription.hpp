@@ -45,9 +45,9 @@ class upcasters;  // annals/upcaster.hpp
 
 // Which events a subscription receives. Empty fields do not filter.
 struct subscription_filter {
-  std::string stream;                   // exactly this stream
-  std::string stream_prefix;            // a category: streams whose id starts with this
-  std::vector<std::string> event_types; // these full type names only
+  std::string stream{};                   // exactly this stream
+  std::string stream_prefix{};            // a category: streams whose id starts with this
+  std::vector<std::string> event_types{}; // these full type names only
   // "all", or "stream:ID", "prefix:P", with " types:A,B" appended; stored with the checkpoint.
   std::string describe() const;
 };

@@ -101,6 +101,29 @@ class runner_coordination {
   virtual std::chrono::milliseconds follow_interval(std::chrono::milliseconds poll) const = 0;
 };
 
+// A store opened for a runner or a subscription, with SQL connections on its database.
+struct backend {
+  std::unique_ptr<event_store> store;    // never creates a store (not_found)
+  std::unique_ptr<sql_connection> writer;  // bookkeeping and read-model writes
+  std::unique_ptr<sql_connection> reader;  // read-only queries; only when asked
+  std::unique_ptr<runner_coordination> coordination;
+};
+struct backend_options {
+  std::int64_t busy_timeout_ms = 10000;
+  std::shared_ptr<const upcasters> upcast;
+  bool reader = false;
+  bool sql_only = false;  // only the writer connection: no store, no coordination
+};
+// Opens `uri` (a path, sqlite:PATH or postgresql://...). The writer commits without waiting
+// for the disk (synchronous NORMAL / synchronous_commit off): what it writes is derived or
+// redone after a crash. `what` names the user in errors ("projections").
+result<backend> open_backend(const std::string& uri, const backend_options& o,
+                             std::string_view what);
+
+// Runs fn in a write transaction on c (SQLite: BEGIN IMMEDIATE, the write lock; PostgreSQL:
+// READ COMMITTED); commits if it succeeds, else (error or exception) rolls back.
+result<void> in_write_tx(sql_connection& c, const std::function<result<void>(sql_tx&)>& fn);
+
 // Runs a projection's handler for one event; a returned error or an exception becomes an error
 // naming the projection, the position and the type.
 result<void> apply_projection(const projection_def& d, const recorded_event& e, sql_tx& tx);

@@ -113,55 +113,6 @@ struct stored_state {
   double events_per_s = 0;
 };
 
-// SQLite: the rebuild lock is an exclusive flock() on "<db>-annals-rebuild-<name>.lock",
-// released by the kernel when the process dies, so a killed rebuild never blocks the next.
-// Any runner may apply any projection (the checkpoint compare-and-set keeps it exactly once);
-// other processes' appends are seen by polling.
-class sqlite_coordination final : public detail::runner_coordination {
- public:
-  explicit sqlite_coordination(std::string db) : db_(std::move(db)) {}
-
-  result<std::shared_ptr<void>> lock_rebuild(std::string_view name) override {
-    auto path = file_for(name);
-    int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-    if (fd < 0) return error(errc::io, fmt::format("cannot open lock file '{}'", path));
-    // rebuild_running() probes take the lock shared for an instant: retry briefly before
-    // calling it busy.
-    for (int attempt = 0; ::flock(fd, LOCK_EX | LOCK_NB) != 0; ++attempt) {
-      if (attempt == 100) {
-        ::close(fd);
-        return error(errc::busy,
-                     fmt::format("a rebuild of projection '{}' is already running", name));
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(2));
-    }
-    // Closing releases the flock.
-    return std::shared_ptr<void>(nullptr, [fd](void*) { ::close(fd); });
-  }
-  // Creates no file.
-  bool rebuild_running(std::string_view name) override {
-    int fd = ::open(file_for(name).c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return false;  // never rebuilt
-    bool busy = ::flock(fd, LOCK_SH | LOCK_NB) != 0;
-    ::close(fd);
-    return busy;
-  }
-  bool lead(std::string_view, bool) override { return true; }
-  void release(std::string_view) override {}
-  void release_all() override {}
-  std::chrono::milliseconds follow_interval(std::chrono::milliseconds poll) const override {
-    return poll;
-  }
-
- private:
-  std::string file_for(std::string_view name) const {
-    std::string path = db_ + "-annals-rebuild-";
-    for (char c : name) path += (std::isalnum(static_cast<unsigned char>(c)) ? c : '_');
-    return path + ".lock";
-  }
-  std::string db_;
-};
-
 class runner_impl final : public projection_runner {
  public:
   runner_impl(projection_list defs, runner_options o, std::unique_ptr<event_store> store,
@@ -895,23 +846,7 @@ class runner_impl final : public projection_runner {
   // lock; PostgreSQL: READ COMMITTED, rows locked as load_state(..., true) reads them);
   // commits if it succeeds, else rolls back. Caller holds write_mu_.
   result<void> in_write_tx(const std::function<result<void>(sql_tx&)>& fn) {
-    if (auto r = writer_->exec(pg_ ? "BEGIN ISOLATION LEVEL READ COMMITTED" : "BEGIN IMMEDIATE",
-                               "cannot start a projection transaction");
-        !r) {
-      return r;
-    }
-    sql_tx tx(*writer_, nullptr);
-    result<void> r;
-    try {
-      r = fn(tx);
-    } catch (const std::exception& e) {
-      r = error(errc::io, e.what());
-    }
-    if (!r) {
-      (void)writer_->exec("ROLLBACK", "rollback");
-      return r;
-    }
-    return writer_->exec("COMMIT", "cannot commit a projection transaction");
+    return detail::in_write_tx(*writer_, fn);
   }
 
   // PostgreSQL: serializes DDL on projection tables across processes (see pg_ddl_lock_sql).
@@ -1154,69 +1089,13 @@ result<std::unique_ptr<projection_runner>> projection_runner::open(const std::st
   if (options.batch_size <= 0 || options.max_attempts <= 0) {
     return error(errc::invalid_argument, "batch_size and max_attempts must be > 0");
   }
-  std::unique_ptr<event_store> store;
-  std::unique_ptr<sql_connection> writer, reader;
-  std::unique_ptr<detail::runner_coordination> coordination;
-  if (uri.rfind("postgresql://", 0) == 0 || uri.rfind("postgres://", 0) == 0) {
-    postgres_options po;
-    po.lock_timeout_ms = options.busy_timeout_ms;
-    po.create_if_missing = false;  // a runner reads a store; it never invents one
-    po.upcast = options.upcast;
-    po.pool_size = 2;
-    auto s = open_postgres_store(uri, po);
-    if (!s) return std::move(s).error();
-    store = std::move(s).value();
-    for (auto* slot : {&writer, &reader}) {
-      auto c = pg::connection::open(uri, 10);
-      if (!c) return std::move(c).error();
-      *slot = std::make_unique<pg::sql_conn>(std::move(c).value());
-    }
-    // Read models are derived data (see the SQLite case below): a commit lost to a crash of
-    // the server rolls back the model and its checkpoint together, and the events are
-    // replayed. The lock timeout bounds waits for another runner's batch or a swap.
-    auto settings = fmt::format("SET synchronous_commit = off; SET lock_timeout = {}",
-                                options.busy_timeout_ms);
-    if (auto r = writer->exec(settings.c_str(), "cannot configure the projection connection");
-        !r) {
-      return r.error();
-    }
-    auto c = pg::open_coordination(uri);
-    if (!c) return std::move(c).error();
-    coordination = std::move(c).value();
-  } else if (uri.find("://") != std::string::npos) {
-    return error(errc::invalid_argument,
-                 fmt::format("unsupported store URI '{}' for projections (use a path, "
-                             "sqlite:PATH or postgresql://...)",
-                             uri));
-  } else {
-    const std::string path = uri.rfind("sqlite:", 0) == 0 ? uri.substr(7) : uri;
-    sqlite_options so;
-    so.busy_timeout_ms = options.busy_timeout_ms;
-    so.create_if_missing = false;  // a runner reads a store; it never invents one
-    so.upcast = options.upcast;
-    auto s = open_sqlite_store(path, so);
-    if (!s) return std::move(s).error();
-    store = std::move(s).value();
-    int timeout = static_cast<int>(options.busy_timeout_ms);
-    auto w = sqlite::connection::open(path, SQLITE_OPEN_READWRITE, timeout);
-    if (!w) return std::move(w).error();
-    auto rd = sqlite::connection::open(path, SQLITE_OPEN_READONLY, timeout);
-    if (!rd) return std::move(rd).error();
-    // Read models are derived data: a projection commit lost to a power cut rolls the model
-    // and its checkpoint back together (WAL keeps them consistent), and the events are
-    // replayed. So the runner's commits need not each wait for fsync; the events' own commits
-    // stay FULL. A larger page cache keeps a rebuild's random-order inserts (statements) off
-    // the disk.
-    if (auto r = w->exec("PRAGMA synchronous=NORMAL", "cannot set durability"); !r) {
-      return r.error();
-    }
-    if (auto r = w->exec("PRAGMA cache_size=-32768", "cannot size the cache"); !r) {
-      return r.error();
-    }
-    writer = std::make_unique<detail::sqlite_sql_connection>(std::move(w).value());
-    reader = std::make_unique<detail::sqlite_sql_connection>(std::move(rd).value());
-    coordination = std::make_unique<sqlite_coordination>(path);
-  }
+  detail::backend_options bo;
+  bo.busy_timeout_ms = options.busy_timeout_ms;
+  bo.upcast = options.upcast;
+  bo.reader = true;
+  auto b = detail::open_backend(uri, bo, "projections");
+  if (!b) return std::move(b).error();
+  auto& [store, writer, reader, coordination] = b.value();
   auto runner = std::make_unique<runner_impl>(std::move(projections), options, std::move(store),
                                               std::move(writer), std::move(reader),
                                               std::move(coordination));

@@ -27,6 +27,15 @@ void format_uuid(const unsigned char* bytes, std::string& out);
 // A new UUIDv7 written to 16 bytes. Thread-safe, monotonic in one process, fork-safe.
 void new_uuid_v7(unsigned char* bytes);
 
+// The event at `position` read back through store.read_all (so upcast as every read); nullopt
+// if none is there.
+result<std::optional<recorded_event>> event_at(event_store& store, std::int64_t position);
+// find_event for a backend: parses the id (invalid_argument naming it), asks `position_of`
+// for the event's position (nullopt: no such id), then reads it with event_at.
+result<std::optional<recorded_event>> find_event_by_id(
+    event_store& store, std::string_view event_id,
+    const std::function<result<std::optional<std::int64_t>>(const uuid_bytes&)>& position_of);
+
 // errc::invalid_argument with a message naming the rule, or success.
 result<void> check_stream_id(std::string_view stream_id);
 result<void> check_event_type(std::string_view type);

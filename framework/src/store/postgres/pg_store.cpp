@@ -710,6 +710,23 @@ class pg_store final : public event_store {
     return pg::get_int8(r->get(), 0, 0);
   }
 
+  result<std::optional<recorded_event>> find_event(std::string_view event_id) override {
+    return store::find_event_by_id(
+        *this, event_id,
+        [&](const store::uuid_bytes& id) -> result<std::optional<std::int64_t>> {
+          auto checked_out = checkout();
+          if (!checked_out) return std::move(checked_out).error();
+          lease l(*this, std::move(checked_out).value());
+          params q;
+          q.add_bytea(std::string_view(reinterpret_cast<const char*>(id.data()), id.size()));
+          auto r = l.conn->exec("cannot look up an event id",
+                                "SELECT position FROM annals_events WHERE event_id = $1", q);
+          if (!r) return std::move(r).error();
+          if (PQntuples(r->get()) == 0) return std::optional<std::int64_t>{};
+          return std::optional<std::int64_t>{pg::get_int8(r->get(), 0, 0)};
+        });
+  }
+
  private:
   static result<std::int64_t> stream_version_on(connection& c, std::string_view stream_id) {
     params q;

@@ -151,7 +151,7 @@ struct pending_append {
 // A reader connection with its statements, checked out of the pool for one read.
 struct reader {
   connection conn;
-  statement stream_id, stream_page_fwd, stream_page_bwd, head, version, name_of;
+  statement stream_id, stream_page_fwd, stream_page_bwd, head, version, name_of, by_id;
   // Stream names by internal id. Ids are never reused (streams are never deleted), so entries
   // never go stale; the cache is dropped when it grows past max_cached_names.
   std::unordered_map<std::int64_t, std::string> names;
@@ -388,6 +388,24 @@ class sqlite_store final : public event_store {
       return sqlite::make_error(rc, "cannot read head position", lease.r->conn.get());
     }
     return lease.r->head.column_int64(0);
+  }
+
+  result<std::optional<recorded_event>> find_event(std::string_view event_id) override {
+    return store::find_event_by_id(
+        *this, event_id,
+        [&](const store::uuid_bytes& id) -> result<std::optional<std::int64_t>> {
+          auto r = checkout();
+          if (!r) return std::move(r).error();
+          lease lease(*this, std::move(r).value());
+          reset_guard g(lease.r->by_id);
+          lease.r->by_id.bind(1, statement::blob{id.data(), id.size()});
+          int rc = lease.r->by_id.step();
+          if (rc == SQLITE_DONE) return std::optional<std::int64_t>{};
+          if (rc != SQLITE_ROW) {
+            return sqlite::make_error(rc, "cannot look up an event id", lease.r->conn.get());
+          }
+          return std::optional<std::int64_t>{lease.r->by_id.column_int64(0)};
+        });
   }
 
   // Snapshots: their own connections and background writer (store/sqlite/snapshot_writer).
@@ -829,7 +847,8 @@ class sqlite_store final : public event_store {
                           item{&r->stream_page_bwd, bwd.c_str()},
                           item{&r->head, "SELECT coalesce(max(position), 0) FROM events"},
                           item{&r->version, "SELECT version FROM streams WHERE name = ?1"},
-                          item{&r->name_of, "SELECT name FROM streams WHERE id = ?1"}}) {
+                          item{&r->name_of, "SELECT name FROM streams WHERE id = ?1"},
+                          item{&r->by_id, "SELECT position FROM events WHERE event_id = ?1"}}) {
       auto p = statement::prepare(r->conn.get(), sql);
       if (!p) return std::move(p).error();
       *s = std::move(p).value();

@@ -1,0 +1,788 @@
+// Catch-up subscriptions. Contract: annals/subscription.hpp; tables: docs/storage-format.md.
+//
+// Delivery: read a page of matching events after the checkpoint (positions <= a head read
+// before the page: committed and immutable, see the projection runner), hand it to the handler,
+// then store the new checkpoint. The checkpoint write names the lease holder (fencing): an
+// instance that lost its lease cannot move the checkpoint.
+#include <annals/subscription.hpp>
+
+#include "projection/internal.hpp"
+#include "store/prepared.hpp"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <cstdio>
+#include <mutex>
+#include <thread>
+
+namespace annals {
+
+std::string subscription_filter::describe() const {
+  std::string out;
+  if (!stream.empty()) {
+    out = "stream:" + stream;
+  } else if (!stream_prefix.empty()) {
+    out = "prefix:" + stream_prefix;
+  } else {
+    out = "all";
+  }
+  if (!event_types.empty()) {
+    std::vector<std::string> sorted = event_types;
+    std::sort(sorted.begin(), sorted.end());
+    sorted.erase(std::unique(sorted.begin(), sorted.end()), sorted.end());
+    out += " types:";
+    for (std::size_t i = 0; i < sorted.size(); ++i) out += (i ? "," : "") + sorted[i];
+  }
+  return out;
+}
+
+namespace {
+
+using detail::sql_connection;
+using clock_type = std::chrono::steady_clock;
+
+constexpr const char* sqlite_tables_sql = R"sql(
+CREATE TABLE IF NOT EXISTS annals_subscriptions(
+  name         TEXT PRIMARY KEY,
+  filter       TEXT NOT NULL,
+  checkpoint   INTEGER NOT NULL,
+  delivered    INTEGER NOT NULL DEFAULT 0,
+  owner        TEXT,
+  lease_until  INTEGER NOT NULL DEFAULT 0,
+  last_error   TEXT NOT NULL DEFAULT '',
+  updated_at   INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS annals_sub_parked(
+  subscription TEXT NOT NULL,
+  position     INTEGER NOT NULL,
+  stream_id    TEXT NOT NULL,
+  event_id     TEXT NOT NULL,
+  type         TEXT NOT NULL,
+  error        TEXT NOT NULL,
+  attempts     INTEGER NOT NULL,
+  parked_at    INTEGER NOT NULL,
+  state        TEXT NOT NULL,
+  resolved_at  INTEGER,
+  PRIMARY KEY(subscription, position)
+);
+)sql";
+
+constexpr const char* pg_tables_sql = R"sql(
+SELECT pg_advisory_xact_lock(4705784748973228035);
+CREATE TABLE IF NOT EXISTS annals_subscriptions(
+  name         TEXT COLLATE "C" PRIMARY KEY,
+  filter       TEXT NOT NULL,
+  checkpoint   BIGINT NOT NULL,
+  delivered    BIGINT NOT NULL DEFAULT 0,
+  owner        TEXT,
+  lease_until  BIGINT NOT NULL DEFAULT 0,
+  last_error   TEXT NOT NULL DEFAULT '',
+  updated_at   BIGINT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS annals_sub_parked(
+  subscription TEXT COLLATE "C" NOT NULL,
+  position     BIGINT NOT NULL,
+  stream_id    TEXT NOT NULL,
+  event_id     TEXT NOT NULL,
+  type         TEXT NOT NULL,
+  error        TEXT NOT NULL,
+  attempts     BIGINT NOT NULL,
+  parked_at    BIGINT NOT NULL,
+  state        TEXT NOT NULL,
+  resolved_at  BIGINT,
+  PRIMARY KEY(subscription, position)
+);
+)sql";
+
+long long now_us() { return static_cast<long long>(store::system_clock_us()); }
+
+// Error texts go into TEXT columns (PostgreSQL refuses invalid UTF-8 and NUL): keep them
+// printable and bounded.
+std::string clean_text(std::string_view s) {
+  std::string out;
+  out.reserve(std::min<std::size_t>(s.size(), 2000));
+  for (unsigned char c : s.substr(0, 2000)) out += (c >= 0x20 && c < 0x7f) ? char(c) : '?';
+  return out;
+}
+
+bool transient(errc e) {
+  return e == errc::io || e == errc::busy || e == errc::concurrency_conflict;
+}
+
+// The bookkeeping tables, created once per connection in a write transaction.
+result<void> create_tables(sql_connection& c) {
+  const bool pg = c.dialect() == detail::sql_dialect::postgres;
+  if (auto r = c.exec(pg ? "BEGIN" : "BEGIN IMMEDIATE", "cannot start a transaction"); !r) {
+    return r;
+  }
+  if (auto r = c.exec(pg ? pg_tables_sql : sqlite_tables_sql,
+                      "cannot create the subscription tables");
+      !r) {
+    (void)c.exec("ROLLBACK", "rollback");
+    return r;
+  }
+  return c.exec("COMMIT", "cannot create the subscription tables");
+}
+
+using detail::in_write_tx;
+
+result<std::vector<subscription_status>> read_statuses(sql_connection& c, event_store& store,
+                                                       std::string_view only) {
+  std::vector<subscription_status> out;
+  sql_tx tx(c, nullptr);
+  const long long now = now_us();
+  auto r = tx.query(
+      "SELECT s.name, s.filter, s.checkpoint, s.delivered, s.updated_at, s.last_error, "
+      "CASE WHEN s.owner IS NOT NULL AND s.lease_until >= ?2 THEN 1 ELSE 0 END, "
+      "(SELECT count(*) FROM annals_sub_parked p WHERE p.subscription = s.name "
+      " AND p.state IN ('parked', 'retry')) "
+      "FROM annals_subscriptions s WHERE ?1 = '' OR s.name = ?1 ORDER BY s.name",
+      {only, now}, [&](const sql_row& row) {
+        subscription_status st;
+        st.name = row.text(0);
+        st.filter = row.text(1);
+        st.checkpoint = row.int64(2);
+        st.delivered = row.int64(3);
+        st.updated_at_us = row.int64(4);
+        st.last_error = row.text(5);
+        st.active = row.int64(6) != 0;
+        st.parked = row.int64(7);
+        out.push_back(std::move(st));
+        return true;
+      });
+  if (!r) return std::move(r).error();
+  auto head = store.head_position();
+  if (!head) return std::move(head).error();
+  for (auto& st : out) {
+    st.head = head.value();
+    st.lag_events = std::max<std::int64_t>(0, st.head - st.checkpoint);
+    if (st.lag_events == 0) continue;
+    read_all_options o;
+    o.from_position = st.checkpoint + 1;
+    o.max_count = 1;
+    auto oldest = store.read_all(o, [&](const recorded_event& e) {
+      st.lag_seconds = std::max(0.0, static_cast<double>(now - e.recorded_at_us) / 1e6);
+      return false;
+    });
+    if (!oldest) return std::move(oldest).error();
+  }
+  return out;
+}
+
+class subscription_impl final : public subscription {
+ public:
+  subscription_impl(std::string name, subscription_batch_handler handler, subscription_options o,
+                    detail::backend b)
+      : name_(std::move(name)),
+        handler_(std::move(handler)),
+        o_(std::move(o)),
+        b_(std::move(b)),
+        owner_(new_uuid_v7()),
+        filter_text_(o_.filter.describe()) {
+    if (!o_.log) {
+      o_.log = [](std::string_view line) {
+        std::fprintf(stderr, "%.*s\n", static_cast<int>(line.size()), line.data());
+      };
+    }
+  }
+
+  ~subscription_impl() override {
+    stop();
+    release();
+  }
+
+  result<void> init() {
+    if (auto r = create_tables(*b_.writer); !r) return r;
+    long long head = 0;
+    if (o_.start_at_end) {
+      auto h = b_.store->head_position();
+      if (!h) return std::move(h).error();
+      head = h.value();
+    }
+    return in_write_tx(*b_.writer, [&](sql_tx& tx) -> result<void> {
+      std::optional<std::string> stored;
+      auto r = tx.query("SELECT filter FROM annals_subscriptions WHERE name = ?1", {name_},
+                        [&](const sql_row& row) {
+                          stored = row.text(0);
+                          return false;
+                        });
+      if (!r) return r.error();
+      if (stored && *stored != filter_text_) {
+        return error(errc::invalid_argument,
+                     fmt::format("subscription '{}' was created with the filter '{}', not '{}': "
+                                 "its checkpoint means nothing for another filter (use another "
+                                 "name, or remove it first)",
+                                 name_, *stored, filter_text_));
+      }
+      if (stored) return {};
+      auto w = tx.exec(
+          "INSERT INTO annals_subscriptions(name, filter, checkpoint, updated_at) "
+          "VALUES (?1, ?2, ?3, ?4)",
+          {name_, filter_text_, head, now_us()});
+      if (!w) return w.error();
+      return {};
+    });
+  }
+
+  result<std::int64_t> catch_up() override {
+    std::lock_guard lock(deliver_mu_);
+    auto led = take_lease();
+    if (!led) return std::move(led).error();
+    if (!led.value()) return std::int64_t{0};
+    std::int64_t handled = 0;
+    auto retried = redeliver_requested(handled);
+    if (!retried) return std::move(retried).error();
+    auto head = b_.store->head_position();
+    if (!head) return std::move(head).error();
+    while (checkpoint_ < head.value() && !stop_) {
+      auto n = deliver_page(head.value());
+      if (!n) return std::move(n).error();
+      if (n.value() < 0) break;  // lost the lease
+      handled += n.value();
+    }
+    return handled;
+  }
+
+  result<void> start() override {
+    std::lock_guard lock(thread_mu_);
+    if (thread_.joinable()) return {};
+    stop_ = false;
+    thread_ = std::thread([this] { live_loop(); });
+    return {};
+  }
+
+  void stop() override {
+    std::lock_guard lock(thread_mu_);
+    if (!thread_.joinable()) return;
+    {
+      std::lock_guard l(sleep_mu_);
+      stop_ = true;
+    }
+    sleep_cv_.notify_all();
+    store::notify_commit();  // wake the loop
+    thread_.join();
+    stop_ = false;  // a later catch_up() by the caller delivers again
+    release();
+  }
+
+  result<void> wait_for(std::int64_t position, std::chrono::milliseconds timeout) override {
+    const auto deadline = clock_type::now() + timeout;
+    for (;;) {
+      auto st = status();
+      if (!st) return std::move(st).error();
+      if (st->checkpoint >= position) return {};
+      if (clock_type::now() >= deadline) {
+        return error(errc::busy,
+                     fmt::format("subscription '{}' reached position {}, not {}, in time", name_,
+                                 st->checkpoint, position));
+      }
+      if (!thread_running()) {
+        if (auto r = catch_up(); !r) return std::move(r).error();
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    }
+  }
+
+  result<subscription_status> status() override {
+    std::lock_guard lock(status_mu_);
+    if (!status_conn_) {
+      // A connection of its own: status() may be called while a delivery holds the writer.
+      detail::backend_options bo;
+      bo.busy_timeout_ms = o_.busy_timeout_ms;
+      bo.sql_only = true;
+      auto b = detail::open_backend(uri_, bo, "subscriptions");
+      if (!b) return std::move(b).error();
+      status_conn_ = std::move(b->writer);
+    }
+    auto all = read_statuses(*status_conn_, *b_.store, name_);
+    if (!all) return std::move(all).error();
+    if (all->empty()) return error(errc::not_found, "subscription '" + name_ + "' was removed");
+    return std::move(all->front());
+  }
+
+  void set_uri(std::string uri) { uri_ = std::move(uri); }
+
+ private:
+  bool thread_running() {
+    std::lock_guard lock(thread_mu_);
+    return thread_.joinable();
+  }
+
+  void live_loop() {
+    while (!stop_) {
+      auto seen = store::commit_sequence();
+      auto r = catch_up();
+      if (!r) o_.log(fmt::format("annals: subscription '{}': {}", name_, r.error().message()));
+      if (stop_) break;
+      // A standby instance (another holds the lease) looks again a few times per lease.
+      auto wait = b_.coordination->follow_interval(o_.poll_interval);
+      if (!leading_) wait = std::max(wait, std::min(o_.lease / 4, std::chrono::milliseconds(1000)));
+      store::wait_for_commit(seen, wait);
+    }
+  }
+
+  // Takes or renews the lease; loads the checkpoint when newly taken. false: another
+  // instance holds it.
+  result<bool> take_lease() {
+    if (leading_ && clock_type::now() < renew_at_) return true;
+    bool got = false;
+    auto r = in_write_tx(*b_.writer, [&](sql_tx& tx) -> result<void> {
+      const long long now = now_us();
+      auto w = tx.exec(
+          "UPDATE annals_subscriptions SET owner = ?1, lease_until = ?2 "
+          "WHERE name = ?3 AND (owner IS NULL OR owner = ?1 OR lease_until < ?4)",
+          {owner_, now + static_cast<long long>(o_.lease.count()) * 1000, name_, now});
+      if (!w) return w.error();
+      got = w.value() == 1;
+      if (!got) return {};
+      auto q = tx.query("SELECT checkpoint FROM annals_subscriptions WHERE name = ?1", {name_},
+                        [&](const sql_row& row) {
+                          checkpoint_ = row.int64(0);
+                          return false;
+                        });
+      if (!q) return q.error();
+      return {};
+    });
+    if (!r) return std::move(r).error();
+    leading_ = got;
+    if (got) renew_at_ = clock_type::now() + o_.lease / 3;
+    return got;
+  }
+
+  void release() {
+    if (!leading_) return;
+    leading_ = false;
+    std::lock_guard lock(deliver_mu_);
+    (void)in_write_tx(*b_.writer, [&](sql_tx& tx) -> result<void> {
+      auto w = tx.exec("UPDATE annals_subscriptions SET owner = NULL, lease_until = 0 "
+                       "WHERE name = ?1 AND owner = ?2",
+                       {name_, owner_});
+      if (!w) return w.error();
+      return {};
+    });
+  }
+
+  // Stores the checkpoint (and renews the lease) if this instance still holds the lease.
+  // false: it lost it (another instance took over).
+  result<bool> store_checkpoint(std::int64_t checkpoint, std::int64_t delivered,
+                                const std::string& last_error) {
+    bool kept = false;
+    auto r = in_write_tx(*b_.writer, [&](sql_tx& tx) -> result<void> {
+      const long long now = now_us();
+      auto w = tx.exec(
+          "UPDATE annals_subscriptions SET checkpoint = ?1, delivered = delivered + ?2, "
+          "last_error = ?3, updated_at = ?4, lease_until = ?5 WHERE name = ?6 AND owner = ?7",
+          {static_cast<long long>(checkpoint), static_cast<long long>(delivered),
+           clean_text(last_error), now, now + static_cast<long long>(o_.lease.count()) * 1000,
+           name_, owner_});
+      if (!w) return w.error();
+      kept = w.value() == 1;
+      return {};
+    });
+    if (!r) return std::move(r).error();
+    if (kept) {
+      checkpoint_ = checkpoint;
+      renew_at_ = clock_type::now() + o_.lease / 3;
+    } else {
+      leading_ = false;
+    }
+    return kept;
+  }
+
+  // One page after the checkpoint. Returns events handled, -1 when the lease was lost.
+  result<std::int64_t> deliver_page(std::int64_t head) {
+    read_all_options ro;
+    ro.from_position = checkpoint_ + 1;
+    ro.max_count = o_.batch_size;
+    ro.event_types = o_.filter.event_types;
+    ro.stream_prefix = o_.filter.stream.empty() ? o_.filter.stream_prefix : o_.filter.stream;
+    std::vector<recorded_event> page;
+    std::int64_t last_visited = 0;
+    auto visited = b_.store->read_all(ro, [&](const recorded_event& e) {
+      if (e.position > head) return false;
+      last_visited = e.position;
+      if (o_.filter.stream.empty() || e.stream_id == o_.filter.stream) page.push_back(e);
+      return true;
+    });
+    if (!visited) return std::move(visited).error();
+    // A short page read everything up to the head: the checkpoint may pass it.
+    const bool full = visited.value() >= o_.batch_size && last_visited < head;
+    const std::int64_t end = full ? last_visited : head;
+    std::size_t done = 0;
+    auto failure = call(page, done);
+    std::int64_t handled = static_cast<std::int64_t>(done);
+    if (!failure) {
+      auto kept = store_checkpoint(end, handled, {});
+      if (!kept) return std::move(kept).error();
+      return kept.value() ? handled : -1;
+    }
+    // page[done] failed: keep what was handled, then retry it alone.
+    const recorded_event& bad = page[done];
+    if (done > 0) {
+      auto kept = store_checkpoint(bad.position - 1, handled, failure->message());
+      if (!kept) return std::move(kept).error();
+      if (!kept.value()) return -1;
+    }
+    auto one = retry_until_done(bad, *failure, 1);
+    if (!one) return std::move(one).error();
+    if (one.value() < 0) return -1;
+    return handled + one.value();
+  }
+
+  // Calls the handler; an exception is an error that is not "try again".
+  std::optional<error> call(const std::vector<recorded_event>& events, std::size_t& done) {
+    done = 0;
+    if (events.empty()) return std::nullopt;
+    try {
+      auto r = handler_(events, done);
+      if (r) {
+        done = events.size();
+        return std::nullopt;
+      }
+      if (done >= events.size()) done = events.size() - 1;
+      poison_ = !transient(r.error().kind());
+      return r.error();
+    } catch (const std::exception& e) {
+      if (done >= events.size()) done = events.size() - 1;
+      poison_ = true;
+      return error(errc::invalid_argument, std::string("the handler threw: ") + e.what());
+    } catch (...) {
+      if (done >= events.size()) done = events.size() - 1;
+      poison_ = true;
+      return error(errc::invalid_argument, "the handler threw an unknown exception");
+    }
+  }
+
+  // Sleeps up to `pause`, or until stop(). Returns false when stopping.
+  bool pause_for(std::chrono::milliseconds pause) {
+    std::unique_lock lock(sleep_mu_);
+    return !sleep_cv_.wait_for(lock, pause, [&] { return stop_.load(); });
+  }
+
+  // Retries one failed event with backoff: without limit while the error says "try again",
+  // else up to max_attempts, then parks it. Moves the checkpoint past it either way. Returns
+  // 1 if delivered, 0 if parked, -1 if the lease was lost or stop() was called.
+  result<std::int64_t> retry_until_done(const recorded_event& bad, error failure, int attempts,
+                                        bool requested_retry = false) {
+    auto pause = o_.retry_backoff;
+    std::vector<recorded_event> one{bad};
+    for (;;) {
+      const bool poison = poison_;
+      if (poison && attempts >= o_.max_attempts) break;
+      o_.log(fmt::format("annals: subscription '{}': event {} ({}, {}) failed, attempt {}: {}",
+                         name_, bad.position, bad.type, bad.event_id, attempts,
+                         failure.message()));
+      if (!pause_for(pause)) return std::int64_t{-1};
+      pause = std::min(pause * 2, o_.max_backoff);
+      // Renew the lease while waiting on an outage (and notice losing it).
+      if (!requested_retry && clock_type::now() >= renew_at_) {
+        auto kept = store_checkpoint(checkpoint_, 0, failure.message());
+        if (!kept) return std::move(kept).error();
+        if (!kept.value()) return std::int64_t{-1};
+      }
+      std::size_t done = 0;
+      auto again = call(one, done);
+      ++attempts;
+      if (!again) {
+        if (requested_retry) return std::int64_t{1};
+        auto kept = store_checkpoint(bad.position, 1, {});
+        if (!kept) return std::move(kept).error();
+        return kept.value() ? std::int64_t{1} : std::int64_t{-1};
+      }
+      failure = *again;
+    }
+    o_.log(fmt::format("annals: subscription '{}': event {} ({}, {}) parked after {} attempts: {}",
+                       name_, bad.position, bad.type, bad.event_id, attempts,
+                       failure.message()));
+    if (requested_retry) return park(bad, failure, attempts, false);
+    return park(bad, failure, attempts, true);
+  }
+
+  // Records the event as parked and (unless it is a redelivery) moves the checkpoint past it,
+  // in one transaction, if this instance still holds the lease. 0, or -1 when it lost it.
+  result<std::int64_t> park(const recorded_event& bad, const error& failure, int attempts,
+                            bool advance) {
+    bool kept = false;
+    auto r = in_write_tx(*b_.writer, [&](sql_tx& tx) -> result<void> {
+      const long long now = now_us();
+      // A redelivered event stays behind the checkpoint: it only moves when advancing.
+      const long long checkpoint = advance ? bad.position : checkpoint_;
+      auto w = tx.exec(
+          "UPDATE annals_subscriptions SET checkpoint = ?1, last_error = ?2, "
+          "updated_at = ?3, lease_until = ?4 WHERE name = ?5 AND owner = ?6",
+          {checkpoint, clean_text(failure.message()), now,
+           now + static_cast<long long>(o_.lease.count()) * 1000, name_, owner_});
+      if (!w) return w.error();
+      kept = w.value() == 1;
+      if (!kept) return {};
+      w = tx.exec(
+          "INSERT INTO annals_sub_parked(subscription, position, stream_id, event_id, type, "
+          "error, attempts, parked_at, state) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'parked') "
+          "ON CONFLICT(subscription, position) DO UPDATE SET error = excluded.error, "
+          "attempts = annals_sub_parked.attempts + excluded.attempts, "
+          "parked_at = excluded.parked_at, state = 'parked', resolved_at = NULL",
+          {name_, static_cast<long long>(bad.position), clean_text(bad.stream_id), bad.event_id,
+           bad.type, clean_text(failure.message()), attempts, now});
+      if (!w) return w.error();
+      return {};
+    });
+    if (!r) return std::move(r).error();
+    if (!kept) {
+      leading_ = false;
+      return std::int64_t{-1};
+    }
+    if (advance) checkpoint_ = bad.position;
+    renew_at_ = clock_type::now() + o_.lease / 3;
+    return std::int64_t{0};
+  }
+
+  // Redelivers the parked events that subscription_admin::retry asked for.
+  result<void> redeliver_requested(std::int64_t& handled) {
+    std::vector<std::int64_t> positions;
+    sql_tx tx(*b_.writer, nullptr);
+    auto q = tx.query(
+        "SELECT position FROM annals_sub_parked WHERE subscription = ?1 AND state = 'retry' "
+        "ORDER BY position",
+        {name_}, [&](const sql_row& row) {
+          positions.push_back(row.int64(0));
+          return true;
+        });
+    if (!q) return q.error();
+    for (std::int64_t position : positions) {
+      if (stop_) break;
+      auto e = store::event_at(*b_.store, position);
+      if (!e) return e.error();
+      std::int64_t outcome = 0;
+      if (e.value()) {
+        std::vector<recorded_event> one{**e};
+        std::size_t done = 0;
+        auto failure = call(one, done);
+        if (!failure) {
+          outcome = 1;
+        } else {
+          auto r = retry_until_done(**e, *failure, 1, true);
+          if (!r) return r.error();
+          outcome = r.value();
+        }
+      }
+      if (outcome < 0) return {};
+      if (outcome == 0 && e.value()) continue;  // parked again
+      // Delivered (or the event no longer reads as one: nothing to deliver).
+      auto w = in_write_tx(*b_.writer, [&](sql_tx& t) -> result<void> {
+        auto x = t.exec(
+            "UPDATE annals_sub_parked SET state = 'retried', resolved_at = ?1 "
+            "WHERE subscription = ?2 AND position = ?3 AND state = 'retry'",
+            {now_us(), name_, static_cast<long long>(position)});
+        if (!x) return x.error();
+        x = t.exec("UPDATE annals_subscriptions SET delivered = delivered + ?1 WHERE name = ?2",
+                   {outcome, name_});
+        if (!x) return x.error();
+        return {};
+      });
+      if (!w) return w;
+      handled += outcome;
+    }
+    return {};
+  }
+
+  const std::string name_;
+  subscription_batch_handler handler_;
+  subscription_options o_;
+  detail::backend b_;
+  const std::string owner_;
+  const std::string filter_text_;
+  std::string uri_;
+
+  std::mutex deliver_mu_;  // one delivery at a time; guards the fields below
+  std::int64_t checkpoint_ = 0;
+  std::atomic<bool> leading_{false};
+  clock_type::time_point renew_at_{};
+  bool poison_ = false;  // the last failure is not "try again"
+
+  std::mutex thread_mu_;
+  std::thread thread_;
+  std::atomic<bool> stop_{false};
+  std::mutex sleep_mu_;
+  std::condition_variable sleep_cv_;
+
+  std::mutex status_mu_;
+  std::unique_ptr<sql_connection> status_conn_;
+};
+
+result<void> check_name(std::string_view name) {
+  if (name.empty() || name.size() > 200) {
+    return error(errc::invalid_argument, "a subscription name must be 1 to 200 bytes");
+  }
+  if (!is_valid_utf8(name)) {
+    return error(errc::invalid_argument, "a subscription name must be UTF-8");
+  }
+  for (unsigned char c : name) {
+    if (c < 0x20 || c == 0x7f) {
+      return error(errc::invalid_argument,
+                   "a subscription name must not hold control characters");
+    }
+  }
+  return {};
+}
+
+result<std::unique_ptr<subscription>> open_impl(const std::string& uri, std::string name,
+                                                subscription_batch_handler handler,
+                                                subscription_options o) {
+  if (auto r = check_name(name); !r) return r.error();
+  if (!handler) return error(errc::invalid_argument, "a subscription needs a handler");
+  if (o.batch_size <= 0 || o.max_attempts <= 0) {
+    return error(errc::invalid_argument, "batch_size and max_attempts must be > 0");
+  }
+  if (o.lease.count() < 100) return error(errc::invalid_argument, "the lease must be >= 100 ms");
+  if (o.retry_backoff.count() < 0 || o.max_backoff < o.retry_backoff) {
+    return error(errc::invalid_argument, "need 0 <= retry_backoff <= max_backoff");
+  }
+  if (!o.filter.stream.empty()) {
+    if (auto r = validate_stream_id(o.filter.stream); !r) return r.error();
+  }
+  detail::backend_options bo;
+  bo.busy_timeout_ms = o.busy_timeout_ms;
+  bo.upcast = o.upcast;
+  auto b = detail::open_backend(uri, bo, "subscriptions");
+  if (!b) return std::move(b).error();
+  auto s = std::make_unique<subscription_impl>(std::move(name), std::move(handler), std::move(o),
+                                               std::move(b).value());
+  s->set_uri(uri);
+  if (auto r = s->init(); !r) return r.error();
+  return std::unique_ptr<subscription>(std::move(s));
+}
+
+class admin_impl final : public subscription_admin {
+ public:
+  explicit admin_impl(detail::backend b) : b_(std::move(b)) {}
+
+  result<void> init() { return create_tables(*b_.writer); }
+
+  result<std::vector<subscription_status>> list() override {
+    return read_statuses(*b_.writer, *b_.store, {});
+  }
+
+  result<std::vector<parked_delivery>> parked(std::string_view name) override {
+    if (auto r = exists(name); !r) return r.error();
+    std::vector<parked_delivery> out;
+    sql_tx tx(*b_.writer, nullptr);
+    auto r = tx.query(
+        "SELECT position, stream_id, event_id, type, error, attempts, parked_at, state "
+        "FROM annals_sub_parked WHERE subscription = ?1 ORDER BY position",
+        {name}, [&](const sql_row& row) {
+          parked_delivery p;
+          p.position = row.int64(0);
+          p.stream_id = row.text(1);
+          p.event_id = row.text(2);
+          p.type = row.text(3);
+          p.error = row.text(4);
+          p.attempts = static_cast<int>(row.int64(5));
+          p.parked_at_us = row.int64(6);
+          p.state = row.text(7);
+          out.push_back(std::move(p));
+          return true;
+        });
+    if (!r) return std::move(r).error();
+    return out;
+  }
+
+  result<std::int64_t> retry(std::string_view name, std::int64_t position) override {
+    return mark(name, position, "retry", "state = 'parked'");
+  }
+  result<std::int64_t> skip(std::string_view name, std::int64_t position) override {
+    return mark(name, position, "skipped", "state IN ('parked', 'retry')");
+  }
+
+  result<void> remove(std::string_view name) override {
+    if (auto r = exists(name); !r) return r;
+    return in_write_tx(*b_.writer, [&](sql_tx& tx) -> result<void> {
+      for (const char* sql : {"DELETE FROM annals_sub_parked WHERE subscription = ?1",
+                              "DELETE FROM annals_subscriptions WHERE name = ?1"}) {
+        auto w = tx.exec(sql, {name});
+        if (!w) return w.error();
+      }
+      return {};
+    });
+  }
+
+ private:
+  result<void> exists(std::string_view name) {
+    sql_tx tx(*b_.writer, nullptr);
+    bool found = false;
+    auto r = tx.query("SELECT 1 FROM annals_subscriptions WHERE name = ?1", {name},
+                      [&](const sql_row&) {
+                        found = true;
+                        return false;
+                      });
+    if (!r) return r.error();
+    if (!found) return error(errc::not_found, fmt::format("no subscription '{}'", name));
+    return {};
+  }
+
+  result<std::int64_t> mark(std::string_view name, std::int64_t position, const char* state,
+                            const char* from) {
+    if (position < 0) return error(errc::invalid_argument, "position must be >= 0");
+    if (auto r = exists(name); !r) return r.error();
+    std::int64_t changed = 0;
+    auto sql = fmt::format(
+        "UPDATE annals_sub_parked SET state = ?1, resolved_at = ?2 WHERE subscription = ?3 "
+        "AND (?4 = 0 OR position = ?4) AND {}",
+        from);
+    auto r = in_write_tx(*b_.writer, [&](sql_tx& tx) -> result<void> {
+      auto w = tx.exec(sql, {state, std::string_view(state) == "retry" ? 0LL : now_us(), name,
+                             static_cast<long long>(position)});
+      if (!w) return w.error();
+      changed = w.value();
+      return {};
+    });
+    if (!r) return std::move(r).error();
+    if (changed == 0) {
+      return error(errc::not_found,
+                   position ? fmt::format("subscription '{}' has no parked event at position {}",
+                                          name, position)
+                            : fmt::format("subscription '{}' has no parked events", name));
+    }
+    return changed;
+  }
+
+  detail::backend b_;
+};
+
+}  // namespace
+
+result<std::unique_ptr<subscription>> subscription::open(const std::string& store_uri,
+                                                         std::string name,
+                                                         subscription_handler handler,
+                                                         subscription_options options) {
+  if (!handler) return error(errc::invalid_argument, "a subscription needs a handler");
+  subscription_batch_handler batch = [h = std::move(handler)](
+                                         const std::vector<recorded_event>& events,
+                                         std::size_t& handled) -> result<void> {
+    for (handled = 0; handled < events.size(); ++handled) {
+      if (auto r = h(events[handled]); !r) return r;
+    }
+    return {};
+  };
+  return open_impl(store_uri, std::move(name), std::move(batch), std::move(options));
+}
+
+result<std::unique_ptr<subscription>> subscription::open(const std::string& store_uri,
+                                                         std::string name,
+                                                         subscription_batch_handler handler,
+                                                         subscription_options options) {
+  return open_impl(store_uri, std::move(name), std::move(handler), std::move(options));
+}
+
+result<std::unique_ptr<subscription_admin>> subscription_admin::open(
+    const std::string& store_uri) {
+  auto b = detail::open_backend(store_uri, {}, "subscriptions");
+  if (!b) return std::move(b).error();
+  auto a = std::make_unique<admin_impl>(std::move(b).value());
+  if (auto r = a->init(); !r) return r.error();
+  return std::unique_ptr<subscription_admin>(std::move(a));
+}
+
+}  // namespace annals

@@ -1,0 +1,581 @@
+// Catch-up subscriptions: checkpoints per subscriber, filters, live following, retries with
+// backoff, dead letters (parked, retried, skipped), lag, one active instance per name (lease,
+// takeover after kill -9), at-least-once across kill -9. Compiled once per backend
+// (ANNALS_SUBSCRIPTIONS_ON_POSTGRES). Also the process-manager helpers: find_event,
+// derived_event_id, caused_by.
+#include <doctest/doctest.h>
+
+#include <annals/command.hpp>
+#include <annals/event_store.hpp>
+#include <annals/subscription.hpp>
+
+#include <fmt/format.h>
+
+#include "support/postgres.hpp"
+#include "support/support.hpp"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <fstream>
+#include <map>
+#include <mutex>
+#include <set>
+#include <sstream>
+#include <thread>
+
+namespace {
+
+using namespace std::chrono_literals;
+using annals::errc;
+using annals::recorded_event;
+using annals::result;
+using annals::subscription;
+using annals::subscription_admin;
+using annals::subscription_options;
+using annals::test::fork_child;
+using annals::test::pg::store_location;
+using annals::test::temp_dir;
+using annals::test::wait_child;
+
+#ifdef ANNALS_SUBSCRIPTIONS_ON_POSTGRES
+constexpr bool on_postgres = true;
+#define SUITE_NAME "subscription_postgres"
+#else
+constexpr bool on_postgres = false;
+#define SUITE_NAME "subscription"
+#endif
+
+template <class T>
+std::string message_of(const result<T>& r) {
+  return r.ok() ? "ok" : std::string(annals::to_string(r.error().kind())) + ": " +
+                             r.error().message();
+}
+
+std::unique_ptr<annals::event_store> open(const std::string& path) {
+  auto s = annals::open_store(path);
+  REQUIRE_MESSAGE(s.ok(), message_of(s));
+  return std::move(s).value();
+}
+
+annals::event_data ev(std::string type, std::string payload = "x") {
+  annals::event_data e;
+  e.type = std::move(type);
+  e.payload = std::move(payload);
+  return e;
+}
+
+// Appends `n` events, one per append, to `stream`; returns the last position.
+std::int64_t append_n(annals::event_store& s, const std::string& stream, int n,
+                      const std::string& type = "test.v1.Ping") {
+  std::int64_t last = 0;
+  for (int i = 0; i < n; ++i) {
+    auto r = s.append(stream, annals::expected_version::any(), {ev(type, std::to_string(i))});
+    REQUIRE_MESSAGE(r.ok(), message_of(r));
+    last = r->position;
+  }
+  return last;
+}
+
+// Records what a handler saw, thread-safely.
+struct seen_log {
+  std::mutex mu;
+  std::vector<std::int64_t> positions;
+  std::vector<std::string> streams;
+  void add(const recorded_event& e) {
+    std::lock_guard l(mu);
+    positions.push_back(e.position);
+    streams.push_back(e.stream_id);
+  }
+  std::vector<std::int64_t> snapshot() {
+    std::lock_guard l(mu);
+    return positions;
+  }
+};
+
+subscription_options quiet(subscription_options o = {}) {
+  o.log = [](std::string_view) {};
+  o.retry_backoff = 1ms;
+  o.max_backoff = 8ms;
+  return o;
+}
+
+std::unique_ptr<subscription> open_sub(const std::string& path, const std::string& name,
+                                       annals::subscription_handler h,
+                                       subscription_options o = quiet()) {
+  auto s = subscription::open(path, name, std::move(h), std::move(o));
+  REQUIRE_MESSAGE(s.ok(), message_of(s));
+  return std::move(s).value();
+}
+
+std::unique_ptr<subscription_admin> admin(const std::string& path) {
+  auto a = subscription_admin::open(path);
+  REQUIRE_MESSAGE(a.ok(), message_of(a));
+  return std::move(a).value();
+}
+
+}  // namespace
+
+TEST_SUITE(SUITE_NAME) {
+
+TEST_CASE("catches up from its checkpoint, in order, and resumes where it stopped") {
+  temp_dir dir;
+  const store_location loc(dir.file("s.db"), on_postgres);
+  auto store = open(loc.path);
+  append_n(*store, "order-1", 30);
+  seen_log seen;
+  {
+    subscription_options o = quiet();
+    o.batch_size = 7;  // several pages
+    auto sub = open_sub(loc.path, "mailer", [&](const recorded_event& e) -> result<void> {
+      seen.add(e);
+      return {};
+    }, o);
+    auto n = sub->catch_up();
+    REQUIRE_MESSAGE(n.ok(), message_of(n));
+    CHECK(n.value() == 30);
+    auto st = sub->status();
+    REQUIRE(st.ok());
+    CHECK(st->checkpoint == 30);
+    CHECK(st->lag_events == 0);
+    CHECK(st->delivered == 30);
+  }
+  auto got = seen.snapshot();
+  REQUIRE(got.size() == 30);
+  for (std::size_t i = 0; i < got.size(); ++i) CHECK(got[i] == static_cast<std::int64_t>(i + 1));
+
+  append_n(*store, "order-2", 5);
+  auto sub = open_sub(loc.path, "mailer", [&](const recorded_event& e) -> result<void> {
+    seen.add(e);
+    return {};
+  });
+  auto n = sub->catch_up();
+  REQUIRE(n.ok());
+  CHECK(n.value() == 5);  // only what came after the stored checkpoint
+  got = seen.snapshot();
+  REQUIRE(got.size() == 35);
+  CHECK(got.back() == 35);
+
+  // A second subscriber has its own checkpoint.
+  int other = 0;
+  auto sub2 = open_sub(loc.path, "audit", [&](const recorded_event&) -> result<void> {
+    ++other;
+    return {};
+  });
+  REQUIRE(sub2->catch_up().ok());
+  CHECK(other == 35);
+}
+
+TEST_CASE("filters: one stream, a category, event types; a changed filter is refused") {
+  temp_dir dir;
+  const store_location loc(dir.file("s.db"), on_postgres);
+  auto store = open(loc.path);
+  append_n(*store, "account-1", 3, "bank.v1.Deposited");
+  append_n(*store, "account-10", 2, "bank.v1.Withdrawn");
+  append_n(*store, "order-1", 4, "shop.v1.Ordered");
+  append_n(*store, "account-1", 1, "bank.v1.Withdrawn");
+
+  auto collect = [&](const std::string& name, annals::subscription_filter f) {
+    seen_log seen;
+    subscription_options o = quiet();
+    o.filter = f;
+    o.batch_size = 2;
+    auto sub = open_sub(loc.path, name, [&](const recorded_event& e) -> result<void> {
+      seen.add(e);
+      return {};
+    }, o);
+    auto n = sub->catch_up();
+    REQUIRE_MESSAGE(n.ok(), message_of(n));
+    auto st = sub->status();
+    REQUIRE(st.ok());
+    CHECK(st->checkpoint == 10);  // passed over what it does not want
+    std::lock_guard l(seen.mu);
+    return std::make_pair(seen.positions, seen.streams);
+  };
+  auto [p1, s1] = collect("one-stream", {.stream = "account-1"});
+  CHECK(p1 == std::vector<std::int64_t>{1, 2, 3, 10});
+  auto [p2, s2] = collect("category", {.stream_prefix = "account-"});
+  CHECK(p2 == std::vector<std::int64_t>{1, 2, 3, 4, 5, 10});
+  auto [p3, s3] = collect("types", {.event_types = {"bank.v1.Withdrawn", "shop.v1.Ordered"}});
+  CHECK(p3 == std::vector<std::int64_t>{4, 5, 6, 7, 8, 9, 10});
+  auto [p4, s4] = collect("both", {.stream_prefix = "account-", .event_types = {"bank.v1.Withdrawn"}});
+  CHECK(p4 == std::vector<std::int64_t>{4, 5, 10});
+
+  subscription_options o = quiet();
+  o.filter.stream_prefix = "order-";
+  auto again = subscription::open(loc.path, "category",
+                                  [](const recorded_event&) -> result<void> { return {}; }, o);
+  REQUIRE_FALSE(again.ok());
+  CHECK(again.error().kind() == errc::invalid_argument);
+  CHECK(again.error().message().find("prefix:account-") != std::string::npos);
+}
+
+TEST_CASE("follows live appends, from this process and from another one") {
+  temp_dir dir;
+  const store_location loc(dir.file("s.db"), on_postgres);
+  auto store = open(loc.path);
+  append_n(*store, "s-1", 3);
+  seen_log seen;
+  auto sub = open_sub(loc.path, "live", [&](const recorded_event& e) -> result<void> {
+    seen.add(e);
+    return {};
+  });
+  REQUIRE(sub->start().ok());
+  auto last = append_n(*store, "s-1", 4);
+  REQUIRE_MESSAGE(sub->wait_for(last, 10s).ok(), "did not follow local appends");
+  CHECK(seen.snapshot().size() == 7);
+  // Another process appends.
+  const std::string path = loc.path;
+  pid_t child = fork_child([&] {
+    auto s = annals::open_store(path);
+    if (!s) return 1;
+    for (int i = 0; i < 5; ++i) {
+      if (!s.value()->append("s-2", annals::expected_version::any(), {ev("test.v1.Ping")})) {
+        return 2;
+      }
+    }
+    return 0;
+  });
+  REQUIRE(wait_child(child) == 0);
+  REQUIRE_MESSAGE(sub->wait_for(12, 10s).ok(), "did not follow another process's appends");
+  sub->stop();
+  auto got = seen.snapshot();
+  REQUIRE(got.size() == 12);
+  CHECK(got.back() == 12);
+}
+
+TEST_CASE("a poison event is retried, parked with its error, and the others go on") {
+  temp_dir dir;
+  const store_location loc(dir.file("s.db"), on_postgres);
+  auto store = open(loc.path);
+  append_n(*store, "s-1", 10);
+  std::atomic<int> attempts_on_5{0};
+  std::atomic<bool> fixed{false};
+  seen_log seen;
+  std::vector<std::string> log_lines;
+  subscription_options o = quiet();
+  o.max_attempts = 3;
+  o.batch_size = 4;
+  o.log = [&](std::string_view line) { log_lines.emplace_back(line); };
+  auto sub = open_sub(loc.path, "poisoned", [&](const recorded_event& e) -> result<void> {
+    if (e.position == 5 && !fixed) {
+      ++attempts_on_5;
+      return annals::error(errc::invalid_argument, "cannot render the template for 5");
+    }
+    if (e.position == 8 && !fixed) throw std::runtime_error("handler blew up on 8");
+    seen.add(e);
+    return {};
+  }, o);
+  auto n = sub->catch_up();
+  REQUIRE_MESSAGE(n.ok(), message_of(n));
+  CHECK(n.value() == 8);
+  CHECK(attempts_on_5 == 3);
+  CHECK(seen.snapshot() == std::vector<std::int64_t>{1, 2, 3, 4, 6, 7, 9, 10});
+  CHECK_FALSE(log_lines.empty());
+
+  auto a = admin(loc.path);
+  auto parked = a->parked("poisoned");
+  REQUIRE_MESSAGE(parked.ok(), message_of(parked));
+  REQUIRE(parked->size() == 2);
+  CHECK(parked->at(0).position == 5);
+  CHECK(parked->at(0).state == "parked");
+  CHECK(parked->at(0).attempts == 3);
+  CHECK(parked->at(0).error.find("cannot render the template for 5") != std::string::npos);
+  CHECK(parked->at(1).position == 8);
+  CHECK(parked->at(1).error.find("handler blew up on 8") != std::string::npos);
+  auto st = sub->status();
+  REQUIRE(st.ok());
+  CHECK(st->parked == 2);
+  CHECK(st->checkpoint == 10);
+
+  // Retry one, skip the other; the fixed handler gets only the retried one.
+  fixed = true;
+  auto r = a->retry("poisoned", 5);
+  REQUIRE_MESSAGE(r.ok(), message_of(r));
+  CHECK(r.value() == 1);
+  auto k = a->skip("poisoned", 8);
+  REQUIRE(k.ok());
+  CHECK(a->retry("poisoned", 8).error().kind() == errc::not_found);  // skipped: not parked
+  CHECK(a->retry("poisoned", 3).error().kind() == errc::not_found);
+  n = sub->catch_up();
+  REQUIRE(n.ok());
+  CHECK(n.value() == 1);
+  auto got = seen.snapshot();
+  CHECK(got.back() == 5);
+  CHECK(std::count(got.begin(), got.end(), 8) == 0);
+  parked = a->parked("poisoned");
+  REQUIRE(parked.ok());
+  CHECK(parked->at(0).state == "retried");
+  CHECK(parked->at(1).state == "skipped");
+  st = sub->status();
+  REQUIRE(st.ok());
+  CHECK(st->parked == 0);
+  CHECK(st->delivered == 9);
+}
+
+TEST_CASE("a retried parked event that fails again is parked again") {
+  temp_dir dir;
+  const store_location loc(dir.file("s.db"), on_postgres);
+  auto store = open(loc.path);
+  append_n(*store, "s-1", 3);
+  subscription_options o = quiet();
+  o.max_attempts = 2;
+  auto sub = open_sub(loc.path, "stubborn", [&](const recorded_event& e) -> result<void> {
+    if (e.position == 2) return annals::error(errc::rejected, "still broken");
+    return {};
+  }, o);
+  REQUIRE(sub->catch_up().ok());
+  auto a = admin(loc.path);
+  REQUIRE(a->retry("stubborn", 0).ok());
+  REQUIRE(sub->catch_up().ok());
+  auto parked = a->parked("stubborn");
+  REQUIRE(parked.ok());
+  REQUIRE(parked->size() == 1);
+  CHECK(parked->at(0).state == "parked");
+  CHECK(parked->at(0).attempts == 4);
+}
+
+TEST_CASE("errors that say try again are retried until they succeed, never parked") {
+  temp_dir dir;
+  const store_location loc(dir.file("s.db"), on_postgres);
+  auto store = open(loc.path);
+  append_n(*store, "s-1", 4);
+  int failures = 0;
+  seen_log seen;
+  subscription_options o = quiet();
+  o.max_attempts = 2;  // an outage lasts longer than that: it must not park
+  auto sub = open_sub(loc.path, "outage", [&](const recorded_event& e) -> result<void> {
+    if (e.position == 3 && failures < 6) {
+      ++failures;
+      return annals::error(errc::io, "broker unreachable");
+    }
+    seen.add(e);
+    return {};
+  }, o);
+  auto n = sub->catch_up();
+  REQUIRE(n.ok());
+  CHECK(n.value() == 4);
+  CHECK(failures == 6);
+  CHECK(seen.snapshot() == std::vector<std::int64_t>{1, 2, 3, 4});
+  auto parked = admin(loc.path)->parked("outage");
+  REQUIRE(parked.ok());
+  CHECK(parked->empty());
+}
+
+TEST_CASE("lag in events and seconds; start_at_end; listing") {
+  temp_dir dir;
+  const store_location loc(dir.file("s.db"), on_postgres);
+  auto store = open(loc.path);
+  append_n(*store, "s-1", 6);
+  auto idle = open_sub(loc.path, "idle", [](const recorded_event&) -> result<void> { return {}; });
+  std::this_thread::sleep_for(50ms);
+  auto st = idle->status();
+  REQUIRE(st.ok());
+  CHECK(st->lag_events == 6);
+  CHECK(st->head == 6);
+  CHECK(st->lag_seconds >= 0.04);
+  CHECK(st->lag_seconds < 60);
+
+  subscription_options o = quiet();
+  o.start_at_end = true;
+  int seen = 0;
+  auto fresh = open_sub(loc.path, "fresh", [&](const recorded_event&) -> result<void> {
+    ++seen;
+    return {};
+  }, o);
+  REQUIRE(fresh->catch_up().ok());
+  CHECK(seen == 0);
+  append_n(*store, "s-1", 2);
+  REQUIRE(fresh->catch_up().ok());
+  CHECK(seen == 2);
+
+  auto list = admin(loc.path)->list();
+  REQUIRE(list.ok());
+  REQUIRE(list->size() == 2);
+  CHECK(list->at(0).name == "fresh");
+  CHECK(list->at(0).lag_events == 0);
+  CHECK(list->at(0).lag_seconds == 0);
+  CHECK(list->at(1).name == "idle");
+  CHECK(list->at(1).lag_events == 8);
+  CHECK(admin(loc.path)->parked("nobody").error().kind() == errc::not_found);
+  REQUIRE(admin(loc.path)->remove("idle").ok());
+  CHECK(admin(loc.path)->list()->size() == 1);
+}
+
+TEST_CASE("one active instance per name: the other stands by, then takes over") {
+  temp_dir dir;
+  const store_location loc(dir.file("s.db"), on_postgres);
+  auto store = open(loc.path);
+  append_n(*store, "s-1", 5);
+  int first = 0, second = 0;
+  subscription_options o = quiet();
+  o.lease = 60s;
+  auto a = open_sub(loc.path, "single", [&](const recorded_event&) -> result<void> {
+    ++first;
+    return {};
+  }, o);
+  auto b = open_sub(loc.path, "single", [&](const recorded_event&) -> result<void> {
+    ++second;
+    return {};
+  }, o);
+  REQUIRE(a->catch_up().ok());
+  append_n(*store, "s-1", 3);
+  auto n = b->catch_up();
+  REQUIRE(n.ok());
+  CHECK(n.value() == 0);  // a holds the lease
+  CHECK(second == 0);
+  CHECK(b->status()->active);
+  a.reset();  // releases
+  n = b->catch_up();
+  REQUIRE(n.ok());
+  CHECK(n.value() == 3);  // from a's checkpoint, nothing twice
+  CHECK(first == 5);
+  CHECK(second == 3);
+}
+
+TEST_CASE("kill -9 of the active instance: another takes over after the lease, nothing lost") {
+  temp_dir dir;
+  const store_location loc(dir.file("s.db"), on_postgres);
+  auto store = open(loc.path);
+  append_n(*store, "s-1", 400);
+  const std::string path = loc.path;
+  const std::string out = dir.file("child.log");
+  // The child handles slowly and writes each position it handled to a file (O_APPEND, one
+  // write per event), then is killed mid-way.
+  pid_t child = fork_child([&] {
+    int fd = ::open(out.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+    if (fd < 0) return 1;
+    subscription_options o = quiet();
+    o.lease = 500ms;
+    o.batch_size = 10;
+    auto sub = subscription::open(path, "worker", [&](const recorded_event& e) -> result<void> {
+      std::string line = std::to_string(e.position) + "\n";
+      if (!annals::test::write_all(fd, line)) return annals::error(errc::io, "write");
+      std::this_thread::sleep_for(2ms);
+      return {};
+    }, o);
+    if (!sub) return 2;
+    (void)sub.value()->catch_up();
+    return 0;
+  });
+  // Wait until the child has handled some, then kill it.
+  for (int i = 0; i < 2000; ++i) {
+    std::ifstream f(out);
+    std::string all((std::istreambuf_iterator<char>(f)), {});
+    if (std::count(all.begin(), all.end(), '\n') >= 60) break;
+    std::this_thread::sleep_for(5ms);
+  }
+  ::kill(child, SIGKILL);
+  wait_child(child);
+
+  std::map<std::int64_t, int> handled;
+  {
+    std::ifstream f(out);
+    for (std::int64_t p; f >> p;) ++handled[p];
+  }
+  REQUIRE(handled.size() >= 60);
+  REQUIRE(handled.size() < 400);
+  subscription_options o = quiet();
+  o.lease = 500ms;
+  std::set<std::int64_t> redelivered;
+  auto sub = open_sub(loc.path, "worker", [&](const recorded_event& e) -> result<void> {
+    if (handled.count(e.position)) redelivered.insert(e.position);
+    ++handled[e.position];
+    return {};
+  }, o);
+  // Until the dead holder's lease runs out, this instance stands by.
+  auto deadline = std::chrono::steady_clock::now() + 10s;
+  while (handled.size() < 400 && std::chrono::steady_clock::now() < deadline) {
+    REQUIRE(sub->catch_up().ok());
+    std::this_thread::sleep_for(20ms);
+  }
+  CHECK(handled.size() == 400);  // every event handled at least once
+  for (std::int64_t p = 1; p <= 400; ++p) CHECK(handled[p] >= 1);
+  // Redelivery is bounded by what was handled after the last stored checkpoint (one page).
+  CHECK(redelivered.size() <= 10);
+}
+
+TEST_CASE("bad names and options are refused") {
+  temp_dir dir;
+  const store_location loc(dir.file("s.db"), on_postgres);
+  auto store = open(loc.path);
+  auto ok = [](const recorded_event&) -> result<void> { return {}; };
+  for (std::string bad : {std::string(), std::string(201, 'x'), std::string("a\nb"),
+                          std::string("\xff\xfe"), std::string("nul\0x", 5)}) {
+    auto s = subscription::open(loc.path, bad, ok, quiet());
+    REQUIRE_FALSE(s.ok());
+    CHECK(s.error().kind() == errc::invalid_argument);
+  }
+  subscription_options o = quiet();
+  o.batch_size = 0;
+  CHECK(subscription::open(loc.path, "x", ok, o).error().kind() == errc::invalid_argument);
+  o = quiet();
+  o.filter.stream = std::string("bad\0stream", 10);
+  CHECK(subscription::open(loc.path, "x", ok, o).error().kind() == errc::invalid_argument);
+  CHECK_FALSE(subscription::open(dir.file("missing.db"), "x", ok, quiet()).ok());
+  // Hostile but valid names are data, not SQL.
+  const std::string hostile = "x'); DROP TABLE annals_subscriptions; --";
+  auto s = subscription::open(loc.path, hostile, ok, quiet());
+  REQUIRE_MESSAGE(s.ok(), message_of(s));
+  REQUIRE(s.value()->catch_up().ok());
+  auto list = admin(loc.path)->list();
+  REQUIRE(list.ok());
+  REQUIRE(list->size() == 1);
+  CHECK(list->at(0).name == hostile);
+}
+
+TEST_CASE("find_event, derived_event_id and caused_by for process managers") {
+  temp_dir dir;
+  const store_location loc(dir.file("s.db"), on_postgres);
+  auto store = open(loc.path);
+  annals::event_data e = ev("test.v1.Ping", "payload");
+  e.metadata.correlation_id = "conversation-1";
+  e.metadata.traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+  auto r = store->append("s-1", annals::expected_version::any(), {e});
+  REQUIRE(r.ok());
+  std::string id;
+  REQUIRE(store->read_stream("s-1", {}, [&](const recorded_event& x) {
+    id = x.event_id;
+    return true;
+  }).ok());
+  auto found = store->find_event(id);
+  REQUIRE_MESSAGE(found.ok(), message_of(found));
+  REQUIRE(found->has_value());
+  CHECK((*found)->position == r->position);
+  CHECK((*found)->payload == "payload");
+  std::string upper = id;
+  for (auto& c : upper) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  CHECK(store->find_event(upper)->has_value());
+  auto none = store->find_event(annals::new_uuid_v7());
+  REQUIRE(none.ok());
+  CHECK_FALSE(none->has_value());
+  CHECK(store->find_event("not-a-uuid").error().kind() == errc::invalid_argument);
+
+  const std::string d1 = annals::derived_event_id(id, "withdraw");
+  CHECK(d1 == annals::derived_event_id(id, "withdraw"));
+  CHECK(d1 != annals::derived_event_id(id, "deposit"));
+  CHECK(annals::derived_event_id("ab", "c") != annals::derived_event_id("a", "bc"));
+  CHECK(d1.size() == 36);
+  CHECK(d1[14] == '8');  // version 8
+  // A derived id is a valid event id: an append with it is found, and a repeat is recognised.
+  annals::event_data step = ev("test.v1.Step");
+  step.event_id = d1;
+  REQUIRE(store->append("s-2", annals::expected_version::no_stream(), {step}).ok());
+  CHECK(store->find_event(d1)->has_value());
+  auto again = store->append("s-2", annals::expected_version::no_stream(), {step});
+  REQUIRE(again.ok());
+  CHECK(again->already_appended);
+
+  const annals::command_options o = annals::caused_by(**found);
+  CHECK(o.correlation_id == "conversation-1");
+  CHECK(o.causation_id == id);
+  CHECK(o.traceparent == e.metadata.traceparent);
+  recorded_event bare = **found;
+  bare.metadata.correlation_id.clear();
+  CHECK(annals::caused_by(bare).correlation_id == id);
+}
+
+}  // TEST_SUITE
