@@ -51,6 +51,7 @@ struct relay_args {
   std::string stream = "ANNALS";
   std::string prefix = "annals";
   std::int64_t batch_size = 500;
+  std::int64_t lease_ms = 10000;
   bool once = false;
 };
 
@@ -61,14 +62,41 @@ int run_relay(const std::string& db, const relay_args& a) {
   o.stream = a.stream;
   o.subject_prefix = a.prefix;
   o.batch_size = a.batch_size;
+  o.lease = std::chrono::milliseconds(a.lease_ms);
   o.log = [](std::string_view line) { fmt::print(stderr, "bank relay: {}\n", line); };
   auto r = annals::relay::open(db, a.name, o);
   if (!r) return report(r.error());
   auto& relay = **r;
   if (a.once) {
-    auto n = relay.catch_up();
-    if (!n) return report(n.error());
-    fmt::print("published {} event(s) to JetStream stream '{}' ({} already there)\n", *n,
+    // Up to the head seen now. Another relay of the same name may hold the lease (a live
+    // one, or one that died: its lease runs out): wait for it, a few lease periods at most.
+    auto first = relay.status();
+    if (!first) return report(first.error());
+    const std::int64_t target = first->head;
+    std::int64_t published = 0;
+    const auto give_up = std::chrono::steady_clock::now() + 3 * o.lease;
+    bool told = false;
+    for (;;) {
+      auto n = relay.catch_up();
+      if (!n) return report(n.error());
+      published += *n;
+      auto st = relay.status();
+      if (!st) return report(st.error());
+      if (st->checkpoint >= target) break;
+      if (std::chrono::steady_clock::now() > give_up) {
+        return report(annals::error(
+            annals::errc::busy, fmt::format("another relay named '{}' holds the lease of '{}'; "
+                                            "published {} event(s)",
+                                            a.name, relay.subscription_name(), published)));
+      }
+      if (!told) {
+        fmt::print(stderr, "bank relay: waiting for the lease of '{}' (held by another relay)\n",
+                   relay.subscription_name());
+        told = true;
+      }
+      std::this_thread::sleep_for(std::min(o.lease / 4, std::chrono::milliseconds(500)));
+    }
+    fmt::print("published {} event(s) to JetStream stream '{}' ({} already there)\n", published,
                a.stream, relay.duplicates());
     if (auto st = relay.status(); st && st->parked > 0) {
       fmt::print(stderr,
@@ -247,6 +275,10 @@ void add_integration_commands(CLI::App& app, const std::string& db, int& code) {
   relay_cmd->add_option("--batch-size", r->batch_size, "Events published per batch")
       ->capture_default_str()
       ->check(CLI::Range(1, 100000));
+  relay_cmd->add_option("--lease-ms", r->lease_ms,
+                        "How long a dead relay's lease blocks another of the same name")
+      ->capture_default_str()
+      ->check(CLI::Range(100, 3600000));
   relay_cmd->callback([&code, &db, r] { code = run_relay(db, *r); });
 
   auto n = std::make_shared<notify_args>();

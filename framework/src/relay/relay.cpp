@@ -162,6 +162,12 @@ struct relay::impl {
       outstanding = 0;
       for (std::size_t i = 0; i < batch.size(); ++i) index.emplace(batch[i].event_id, i);
     }
+    // While reconnecting, publishes would only be buffered, and the server's max_payload
+    // known here may be stale (it may have been raised): wait for the connection.
+    if (natsConnection_Status(nc.get()) != NATS_CONN_STATUS_CONNECTED) {
+      return error(errc::io, fmt::format("NATS: not connected to {} (reconnecting)",
+                                         opts.nats_url));
+    }
     const std::int64_t max_payload = natsConnection_GetMaxPayload(nc.get());
     jsPubOptions po;
     jsPubOptions_Init(&po);
