@@ -513,3 +513,21 @@ TEST_CASE("an event larger than the broker's max_payload is parked, then deliver
   ids.push_back(big.event_id);
   check_exactly_once(consume_all(b.url(), "big-check"), ids);
 }
+
+#ifdef ANNALS_BENCH_EXE
+TEST_CASE("annals-bench --scenario relay prints its figure in the documented format") {
+  REQUIRE_NATS_SERVER();
+  broker b;
+  auto r = annals::test::run({ANNALS_BENCH_EXE, "--quick", "--reps", "1", "--scenario", "relay",
+                              "--nats", b.url()});
+  INFO(r.err);
+  REQUIRE(r.exit_code == 0);
+  for (const char* field : {"\"scenario\":\"relay\"", "\"events_per_s\":", "\"baseline_per_s\":",
+                            "\"ratio\":", "\"latency_p50_ms\":", "\"latency_p99_ms\":"}) {
+    CHECK_MESSAGE(r.out.find(field) != std::string::npos, field << " missing from " << r.out);
+  }
+  // Its streams are gone: the run leaves the broker as it found it.
+  CHECK(!annals::read_jetstream_stream(b.url(), "ANNALS_BENCH_R1"));
+  CHECK(!annals::read_jetstream_stream(b.url(), "ANNALS_BENCH_LAT"));
+}
+#endif
