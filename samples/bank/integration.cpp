@@ -250,6 +250,12 @@ int run_notify(const notify_args& a) {
   };
   while (!stop_requested.load()) {
     auto n = (*consumer)->poll_batch(handle, 500, std::chrono::milliseconds(500));
+    if (!n && n.error().kind() == annals::errc::io && !a.once) {
+      // The broker is away (or the database busy): a running service waits for it.
+      fmt::print(stderr, "bank notify: {} (retrying)\n", n.error().message());
+      std::this_thread::sleep_for(std::chrono::seconds(1));
+      continue;
+    }
     if (!n) return report(n.error());
     if (*n == 0 && a.once) break;
   }

@@ -187,7 +187,7 @@ class jetstream_consumer {
   // handler for each in order, acking each after its handler succeeds. On the first failure
   // it naks that message and every later one of the fetch (redelivered in order after
   // nak_delay) and returns the handler's error. Returns the number of messages handled; 0
-  // when none came in time. Errors: the handler's, io (broker).
+  // when none came in time. Errors: the handler's, io (broker unreachable or reconnecting).
   result<std::int64_t> poll(const relayed_message_handler& handler, int max_messages,
                             std::chrono::milliseconds timeout);
   // The same, with one call for the whole fetch (e.g. one database transaction).

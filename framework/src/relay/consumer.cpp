@@ -72,7 +72,15 @@ struct jetstream_consumer::impl {
     jsErrCode ec = static_cast<jsErrCode>(0);
     natsStatus s = natsSubscription_Fetch(&out.list, sub.get(), max_messages,
                                           std::max<std::int64_t>(timeout.count(), 1), &ec);
-    if (s == NATS_TIMEOUT || s == NATS_NOT_FOUND) return {};  // nothing (more) to fetch
+    if (s == NATS_TIMEOUT || s == NATS_NOT_FOUND) {
+      // Nothing came: an empty stream, or a broker that went away (then say so).
+      if (natsConnection_Status(nc.get()) != NATS_CONN_STATUS_CONNECTED) {
+        return error(errc::io, fmt::format("NATS: not connected to the broker of stream '{}' "
+                                           "(reconnecting)",
+                                           stream));
+      }
+      return {};
+    }
     if (s != NATS_OK) {
       return nats_error(s, fmt::format("fetching from JetStream stream '{}'", stream));
     }
