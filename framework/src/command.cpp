@@ -57,7 +57,11 @@ result<command_result> run_command(event_store& store, std::string_view stream_i
     if (!events) return std::move(events).error();
     std::size_t n = events->size();
     if (n == 0) return command_result{version.value(), 0, 0, attempt};
-    for (auto& e : events.value()) e.metadata = meta;
+    for (std::size_t i = 0; i < n; ++i) {
+      auto& e = events.value()[i];
+      e.metadata = meta;
+      if (o.event_ids) e.event_id = o.event_ids(i);
+    }
     auto expected = version.value() < 0 ? expected_version::no_stream()
                                         : expected_version::exact(version.value());
     auto r = store.append(stream_id, expected, std::move(events).value());

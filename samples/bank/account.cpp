@@ -1,5 +1,7 @@
 #include "account.hpp"
 
+#include "transfers.hpp"
+
 #include <annals/schema.hpp>
 
 #include <fmt/format.h>
@@ -80,6 +82,7 @@ annals::result<std::unique_ptr<annals::event_store>> open_store(std::string_view
   if (!store || read_only) return store;
   // Appends are stamped with these types' registered schema versions.
   if (auto r = annals::register_event_types(**store, account::events{}); !r) return r.error();
+  if (auto r = annals::register_event_types(**store, transfer::events{}); !r) return r.error();
   // No longer written but still read (through the upcaster): registered so that generic tools
   // (`annals read`, `verify`, `export`) decode the old events from the stored descriptor.
   if (auto r = annals::register_event_types(**store, annals::event_list<v1::AccountOpened>{});
@@ -151,6 +154,41 @@ decision close(const account& a, std::string_view id) {
   }
   v1::AccountClosed e;
   e.set_account_id(std::string(id));
+  return decision::emit(std::move(e));
+}
+
+decision withdraw_for_transfer(const account& a, std::string_view id,
+                               std::string_view transfer_id, std::string_view to,
+                               std::int64_t cents) {
+  auto d = withdraw(a, id, cents);
+  if (d.rejected()) return d;
+  auto e = static_cast<const v1::MoneyWithdrawn&>(*d.events().front());
+  e.set_transfer_id(std::string(transfer_id));
+  e.set_counterparty(std::string(to));
+  return decision::emit(std::move(e));
+}
+
+decision deposit_for_transfer(const account& a, std::string_view id, std::string_view transfer_id,
+                              std::string_view from, std::int64_t cents) {
+  auto d = deposit(a, id, cents);
+  if (d.rejected()) return d;
+  auto e = static_cast<const v1::MoneyDeposited&>(*d.events().front());
+  e.set_transfer_id(std::string(transfer_id));
+  e.set_counterparty(std::string(from));
+  return decision::emit(std::move(e));
+}
+
+decision refund_transfer(const account& a, std::string_view id, std::string_view transfer_id,
+                         std::string_view to, std::int64_t cents) {
+  // Not refuse_unless_open: a closed account takes its refund back.
+  if (!a.opened) return decision::reject(fmt::format("account '{}' does not exist", id));
+  if (auto no = refuse_non_positive(cents)) return std::move(*no);
+  v1::MoneyDeposited e;
+  e.set_account_id(std::string(id));
+  e.set_amount_cents(cents);
+  e.set_transfer_id(std::string(transfer_id));
+  e.set_counterparty(std::string(to));
+  e.set_refund(true);
   return decision::emit(std::move(e));
 }
 

@@ -63,6 +63,25 @@ annals::decision<account> deposit(const account& a, std::string_view id, std::in
 annals::decision<account> withdraw(const account& a, std::string_view id, std::int64_t cents);
 annals::decision<account> close(const account& a, std::string_view id);
 
+// The account's side of a transfer (samples/bank/transfers.hpp drives these): the events are
+// MoneyWithdrawn / MoneyDeposited carrying the transfer's id and the other account, so every
+// read model that counts money counts transfers too.
+// Debits the source: the rules of withdraw().
+annals::decision<account> withdraw_for_transfer(const account& a, std::string_view id,
+                                                std::string_view transfer_id,
+                                                std::string_view to, std::int64_t cents);
+// Credits the target: the rules of deposit().
+annals::decision<account> deposit_for_transfer(const account& a, std::string_view id,
+                                               std::string_view transfer_id,
+                                               std::string_view from, std::int64_t cents);
+// Gives a failed transfer's money back to its source. Never refused for an account that was
+// opened, even one closed since the debit: money is conserved, and a closed account holding a
+// refund keeps it until someone pays it out (its balance is no longer zero). Refused only for
+// an account that never existed (it cannot have been debited) and a non-positive amount.
+annals::decision<account> refund_transfer(const account& a, std::string_view id,
+                                          std::string_view transfer_id, std::string_view to,
+                                          std::int64_t cents);
+
 // Parses "12", "12.5" or "12.50" into cents. Refuses signs, more than two fraction digits,
 // zero, anything not a number, and amounts over 2^63-1 cents.
 annals::result<std::int64_t> parse_amount(std::string_view text);

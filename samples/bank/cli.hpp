@@ -6,6 +6,10 @@
 #include <cstdint>
 #include <string>
 
+namespace CLI {
+class App;
+}
+
 namespace bank::cli {
 
 struct demo_options {
@@ -30,6 +34,11 @@ struct worker_options {
 
 int run_demo(const demo_options& o, const std::string& self_exe);
 int run_demo_worker(const worker_options& o);
+
+// Adds `transfer`, `transfers` and `saga` (transfer_cli.cpp). `db` and `max_retries` are read
+// when a command runs (after parsing); `code` receives its exit code.
+void add_transfer_commands(CLI::App& app, const std::string& db, const int& max_retries,
+                           int& code);
 
 // Prints "bank: <message>" to stderr and returns the exit code for the error's kind.
 int report(const annals::error& e);

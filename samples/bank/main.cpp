@@ -332,6 +332,8 @@ int main(int argc, char** argv) {
                 "upcasters; exit 1 if anything is wrong");
   verify_cmd->callback([&] { code = verify_store(c); });
 
+  bank::cli::add_transfer_commands(app, c.db, c.max_retries, code);
+
   bank::cli::demo_options demo;
   auto* demo_cmd = app.add_subcommand(
       "demo", "Concurrent deposits and withdrawals from several processes and threads, then a "

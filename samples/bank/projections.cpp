@@ -38,7 +38,8 @@ status update_balance(sql_tx& tx, const std::string& account, const recorded_eve
 // projection's own table (a shadow table during a rebuild, hence tx.table). "stream_version <"
 // makes a repeated application of the same event compute the same row.
 status add_movement(sql_tx& tx, const std::string& account, const recorded_event& m,
-                    const char* kind, std::int64_t amount, std::int64_t signed_amount) {
+                    const char* kind, std::int64_t amount, std::int64_t signed_amount,
+                    std::string memo) {
   std::int64_t before = 0;
   auto q = tx.query("SELECT balance_after_cents FROM " + tx.table(statement_row::table) +
                         " WHERE account_id = ?1 AND stream_version < ?2"
@@ -55,6 +56,7 @@ status add_movement(sql_tx& tx, const std::string& account, const recorded_event
   row.kind = kind;
   row.amount_cents = amount;
   row.balance_after_cents = before + signed_amount;
+  row.memo = std::move(memo);
   return tx.upsert(row);
 }
 
@@ -122,12 +124,26 @@ status account_balances::handle(const v1::AccountClosed& e, const recorded_event
 
 status account_statement::handle(const v1::MoneyDeposited& e, const recorded_event& m,
                                  sql_tx& tx) {
-  return add_movement(tx, e.account_id(), m, "deposit", e.amount_cents(), e.amount_cents());
+  const char* kind = "deposit";
+  std::string memo;
+  if (e.refund()) {
+    kind = "refund";
+    memo = fmt::format("transfer '{}' to '{}' failed", e.transfer_id(), e.counterparty());
+  } else if (!e.transfer_id().empty()) {
+    kind = "transfer in";
+    memo = fmt::format("transfer '{}' from '{}'", e.transfer_id(), e.counterparty());
+  }
+  return add_movement(tx, e.account_id(), m, kind, e.amount_cents(), e.amount_cents(),
+                      std::move(memo));
 }
 
 status account_statement::handle(const v1::MoneyWithdrawn& e, const recorded_event& m,
                                  sql_tx& tx) {
-  return add_movement(tx, e.account_id(), m, "withdrawal", e.amount_cents(), -e.amount_cents());
+  const bool transfer = !e.transfer_id().empty();
+  return add_movement(
+      tx, e.account_id(), m, transfer ? "transfer out" : "withdrawal", e.amount_cents(),
+      -e.amount_cents(),
+      transfer ? fmt::format("transfer '{}' to '{}'", e.transfer_id(), e.counterparty()) : "");
 }
 
 // ---- daily_totals ----------------------------------------------------------------------------

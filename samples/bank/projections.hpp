@@ -2,8 +2,9 @@
 //
 //   account_balances   one row per account: owner, balance, transaction count, opened/closed,
 //                      last activity (typed find + upsert)
-//   account_statement  one row per money movement with the running balance (custom SQL on its
-//                      own table through sql_tx::table, so it also works on rebuild shadows)
+//   account_statement  one row per money movement (transfers included, with a memo) with the
+//                      running balance (custom SQL on its own table through sql_tx::table, so
+//                      it also works on rebuild shadows)
 //   daily_totals       deposits and withdrawals per UTC day of the events' recorded_at (one
 //                      custom INSERT ... ON CONFLICT DO UPDATE per event)
 //
@@ -50,9 +51,12 @@ struct statement_row {
                            (std::string, account_id),
                            (std::int64_t, stream_version),
                            (std::int64_t, recorded_at_us),
-                           (std::string, kind),  // "deposit" or "withdrawal"
+                           // "deposit", "withdrawal", "transfer in", "transfer out", "refund"
+                           (std::string, kind),
                            (std::int64_t, amount_cents),
-                           (std::int64_t, balance_after_cents));
+                           (std::int64_t, balance_after_cents),
+                           // for transfers: "transfer 't1' to 'acc-2'"; empty otherwise
+                           (std::string, memo));
   static constexpr std::string_view table = "account_statement";
   static constexpr std::string_view key[] = {"account_id", "stream_version"};
   friend bool operator==(const statement_row&, const statement_row&) = default;
@@ -91,7 +95,8 @@ struct account_balances {
 
 struct account_statement {
   static constexpr std::string_view name = "account_statement";
-  static constexpr int version = 1;
+  // 2: transfers (kinds "transfer in", "transfer out", "refund", and the memo column).
+  static constexpr int version = 2;
   using events = annals::event_list<v1::MoneyDeposited, v1::MoneyWithdrawn>;
   using tables = annals::table_list<statement_row>;
 

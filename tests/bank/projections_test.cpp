@@ -200,13 +200,13 @@ struct two_days {
 
     auto st = f.statement("alice");
     REQUIRE(st.size() == 3);
-    CHECK(st[0] == bank::statement_row{"alice", 1, t_open, "deposit", 100'00, 100'00});
-    CHECK(st[1] == bank::statement_row{"alice", 2, t_midnight - 1, "withdrawal", 30'00, 70'00});
-    CHECK(st[2] == bank::statement_row{"alice", 3, t_midnight, "deposit", 5'25, 75'25});
+    CHECK(st[0] == bank::statement_row{"alice", 1, t_open, "deposit", 100'00, 100'00, ""});
+    CHECK(st[1] == bank::statement_row{"alice", 2, t_midnight - 1, "withdrawal", 30'00, 70'00, ""});
+    CHECK(st[2] == bank::statement_row{"alice", 3, t_midnight, "deposit", 5'25, 75'25, ""});
     auto bst = f.statement("bob");
     REQUIRE(bst.size() == 2);
-    CHECK(bst[0] == bank::statement_row{"bob", 1, t_open, "deposit", 50'00, 50'00});
-    CHECK(bst[1] == bank::statement_row{"bob", 2, t_midnight, "withdrawal", 50'00, 0});
+    CHECK(bst[0] == bank::statement_row{"bob", 1, t_open, "deposit", 50'00, 50'00, ""});
+    CHECK(bst[1] == bank::statement_row{"bob", 2, t_midnight, "withdrawal", 50'00, 0, ""});
 
     auto days = f.rows<bank::daily_totals_row>();
     REQUIRE(days.size() == 2);

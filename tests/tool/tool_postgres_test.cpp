@@ -396,3 +396,9 @@ TEST_CASE("compare_stores names each difference between two stores") {
   CHECK(!contains(all, "position 1"));
   CHECK(!contains(all, "position 4"));
 }
+
+TEST_CASE("postgres: subscriptions list, parked, retry and skip") {
+  pg_seeded_cli cli;
+  check_subscriptions(cli);
+}
+

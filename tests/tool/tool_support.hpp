@@ -7,6 +7,7 @@
 #include <doctest/doctest.h>
 
 #include <annals/schema.hpp>
+#include <annals/subscription.hpp>
 
 #include "bank/v1/events.pb.h"
 #include "support/bank_events.hpp"
@@ -150,6 +151,81 @@ inline void expect_problem(const annals_cli& cli, const std::string& where, cons
   CHECK(contains(r.out, where + ": " + check + ":"));
 }
 
+
+// `annals subscriptions`: a subscription that parked event 3 shows in the list with its lag,
+// its parked event is listed, retried (then redelivered by the subscription) or skipped.
+inline void check_subscriptions(const annals_cli& cli) {
+  auto r = cli({"subscriptions", "list"});
+  INFO(r.out << r.err);
+  CHECK(r.exit_code == 0);
+  CHECK(contains(r.out, "no subscriptions"));
+  bool fixed = false;
+  std::vector<std::int64_t> seen;
+  annals::subscription_options o;
+  o.max_attempts = 1;
+  o.log = [](std::string_view) {};
+  o.filter.stream_prefix = "acc-";
+  auto sub = annals::subscription::open(
+      cli.db, "mailer",
+      [&](const annals::recorded_event& e) -> annals::result<void> {
+        if (e.position == 3 && !fixed) return annals::error(annals::errc::rejected, "no template");
+        seen.push_back(e.position);
+        return {};
+      },
+      o);
+  REQUIRE(sub.ok());
+  REQUIRE(sub.value()->catch_up().ok());
+  CHECK(seen == std::vector<std::int64_t>{1, 2, 5});
+  auto idle = annals::subscription::open(
+      cli.db, "idle", [](const annals::recorded_event&) -> annals::result<void> { return {}; }, o);
+  REQUIRE(idle.ok());
+
+  r = cli({"subscriptions", "list"});
+  INFO(r.out << r.err);
+  CHECK(r.exit_code == 0);
+  // name, checkpoint, head, lag, lag seconds, delivered, parked, active, filter
+  CHECK(contains(r.out, "mailer"));
+  CHECK(contains(r.out, "prefix:acc-"));
+  std::istringstream lines(r.out);
+  std::string line, name;
+  std::int64_t checkpoint = -1, head = -1, lag = -1, delivered = -1, parked = -1;
+  double lag_s = -1;
+  while (std::getline(lines, line)) {
+    std::istringstream f(line);
+    f >> name;
+    if (name == "mailer") {
+      f >> checkpoint >> head >> lag >> lag_s >> delivered >> parked;
+      CHECK(checkpoint == 5);
+      CHECK(lag == 0);
+      CHECK(delivered == 3);
+      CHECK(parked == 1);
+    } else if (name == "idle") {
+      f >> checkpoint >> head >> lag >> lag_s;
+      CHECK(checkpoint == 0);
+      CHECK(lag == 5);
+      CHECK(lag_s > 0);
+    }
+  }
+
+  r = cli({"subscriptions", "parked", "mailer"});
+  CHECK(r.exit_code == 0);
+  CHECK(contains(r.out, "#3 acc-2 bank.v1.AccountOpened"));
+  CHECK(contains(r.out, "state=parked"));
+  CHECK(contains(r.out, "error: no template"));
+  CHECK(cli({"subscriptions", "parked", "nobody"}).exit_code == 1);
+  CHECK(cli({"subscriptions", "retry", "mailer"}).exit_code == 2);  // --position or --all
+  CHECK(cli({"subscriptions", "retry", "mailer", "--position", "2"}).exit_code == 1);
+  r = cli({"subscriptions", "retry", "mailer", "--position", "3"});
+  CHECK(r.exit_code == 0);
+  CHECK(contains(r.out, "retrying 1 parked event of 'mailer'"));
+  fixed = true;
+  REQUIRE(sub.value()->catch_up().ok());
+  CHECK(seen == std::vector<std::int64_t>{1, 2, 5, 3});
+  r = cli({"subscriptions", "parked", "mailer"});
+  CHECK(contains(r.out, "state=retried"));
+  CHECK(cli({"subscriptions", "skip", "mailer", "--all"}).exit_code == 1);  // none left
+  CHECK(cli({"subscriptions", "list"}).exit_code == 0);
+}
 
 // Streams lists ids, versions and event counts, with prefix and limit.
 inline void check_streams(const annals_cli& cli) {

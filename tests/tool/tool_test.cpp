@@ -65,6 +65,11 @@ TEST_CASE("stats shows counts, sizes, largest streams, event types, schemas and 
   expect_projection_in_stats(cli);
 }
 
+TEST_CASE("subscriptions: list with lag, parked events listed, retried and skipped") {
+  seeded_cli cli;
+  check_subscriptions(cli);
+}
+
 TEST_CASE("verify passes a healthy store") {
   seeded_cli cli;
   check_verify_clean(cli);

@@ -50,6 +50,13 @@ int import_events(const context& c, const std::string& input);   // "-" : stdin
 int schema_list(const context& c);
 int schema_show(const context& c, const std::string& type, std::int32_t version);  // 0: latest
 int schema_check(const context& c, const std::string& descriptor_set_file);
+// Subscriptions (subscriptions.cpp): each subscriber with its checkpoint and lag; its parked
+// events; retry (the running subscription redelivers them) or skip them; position 0: all.
+// An unknown subscription or parked event exits 1.
+int subscriptions_list(const context& c);
+int subscriptions_parked(const context& c, const std::string& name);
+int subscriptions_resolve(const context& c, const std::string& name, std::int64_t position,
+                          bool retry);
 // Copies the store c.db into the empty store `to` (any backends), then compares them: 0 when
 // identical, 1 when copied but different, 2 when `to` is not empty (nothing written), 4 for a
 // missing or foreign source, an unreachable server or a source row that cannot be copied.

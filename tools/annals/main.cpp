@@ -90,6 +90,30 @@ int main(int argc, char** argv) {
                    "a FileDescriptorSet (protoc --include_imports --descriptor_set_out=FILE)")
       ->required();
 
+  auto* subs = app.add_subcommand(
+      "subscriptions", "subscribers, their checkpoints and lag, and their parked events");
+  subs->require_subcommand(1);
+  auto* sub_list = with_db(subs->add_subcommand(
+      "list", "every subscription: checkpoint, head, lag in events and seconds, parked count"));
+  std::string sub_name;
+  std::int64_t sub_position = 0;
+  bool sub_all = false;
+  auto* sub_parked =
+      with_db(subs->add_subcommand("parked", "a subscription's parked (dead-lettered) events"));
+  sub_parked->add_option("name", sub_name, "the subscription")->required();
+  auto* sub_retry = with_db(subs->add_subcommand(
+      "retry", "ask the running subscription to deliver parked events again"));
+  auto* sub_skip =
+      with_db(subs->add_subcommand("skip", "record that parked events will not be delivered"));
+  for (auto* sub : {sub_retry, sub_skip}) {
+    sub->add_option("name", sub_name, "the subscription")->required();
+    auto* pos = sub->add_option("--position", sub_position, "the parked event's position")
+                    ->check(CLI::PositiveNumber);
+    auto* all = sub->add_flag("--all", sub_all, "every parked event of the subscription");
+    pos->excludes(all);
+    all->excludes(pos);
+  }
+
   std::string migrate_from, migrate_to;
   auto* migrate = app.add_subcommand(
       "migrate",
@@ -133,5 +157,14 @@ int main(int argc, char** argv) {
   if (*slist) return annals::tool::schema_list(c);
   if (*show) return annals::tool::schema_show(c, type, version);
   if (*check) return annals::tool::schema_check(c, descriptor_set);
+  if (*sub_list) return annals::tool::subscriptions_list(c);
+  if (*sub_parked) return annals::tool::subscriptions_parked(c, sub_name);
+  if (*sub_retry || *sub_skip) {
+    if (sub_position == 0 && !sub_all) {
+      std::cerr << "give --position P or --all\nRun with --help for more information.\n";
+      return 2;
+    }
+    return annals::tool::subscriptions_resolve(c, sub_name, sub_position, bool(*sub_retry));
+  }
   return 2;
 }

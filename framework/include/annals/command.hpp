@@ -16,6 +16,7 @@
 #include <annals/aggregate.hpp>
 
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -80,6 +81,12 @@ struct command_options {
   std::string causation_id;
   std::string traceparent;      // copied into each event's metadata
   std::vector<header> headers;  // copied into each event's metadata
+  // The id of the decision's event number `index` (0, 1, ...); an empty string, or no function
+  // (the default), lets the store assign a UUIDv7. Called on every attempt, so it must give the
+  // same id for the same index. For process managers: deterministic ids (derived_event_id) make
+  // a step that already happened recognisable (event_store::find_event), and a repeated append
+  // of the same events at the same versions a no-op (append_result::already_appended).
+  std::function<std::string(std::size_t index)> event_ids;
   // How the aggregate is loaded: snapshots used and saved (after the append too) for an
   // aggregate that opts in; see annals/snapshot.hpp. Default: as load_options{}.
   load_options load;

@@ -31,8 +31,8 @@
 // The message data is the event's payload bytes (serialized Protobuf), unchanged.
 //
 // Failures: a broker that is down, unreachable or slow (no ack within ack_timeout) is errc::io,
-// which the subscription retries without limit (with backoff) while the connection reconnects
-// forever. A message the broker refuses for its content (larger than the server's
+// which a started relay retries without limit (with backoff) while the connection reconnects
+// forever (an explicit catch_up() gives up after max_attempts and returns it). A message the broker refuses for its content (larger than the server's
 // max_payload, or than the stream's maximum message size) is errc::invalid_argument: the
 // subscription retries it max_attempts times, then parks it (subscription_admin::retry()
 // redelivers it once the limit is raised) and goes on.
@@ -95,10 +95,13 @@ class relay {
   relay& operator=(const relay&) = delete;
 
   // Publishes everything up to the store's head at the call; returns the number of events
-  // published (acknowledged by the broker). A broker outage makes it wait (retrying) until the
-  // broker is back or stop() is called.
+  // published (acknowledged by the broker). A broker outage is retried with backoff
+  // max_attempts times, then returned as errc::io (the checkpoint stays before the event that
+  // failed: call again later, nothing is lost). 0 at once when another instance holds the
+  // lease.
   result<std::int64_t> catch_up();
   // A background thread: catch_up(), then publish new appends as they come, until stop().
+  // There, a broker outage is retried without limit.
   result<void> start();
   void stop();
   // Waits until everything up to `position` is published (or parked). busy on timeout.

@@ -13,8 +13,8 @@
 //   sub.value()->start();
 //
 // A handler that fails is retried with backoff. Errors that say "try again" (errc::io, busy,
-// concurrency_conflict) are retried without limit: a broker or database outage pauses the
-// subscription, it never loses or parks events. Any other error, or an exception, is retried
+// concurrency_conflict) are retried without limit by a started subscription: a broker or
+// database outage pauses it, it never loses or parks events. Any other error, or an exception, is retried
 // max_attempts times, then the event is parked in the dead-letter table (annals_sub_parked)
 // with the error, and the subscription goes on. Nothing is silently skipped: parked events are
 // listed, retried (redelivered by the running subscription) or skipped (recorded) with
@@ -128,9 +128,9 @@ class subscription {
 
   // Delivers everything up to the head seen at the call, then returns the number of events
   // handled (parked ones not counted). Redelivers parked events asked to be retried first.
-  // Returns 0 at once when another instance holds the lease. Errors: the store's.
-  // A "try again" handler error is retried (with backoff) until it succeeds or stop() is
-  // called.
+  // Returns 0 at once when another instance holds the lease. Errors: the store's, and a
+  // handler's "try again" error still failing after max_attempts (the checkpoint stays before
+  // that event; nothing is parked). In start()'s thread such errors are retried without limit.
   virtual result<std::int64_t> catch_up() = 0;
 
   // A background thread: catch_up(), then follow live appends, until stop() or destruction.

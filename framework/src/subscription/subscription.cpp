@@ -227,8 +227,11 @@ class subscription_impl final : public subscription {
     });
   }
 
-  result<std::int64_t> catch_up() override {
+  result<std::int64_t> catch_up() override { return catch_up_impl(false); }
+
+  result<std::int64_t> catch_up_impl(bool live) {
     std::lock_guard lock(deliver_mu_);
+    live_call_ = live;
     auto led = take_lease();
     if (!led) return std::move(led).error();
     if (!led.value()) return std::int64_t{0};
@@ -282,7 +285,8 @@ class subscription_impl final : public subscription {
       if (!thread_running()) {
         if (auto r = catch_up(); !r) return std::move(r).error();
       }
-      std::this_thread::sleep_for(std::chrono::milliseconds(2));
+      // Another instance delivering: look less often.
+      std::this_thread::sleep_for(std::chrono::milliseconds(leading_ ? 2 : 25));
     }
   }
 
@@ -314,7 +318,7 @@ class subscription_impl final : public subscription {
   void live_loop() {
     while (!stop_) {
       auto seen = store::commit_sequence();
-      auto r = catch_up();
+      auto r = catch_up_impl(true);
       if (!r) o_.log(fmt::format("annals: subscription '{}': {}", name_, r.error().message()));
       if (stop_) break;
       // A standby instance (another holds the lease) looks again a few times per lease.
@@ -472,6 +476,9 @@ class subscription_impl final : public subscription {
     for (;;) {
       const bool poison = poison_;
       if (poison && attempts >= o_.max_attempts) break;
+      // An explicit catch_up() gives up on an outage (the live loop keeps trying): the
+      // checkpoint stays before the event, nothing is parked.
+      if (!poison && !live_call_ && attempts >= o_.max_attempts) return failure;
       o_.log(fmt::format("annals: subscription '{}': event {} ({}, {}) failed, attempt {}: {}",
                          name_, bad.position, bad.type, bad.event_id, attempts,
                          failure.message()));
@@ -601,6 +608,7 @@ class subscription_impl final : public subscription {
   std::atomic<bool> leading_{false};
   clock_type::time_point renew_at_{};
   bool poison_ = false;  // the last failure is not "try again"
+  bool live_call_ = false;  // the delivery runs in start()'s thread
 
   std::mutex thread_mu_;
   std::thread thread_;

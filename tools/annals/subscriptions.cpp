@@ -1,0 +1,75 @@
+// `annals subscriptions ...`: list subscribers with their lag, and manage their dead letters
+// (annals/subscription.hpp), without the application's handlers.
+#include "commands.hpp"
+
+#include <annals/subscription.hpp>
+
+#include <fmt/format.h>
+#include <fmt/ostream.h>
+
+namespace annals::tool {
+namespace {
+
+int fail(const context& c, const error& e) {
+  fmt::print(c.err, "annals: {}\n", e.message());
+  return exit_code(e.kind());
+}
+
+result<std::unique_ptr<subscription_admin>> open_admin(const context& c) {
+  auto a = subscription_admin::open(c.db);
+  // A missing store is a storage error here, as for every command (not "not found").
+  if (!a && a.error().kind() == errc::not_found) return error(errc::io, a.error().message());
+  return a;
+}
+
+}  // namespace
+
+int subscriptions_list(const context& c) {
+  auto a = open_admin(c);
+  if (!a) return fail(c, a.error());
+  auto list = a.value()->list();
+  if (!list) return fail(c, list.error());
+  if (list->empty()) {
+    fmt::print(c.out, "no subscriptions\n");
+    return 0;
+  }
+  fmt::print(c.out, "{:<28} {:>10} {:>10} {:>10} {:>9} {:>10} {:>7} {:<7} {}\n", "NAME",
+             "CHECKPOINT", "HEAD", "LAG", "LAG_S", "DELIVERED", "PARKED", "ACTIVE", "FILTER");
+  for (const auto& s : list.value()) {
+    fmt::print(c.out, "{:<28} {:>10} {:>10} {:>10} {:>9.3f} {:>10} {:>7} {:<7} {}\n", s.name,
+               s.checkpoint, s.head, s.lag_events, s.lag_seconds, s.delivered, s.parked,
+               s.active ? "yes" : "no", s.filter);
+    if (!s.last_error.empty()) fmt::print(c.out, "  last error: {}\n", s.last_error);
+  }
+  return 0;
+}
+
+int subscriptions_parked(const context& c, const std::string& name) {
+  auto a = open_admin(c);
+  if (!a) return fail(c, a.error());
+  auto parked = a.value()->parked(name);
+  if (!parked) return fail(c, parked.error());
+  if (parked->empty()) {
+    fmt::print(c.out, "subscription '{}' has no parked events\n", name);
+    return 0;
+  }
+  for (const auto& p : parked.value()) {
+    fmt::print(c.out, "#{} {} {} {} attempts={} state={}\n  error: {}\n", p.position, p.stream_id,
+               p.type, p.event_id, p.attempts, p.state, p.error);
+  }
+  return 0;
+}
+
+int subscriptions_resolve(const context& c, const std::string& name, std::int64_t position,
+                          bool retry) {
+  auto a = open_admin(c);
+  if (!a) return fail(c, a.error());
+  auto n = retry ? a.value()->retry(name, position) : a.value()->skip(name, position);
+  if (!n) return fail(c, n.error());
+  fmt::print(c.out, "{} {} parked event{} of '{}'{}\n", retry ? "retrying" : "skipped", n.value(),
+             n.value() == 1 ? "" : "s", name,
+             retry ? " (the running subscription redelivers them)" : "");
+  return 0;
+}
+
+}  // namespace annals::tool
