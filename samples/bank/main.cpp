@@ -1,6 +1,7 @@
 // bank — the bank-account sample's command line. See README.md for the commands and exit codes.
 #include "account.hpp"
 #include "cli.hpp"
+#include "integration.hpp"
 #include "projections.hpp"
 
 #include <annals/admin.hpp>
@@ -323,6 +324,8 @@ int main(int argc, char** argv) {
   annals::runner_options projection_options;
   projection_options.upcast = bank::event_upcasters();  // old stored events read as today's
   annals::add_projection_commands(app, c.db, &bank::projections, code, projection_options);
+
+  bank::cli::add_integration_commands(app, c.db, code);  // relay, notify (NATS JetStream)
 
   auto* history_cmd = app.add_subcommand("history", "Print an account's events");
   history_cmd->add_option("ACCOUNT", id, "Account id")->required();

@@ -35,6 +35,7 @@
 #include "bench_common.hpp"
 #include "pg_bench.hpp"
 #include "read_side.hpp"
+#include "relay_bench.hpp"
 #include "projections.hpp"
 
 #include <fmt/format.h>
@@ -1541,6 +1542,8 @@ void scenario_live_lag(const config& c, const temp_dir& dir) {
   run_live_lag(c, files, {});
 }
 
+void scenario_relay(const config& c, const temp_dir& dir) { run_relay(c, dir.path()); }
+
 // ---- main ---------------------------------------------------------------------------------
 
 const std::vector<std::pair<std::string, void (*)(const config&, const temp_dir&)>>& scenarios() {
@@ -1554,6 +1557,7 @@ const std::vector<std::pair<std::string, void (*)(const config&, const temp_dir&
       {"replay", scenario_replay},
       {"rebuild", scenario_rebuild},
       {"live_lag", scenario_live_lag},
+      {"relay", scenario_relay},  // only with --nats
   };
   return s;
 }
@@ -1564,7 +1568,7 @@ void usage(std::FILE* out) {
   for (auto& n : pg_scenario_names()) pg_names += (pg_names.empty() ? "" : ", ") + n;
   fmt::print(out,
              "usage: annals-bench [--quick] [--scenario NAME] [--dir DIR] [--reps N]\n"
-             "                    [--rebuild-events N] [--catch-up] [--backend URI]\n"
+             "                    [--rebuild-events N] [--catch-up] [--backend URI] [--nats URL]\n"
              "  --quick          small counts (whole run well under 20 s)\n"
              "  --scenario NAME  run one scenario: {}\n"
              "                   (PostgreSQL: {})\n"
@@ -1572,6 +1576,8 @@ void usage(std::FILE* out) {
              "databases of\n"
              "                   its own created on that server (and dropped); default: SQLite "
              "files\n"
+             "  --nats URL       a NATS server with JetStream: runs the relay scenario (skipped "
+             "without)\n"
              "  --dir DIR        put the temporary database files under DIR (default $TMPDIR "
              "or /tmp)\n"
              "  --reps N         runs per side per scenario, medians reported (default 5, "
@@ -1622,6 +1628,8 @@ int main(int argc, char** argv) {
                    c.backend);
         return 2;
       }
+    } else if (is("--nats")) {
+      c.nats = value("--nats");
     } else if (is("--dir")) {
       c.dir = value("--dir");
     } else if (a == "--catch-up") {

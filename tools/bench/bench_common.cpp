@@ -48,6 +48,8 @@ void config::make_quick() {
   live_accounts = 200;
   lag_events = 200;
   live_events = 400;
+  relay_events = 3000;
+  relay_latency_events = 200;
   pg_single_events = 200;
   pg_batch_events = 5000;
   pg_concurrent_events = 400;

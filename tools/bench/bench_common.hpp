@@ -102,6 +102,12 @@ struct config {
   std::int64_t lag_events = 2000;
   double lag_rate = 250;  // commands/s, all appender threads together
   std::int64_t live_events = 2000;
+  // relay (only with --nats URL): events published per side per rep; events appended at
+  // relay_rate per second for the latency figures
+  std::string nats;
+  std::int64_t relay_events = 50000;
+  std::int64_t relay_latency_events = 2000;
+  double relay_rate = 500;
 
   int rebuild_reps() const { return reps_given ? reps : std::min(reps, rebuild_max_reps); }
 

@@ -5,7 +5,8 @@
 # (Debian's packages) in a temporary directory, as the postgres user when run as root, listening
 # on 127.0.0.1 only, on a free port, and exports ANNALS_TEST_PG for ctest. The cluster is
 # stopped and its directory removed on exit, whatever the outcome. fsync is off in this cluster:
-# the tests check behaviour, not the disk (nothing here survives the run anyway).
+# the tests check behaviour, not the disk (nothing here survives the run anyway). Likewise a
+# throwaway NATS server with JetStream (nats_server.sh) for the relay suite.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
 
@@ -13,6 +14,12 @@ source "$(dirname "${BASH_SOURCE[0]}")/pg_server.sh"
 pg_server_start test -c fsync=off -c max_connections=300
 export ANNALS_TEST_PG="$PG_URI"
 echo "test: PostgreSQL 15 at $ANNALS_TEST_PG (data in $PGBASE)" >&2
+
+# The relay suite needs nats-server: this one (ANNALS_TEST_NATS), and the same binary
+# (ANNALS_NATS_SERVER) for the brokers its cases start, stop and restart themselves.
+source "$(dirname "${BASH_SOURCE[0]}")/nats_server.sh"
+nats_server_start test
+echo "test: NATS JetStream at $ANNALS_TEST_NATS (data in $NATS_BASE)" >&2
 
 cd "$BUILD_DIR"
 ctest -j"$(nproc)" --timeout 600 --output-on-failure "$@"
