@@ -168,15 +168,25 @@ int run_saga(const std::string& db, int max_retries, bool once, double lease_s) 
   auto saga = open_transfer_saga(db, **store, options, base);
   if (!saga) return report(saga.error());
   if (once) {
-    // A step appends the event that triggers the next one, after the head this catch-up saw.
-    std::int64_t handled = 0;
+    // Every step pending now, and the steps they lead to (a step appends the event that
+    // triggers the next one, after the head seen before it). Another instance may hold the
+    // lease (a live one, or one that died: its lease runs out): wait_for() waits for it, a few
+    // lease periods at most, then this exits 4.
+    const auto patience = 3 * options.lease + std::chrono::seconds(1);
     for (;;) {
-      auto n = (*saga)->catch_up();
-      if (!n) return report(n.error());
-      if (*n == 0) break;
-      handled += *n;
+      auto head = (*store)->head_position();
+      if (!head) return report(head.error());
+      if (auto w = (*saga)->wait_for(*head, patience); !w) {
+        return report(annals::error(
+            w.error().kind(),
+            fmt::format("{} (another `bank saga` may hold the lease of '{}': see `annals "
+                        "subscriptions list`)",
+                        w.error().message(), transfer_saga_name)));
+      }
+      auto after = (*store)->head_position();
+      if (!after) return report(after.error());
+      if (*after == *head) break;  // the steps appended nothing more: all done
     }
-    fmt::print("handled {} event(s)\n", handled);
     print_status(**saga);
     return 0;
   }

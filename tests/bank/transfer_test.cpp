@@ -588,6 +588,12 @@ TEST_CASE("bank transfer waits for the outcome; bank transfers lists them; exit 
     CHECK(contains(r.err, "transfer 't5' is requested: 1.00 from 'a' to 'b' after 0.5 s"));
     CHECK(bank::load_transfer(*store, "t5").value_or_throw().state ==
           bank::transfer_state::requested);
+    // `bank saga --once` does not claim success while it could not do the work.
+    r = bank({"saga", "--once", "--lease", "0.2"});
+    CHECK(r.exit_code == 4);
+    CHECK(contains(r.err, "annals subscriptions list"));
+    CHECK(bank::load_transfer(*store, "t5").value_or_throw().state ==
+          bank::transfer_state::requested);
     while (holder->catch_up().value_or_throw() > 0) {
     }
     CHECK(bank::load_transfer(*store, "t5").value_or_throw().state ==

@@ -14,4 +14,5 @@ step(${CMAKE_COMMAND} -S "${CONSUMER_DIR}" -B "${WORK_DIR}/build"
      "-DCMAKE_PREFIX_PATH=${WORK_DIR}/prefix" -DCMAKE_BUILD_TYPE=Release)
 step(${CMAKE_COMMAND} --build "${WORK_DIR}/build" -j2)
 step("${WORK_DIR}/build/consumer" "${WORK_DIR}/consumer.db")
+step("${WORK_DIR}/build/relay_consumer")
 message(STATUS "find_package(annals) consumer built and ran")

@@ -518,6 +518,30 @@ TEST_CASE("an event larger than the broker's max_payload is parked, then deliver
 }
 
 #ifdef ANNALS_BENCH_EXE
+TEST_CASE("an existing stream that does not take the relay's subjects is refused at open") {
+  REQUIRE_NATS_SERVER();
+  broker b;
+  temp_dir dir;
+  auto store = annals::open_store(dir.file("s.db")).value_or_throw();
+  REQUIRE(store->append("account-1", annals::expected_version::any(),
+                        {be::data_of(be::deposited("account-1", 5), annals::new_uuid_v7())}));
+  // A first relay creates stream ANNALS for "orders.>".
+  auto o = fast_options(b.url());
+  o.subject_prefix = "orders";
+  auto first = annals::relay::open(dir.file("s.db"), "orders", o);
+  REQUIRE_MESSAGE(first, (first ? "" : first.error().message()));
+  // Another prefix on the same stream would publish into the void ("no responders"), retried
+  // forever as an outage: refused instead, naming the stream's subjects.
+  auto second = annals::relay::open(dir.file("s.db"), "annals", fast_options(b.url()));
+  REQUIRE_FALSE(second);
+  CHECK(second.error().kind() == annals::errc::invalid_argument);
+  CHECK(second.error().message().find("orders.>") != std::string::npos);
+  // A prefix under a covered one is fine.
+  o.subject_prefix = "orders.eu";
+  auto third = annals::relay::open(dir.file("s.db"), "orders-eu", o);
+  CHECK_MESSAGE(third, (third ? "" : third.error().message()));
+}
+
 TEST_CASE("annals-bench --scenario relay prints its figure in the documented format") {
   REQUIRE_NATS_SERVER();
   broker b;

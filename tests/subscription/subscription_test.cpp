@@ -506,6 +506,86 @@ TEST_CASE("kill -9 of the active instance: another takes over after the lease, n
   CHECK(redelivered.size() <= 10);
 }
 
+TEST_CASE("a page slower than the lease keeps its lease: the standby never delivers meanwhile") {
+  temp_dir dir;
+  const store_location loc(dir.file("s.db"), on_postgres);
+  auto store = open(loc.path);
+  append_n(*store, "s-1", 12);
+  subscription_options o = quiet();
+  o.lease = 300ms;
+  o.batch_size = 100;  // one page of 12 events taking ~1.2 s: four leases
+  std::atomic<int> first{0}, second{0};
+  auto a = open_sub(loc.path, "slow", [&](const recorded_event&) -> result<void> {
+    std::this_thread::sleep_for(100ms);
+    ++first;
+    return {};
+  }, o);
+  auto b = open_sub(loc.path, "slow", [&](const recorded_event&) -> result<void> {
+    ++second;
+    return {};
+  }, o);
+  std::thread worker([&] { REQUIRE(a->catch_up().ok()); });
+  while (first == 0) std::this_thread::sleep_for(5ms);
+  while (first < 12) {
+    auto n = b->catch_up();
+    REQUIRE_MESSAGE(n.ok(), message_of(n));
+    std::this_thread::sleep_for(50ms);
+  }
+  worker.join();
+  CHECK(first == 12);
+  CHECK(second == 0);
+}
+
+TEST_CASE("an instance whose subscription was removed says so instead of idling") {
+  temp_dir dir;
+  const store_location loc(dir.file("s.db"), on_postgres);
+  auto store = open(loc.path);
+  append_n(*store, "s-1", 2);
+  auto sub = open_sub(loc.path, "doomed", [](const recorded_event&) -> result<void> { return {}; });
+  REQUIRE(sub->catch_up().ok());
+  REQUIRE(admin(loc.path)->remove("doomed").ok());
+  append_n(*store, "s-1", 1);
+  bool said = false;
+  for (int i = 0; i < 3 && !said; ++i) {
+    auto n = sub->catch_up();
+    said = !n.ok() && n.error().kind() == errc::not_found &&
+           n.error().message().find("was removed") != std::string::npos;
+  }
+  CHECK(said);
+  CHECK(sub->status().error().kind() == errc::not_found);
+}
+
+TEST_CASE("the admin reads a store where no subscription was ever opened") {
+  temp_dir dir;
+  const store_location loc(dir.file("s.db"), on_postgres);
+  auto store = open(loc.path);
+  append_n(*store, "s-1", 1);
+  auto a = admin(loc.path);
+  auto list = a->list();
+  REQUIRE_MESSAGE(list.ok(), message_of(list));
+  CHECK(list->empty());
+  CHECK(a->parked("x").error().kind() == errc::not_found);
+  CHECK(a->retry("x", 0).error().kind() == errc::not_found);
+}
+
+TEST_CASE("parked rows keep Unicode stream ids and errors; control characters are masked") {
+  temp_dir dir;
+  const store_location loc(dir.file("s.db"), on_postgres);
+  auto store = open(loc.path);
+  append_n(*store, "account-Jos\xc3\xa9", 1);
+  subscription_options o = quiet();
+  o.max_attempts = 1;
+  auto sub = open_sub(loc.path, "unicode", [](const recorded_event&) -> result<void> {
+    return annals::error(errc::rejected, "caf\xc3\xa9 \x01" "closed");
+  }, o);
+  REQUIRE(sub->catch_up().ok());
+  auto parked = admin(loc.path)->parked("unicode");
+  REQUIRE(parked.ok());
+  REQUIRE(parked->size() == 1);
+  CHECK(parked->at(0).stream_id == "account-Jos\xc3\xa9");
+  CHECK(parked->at(0).error.find("caf\xc3\xa9 ?closed") != std::string::npos);
+}
+
 TEST_CASE("bad names and options are refused") {
   temp_dir dir;
   const store_location loc(dir.file("s.db"), on_postgres);

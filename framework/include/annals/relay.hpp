@@ -188,8 +188,9 @@ class jetstream_consumer {
 
   // Fetches up to max_messages (waiting at most `timeout` for the first ones) and calls the
   // handler for each in order, acking each after its handler succeeds. On the first failure
-  // it naks that message and every later one of the fetch (redelivered in order after
-  // nak_delay) and returns the handler's error. Returns the number of messages handled; 0
+  // it naks that message and every later one of the fetch (redelivered after nak_delay; a
+  // fetch meanwhile gets later messages first, so order is not kept across a failure) and
+  // returns the handler's error. Returns the number of messages handled; 0
   // when none came in time. Errors: the handler's, io (broker unreachable or reconnecting).
   result<std::int64_t> poll(const relayed_message_handler& handler, int max_messages,
                             std::chrono::milliseconds timeout);

@@ -171,6 +171,8 @@ result<std::int64_t> jetstream_consumer::poll(const relayed_message_handler& han
       } catch (const std::exception& ex) {
         return error(errc::invalid_argument,
                      fmt::format("the handler threw an exception: {}", ex.what()));
+      } catch (...) {
+        return error(errc::invalid_argument, "the handler threw an unknown exception");
       }
     }();
     if (!r) {
@@ -202,6 +204,8 @@ result<std::int64_t> jetstream_consumer::poll_batch(const relayed_batch_handler&
     } catch (const std::exception& ex) {
       return error(errc::invalid_argument,
                    fmt::format("the handler threw an exception: {}", ex.what()));
+    } catch (...) {
+      return error(errc::invalid_argument, "the handler threw an unknown exception");
     }
   }();
   if (!r) {

@@ -87,7 +87,13 @@ struct relay::impl {
 
   std::unique_ptr<subscription> sub;  // last: destroyed (stopped) first
 
-  ~impl() { sub.reset(); }
+  // The subscription stops first (no more batches), then the connection closes (no more ack
+  // callbacks) while the batch state they touch still exists.
+  ~impl() {
+    sub.reset();
+    js.reset();
+    nc.reset();
+  }
 
   static void on_ack(jsCtx*, natsMsg* msg, jsPubAck* pa, jsPubAckErr* pae, void* closure) {
     auto* self = static_cast<impl*>(closure);
@@ -115,11 +121,15 @@ struct relay::impl {
 
   error ack_error(const recorded_event& e, const pending_ack& a) {
     std::string what = a.text.empty() ? natsStatus_GetText(a.status) : a.text;
-    if (a.code == JSStreamMessageExceedsMaximumErr) {
+    // JetStream answered with an API error: it refused this message (too large, a limit of
+    // the stream, permissions...). Parked after max_attempts, unless the error is about the
+    // server's state (storage failing or full for now): then it is "try again".
+    if (a.code != 0 && a.code != JSInsufficientResourcesErr && a.code != JSStreamStoreFailedErr) {
       return error(errc::invalid_argument,
                    fmt::format("JetStream stream '{}' refused the event at position {} ({} "
-                               "bytes): {}",
-                               opts.stream, e.position, e.payload.size(), what));
+                               "bytes): {} (error code {})",
+                               opts.stream, e.position, e.payload.size(), what,
+                               static_cast<int>(a.code)));
     }
     return error(errc::io, fmt::format("NATS: publishing the event at position {} to '{}': {}",
                                        e.position, opts.stream, what));
@@ -259,7 +269,27 @@ struct relay::impl {
     jsErrCode ec = static_cast<jsErrCode>(0);
     natsStatus s = js_GetStreamInfo(&si, js.get(), opts.stream.c_str(), nullptr, &ec);
     if (s == NATS_OK) {
+      // An existing stream must take the relay's subjects, or every publish would wait for
+      // an answer that never comes ("no responders"), retried forever as an outage.
+      bool covered = false;
+      std::string listed;
+      for (int i = 0; si->Config && i < si->Config->SubjectsLen; ++i) {
+        std::string_view subject = si->Config->Subjects[i];
+        listed += (i ? ", " : "") + std::string(subject);
+        if (subject == ">") covered = true;
+        if (subject.size() >= 2 && subject.substr(subject.size() - 2) == ".>") {
+          std::string_view stem = subject.substr(0, subject.size() - 1);  // "annals."
+          std::string mine = opts.subject_prefix + ".";
+          if (mine.compare(0, stem.size(), stem) == 0) covered = true;
+        }
+      }
       jsStreamInfo_Destroy(si);
+      if (!covered) {
+        return error(errc::invalid_argument,
+                     fmt::format("NATS: the JetStream stream '{}' takes the subjects [{}], not "
+                                 "'{}.>': use another stream name or subject prefix",
+                                 opts.stream, listed, opts.subject_prefix));
+      }
       return {};
     }
     if (s != NATS_NOT_FOUND && ec != JSStreamNotFoundErr) {

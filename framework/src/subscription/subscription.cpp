@@ -102,10 +102,30 @@ long long now_us() { return static_cast<long long>(store::system_clock_us()); }
 // Error texts go into TEXT columns (PostgreSQL refuses invalid UTF-8 and NUL): keep them
 // printable and bounded.
 std::string clean_text(std::string_view s) {
+  if (s.size() > 2000) {
+    s = s.substr(0, 2000);
+    // Do not cut a UTF-8 character in two.
+    for (int i = 0; i < 3 && !is_valid_utf8(s); ++i) s.remove_suffix(1);
+  }
+  const bool utf8 = is_valid_utf8(s);
   std::string out;
-  out.reserve(std::min<std::size_t>(s.size(), 2000));
-  for (unsigned char c : s.substr(0, 2000)) out += (c >= 0x20 && c < 0x7f) ? char(c) : '?';
+  out.reserve(s.size());
+  for (unsigned char c : s) out += (c < 0x20 || c == 0x7f || (c >= 0x80 && !utf8)) ? '?' : char(c);
   return out;
+}
+
+// The time leases are measured in: the database server's clock on PostgreSQL (instances on
+// several hosts compare one clock), this machine's for SQLite (one host). UTC microseconds.
+result<long long> lease_clock(sql_tx& tx) {
+  if (tx.dialect() != "postgresql") return now_us();
+  long long now = 0;
+  auto r = tx.query("SELECT (extract(epoch FROM clock_timestamp()) * 1000000)::bigint", {},
+                    [&](const sql_row& row) {
+                      now = row.int64(0);
+                      return false;
+                    });
+  if (!r) return std::move(r).error();
+  return now;
 }
 
 bool transient(errc e) {
@@ -128,6 +148,23 @@ result<void> create_tables(sql_connection& c) {
 }
 
 using detail::in_write_tx;
+
+// Whether the subscription tables exist (the admin reads without creating them).
+result<bool> tables_exist(sql_connection& c) {
+  sql_tx tx(c, nullptr);
+  bool found = false;
+  auto r = tx.query(c.dialect() == detail::sql_dialect::postgres
+                        ? "SELECT 1 FROM pg_catalog.pg_tables WHERE schemaname = current_schema() "
+                          "AND tablename = 'annals_subscriptions'"
+                        : "SELECT 1 FROM sqlite_master WHERE type = 'table' AND "
+                          "name = 'annals_subscriptions'",
+                    {}, [&](const sql_row&) {
+                      found = true;
+                      return false;
+                    });
+  if (!r) return std::move(r).error();
+  return found;
+}
 
 result<std::vector<subscription_status>> read_statuses(sql_connection& c, event_store& store,
                                                        std::string_view only) {
@@ -191,6 +228,7 @@ class subscription_impl final : public subscription {
 
   ~subscription_impl() override {
     stop();
+    stop_keeper();
     release();
   }
 
@@ -235,12 +273,19 @@ class subscription_impl final : public subscription {
     auto led = take_lease();
     if (!led) return std::move(led).error();
     if (!led.value()) return std::int64_t{0};
+    if (auto k = start_keeper(); !k) return std::move(k).error();
+    // While delivering, the keeper renews the lease: a slow page does not let a standby in.
+    delivering_ = true;
+    struct done_guard {
+      std::atomic<bool>& flag;
+      ~done_guard() { flag = false; }
+    } guard{delivering_};
     std::int64_t handled = 0;
     auto retried = redeliver_requested(handled);
     if (!retried) return std::move(retried).error();
     auto head = b_.store->head_position();
     if (!head) return std::move(head).error();
-    while (checkpoint_ < head.value() && !stop_) {
+    while (checkpoint_ < head.value() && !stop_ && leading_) {
       auto n = deliver_page(head.value());
       if (!n) return std::move(n).error();
       if (n.value() < 0) break;  // lost the lease
@@ -334,14 +379,15 @@ class subscription_impl final : public subscription {
     if (leading_ && clock_type::now() < renew_at_) return true;
     bool got = false;
     auto r = in_write_tx(*b_.writer, [&](sql_tx& tx) -> result<void> {
-      const long long now = now_us();
+      auto now = lease_clock(tx);
+      if (!now) return now.error();
       auto w = tx.exec(
           "UPDATE annals_subscriptions SET owner = ?1, lease_until = ?2 "
           "WHERE name = ?3 AND (owner IS NULL OR owner = ?1 OR lease_until < ?4)",
-          {owner_, now + static_cast<long long>(o_.lease.count()) * 1000, name_, now});
+          {owner_, *now + static_cast<long long>(o_.lease.count()) * 1000, name_, *now});
       if (!w) return w.error();
       got = w.value() == 1;
-      if (!got) return {};
+      if (!got) return check_not_removed(tx);
       auto q = tx.query("SELECT checkpoint FROM annals_subscriptions WHERE name = ?1", {name_},
                         [&](const sql_row& row) {
                           checkpoint_ = row.int64(0);
@@ -351,9 +397,82 @@ class subscription_impl final : public subscription {
       return {};
     });
     if (!r) return std::move(r).error();
+    if (leading_ && !got) lost_lease();
     leading_ = got;
     if (got) renew_at_ = clock_type::now() + o_.lease / 3;
     return got;
+  }
+
+  // not_found when the subscription's row is gone (subscription_admin::remove()).
+  result<void> check_not_removed(sql_tx& tx) {
+    bool exists = false;
+    auto q = tx.query("SELECT 1 FROM annals_subscriptions WHERE name = ?1", {name_},
+                      [&](const sql_row&) {
+                        exists = true;
+                        return false;
+                      });
+    if (!q) return q.error();
+    if (!exists) {
+      return error(errc::not_found,
+                   fmt::format("subscription '{}' was removed while this instance was open; open "
+                               "it again to start over",
+                               name_));
+    }
+    return {};
+  }
+
+  void lost_lease() {
+    o_.log(fmt::format("annals: subscription '{}' lost its lease (another instance took over, "
+                       "or it was removed); it stands by",
+                       name_));
+  }
+
+  // The lease keeper: a thread with its own connection that renews the lease every lease/3
+  // while a delivery is under way (a handler may take longer than a lease).
+  result<void> start_keeper() {
+    std::lock_guard lock(keeper_mu_);
+    if (keeper_.joinable()) return {};
+    detail::backend_options bo;
+    bo.busy_timeout_ms = o_.busy_timeout_ms;
+    bo.sql_only = true;
+    auto b = detail::open_backend(uri_, bo, "subscriptions");
+    if (!b) return std::move(b).error();
+    keeper_conn_ = std::move(b->writer);
+    keeper_stop_ = false;
+    keeper_ = std::thread([this] { keeper_loop(); });
+    return {};
+  }
+
+  void stop_keeper() {
+    {
+      std::lock_guard lock(keeper_mu_);
+      keeper_stop_ = true;
+    }
+    keeper_cv_.notify_all();
+    if (keeper_.joinable()) keeper_.join();
+  }
+
+  void keeper_loop() {
+    std::unique_lock lock(keeper_mu_);
+    while (!keeper_stop_) {
+      keeper_cv_.wait_for(lock, o_.lease / 3);
+      if (keeper_stop_) break;
+      if (!delivering_ || !leading_) continue;
+      lock.unlock();
+      bool kept = true;
+      auto r = in_write_tx(*keeper_conn_, [&](sql_tx& tx) -> result<void> {
+        auto now = lease_clock(tx);
+        if (!now) return now.error();
+        auto w = tx.exec(
+            "UPDATE annals_subscriptions SET lease_until = ?1 WHERE name = ?2 AND owner = ?3",
+            {*now + static_cast<long long>(o_.lease.count()) * 1000, name_, owner_});
+        if (!w) return w.error();
+        kept = w.value() == 1;
+        return {};
+      });
+      if (r && !kept && leading_.exchange(false)) lost_lease();
+      lock.lock();
+    }
   }
 
   void release() {
@@ -375,12 +494,13 @@ class subscription_impl final : public subscription {
                                 const std::string& last_error) {
     bool kept = false;
     auto r = in_write_tx(*b_.writer, [&](sql_tx& tx) -> result<void> {
-      const long long now = now_us();
+      auto now = lease_clock(tx);
+      if (!now) return now.error();
       auto w = tx.exec(
           "UPDATE annals_subscriptions SET checkpoint = ?1, delivered = delivered + ?2, "
           "last_error = ?3, updated_at = ?4, lease_until = ?5 WHERE name = ?6 AND owner = ?7",
           {static_cast<long long>(checkpoint), static_cast<long long>(delivered),
-           clean_text(last_error), now, now + static_cast<long long>(o_.lease.count()) * 1000,
+           clean_text(last_error), now_us(), *now + static_cast<long long>(o_.lease.count()) * 1000,
            name_, owner_});
       if (!w) return w.error();
       kept = w.value() == 1;
@@ -390,8 +510,8 @@ class subscription_impl final : public subscription {
     if (kept) {
       checkpoint_ = checkpoint;
       renew_at_ = clock_type::now() + o_.lease / 3;
-    } else {
-      leading_ = false;
+    } else if (leading_.exchange(false)) {
+      lost_lease();
     }
     return kept;
   }
@@ -485,7 +605,7 @@ class subscription_impl final : public subscription {
       if (!pause_for(pause)) return std::int64_t{-1};
       pause = std::min(pause * 2, o_.max_backoff);
       // Renew the lease while waiting on an outage (and notice losing it).
-      if (!requested_retry && clock_type::now() >= renew_at_) {
+      if (clock_type::now() >= renew_at_) {
         auto kept = store_checkpoint(checkpoint_, 0, failure.message());
         if (!kept) return std::move(kept).error();
         if (!kept.value()) return std::int64_t{-1};
@@ -514,6 +634,8 @@ class subscription_impl final : public subscription {
                             bool advance) {
     bool kept = false;
     auto r = in_write_tx(*b_.writer, [&](sql_tx& tx) -> result<void> {
+      auto lease_now = lease_clock(tx);
+      if (!lease_now) return lease_now.error();
       const long long now = now_us();
       // A redelivered event stays behind the checkpoint: it only moves when advancing.
       const long long checkpoint = advance ? bad.position : checkpoint_;
@@ -521,7 +643,7 @@ class subscription_impl final : public subscription {
           "UPDATE annals_subscriptions SET checkpoint = ?1, last_error = ?2, "
           "updated_at = ?3, lease_until = ?4 WHERE name = ?5 AND owner = ?6",
           {checkpoint, clean_text(failure.message()), now,
-           now + static_cast<long long>(o_.lease.count()) * 1000, name_, owner_});
+           *lease_now + static_cast<long long>(o_.lease.count()) * 1000, name_, owner_});
       if (!w) return w.error();
       kept = w.value() == 1;
       if (!kept) return {};
@@ -538,7 +660,7 @@ class subscription_impl final : public subscription {
     });
     if (!r) return std::move(r).error();
     if (!kept) {
-      leading_ = false;
+      if (leading_.exchange(false)) lost_lease();
       return std::int64_t{-1};
     }
     if (advance) checkpoint_ = bad.position;
@@ -609,6 +731,13 @@ class subscription_impl final : public subscription {
   clock_type::time_point renew_at_{};
   bool poison_ = false;  // the last failure is not "try again"
   bool live_call_ = false;  // the delivery runs in start()'s thread
+  std::atomic<bool> delivering_{false};
+
+  std::mutex keeper_mu_;  // guards keeper_stop_; the keeper thread and its connection
+  std::condition_variable keeper_cv_;
+  bool keeper_stop_ = false;
+  std::thread keeper_;
+  std::unique_ptr<sql_connection> keeper_conn_;
 
   std::mutex thread_mu_;
   std::thread thread_;
@@ -645,8 +774,8 @@ result<std::unique_ptr<subscription>> open_impl(const std::string& uri, std::str
     return error(errc::invalid_argument, "batch_size and max_attempts must be > 0");
   }
   if (o.lease.count() < 100) return error(errc::invalid_argument, "the lease must be >= 100 ms");
-  if (o.retry_backoff.count() < 0 || o.max_backoff < o.retry_backoff) {
-    return error(errc::invalid_argument, "need 0 <= retry_backoff <= max_backoff");
+  if (o.retry_backoff.count() < 1 || o.max_backoff < o.retry_backoff) {
+    return error(errc::invalid_argument, "need 1 ms <= retry_backoff <= max_backoff");
   }
   if (!o.filter.stream.empty()) {
     if (auto r = validate_stream_id(o.filter.stream); !r) return r.error();
@@ -667,9 +796,10 @@ class admin_impl final : public subscription_admin {
  public:
   explicit admin_impl(detail::backend b) : b_(std::move(b)) {}
 
-  result<void> init() { return create_tables(*b_.writer); }
-
   result<std::vector<subscription_status>> list() override {
+    auto exist = tables_exist(*b_.writer);
+    if (!exist) return std::move(exist).error();
+    if (!exist.value()) return std::vector<subscription_status>{};  // none was ever opened
     return read_statuses(*b_.writer, *b_.store, {});
   }
 
@@ -718,6 +848,9 @@ class admin_impl final : public subscription_admin {
 
  private:
   result<void> exists(std::string_view name) {
+    auto exist = tables_exist(*b_.writer);
+    if (!exist) return std::move(exist).error();
+    if (!exist.value()) return error(errc::not_found, fmt::format("no subscription '{}'", name));
     sql_tx tx(*b_.writer, nullptr);
     bool found = false;
     auto r = tx.query("SELECT 1 FROM annals_subscriptions WHERE name = ?1", {name},
@@ -735,9 +868,10 @@ class admin_impl final : public subscription_admin {
     if (position < 0) return error(errc::invalid_argument, "position must be >= 0");
     if (auto r = exists(name); !r) return r.error();
     std::int64_t changed = 0;
+    // A retry is not resolved yet (resolved_at NULL until redelivered); a skip is.
     auto sql = fmt::format(
-        "UPDATE annals_sub_parked SET state = ?1, resolved_at = ?2 WHERE subscription = ?3 "
-        "AND (?4 = 0 OR position = ?4) AND {}",
+        "UPDATE annals_sub_parked SET state = ?1, resolved_at = CASE WHEN ?2 = 0 THEN NULL "
+        "ELSE ?2 END WHERE subscription = ?3 AND (?4 = 0 OR position = ?4) AND {}",
         from);
     auto r = in_write_tx(*b_.writer, [&](sql_tx& tx) -> result<void> {
       auto w = tx.exec(sql, {state, std::string_view(state) == "retry" ? 0LL : now_us(), name,
@@ -788,9 +922,8 @@ result<std::unique_ptr<subscription_admin>> subscription_admin::open(
     const std::string& store_uri) {
   auto b = detail::open_backend(store_uri, {}, "subscriptions");
   if (!b) return std::move(b).error();
-  auto a = std::make_unique<admin_impl>(std::move(b).value());
-  if (auto r = a->init(); !r) return r.error();
-  return std::unique_ptr<subscription_admin>(std::move(a));
+  return std::unique_ptr<subscription_admin>(
+      std::make_unique<admin_impl>(std::move(b).value()));
 }
 
 }  // namespace annals
