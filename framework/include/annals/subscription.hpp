@@ -10,7 +10,7 @@
 //   auto sub = annals::subscription::open("bank.db", "email-sender",
 //       [&](const annals::recorded_event& e) -> annals::result<void> { return send(e); },
 //       {.filter = {.stream_prefix = "account-"}});
-//   sub.value()->start();
+//   if (!sub || !sub.value()->start()) { /* sub.error() ... */ }
 //
 // A handler that fails is retried with backoff. Errors that say "try again" (errc::io, busy,
 // concurrency_conflict) are retried without limit by a started subscription: a broker or
@@ -20,9 +20,12 @@
 // listed, retried (redelivered by the running subscription) or skipped (recorded) with
 // subscription_admin or `annals subscriptions`.
 //
-// One active instance per name: an instance holds a lease on its name (renewed while it runs,
-// default 10 s); others with the same name wait, and take over when it stops or its process
-// dies and the lease runs out. Checkpoints are only written by the lease holder.
+// One active instance per name: an instance holds a lease on its name (default 10 s; renewed
+// every lease/3 by a thread of its own while it delivers, so a slow handler keeps it); others
+// with the same name wait, and take over when it stops or its process dies and the lease runs
+// out. Checkpoints are only written by the lease holder. Lease times come from the database's
+// clock on PostgreSQL. A process frozen past its lease may still finish the handler call it
+// was in after another instance took over (delivery is at least once).
 //
 // Thread safety: a subscription object may be used from several threads; the handler is
 // called from one thread at a time (the caller of catch_up(), or the thread of start()).
@@ -65,10 +68,10 @@ using subscription_batch_handler =
 struct subscription_options {
   subscription_filter filter;
   std::int64_t batch_size = 500;   // events read and handled per checkpoint write. Default 500.
-  // Attempts of a failing delivery (for errors that are not "try again") before parking.
-  // Default 5.
+  // Deliveries of a failing event, in all (for errors that are not "try again"), before it is
+  // parked. Default 5.
   int max_attempts = 5;
-  std::chrono::milliseconds retry_backoff{50};   // first pause, doubled each retry...
+  std::chrono::milliseconds retry_backoff{50};   // first pause (>= 1 ms), doubled each retry...
   std::chrono::milliseconds max_backoff{5000};   // ...up to this. Defaults 50 ms, 5 s.
   // How often the live loop looks for appends by other processes (appends in this process,
   // and on PostgreSQL appends anywhere, wake it at once). Default 20 ms.
