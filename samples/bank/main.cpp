@@ -1,6 +1,7 @@
 // bank — the bank-account sample's command line. See README.md for the commands and exit codes.
 #include "account.hpp"
 #include "cli.hpp"
+#include "http.hpp"
 #include "integration.hpp"
 #include "projections.hpp"
 
@@ -337,6 +338,7 @@ int main(int argc, char** argv) {
   verify_cmd->callback([&] { code = verify_store(c); });
 
   bank::cli::add_transfer_commands(app, c.db, c.max_retries, code);
+  bank::cli::add_http_commands(app, c.db, c.max_retries, code);  // serve (HTTP, dashboard)
 
   bank::cli::demo_options demo;
   auto* demo_cmd = app.add_subcommand(

@@ -1,0 +1,777 @@
+// `bank serve`: the bank's routes on an annals::http_server. See http.hpp for the routes.
+#include "http.hpp"
+
+#include "account.hpp"
+#include "cli.hpp"
+#include "projections.hpp"
+#include "transfers.hpp"
+
+#include <annals/http.hpp>
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+#include <sqlite3.h>
+
+#include <charconv>
+#include <chrono>
+#include <csignal>
+#include <cstdio>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <pthread.h>
+#include <variant>
+
+namespace bank {
+extern const char* const dashboard_html;  // generated from dashboard.html (CMake)
+}
+
+namespace bank::cli {
+namespace {
+
+using annals::http_request;
+using annals::http_response;
+
+// ---- JSON ------------------------------------------------------------------------------------
+
+std::string json_string(std::string_view s) {
+  std::string out = "\"";
+  for (unsigned char c : s) {
+    switch (c) {
+      case '"': out += "\\\""; break;
+      case '\\': out += "\\\\"; break;
+      case '\n': out += "\\n"; break;
+      case '\r': out += "\\r"; break;
+      case '\t': out += "\\t"; break;
+      default:
+        if (c < 0x20 || c == 0x7f) {
+          out += fmt::format("\\u{:04x}", c);
+        } else {
+          out += static_cast<char>(c);
+        }
+    }
+  }
+  return out + "\"";
+}
+
+// A request body: one flat JSON object whose values are strings or numbers (kept as their
+// text). Strict: no duplicate keys, no nesting, no trailing bytes, valid UTF-8.
+struct json_number {
+  std::string text;
+};
+using json_value = std::variant<std::string, json_number>;
+using json_object = std::map<std::string, json_value, std::less<>>;
+
+class flat_json_parser {
+ public:
+  explicit flat_json_parser(std::string_view s) : s_(s) {}
+
+  annals::result<json_object> parse() {
+    if (!annals::is_valid_utf8(s_)) return fail("the body is not valid UTF-8");
+    json_object out;
+    ws();
+    if (!eat('{')) return fail("the body must be a JSON object");
+    ws();
+    if (!eat('}')) {
+      for (;;) {
+        ws();
+        auto key = string();
+        if (!key) return key.error();
+        ws();
+        if (!eat(':')) return fail("expected ':' after a key");
+        ws();
+        json_value v;
+        if (peek() == '"') {
+          auto str = string();
+          if (!str) return str.error();
+          v = std::move(*str);
+        } else if (peek() == '-' || (peek() >= '0' && peek() <= '9')) {
+          v = json_number{number()};
+        } else {
+          return fail(fmt::format("the value of '{}' must be a string or a number", *key));
+        }
+        if (!out.emplace(*key, std::move(v)).second) {
+          return fail(fmt::format("duplicate key '{}'", *key));
+        }
+        ws();
+        if (eat(',')) continue;
+        if (eat('}')) break;
+        return fail("expected ',' or '}'");
+      }
+    }
+    ws();
+    if (i_ != s_.size()) return fail("unexpected bytes after the JSON object");
+    return out;
+  }
+
+ private:
+  static annals::error fail(std::string why) {
+    return annals::error(annals::errc::invalid_argument, "malformed JSON: " + std::move(why));
+  }
+  char peek() const { return i_ < s_.size() ? s_[i_] : '\0'; }
+  bool eat(char c) {
+    if (peek() != c || i_ >= s_.size()) return false;
+    ++i_;
+    return true;
+  }
+  void ws() {
+    while (i_ < s_.size() && (s_[i_] == ' ' || s_[i_] == '\t' || s_[i_] == '\n' || s_[i_] == '\r'))
+      ++i_;
+  }
+  std::string number() {
+    std::size_t start = i_;
+    while (i_ < s_.size() && std::string_view("+-0123456789.eE").find(s_[i_]) != std::string_view::npos)
+      ++i_;
+    return std::string(s_.substr(start, i_ - start));
+  }
+  annals::result<std::string> string() {
+    if (!eat('"')) return fail("expected a string");
+    std::string out;
+    for (;;) {
+      if (i_ >= s_.size()) return fail("unterminated string");
+      unsigned char c = static_cast<unsigned char>(s_[i_++]);
+      if (c == '"') return out;
+      if (c < 0x20) return fail("control character in a string");
+      if (c != '\\') {
+        out += static_cast<char>(c);
+        continue;
+      }
+      if (i_ >= s_.size()) return fail("unterminated escape");
+      char e = s_[i_++];
+      switch (e) {
+        case '"': out += '"'; break;
+        case '\\': out += '\\'; break;
+        case '/': out += '/'; break;
+        case 'b': out += '\b'; break;
+        case 'f': out += '\f'; break;
+        case 'n': out += '\n'; break;
+        case 'r': out += '\r'; break;
+        case 't': out += '\t'; break;
+        case 'u': {
+          auto cp = hex4();
+          if (!cp) return cp.error();
+          std::uint32_t code = *cp;
+          if (code >= 0xD800 && code <= 0xDBFF) {
+            if (!eat('\\') || !eat('u')) return fail("unpaired surrogate");
+            auto lo = hex4();
+            if (!lo) return lo.error();
+            if (*lo < 0xDC00 || *lo > 0xDFFF) return fail("unpaired surrogate");
+            code = 0x10000 + ((code - 0xD800) << 10) + (*lo - 0xDC00);
+          } else if (code >= 0xDC00 && code <= 0xDFFF) {
+            return fail("unpaired surrogate");
+          }
+          append_utf8(out, code);
+          break;
+        }
+        default: return fail("invalid escape");
+      }
+    }
+  }
+  annals::result<std::uint32_t> hex4() {
+    if (i_ + 4 > s_.size()) return fail("short \\u escape");
+    std::uint32_t v = 0;
+    for (int k = 0; k < 4; ++k) {
+      char c = s_[i_++];
+      v <<= 4;
+      if (c >= '0' && c <= '9') v |= c - '0';
+      else if (c >= 'a' && c <= 'f') v |= c - 'a' + 10;
+      else if (c >= 'A' && c <= 'F') v |= c - 'A' + 10;
+      else return fail("bad \\u escape");
+    }
+    return v;
+  }
+  static void append_utf8(std::string& out, std::uint32_t cp) {
+    if (cp < 0x80) {
+      out += static_cast<char>(cp);
+    } else if (cp < 0x800) {
+      out += static_cast<char>(0xC0 | (cp >> 6));
+      out += static_cast<char>(0x80 | (cp & 0x3F));
+    } else if (cp < 0x10000) {
+      out += static_cast<char>(0xE0 | (cp >> 12));
+      out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
+      out += static_cast<char>(0x80 | (cp & 0x3F));
+    } else {
+      out += static_cast<char>(0xF0 | (cp >> 18));
+      out += static_cast<char>(0x80 | ((cp >> 12) & 0x3F));
+      out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
+      out += static_cast<char>(0x80 | (cp & 0x3F));
+    }
+  }
+
+  std::string_view s_;
+  std::size_t i_ = 0;
+};
+
+// Checks that the object has only `allowed` keys.
+annals::result<void> only_keys(const json_object& o, std::initializer_list<std::string_view> allowed) {
+  for (const auto& [k, v] : o) {
+    bool ok = false;
+    for (auto a : allowed) ok = ok || k == a;
+    if (!ok) return annals::error(annals::errc::invalid_argument, fmt::format("unknown field '{}'", k));
+  }
+  return {};
+}
+
+annals::result<std::string> required_string(const json_object& o, std::string_view key) {
+  auto it = o.find(key);
+  if (it == o.end()) {
+    return annals::error(annals::errc::invalid_argument, fmt::format("'{}' is required", key));
+  }
+  if (auto* s = std::get_if<std::string>(&it->second)) return *s;
+  return annals::error(annals::errc::invalid_argument, fmt::format("'{}' must be a string", key));
+}
+
+// {"amount": "12.50"} (a string or a number, at most two decimals) or {"amount_cents": 1250}.
+annals::result<std::int64_t> amount_of(const json_object& o) {
+  auto a = o.find("amount");
+  auto c = o.find("amount_cents");
+  if ((a == o.end()) == (c == o.end())) {
+    return annals::error(annals::errc::invalid_argument,
+                         "give exactly one of 'amount' (\"12.50\") and 'amount_cents' (1250)");
+  }
+  if (a != o.end()) {
+    const std::string& text = std::holds_alternative<std::string>(a->second)
+                                  ? std::get<std::string>(a->second)
+                                  : std::get<json_number>(a->second).text;
+    return parse_amount(text);
+  }
+  auto* n = std::get_if<json_number>(&c->second);
+  std::int64_t cents = 0;
+  if (n && !n->text.empty() && n->text[0] != '0') {
+    const char* end = n->text.data() + n->text.size();
+    auto [p, ec] = std::from_chars(n->text.data(), end, cents);
+    if (ec == std::errc() && p == end && cents > 0) return cents;
+  }
+  return annals::error(annals::errc::invalid_argument,
+                       "'amount_cents' must be a positive integer of at most 2^63-1");
+}
+
+// ---- Responses -------------------------------------------------------------------------------
+
+http_response error_response(const annals::error& e, bool conditional = false) {
+  switch (e.kind()) {
+    case annals::errc::invalid_argument: return http_response::error(400, e.message());
+    case annals::errc::not_found: return http_response::error(404, e.message());
+    case annals::errc::rejected: return http_response::error(422, e.message());
+    case annals::errc::concurrency_conflict:
+      return conditional
+                 ? http_response::error(412, "the account changed: its version is not If-Match's")
+                 : http_response::error(409, "concurrent commands kept conflicting; try again");
+    case annals::errc::busy: return http_response::error(503, "the store is busy; try again");
+    default: return http_response::error(500, "storage error");
+  }
+}
+
+void add_header(http_response& r, std::string key, std::string value) {
+  r.headers.push_back(annals::header{std::move(key), std::move(value)});
+}
+
+// ---- Idempotency keys ------------------------------------------------------------------------
+
+// The table bank_idempotency_keys in the store's SQLite file: a key's request and, once
+// answered, its response. A key being handled has a row without a response (a concurrent
+// request with the same key gets 409).
+class idempotency_keys {
+ public:
+  ~idempotency_keys() {
+    if (db_) sqlite3_close_v2(db_);
+  }
+  static annals::result<std::unique_ptr<idempotency_keys>> open(const std::string& path) {
+    auto k = std::make_unique<idempotency_keys>();
+    if (sqlite3_open_v2(path.c_str(), &k->db_, SQLITE_OPEN_READWRITE | SQLITE_OPEN_FULLMUTEX,
+                        nullptr) != SQLITE_OK) {
+      return annals::error(annals::errc::io, fmt::format("cannot open '{}' for idempotency keys",
+                                                         path));
+    }
+    sqlite3_busy_timeout(k->db_, 10000);
+    if (!k->exec("CREATE TABLE IF NOT EXISTS bank_idempotency_keys ("
+                 "key TEXT PRIMARY KEY, request TEXT NOT NULL, status INTEGER, "
+                 "response TEXT, etag TEXT, created_at_us INTEGER NOT NULL)")) {
+      return annals::error(annals::errc::io, "cannot create bank_idempotency_keys");
+    }
+    return k;
+  }
+
+  enum class claim_kind { claimed, replay, different_request, in_progress, failed };
+  struct claim {
+    claim_kind kind = claim_kind::failed;
+    http_response response;  // replay
+  };
+
+  claim take(const std::string& key, const std::string& request) {
+    std::lock_guard lock(mu_);
+    claim out;
+    if (!exec("BEGIN IMMEDIATE")) return out;
+    sqlite3_stmt* st = nullptr;
+    sqlite3_prepare_v2(db_,
+                       "SELECT request, status, response, etag FROM bank_idempotency_keys "
+                       "WHERE key = ?1",
+                       -1, &st, nullptr);
+    sqlite3_bind_text(st, 1, key.data(), static_cast<int>(key.size()), SQLITE_TRANSIENT);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+      std::string stored(reinterpret_cast<const char*>(sqlite3_column_text(st, 0)),
+                         sqlite3_column_bytes(st, 0));
+      if (stored != request) {
+        out.kind = claim_kind::different_request;
+      } else if (sqlite3_column_type(st, 1) == SQLITE_NULL) {
+        out.kind = claim_kind::in_progress;
+      } else {
+        out.kind = claim_kind::replay;
+        out.response.status = sqlite3_column_int(st, 1);
+        out.response.body.assign(reinterpret_cast<const char*>(sqlite3_column_text(st, 2)),
+                                 sqlite3_column_bytes(st, 2));
+        if (sqlite3_column_type(st, 3) != SQLITE_NULL) {
+          add_header(out.response, "ETag",
+                     reinterpret_cast<const char*>(sqlite3_column_text(st, 3)));
+        }
+        add_header(out.response, "Idempotent-Replayed", "true");
+      }
+    } else if (rc == SQLITE_DONE) {
+      sqlite3_stmt* ins = nullptr;
+      sqlite3_prepare_v2(db_,
+                         "INSERT INTO bank_idempotency_keys (key, request, created_at_us) "
+                         "VALUES (?1, ?2, ?3)",
+                         -1, &ins, nullptr);
+      sqlite3_bind_text(ins, 1, key.data(), static_cast<int>(key.size()), SQLITE_TRANSIENT);
+      sqlite3_bind_text(ins, 2, request.data(), static_cast<int>(request.size()),
+                        SQLITE_TRANSIENT);
+      sqlite3_bind_int64(ins, 3, now_us());
+      if (sqlite3_step(ins) == SQLITE_DONE) out.kind = claim_kind::claimed;
+      sqlite3_finalize(ins);
+    }
+    sqlite3_finalize(st);
+    if (!exec(out.kind == claim_kind::claimed ? "COMMIT" : "ROLLBACK")) {
+      exec("ROLLBACK");
+      out.kind = claim_kind::failed;
+    }
+    return out;
+  }
+
+  // Records the response of a claimed key; a response not worth keeping (a conflict or a
+  // server error: the client should retry) frees the key instead.
+  void finish(const std::string& key, const http_response& r) {
+    std::lock_guard lock(mu_);
+    sqlite3_stmt* st = nullptr;
+    if (r.status >= 500 || r.status == 409) {
+      sqlite3_prepare_v2(db_, "DELETE FROM bank_idempotency_keys WHERE key = ?1", -1, &st,
+                         nullptr);
+      sqlite3_bind_text(st, 1, key.data(), static_cast<int>(key.size()), SQLITE_TRANSIENT);
+    } else {
+      sqlite3_prepare_v2(db_,
+                         "UPDATE bank_idempotency_keys SET status = ?2, response = ?3, etag = ?4 "
+                         "WHERE key = ?1",
+                         -1, &st, nullptr);
+      sqlite3_bind_text(st, 1, key.data(), static_cast<int>(key.size()), SQLITE_TRANSIENT);
+      sqlite3_bind_int(st, 2, r.status);
+      sqlite3_bind_text(st, 3, r.body.data(), static_cast<int>(r.body.size()), SQLITE_TRANSIENT);
+      for (const auto& h : r.headers) {
+        if (h.key == "ETag") {
+          sqlite3_bind_text(st, 4, h.value.data(), static_cast<int>(h.value.size()),
+                            SQLITE_TRANSIENT);
+        }
+      }
+    }
+    sqlite3_step(st);
+    sqlite3_finalize(st);
+  }
+
+ private:
+  bool exec(const char* sql) { return sqlite3_exec(db_, sql, nullptr, nullptr, nullptr) == SQLITE_OK; }
+  static std::int64_t now_us() {
+    return std::chrono::duration_cast<std::chrono::microseconds>(
+               std::chrono::system_clock::now().time_since_epoch())
+        .count();
+  }
+
+  std::mutex mu_;
+  sqlite3* db_ = nullptr;
+};
+
+// ---- The service -----------------------------------------------------------------------------
+
+struct service {
+  annals::event_store& store;
+  annals::projection_runner& models;
+  idempotency_keys* keys = nullptr;  // null on PostgreSQL
+  int max_retries = 10;
+
+  // Runs a command route: the Idempotency-Key protocol around `run`.
+  http_response idempotent(const http_request& r, const std::function<http_response()>& run) {
+    auto key = r.header("Idempotency-Key");
+    if (!key) return run();
+    if (!keys) return http_response::error(501, "Idempotency-Key needs a SQLite store");
+    if (key->empty() || key->size() > 200) {
+      return http_response::error(400, "Idempotency-Key must be 1 to 200 characters");
+    }
+    for (unsigned char ch : *key) {
+      if (ch < 0x21 || ch > 0x7e) {
+        return http_response::error(400, "Idempotency-Key must be printable ASCII");
+      }
+    }
+    std::string request = r.method + " " + r.path + "\n" + r.header("If-Match").value_or("") +
+                          "\n" + r.body;
+    auto c = keys->take(*key, request);
+    switch (c.kind) {
+      case idempotency_keys::claim_kind::replay: return c.response;
+      case idempotency_keys::claim_kind::different_request:
+        return http_response::error(422,
+                                    "this Idempotency-Key was used for a different request");
+      case idempotency_keys::claim_kind::in_progress:
+        return http_response::error(409, "a request with this Idempotency-Key is in progress");
+      case idempotency_keys::claim_kind::failed:
+        return http_response::error(503, "cannot record the Idempotency-Key; try again");
+      case idempotency_keys::claim_kind::claimed: break;
+    }
+    http_response out;
+    try {
+      out = run();
+    } catch (...) {
+      keys->finish(*key, http_response::error(500, "internal error"));
+      throw;
+    }
+    keys->finish(*key, out);
+    return out;
+  }
+
+  // Runs `decide` on the account `id`, honouring If-Match, then answers with the account.
+  template <class Decide>
+  http_response account_command(const http_request& r, const std::string& id, int ok_status,
+                                Decide&& decide) {
+    auto stream = account_stream_of(id);
+    if (!stream) return error_response(stream.error());
+    std::optional<std::int64_t> if_match;
+    if (auto h = r.header("If-Match")) {
+      auto v = parse_etag(*h);
+      if (!v) return error_response(v.error());
+      if_match = *v;
+    }
+    annals::command_options o;
+    o.max_retries = if_match ? 0 : max_retries;
+    o.traceparent = r.traceparent;
+    bool precondition_failed = false;
+    bool missing = false;
+    auto result = annals::handle<account>(
+        store, *stream,
+        [&](const account& a) -> annals::decision<account> {
+          if (if_match) {
+            // handle() loaded `a` just now: a version read after it is at least as new, and if
+            // it is newer the append below (at the loaded version, no retries) conflicts.
+            auto v = store.stream_version(*stream);
+            if (!v || *v != *if_match) {
+              precondition_failed = true;
+              return annals::decision<account>::reject("precondition");
+            }
+          }
+          auto d = decide(a);
+          if (d.rejected() && !a.opened && ok_status != 201) missing = true;
+          return d;
+        },
+        o);
+    if (!result) {
+      if (precondition_failed) {
+        return http_response::error(412, "the account's version is not the one If-Match gives");
+      }
+      if (missing) {
+        return http_response::error(404, fmt::format("account '{}' does not exist", id));
+      }
+      return error_response(result.error(), if_match.has_value());
+    }
+    // Read-your-writes: the balance read model has the command before we answer.
+    (void)models.wait_for(account_balances::name, result->position, std::chrono::seconds(2));
+    auto body = account_json(id, result->stream_version, result->position);
+    http_response out = http_response::json(ok_status, body);
+    add_header(out, "ETag", fmt::format("\"{}\"", result->stream_version));
+    add_header(out, "Location", "/accounts/" + id);
+    return out;
+  }
+
+  static annals::result<std::int64_t> parse_etag(std::string text) {
+    if (text.size() >= 2 && text.front() == '"' && text.back() == '"') {
+      text = text.substr(1, text.size() - 2);
+    }
+    if (text.empty() || text.size() > 18 || text.find_first_not_of("0123456789") != std::string::npos) {
+      return annals::error(annals::errc::invalid_argument,
+                           "If-Match must be an account version in quotes, e.g. \"3\"");
+    }
+    return std::stoll(text);
+  }
+
+  static annals::result<std::string> account_stream_of(const std::string& id) {
+    if (auto ok = validate_account_id(id); !ok) return ok.error();
+    return stream_for(id);
+  }
+
+  // The account as JSON from the read model; version and position from a command (or -1/0:
+  // derived from the row).
+  std::string account_json(const std::string& id, std::int64_t version = -1,
+                           std::int64_t position = 0) {
+    auto row = find_balance(models, id);
+    if (!row || !*row) {
+      return fmt::format("{{\"id\":{},\"version\":{},\"position\":{}}}", json_string(id), version,
+                         position);
+    }
+    return row_json(**row, version, position);
+  }
+
+  static std::string row_json(const balance_row& b, std::int64_t version = -1,
+                              std::int64_t position = 0) {
+    // The row's own version: opened (0), one per deposit or withdrawal, one for the close.
+    if (version < 0) version = b.transaction_count + (b.closed ? 1 : 0);
+    std::string out = fmt::format(
+        "{{\"id\":{},\"owner\":{},\"balance_cents\":{},\"balance\":{},\"closed\":{},"
+        "\"version\":{}",
+        json_string(b.account_id), json_string(b.owner), b.balance_cents,
+        json_string(format_cents(b.balance_cents)), b.closed ? "true" : "false", version);
+    if (position > 0) out += fmt::format(",\"position\":{}", position);
+    return out + "}";
+  }
+
+  http_response get_account(const http_request& r) {
+    std::string id = r.param("id");
+    if (auto ok = validate_account_id(id); !ok) return error_response(ok.error());
+    auto row = find_balance(models, id);
+    if (!row) return error_response(row.error());
+    if (!*row) return http_response::error(404, fmt::format("account '{}' does not exist", id));
+    auto out = http_response::json(200, row_json(**row));
+    add_header(out, "ETag", fmt::format("\"{}\"", (*row)->transaction_count + ((*row)->closed ? 1 : 0)));
+    return out;
+  }
+
+  http_response list_accounts(const http_request&) {
+    std::string body = "{\"accounts\":[";
+    bool first = true;
+    auto n = read_balances(models, [&](const balance_row& b) {
+      if (!first) body += ",";
+      first = false;
+      body += row_json(b);
+      return true;
+    });
+    if (!n) return error_response(n.error());
+    return http_response::json(200, body + "]}");
+  }
+
+  http_response statement(const http_request& r) {
+    std::string id = r.param("id");
+    if (auto ok = validate_account_id(id); !ok) return error_response(ok.error());
+    auto row = find_balance(models, id);
+    if (!row) return error_response(row.error());
+    if (!*row) return http_response::error(404, fmt::format("account '{}' does not exist", id));
+    std::string body = row_json(**row);
+    body.pop_back();
+    body += ",\"movements\":[";
+    bool first = true;
+    auto n = read_statement(models, id, [&](const statement_row& s) {
+      if (!first) body += ",";
+      first = false;
+      body += fmt::format(
+          "{{\"version\":{},\"recorded_at_us\":{},\"kind\":{},\"amount_cents\":{},"
+          "\"amount\":{},\"balance_after_cents\":{},\"memo\":{}}}",
+          s.stream_version, s.recorded_at_us, json_string(s.kind), s.amount_cents,
+          json_string(format_cents(s.amount_cents)), s.balance_after_cents, json_string(s.memo));
+      return true;
+    });
+    if (!n) return error_response(n.error());
+    return http_response::json(200, body + "]}");
+  }
+
+  http_response open_account(const http_request& r) {
+    auto o = flat_json_parser(r.body).parse();
+    if (!o) return error_response(o.error());
+    if (auto ok = only_keys(*o, {"id", "owner"}); !ok) return error_response(ok.error());
+    auto id = required_string(*o, "id");
+    if (!id) return error_response(id.error());
+    auto owner = required_string(*o, "owner");
+    if (!owner) return error_response(owner.error());
+    if (owner->empty() || owner->size() > 200) {
+      return http_response::error(400, "'owner' must be 1 to 200 bytes");
+    }
+    for (unsigned char ch : *owner) {
+      if (ch < 0x20 || ch == 0x7f) {
+        return http_response::error(400, "'owner' contains a control character");
+      }
+    }
+    return account_command(r, *id, 201,
+                           [&](const account& a) { return bank::open(a, *id, *owner); });
+  }
+
+  template <class Decider>
+  http_response money(const http_request& r, Decider decider) {
+    std::string id = r.param("id");
+    auto o = flat_json_parser(r.body).parse();
+    if (!o) return error_response(o.error());
+    if (auto ok = only_keys(*o, {"amount", "amount_cents"}); !ok) return error_response(ok.error());
+    auto cents = amount_of(*o);
+    if (!cents) return error_response(cents.error());
+    return account_command(r, id, 200,
+                           [&](const account& a) { return decider(a, id, *cents); });
+  }
+
+  http_response request_transfer(const http_request& r) {
+    auto o = flat_json_parser(r.body).parse();
+    if (!o) return error_response(o.error());
+    if (auto ok = only_keys(*o, {"id", "from", "to", "amount", "amount_cents"}); !ok) {
+      return error_response(ok.error());
+    }
+    auto from = required_string(*o, "from");
+    if (!from) return error_response(from.error());
+    auto to = required_string(*o, "to");
+    if (!to) return error_response(to.error());
+    auto cents = amount_of(*o);
+    if (!cents) return error_response(cents.error());
+    std::string id = annals::new_uuid_v7();
+    if (o->count("id")) {
+      auto given = required_string(*o, "id");
+      if (!given) return error_response(given.error());
+      id = *given;
+    }
+    if (auto ok = validate_transfer_id(id); !ok) return error_response(ok.error());
+    if (auto ok = validate_account_id(*from); !ok) return error_response(ok.error());
+    if (auto ok = validate_account_id(*to); !ok) return error_response(ok.error());
+    annals::command_options opts;
+    opts.max_retries = max_retries;
+    opts.traceparent = r.traceparent;
+    auto res = annals::handle<transfer>(
+        store, transfer_stream(id),
+        [&](const transfer& t) { return request(t, id, *from, *to, *cents); }, opts);
+    if (!res) return error_response(res.error());
+    auto out = http_response::json(
+        202, fmt::format("{{\"id\":{},\"from\":{},\"to\":{},\"amount_cents\":{},\"amount\":{},"
+                         "\"state\":\"requested\",\"position\":{}}}",
+                         json_string(id), json_string(*from), json_string(*to), *cents,
+                         json_string(format_cents(*cents)), res->position));
+    add_header(out, "Location", "/transfers/" + id);
+    return out;
+  }
+
+  http_response get_transfer(const http_request& r) {
+    std::string id = r.param("id");
+    if (auto ok = validate_transfer_id(id); !ok) return error_response(ok.error());
+    auto t = load_transfer(store, id);
+    if (!t) return error_response(t.error());
+    if (t->state == transfer_state::none) {
+      return http_response::error(404, fmt::format("transfer '{}' does not exist", id));
+    }
+    return http_response::json(
+        200, fmt::format("{{\"id\":{},\"from\":{},\"to\":{},\"amount_cents\":{},\"state\":{},"
+                         "\"reason\":{},\"refunded\":{}}}",
+                         json_string(t->id), json_string(t->from), json_string(t->to),
+                         t->amount_cents, json_string(to_string(t->state)),
+                         json_string(t->reason), t->refunded ? "true" : "false"));
+  }
+};
+
+struct serve_args {
+  int port = 8080;
+  std::string bind = "127.0.0.1";
+  std::string token;
+  bool no_saga = false;
+};
+
+std::string sqlite_path_of(const std::string& db) {
+  if (db.find("://") != std::string::npos) return {};
+  return db.rfind("sqlite:", 0) == 0 ? db.substr(7) : db;
+}
+
+int serve(const std::string& db, int max_retries, const serve_args& a) {
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGINT);
+  sigaddset(&stop_signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+
+  auto store = bank::open_store(db);  // creates a new store: `bank serve` may start empty
+  if (!store) return report(store.error());
+  auto models = open_read_models(db);
+  if (!models) return report(models.error());
+  if (auto ok = (*models)->start(); !ok) return report(ok.error());
+
+  std::unique_ptr<annals::subscription> saga;
+  if (!a.no_saga) {
+    annals::command_options base;
+    base.max_retries = max_retries;
+    auto s = open_transfer_saga(db, **store, transfer_saga_options(), base);
+    if (!s) return report(s.error());
+    if (auto ok = (*s)->start(); !ok) return report(ok.error());
+    saga = std::move(*s);
+  }
+
+  std::unique_ptr<idempotency_keys> keys;
+  if (auto path = sqlite_path_of(db); !path.empty()) {
+    auto k = idempotency_keys::open(path);
+    if (!k) return report(k.error());
+    keys = std::move(*k);
+  }
+
+  annals::http_options o;
+  o.bind_address = a.bind;
+  o.port = a.port;
+  o.write_token = a.token;
+  o.upcast = event_upcasters();
+  auto server = annals::http_server::open(db, o);
+  if (!server) return report(server.error());
+  auto& srv = **server;
+
+  service svc{**store, **models, keys.get(), max_retries};
+  srv.route("GET", "/accounts", [&](const http_request& r) { return svc.list_accounts(r); });
+  srv.route("GET", "/accounts/{id}", [&](const http_request& r) { return svc.get_account(r); });
+  srv.route("GET", "/accounts/{id}/statement",
+            [&](const http_request& r) { return svc.statement(r); });
+  srv.route("GET", "/transfers/{id}", [&](const http_request& r) { return svc.get_transfer(r); });
+  srv.route(
+      "POST", "/accounts",
+      [&](const http_request& r) { return svc.idempotent(r, [&] { return svc.open_account(r); }); },
+      true);
+  srv.route(
+      "POST", "/accounts/{id}/deposits",
+      [&](const http_request& r) {
+        return svc.idempotent(r, [&] { return svc.money(r, &bank::deposit); });
+      },
+      true);
+  srv.route(
+      "POST", "/accounts/{id}/withdrawals",
+      [&](const http_request& r) {
+        return svc.idempotent(r, [&] { return svc.money(r, &bank::withdraw); });
+      },
+      true);
+  srv.route(
+      "POST", "/transfers",
+      [&](const http_request& r) {
+        return svc.idempotent(r, [&] { return svc.request_transfer(r); });
+      },
+      true);
+  srv.static_content("/", "text/html; charset=utf-8", dashboard_html);
+
+  if (auto ok = srv.start(); !ok) return report(ok.error());
+  std::string host = a.bind.find(':') != std::string::npos ? "[" + a.bind + "]" : a.bind;
+  // Tests and scripts read this line to find a --port 0 server.
+  fmt::print("bank serve: listening on http://{}:{}/\n", host, srv.port());
+  fmt::print(stderr, "bank serve: commands are {}; stop with Ctrl-C\n",
+             a.token.empty() ? "off (no --token)" : "on (Authorization: Bearer <token>)");
+  std::fflush(stdout);
+  int sig = 0;
+  sigwait(&stop_signals, &sig);
+  srv.stop();
+  if (saga) saga->stop();
+  (*models)->stop();
+  return 0;
+}
+
+}  // namespace
+
+void add_http_commands(CLI::App& app, const std::string& db, const int& max_retries, int& code) {
+  auto args = std::make_shared<serve_args>();
+  auto* cmd = app.add_subcommand(
+      "serve", "Serve the bank over HTTP: accounts, commands (with --token), the framework's "
+               "event routes and a live dashboard at /");
+  cmd->add_option("--port", args->port, "TCP port (0: any free port, printed)")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 65535));
+  cmd->add_option("--bind", args->bind, "Address to listen on")->capture_default_str();
+  cmd->add_option("--token", args->token,
+                  "Bearer token for the command routes (none: commands answer 403)");
+  cmd->add_flag("--no-saga", args->no_saga,
+                "Do not run the transfer process manager in this process");
+  cmd->callback([&, args] { code = serve(db, max_retries, *args); });
+}
+
+}  // namespace bank::cli
