@@ -22,5 +22,22 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+# The dashboard's browser test (tests/browser): Debian's chromium, node, and playwright-core
+# pinned by tests/browser/package-lock.json.
+browser_missing=()
+command -v chromium >/dev/null || browser_missing+=(chromium)
+command -v npm >/dev/null || browser_missing+=(nodejs npm)  # a node from elsewhere is kept
+if ((${#browser_missing[@]})); then
+  echo "setup: installing ${browser_missing[*]}" >&2
+  SUDO=""
+  if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
+    "${browser_missing[@]}" >/dev/null
+fi
+if [ ! -d "$ROOT/tests/browser/node_modules/playwright-core" ]; then
+  (cd "$ROOT/tests/browser" && npm ci --no-audit --no-fund >/dev/null)
+fi
+
 cmake -S "$ROOT" -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DANNALS_TEST_POSTGRES=ON >/dev/null
 cmake --build "$BUILD_DIR" -j"$(nproc)"
