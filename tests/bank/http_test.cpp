@@ -193,6 +193,25 @@ TEST_CASE("json commands open, deposit and withdraw, and the account reads back"
   r = s.get("/");
   CHECK(r.status == 200);
   CHECK(contains(r.body, "EventSource"));
+  CHECK(s.get("/accounts/" + std::string(300, 'x')).status == 400);
+}
+
+TEST_CASE("a command's events carry the request's trace id") {
+  bank_server s(with_token);
+  const std::string trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+  REQUIRE(s.post("/accounts", R"({"id": "t", "owner": "Ty"})",
+                 {{"traceparent", "00-" + trace + "-00f067aa0ba902b7-01"}})
+              .status == 201);
+  annals::sqlite_options o;
+  o.read_only = true;
+  auto store = annals::open_store(s.db(), o);
+  REQUIRE(store);
+  std::string traceparent;
+  REQUIRE((*store)->read_stream("account-t", {}, [&](const annals::recorded_event& e) {
+    traceparent = e.metadata.traceparent;
+    return true;
+  }));
+  CHECK(contains(traceparent, trace));  // the server's span under the caller's trace
 }
 
 TEST_CASE("a command whose If-Match is not the account's version is 412 and writes nothing") {
