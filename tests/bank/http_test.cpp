@@ -15,6 +15,7 @@
 
 #include <cstdio>
 #include <map>
+#include <thread>
 #include <string>
 #include <vector>
 
@@ -253,6 +254,29 @@ TEST_CASE("a retry with the same Idempotency-Key returns the first response and 
   CHECK(refused.status == 422);
   CHECK(s.post("/accounts/a/withdrawals", R"({"amount": "100"})", {{"Idempotency-Key", "k-2"}})
             .body == refused.body);
+}
+
+TEST_CASE("concurrent requests with one Idempotency-Key deposit once") {
+  bank_server s(with_token);
+  REQUIRE(s.post("/accounts", R"({"id": "a", "owner": "Bo"})").status == 201);
+  auto head = s.head();
+  std::vector<response> answers(8);
+  std::vector<std::thread> threads;
+  for (auto& a : answers) {
+    threads.emplace_back([&] {
+      a = s.post("/accounts/a/deposits", R"({"amount": "3"})", {{"Idempotency-Key", "same"}});
+    });
+  }
+  for (auto& t : threads) t.join();
+  int ok = 0;
+  for (const auto& a : answers) {
+    INFO(a.status << " " << a.body);
+    CHECK((a.status == 200 || a.status == 409));  // 409: the first one was still running
+    ok += a.status == 200;
+  }
+  CHECK(ok >= 1);
+  CHECK(s.head() == head + 1);
+  CHECK(contains(s.get("/accounts/a").body, R"("balance_cents":300)"));
 }
 
 TEST_CASE("bad requests are 4xx with an error and write nothing") {
