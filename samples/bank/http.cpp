@@ -476,8 +476,10 @@ struct service {
       }
       return error_response(result.error(), if_match.has_value());
     }
-    // Read-your-writes: the balance read model has the command before we answer.
-    (void)models.wait_for(account_balances::name, result->position, std::chrono::seconds(2));
+    // Read-your-writes: the read models served here have the command before we answer.
+    for (std::string_view model : {account_balances::name, account_statement::name}) {
+      (void)models.wait_for(model, result->position, std::chrono::seconds(2));
+    }
     auto body = account_json(id, result->stream_version, result->position);
     http_response out = http_response::json(ok_status, body);
     add_header(out, "ETag", fmt::format("\"{}\"", result->stream_version));
