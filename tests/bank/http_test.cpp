@@ -346,13 +346,13 @@ TEST_CASE("a transfer request is accepted and the saga in the server carries it 
   auto r = s.post("/transfers", R"({"id": "t1", "from": "a", "to": "b", "amount": "4"})");
   CHECK(r.status == 202);
   std::string state;
-  for (int i = 0; i < 100 && state != "completed"; ++i) {
+  for (int i = 0; i < 250 && state != "completed"; ++i) {
     auto t = s.get("/transfers/t1");
     state = contains(t.body, R"("state":"completed")") ? "completed" : "";
     if (state.empty()) usleep(20000);
   }
   CHECK(state == "completed");
-  for (int i = 0; i < 50 && !contains(s.get("/accounts/b").body, R"("balance_cents":400)"); ++i) {
+  for (int i = 0; i < 250 && !contains(s.get("/accounts/b").body, R"("balance_cents":400)"); ++i) {
     usleep(20000);
   }
   CHECK(contains(s.get("/accounts/b").body, R"("balance_cents":400)"));
