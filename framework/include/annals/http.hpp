@@ -65,6 +65,10 @@ struct http_options {
   std::size_t sse_max_clients = 1000;              // more get 503. Default 1000.
   // Upcasters for events served as JSON and over SSE. Default: none.
   std::shared_ptr<const upcasters> upcast;
+  // Receives one JSON line per request (trace_id, span_id, parent_span_id, method, path,
+  // status, duration_ms, remote) and handler errors; called concurrently.
+  // Default: each line to stderr.
+  std::function<void(std::string_view line)> log;
 };
 
 struct http_request {
