@@ -518,8 +518,9 @@ TEST_CASE("http.sse_500_subscribers_all_receive_while_appends_go_on") {
   std::vector<std::unique_ptr<raw_client>> clients;
   for (int i = 0; i < 500; ++i) {
     clients.push_back(std::make_unique<raw_client>(port, "/subscribe"));
-    if (i % 25 == 24) {
-      for (int j = i - 24; j <= i; ++j) REQUIRE(clients[j]->wait_headers());
+    // A few at a time: httplib listens with a backlog of 5, and a dropped SYN costs 1 s.
+    if (i % 4 == 3) {
+      for (int j = i - 3; j <= i; ++j) REQUIRE(clients[j]->wait_headers());
     }
   }
   for (auto& c : clients) CHECK(c->data.rfind("HTTP/1.1 200", 0) == 0);
@@ -549,6 +550,7 @@ TEST_CASE("http.sse_500_subscribers_all_receive_while_appends_go_on") {
   auto metrics = f.client().Get("/metrics");
   REQUIRE(metrics);
   CHECK(metrics->body.find("\nannals_sse_clients 500\n") != std::string::npos);
+  f.server->stop();
 }
 
 namespace {
