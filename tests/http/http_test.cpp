@@ -16,6 +16,7 @@
 #include "support/support.hpp"
 
 #include <arpa/inet.h>
+#include <signal.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <sys/socket.h>
@@ -686,4 +687,39 @@ TEST_CASE("http.open_refuses_bad_options_and_start_reports_a_taken_port") {
   CHECK(started.error().kind() == annals::errc::io);
   f.server->stop();
   f.server->stop();  // twice is fine
+}
+
+TEST_CASE("http.annals_serve_serves_a_store_read_only_until_sigterm") {
+  fixture f(2);
+  int out[2];
+  REQUIRE(::pipe(out) == 0);
+  pid_t pid = ::fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    ::dup2(out[1], 1);
+    ::close(out[0]);
+    ::execl(ANNALS_EXE, ANNALS_EXE, "serve", "--db", f.path.c_str(), "--port", "0",
+            static_cast<char*>(nullptr));
+    ::_exit(127);
+  }
+  ::close(out[1]);
+  std::string line;
+  char ch;
+  while (::read(out[0], &ch, 1) == 1 && ch != '\n') line += ch;
+  std::smatch m;
+  REQUIRE_MESSAGE(std::regex_search(line, m, std::regex(R"(at http://127\.0\.0\.1:(\d+)/ \(read-only)")),
+                  line);
+  httplib::Client c("127.0.0.1", std::stoi(m[1]));
+  auto health = c.Get("/health");
+  REQUIRE(health);
+  CHECK(health->body == "ok");
+  auto all = c.Get("/all");
+  REQUIRE(all);
+  CHECK(count(all->body, "\"position\"") == 2);
+  auto post = c.Post("/streams/x", "{}", "application/json");
+  REQUIRE(post);
+  CHECK(post->status == 405);
+  ::kill(pid, SIGTERM);
+  CHECK(annals::test::wait_child(pid) == 0);
+  ::close(out[0]);
 }
