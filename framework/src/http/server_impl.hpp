@@ -10,6 +10,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <deque>
+#include <future>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -40,6 +41,17 @@ struct route_entry {
   std::function<http_response(const httplib::Request&, const http_request&, httplib::Response&)>
       stream;
   bool write = false;
+};
+
+// Events read once for every unfiltered SSE client at the same position: the formatted
+// "id/event/data" texts of up to a page after `from`, and where the next page starts.
+struct sse_page {
+  struct item {
+    std::int64_t position;
+    std::string text;
+  };
+  std::vector<item> items;
+  std::int64_t end = 0;  // every position before it is covered
 };
 
 class server_impl final : public http_server {
@@ -111,6 +123,11 @@ class server_impl final : public http_server {
   std::condition_variable head_cv_;
   std::thread head_watcher_;
   std::atomic<std::size_t> sse_clients_{0};
+  // Pages by their first position; a page being read is a future the others wait on.
+  std::mutex pages_mu_;
+  std::map<std::int64_t, std::shared_future<std::shared_ptr<const sse_page>>> pages_;
+  std::shared_ptr<const sse_page> shared_page(std::int64_t from, std::int64_t head,
+                                              live_decoder& decoder);
 };
 
 }  // namespace annals::http_detail

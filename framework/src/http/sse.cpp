@@ -24,6 +24,7 @@
 #include <cerrno>
 #include <charconv>
 #include <cstdlib>
+#include <future>
 
 namespace annals::http_detail {
 namespace {
@@ -119,6 +120,21 @@ struct sse_session {
 
   // Reads one page after `next` into the queue. false on a read error (already reported).
   bool read_page(std::int64_t head) {
+    if (filter.event_types.empty() && filter.stream_prefix.empty()) {
+      // Unfiltered clients at the same position share one read and one encoding.
+      auto page = server.shared_page(next, head, decoder);
+      if (!page) {
+        end_with_error("the server cannot read the store");
+        return false;
+      }
+      for (const auto& item : page->items) {
+        if (unsent >= server.o_.sse_max_buffer_bytes) return true;  // the rest later
+        queue(item.text);
+        next = item.position + 1;
+      }
+      next = std::max(next, page->end);
+      return true;
+    }
     filter.from_position = next;
     filter.max_count = 256;
     std::int64_t seen = 0;
@@ -285,6 +301,46 @@ http_response server_impl::subscribe(const httplib::Request& req, const http_req
   return {};
 }
 
+std::shared_ptr<const sse_page> server_impl::shared_page(std::int64_t from, std::int64_t head,
+                                                        live_decoder& decoder) {
+  std::unique_lock lock(pages_mu_);
+  if (auto it = pages_.find(from); it != pages_.end()) {
+    auto f = it->second;
+    lock.unlock();
+    return f.get();
+  }
+  std::promise<std::shared_ptr<const sse_page>> promise;
+  pages_.emplace(from, promise.get_future().share());
+  while (pages_.size() > 64) pages_.erase(pages_.begin());  // the oldest positions
+  lock.unlock();
+
+  auto page = std::make_shared<sse_page>();
+  read_all_options o;
+  o.from_position = from;
+  o.max_count = 256;
+  auto r = store().read_all(o, [&](const recorded_event& e) {
+    page->items.push_back({e.position, fmt::format("id: {}\nevent: {}\ndata: {}\n\n", e.position,
+                                                   e.type, event_object(e, decoder))});
+    return true;
+  });
+  if (!r) {
+    o_.log(fmt::format(R"({{"level":"error","msg":"sse read failed","detail":{}}})",
+                       json_string(r.error().message())));
+    std::lock_guard relock(pages_mu_);
+    pages_.erase(from);
+    promise.set_value(nullptr);
+    return nullptr;
+  }
+  // A short page covers everything up to `head` (committed before the read began).
+  page->end = page->items.empty() ? from : page->items.back().position + 1;
+  if (static_cast<std::int64_t>(page->items.size()) < o.max_count) {
+    page->end = std::max(page->end, head + 1);
+  }
+  std::shared_ptr<const sse_page> done = page;
+  promise.set_value(done);
+  return done;
+}
+
 void server_impl::start_head_watcher() {
   auto h = store().head_position();
   head_ = h ? *h : 0;
@@ -298,6 +354,9 @@ void server_impl::start_head_watcher() {
           head_ = *h;
         }
         head_cv_.notify_all();
+        // Coalesces bursts: the followers wake at most every 2 ms and take whole pages, so
+        // hundreds of them do not steal the appenders' CPU once per commit.
+        std::this_thread::sleep_for(std::chrono::milliseconds(2));
       }
       // This process's commits wake it at once; other processes' are polled for.
       store::wait_for_commit(seen, std::chrono::milliseconds(50));
