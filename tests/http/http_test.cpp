@@ -664,6 +664,11 @@ TEST_CASE("http.metrics_in_prometheus_text_format") {
         e1.samples.at("annals_append_duration_seconds_count") + 6);
   CHECK(e2.samples.at("annals_subscription_lag_events" + sub) == 6);
   CHECK(e2.samples.at("annals_http_requests_total{code=\"200\"}") >= 1);
+  auto huge = c.Post("/streams", std::string(200000, 'x'), "application/json");
+  REQUIRE(huge);
+  CHECK(huge->status == 413);
+  auto e4 = parse_exposition(c.Get("/metrics")->body);
+  CHECK(e4.samples.at("annals_http_requests_total{code=\"413\"}") >= 1);
 
   // The free function gives the same families without a server.
   auto text = value(annals::prometheus_metrics(f.path));

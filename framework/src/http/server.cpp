@@ -266,6 +266,7 @@ result<void> server_impl::start() {
                        : res.status == 400 ? "bad request"
                                            : "request failed";
     res.set_content(http_response::error(res.status, what).body, "application/json");
+    metrics::record_http_request(res.status);  // never dispatched, so not counted there
     return httplib::Server::HandlerResponse::Handled;
   }));
   server_->set_exception_handler(
