@@ -294,7 +294,16 @@ http_response server_impl::subscribe(const httplib::Request& req, const http_req
   res.set_chunked_content_provider(
       "text/event-stream",
       [session](std::size_t, httplib::DataSink&) {
-        session->run();
+        // httplib does not catch exceptions thrown while it writes a body: none may escape.
+        try {
+          session->run();
+        } catch (const std::exception& e) {
+          session->server.o_.log(
+              fmt::format(R"({{"level":"error","msg":"event stream failed","what":{}}})",
+                          json_string(e.what())));
+        } catch (...) {
+          session->server.o_.log(R"({"level":"error","msg":"event stream failed"})");
+        }
         return false;  // the session wrote the end of the body itself; close the connection
       },
       release);
@@ -318,11 +327,17 @@ std::shared_ptr<const sse_page> server_impl::shared_page(std::int64_t from, std:
   read_all_options o;
   o.from_position = from;
   o.max_count = 256;
-  auto r = store().read_all(o, [&](const recorded_event& e) {
-    page->items.push_back({e.position, fmt::format("id: {}\nevent: {}\ndata: {}\n\n", e.position,
-                                                   e.type, event_object(e, decoder))});
-    return true;
-  });
+  result<std::int64_t> r = error(errc::io, "the page read threw");
+  try {  // the clients waiting on this page must be answered whatever happens
+    r = store().read_all(o, [&](const recorded_event& e) {
+      page->items.push_back({e.position, fmt::format("id: {}\nevent: {}\ndata: {}\n\n",
+                                                     e.position, e.type,
+                                                     event_object(e, decoder))});
+      return true;
+    });
+  } catch (const std::exception& e) {
+    r = error(errc::io, e.what());
+  }
   if (!r) {
     o_.log(fmt::format(R"({{"level":"error","msg":"sse read failed","detail":{}}})",
                        json_string(r.error().message())));
