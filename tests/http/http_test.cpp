@@ -12,6 +12,7 @@
 #include <httplib.h>
 
 #include "bank/v1/events.pb.h"
+#include "projections.hpp"
 #include "support/bank_events.hpp"
 #include "support/support.hpp"
 
@@ -480,6 +481,7 @@ TEST_CASE("http.sse_cuts_off_a_slow_client_while_others_keep_receiving") {
   fixture f(1);
   auto o = f.options();
   o.sse_max_buffer_bytes = 256 * 1024;
+  o.sse_heartbeat = 1000ms;  // also the grace a full client gets: robust on a loaded machine
   f.serve(o);
   const int port = f.server->port();
   raw_client slow(port, "/subscribe", {}, 4096);
@@ -488,12 +490,26 @@ TEST_CASE("http.sse_cuts_off_a_slow_client_while_others_keep_receiving") {
   REQUIRE(fast.wait_headers());
   const std::string owner(200 * 1024, 'o');
   const int n = 60;  // 12 MB: more than the kernel's buffers hold
+  // The fast client reads on a thread of its own while the appends go on.
+  bool fast_got_all = false;
+  std::thread reader([&] {
+    // Looks for the last id only: matching every id in 12 MB at each read would make this
+    // reader the slow one.
+    const std::string last = fmt::format("\nid: {}\n", n + 1);
+    fast_got_all = fast.wait_for(
+        [&](const raw_client& c) {
+          return c.data.find(last, c.data.size() > 300000 ? c.data.size() - 300000 : 0) !=
+                 std::string::npos;
+        },
+        30s);
+  });
   for (int i = 0; i < n; ++i) f.append("account-big", ev::data_of(ev::opened("b", owner)));
-  REQUIRE(fast.wait_for([&](const raw_client& c) { return c.ids().size() >= std::size_t(n); }, 20s));
+  reader.join();
+  REQUIRE(fast_got_all);
   CHECK(fast.ids() == range(2, n + 1));
   // Appends are not held up either.
   f.append("account-1", ev::data_of(ev::deposited("1", 1)));
-  std::this_thread::sleep_for(500ms);
+  std::this_thread::sleep_for(1500ms);  // past the grace
   // Now the slow client reads: what it got, then the reason, then the end.
   REQUIRE(slow.wait_for([](const raw_client& c) { return c.eof; }, 15s));
   auto ids = slow.ids();
@@ -506,7 +522,8 @@ TEST_CASE("http.sse_cuts_off_a_slow_client_while_others_keep_receiving") {
   CHECK(slow.data.substr(slow.data.size() - 5) == "0\r\n\r\n");
   // The fast one still follows.
   f.append("account-1", ev::data_of(ev::deposited("1", 2)));
-  REQUIRE(fast.wait_for([&](const raw_client& c) { return c.ids().size() >= std::size_t(n + 2); }));
+  const std::string last = fmt::format("\nid: {}\n", n + 3);
+  REQUIRE(fast.wait_for([&](const raw_client& c) { return c.data.find(last) != std::string::npos; }));
 }
 
 TEST_CASE("http.sse_500_subscribers_all_receive_while_appends_go_on") {
@@ -727,4 +744,33 @@ TEST_CASE("http.annals_serve_serves_a_store_read_only_until_sigterm") {
   ::kill(pid, SIGTERM);
   CHECK(annals::test::wait_child(pid) == 0);
   ::close(out[0]);
+}
+
+TEST_CASE("http.projections_report_checkpoint_lag_and_metrics") {
+  fixture f(2);
+  {
+    auto runner = value(bank::open_read_models(f.path));
+    REQUIRE(runner->catch_up().ok());
+  }
+  f.append("account-1", ev::data_of(ev::deposited("1", 7)));  // one event behind
+  f.serve();
+  auto c = f.client();
+  auto r = c.Get("/projections");
+  REQUIRE(r);
+  CHECK(r->status == 200);
+  CHECK(count(r->body, "\"checkpoint\":2,\"head\":3,\"lag_events\":1,") == 3);
+  CHECK(r->body.find("\"stuck\":false,\"stuck_position\":null,\"parked\":0") != std::string::npos);
+  auto m = c.Get("/metrics");
+  REQUIRE(m);
+  auto e = parse_exposition(m->body);
+  int lagging = 0;
+  for (const auto& [name, v] : e.samples) {
+    if (name.rfind("annals_projection_lag_events{projection=", 0) == 0) {
+      CHECK(v == 1);
+      ++lagging;
+    }
+    if (name.rfind("annals_projection_lag_seconds{projection=", 0) == 0) CHECK(v >= 0);
+    if (name.rfind("annals_parked_events{", 0) == 0) CHECK(v == 0);
+  }
+  CHECK(lagging == 3);
 }
