@@ -268,6 +268,11 @@ TEST_CASE("http.bad_requests_are_4xx_json_and_write_nothing") {
            {"/nope", 404},
            {"/streams/account-1/extra", 404},
            {"/all?type=", 400},
+           {"/all?type=bank.v1.X%00", 400},
+           {"/all?stream_prefix=a%0Ab", 400},
+           {"/streams?prefix=%00", 400},
+           {"/subscribe?type=a%00b", 400},
+           {"/subscribe?from=-1", 400},
        }) {
     CAPTURE(target);
     auto r = c.Get(target);

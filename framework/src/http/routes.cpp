@@ -7,6 +7,7 @@
 #include <fmt/format.h>
 #include <httplib.h>
 
+#include <algorithm>
 #include <chrono>
 
 namespace annals::http_detail {
@@ -25,6 +26,25 @@ double lag_seconds(event_store& store, std::int64_t checkpoint) {
                                std::chrono::system_clock::now().time_since_epoch())
                                .count();
   return now > at ? static_cast<double>(now - at) / 1e6 : 0.0;
+}
+
+bool clean_text(std::string_view s, std::size_t max_bytes) {
+  if (s.size() > max_bytes || !is_valid_utf8(s)) return false;
+  return std::none_of(s.begin(), s.end(), [](char c) {
+    return static_cast<unsigned char>(c) < 0x20 || c == 0x7f;
+  });
+}
+
+result<read_all_options> parse_filter(const http_request& r) {
+  read_all_options o;
+  o.stream_prefix = r.query_value("stream_prefix").value_or("");
+  if (!clean_text(o.stream_prefix, 512)) return error(errc::invalid_argument, "bad stream_prefix");
+  for (auto [it, end] = r.query.equal_range("type"); it != end; ++it) {
+    if (it->second.empty() || !clean_text(it->second, 256))
+      return error(errc::invalid_argument, "bad type");
+    o.event_types.push_back(it->second);
+  }
+  return o;
 }
 
 void server_impl::add_builtin_routes() {
@@ -51,7 +71,7 @@ http_response server_impl::streams(const http_request& r) {
   auto limit = parse_int(r, "limit", 100, 1, max_page);
   if (!limit) return http_response::error(400, limit.error().message());
   const std::string prefix = r.query_value("prefix").value_or("");
-  if (!is_valid_utf8(prefix) || prefix.size() > 512) return http_response::error(400, "bad prefix");
+  if (!clean_text(prefix, 512)) return http_response::error(400, "bad prefix");
   std::string body = "{\"streams\":[";
   bool first = true;
   result<void> listed;
@@ -106,17 +126,11 @@ http_response server_impl::all(const http_request& r) {
   if (!from) return http_response::error(400, from.error().message());
   auto limit = parse_int(r, "limit", 100, 1, max_page);
   if (!limit) return http_response::error(400, limit.error().message());
-  read_all_options o;
+  auto filter = parse_filter(r);
+  if (!filter) return http_response::error(400, filter.error().message());
+  read_all_options o = std::move(filter).value();
   o.from_position = std::max<std::int64_t>(*from, 1);
   o.max_count = *limit;
-  o.stream_prefix = r.query_value("stream_prefix").value_or("");
-  if (!is_valid_utf8(o.stream_prefix) || o.stream_prefix.size() > 512)
-    return http_response::error(400, "bad stream_prefix");
-  for (auto [it, end] = r.query.equal_range("type"); it != end; ++it) {
-    if (it->second.empty() || it->second.size() > 256 || !is_valid_utf8(it->second))
-      return http_response::error(400, "bad type");
-    o.event_types.push_back(it->second);
-  }
   event_store& s = store();
   auto head = s.head_position();
   if (!head) return store_error(head.error());

@@ -11,6 +11,7 @@
 #include <condition_variable>
 #include <deque>
 #include <future>
+#include <semaphore>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -32,6 +33,13 @@ result<std::int64_t> parse_int(const http_request& r, std::string_view name,
                                std::int64_t fallback, std::int64_t min, std::int64_t max);
 
 inline constexpr std::int64_t max_page = 1000;  // events or streams per JSON response
+
+// Query text: valid UTF-8, no control characters (an encoded NUL or newline), at most
+// max_bytes.
+bool clean_text(std::string_view s, std::size_t max_bytes);
+// The type (repeatable) and stream_prefix parameters of /all and /subscribe;
+// invalid_argument with the message to answer.
+result<read_all_options> parse_filter(const http_request& r);
 
 struct route_entry {
   std::string method;
@@ -92,6 +100,7 @@ class server_impl final : public http_server {
   void stop_head_watcher();
   void wake_followers();
   friend struct sse_session;
+  friend struct read_slot;
 
   std::string uri_;
   http_options o_;
@@ -123,6 +132,7 @@ class server_impl final : public http_server {
   std::condition_variable head_cv_;
   std::thread head_watcher_;
   std::atomic<std::size_t> sse_clients_{0};
+  std::counting_semaphore<> read_slots_{8};
   // Pages by their first position; a page being read is a future the others wait on.
   std::mutex pages_mu_;
   std::map<std::int64_t, std::shared_future<std::shared_ptr<const sse_page>>> pages_;

@@ -66,6 +66,16 @@ std::string chunk(std::string_view data) {
 
 }  // namespace
 
+// Bounds the event streams' concurrent store reads (a PostgreSQL store opens a connection per
+// read beyond its pool: five hundred filtered clients must not mean five hundred connections).
+struct read_slot {
+  server_impl& s;
+  explicit read_slot(server_impl& server) : s(server) { s.read_slots_.acquire(); }
+  ~read_slot() { s.read_slots_.release(); }
+  read_slot(const read_slot&) = delete;
+  read_slot& operator=(const read_slot&) = delete;
+};
+
 struct sse_session {
   server_impl& server;
   int fd;
@@ -139,6 +149,7 @@ struct sse_session {
     filter.max_count = 256;
     std::int64_t seen = 0;
     bool full = false;
+    read_slot slot(server);
     auto r = server.store().read_all(filter, [&](const recorded_event& e) {
       queue(fmt::format("id: {}\nevent: {}\ndata: {}\n\n", e.position, e.type,
                         event_object(e, decoder)));
@@ -239,15 +250,9 @@ struct sse_session {
 
 http_response server_impl::subscribe(const httplib::Request& req, const http_request& r,
                                      httplib::Response& res) {
-  read_all_options filter;
-  filter.stream_prefix = r.query_value("stream_prefix").value_or("");
-  if (!is_valid_utf8(filter.stream_prefix) || filter.stream_prefix.size() > 512)
-    return http_response::error(400, "bad stream_prefix");
-  for (auto [it, end] = r.query.equal_range("type"); it != end; ++it) {
-    if (it->second.empty() || it->second.size() > 256 || !is_valid_utf8(it->second))
-      return http_response::error(400, "bad type");
-    filter.event_types.push_back(it->second);
-  }
+  auto parsed = parse_filter(r);
+  if (!parsed) return http_response::error(400, parsed.error().message());
+  read_all_options filter = std::move(parsed).value();
   std::int64_t next = 0;
   if (auto last = r.header("Last-Event-ID")) {
     std::int64_t id = -1;
@@ -329,6 +334,7 @@ std::shared_ptr<const sse_page> server_impl::shared_page(std::int64_t from, std:
   o.max_count = 256;
   result<std::int64_t> r = error(errc::io, "the page read threw");
   try {  // the clients waiting on this page must be answered whatever happens
+    read_slot slot(*this);
     r = store().read_all(o, [&](const recorded_event& e) {
       page->items.push_back({e.position, fmt::format("id: {}\nevent: {}\ndata: {}\n\n",
                                                      e.position, e.type,
