@@ -7,6 +7,7 @@
 #include <annals/http.hpp>
 #include <annals/schema.hpp>
 #include <annals/subscription.hpp>
+#include <annals/trace.hpp>
 
 #include <fmt/format.h>
 #include <httplib.h>
@@ -778,4 +779,39 @@ TEST_CASE("http.projections_report_checkpoint_lag_and_metrics") {
     if (name.rfind("annals_parked_events{", 0) == 0) CHECK(v == 0);
   }
   CHECK(lagging == 3);
+}
+
+TEST_CASE("http.a_traced_request_is_a_span_its_handler_runs_in") {
+  fixture f(1);
+  std::mutex mu;
+  std::vector<std::string> spans;
+  annals::set_span_sink([&](std::string_view line) {
+    std::lock_guard lock(mu);
+    spans.emplace_back(line);
+  });
+  f.server = value(annals::http_server::open(f.path, f.options()));
+  std::string seen_in_handler, request_traceparent;
+  f.server->route("GET", "/where", [&](const annals::http_request& r) {
+    request_traceparent = r.traceparent;
+    seen_in_handler = annals::current_traceparent(r.traceparent.substr(3, 32));
+    return annals::http_response::json(200, "{}");
+  });
+  REQUIRE(f.server->start().ok());
+  auto c = f.client();
+  const std::string trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+  httplib::Headers h{{"traceparent", "00-" + trace + "-00f067aa0ba902b7-01"}};
+  auto r = c.Get("/where", h);
+  annals::set_span_sink({});
+  REQUIRE(r);
+  CHECK(r->status == 200);
+  CHECK(seen_in_handler == request_traceparent);  // the handler runs inside the span
+  CHECK(r->get_header_value("traceparent") == request_traceparent);
+  std::lock_guard lock(mu);
+  REQUIRE(spans.size() == 1);
+  CHECK(spans[0].find("\"trace_id\":\"" + trace + "\"") != std::string::npos);
+  CHECK(spans[0].find("\"span_id\":\"" + request_traceparent.substr(36, 16) + "\"") !=
+        std::string::npos);
+  CHECK(spans[0].find("\"parent_span_id\":\"00f067aa0ba902b7\"") != std::string::npos);
+  CHECK(spans[0].find("\"name\":\"http.request\"") != std::string::npos);
+  CHECK(spans[0].find("\"status\":\"200\"") != std::string::npos);
 }

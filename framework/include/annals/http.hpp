@@ -42,7 +42,8 @@
 // trace starts) as http_request::traceparent, for the application to put in
 // command_options::traceparent; responses carry it in a traceparent header, and each request
 // is logged as one JSON line (trace_id, span_id, parent_span_id, method, path, status,
-// duration_ms) to http_options::log.
+// duration_ms) to http_options::log. With tracing on (annals/trace.hpp) a request is also a
+// span "http.request" that its handler runs in.
 //
 // Thread safety: route() before start(); handlers run concurrently on server threads.
 #pragma once

@@ -1,4 +1,4 @@
-// Internal to annals_http: JSON text helpers, trace context, the SSE session and the metrics
+// Internal to annals_http: JSON text helpers, the SSE session's decoder and the metrics
 // exposition over already-open admins.
 #pragma once
 
@@ -40,18 +40,6 @@ class live_decoder {
 // type, recorded_at, metadata, data (the payload as protobuf JSON; null with "data_error"
 // when it cannot be decoded).
 std::string event_object(const recorded_event& e, live_decoder& decoder);
-
-// W3C trace context.
-struct trace_context {
-  std::string trace_id;        // 32 lower-case hex digits
-  std::string parent_span_id;  // the caller's span, empty when there was none
-  std::string span_id;         // this request's span, 16 hex digits
-  std::string flags = "01";
-  std::string traceparent() const { return "00-" + trace_id + "-" + span_id + "-" + flags; }
-};
-// Continues a valid incoming traceparent (version 00, trace and span ids not all zero) with a
-// new span, or starts a new trace.
-trace_context trace_from_header(const std::optional<std::string>& header);
 
 // The exposition, from open admins (the server's) and the SSE client count.
 struct metrics_sources {

@@ -5,7 +5,6 @@
 
 #include <chrono>
 #include <ctime>
-#include <random>
 
 namespace annals::http_detail {
 
@@ -91,53 +90,6 @@ std::string event_object(const recorded_event& e, live_decoder& decoder) {
   }
   out += '}';
   return out;
-}
-
-namespace {
-
-bool lower_hex(std::string_view s, std::size_t n) {
-  if (s.size() != n) return false;
-  bool nonzero = false;
-  for (char c : s) {
-    if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) return false;
-    nonzero |= c != '0';
-  }
-  return nonzero;
-}
-
-std::string random_hex(std::size_t digits) {
-  thread_local std::mt19937_64 rng{std::random_device{}() ^
-                                   static_cast<std::uint64_t>(
-                                       std::chrono::steady_clock::now().time_since_epoch().count())};
-  std::string out;
-  while (out.size() < digits) {
-    std::uint64_t v = rng();
-    if (v == 0) continue;
-    out += fmt::format("{:016x}", v);
-  }
-  out.resize(digits);
-  return out;
-}
-
-}  // namespace
-
-trace_context trace_from_header(const std::optional<std::string>& header) {
-  trace_context t;
-  t.span_id = random_hex(16);
-  if (header) {
-    std::string_view h = *header;
-    // 00-<32 hex>-<16 hex>-<2 hex>
-    if (h.size() == 55 && h.substr(0, 3) == "00-" && h[35] == '-' && h[52] == '-' &&
-        lower_hex(h.substr(3, 32), 32) && lower_hex(h.substr(36, 16), 16) &&
-        (lower_hex(h.substr(53, 2), 2) || h.substr(53, 2) == "00")) {
-      t.trace_id = std::string(h.substr(3, 32));
-      t.parent_span_id = std::string(h.substr(36, 16));
-      t.flags = std::string(h.substr(53, 2));
-      return t;
-    }
-  }
-  t.trace_id = random_hex(32);
-  return t;
 }
 
 }  // namespace annals::http_detail

@@ -6,6 +6,7 @@
 #include "metrics.hpp"
 
 #include <annals/admin.hpp>
+#include <annals/trace.hpp>
 
 #include <fmt/format.h>
 #include <httplib.h>
@@ -316,8 +317,22 @@ void server_impl::dispatch(const httplib::Request& req, httplib::Response& res) 
   r.remote_address = req.remote_addr;
   for (const auto& [k, v] : req.params) r.query.emplace(k, v);
   for (const auto& [k, v] : req.headers) r.headers.emplace(k, v);
-  const trace_context trace = trace_from_header(r.header("traceparent"));
-  r.traceparent = trace.traceparent();
+  // W3C trace context (annals/trace.hpp): the caller's span continues with this request's,
+  // else a new trace starts. With tracing on, the request is a span "http.request" whose
+  // scope covers the handler, so commands it issues (caused_by, command_options) descend from
+  // it.
+  const auto incoming = r.header("traceparent");
+  const bool continued = incoming && valid_traceparent(*incoming);
+  const std::string parent = continued ? *incoming : child_traceparent();
+  span request_span("http.request", parent);
+  r.traceparent = request_span.recording() ? request_span.traceparent()
+                  : continued              ? child_traceparent(parent)
+                                           : parent;
+  // traceparent: 00-<trace id: 3..35>-<span id: 36..52>-<flags>
+  const std::string trace_id = r.traceparent.substr(3, 32);
+  const std::string span_id = r.traceparent.substr(36, 16);
+  const std::string parent_span_id =
+      continued || request_span.recording() ? parent.substr(36, 16) : std::string();
 
   http_response out = respond(req, r, res);
   if (!res.is_chunked_content_provider_) {
@@ -331,8 +346,14 @@ void server_impl::dispatch(const httplib::Request& req, httplib::Response& res) 
       std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started).count();
   o_.log(fmt::format(
       R"({{"trace_id":"{}","span_id":"{}","parent_span_id":"{}","method":{},"path":{},"status":{},"duration_ms":{:.3f},"remote":{}}})",
-      trace.trace_id, trace.span_id, trace.parent_span_id, json_string(r.method),
-      json_string(r.path), res.status, ms, json_string(r.remote_address)));
+      trace_id, span_id, parent_span_id, json_string(r.method), json_string(r.path), res.status,
+      ms, json_string(r.remote_address)));
+  if (request_span.recording()) {
+    request_span.attribute("method", r.method);
+    request_span.attribute("path", r.path);
+    request_span.attribute("status", std::to_string(res.status));
+    if (res.status >= 500) request_span.fail("status " + std::to_string(res.status));
+  }
 }
 
 bool server_impl::allow(const std::string& address) {
