@@ -1,4 +1,5 @@
 #include <annals/command.hpp>
+#include <annals/trace.hpp>
 
 #include <fmt/format.h>
 
@@ -88,6 +89,12 @@ command_options caused_by(const recorded_event& trigger) {
       trigger.metadata.correlation_id.empty() ? trigger.event_id : trigger.metadata.correlation_id;
   o.causation_id = trigger.event_id;
   o.traceparent = trigger.metadata.traceparent;
+  // Inside the span of the step handling the trigger (tracing on): descend from that span.
+  if (valid_traceparent(o.traceparent)) {
+    if (auto inner = current_traceparent(o.traceparent.substr(3, 32)); !inner.empty()) {
+      o.traceparent = std::move(inner);
+    }
+  }
   return o;
 }
 }  // namespace annals

@@ -15,4 +15,5 @@ step(${CMAKE_COMMAND} -S "${CONSUMER_DIR}" -B "${WORK_DIR}/build"
 step(${CMAKE_COMMAND} --build "${WORK_DIR}/build" -j2)
 step("${WORK_DIR}/build/consumer" "${WORK_DIR}/consumer.db")
 step("${WORK_DIR}/build/relay_consumer")
+step("${WORK_DIR}/build/http_consumer" "${WORK_DIR}/http_consumer.db")
 message(STATUS "find_package(annals) consumer built and ran")

@@ -33,6 +33,11 @@ struct tail_options {
   bool json = false;
 };
 
+struct serve_options {
+  int port = 8080;                 // 0: any free port
+  std::string bind = "127.0.0.1";
+};
+
 struct context {
   std::string db;
   std::ostream& out;
@@ -54,6 +59,8 @@ int schema_check(const context& c, const std::string& descriptor_set_file);
 // events; retry (the running subscription redelivers them) or skip them; position 0: all.
 // An unknown subscription or parked event exits 1.
 int subscriptions_list(const context& c);
+// Serves the built-in HTTP routes (serve.cpp), read-only, until `stop`; prints the URL.
+int serve(const context& c, const serve_options& o, const std::atomic<bool>& stop);
 int subscriptions_parked(const context& c, const std::string& name);
 int subscriptions_resolve(const context& c, const std::string& name, std::int64_t position,
                           bool retry);

@@ -114,6 +114,15 @@ int main(int argc, char** argv) {
     all->excludes(pos);
   }
 
+  annals::tool::serve_options serve_o;
+  auto* serve = with_db(app.add_subcommand(
+      "serve",
+      "serve the store over HTTP, read-only: /streams, /all, /subscribe (Server-Sent Events), "
+      "/projections, /subscriptions, /metrics (Prometheus), /health; until SIGINT or SIGTERM"));
+  serve->add_option("--port", serve_o.port, "TCP port (default 8080; 0: any free port)")
+      ->check(CLI::Range(0, 65535));
+  serve->add_option("--bind", serve_o.bind, "address to listen on (default 127.0.0.1)");
+
   std::string migrate_from, migrate_to;
   auto* migrate = app.add_subcommand(
       "migrate",
@@ -143,11 +152,12 @@ int main(int argc, char** argv) {
   annals::tool::context c{db, std::cout, std::cerr};
   if (*streams) return annals::tool::streams(c, so);
   if (*read) return annals::tool::read(c, ro);
-  if (*tail) {
+  if (*tail || *serve) {
     struct sigaction sa {};
     sa.sa_handler = on_signal;
     sigaction(SIGINT, &sa, nullptr);
     sigaction(SIGTERM, &sa, nullptr);
+    if (*serve) return annals::tool::serve(c, serve_o, stop_requested);
     return annals::tool::tail(c, to, stop_requested);
   }
   if (*stats) return annals::tool::stats(c);

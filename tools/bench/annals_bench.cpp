@@ -36,6 +36,7 @@
 #include "pg_bench.hpp"
 #include "read_side.hpp"
 #include "relay_bench.hpp"
+#include "sse_bench.hpp"
 #include "projections.hpp"
 
 #include <fmt/format.h>
@@ -1544,6 +1545,8 @@ void scenario_live_lag(const config& c, const temp_dir& dir) {
 
 void scenario_relay(const config& c, const temp_dir& dir) { run_relay(c, dir.path()); }
 
+void scenario_sse_fanout(const config& c, const temp_dir& dir) { run_sse_fanout(c, dir.path()); }
+
 // ---- main ---------------------------------------------------------------------------------
 
 const std::vector<std::pair<std::string, void (*)(const config&, const temp_dir&)>>& scenarios() {
@@ -1558,6 +1561,7 @@ const std::vector<std::pair<std::string, void (*)(const config&, const temp_dir&
       {"rebuild", scenario_rebuild},
       {"live_lag", scenario_live_lag},
       {"relay", scenario_relay},  // only with --nats
+      {"sse_fanout", scenario_sse_fanout},
   };
   return s;
 }

@@ -119,6 +119,10 @@ class store_admin {
   // `top` bounds largest_streams (types are all listed).
   virtual result<store_stats> stats(std::size_t top) = 0;
 
+  // The projections' bookkeeping alone (stats().projections without counting the store):
+  // cheap enough for a metrics scrape. Empty when the store has none.
+  virtual result<std::vector<projection_info>> projections() = 0;
+
   // Checks the whole store and reports each problem to `report`, continuing after it:
   // positions, versions contiguous per stream and equal to the stream rows, event ids, types,
   // metadata, recorded_at, every payload against the stored schemas, projections (checkpoint

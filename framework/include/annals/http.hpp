@@ -21,20 +21,29 @@
 //   /health                                200 "ok"
 // Events as JSON: {"position", "stream_id", "stream_version", "event_id", "type",
 // "recorded_at" (ISO-8601 UTC), "metadata": {...}, "data": <payload as protobuf JSON>}.
+// limit defaults to 100 and is clamped to 1000. Full shapes: docs/http.md.
 //
 // Security: binds 127.0.0.1 by default. Routes registered with write = true (and every method
 // but GET/HEAD) answer 403 unless options.write_token is set, and then need
 // "Authorization: Bearer <token>" (401 otherwise). Request bodies above max_body_bytes get 413,
 // clients above max_requests_per_second 429. Error bodies are JSON {"error": "..."} with a
-// short message: never a stack trace, SQL, or a file path.
+// short message: never a stack trace, SQL, or a file path. Bad input (a malformed path
+// segment, "..", an encoded NUL, from=-1, limit=abc) is 400, an unknown path 404, a known
+// path with another method 405; nothing is written.
 //
 // SSE: a heartbeat comment every sse_heartbeat keeps proxies from closing the stream. A client
-// that does not read and falls sse_max_buffer_bytes behind is disconnected with a final
-// "event: error" message saying why (it reconnects with Last-Event-ID and loses nothing).
-// Appends are never slowed by subscribers: each client reads the store on its own.
+// that does not read and falls sse_max_buffer_bytes behind (then takes nothing for
+// sse_heartbeat, clamped to 0.1-5 s) is disconnected with a final "event: error" message
+// saying why (it reconnects with Last-Event-ID and loses nothing). Appends never wait for a
+// subscriber: each client reads the store on its own (unfiltered clients at one position
+// share a read); subscribers in the same process do share its CPU.
 //
-// Tracing: a request's W3C traceparent header is available as http_request::traceparent (and
-// a new one is made when absent), for the application to put in command_options::traceparent.
+// Tracing: a request's valid W3C traceparent header is continued with a new span id (else a new
+// trace starts) as http_request::traceparent, for the application to put in
+// command_options::traceparent; responses carry it in a traceparent header, and each request
+// is logged as one JSON line (trace_id, span_id, parent_span_id, method, path, status,
+// duration_ms) to http_options::log. With tracing on (annals/trace.hpp) a request is also a
+// span "http.request" that its handler runs in.
 //
 // Thread safety: route() before start(); handlers run concurrently on server threads.
 #pragma once
@@ -65,6 +74,10 @@ struct http_options {
   std::size_t sse_max_clients = 1000;              // more get 503. Default 1000.
   // Upcasters for events served as JSON and over SSE. Default: none.
   std::shared_ptr<const upcasters> upcast;
+  // Receives one JSON line per request (trace_id, span_id, parent_span_id, method, path,
+  // status, duration_ms, remote) and handler errors; called concurrently.
+  // Default: each line to stderr.
+  std::function<void(std::string_view line)> log;
 };
 
 struct http_request {

@@ -302,6 +302,13 @@ class pg_admin final : public store_admin {
                     });
   }
 
+  result<std::vector<projection_info>> projections() override {
+    snapshot_tx tx(c_);
+    if (auto r = tx.begin(); !r) return r.error();
+    pg_db d{c_};
+    return admin_detail::read_projections(d);
+  }
+
   result<store_stats> stats(std::size_t top) override {
     snapshot_tx tx(c_);
     if (auto r = tx.begin(); !r) return r.error();

@@ -304,6 +304,13 @@ class sqlite_admin final : public store_admin {
     });
   }
 
+  result<std::vector<projection_info>> projections() override {
+    read_tx tx(c_);
+    if (auto r = tx.begin(); !r) return r.error();
+    sqlite_db d{db()};
+    return admin_detail::read_projections(d);
+  }
+
   result<store_stats> stats(std::size_t top) override {
     read_tx tx(c_);
     if (auto r = tx.begin(); !r) return r.error();

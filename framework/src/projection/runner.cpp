@@ -8,6 +8,7 @@
 // positions <= a head read before the batch are used: positions are assigned under the write
 // lock, so everything up to that head is committed and immutable.
 #include <annals/projection_runner.hpp>
+#include <annals/trace.hpp>
 
 #include "projection/internal.hpp"
 #include "store/postgres/pg_coordination.hpp"
@@ -978,9 +979,16 @@ class runner_impl final : public projection_runner {
 
 namespace detail {
 result<void> apply_projection(const projection_def& d, const recorded_event& e, sql_tx& tx) {
+  span step("projection.apply", e.metadata.traceparent);  // records only when tracing
+  if (step.recording()) {
+    step.attribute("projection", d.name);
+    step.attribute("position", std::to_string(e.position));
+    step.attribute("type", e.type);
+  }
   try {
     auto r = d.apply(e, tx);
     if (!r) {
+      step.fail(r.error().message());
       return error(r.error().kind(),
                    fmt::format("projection '{}' failed on event at position {} ({}): {}", d.name,
                                e.position, e.type, r.error().message()));

@@ -5,6 +5,7 @@
 // then store the new checkpoint. The checkpoint write names the lease holder (fencing): an
 // instance that lost its lease cannot move the checkpoint.
 #include <annals/subscription.hpp>
+#include <annals/trace.hpp>
 
 #include "projection/internal.hpp"
 #include "store/prepared.hpp"
@@ -900,11 +901,22 @@ result<std::unique_ptr<subscription>> subscription::open(const std::string& stor
                                                          subscription_handler handler,
                                                          subscription_options options) {
   if (!handler) return error(errc::invalid_argument, "a subscription needs a handler");
-  subscription_batch_handler batch = [h = std::move(handler)](
+  subscription_batch_handler batch = [h = std::move(handler), sub_name = name](
                                          const std::vector<recorded_event>& events,
                                          std::size_t& handled) -> result<void> {
     for (handled = 0; handled < events.size(); ++handled) {
-      if (auto r = h(events[handled]); !r) return r;
+      const recorded_event& e = events[handled];
+      span step("subscription.deliver", e.metadata.traceparent);  // records only when tracing
+      if (step.recording()) {
+        step.attribute("subscription", sub_name);
+        step.attribute("position", std::to_string(e.position));
+        step.attribute("type", e.type);
+      }
+      auto r = h(e);
+      if (!r) {
+        step.fail(r.error().message());
+        return r;
+      }
     }
     return {};
   };
@@ -915,7 +927,34 @@ result<std::unique_ptr<subscription>> subscription::open(const std::string& stor
                                                          std::string name,
                                                          subscription_batch_handler handler,
                                                          subscription_options options) {
-  return open_impl(store_uri, std::move(name), std::move(handler), std::move(options));
+  if (!handler) return error(errc::invalid_argument, "a subscription needs a handler");
+  // When tracing, a span per event with a traceparent, lasting the batch (the handler works on
+  // the batch as a whole, e.g. a relay publishing it and awaiting the acks).
+  subscription_batch_handler traced = [h = std::move(handler), sub_name = name](
+                                          const std::vector<recorded_event>& events,
+                                          std::size_t& handled) -> result<void> {
+    if (!tracing_enabled()) return h(events, handled);
+    std::vector<std::unique_ptr<span>> steps;
+    steps.reserve(events.size());
+    for (const auto& e : events) {
+      auto& step = *steps.emplace_back(
+          std::make_unique<span>("subscription.deliver", e.metadata.traceparent));
+      if (!step.recording()) continue;
+      step.attribute("subscription", sub_name);
+      step.attribute("position", std::to_string(e.position));
+      step.attribute("type", e.type);
+      step.attribute("batch", std::to_string(events.size()));
+    }
+    auto r = h(events, handled);
+    if (!r) {
+      for (std::size_t i = std::min(handled, events.size()); i < events.size(); ++i) {
+        steps[i]->fail(i == handled ? r.error().message() : "not delivered in this attempt");
+      }
+    }
+    for (auto& step : steps) step.reset();  // written in position order
+    return r;
+  };
+  return open_impl(store_uri, std::move(name), std::move(traced), std::move(options));
 }
 
 result<std::unique_ptr<subscription_admin>> subscription_admin::open(

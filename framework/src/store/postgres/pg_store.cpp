@@ -20,6 +20,7 @@
 // Snapshots (annals_snapshots): reads use the pool; saves go to a bounded queue served by one
 // background thread with its own connection and a short lock_timeout/statement_timeout, so a
 // save never blocks its caller and never fails it (a failure is logged to stderr and dropped).
+#include "metrics.hpp"
 #include "store/postgres/pg.hpp"
 #include "store/postgres/pg_sql.hpp"
 #include "store/prepared.hpp"
@@ -292,6 +293,14 @@ class pg_store final : public event_store {
 
   result<append_result> append(std::string_view stream_id, expected_version expected,
                                std::vector<event_data> events) override {
+    const auto started = std::chrono::steady_clock::now();
+    auto r = append_untimed(stream_id, expected, std::move(events));
+    metrics::record_append_result(r, started);
+    return r;
+  }
+
+  result<append_result> append_untimed(std::string_view stream_id, expected_version expected,
+                                       std::vector<event_data> events) {
     if (options_.read_only) {
       return error(errc::invalid_argument, "the store was opened read-only");
     }

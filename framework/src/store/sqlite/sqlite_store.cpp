@@ -14,6 +14,7 @@
 // runs on the writer connection between two batches of appends, in its own BEGIN IMMEDIATE
 // transaction (which also serializes it against other processes). The versions it registered
 // are published as an immutable map swapped atomically; appends read it without a lock.
+#include "metrics.hpp"
 #include "projection/internal.hpp"
 #include "store/prepared.hpp"
 #include "store/sqlite/snapshot_writer.hpp"
@@ -203,6 +204,14 @@ class sqlite_store final : public event_store {
 
   result<append_result> append(std::string_view stream_id, expected_version expected,
                                std::vector<event_data> events) override {
+    const auto started = std::chrono::steady_clock::now();
+    auto r = append_untimed(stream_id, expected, std::move(events));
+    metrics::record_append_result(r, started);
+    return r;
+  }
+
+  result<append_result> append_untimed(std::string_view stream_id, expected_version expected,
+                                       std::vector<event_data> events) {
     if (options_.read_only) {
       return error(errc::invalid_argument, "the store was opened read-only");
     }
