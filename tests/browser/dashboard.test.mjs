@@ -15,6 +15,9 @@ const [bankExe, artifacts = path.resolve("test-artifacts")] = process.argv.slice
 const chromiumPath = process.env.CHROMIUM || "/usr/bin/chromium";
 const TOKEN = "browser-t0ken";
 const SSE_DEADLINE_MS = 1000;
+// Under the test command (tools/scripts/test.sh sets it), a missing browser is a failure, not a
+// skip: setup.sh installs both.
+const SKIP = process.env.ANNALS_REQUIRE_BROWSER ? 1 : 77;
 
 if (!bankExe) {
   console.error("usage: node dashboard.test.mjs BANK_EXE [ARTIFACTS_DIR]");
@@ -22,14 +25,14 @@ if (!bankExe) {
 }
 if (!existsSync(chromiumPath)) {
   console.log(`skipped: no chromium at ${chromiumPath} (apt-get install chromium)`);
-  process.exit(77);
+  process.exit(SKIP);
 }
 let chromium;
 try {
   ({ chromium } = await import("playwright-core"));
 } catch {
   console.log("skipped: playwright-core is not installed (run `npm ci` in tests/browser)");
-  process.exit(77);
+  process.exit(SKIP);
 }
 
 const dir = mkdtempSync(path.join(tmpdir(), "annals-browser-"));

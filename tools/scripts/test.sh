@@ -21,5 +21,8 @@ source "$(dirname "${BASH_SOURCE[0]}")/nats_server.sh"
 nats_server_start test
 echo "test: NATS JetStream at $ANNALS_TEST_NATS (data in $NATS_BASE)" >&2
 
+# The dashboard's browser test must run here (setup.sh installed chromium and playwright-core).
+export ANNALS_REQUIRE_BROWSER=1
+
 cd "$BUILD_DIR"
 ctest -j"$(nproc)" --timeout 600 --output-on-failure "$@"
