@@ -112,6 +112,38 @@ double append_all(annals::event_store& s, std::int64_t events) {
   return seconds_since(t0);
 }
 
+// Paced single-event appends, one every `interval`; returns each append's latency in ms.
+std::vector<double> append_paced(annals::event_store& s, std::int64_t events,
+                                 std::chrono::microseconds interval) {
+  const auto id = account_id(1);
+  std::vector<double> ms;
+  ms.reserve(static_cast<std::size_t>(events));
+  auto next = clock_type::now();
+  for (std::int64_t i = 0; i < events; ++i) {
+    next += interval;
+    std::this_thread::sleep_until(next);
+    std::vector<annals::event_data> v(1);
+    v[0].type = type_deposited();
+    v[0].payload = deposited_payload(id, i + 1);
+    const auto t0 = clock_type::now();
+    check(s.append("account-1", annals::expected_version::any(), std::move(v)), "append");
+    ms.push_back(seconds_since(t0) * 1000);
+  }
+  return ms;
+}
+
+// A server on the store at `path` for n SSE clients: any port, no rate limit, no request log.
+std::unique_ptr<annals::http_server> start_server(const std::string& path, std::size_t n) {
+  annals::http_options o;
+  o.port = 0;
+  o.max_requests_per_second = 0;
+  o.sse_max_clients = n + 8;
+  o.log = [](std::string_view) {};
+  auto server = check(annals::http_server::open(path, o), "http_server::open");
+  check(server->start(), "http_server::start");
+  return server;
+}
+
 void remove_files(const std::string& path) {
   std::error_code ec;
   for (const char* suffix : {"", "-wal", "-shm"}) std::filesystem::remove(path + suffix, ec);
@@ -159,13 +191,7 @@ void run_sse_fanout(const config& c, const std::string& dir) {
         c.reps,
         [&] {
           auto [path, s] = fresh();
-          annals::http_options o;
-          o.port = 0;
-          o.max_requests_per_second = 0;
-          o.sse_max_clients = n + 8;
-          o.log = [](std::string_view) {};
-          auto server = check(annals::http_server::open(path, o), "http_server::open");
-          check(server->start(), "http_server::start");
+          auto server = start_server(path, n);
           double t = 0;
           {
             sse_clients clients(server->port(), n);
@@ -202,6 +228,61 @@ void run_sse_fanout(const config& c, const std::string& dir) {
           "appends with no server (ratio: the throughput kept)",
           n);
       print_figure(a);
+
+      // At a steady rate the appender is not saturated: do subscribers slow each append?
+      // Latency of paced appends (250/s) with n subscribers receiving, beside no server.
+      const std::int64_t paced = c.quick ? 100 : 500;
+      const auto interval = std::chrono::microseconds(4000);
+      std::vector<double> with_ms, alone_ms;
+      figure p;
+      p.scenario = fmt::format("sse_fanout_paced_{}", n);
+      p.events = paced;
+      p.baseline_events = paced;
+      p.note = fmt::format(
+          "{} single-event appends at 250/s with {} SSE subscribers receiving them, beside the "
+          "same paced appends with no server: events_per_s is appends per second of append "
+          "time (1 / mean latency); p50/p99 append latency in ms on each side",
+          paced, n);
+      alternate(
+          c.reps,
+          [&] {
+            auto [path, s] = fresh();
+            auto server = start_server(path, n);
+            double t = 0;
+            {
+              sse_clients clients(server->port(), n);
+              clients.expect(paced);
+              auto ms = append_paced(*s, paced, interval);
+              for (double m : ms) t += m / 1000;
+              with_ms.insert(with_ms.end(), ms.begin(), ms.end());
+              const auto t0 = clock_type::now();
+              while (clients.finished < n) {
+                if (seconds_since(t0) > 120) logic_failure("sse_fanout_paced: clients did not receive every event");
+                std::this_thread::sleep_for(std::chrono::milliseconds(1));
+              }
+            }
+            server->stop();
+            s.reset();
+            remove_files(path);
+            return t;
+          },
+          [&] {
+            auto [path, s] = fresh();
+            auto ms = append_paced(*s, paced, interval);
+            double t = 0;
+            for (double m : ms) t += m / 1000;
+            alone_ms.insert(alone_ms.end(), ms.begin(), ms.end());
+            s.reset();
+            remove_files(path);
+            return t;
+          },
+          p.annals_seconds, p.baseline_seconds);
+      p.extra.emplace_back("clients", std::to_string(n));
+      p.extra.emplace_back("append_p50_ms_with_clients", num(quantile(with_ms, 0.5), 3));
+      p.extra.emplace_back("append_p99_ms_with_clients", num(quantile(with_ms, 0.99), 3));
+      p.extra.emplace_back("append_p50_ms_alone", num(quantile(alone_ms, 0.5), 3));
+      p.extra.emplace_back("append_p99_ms_alone", num(quantile(alone_ms, 0.99), 3));
+      print_figure(p);
     }
   }
 }
