@@ -2,6 +2,7 @@
 #include <annals/trace.hpp>
 
 #include <annals/event_store.hpp>
+#include <annals/json.hpp>
 
 #include "store/prepared.hpp"
 
@@ -60,31 +61,7 @@ std::string random_hex(std::size_t bytes) {
   return out;
 }
 
-// A JSON string; bytes of invalid UTF-8 become '?', so the line stays valid JSON.
-void escape_into(std::string& out, std::string_view s) {
-  const bool utf8 = is_valid_utf8(s);
-  out += '"';
-  for (unsigned char c : s) {
-    if (c >= 0x80 && !utf8) {
-      out += '?';
-      continue;
-    }
-    switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      case '\t': out += "\\t"; break;
-      default:
-        if (c < 0x20 || c == 0x7f) {
-          out += fmt::format("\\u{:04x}", c);
-        } else {
-          out += static_cast<char>(c);
-        }
-    }
-  }
-  out += '"';
-}
+void escape_into(std::string& out, std::string_view s) { out += json_quote(s); }
 
 }  // namespace
 

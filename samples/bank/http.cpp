@@ -7,6 +7,7 @@
 #include "transfers.hpp"
 
 #include <annals/http.hpp>
+#include <annals/json.hpp>
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
 #include <sqlite3.h>
@@ -33,25 +34,7 @@ using annals::http_response;
 
 // ---- JSON ------------------------------------------------------------------------------------
 
-std::string json_string(std::string_view s) {
-  std::string out = "\"";
-  for (unsigned char c : s) {
-    switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      case '\t': out += "\\t"; break;
-      default:
-        if (c < 0x20 || c == 0x7f) {
-          out += fmt::format("\\u{:04x}", c);
-        } else {
-          out += static_cast<char>(c);
-        }
-    }
-  }
-  return out + "\"";
-}
+std::string json_string(std::string_view s) { return annals::json_quote(s); }
 
 // A request body: one flat JSON object whose values are strings or numbers (kept as their
 // text). Strict: no duplicate keys, no nesting, no trailing bytes, valid UTF-8.

@@ -38,19 +38,7 @@ result<std::unique_ptr<store_admin>> open(const context& c, bool writable = fals
   return a;
 }
 
-// ISO-8601 UTC with microseconds: 2026-11-23T10:00:00.123456Z.
-std::string iso_time(std::int64_t us) {
-  std::int64_t secs = us / 1000000, frac = us % 1000000;
-  if (frac < 0) {
-    frac += 1000000;
-    --secs;
-  }
-  std::time_t t = static_cast<std::time_t>(secs);
-  std::tm tm{};
-  if (!gmtime_r(&t, &tm)) return fmt::format("{}us", us);
-  return fmt::format("{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z", tm.tm_year + 1900, tm.tm_mon + 1,
-                     tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, frac);
-}
+std::string iso_time(std::int64_t us) { return iso8601_utc(us); }
 
 // Prints one event: as a JSON line, or as a few indented lines for people.
 void print_event(const context& c, const recorded_event& e, payload_decoder& decoder, bool json) {

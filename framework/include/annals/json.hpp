@@ -66,4 +66,10 @@ class payload_decoder {
   std::unique_ptr<impl> impl_;
 };
 
+// A JSON string literal, quotes included, for any bytes: escapes '"', '\\' and control
+// characters; in text that is not valid UTF-8, each byte above 0x7f becomes U+FFFD.
+std::string json_quote(std::string_view text);
+// ISO-8601 UTC with microseconds, e.g. 2026-11-23T10:00:00.123456Z, from UTC microseconds.
+std::string iso8601_utc(std::int64_t us);
+
 }  // namespace annals

@@ -17,10 +17,9 @@
 
 namespace annals::http_detail {
 
-// `text` as a JSON string literal (with the quotes). Invalid UTF-8 bytes become U+FFFD.
-std::string json_string(std::string_view text);
-// ISO-8601 UTC with microseconds: 2026-11-23T10:00:00.123456Z.
-std::string iso_time(std::int64_t us);
+// annals/json.hpp's json_quote and iso8601_utc, under the names this library uses.
+inline std::string json_string(std::string_view text) { return json_quote(text); }
+inline std::string iso_time(std::int64_t us) { return iso8601_utc(us); }
 
 // A payload_decoder that re-reads the store's schemas once per (type, version) it lacks, so
 // a long-lived reader sees types registered after it started. One per thread.

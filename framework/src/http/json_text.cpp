@@ -8,45 +8,6 @@
 
 namespace annals::http_detail {
 
-std::string json_string(std::string_view s) {
-  const bool utf8 = is_valid_utf8(s);
-  std::string out;
-  out.reserve(s.size() + 2);
-  out += '"';
-  for (unsigned char c : s) {
-    switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\r': out += "\\r"; break;
-      case '\t': out += "\\t"; break;
-      default:
-        if (c < 0x20 || c == 0x7f) {
-          out += fmt::format("\\u{:04x}", c);
-        } else if (c >= 0x80 && !utf8) {
-          out += "\\ufffd";
-        } else {
-          out += static_cast<char>(c);
-        }
-    }
-  }
-  out += '"';
-  return out;
-}
-
-std::string iso_time(std::int64_t us) {
-  std::int64_t secs = us / 1000000, frac = us % 1000000;
-  if (frac < 0) {
-    frac += 1000000;
-    --secs;
-  }
-  std::time_t t = static_cast<std::time_t>(secs);
-  std::tm tm{};
-  if (!gmtime_r(&t, &tm)) return fmt::format("{}us", us);
-  return fmt::format("{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z", tm.tm_year + 1900,
-                     tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, frac);
-}
-
 result<void> live_decoder::load() {
   auto d = payload_decoder::from_store(store_);
   if (!d) return d.error();

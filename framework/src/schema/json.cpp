@@ -10,6 +10,7 @@
 #include <google/protobuf/util/json_util.h>
 
 #include <algorithm>
+#include <ctime>
 #include <map>
 #include <utility>
 
@@ -183,6 +184,45 @@ result<std::string> payload_decoder::describe(const stored_schema& schema) {
   const loaded_schema& l = impl_->load(schema);
   if (!l.error.empty()) return error(errc::invalid_argument, l.error);
   return l.type->file()->DebugString();
+}
+
+std::string json_quote(std::string_view s) {
+  const bool utf8 = is_valid_utf8(s);
+  std::string out;
+  out.reserve(s.size() + 2);
+  out += '"';
+  for (unsigned char c : s) {
+    switch (c) {
+      case '"': out += "\\\""; break;
+      case '\\': out += "\\\\"; break;
+      case '\n': out += "\\n"; break;
+      case '\r': out += "\\r"; break;
+      case '\t': out += "\\t"; break;
+      default:
+        if (c < 0x20 || c == 0x7f) {
+          out += fmt::format("\\u{:04x}", c);
+        } else if (c >= 0x80 && !utf8) {
+          out += "\\ufffd";
+        } else {
+          out += static_cast<char>(c);
+        }
+    }
+  }
+  out += '"';
+  return out;
+}
+
+std::string iso8601_utc(std::int64_t us) {
+  std::int64_t secs = us / 1000000, frac = us % 1000000;
+  if (frac < 0) {
+    frac += 1000000;
+    --secs;
+  }
+  std::time_t t = static_cast<std::time_t>(secs);
+  std::tm tm{};
+  if (!gmtime_r(&t, &tm)) return fmt::format("{}us", us);
+  return fmt::format("{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z", tm.tm_year + 1900,
+                     tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, frac);
 }
 
 }  // namespace annals
