@@ -20,11 +20,14 @@ inline constexpr std::array<double, 14> append_buckets = {
 // long it took. Failures other than conflicts count in neither counter but in the histogram.
 void record_append(bool ok, bool conflict, std::chrono::nanoseconds took) noexcept;
 
-// Records an append result and the time since `started`.
-template <class R>
-void record_append_result(const R& r, std::chrono::steady_clock::time_point started) noexcept {
+// Runs an append (a callable returning its result) and records it: the stores' append().
+template <class Append>
+auto timed_append(Append&& append) {
+  const auto started = std::chrono::steady_clock::now();
+  auto r = append();
   record_append(static_cast<bool>(r), !r && r.error().kind() == errc::concurrency_conflict,
                 std::chrono::steady_clock::now() - started);
+  return r;
 }
 
 void record_http_request(int status) noexcept;

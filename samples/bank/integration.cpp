@@ -72,30 +72,20 @@ int run_relay(const std::string& db, const relay_args& a) {
     // one, or one that died: its lease runs out): wait for it, a few lease periods at most.
     auto first = relay.status();
     if (!first) return report(first.error());
-    const std::int64_t target = first->head;
-    std::int64_t published = 0;
-    const auto give_up = std::chrono::steady_clock::now() + 3 * o.lease;
-    bool told = false;
-    for (;;) {
-      auto n = relay.catch_up();
-      if (!n) return report(n.error());
-      published += *n;
-      auto st = relay.status();
-      if (!st) return report(st.error());
-      if (st->checkpoint >= target) break;
-      if (std::chrono::steady_clock::now() > give_up) {
-        return report(annals::error(
-            annals::errc::busy, fmt::format("another relay named '{}' holds the lease of '{}'; "
-                                            "published {} event(s)",
-                                            a.name, relay.subscription_name(), published)));
-      }
-      if (!told) {
-        fmt::print(stderr, "bank relay: waiting for the lease of '{}' (held by another relay)\n",
-                   relay.subscription_name());
-        told = true;
-      }
-      std::this_thread::sleep_for(std::min(o.lease / 4, std::chrono::milliseconds(500)));
+    if (first->active) {
+      fmt::print(stderr, "bank relay: waiting for the lease of '{}' (held by another relay)\n",
+                 relay.subscription_name());
     }
+    if (auto w = relay.wait_for(first->head, 3 * o.lease); !w) {
+      if (w.error().kind() != annals::errc::busy) return report(w.error());
+      return report(annals::error(
+          annals::errc::busy,
+          fmt::format("{} (another relay named '{}' may hold the lease of '{}'); published {} "
+                      "event(s)",
+                      w.error().message(), a.name, relay.subscription_name(),
+                      relay.acknowledged())));
+    }
+    const std::int64_t published = relay.acknowledged();
     fmt::print("published {} event(s) to JetStream stream '{}' ({} already there)\n", published,
                a.stream, relay.duplicates());
     if (auto st = relay.status(); st && st->parked > 0) {

@@ -70,6 +70,15 @@ struct sse_clients {
     for (int fd : fds) ::close(fd);
   }
 
+  // Waits until every client has the expected last event, at most two minutes after `since`.
+  void wait_all(clock_type::time_point since, std::string_view scenario) {
+    while (finished < fds.size()) {
+      if (seconds_since(since) > 120)
+        logic_failure(fmt::format("{}: clients did not receive every event", scenario));
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+  }
+
   void expect(std::int64_t last_position) {
     last_id = fmt::format("\nid: {}\n", last_position);
     finished = 0;
@@ -198,10 +207,7 @@ void run_sse_fanout(const config& c, const std::string& dir) {
             clients.expect(events);
             const auto t0 = clock_type::now();
             append_with.push_back(append_all(*s, events));
-            while (clients.finished < n) {
-              if (seconds_since(t0) > 120) logic_failure("sse_fanout: clients did not receive every event");
-              std::this_thread::sleep_for(std::chrono::milliseconds(1));
-            }
+            clients.wait_all(t0, "sse_fanout");
             t = seconds_since(t0);
           }
           server->stop();
@@ -255,11 +261,7 @@ void run_sse_fanout(const config& c, const std::string& dir) {
               auto ms = append_paced(*s, paced, interval);
               for (double m : ms) t += m / 1000;
               with_ms.insert(with_ms.end(), ms.begin(), ms.end());
-              const auto t0 = clock_type::now();
-              while (clients.finished < n) {
-                if (seconds_since(t0) > 120) logic_failure("sse_fanout_paced: clients did not receive every event");
-                std::this_thread::sleep_for(std::chrono::milliseconds(1));
-              }
+              clients.wait_all(clock_type::now(), "sse_fanout_paced");
             }
             server->stop();
             s.reset();

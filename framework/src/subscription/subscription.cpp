@@ -320,13 +320,14 @@ class subscription_impl final : public subscription {
   result<void> wait_for(std::int64_t position, std::chrono::milliseconds timeout) override {
     const auto deadline = clock_type::now() + timeout;
     for (;;) {
-      auto st = status();
-      if (!st) return std::move(st).error();
-      if (st->checkpoint >= position) return {};
+      // Only the stored checkpoint: not the lag status() computes from the store.
+      auto checkpoint = stored_checkpoint();
+      if (!checkpoint) return std::move(checkpoint).error();
+      if (*checkpoint >= position) return {};
       if (clock_type::now() >= deadline) {
         return error(errc::busy,
                      fmt::format("subscription '{}' reached position {}, not {}, in time", name_,
-                                 st->checkpoint, position));
+                                 *checkpoint, position));
       }
       if (!thread_running()) {
         if (auto r = catch_up(); !r) return std::move(r).error();
@@ -338,24 +339,49 @@ class subscription_impl final : public subscription {
 
   result<subscription_status> status() override {
     std::lock_guard lock(status_mu_);
-    if (!status_conn_) {
-      // A connection of its own: status() may be called while a delivery holds the writer.
-      detail::backend_options bo;
-      bo.busy_timeout_ms = o_.busy_timeout_ms;
-      bo.sql_only = true;
-      auto b = detail::open_backend(uri_, bo, "subscriptions");
-      if (!b) return std::move(b).error();
-      status_conn_ = std::move(b->writer);
-    }
+    if (auto c = status_connection(); !c) return std::move(c).error();
     auto all = read_statuses(*status_conn_, *b_.store, name_);
     if (!all) return std::move(all).error();
-    if (all->empty()) return error(errc::not_found, "subscription '" + name_ + "' was removed");
+    if (all->empty()) return removed();
     return std::move(all->front());
   }
 
   void set_uri(std::string uri) { uri_ = std::move(uri); }
 
  private:
+  error removed() const {
+    return error(errc::not_found, "subscription '" + name_ + "' was removed");
+  }
+
+  // The connection status() and wait_for() read with: one of their own, since they may be
+  // called while a delivery holds the writer. Caller holds status_mu_.
+  result<void> status_connection() {
+    if (status_conn_) return {};
+    detail::backend_options bo;
+    bo.busy_timeout_ms = o_.busy_timeout_ms;
+    bo.sql_only = true;
+    auto b = detail::open_backend(uri_, bo, "subscriptions");
+    if (!b) return std::move(b).error();
+    status_conn_ = std::move(b->writer);
+    return {};
+  }
+
+  // The checkpoint as stored (by whichever instance delivers).
+  result<std::int64_t> stored_checkpoint() {
+    std::lock_guard lock(status_mu_);
+    if (auto c = status_connection(); !c) return std::move(c).error();
+    std::optional<std::int64_t> checkpoint;
+    sql_tx tx(*status_conn_, nullptr);
+    auto r = tx.query("SELECT checkpoint FROM annals_subscriptions WHERE name = ?1", {name_},
+                      [&](const sql_row& row) {
+                        checkpoint = row.int64(0);
+                        return false;
+                      });
+    if (!r) return std::move(r).error();
+    if (!checkpoint) return removed();
+    return *checkpoint;
+  }
+
   bool thread_running() {
     std::lock_guard lock(thread_mu_);
     return thread_.joinable();
@@ -750,6 +776,14 @@ class subscription_impl final : public subscription {
   std::unique_ptr<sql_connection> status_conn_;
 };
 
+// The attributes of a delivery span (nothing when it does not record).
+void describe_delivery(span& step, std::string_view subscription, const recorded_event& e) {
+  if (!step.recording()) return;
+  step.attribute("subscription", subscription);
+  step.attribute("position", std::to_string(e.position));
+  step.attribute("type", e.type);
+}
+
 result<void> check_name(std::string_view name) {
   if (name.empty() || name.size() > 200) {
     return error(errc::invalid_argument, "a subscription name must be 1 to 200 bytes");
@@ -907,11 +941,7 @@ result<std::unique_ptr<subscription>> subscription::open(const std::string& stor
     for (handled = 0; handled < events.size(); ++handled) {
       const recorded_event& e = events[handled];
       span step("subscription.deliver", e.metadata.traceparent);  // records only when tracing
-      if (step.recording()) {
-        step.attribute("subscription", sub_name);
-        step.attribute("position", std::to_string(e.position));
-        step.attribute("type", e.type);
-      }
+      describe_delivery(step, sub_name, e);
       auto r = h(e);
       if (!r) {
         step.fail(r.error().message());
@@ -939,10 +969,7 @@ result<std::unique_ptr<subscription>> subscription::open(const std::string& stor
     for (const auto& e : events) {
       auto& step = *steps.emplace_back(
           std::make_unique<span>("subscription.deliver", e.metadata.traceparent));
-      if (!step.recording()) continue;
-      step.attribute("subscription", sub_name);
-      step.attribute("position", std::to_string(e.position));
-      step.attribute("type", e.type);
+      describe_delivery(step, sub_name, e);
       step.attribute("batch", std::to_string(events.size()));
     }
     auto r = h(events, handled);

@@ -293,10 +293,8 @@ class pg_store final : public event_store {
 
   result<append_result> append(std::string_view stream_id, expected_version expected,
                                std::vector<event_data> events) override {
-    const auto started = std::chrono::steady_clock::now();
-    auto r = append_untimed(stream_id, expected, std::move(events));
-    metrics::record_append_result(r, started);
-    return r;
+    return metrics::timed_append(
+        [&] { return append_untimed(stream_id, expected, std::move(events)); });
   }
 
   result<append_result> append_untimed(std::string_view stream_id, expected_version expected,
