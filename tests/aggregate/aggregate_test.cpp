@@ -6,6 +6,7 @@
 #include <annals/testing.hpp>
 
 #include "account.hpp"
+#include "support/forwarding_store.hpp"
 #include "support/support.hpp"
 #include "support/bank_events.hpp"
 
@@ -168,14 +169,10 @@ struct deposit_tally {  // the fixture's store upcasts v1 AccountOpened to v2
 
 // Forwards to a real store and checks, per visited event, that the fold has applied exactly the
 // events visited so far: events are applied while being read, not buffered.
-class watching_store final : public annals::event_store {
+class watching_store final : public annals::test::forwarding_store {
  public:
-  explicit watching_store(annals::event_store& inner) : inner_(inner) {}
+  using forwarding_store::forwarding_store;
 
-  annals::result<annals::append_result> append(std::string_view s, annals::expected_version x,
-                                               std::vector<annals::event_data> e) override {
-    return inner_.append(s, x, std::move(e));
-  }
   annals::result<std::int64_t> read_stream(std::string_view s,
                                            const annals::read_stream_options& o,
                                            const annals::event_visitor& visit) override {
@@ -187,21 +184,10 @@ class watching_store final : public annals::event_store {
       return more;
     });
   }
-  annals::result<std::int64_t> read_all(const annals::read_all_options& o,
-                                        const annals::event_visitor& visit) override {
-    return inner_.read_all(o, visit);
-  }
-  annals::result<std::int64_t> stream_version(std::string_view s) override {
-    return inner_.stream_version(s);
-  }
-  annals::result<std::int64_t> head_position() override { return inner_.head_position(); }
 
   int read_calls = 0;
   std::int64_t visited = 0;
   bool interleaved = true;
-
- private:
-  annals::event_store& inner_;
 };
 
 }  // namespace

@@ -5,6 +5,7 @@
 #include <annals/command.hpp>
 
 #include "account.hpp"
+#include "support/forwarding_store.hpp"
 #include "support/support.hpp"
 #include "support/bank_events.hpp"
 
@@ -29,9 +30,9 @@ using decision = annals::decision<bank::account>;
 
 
 // Forwards to a real store and records every append's stream and expected version.
-class recording_store final : public annals::event_store {
+class recording_store final : public annals::test::forwarding_store {
  public:
-  explicit recording_store(annals::event_store& inner) : inner_(inner) {}
+  using forwarding_store::forwarding_store;
 
   annals::result<annals::append_result> append(std::string_view s, expected_version x,
                                                std::vector<annals::event_data> e) override {
@@ -41,19 +42,6 @@ class recording_store final : public annals::event_store {
     }
     return inner_.append(s, x, std::move(e));
   }
-  annals::result<std::int64_t> read_stream(std::string_view s,
-                                           const annals::read_stream_options& o,
-                                           const annals::event_visitor& v) override {
-    return inner_.read_stream(s, o, v);
-  }
-  annals::result<std::int64_t> read_all(const annals::read_all_options& o,
-                                        const annals::event_visitor& v) override {
-    return inner_.read_all(o, v);
-  }
-  annals::result<std::int64_t> stream_version(std::string_view s) override {
-    return inner_.stream_version(s);
-  }
-  annals::result<std::int64_t> head_position() override { return inner_.head_position(); }
 
   struct call {
     std::string stream;
@@ -64,7 +52,6 @@ class recording_store final : public annals::event_store {
 
  private:
   std::mutex mu_;
-  annals::event_store& inner_;
 };
 
 struct store_fixture {

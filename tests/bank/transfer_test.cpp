@@ -18,6 +18,7 @@
 
 #include "account.hpp"
 #include "projections.hpp"
+#include "support/forwarding_store.hpp"
 #include "support/postgres.hpp"
 #include "support/support.hpp"
 #include "transfers.hpp"
@@ -384,9 +385,9 @@ namespace {
 
 // A store that dies (the whole process, as a crash) right after its Nth append to an account
 // stream succeeds: between a step's account command and the record of its outcome.
-class dying_store : public annals::event_store {
+class dying_store : public annals::test::forwarding_store {
  public:
-  dying_store(annals::event_store& inner, int die_at) : inner_(inner), die_at_(die_at) {}
+  dying_store(annals::event_store& inner, int die_at) : forwarding_store(inner), die_at_(die_at) {}
   annals::result<annals::append_result> append(std::string_view stream,
                                                annals::expected_version expected,
                                                std::vector<annals::event_data> events) override {
@@ -394,25 +395,8 @@ class dying_store : public annals::event_store {
     if (r && stream.substr(0, 8) == "account-" && ++appends_ == die_at_) _exit(42);
     return r;
   }
-  annals::result<std::int64_t> read_stream(std::string_view stream,
-                                           const annals::read_stream_options& o,
-                                           const annals::event_visitor& visit) override {
-    return inner_.read_stream(stream, o, visit);
-  }
-  annals::result<std::int64_t> read_all(const annals::read_all_options& o,
-                                        const annals::event_visitor& visit) override {
-    return inner_.read_all(o, visit);
-  }
-  annals::result<std::int64_t> stream_version(std::string_view stream) override {
-    return inner_.stream_version(stream);
-  }
-  annals::result<std::int64_t> head_position() override { return inner_.head_position(); }
-  annals::result<std::optional<recorded_event>> find_event(std::string_view id) override {
-    return inner_.find_event(id);
-  }
 
  private:
-  annals::event_store& inner_;
   int die_at_;
   int appends_ = 0;
 };
