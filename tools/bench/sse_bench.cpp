@@ -1,5 +1,6 @@
 // sse_fanout: an annals::http_server on 127.0.0.1 and N raw-socket SSE clients read by one
-// thread with poll().
+// thread with epoll (the cheapest client this machine can run beside the server: real clients
+// are elsewhere).
 //
 // - sse_fanout_N (N = 1, 100, 500; --quick 1, 20, 100): E single-event appends from one
 //   thread, timed from the first append until every client has received the last event;
@@ -15,12 +16,15 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
-#include <poll.h>
+#include <sys/epoll.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <fstream>
+#include <sstream>
+#include <ctime>
 #include <filesystem>
 #include <thread>
 
@@ -32,8 +36,9 @@ struct sse_clients {
   std::vector<std::string> tails;  // the last bytes received, to find the last id across reads
   std::vector<bool> done;
   std::atomic<std::size_t> finished{0};
-  std::string last_id;  // "\nid: N\n"
+  std::atomic<std::int64_t> expected{-1};  // the last position the clients must receive
   std::atomic<bool> stop{false};
+  std::atomic<double> reader_cpu_s{0};  // the reader thread's CPU time, set when it stops
   std::thread reader;
 
   sse_clients(int port, std::size_t n) {
@@ -60,7 +65,6 @@ struct sse_clients {
       if (got.rfind("HTTP/1.1 200", 0) != 0) storage_failure("sse_fanout: refused: " + got.substr(0, 40));
     }
     tails.assign(n, {});
-    done.assign(n, false);
     reader = std::thread([this] { read_loop(); });
   }
 
@@ -79,33 +83,78 @@ struct sse_clients {
     }
   }
 
+  // Called before the appends: the reader thread resets its per-client flags on seeing it.
   void expect(std::int64_t last_position) {
-    last_id = fmt::format("\nid: {}\n", last_position);
     finished = 0;
-    for (std::size_t i = 0; i < done.size(); ++i) done[i] = false;
+    expected = last_position;
   }
 
   void read_loop() {
-    std::vector<pollfd> p(fds.size());
+    const int ep = ::epoll_create1(EPOLL_CLOEXEC);
+    if (ep < 0) storage_failure("sse_fanout: epoll_create1");
+    for (std::size_t i = 0; i < fds.size(); ++i) {
+      epoll_event ev{};
+      ev.events = EPOLLIN;
+      ev.data.u64 = i;
+      if (::epoll_ctl(ep, EPOLL_CTL_ADD, fds[i], &ev) != 0) storage_failure("sse_fanout: epoll_ctl");
+    }
+    std::vector<epoll_event> ready(fds.size());
     char buf[65536];
+    std::int64_t seen = -1;
+    std::string last_id;  // "\nid: N\n"
     while (!stop) {
-      for (std::size_t i = 0; i < fds.size(); ++i) p[i] = {fds[i], POLLIN, 0};
-      if (::poll(p.data(), p.size(), 20) <= 0) continue;
-      for (std::size_t i = 0; i < fds.size(); ++i) {
-        if (!(p[i].revents & POLLIN)) continue;
+      if (const auto e = expected.load(); e != seen) {
+        seen = e;
+        last_id = fmt::format("\nid: {}\n", e);
+        done.assign(fds.size(), false);
+      }
+      const int n = ::epoll_wait(ep, ready.data(), static_cast<int>(ready.size()), 20);
+      for (int k = 0; k < n; ++k) {
+        const std::size_t i = ready[k].data.u64;
         ssize_t r = ::recv(fds[i], buf, sizeof buf, MSG_DONTWAIT);
         if (r <= 0) continue;
         std::string& t = tails[i];
         t.append(buf, static_cast<std::size_t>(r));
-        if (!done[i] && !last_id.empty() && t.find(last_id) != std::string::npos) {
+        if (seen >= 0 && !done[i] && t.find(last_id) != std::string::npos) {
           done[i] = true;
           ++finished;
         }
         if (t.size() > 64) t.erase(0, t.size() - 64);
       }
     }
+    ::close(ep);
+    timespec ts{};
+    ::clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    reader_cpu_s = static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) / 1e9;
   }
 };
+
+// CPU seconds (user + system) of this process's threads named `name` (the server names its
+// event-stream writer "annals-sse").
+double thread_cpu_seconds(std::string_view name) {
+  double total = 0;
+  const double tick = static_cast<double>(::sysconf(_SC_CLK_TCK));
+  std::error_code ec;
+  for (const auto& task : std::filesystem::directory_iterator("/proc/self/task", ec)) {
+    std::ifstream comm(task.path() / "comm");
+    std::string n;
+    std::getline(comm, n);
+    if (n != name) continue;
+    std::ifstream stat(task.path() / "stat");
+    std::string line;
+    std::getline(stat, line);
+    // Fields after the parenthesised name: state is 3rd, utime 14th, stime 15th.
+    std::istringstream rest(line.substr(line.rfind(')') + 2));
+    std::string field;
+    double utime = 0, stime = 0;
+    for (int i = 3; i <= 15 && rest >> field; ++i) {
+      if (i == 14) utime = std::stod(field);
+      if (i == 15) stime = std::stod(field);
+    }
+    total += (utime + stime) / tick;
+  }
+  return total;
+}
 
 // E single-event appends to a fresh store; returns seconds. With `after`, called once the
 // appends are done (untimed by the caller's choice).
@@ -168,7 +217,7 @@ void run_sse_fanout(const config& c, const std::string& dir) {
   }
   const std::vector<std::size_t> counts =
       c.quick ? std::vector<std::size_t>{1, 20, 100} : std::vector<std::size_t>{1, 100, 500};
-  const std::int64_t events = c.quick ? 200 : 1000;
+  const std::int64_t events = c.quick ? 200 : 5000;
   int file = 0;
   auto fresh = [&] {
     auto path = fmt::format("{}/sse-{}.db", dir, ++file);
@@ -195,7 +244,7 @@ void run_sse_fanout(const config& c, const std::string& dir) {
         "deliveries/s from the first append to the last client's last event; baseline: the "
         "same appends with no server",
         events, n);
-    std::vector<double> append_with;
+    std::vector<double> append_with, pump_cpu, client_cpu;
     alternate(
         c.reps,
         [&] {
@@ -204,11 +253,16 @@ void run_sse_fanout(const config& c, const std::string& dir) {
           double t = 0;
           {
             sse_clients clients(server->port(), n);
+            const double pump0 = thread_cpu_seconds("annals-sse");
             clients.expect(events);
             const auto t0 = clock_type::now();
             append_with.push_back(append_all(*s, events));
             clients.wait_all(t0, "sse_fanout");
             t = seconds_since(t0);
+            pump_cpu.push_back(thread_cpu_seconds("annals-sse") - pump0);
+            clients.stop = true;
+            clients.reader.join();
+            client_cpu.push_back(clients.reader_cpu_s);
           }
           server->stop();
           s.reset();
@@ -221,6 +275,11 @@ void run_sse_fanout(const config& c, const std::string& dir) {
                          num(static_cast<double>(events) / median(append_with), 0));
     f.extra.emplace_back("append_per_s_alone",
                          num(static_cast<double>(events) / median(f.baseline_seconds), 0));
+    // Where the CPU went on this machine, where the clients share the server's cores: the
+    // server's writer thread and the benchmark's one client thread, in microseconds per
+    // appended event (medians; /proc ticks are 10 ms, so small runs read coarse).
+    f.extra.emplace_back("server_sse_cpu_us_per_event", num(median(pump_cpu) * 1e6 / static_cast<double>(events), 1));
+    f.extra.emplace_back("client_cpu_us_per_event", num(median(client_cpu) * 1e6 / static_cast<double>(events), 1));
     print_figure(f);
     if (n == counts.back()) {
       figure a;

@@ -288,6 +288,12 @@ result<void> server_impl::start() {
   }
   port_ = port;
   stopping_ = false;
+  pump_ = std::make_unique<sse_pump>(*this);
+  if (auto r = pump_->start(); !r) {
+    pump_.reset();
+    server_.reset();
+    return r.error();
+  }
   start_head_watcher();
   listener_ = std::thread([this] { server_->listen_after_bind(); });
   for (int i = 0; i < 500 && !server_->is_running(); ++i) {
@@ -300,10 +306,11 @@ result<void> server_impl::start() {
 void server_impl::stop() {
   if (!running_) return;
   stopping_ = true;
-  wake_followers();
+  pump_->stop();  // ends every event stream, so their connection threads return
   server_->stop();
   if (listener_.joinable()) listener_.join();
   stop_head_watcher();
+  pump_.reset();
   server_.reset();
   running_ = false;
 }

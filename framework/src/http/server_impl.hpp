@@ -11,7 +11,6 @@
 #include <condition_variable>
 #include <deque>
 #include <future>
-#include <semaphore>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -51,15 +50,48 @@ struct route_entry {
   bool write = false;
 };
 
-// Events read once for every unfiltered SSE client at the same position: the formatted
-// "id/event/data" texts of up to a page after `from`, and where the next page starts.
-struct sse_page {
-  struct item {
-    std::int64_t position;
-    std::string text;
-  };
-  std::vector<item> items;
-  std::int64_t end = 0;  // every position before it is covered
+class server_impl;
+struct sse_page;
+
+// The writer of every Server-Sent Events stream (sse.cpp): one thread, epoll over the
+// clients' sockets. serve() is called on a connection's thread and returns once the pump is
+// done with its socket.
+class sse_pump {
+ public:
+  explicit sse_pump(server_impl& server);
+  ~sse_pump();  // stops
+  sse_pump(const sse_pump&) = delete;
+  sse_pump& operator=(const sse_pump&) = delete;
+
+  result<void> start();
+  // Ends every stream (the end of the body, which clients get 200 ms to take) and joins.
+  // Streams served after it close at once.
+  void stop();
+  // Streams events from `next` (filtered) on the connection socket `fd` until the client
+  // goes, falls too far behind, or the pump stops. Blocks the calling thread meanwhile.
+  void serve(int fd, std::int64_t next, read_all_options filter);
+  // The head moved (or anything else worth a look): thread-safe.
+  void wake();
+
+ private:
+  struct stream;
+  void run();
+  void feed(std::int64_t head);
+  std::shared_ptr<const sse_page> read_page(const read_all_options& filter,
+                                                   std::int64_t from, std::int64_t head);
+  void queue(stream& s, std::shared_ptr<const std::string> text);
+  void flush(stream& s);
+  void end(stream& s, std::string_view why, std::chrono::milliseconds limit);
+
+  server_impl& server_;
+  int epoll_fd_ = -1;
+  int wake_fd_ = -1;
+  std::thread thread_;
+  std::mutex mu_;  // guards stopped_ and arriving_
+  bool stopped_ = false;
+  std::vector<std::unique_ptr<stream>> arriving_;
+  std::vector<std::unique_ptr<stream>> streams_;  // the pump thread's own
+  live_decoder* decoder_ = nullptr;               // the pump thread's own
 };
 
 class server_impl final : public http_server {
@@ -98,9 +130,7 @@ class server_impl final : public http_server {
                           httplib::Response& res);
   void start_head_watcher();
   void stop_head_watcher();
-  void wake_followers();
-  friend struct sse_session;
-  friend struct read_slot;
+  friend class sse_pump;
 
   std::string uri_;
   http_options o_;
@@ -128,16 +158,9 @@ class server_impl final : public http_server {
   // SSE: the head as last seen (this process's commits at once, others' within ~50 ms).
   std::atomic<bool> stopping_{false};
   std::atomic<std::int64_t> head_{0};
-  std::mutex head_mu_;
-  std::condition_variable head_cv_;
   std::thread head_watcher_;
   std::atomic<std::size_t> sse_clients_{0};
-  std::counting_semaphore<> read_slots_{8};
-  // Pages by their first position; a page being read is a future the others wait on.
-  std::mutex pages_mu_;
-  std::map<std::int64_t, std::shared_future<std::shared_ptr<const sse_page>>> pages_;
-  std::shared_ptr<const sse_page> shared_page(std::int64_t from, std::int64_t head,
-                                              live_decoder& decoder);
+  std::unique_ptr<sse_pump> pump_;
 };
 
 }  // namespace annals::http_detail
