@@ -16,6 +16,8 @@
 
 #include <fcntl.h>
 #include <signal.h>
+#include <sqlite3.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -115,6 +117,95 @@ std::unique_ptr<subscription_admin> admin(const std::string& path) {
   auto a = subscription_admin::open(path);
   REQUIRE_MESSAGE(a.ok(), message_of(a));
   return std::move(a).value();
+}
+
+std::unique_ptr<subscription_admin> read_only_admin(const std::string& path) {
+  auto a = subscription_admin::open_read_only(path);
+  REQUIRE_MESSAGE(a.ok(), message_of(a));
+  return std::move(a).value();
+}
+
+// Raw SQL on the store's database, beside the store: SQLite statements on the file, or one
+// PostgreSQL statement with text parameters. Returns the first column of the first row.
+std::string raw_sql(const store_location& loc, const std::string& sql,
+                    const std::vector<std::string>& params = {}) {
+  if (on_postgres) return annals::test::pg::session(loc.path).exec(sql, params);
+  REQUIRE(params.empty());
+  sqlite3* db = nullptr;
+  REQUIRE(sqlite3_open_v2(loc.path.c_str(), &db, SQLITE_OPEN_READWRITE, nullptr) == SQLITE_OK);
+  std::string first;
+  char* msg = nullptr;
+  int rc = sqlite3_exec(
+      db, sql.c_str(),
+      [](void* out, int n, char** values, char**) {
+        auto& s = *static_cast<std::string*>(out);
+        if (s.empty() && n > 0 && values[0]) s = values[0];
+        return 0;
+      },
+      &first, &msg);
+  std::string why = msg ? msg : "";
+  sqlite3_free(msg);
+  sqlite3_close(db);
+  INFO(sql << ": " << why);
+  REQUIRE(rc == SQLITE_OK);
+  return first;
+}
+
+bool has_table(const store_location& loc, const std::string& table) {
+  return on_postgres
+             ? raw_sql(loc, "SELECT count(*) FROM pg_catalog.pg_tables WHERE schemaname = "
+                            "current_schema() AND tablename = $1",
+                       {table}) == "1"
+             : raw_sql(loc, fmt::format("SELECT count(*) FROM sqlite_master WHERE type = 'table' "
+                                        "AND name = '{}'",
+                                        table)) == "1";  // test-made names only
+}
+
+// Makes the store one written before the schema registry: without annals_schemas and
+// annals_snapshots (and on SQLite storage format 1). Opened writable, it would be upgraded.
+void make_older_store(const store_location& loc) {
+  raw_sql(loc, on_postgres ? "DROP TABLE annals_schemas, annals_snapshots"
+                           : "DROP TABLE annals_schemas; DROP TABLE annals_snapshots; "
+                             "PRAGMA user_version = 1");
+  REQUIRE_FALSE(has_table(loc, "annals_schemas"));
+}
+
+// Write-protects the store: the SQLite file 0444 (root bypasses it: the content checks below
+// still see any write), the PostgreSQL database read-only by default for new sessions.
+void write_protect(const store_location& loc) {
+  if (!on_postgres) {
+    REQUIRE(::chmod(loc.path.c_str(), 0444) == 0);
+    return;
+  }
+  auto alter = raw_sql(loc, "SELECT format('ALTER DATABASE %I SET default_transaction_read_only "
+                            "= on', current_database())");
+  raw_sql(loc, alter);
+}
+
+// What a write would change: the SQLite file's bytes and modification time (empty on
+// PostgreSQL, whose tables the callers check).
+std::string file_state(const store_location& loc) {
+  if (on_postgres) return {};
+  std::ifstream f(loc.path, std::ios::binary);
+  std::stringstream bytes;
+  bytes << f.rdbuf();
+  struct stat st {};
+  REQUIRE(::stat(loc.path.c_str(), &st) == 0);
+  return fmt::format("mtime {}.{}, {} bytes hashing to {:x}", st.st_mtim.tv_sec,
+                     st.st_mtim.tv_nsec, bytes.str().size(), std::hash<std::string>{}(bytes.str()));
+}
+
+// Three events in s-1, and the subscription "picky" caught up with event 2 parked.
+std::unique_ptr<subscription> picky_with_event_2_parked(const std::string& path) {
+  append_n(*open(path), "s-1", 3);
+  subscription_options o = quiet();
+  o.max_attempts = 1;
+  auto sub = open_sub(path, "picky", [](const recorded_event& e) -> result<void> {
+    if (e.position == 2) return annals::error(errc::rejected, "not this one");
+    return {};
+  }, o);
+  REQUIRE(sub->catch_up().ok());
+  return sub;
 }
 
 }  // namespace
@@ -566,6 +657,81 @@ TEST_CASE("the admin reads a store where no subscription was ever opened") {
   CHECK(list->empty());
   CHECK(a->parked("x").error().kind() == errc::not_found);
   CHECK(a->retry("x", 0).error().kind() == errc::not_found);
+  auto ro = read_only_admin(loc.path);
+  list = ro->list();
+  REQUIRE_MESSAGE(list.ok(), message_of(list));
+  CHECK(list->empty());
+  CHECK(ro->parked("x").error().kind() == errc::not_found);
+  CHECK(ro->retry("x", 0).error().kind() == errc::invalid_argument);
+  // Neither admin creates the tables: only a subscription does.
+  CHECK_FALSE(has_table(loc, "annals_subscriptions"));
+  CHECK_FALSE(has_table(loc, "annals_sub_parked"));
+}
+
+TEST_CASE("a read-only admin lists and shows parked events, and refuses retry, skip and remove") {
+  temp_dir dir;
+  const store_location loc(dir.file("s.db"), on_postgres);
+  auto sub = picky_with_event_2_parked(loc.path);
+  auto ro = read_only_admin(loc.path);
+  auto list = ro->list();
+  REQUIRE_MESSAGE(list.ok(), message_of(list));
+  REQUIRE(list->size() == 1);
+  CHECK(list->at(0).name == "picky");
+  CHECK(list->at(0).checkpoint == 3);
+  CHECK(list->at(0).parked == 1);
+  auto parked = ro->parked("picky");
+  REQUIRE_MESSAGE(parked.ok(), message_of(parked));
+  REQUIRE(parked->size() == 1);
+  CHECK(parked->at(0).position == 2);
+  CHECK(ro->parked("nobody").error().kind() == errc::not_found);
+
+  auto refused = [](const auto& r) {
+    INFO(message_of(r));
+    CHECK_FALSE(r.ok());
+    CHECK((!r.ok() && r.error().kind() == errc::invalid_argument &&
+           r.error().message().find("read-only") != std::string::npos));
+  };
+  refused(ro->retry("picky", 2));
+  refused(ro->retry("picky", 0));
+  refused(ro->skip("picky", 2));
+  refused(ro->skip("picky", 0));
+  refused(ro->remove("picky"));
+  // Nothing changed: the event is still parked, the subscription still there.
+  parked = admin(loc.path)->parked("picky");
+  REQUIRE(parked.ok());
+  REQUIRE(parked->size() == 1);
+  CHECK(parked->at(0).state == "parked");
+  // The writable admin may.
+  CHECK(admin(loc.path)->retry("picky", 2).ok());
+  CHECK(ro->parked("picky")->at(0).state == "retry");
+}
+
+TEST_CASE("a read-only admin reads an older, write-protected store and writes nothing to it") {
+  temp_dir dir;
+  const store_location loc(dir.file("s.db"), on_postgres);
+  picky_with_event_2_parked(loc.path);  // then closed
+  make_older_store(loc);
+  write_protect(loc);
+  const std::string before = file_state(loc);
+  {
+    auto ro = read_only_admin(loc.path);
+    auto list = ro->list();
+    REQUIRE_MESSAGE(list.ok(), message_of(list));
+    REQUIRE(list->size() == 1);
+    CHECK(list->at(0).head == 3);
+    CHECK(list->at(0).parked == 1);
+    auto parked = ro->parked("picky");
+    REQUIRE_MESSAGE(parked.ok(), message_of(parked));
+    CHECK(parked->size() == 1);
+    CHECK(ro->skip("picky", 0).error().kind() == errc::invalid_argument);
+  }
+  CHECK(file_state(loc) == before);  // SQLite: not a byte, not the modification time
+  CHECK_FALSE(has_table(loc, "annals_schemas"));  // not upgraded
+  CHECK_FALSE(has_table(loc, "annals_snapshots"));
+  if (!on_postgres) {
+    CHECK(raw_sql(loc, "PRAGMA user_version") == "1");
+    REQUIRE(::chmod(loc.path.c_str(), 0644) == 0);
+  }
 }
 
 TEST_CASE("parked rows keep Unicode stream ids and errors; control characters are masked") {

@@ -402,3 +402,26 @@ TEST_CASE("postgres: subscriptions list, parked, retry and skip") {
   check_subscriptions(cli);
 }
 
+TEST_CASE("postgres: serve and subscriptions list|parked read a read-only store, adding no table") {
+  const std::string tables =
+      "SELECT coalesce(string_agg(tablename, ',' ORDER BY tablename), '') FROM pg_tables "
+      "WHERE schemaname = current_schema() AND tablename IN ('annals_schemas', "
+      "'annals_snapshots', 'annals_subscriptions', 'annals_sub_parked')";
+  for (bool with_mailer : {false, true}) {
+    CAPTURE(with_mailer);
+    pg_seeded_cli cli;
+    if (with_mailer) park_event_3(cli.db);
+    {
+      pgt::session s(cli.db);
+      // A store made before the schema registry: opened writable, it would get the tables.
+      s.exec("DROP TABLE annals_schemas, annals_snapshots");
+      // Read-only for every new session: any write fails.
+      s.exec(s.exec("SELECT format('ALTER DATABASE %I SET default_transaction_read_only = on', "
+                    "current_database())"));
+    }
+    check_read_only_serving(cli, with_mailer);
+    CHECK(pgt::session(cli.db).exec(tables) ==
+          (with_mailer ? "annals_sub_parked,annals_subscriptions" : ""));
+  }
+}
+

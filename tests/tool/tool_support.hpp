@@ -13,16 +13,22 @@
 #include "support/bank_events.hpp"
 #include "support/support.hpp"
 
+#include <fcntl.h>
+#include <httplib.h>
 #include <signal.h>
 #include <sqlite3.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
+#include <filesystem>
 #include <fstream>
+#include <functional>
 #include <sstream>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace tool_test {
@@ -225,6 +231,133 @@ inline void check_subscriptions(const annals_cli& cli) {
   CHECK(contains(r.out, "state=retried"));
   CHECK(cli({"subscriptions", "skip", "mailer", "--all"}).exit_code == 1);  // none left
   CHECK(cli({"subscriptions", "list"}).exit_code == 0);
+}
+
+// The subscription "mailer" on the store, caught up, with event 3 parked (its handler refuses
+// it); closed on return.
+inline void park_event_3(const std::string& db) {
+  annals::subscription_options o;
+  o.max_attempts = 1;
+  o.log = [](std::string_view) {};
+  auto sub = annals::subscription::open(
+      db, "mailer",
+      [](const annals::recorded_event& e) -> annals::result<void> {
+        if (e.position == 3) return annals::error(annals::errc::rejected, "no template");
+        return {};
+      },
+      o);
+  REQUIRE(sub.ok());
+  REQUIRE(sub.value()->catch_up().ok());
+}
+
+// `annals serve --port 0` on a store, in a child process, until stop() (SIGTERM).
+class served_store {
+ public:
+  explicit served_store(const std::string& store) {
+    int out[2];
+    REQUIRE(pipe2(out, O_CLOEXEC) == 0);  // dup2 gives the child a stdout that stays open
+    pid_ = annals::test::fork_child([&] {
+      dup2(out[1], 1);  // stderr (the request log) stays the test's
+      execl(ANNALS_EXE, ANNALS_EXE, "serve", "--db", store.c_str(), "--port", "0",
+            static_cast<char*>(nullptr));
+      return 127;
+    });
+    close(out[1]);
+    std::string line;
+    char ch;
+    while (read(out[0], &ch, 1) == 1 && ch != '\n') line += ch;
+    close(out[0]);
+    const std::string url = "at http://127.0.0.1:";
+    if (auto at = line.find(url); at != std::string::npos) port_ = std::stoi(line.substr(at + url.size()));
+    if (port_ == 0) {
+      stop();
+      FAIL("annals serve did not say where it serves: " << line);
+    }
+  }
+  ~served_store() {
+    if (pid_ > 0) stop();
+  }
+  served_store(const served_store&) = delete;
+  served_store& operator=(const served_store&) = delete;
+
+  pid_t pid() const { return pid_; }
+  // GET `path`: the status and the body.
+  std::pair<int, std::string> get(const char* path) const {
+    httplib::Client c("127.0.0.1", port_);
+    auto r = c.Get(path);
+    REQUIRE_MESSAGE(r, path);
+    return {r->status, r->body};
+  }
+  // Stops the server; its exit code.
+  int stop() {
+    kill(pid_, SIGTERM);
+    int code = annals::test::wait_child(pid_);
+    pid_ = -1;
+    return code;
+  }
+
+ private:
+  pid_t pid_ = -1;
+  int port_ = 0;
+};
+
+// The access modes (O_RDONLY, O_WRONLY, O_RDWR) of the descriptors process `pid` holds on the
+// file `path`, from /proc: how it opened the file, whatever root's permissions would allow.
+inline std::vector<int> open_modes(pid_t pid, const std::string& path) {
+  namespace fs = std::filesystem;
+  const fs::path file = fs::canonical(path);
+  const std::string proc = "/proc/" + std::to_string(pid);
+  std::vector<int> modes;
+  for (const auto& fd : fs::directory_iterator(proc + "/fd")) {
+    std::error_code ec;
+    if (fs::read_symlink(fd.path(), ec) != file || ec) continue;
+    std::ifstream info(proc + "/fdinfo/" + fd.path().filename().string());
+    std::string key, flags;
+    while (info >> key >> flags && key != "flags:") {
+    }
+    REQUIRE(key == "flags:");
+    modes.push_back(std::stoi(flags, nullptr, 8) & O_ACCMODE);
+  }
+  return modes;
+}
+
+// `annals serve` and `annals subscriptions list|parked` on a store they may only read (the
+// caller write-protects it and checks afterwards that nothing changed). `with_mailer`: the
+// store has the subscription "mailer" with event 3 parked (park_event_3); otherwise it has
+// no subscription tables. `while_serving` is called with the server's pid after the
+// subscription routes answered.
+inline void check_read_only_serving(const annals_cli& cli, bool with_mailer,
+                                    const std::function<void(pid_t)>& while_serving = {}) {
+  auto r = cli({"subscriptions", "list"});
+  INFO(r.out << r.err);
+  CHECK(r.exit_code == 0);
+  CHECK(contains(r.out, with_mailer ? "mailer" : "no subscriptions"));
+  r = cli({"subscriptions", "parked", "mailer"});
+  CHECK(r.exit_code == (with_mailer ? 0 : 1));
+  if (with_mailer) CHECK(contains(r.out, "#3 acc-2 bank.v1.AccountOpened"));
+
+  served_store server(cli.db);
+  auto [status, body] = server.get("/subscriptions");
+  INFO(body);
+  CHECK(status == 200);
+  if (with_mailer) {
+    CHECK(contains(body, R"({"name":"mailer","filter":"all","checkpoint":5,"head":5,)"));
+    CHECK(contains(body, R"("parked":1,)"));
+  } else {
+    CHECK(body == R"({"subscriptions":[]})");
+  }
+  auto [metrics_status, metrics] = server.get("/metrics");
+  INFO(metrics);
+  CHECK(metrics_status == 200);
+  CHECK(contains(metrics, "# TYPE annals_subscription_lag_events gauge\n"));
+  CHECK(contains(metrics, R"(annals_parked_events{consumer="mailer",kind="subscription"} 1)") ==
+        with_mailer);
+  CHECK(contains(metrics, "annals_subscription_lag_events{") == with_mailer);
+  auto [all_status, all] = server.get("/all");
+  CHECK(all_status == 200);
+  CHECK(contains(all, R"("position":5)"));
+  if (while_serving) while_serving(server.pid());
+  CHECK(server.stop() == 0);
 }
 
 // Streams lists ids, versions and event counts, with prefix and limit.

@@ -70,6 +70,42 @@ TEST_CASE("subscriptions: list with lag, parked events listed, retried and skipp
   check_subscriptions(cli);
 }
 
+// The store file's modification time, size and content hash: what any write would change.
+std::string file_state(const std::string& db) {
+  struct stat st {};
+  REQUIRE(stat(db.c_str(), &st) == 0);
+  const std::string bytes = read_file(db);
+  return std::to_string(st.st_mtim.tv_sec) + "." + std::to_string(st.st_mtim.tv_nsec) + " " +
+         std::to_string(bytes.size()) + " " + std::to_string(std::hash<std::string>{}(bytes));
+}
+
+TEST_CASE("serve and subscriptions list|parked leave a format-1, read-only store file as it was") {
+  for (bool with_mailer : {false, true}) {
+    CAPTURE(with_mailer);
+    seeded_cli cli;
+    if (with_mailer) park_event_3(cli.db);
+    // Storage format 1: before the schema registry and snapshots.
+    exec_sql(cli.db,
+             "DROP TABLE annals_schemas; DROP TABLE annals_snapshots; PRAGMA user_version = 1");
+    // Root ignores the mode: the file's state and the server's descriptors show any write.
+    REQUIRE(chmod(cli.db.c_str(), 0444) == 0);
+    const std::string before = file_state(cli.db);
+    check_read_only_serving(cli, with_mailer, [&](pid_t server) {
+      auto modes = open_modes(server, cli.db);
+      CHECK_FALSE(modes.empty());
+      CHECK(std::count(modes.begin(), modes.end(), O_RDONLY) ==
+            static_cast<std::ptrdiff_t>(modes.size()));
+    });
+    CHECK(file_state(cli.db) == before);
+    CHECK(dump_sql(cli.db, "PRAGMA user_version") == "1|\n");
+    CHECK(dump_sql(cli.db, "SELECT name FROM sqlite_master WHERE name IN ('annals_schemas', "
+                           "'annals_snapshots', 'annals_subscriptions', 'annals_sub_parked') "
+                           "ORDER BY name") ==
+          (with_mailer ? "annals_sub_parked|\nannals_subscriptions|\n" : ""));
+    REQUIRE(chmod(cli.db.c_str(), 0644) == 0);
+  }
+}
+
 TEST_CASE("verify passes a healthy store") {
   seeded_cli cli;
   check_verify_clean(cli);

@@ -15,8 +15,10 @@ int fail(const context& c, const error& e) {
   return exit_code(e.kind());
 }
 
-result<std::unique_ptr<subscription_admin>> open_admin(const context& c) {
-  auto a = subscription_admin::open(c.db);
+// list and parked only read: read-only, so they neither upgrade an older store nor need
+// write access; retry and skip write.
+result<std::unique_ptr<subscription_admin>> open_admin(const context& c, bool writable) {
+  auto a = writable ? subscription_admin::open(c.db) : subscription_admin::open_read_only(c.db);
   // A missing store is a storage error here, as for every command (not "not found").
   if (!a && a.error().kind() == errc::not_found) return error(errc::io, a.error().message());
   return a;
@@ -25,7 +27,7 @@ result<std::unique_ptr<subscription_admin>> open_admin(const context& c) {
 }  // namespace
 
 int subscriptions_list(const context& c) {
-  auto a = open_admin(c);
+  auto a = open_admin(c, false);
   if (!a) return fail(c, a.error());
   auto list = a.value()->list();
   if (!list) return fail(c, list.error());
@@ -45,7 +47,7 @@ int subscriptions_list(const context& c) {
 }
 
 int subscriptions_parked(const context& c, const std::string& name) {
-  auto a = open_admin(c);
+  auto a = open_admin(c, false);
   if (!a) return fail(c, a.error());
   auto parked = a.value()->parked(name);
   if (!parked) return fail(c, parked.error());
@@ -62,7 +64,7 @@ int subscriptions_parked(const context& c, const std::string& name) {
 
 int subscriptions_resolve(const context& c, const std::string& name, std::int64_t position,
                           bool retry) {
-  auto a = open_admin(c);
+  auto a = open_admin(c, true);
   if (!a) return fail(c, a.error());
   auto n = retry ? a.value()->retry(name, position) : a.value()->skip(name, position);
   if (!n) return fail(c, n.error());

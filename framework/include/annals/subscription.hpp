@@ -147,10 +147,20 @@ class subscription {
 };
 
 // Managing subscriptions by name, without their handlers (the `annals` tool uses this).
+// Creates no tables: on a store where no subscription was ever opened, list() is empty and a
+// name is not_found. The object owns its connections to the store (closed on destruction).
 // Not thread-safe: one object per thread.
 class subscription_admin {
  public:
+  // Opens an existing store (a path, sqlite:PATH or postgresql://...; missing: not_found)
+  // writable, as open_store() does: a store of an older storage format is upgraded.
   static result<std::unique_ptr<subscription_admin>> open(const std::string& store_uri);
+  // Opens an existing store read-only (SQLite SQLITE_OPEN_READONLY; PostgreSQL read-only
+  // transactions): it writes nothing, creates no tables and upgrades no older format, so it
+  // works on a read-only file and leaves an inspected store as it was (`annals serve`,
+  // /metrics). list() and parked() work; retry(), skip() and remove() fail with
+  // invalid_argument, saying the admin is read-only.
+  static result<std::unique_ptr<subscription_admin>> open_read_only(const std::string& store_uri);
   virtual ~subscription_admin() = default;
   virtual result<std::vector<subscription_status>> list() = 0;  // by name
   virtual result<std::vector<parked_delivery>> parked(std::string_view name) = 0;

@@ -131,7 +131,7 @@ namespace annals {
 result<std::string> prometheus_metrics(const std::string& store_uri) {
   auto admin = open_admin(store_uri, false);
   if (!admin) return std::move(admin).error();
-  auto subs = subscription_admin::open(store_uri);
+  auto subs = subscription_admin::open_read_only(store_uri);
   std::mutex admin_mu, subs_mu;
   http_detail::metrics_sources src;
   src.admin = admin->get();

@@ -182,7 +182,9 @@ http_response server_impl::projections(const http_request&) {
 
 subscription_admin* server_impl::subs() {
   if (!subs_ && !subs_failed_) {
-    auto a = subscription_admin::open(uri_);
+    // Read-only like the rest of the built-in routes: serving a store never upgrades or
+    // writes it, and a read-only file can be served.
+    auto a = subscription_admin::open_read_only(uri_);
     if (a) {
       subs_ = std::move(a).value();
     } else {

@@ -97,6 +97,7 @@ result<backend> open_backend(const std::string& uri, const backend_options& o,
     po.create_if_missing = false;  // a runner reads a store; it never invents one
     po.upcast = o.upcast;
     po.pool_size = 2;
+    po.read_only = o.read_only;
     if (!o.sql_only) {
       auto s = open_postgres_store(uri, po);
       if (!s) return std::move(s).error();
@@ -111,13 +112,14 @@ result<backend> open_backend(const std::string& uri, const backend_options& o,
     // Read models are derived data (see the SQLite case below): a commit lost to a crash of
     // the server rolls back the model and its checkpoint together, and the events are
     // replayed. The lock timeout bounds waits for another runner's batch or a swap.
-    auto settings = fmt::format("SET synchronous_commit = off; SET lock_timeout = {}",
-                                o.busy_timeout_ms);
+    auto settings = fmt::format("SET synchronous_commit = off; SET lock_timeout = {}{}",
+                                o.busy_timeout_ms,
+                                o.read_only ? "; SET default_transaction_read_only = on" : "");
     if (auto r = writer->exec(settings.c_str(), "cannot configure the projection connection");
         !r) {
       return r.error();
     }
-    if (o.sql_only) return b;
+    if (o.sql_only || o.read_only) return b;
     auto c = pg::open_coordination(uri);
     if (!c) return std::move(c).error();
     coordination = std::move(c).value();
@@ -132,13 +134,15 @@ result<backend> open_backend(const std::string& uri, const backend_options& o,
     so.busy_timeout_ms = o.busy_timeout_ms;
     so.create_if_missing = false;  // a runner reads a store; it never invents one
     so.upcast = o.upcast;
+    so.read_only = o.read_only;
     if (!o.sql_only) {
       auto s = open_sqlite_store(path, so);
       if (!s) return std::move(s).error();
       store = std::move(s).value();
     }
     int timeout = static_cast<int>(o.busy_timeout_ms);
-    auto w = sqlite::connection::open(path, SQLITE_OPEN_READWRITE, timeout);
+    auto w = sqlite::connection::open(
+        path, o.read_only ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE, timeout);
     if (!w) return std::move(w).error();
     // Read models are derived data: a projection commit lost to a power cut rolls the model
     // and its checkpoint back together (WAL keeps them consistent), and the events are
@@ -158,7 +162,7 @@ result<backend> open_backend(const std::string& uri, const backend_options& o,
       if (!rd) return std::move(rd).error();
       reader = std::make_unique<sqlite_sql_connection>(std::move(rd).value());
     }
-    coordination = std::make_unique<sqlite_coordination>(path);
+    if (!o.read_only) coordination = std::make_unique<sqlite_coordination>(path);
   }
   return b;
 }

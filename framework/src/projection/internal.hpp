@@ -113,6 +113,10 @@ struct backend_options {
   std::shared_ptr<const upcasters> upcast;
   bool reader = false;
   bool sql_only = false;  // only the writer connection: no store, no coordination
+  // Nothing written: the store opened read_only (an older format is not upgraded), the
+  // "writer" connection read-only too (SQLite SQLITE_OPEN_READONLY, PostgreSQL
+  // default_transaction_read_only), no coordination. For readers of the bookkeeping.
+  bool read_only = false;
 };
 // Opens `uri` (a path, sqlite:PATH or postgresql://...). The writer commits without waiting
 // for the disk (synchronous NORMAL / synchronous_commit off): what it writes is derived or

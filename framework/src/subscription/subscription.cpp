@@ -829,7 +829,7 @@ result<std::unique_ptr<subscription>> open_impl(const std::string& uri, std::str
 
 class admin_impl final : public subscription_admin {
  public:
-  explicit admin_impl(detail::backend b) : b_(std::move(b)) {}
+  admin_impl(detail::backend b, bool read_only) : b_(std::move(b)), read_only_(read_only) {}
 
   result<std::vector<subscription_status>> list() override {
     auto exist = tables_exist(*b_.writer);
@@ -870,6 +870,7 @@ class admin_impl final : public subscription_admin {
   }
 
   result<void> remove(std::string_view name) override {
+    if (auto r = writable("remove", name); !r) return r;
     if (auto r = exists(name); !r) return r;
     return in_write_tx(*b_.writer, [&](sql_tx& tx) -> result<void> {
       for (const char* sql : {"DELETE FROM annals_sub_parked WHERE subscription = ?1",
@@ -882,6 +883,15 @@ class admin_impl final : public subscription_admin {
   }
 
  private:
+  // The mutating calls of an admin opened read-only fail before touching the store.
+  result<void> writable(std::string_view action, std::string_view name) const {
+    if (!read_only_) return {};
+    return error(errc::invalid_argument,
+                 fmt::format("cannot {} subscription '{}': the subscription admin was opened "
+                             "read-only (use subscription_admin::open)",
+                             action, name));
+  }
+
   result<void> exists(std::string_view name) {
     auto exist = tables_exist(*b_.writer);
     if (!exist) return std::move(exist).error();
@@ -900,6 +910,12 @@ class admin_impl final : public subscription_admin {
 
   result<std::int64_t> mark(std::string_view name, std::int64_t position, const char* state,
                             const char* from) {
+    if (auto r = writable(std::string_view(state) == "retry" ? "retry a parked event of"
+                                                               : "skip a parked event of",
+                          name);
+        !r) {
+      return r.error();
+    }
     if (position < 0) return error(errc::invalid_argument, "position must be >= 0");
     if (auto r = exists(name); !r) return r.error();
     std::int64_t changed = 0;
@@ -926,7 +942,18 @@ class admin_impl final : public subscription_admin {
   }
 
   detail::backend b_;
+  const bool read_only_;
 };
+
+result<std::unique_ptr<subscription_admin>> open_admin_on(const std::string& store_uri,
+                                                          bool read_only) {
+  detail::backend_options bo;
+  bo.read_only = read_only;
+  auto b = detail::open_backend(store_uri, bo, "subscriptions");
+  if (!b) return std::move(b).error();
+  return std::unique_ptr<subscription_admin>(
+      std::make_unique<admin_impl>(std::move(b).value(), read_only));
+}
 
 }  // namespace
 
@@ -986,10 +1013,12 @@ result<std::unique_ptr<subscription>> subscription::open(const std::string& stor
 
 result<std::unique_ptr<subscription_admin>> subscription_admin::open(
     const std::string& store_uri) {
-  auto b = detail::open_backend(store_uri, {}, "subscriptions");
-  if (!b) return std::move(b).error();
-  return std::unique_ptr<subscription_admin>(
-      std::make_unique<admin_impl>(std::move(b).value()));
+  return open_admin_on(store_uri, false);
+}
+
+result<std::unique_ptr<subscription_admin>> subscription_admin::open_read_only(
+    const std::string& store_uri) {
+  return open_admin_on(store_uri, true);
 }
 
 }  // namespace annals
