@@ -331,7 +331,7 @@ struct service {
   }
 
   // The stored event `event_id`, if any. Throws when the store cannot say (the caller answers
-  // 500 and frees the key).
+  // 500 and releases the claim).
   std::optional<annals::recorded_event> find(const std::string& event_id) {
     auto e = store.find_event(event_id);
     if (!e) throw std::runtime_error("cannot look up an event id: " + e.error().message());

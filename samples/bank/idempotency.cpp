@@ -115,7 +115,7 @@ idempotency_keys::claim idempotency_keys::take(const std::string& key,
           return false;
         });
     if (!q) return q.error();
-    if (!found) {  // freed between the insert and the select: the client may retry at once
+    if (!found) {  // deleted (by hand) between the insert and the select: retry at once
       out.kind = claim_kind::in_progress;
       return {};
     }
@@ -169,8 +169,10 @@ bool idempotency_keys::finish(const std::string& key, const std::string& token,
   auto r = db_->write([&](annals::sql_tx& tx) -> annals::result<void> {
     annals::result<std::int64_t> n = std::int64_t{0};
     if (resp.status >= 500 || resp.status == 409) {
-      n = tx.exec("DELETE FROM bank_idempotency_keys WHERE key = ?1 AND claim = ?2 "
-                  "AND status IS NULL",
+      // Released, not deleted: the event id stays, in case a command did happen (the next
+      // request with the key takes the claim over at once and looks for it).
+      n = tx.exec("UPDATE bank_idempotency_keys SET created_at_us = 0 "
+                  "WHERE key = ?1 AND claim = ?2 AND status IS NULL",
                   {key, token});
     } else {
       annals::sql_value etag;  // NULL

@@ -47,9 +47,11 @@ class idempotency_keys {
   // Claims `key` for `request`, or says why not. Atomic across threads and processes.
   claim take(const std::string& key, const std::string& request);
 
-  // Records the response of the claim `token` on `key`; a response not worth keeping (409 or
-  // 5xx: the client should retry) frees the key instead. Returns false when the claim is no
-  // longer held (another request took it over) or the database failed: nothing was recorded.
+  // Records the response of the claim `token` on `key`. A response not worth keeping (409 or
+  // 5xx: the client should retry) releases the claim instead: the next request with the key
+  // (the same request: the key stays bound to it) takes it over at once. Returns false when
+  // the claim is no longer held (another request took it over) or the database failed:
+  // nothing was recorded.
   bool finish(const std::string& key, const std::string& token, const annals::http_response& r);
 
   explicit idempotency_keys(std::unique_ptr<annals::sql_database> db,

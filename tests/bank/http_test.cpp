@@ -515,6 +515,25 @@ TEST_CASE("a key left in progress by a dead server is taken over once its claim 
   CHECK(s.head() == head + 1);
 }
 
+TEST_CASE("a transfer whose dead request appended it is answered from its event, same id") {
+  std::vector<std::string> args = with_token;
+  args.push_back("--no-saga");  // nothing else appends
+  bank_server s(args);
+  REQUIRE(s.post("/accounts", R"({"id": "a", "owner": "Ann"})").status == 201);
+  REQUIRE(s.post("/accounts", R"({"id": "b", "owner": "Bo"})").status == 201);
+  const std::string body = R"({"from": "a", "to": "b", "amount": "4"})";  // the server picks the id
+  auto first = s.post("/transfers", body, {{"Idempotency-Key", "t"}});
+  REQUIRE(first.status == 202);
+  const auto head = s.head();
+  make_in_progress(s.db(), "t", 60'000'000, true);
+  auto again = s.post("/transfers", body, {{"Idempotency-Key", "t"}});
+  CHECK(again.status == 202);
+  CHECK(again.header("idempotent-replayed").empty());  // rebuilt from the event, not replayed
+  CHECK(again.body == first.body);                      // the same transfer id and position
+  CHECK(again.header("location") == first.header("location"));
+  CHECK(s.head() == head);
+}
+
 TEST_CASE("--idempotency-timeout sets when a claim is stale, and rejects bad values") {
   std::vector<std::string> args = with_token;
   args.insert(args.end(), {"--idempotency-timeout", "1"});
