@@ -1,5 +1,6 @@
 // `bank serve`: the bank's routes on an annals::http_server. See http.hpp for the routes.
 #include "http.hpp"
+#include "idempotency.hpp"
 
 #include "account.hpp"
 #include "cli.hpp"
@@ -10,7 +11,6 @@
 #include <annals/json.hpp>
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
-#include <sqlite3.h>
 
 #include <charconv>
 #include <chrono>
@@ -248,141 +248,37 @@ void add_header(http_response& r, std::string key, std::string value) {
   r.headers.push_back(annals::header{std::move(key), std::move(value)});
 }
 
-// ---- Idempotency keys ------------------------------------------------------------------------
-
-// The table bank_idempotency_keys in the store's SQLite file: a key's request and, once
-// answered, its response. A key being handled has a row without a response (a concurrent
-// request with the same key gets 409).
-class idempotency_keys {
- public:
-  ~idempotency_keys() {
-    if (db_) sqlite3_close_v2(db_);
-  }
-  static annals::result<std::unique_ptr<idempotency_keys>> open(const std::string& path) {
-    auto k = std::make_unique<idempotency_keys>();
-    if (sqlite3_open_v2(path.c_str(), &k->db_, SQLITE_OPEN_READWRITE | SQLITE_OPEN_FULLMUTEX,
-                        nullptr) != SQLITE_OK) {
-      return annals::error(annals::errc::io, fmt::format("cannot open '{}' for idempotency keys",
-                                                         path));
-    }
-    sqlite3_busy_timeout(k->db_, 10000);
-    if (!k->exec("CREATE TABLE IF NOT EXISTS bank_idempotency_keys ("
-                 "key TEXT PRIMARY KEY, request TEXT NOT NULL, status INTEGER, "
-                 "response TEXT, etag TEXT, created_at_us INTEGER NOT NULL)")) {
-      return annals::error(annals::errc::io, "cannot create bank_idempotency_keys");
-    }
-    return k;
-  }
-
-  enum class claim_kind { claimed, replay, different_request, in_progress, failed };
-  struct claim {
-    claim_kind kind = claim_kind::failed;
-    http_response response;  // replay
-  };
-
-  claim take(const std::string& key, const std::string& request) {
-    std::lock_guard lock(mu_);
-    claim out;
-    if (!exec("BEGIN IMMEDIATE")) return out;
-    sqlite3_stmt* st = nullptr;
-    sqlite3_prepare_v2(db_,
-                       "SELECT request, status, response, etag FROM bank_idempotency_keys "
-                       "WHERE key = ?1",
-                       -1, &st, nullptr);
-    sqlite3_bind_text(st, 1, key.data(), static_cast<int>(key.size()), SQLITE_TRANSIENT);
-    int rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW) {
-      std::string stored(reinterpret_cast<const char*>(sqlite3_column_text(st, 0)),
-                         sqlite3_column_bytes(st, 0));
-      if (stored != request) {
-        out.kind = claim_kind::different_request;
-      } else if (sqlite3_column_type(st, 1) == SQLITE_NULL) {
-        out.kind = claim_kind::in_progress;
-      } else {
-        out.kind = claim_kind::replay;
-        out.response.status = sqlite3_column_int(st, 1);
-        out.response.body.assign(reinterpret_cast<const char*>(sqlite3_column_text(st, 2)),
-                                 sqlite3_column_bytes(st, 2));
-        if (sqlite3_column_type(st, 3) != SQLITE_NULL) {
-          add_header(out.response, "ETag",
-                     reinterpret_cast<const char*>(sqlite3_column_text(st, 3)));
-        }
-        add_header(out.response, "Idempotent-Replayed", "true");
-      }
-    } else if (rc == SQLITE_DONE) {
-      sqlite3_stmt* ins = nullptr;
-      sqlite3_prepare_v2(db_,
-                         "INSERT INTO bank_idempotency_keys (key, request, created_at_us) "
-                         "VALUES (?1, ?2, ?3)",
-                         -1, &ins, nullptr);
-      sqlite3_bind_text(ins, 1, key.data(), static_cast<int>(key.size()), SQLITE_TRANSIENT);
-      sqlite3_bind_text(ins, 2, request.data(), static_cast<int>(request.size()),
-                        SQLITE_TRANSIENT);
-      sqlite3_bind_int64(ins, 3, now_us());
-      if (sqlite3_step(ins) == SQLITE_DONE) out.kind = claim_kind::claimed;
-      sqlite3_finalize(ins);
-    }
-    sqlite3_finalize(st);
-    if (!exec(out.kind == claim_kind::claimed ? "COMMIT" : "ROLLBACK")) {
-      exec("ROLLBACK");
-      out.kind = claim_kind::failed;
-    }
-    return out;
-  }
-
-  // Records the response of a claimed key; a response not worth keeping (a conflict or a
-  // server error: the client should retry) frees the key instead.
-  void finish(const std::string& key, const http_response& r) {
-    std::lock_guard lock(mu_);
-    sqlite3_stmt* st = nullptr;
-    if (r.status >= 500 || r.status == 409) {
-      sqlite3_prepare_v2(db_, "DELETE FROM bank_idempotency_keys WHERE key = ?1", -1, &st,
-                         nullptr);
-      sqlite3_bind_text(st, 1, key.data(), static_cast<int>(key.size()), SQLITE_TRANSIENT);
-    } else {
-      sqlite3_prepare_v2(db_,
-                         "UPDATE bank_idempotency_keys SET status = ?2, response = ?3, etag = ?4 "
-                         "WHERE key = ?1",
-                         -1, &st, nullptr);
-      sqlite3_bind_text(st, 1, key.data(), static_cast<int>(key.size()), SQLITE_TRANSIENT);
-      sqlite3_bind_int(st, 2, r.status);
-      sqlite3_bind_text(st, 3, r.body.data(), static_cast<int>(r.body.size()), SQLITE_TRANSIENT);
-      for (const auto& h : r.headers) {
-        if (h.key == "ETag") {
-          sqlite3_bind_text(st, 4, h.value.data(), static_cast<int>(h.value.size()),
-                            SQLITE_TRANSIENT);
-        }
-      }
-    }
-    sqlite3_step(st);
-    sqlite3_finalize(st);
-  }
-
- private:
-  bool exec(const char* sql) { return sqlite3_exec(db_, sql, nullptr, nullptr, nullptr) == SQLITE_OK; }
-  static std::int64_t now_us() {
-    return std::chrono::duration_cast<std::chrono::microseconds>(
-               std::chrono::system_clock::now().time_since_epoch())
-        .count();
-  }
-
-  std::mutex mu_;
-  sqlite3* db_ = nullptr;
-};
-
 // ---- The service -----------------------------------------------------------------------------
+
+// What the Idempotency-Key protocol hands a command route.
+struct command_context {
+  // The id the command's first event gets (further ones derive from it); empty: the store's.
+  std::string event_id;
+  // The command already happened (a request with this key appended `event_id` before it
+  // died): answer from this event, appending nothing.
+  std::optional<annals::recorded_event> done;
+
+  // Event ids for command_options::event_ids (none when event_id is empty).
+  std::function<std::string(std::size_t)> event_ids() const {
+    if (event_id.empty()) return {};
+    return [id = event_id](std::size_t i) {
+      return i == 0 ? id : annals::derived_event_id(id, std::to_string(i));
+    };
+  }
+};
 
 struct service {
   annals::event_store& store;
   annals::projection_runner& models;
-  idempotency_keys* keys = nullptr;  // null on PostgreSQL
+  idempotency_keys& keys;
   int max_retries = 10;
 
+  using command_route = std::function<http_response(const command_context&)>;
+
   // Runs a command route: the Idempotency-Key protocol around `run`.
-  http_response idempotent(const http_request& r, const std::function<http_response()>& run) {
+  http_response idempotent(const http_request& r, const command_route& run) {
     auto key = r.header("Idempotency-Key");
-    if (!key) return run();
-    if (!keys) return http_response::error(501, "Idempotency-Key needs a SQLite store");
+    if (!key) return run(command_context{});
     if (key->empty() || key->size() > 200) {
       return http_response::error(400, "Idempotency-Key must be 1 to 200 characters");
     }
@@ -393,7 +289,7 @@ struct service {
     }
     std::string request = r.method + " " + r.path + "\n" + r.header("If-Match").value_or("") +
                           "\n" + r.body;
-    auto c = keys->take(*key, request);
+    auto c = keys.take(*key, request);
     switch (c.kind) {
       case idempotency_keys::claim_kind::replay: return c.response;
       case idempotency_keys::claim_kind::different_request:
@@ -402,24 +298,52 @@ struct service {
       case idempotency_keys::claim_kind::in_progress:
         return http_response::error(409, "a request with this Idempotency-Key is in progress");
       case idempotency_keys::claim_kind::failed:
+        fmt::print(stderr, "bank serve: cannot record an Idempotency-Key: {}\n", c.error);
         return http_response::error(503, "cannot record the Idempotency-Key; try again");
-      case idempotency_keys::claim_kind::claimed: break;
+      case idempotency_keys::claim_kind::claimed:
+      case idempotency_keys::claim_kind::taken_over: break;
     }
+    command_context ctx{c.event_id, std::nullopt};
     http_response out;
     try {
-      out = run();
+      // A taken-over key's request may have appended its event before its server died.
+      if (c.kind == idempotency_keys::claim_kind::taken_over) ctx.done = find(ctx.event_id);
+      out = run(ctx);
+      // A failure after this key's event is stored (another holder of the key appended it
+      // while this request ran: its claim had gone stale) is that event's success.
+      if (!ctx.done && (out.status < 200 || out.status > 299)) {
+        if (auto done = find(ctx.event_id)) {
+          ctx.done = std::move(done);
+          out = run(ctx);
+        }
+      }
     } catch (...) {
-      keys->finish(*key, http_response::error(500, "internal error"));
+      (void)keys.finish(*key, c.token, http_response::error(500, "internal error"));
       throw;
     }
-    keys->finish(*key, out);
+    if (!keys.finish(*key, c.token, out)) {
+      fmt::print(stderr,
+                 "bank serve: the response to Idempotency-Key '{}' was not recorded (the key was "
+                 "taken over while the request ran, or the database failed)\n",
+                 *key);
+    }
     return out;
   }
 
+  // The stored event `event_id`, if any. Throws when the store cannot say (the caller answers
+  // 500 and releases the claim).
+  std::optional<annals::recorded_event> find(const std::string& event_id) {
+    auto e = store.find_event(event_id);
+    if (!e) throw std::runtime_error("cannot look up an event id: " + e.error().message());
+    return std::move(*e);
+  }
+
   // Runs `decide` on the account `id`, honouring If-Match, then answers with the account.
+  // When the command already happened (ctx.done) it answers from that event: its version and
+  // position, the account as it is now.
   template <class Decide>
-  http_response account_command(const http_request& r, const std::string& id, int ok_status,
-                                Decide&& decide) {
+  http_response account_command(const http_request& r, const command_context& ctx,
+                                const std::string& id, int ok_status, Decide&& decide) {
     auto stream = account_stream_of(id);
     if (!stream) return error_response(stream.error());
     std::optional<std::int64_t> if_match;
@@ -428,9 +352,14 @@ struct service {
       if (!v) return error_response(v.error());
       if_match = *v;
     }
+    if (ctx.done) {
+      if (ctx.done->stream_id != *stream) return http_response::error(500, "internal error");
+      return account_answer(id, ok_status, ctx.done->stream_version, ctx.done->position);
+    }
     annals::command_options o;
     o.max_retries = if_match ? 0 : max_retries;
     o.traceparent = r.traceparent;
+    o.event_ids = ctx.event_ids();
     bool precondition_failed = false;
     bool missing = false;
     auto result = annals::handle<account>(
@@ -459,13 +388,18 @@ struct service {
       }
       return error_response(result.error(), if_match.has_value());
     }
+    return account_answer(id, ok_status, result->stream_version, result->position);
+  }
+
+  // A command's answer: the account after the event at (version, position).
+  http_response account_answer(const std::string& id, int ok_status, std::int64_t version,
+                               std::int64_t position) {
     // Read-your-writes: the read models served here have the command before we answer.
     for (std::string_view model : {account_balances::name, account_statement::name}) {
-      (void)models.wait_for(model, result->position, std::chrono::seconds(2));
+      (void)models.wait_for(model, position, std::chrono::seconds(2));
     }
-    auto body = account_json(id, result->stream_version, result->position);
-    http_response out = http_response::json(ok_status, body);
-    add_header(out, "ETag", fmt::format("\"{}\"", result->stream_version));
+    http_response out = http_response::json(ok_status, account_json(id, version, position));
+    add_header(out, "ETag", fmt::format("\"{}\"", version));
     add_header(out, "Location", "/accounts/" + id);
     return out;
   }
@@ -559,7 +493,7 @@ struct service {
     return http_response::json(200, body + "]}");
   }
 
-  http_response open_account(const http_request& r) {
+  http_response open_account(const http_request& r, const command_context& ctx) {
     auto o = flat_json_parser(r.body).parse();
     if (!o) return error_response(o.error());
     if (auto ok = only_keys(*o, {"id", "owner"}); !ok) return error_response(ok.error());
@@ -575,23 +509,23 @@ struct service {
         return http_response::error(400, "'owner' contains a control character");
       }
     }
-    return account_command(r, *id, 201,
+    return account_command(r, ctx, *id, 201,
                            [&](const account& a) { return bank::open(a, *id, *owner); });
   }
 
   template <class Decider>
-  http_response money(const http_request& r, Decider decider) {
+  http_response money(const http_request& r, const command_context& ctx, Decider decider) {
     std::string id = r.param("id");
     auto o = flat_json_parser(r.body).parse();
     if (!o) return error_response(o.error());
     if (auto ok = only_keys(*o, {"amount", "amount_cents"}); !ok) return error_response(ok.error());
     auto cents = amount_of(*o);
     if (!cents) return error_response(cents.error());
-    return account_command(r, id, 200,
+    return account_command(r, ctx, id, 200,
                            [&](const account& a) { return decider(a, id, *cents); });
   }
 
-  http_response request_transfer(const http_request& r) {
+  http_response request_transfer(const http_request& r, const command_context& ctx) {
     auto o = flat_json_parser(r.body).parse();
     if (!o) return error_response(o.error());
     if (auto ok = only_keys(*o, {"id", "from", "to", "amount", "amount_cents"}); !ok) {
@@ -612,18 +546,30 @@ struct service {
     if (auto ok = validate_transfer_id(id); !ok) return error_response(ok.error());
     if (auto ok = validate_account_id(*from); !ok) return error_response(ok.error());
     if (auto ok = validate_account_id(*to); !ok) return error_response(ok.error());
-    annals::command_options opts;
-    opts.max_retries = max_retries;
-    opts.traceparent = r.traceparent;
-    auto res = annals::handle<transfer>(
-        store, transfer_stream(id),
-        [&](const transfer& t) { return request(t, id, *from, *to, *cents); }, opts);
-    if (!res) return error_response(res.error());
+    std::int64_t position = 0;
+    if (ctx.done) {
+      // Without an "id" the first attempt chose one: the event's stream says which.
+      if (!o->count("id")) id = transfer_id_of(ctx.done->stream_id);
+      if (ctx.done->stream_id != transfer_stream(id)) {
+        return http_response::error(500, "internal error");
+      }
+      position = ctx.done->position;
+    } else {
+      annals::command_options opts;
+      opts.max_retries = max_retries;
+      opts.traceparent = r.traceparent;
+      opts.event_ids = ctx.event_ids();
+      auto res = annals::handle<transfer>(
+          store, transfer_stream(id),
+          [&](const transfer& t) { return request(t, id, *from, *to, *cents); }, opts);
+      if (!res) return error_response(res.error());
+      position = res->position;
+    }
     auto out = http_response::json(
         202, fmt::format("{{\"id\":{},\"from\":{},\"to\":{},\"amount_cents\":{},\"amount\":{},"
                          "\"state\":\"requested\",\"position\":{}}}",
                          json_string(id), json_string(*from), json_string(*to), *cents,
-                         json_string(format_cents(*cents)), res->position));
+                         json_string(format_cents(*cents)), position));
     add_header(out, "Location", "/transfers/" + id);
     return out;
   }
@@ -650,12 +596,10 @@ struct serve_args {
   std::string bind = "127.0.0.1";
   std::string token;
   bool no_saga = false;
+  // How old an Idempotency-Key's claim must be before another request may take it over (its
+  // server presumably died mid-request). Longer than any request takes.
+  int idempotency_timeout_s = 30;
 };
-
-std::string sqlite_path_of(const std::string& db) {
-  if (db.find("://") != std::string::npos) return {};
-  return db.rfind("sqlite:", 0) == 0 ? db.substr(7) : db;
-}
 
 int serve(const std::string& db, int max_retries, const serve_args& a) {
   sigset_t stop_signals;
@@ -680,12 +624,8 @@ int serve(const std::string& db, int max_retries, const serve_args& a) {
     saga = std::move(*s);
   }
 
-  std::unique_ptr<idempotency_keys> keys;
-  if (auto path = sqlite_path_of(db); !path.empty()) {
-    auto k = idempotency_keys::open(path);
-    if (!k) return report(k.error());
-    keys = std::move(*k);
-  }
+  auto keys = idempotency_keys::open(db, std::chrono::seconds(a.idempotency_timeout_s));
+  if (!keys) return report(keys.error());
 
   annals::http_options o;
   o.bind_address = a.bind;
@@ -696,7 +636,7 @@ int serve(const std::string& db, int max_retries, const serve_args& a) {
   if (!server) return report(server.error());
   auto& srv = **server;
 
-  service svc{**store, **models, keys.get(), max_retries};
+  service svc{**store, **models, **keys, max_retries};
   srv.route("GET", "/accounts", [&](const http_request& r) { return svc.list_accounts(r); });
   srv.route("GET", "/accounts/{id}", [&](const http_request& r) { return svc.get_account(r); });
   srv.route("GET", "/accounts/{id}/statement",
@@ -704,24 +644,29 @@ int serve(const std::string& db, int max_retries, const serve_args& a) {
   srv.route("GET", "/transfers/{id}", [&](const http_request& r) { return svc.get_transfer(r); });
   srv.route(
       "POST", "/accounts",
-      [&](const http_request& r) { return svc.idempotent(r, [&] { return svc.open_account(r); }); },
+      [&](const http_request& r) {
+        return svc.idempotent(r, [&](const command_context& c) { return svc.open_account(r, c); });
+      },
       true);
   srv.route(
       "POST", "/accounts/{id}/deposits",
       [&](const http_request& r) {
-        return svc.idempotent(r, [&] { return svc.money(r, &bank::deposit); });
+        return svc.idempotent(
+            r, [&](const command_context& c) { return svc.money(r, c, &bank::deposit); });
       },
       true);
   srv.route(
       "POST", "/accounts/{id}/withdrawals",
       [&](const http_request& r) {
-        return svc.idempotent(r, [&] { return svc.money(r, &bank::withdraw); });
+        return svc.idempotent(
+            r, [&](const command_context& c) { return svc.money(r, c, &bank::withdraw); });
       },
       true);
   srv.route(
       "POST", "/transfers",
       [&](const http_request& r) {
-        return svc.idempotent(r, [&] { return svc.request_transfer(r); });
+        return svc.idempotent(
+            r, [&](const command_context& c) { return svc.request_transfer(r, c); });
       },
       true);
   srv.static_content("/", "text/html; charset=utf-8", dashboard_html);
@@ -756,6 +701,11 @@ void add_http_commands(CLI::App& app, const std::string& db, const int& max_retr
                   "Bearer token for the command routes (none: commands answer 403)");
   cmd->add_flag("--no-saga", args->no_saga,
                 "Do not run the transfer process manager in this process");
+  cmd->add_option("--idempotency-timeout", args->idempotency_timeout_s,
+                  "Seconds after which a request left in progress under an Idempotency-Key "
+                  "(its server died) may be taken over by a retry; longer than any request")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 86400));
   cmd->callback([&, args] { code = serve(db, max_retries, *args); });
 }
 

@@ -13,7 +13,8 @@
 // Commands need --token (else 403) and "Authorization: Bearer <token>". `If-Match: "<version>"`
 // makes a command conditional on the account's version (412 otherwise); an Idempotency-Key
 // header makes a retry return the first response and write nothing (keys are kept in the
-// table bank_idempotency_keys of the store's SQLite database).
+// table bank_idempotency_keys of the store's database, SQLite or PostgreSQL; a key left in
+// progress by a dead server is taken over after --idempotency-timeout: see idempotency.hpp).
 #pragma once
 
 #include <string>

@@ -1,10 +1,16 @@
 // `bank serve` end to end: the real executable on 127.0.0.1 (port 0, the URL read from its
 // first line of output), spoken to over plain sockets.
+//
+// Compiled twice: bank_http_tests (a SQLite file) and bank_http_pg_tests (`--db
+// postgresql://...`, a fresh database per server on ANNALS_TEST_PG; a case fails when there is
+// no server).
 #include <doctest/doctest.h>
 
+#include "support/postgres.hpp"
 #include "support/support.hpp"
 
 #include <annals/event_store.hpp>
+#include <annals/sql_database.hpp>
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -13,8 +19,11 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
+#include <chrono>
 #include <cstdio>
 #include <map>
+#include <memory>
 #include <thread>
 #include <string>
 #include <vector>
@@ -22,6 +31,19 @@
 using annals::test::temp_dir;
 
 namespace {
+
+#ifdef ANNALS_BANK_ON_POSTGRES
+constexpr bool on_postgres = true;
+#else
+constexpr bool on_postgres = false;
+#endif
+
+// A store for one or more servers in turn: a SQLite file, or a fresh PostgreSQL database.
+struct store_place {
+  temp_dir dir;
+  annals::test::pg::store_location loc{dir.file("bank.db"), on_postgres};
+  const std::string& uri() const { return loc.path; }
+};
 
 bool contains(const std::string& s, const std::string& part) {
   return s.find(part) != std::string::npos;
@@ -95,10 +117,12 @@ response request(int port, const std::string& method, const std::string& path,
   return r;
 }
 
-// `bank serve --port 0` in a child process; stopped (SIGTERM) on destruction.
+// `bank serve --port 0` in a child process; stopped (SIGTERM) on destruction. On its own store,
+// or on `place`'s (which must outlive it).
 class bank_server {
  public:
-  explicit bank_server(std::vector<std::string> extra = {}) {
+  explicit bank_server(std::vector<std::string> extra = {}, const store_place* place = nullptr)
+      : place_(place ? place : (own_ = std::make_unique<store_place>()).get()) {
     int out[2];
     REQUIRE(pipe(out) == 0);
     std::vector<std::string> args = {BANK_EXE, "--db", db(), "serve", "--port", "0"};
@@ -126,14 +150,23 @@ class bank_server {
     port_ = std::stoi(s.substr(s.rfind(':') + 1));
   }
   ~bank_server() {
-    kill(pid_, SIGTERM);
+    if (pid_ > 0) {
+      kill(pid_, SIGTERM);
+      int status = 0;
+      waitpid(pid_, &status, 0);
+    }
+  }
+  // Kills the server as a crash would: no cleanup of any kind.
+  void kill9() {
+    kill(pid_, SIGKILL);
     int status = 0;
     waitpid(pid_, &status, 0);
+    pid_ = -1;
   }
   int port() const { return port_; }
-  std::string db() const { return dir_.file("bank.db"); }
+  std::string db() const { return place_->uri(); }
 
-  // The store's head position, read directly from the file.
+  // The store's head position, read directly from the store.
   std::int64_t head() const {
     annals::sqlite_options o;
     o.read_only = true;
@@ -153,7 +186,8 @@ class bank_server {
   response get(const std::string& path) const { return request(port_, "GET", path); }
 
  private:
-  temp_dir dir_;
+  std::unique_ptr<store_place> own_;
+  const store_place* place_;
   pid_t pid_ = -1;
   int port_ = 0;
 };
@@ -357,4 +391,217 @@ TEST_CASE("a transfer request is accepted and the saga in the server carries it 
   }
   CHECK(contains(s.get("/accounts/b").body, R"("balance_cents":400)"));
   CHECK(contains(s.get("/accounts/a").body, R"("balance_cents":600)"));
+}
+
+namespace {
+
+std::int64_t now_us() {
+  return std::chrono::duration_cast<std::chrono::microseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+// Runs one statement on the store's database, beside the server (through the framework's
+// sql_database, so the same text on both backends). Returns the rows changed.
+std::int64_t sql(const std::string& db, const std::string& statement,
+                 annals::sql_params params = {}) {
+  auto d = annals::sql_database::open(db);
+  REQUIRE_MESSAGE(d.ok(), (d.ok() ? "" : d.error().message()));
+  std::int64_t changed = 0;
+  auto ok = (*d)->write([&](annals::sql_tx& tx) -> annals::result<void> {
+    auto n = tx.exec(statement, params);
+    if (!n) return n.error();
+    changed = *n;
+    return {};
+  });
+  REQUIRE_MESSAGE(ok.ok(), (ok.ok() ? "" : ok.error().message()));
+  return changed;
+}
+
+// Makes the key's record look like a request still running since `age_us` ago, as a server
+// that died mid-request leaves it. A new event id: as if the dead request never appended.
+void make_in_progress(const std::string& db, const std::string& key, std::int64_t age_us,
+                      bool appended) {
+  const std::string fresh = annals::new_uuid_v7();
+  CHECK(sql(db,
+            "UPDATE bank_idempotency_keys SET status = NULL, response = NULL, etag = NULL, "
+            "created_at_us = ?2, claim = ?3, event_id = CASE WHEN ?4 = 1 THEN event_id ELSE ?5 "
+            "END WHERE key = ?1",
+            {key, now_us() - age_us, "dead-server", appended ? 1 : 0, fresh}) == 1);
+}
+
+// Sends one request and reads whatever comes back; never fails (the server may be killed).
+void fire(int port, const std::string& path, const std::string& body, const std::string& key) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) return;
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<std::uint16_t>(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+    close(fd);
+    return;
+  }
+  std::string req = "POST " + path +
+                    " HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+                    "Authorization: Bearer t0ken\r\nIdempotency-Key: " +
+                    key + "\r\nContent-Type: application/json\r\nContent-Length: " +
+                    std::to_string(body.size()) + "\r\n\r\n" + body;
+  (void)annals::test::write_all(fd, req);
+  (void)annals::test::read_to_eof(fd);  // closes fd
+}
+
+// The value of `"field":N` in a JSON body, or -1.
+std::int64_t json_int(const std::string& body, const std::string& field) {
+  auto at = body.find("\"" + field + "\":");
+  if (at == std::string::npos) return -1;
+  return std::stoll(body.substr(at + field.size() + 3));
+}
+
+}  // namespace
+
+TEST_CASE("a key left in progress by a dead server is taken over once its claim is stale") {
+  bank_server s(with_token);
+  REQUIRE(s.post("/accounts", R"({"id": "a", "owner": "Bo"})").status == 201);
+  const std::string body = R"({"amount": "3"})";
+  auto first = s.post("/accounts/a/deposits", body, {{"Idempotency-Key", "k"}});
+  REQUIRE(first.status == 200);
+
+  // A claim younger than the timeout (30 s by default) is a request still running: 409.
+  make_in_progress(s.db(), "k", 1'000'000, false);
+  auto head = s.head();
+  auto busy = s.post("/accounts/a/deposits", body, {{"Idempotency-Key", "k"}});
+  CHECK(busy.status == 409);
+  CHECK(s.head() == head);
+
+  // Stale, and the dead request never appended: concurrent retries deposit exactly once.
+  make_in_progress(s.db(), "k", 60'000'000, false);
+  std::vector<response> answers(8);
+  std::vector<std::thread> threads;
+  for (auto& a : answers) {
+    threads.emplace_back(
+        [&] { a = s.post("/accounts/a/deposits", body, {{"Idempotency-Key", "k"}}); });
+  }
+  for (auto& t : threads) t.join();
+  int ok = 0;
+  for (const auto& a : answers) {
+    INFO(a.status << " " << a.body);
+    CHECK((a.status == 200 || a.status == 409));  // 409: the taker was still running
+    ok += a.status == 200;
+  }
+  CHECK(ok >= 1);
+  CHECK(s.head() == head + 1);
+  CHECK(contains(s.get("/accounts/a").body, R"("balance_cents":600)"));
+  auto replay = s.post("/accounts/a/deposits", body, {{"Idempotency-Key", "k"}});
+  CHECK(replay.status == 200);
+  CHECK(replay.header("idempotent-replayed") == "true");
+  CHECK(json_int(replay.body, "version") == 2);
+  CHECK(s.head() == head + 1);
+
+  // Stale, and the dead request did append before dying: the retry answers from its event
+  // and appends nothing.
+  make_in_progress(s.db(), "k", 60'000'000, true);
+  auto recovered = s.post("/accounts/a/deposits", body, {{"Idempotency-Key", "k"}});
+  CHECK(recovered.status == 200);
+  CHECK(json_int(recovered.body, "version") == 2);
+  CHECK(json_int(recovered.body, "position") == head + 1);
+  CHECK(recovered.header("etag") == "\"2\"");
+  CHECK(s.head() == head + 1);
+  CHECK(contains(s.get("/accounts/a").body, R"("balance_cents":600)"));
+  // A different request under the key is still refused, stale claim or not.
+  make_in_progress(s.db(), "k", 60'000'000, false);
+  CHECK(s.post("/accounts/a/deposits", R"({"amount": "4"})", {{"Idempotency-Key", "k"}}).status ==
+        422);
+  CHECK(s.head() == head + 1);
+}
+
+TEST_CASE("a transfer whose dead request appended it is answered from its event, same id") {
+  std::vector<std::string> args = with_token;
+  args.push_back("--no-saga");  // nothing else appends
+  bank_server s(args);
+  REQUIRE(s.post("/accounts", R"({"id": "a", "owner": "Ann"})").status == 201);
+  REQUIRE(s.post("/accounts", R"({"id": "b", "owner": "Bo"})").status == 201);
+  const std::string body = R"({"from": "a", "to": "b", "amount": "4"})";  // the server picks the id
+  auto first = s.post("/transfers", body, {{"Idempotency-Key", "t"}});
+  REQUIRE(first.status == 202);
+  const auto head = s.head();
+  make_in_progress(s.db(), "t", 60'000'000, true);
+  auto again = s.post("/transfers", body, {{"Idempotency-Key", "t"}});
+  CHECK(again.status == 202);
+  CHECK(again.header("idempotent-replayed").empty());  // rebuilt from the event, not replayed
+  CHECK(again.body == first.body);                      // the same transfer id and position
+  CHECK(again.header("location") == first.header("location"));
+  CHECK(s.head() == head);
+}
+
+TEST_CASE("--idempotency-timeout sets when a claim is stale, and rejects bad values") {
+  std::vector<std::string> args = with_token;
+  args.insert(args.end(), {"--idempotency-timeout", "1"});
+  bank_server s(args);
+  REQUIRE(s.post("/accounts", R"({"id": "a", "owner": "Bo"})").status == 201);
+  REQUIRE(s.post("/accounts/a/deposits", R"({"amount": "3"})", {{"Idempotency-Key", "k"}})
+              .status == 200);
+  make_in_progress(s.db(), "k", 0, false);
+  const auto head = s.head();
+  CHECK(s.post("/accounts/a/deposits", R"({"amount": "3"})", {{"Idempotency-Key", "k"}})
+            .status == 409);
+  std::this_thread::sleep_for(std::chrono::milliseconds(1200));
+  auto r = s.post("/accounts/a/deposits", R"({"amount": "3"})", {{"Idempotency-Key", "k"}});
+  CHECK(r.status == 200);
+  CHECK(r.header("idempotent-replayed").empty());
+  CHECK(s.head() == head + 1);
+
+  for (const char* bad : {"0", "-5", "abc", "86401"}) {
+    CAPTURE(bad);
+    auto run = annals::test::run(
+        {BANK_EXE, "--db", s.db(), "serve", "--port", "0", "--idempotency-timeout", bad});
+    CHECK(run.exit_code == 2);
+    CHECK(contains(run.err, "idempotency-timeout"));
+  }
+}
+
+TEST_CASE("requests cut off by a kill -9 of the server take effect exactly once when retried") {
+  store_place place;
+  const int n = 12;
+  std::int64_t head = 0;
+  {
+    std::vector<std::string> args = with_token;
+    args.insert(args.end(), {"--idempotency-timeout", "1"});
+    bank_server a(args, &place);
+    for (int i = 0; i < n; ++i) {
+      auto id = "a" + std::to_string(i);
+      REQUIRE(a.post("/accounts", R"({"id": ")" + id + R"(", "owner": "Bo"})").status == 201);
+    }
+    head = a.head();
+    // Every request in flight at once, the server killed while they run (some not yet
+    // claimed, some claimed, some appended, some answered).
+    std::vector<std::thread> threads;
+    for (int i = 0; i < n; ++i) {
+      threads.emplace_back([&, i] {
+        fire(a.port(), "/accounts/a" + std::to_string(i) + "/deposits", R"({"amount": "1"})",
+             "kill-" + std::to_string(i));
+      });
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(15));
+    a.kill9();
+    for (auto& t : threads) t.join();
+  }
+  std::vector<std::string> args = with_token;
+  args.insert(args.end(), {"--idempotency-timeout", "1"});
+  bank_server b(args, &place);
+  for (int i = 0; i < n; ++i) {
+    auto id = "a" + std::to_string(i);
+    response r;
+    for (int attempt = 0; attempt < 100; ++attempt) {  // 409 until the dead claim is stale
+      r = b.post("/accounts/" + id + "/deposits", R"({"amount": "1"})",
+                 {{"Idempotency-Key", "kill-" + std::to_string(i)}});
+      if (r.status != 409) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    INFO(id << ": " << r.status << " " << r.body);
+    CHECK(r.status == 200);
+    CHECK(json_int(r.body, "version") == 1);
+    CHECK(contains(b.get("/accounts/" + id).body, R"("balance_cents":100)"));
+  }
+  CHECK(b.head() == head + n);
 }

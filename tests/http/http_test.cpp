@@ -2,6 +2,9 @@
 // input answered 4xx with nothing written, the token, rate limit, tracing, Server-Sent Events
 // (live, resume without gaps or duplicates, heartbeat, a slow client cut off while another
 // keeps receiving, 500 subscribers) and /metrics parsed back.
+//
+// Compiled twice: http_tests (a SQLite file) and http_pg_tests (a fresh PostgreSQL database
+// per case on ANNALS_TEST_PG; a case fails when there is no server).
 #include <doctest/doctest.h>
 
 #include <annals/http.hpp>
@@ -15,6 +18,7 @@
 #include "bank/v1/events.pb.h"
 #include "projections.hpp"
 #include "support/bank_events.hpp"
+#include "support/postgres.hpp"
 #include "support/support.hpp"
 
 #include <arpa/inet.h>
@@ -39,6 +43,12 @@ using namespace std::chrono_literals;
 using annals::test::temp_dir;
 namespace ev = annals::test::bank_events;
 
+#ifdef ANNALS_HTTP_ON_POSTGRES
+constexpr bool on_postgres = true;
+#else
+constexpr bool on_postgres = false;
+#endif
+
 template <class T>
 T value(annals::result<T> r) {
   REQUIRE_MESSAGE(r.ok(), (r.ok() ? "" : r.error().message()));
@@ -47,7 +57,8 @@ T value(annals::result<T> r) {
 
 struct fixture {
   temp_dir dir;
-  std::string path = dir.file("store.db");
+  annals::test::pg::store_location loc{dir.file("store.db"), on_postgres};
+  std::string path = loc.path;
   std::unique_ptr<annals::event_store> store;
   std::unique_ptr<annals::http_server> server;
   std::mutex log_mu;
@@ -704,8 +715,12 @@ TEST_CASE("http.open_refuses_bad_options_and_start_reports_a_taken_port") {
   auto o = f.options();
   o.port = 70000;
   CHECK(annals::http_server::open(f.path, o).error().kind() == annals::errc::invalid_argument);
-  CHECK(annals::http_server::open(f.dir.file("missing.db"), f.options()).error().kind() ==
-        annals::errc::not_found);
+  {  // no store there: a missing file, or a database without the store's tables
+    annals::test::pg::store_location missing{f.dir.file("missing.db"), on_postgres};
+    auto none = annals::http_server::open(missing.path, f.options());
+    REQUIRE(!none.ok());
+    CHECK(none.error().kind() == annals::errc::not_found);
+  }
   f.serve();
   auto o2 = f.options();
   o2.port = f.server->port();
