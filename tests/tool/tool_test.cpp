@@ -355,23 +355,35 @@ TEST_CASE("import reads stdin, refuses a non-empty store and leaves it unchanged
   CHECK(dump_sql(cli.db, "SELECT position, quote(event_id) FROM events") == before);
 }
 
-TEST_CASE("import reports every malformed line by number and writes nothing") {
-  seeded_cli cli;
+// The seeded store's export, one JSON line per element.
+std::vector<std::string> export_lines(const seeded_cli& cli) {
   auto exported = cli({"export"});
   REQUIRE(exported.exit_code == 0);
   std::vector<std::string> in;
   std::istringstream s(exported.out);
   for (std::string l; std::getline(s, l);) in.push_back(l);
+  return in;
+}
+
+// `annals import` of `lines` (written to a file) into the store at `copy`.
+auto import_lines(const seeded_cli& cli, const std::vector<std::string>& lines,
+                  const std::string& copy) {
+  std::string text;
+  for (auto& l : lines) text += l + "\n";
+  const std::string file = cli.dir.file("bad.jsonl");
+  write_file(file, text);
+  return cli.on(copy, {"import", "--input", file});
+}
+
+TEST_CASE("import reports every malformed line by number and writes nothing") {
+  seeded_cli cli;
+  std::vector<std::string> in = export_lines(cli);
   REQUIRE(in.size() == 9);
   in[7] = "{not json";                                                                    // line 8
   in[6] = R"({"event":{"position":"3","event_id":"not-a-uuid"}})";                        // line 7
   in[8].replace(in[8].find("\"stream_version\":\"2\""), 20, "\"stream_version\":\"9\"");  // line 9
-  std::string text;
-  for (auto& l : in) text += l + "\n";
-  std::string file = cli.dir.file("bad.jsonl");
-  write_file(file, text);
-  std::string copy = cli.dir.file("copy.db");
-  auto r = cli.on(copy, {"import", "--input", file});
+  const std::string copy = cli.dir.file("copy.db");
+  auto r = import_lines(cli, in, copy);
   INFO(r.err);
   CHECK(r.exit_code == 2);
   CHECK(contains(r.err, "nothing was written"));
@@ -384,15 +396,15 @@ TEST_CASE("import reports every malformed line by number and writes nothing") {
   CHECK(dump_sql(copy, "SELECT count(*) FROM annals_schemas") == "0|\n");
 
   SUBCASE("a truncated export is refused") {
-    write_file(file, exported.out.substr(0, exported.out.rfind('\n', exported.out.size() - 2) + 1));
-    r = cli.on(copy, {"import", "--input", file});
+    auto whole = export_lines(cli);
+    whole.pop_back();
+    r = import_lines(cli, whole, copy);
     CHECK(r.exit_code == 2);
     CHECK(contains(r.err, "the header announces 5 events and 3 schemas but the input has 4"));
     CHECK(dump_sql(copy, "SELECT count(*) FROM events") == "0|\n");
   }
   SUBCASE("a file that is not an export is refused at its first line") {
-    write_file(file, "hello\n{}\n");
-    r = cli.on(copy, {"import", "--input", file});
+    r = import_lines(cli, {"hello", "{}"}, copy);
     CHECK(r.exit_code == 2);
     CHECK(contains(r.err, "line 1:"));
   }
@@ -409,20 +421,12 @@ void set_field(std::string& line, const std::string& field, const std::string& v
 
 TEST_CASE("import refuses what verify would refuse: metadata, positions, schema versions") {
   seeded_cli cli;
-  auto exported = cli({"export"});
-  REQUIRE(exported.exit_code == 0);
-  std::vector<std::string> in;
-  std::istringstream s(exported.out);
-  for (std::string l; std::getline(s, l);) in.push_back(l);
+  std::vector<std::string> in = export_lines(cli);
   REQUIRE(in.size() == 9);  // header, 3 schemas, events at positions 1..5 on lines 5..9
   auto import = [&](const std::vector<std::string>& lines) {
-    std::string text;
-    for (auto& l : lines) text += l + "\n";
-    std::string file = cli.dir.file("bad.jsonl");
-    write_file(file, text);
     std::string copy = cli.dir.file("copy.db");
     for (const char* suffix : {"", "-wal", "-shm"}) std::remove((copy + suffix).c_str());
-    auto r = cli.on(copy, {"import", "--input", file});
+    auto r = import_lines(cli, lines, copy);
     if (r.exit_code != 0) {
       CHECK(dump_sql(copy, "SELECT count(*) FROM events") == "0|\n");
       CHECK(dump_sql(copy, "SELECT count(*) FROM annals_schemas") == "0|\n");
@@ -461,6 +465,26 @@ TEST_CASE("import refuses what verify would refuse: metadata, positions, schema 
   dep.set_account_id("acc-1");
   REQUIRE(store->append("acc-1", annals::expected_version::exact(2), {event(dep)}).ok());
   CHECK(cli.on(cli.dir.file("copy.db"), {"verify"}).exit_code == 0);
+}
+
+TEST_CASE("import refuses a schema whose descriptor set does not define it or whose fingerprint is not its own") {
+  // Found by fuzz_import: such a schema imported, and every payload of its type was then
+  // undecodable (verify's "payload" problems), with nothing said at import.
+  seeded_cli cli;
+  std::vector<std::string> in = export_lines(cli);
+  REQUIRE(in.size() == 9);  // header, 3 schemas on lines 2..4, then events
+  set_field(in[1], "descriptor_set", "Z2FyYmFnZQ==");  // "garbage"
+  set_field(in[2], "fingerprint", "00000000000000000000000000000000");
+  const std::string copy = cli.dir.file("copy.db");
+  auto r = import_lines(cli, in, copy);
+  INFO(r.err);
+  CHECK(r.exit_code == 2);
+  CHECK(contains(r.err, "line 2: schema "));
+  CHECK(contains(r.err, "its descriptor set does not parse"));
+  CHECK(contains(r.err, "line 3: schema "));
+  CHECK(contains(r.err, "its fingerprint is not that of"));
+  CHECK(!contains(r.err, "line 4:"));
+  CHECK(dump_sql(copy, "SELECT count(*) FROM events") == "0|\n");
 }
 
 TEST_CASE("schema list and show print what the store keeps") {

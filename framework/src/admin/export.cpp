@@ -6,6 +6,7 @@
 
 #include "admin/checks.hpp"
 #include "annals/v1/envelope.pb.h"
+#include "schema/descriptor_pool.hpp"
 #include "store/prepared.hpp"
 
 #include <fmt/format.h>
@@ -82,6 +83,23 @@ void set_readable(std::string_view type, std::int32_t schema_version, std::strin
   }
   auto status = pb::util::JsonStringToMessage(*json, out.mutable_payload_json());
   if (!status.ok()) out.set_payload_error(status.ToString());
+}
+
+// Why a stored schema from an import line is unusable, or empty: its descriptor set must
+// parse, build and define its type, and the fingerprint must be the type's (a damaged line
+// would otherwise leave every payload of the type undecodable, found only by verify).
+std::string schema_problem(const stored_schema& s) {
+  pb::FileDescriptorSet set;
+  if (!set.ParseFromString(s.descriptor_set)) return "its descriptor set does not parse";
+  schema_detail::set_pool pool(set);
+  const pb::Descriptor* type = pool.pool().FindMessageTypeByName(s.type);
+  if (!type) {
+    return fmt::format("its descriptor set does not define {}{}", s.type,
+                       pool.errors().empty() ? "" : " (" + pool.errors() + ")");
+  }
+  if (type_fingerprint(*type) != s.fingerprint)
+    return fmt::format("its fingerprint is not that of {} in its descriptor set", s.type);
+  return {};
 }
 
 }  // namespace
@@ -219,7 +237,9 @@ result<std::int64_t> import_store(store_admin& admin, std::istream& in) {
         ++schemas;
         stored_schema x{s.type(),        s.version(),        *mode,
                         s.fingerprint(), s.descriptor_set(), s.registered_at_us()};
-        if (auto r = (*session)->add_schema(x); !r) {
+        if (auto why = schema_problem(x); !why.empty()) {
+          bad(line_no, fmt::format("schema {} version {}: {}", s.type(), s.version(), why));
+        } else if (auto r = (*session)->add_schema(x); !r) {
           bad(line_no, r.error().message());
         } else {
           imported.emplace(s.type(), s.version());
