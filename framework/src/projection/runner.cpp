@@ -794,6 +794,7 @@ class runner_impl final : public projection_runner {
            {std::tuple{live, rebuilt, "only in the live model"},
             std::tuple{rebuilt, live, "only in the rebuilt model"}}) {
         auto sql = fmt::format("SELECT * FROM {} EXCEPT SELECT * FROM {}", from, other);
+        const char* side = label;  // clang 14 cannot capture a structured binding
         auto q = tx.query(sql, {}, [&](const sql_row& row) {
           ++differences;
           if (o.difference && differences <= o.max_differences) {
@@ -803,7 +804,7 @@ class runner_impl final : public projection_runner {
               values += t->columns[static_cast<std::size_t>(c)].name + "=";
               values += row.is_null(c) ? std::string("NULL") : std::string(row.text_view(c));
             }
-            o.difference(fmt::format("{}: {}: {}", t->table, label, values));
+            o.difference(fmt::format("{}: {}: {}", t->table, side, values));
           }
           return true;
         });
