@@ -543,6 +543,67 @@ TEST_CASE("http.sse_cuts_off_a_slow_client_while_others_keep_receiving") {
   REQUIRE(fast.wait_for([&](const raw_client& c) { return c.data.find(last) != std::string::npos; }));
 }
 
+TEST_CASE("http.sse_clients_with_different_filters_and_positions_each_get_exactly_theirs") {
+  // One writer serves every stream, sharing a page among the clients at one position with one
+  // filter: each must still get exactly its own events, once; closed clients are let go of;
+  // stop() ends every stream with the end of its body.
+  fixture f(3);  // 1 opened, 2 and 3 deposits on account-1
+  auto o = f.options();
+  o.sse_heartbeat = 5000ms;
+  f.serve(o);
+  const int port = f.server->port();
+  struct group {
+    std::string target, headers;
+    int count;
+    std::vector<std::int64_t> expect;
+    std::vector<std::unique_ptr<raw_client>> clients;
+  };
+  std::vector<group> groups;
+  groups.push_back({"/subscribe?from=1", "", 30, {1, 2, 3, 4, 5, 6}, {}});
+  groups.push_back({"/subscribe?from=1&type=bank.v1.MoneyDeposited", "", 20, {2, 3, 5, 6}, {}});
+  groups.push_back({"/subscribe?stream_prefix=account-2", "", 10, {4, 5}, {}});
+  groups.push_back({"/subscribe", "Last-Event-ID: 2\r\n", 5, {3, 4, 5, 6}, {}});
+  for (auto& g : groups) {
+    for (int i = 0; i < g.count; ++i) {
+      g.clients.push_back(std::make_unique<raw_client>(port, g.target, g.headers));
+      REQUIRE(g.clients.back()->wait_headers());  // one at a time: httplib's backlog is 5
+      CHECK(g.clients.back()->data.rfind("HTTP/1.1 200", 0) == 0);
+    }
+  }
+  f.append("account-2", ev::data_of(ev::opened("2", "bob")));      // 4
+  f.append("account-2", ev::data_of(ev::deposited("2", 700)));     // 5
+  f.append("account-1", ev::data_of(ev::deposited("1", 800)));     // 6
+  for (auto& g : groups) {
+    const auto last = fmt::format("\nid: {}\n", g.expect.back());
+    for (auto& c : g.clients) {
+      INFO(g.target);
+      REQUIRE(c->wait_for([&](const raw_client& r) { return r.data.find(last) != std::string::npos; }));
+      CHECK(c->ids() == g.expect);
+    }
+  }
+  auto clients_metric = [&] {
+    auto m = f.client().Get("/metrics");
+    REQUIRE(m);
+    auto at = m->body.find("\nannals_sse_clients ");
+    REQUIRE(at != std::string::npos);
+    return std::stoi(m->body.substr(at + 20));
+  };
+  CHECK(clients_metric() == 65);
+  groups[0].clients.clear();  // 30 clients close their connections
+  const auto until = std::chrono::steady_clock::now() + 10s;
+  while (clients_metric() != 35 && std::chrono::steady_clock::now() < until)
+    std::this_thread::sleep_for(20ms);
+  CHECK(clients_metric() == 35);
+  f.server->stop();
+  for (std::size_t g = 1; g < groups.size(); ++g) {
+    for (auto& c : groups[g].clients) {
+      REQUIRE(c->wait_for([](const raw_client& r) { return r.eof; }, 5s));
+      CHECK(c->data.substr(c->data.size() - 5) == "0\r\n\r\n");
+      CHECK(c->ids() == groups[g].expect);  // nothing more, nothing twice
+    }
+  }
+}
+
 TEST_CASE("http.sse_500_subscribers_all_receive_while_appends_go_on") {
   fixture f(1);
   auto o = f.options();
