@@ -465,10 +465,12 @@ TEST_CASE("parse_amount accepts plain decimal amounts with up to two fraction di
     const char* text;
     std::int64_t cents;
   };
-  for (auto [text, cents] : {row{"12.50", 1250}, row{"12", 1200}, row{"0.5", 50},
+  for (row r0 : {row{"12.50", 1250}, row{"12", 1200}, row{"0.5", 50},
                              row{"12.5", 1250}, row{"0.01", 1}, row{"007", 700},
                              row{"92233720368547758.07", std::numeric_limits<std::int64_t>::max()},
                              row{"92233720368547758", 9223372036854775800}}) {
+    const char* text = r0.text;  // not a structured binding: clang 14 cannot capture one
+    const std::int64_t cents = r0.cents;
     CAPTURE(text);
     auto r = bank::parse_amount(text);
     REQUIRE_MESSAGE(r.ok(), r.error().message());

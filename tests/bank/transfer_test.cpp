@@ -731,7 +731,9 @@ TEST_CASE(
     CHECK(audit.violations == 0);
     CHECK(audit.outside == total);
     ++samples;
-    auto [finished, all] = finished_transfers();
+    const auto counts = finished_transfers();  // not a binding: clang 14 cannot capture one
+    const auto finished = counts.first;
+    const auto all = counts.second;
     if (!killed && finished >= 10) {
       REQUIRE(kill(saga1, SIGKILL) == 0);
       CHECK(annals::test::wait_child(saga1) == 128 + SIGKILL);
@@ -756,9 +758,9 @@ TEST_CASE(
   money_audit audit;
   audit.run(*store, store->head_position().value_or_throw());
   CHECK(audit.violations == 0);
-  for (const auto& [id, amount] : audit.in_flight) {
-    CAPTURE(id);
-    CHECK(amount == 0);
+  for (const auto& flight : audit.in_flight) {
+    CAPTURE(flight.first);
+    CHECK(flight.second == 0);
   }
   std::int64_t sum = 0;
   for (int i = 0; i < accounts; ++i) {

@@ -99,10 +99,12 @@ TEST_CASE("field-type-changed: a number reused with an incompatible type breaks 
 }
 
 TEST_CASE("field-type-changed: widening breaks only FORWARD, narrowing only BACKWARD") {
-  for (auto [narrow, wide] : {std::pair<std::string, std::string>{"TYPE_INT32", "TYPE_INT64"},
-                              {"TYPE_UINT32", "TYPE_UINT64"},
-                              {"TYPE_SINT32", "TYPE_SINT64"},
-                              {"TYPE_STRING", "TYPE_BYTES"}}) {
+  for (const auto& types : {std::pair<std::string, std::string>{"TYPE_INT32", "TYPE_INT64"},
+                            {"TYPE_UINT32", "TYPE_UINT64"},
+                            {"TYPE_SINT32", "TYPE_SINT64"},
+                            {"TYPE_STRING", "TYPE_BYTES"}}) {
+    const std::string& narrow = types.first;
+    const std::string& wide = types.second;
     CAPTURE(narrow);
     auto n = message("E", field("x", 1, narrow));
     auto w = message("E", field("x", 1, wide));

@@ -197,8 +197,8 @@ inline std::vector<recorded_event> check_store_invariants(event_store& s) {
   }
   CHECK_MESSAGE(positions_ok, "$all positions are not 1..head without gaps");
   CHECK_MESSAGE(versions_ok, "some stream's versions are not contiguous from 0 in $all order");
-  for (const auto& [stream, nv] : next_version) {
-    CHECK_MESSAGE(must(s.stream_version(stream)) == nv - 1, "stream " << stream);
+  for (const auto& entry : next_version) {
+    CHECK_MESSAGE(must(s.stream_version(entry.first)) == entry.second - 1, "stream " << entry.first);
   }
   return all;
 }

@@ -337,7 +337,10 @@ inline void check_read_only_serving(const annals_cli& cli, bool with_mailer,
   if (with_mailer) CHECK(contains(r.out, "#3 acc-2 bank.v1.AccountOpened"));
 
   served_store server(cli.db);
-  auto [status, body] = server.get("/subscriptions");
+  // Plain variables, not structured bindings: clang 14 cannot capture those (INFO does).
+  const auto subscriptions = server.get("/subscriptions");
+  const int status = subscriptions.first;
+  const std::string& body = subscriptions.second;
   INFO(body);
   CHECK(status == 200);
   if (with_mailer) {
@@ -346,7 +349,9 @@ inline void check_read_only_serving(const annals_cli& cli, bool with_mailer,
   } else {
     CHECK(body == R"({"subscriptions":[]})");
   }
-  auto [metrics_status, metrics] = server.get("/metrics");
+  const auto exposition = server.get("/metrics");
+  const int metrics_status = exposition.first;
+  const std::string& metrics = exposition.second;
   INFO(metrics);
   CHECK(metrics_status == 200);
   CHECK(contains(metrics, "# TYPE annals_subscription_lag_events gauge\n"));

@@ -538,7 +538,9 @@ class annals_commander final : public worker {
 
   void run(std::int64_t from, std::int64_t to) override {
     for (std::int64_t k = from; k < to; ++k) {
-      auto [i, cents] = p_.deposits[static_cast<std::size_t>(k)];
+      // Plain variables, not a structured binding: clang 14 cannot capture one in a lambda.
+      const std::size_t i = p_.deposits[static_cast<std::size_t>(k)].first;
+      const std::int64_t cents = p_.deposits[static_cast<std::size_t>(k)].second;
       (void)check(annals::handle<bank::account>(*store_, p_.streams[i],
                                                 [&](const bank::account& a) {
                                                   return bank::deposit(a, p_.ids[i], cents);
