@@ -677,8 +677,9 @@ class runner_impl final : public projection_runner {
         return cleanup_after(d, shadow, c.error());
       }
     }
-    // 3. Under the write lock: the last events, then the swap (or the comparison).
-    std::lock_guard wl(write_mu_);
+    // 3. Under the write lock: the last events, then the swap (or the comparison). The lock
+    //    is released before a failure's cleanup_after, which takes it again.
+    std::unique_lock wl(write_mu_);
     auto r = in_write_tx([&](sql_tx& tx) -> result<void> {
       if (auto x = lock_ddl(tx); !x) return x;
       std::int64_t target = 0;
@@ -752,6 +753,7 @@ class runner_impl final : public projection_runner {
       return {};
     });
     writer_->clear_cache();
+    wl.unlock();
     if (!r) return cleanup_after(d, shadow, r.error());
     report.seconds = std::chrono::duration<double>(clock_type::now() - started).count();
     notify();
