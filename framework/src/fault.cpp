@@ -1,12 +1,10 @@
 // Fault injection at named points (annals/fault.hpp). Off: one relaxed load per point. Armed:
 // a mutex, a lookup by name and a counter; only tests and crash drills pay for that.
-#include <annals/fault.hpp>
-
 #include <fmt/format.h>
-
 #include <signal.h>
 #include <unistd.h>
 
+#include <annals/fault.hpp>
 #include <atomic>
 #include <charconv>
 #include <cstdint>
@@ -149,8 +147,8 @@ void init_from_environment() {
       std::uint64_t v = 0;
       auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
       if (ec != std::errc() || p != s.data() + s.size()) {
-        refuse_environment(fmt::format("ANNALS_FAULT_SEED '{}' is not an unsigned integer",
-                                       s.substr(0, 40)));
+        refuse_environment(
+            fmt::format("ANNALS_FAULT_SEED '{}' is not an unsigned integer", s.substr(0, 40)));
       }
       auto& r = reg();
       std::lock_guard lock(r.mu);
@@ -194,8 +192,8 @@ result<void> point(std::string_view name) {
       hit = ++it->second;
     }
     if (x.nth != 0 && x.nth != hit) continue;
-    if (x.probability < 1 && !(std::uniform_real_distribution<double>(0, 1)(r.rng) <
-                               x.probability)) {
+    if (x.probability < 1 &&
+        !(std::uniform_real_distribution<double>(0, 1)(r.rng) < x.probability)) {
       continue;
     }
     if (x.act == action::crash) crash(name, hit);

@@ -7,9 +7,9 @@
 // returns `errc::io`, as a failing disk or network would.
 //
 // Arming: `arm(spec)` in-process, or the environment variable ANNALS_FAULTS (the same spec),
-// read once by every process that links the framework, at start-up (or at the first call here,
-// if that comes first). So any binary — `bank`, `annals`, your application — can be crash-tested
-// without a code change. A bad ANNALS_FAULTS is reported on stderr and the process exits with
+// read once by every process that links the framework, at start-up (or at the first call
+// here if that comes first). So any binary — `bank`, `annals`, your application — can be
+// crash-tested without a code change. A bad ANNALS_FAULTS is reported on stderr and the process exits with
 // `bad_spec_exit_code` (78) instead of running without the faults it was asked for.
 //
 // Spec: a comma-separated list of NAME=ACTION[@N][%P]
