@@ -1,5 +1,7 @@
 #include "transfers.hpp"
 
+#include <annals/fault.hpp>
+
 #include <fmt/format.h>
 
 #include <utility>
@@ -285,6 +287,8 @@ status run_step(annals::event_store& store, const recorded_event& trigger, const
       store, trigger, s.command, account_id,
       [&](const account& a) { return s.decide(a, account_id, t.id, other, t.amount_cents); }, base);
   if (!outcome) return std::move(outcome).error();
+  // The account command is done; its outcome, which triggers the next step, is not recorded.
+  if (auto f = annals::fault::point(annals::fault::saga_between_steps); !f) return f;
   if (outcome->done) return record(store, trigger, s.done_name, s.from, s.done, base);
   if (!s.refused) {
     return annals::error(

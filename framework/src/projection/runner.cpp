@@ -7,6 +7,7 @@
 // Events are read through an event_store on the same file (another connection). Only
 // positions <= a head read before the batch are used: positions are assigned under the write
 // lock, so everything up to that head is committed and immutable.
+#include <annals/fault.hpp>
 #include <annals/projection_runner.hpp>
 #include <annals/trace.hpp>
 
@@ -294,6 +295,9 @@ class runner_impl final : public projection_runner {
           return a;
         }
       }
+      // The read-model writes are done, the checkpoint not yet (one transaction: a crash
+      // here must leave neither).
+      if (auto f = fault::point(fault::projection_after_write); !f) return f;
       double secs = std::chrono::duration<double>(clock_type::now() - started).count();
       double rate = secs > 0 ? static_cast<double>(count) / secs : 0;
       auto u = tx.exec(
@@ -673,8 +677,9 @@ class runner_impl final : public projection_runner {
         return cleanup_after(d, shadow, c.error());
       }
     }
-    // 3. Under the write lock: the last events, then the swap (or the comparison).
-    std::lock_guard wl(write_mu_);
+    // 3. Under the write lock: the last events, then the swap (or the comparison). The lock
+    //    is released before a failure's cleanup_after, which takes it again.
+    std::unique_lock wl(write_mu_);
     auto r = in_write_tx([&](sql_tx& tx) -> result<void> {
       if (auto x = lock_ddl(tx); !x) return x;
       std::int64_t target = 0;
@@ -719,6 +724,7 @@ class runner_impl final : public projection_runner {
         }
         return {};
       }
+      if (auto f = fault::point(fault::rebuild_before_swap); !f) return f;
       for (const auto* t : d.tables) {
         auto live = detail::quote_identifier(t->table);
         if (auto x = tx.exec("DROP TABLE IF EXISTS " + live); !x) return x.error();
@@ -747,6 +753,7 @@ class runner_impl final : public projection_runner {
       return {};
     });
     writer_->clear_cache();
+    wl.unlock();
     if (!r) return cleanup_after(d, shadow, r.error());
     report.seconds = std::chrono::duration<double>(clock_type::now() - started).count();
     notify();

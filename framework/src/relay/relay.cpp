@@ -1,6 +1,8 @@
 // The relay: a batch subscription whose handler publishes to JetStream and waits for the acks.
 #include <annals/relay.hpp>
 
+#include <annals/fault.hpp>
+
 #include "relay/nats_common.hpp"
 
 #include <fmt/format.h>
@@ -163,6 +165,17 @@ struct relay::impl {
     return m;
   }
 
+  // Takes the unacknowledged messages back: late acks for them are then dropped, and the next
+  // attempt republishes them (the broker drops copies it already has).
+  void drop_pending() {
+    natsMsgList pending{};
+    if (js_PublishAsyncGetPendingList(&pending, js.get()) == NATS_OK) {
+      natsMsgList_Destroy(&pending);
+    }
+    std::lock_guard lock(mu);
+    index.clear();
+  }
+
   result<void> publish(const std::vector<recorded_event>& batch, std::size_t& handled) {
     handled = 0;
     {
@@ -223,6 +236,12 @@ struct relay::impl {
       }
       ++sent;
     }
+    // Published, acks not awaited yet: a crash here leaves the broker with messages the
+    // checkpoint does not cover (the next relay publishes them again; the broker drops them).
+    if (auto f = fault::point(fault::relay_before_ack); !f) {
+      drop_pending();
+      return f.error();
+    }
     // Wait for every ack of what was sent (each publish times out after ack_timeout).
     {
       std::unique_lock lock(mu);
@@ -235,14 +254,7 @@ struct relay::impl {
       std::lock_guard lock(mu);
       timed_out = outstanding != 0;
     }
-    if (timed_out) {
-      // Take the unacknowledged messages back: late acks for them are then dropped, and the
-      // next attempt republishes them (the broker drops copies it already has).
-      natsMsgList pending{};
-      if (js_PublishAsyncGetPendingList(&pending, js.get()) == NATS_OK) {
-        natsMsgList_Destroy(&pending);
-      }
-    }
+    if (timed_out) drop_pending();
     std::lock_guard lock(mu);
     while (handled < sent && acks[handled].state == ack_state::ok) ++handled;
     acked.fetch_add(static_cast<std::int64_t>(std::count_if(
@@ -250,7 +262,13 @@ struct relay::impl {
                         [](const pending_ack& a) { return a.state == ack_state::ok; })),
                     std::memory_order_relaxed);
     index.clear();
-    if (handled == batch.size()) return {};
+    if (handled == batch.size()) {
+      // Every ack in, the checkpoint not moved yet (the subscription moves it on return). A
+      // failure here counts nothing as handled: the batch is published again, as duplicates.
+      auto f = fault::point(fault::relay_after_ack);
+      if (!f) handled = 0;
+      return f;
+    }
     if (handled < sent) {
       const auto& a = acks[handled];
       if (a.state == ack_state::pending) {

@@ -25,6 +25,7 @@
 #include "store/postgres/pg_sql.hpp"
 #include "store/prepared.hpp"
 
+#include <annals/fault.hpp>
 #include <annals/schema.hpp>
 #include <annals/upcaster.hpp>
 
@@ -437,12 +438,14 @@ class pg_store final : public event_store {
     }
     // The notification is delivered at commit, to LISTEN-ers in every process (runners
     // following live); sent with the COMMIT, it costs no extra round trip.
+    if (auto r = fault::point(fault::store_append_before_commit); !r) return r.error();
     if (auto r = c.exec_simple("cannot commit appended events",
                                "NOTIFY " ANNALS_PG_APPEND_CHANNEL "; COMMIT");
         !r) {
       return r.error();
     }
     store::notify_commit();
+    if (auto r = fault::point(fault::store_append_after_commit); !r) return r.error();
     return append_result{current + n, head + n, false};
   }
 

@@ -20,6 +20,7 @@
 #include "store/sqlite/snapshot_writer.hpp"
 #include "store/sqlite/sqlite.hpp"
 
+#include <annals/fault.hpp>
 #include <annals/schema.hpp>
 #include <annals/upcaster.hpp>
 
@@ -665,7 +666,9 @@ class sqlite_store final : public event_store {
       (void)writer_.exec("ROLLBACK", "cannot end a read-only write transaction");
       return;
     }
-    if (auto r = writer_.exec("COMMIT", "cannot commit appended events"); !r) {
+    auto r = fault::point(fault::store_append_before_commit);
+    if (r) r = writer_.exec("COMMIT", "cannot commit appended events");
+    if (!r) {
       (void)writer_.exec("ROLLBACK", "cannot roll back");
       for (auto* p : batch) {
         // Nothing of this batch was written.
@@ -674,6 +677,12 @@ class sqlite_store final : public event_store {
       return;
     }
     store::notify_commit();
+    if (auto f = fault::point(fault::store_append_after_commit); !f) {
+      // Committed, but the appenders are told it failed: the outcome is unknown to them.
+      for (auto* p : batch) {
+        if (p->staged && p->staged->ok()) p->staged = f.error();
+      }
+    }
   }
 
   // Brings each inline projection up to `last` inside the current append's savepoint.
