@@ -39,5 +39,8 @@ if [ ! -d "$ROOT/tests/browser/node_modules/playwright-core" ]; then
   (cd "$ROOT/tests/browser" && npm ci --no-audit --no-fund >/dev/null)
 fi
 
+# ccache: paths relative to the checkout, so that every clone (and every build tree: build,
+# build-asan, build-tsan) shares one cache.
+export CCACHE_BASEDIR="$ROOT" CCACHE_NOHASHDIR=1
 cmake -S "$ROOT" -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DANNALS_TEST_POSTGRES=ON >/dev/null
 cmake --build "$BUILD_DIR" -j"$(nproc)"

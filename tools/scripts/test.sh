@@ -24,5 +24,10 @@ echo "test: NATS JetStream at $ANNALS_TEST_NATS (data in $NATS_BASE)" >&2
 # The dashboard's browser test must run here (setup.sh installed chromium and playwright-core).
 export ANNALS_REQUIRE_BROWSER=1
 
-cd "$BUILD_DIR"
-ctest -j"$(nproc)" --timeout 600 --output-on-failure "$@"
+(cd "$BUILD_DIR" && ctest -j"$(nproc)" --timeout 600 --output-on-failure "$@")
+
+# Then the sanitizer and fuzzing runs (tools/scripts/sanitize.sh); ANNALS_SANITIZERS=0 skips
+# them for a quick local run.
+if [ "${ANNALS_SANITIZERS:-1}" != 0 ]; then
+  source "$(dirname "${BASH_SOURCE[0]}")/sanitize.sh"
+fi

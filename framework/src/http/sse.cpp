@@ -80,6 +80,9 @@ shared_text chunk(std::string_view data) {
 }
 
 constexpr std::int64_t page_events = 256;
+// How long a stream ended with a reason stays open for the client to take that reason. A
+// client cut off for not reading may be busy elsewhere for a while; it costs an idle socket.
+constexpr std::chrono::seconds reason_limit{30};
 constexpr std::size_t page_bytes = 256 * 1024;  // a page ends after the event that passes it
 
 }  // namespace
@@ -261,7 +264,7 @@ void sse_pump::feed(std::int64_t head) {
     while (!members.empty() && from <= head) {
       auto page = read_page(members.front()->filter, from, head);
       if (!page) {
-        for (stream* s : members) end(*s, "the server cannot read the store", std::chrono::seconds(5));
+        for (stream* s : members) end(*s, "the server cannot read the store", reason_limit);
         break;
       }
       for (stream* s : members) {
@@ -365,7 +368,7 @@ void sse_pump::run() {
               fmt::format("the client fell {} bytes behind (the limit is {}); reconnect with "
                           "Last-Event-ID to resume",
                           s->unsent, max_buffer),
-              std::chrono::seconds(5));
+              reason_limit);
         }
       }
       flush(*s);
