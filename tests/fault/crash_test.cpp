@@ -217,7 +217,9 @@ ledger check_store(const bank_store& b) {
   REQUIRE(models->catch_up());
   auto rows = balance_rows(*models);
   CHECK(rows.size() == l.balance.size());
-  for (const auto& [id, cents] : l.balance) {
+  for (const auto& entry : l.balance) {
+    const std::string& id = entry.first;  // not a binding: clang 14 cannot capture one
+    const auto cents = entry.second;
     CAPTURE(id);
     CHECK(annals::load<bank::account>(*store, bank::stream_for(id))
               .value_or_throw()
@@ -380,7 +382,9 @@ void crash_appends_at(std::string_view point) {
       CHECK(attempts[hit - 1].already == (after_commit ? 1 : 0));
     }
     for (const auto& a : attempts) {
-      for (const auto& [id, cents] : a.events) {
+      for (const auto& entry : a.events) {
+        const std::string& id = entry.first;  // not a binding: clang 14 cannot capture one
+        const auto cents = entry.second;
         if (a.acked || after_commit) {
           present[id] = cents;
         } else {
@@ -391,7 +395,9 @@ void crash_appends_at(std::string_view point) {
     auto l = check_store(b);
     // Exactly the deposits that must be there (the accounts' opening ones aside), each once.
     std::size_t found = 0;
-    for (const auto& [id, cents] : present) {
+    for (const auto& entry : present) {
+      const std::string& id = entry.first;  // not a binding: clang 14 cannot capture one
+      const auto cents = entry.second;
       auto it = l.deposit_cents.find(id);
       CHECK_MESSAGE(it != l.deposit_cents.end(), "acknowledged event missing: " << id);
       found += it != l.deposit_cents.end() && it->second == cents;
@@ -443,7 +449,9 @@ TEST_CASE(
              auto l = ledger::of(*store, cp);
              auto rows = balance_rows(*models);
              CHECK(rows.size() == l.balance.size());
-             for (const auto& [id, cents] : l.balance) {
+             for (const auto& entry : l.balance) {
+               const std::string& id = entry.first;  // not a binding: clang 14 cannot capture one
+               const auto cents = entry.second;
                CAPTURE(id);
                CHECK(rows[id].balance_cents == cents);
                CHECK(rows[id].transaction_count == l.transactions[id]);
@@ -664,7 +672,9 @@ TEST_CASE(
   CHECK_MESSAGE(r.exit_code == 0, r.out << r.err);
   auto l = check_store(b);
   moved_once(l);
-  for (const auto& [id, cents] : l.in_flight) {
+  for (const auto& entry : l.in_flight) {
+    const std::string& id = entry.first;  // not a binding: clang 14 cannot capture one
+    const auto cents = entry.second;
     CAPTURE(id);
     CHECK(cents == 0);
   }
