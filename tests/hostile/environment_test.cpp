@@ -1,12 +1,12 @@
 // A hostile environment around a good SQLite store: a full file system, a read-only file or
 // mount, a file locked by another process past the busy timeout.
-#include "hostile/hostile_support.hpp"
-
 #include <sys/stat.h>
 
 #include <chrono>
 #include <filesystem>
 #include <random>
+
+#include "hostile/hostile_support.hpp"
 
 using namespace hostile;
 namespace fs = std::filesystem;
@@ -24,7 +24,8 @@ std::string random_bytes(std::size_t n, unsigned seed) {
 void make_store(const std::string& path, int n) {
   auto s = must(open_sqlite_store(path));
   std::vector<event_data> evs;
-  for (int i = 1; i <= n; ++i) evs.push_back(make_event("test.v1.Thing", "e" + std::to_string(i), uuid(i)));
+  for (int i = 1; i <= n; ++i)
+    evs.push_back(make_event("test.v1.Thing", "e" + std::to_string(i), uuid(i)));
   must(s->append("s", expected_version::no_stream(), std::move(evs)));
 }
 
@@ -44,8 +45,9 @@ struct immutable_file {
 
 // ---- full disk ----------------------------------------------------------------------------
 
-TEST_CASE("a full disk: the failing append is io 'disk full', acknowledged events survive, "
-          "appends go on once there is space") {
+TEST_CASE(
+    "a full disk: the failing append is io 'disk full', acknowledged events survive, "
+    "appends go on once there is space") {
   temp_dir dir;
   const std::string mnt = dir.file("small");
   fs::create_directory(mnt);
@@ -187,8 +189,9 @@ TEST_CASE("an immutable store file (chattr +i, which root cannot write either)")
 
 // ---- a lock held by another process ----------------------------------------------------------
 
-TEST_CASE("a write lock held by another process past the busy timeout: busy, then the append "
-          "succeeds once it is released") {
+TEST_CASE(
+    "a write lock held by another process past the busy timeout: busy, then the append "
+    "succeeds once it is released") {
   temp_dir dir;
   const std::string path = dir.file("store.db");
   make_store(path, 5);
@@ -219,7 +222,8 @@ TEST_CASE("a write lock held by another process past the busy timeout: busy, the
   auto waited = std::chrono::steady_clock::now() - t0;
   INFO(describe(r));
   CHECK(kind_of(r) == errc::busy);
-  if (!r) CHECK(contains(r.error().message(), "locked by another connection past the busy timeout"));
+  if (!r)
+    CHECK(contains(r.error().message(), "locked by another connection past the busy timeout"));
   CHECK(waited >= std::chrono::milliseconds(300));
   CHECK(waited < std::chrono::seconds(5));
   CHECK(must(store->stream_version("s")) == 4);  // readers are not blocked (WAL)

@@ -1,19 +1,17 @@
 // Hostile files on the SQLite store: truncated, zeroed, bit-flipped and foreign database files
 // through the library and the tools (annals verify, annals stats, bank balance); a full disk; a
 // read-only file; a file locked by another process past the busy timeout.
-#include "hostile/hostile_support.hpp"
-
-#include "bank/v1/events.pb.h"
-
-#include <annals/schema.hpp>
-
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 
+#include <annals/schema.hpp>
 #include <chrono>
 #include <filesystem>
 #include <random>
+
+#include "bank/v1/events.pb.h"
+#include "hostile/hostile_support.hpp"
 
 using namespace hostile;
 namespace fs = std::filesystem;
@@ -29,8 +27,8 @@ const std::string account_stream = "account-acc-1";
 struct bank_store {
   temp_dir dir;
   std::string path = dir.file("bank.db");
-  std::string bytes;              // the good file
-  std::vector<event_row> rows;    // every event of the good file
+  std::string bytes;            // the good file
+  std::vector<event_row> rows;  // every event of the good file
 
   bank_store() {
     REQUIRE(run_on(BANK_EXE, path, {"open", "acc-1", "--owner", "Ann"}).exit_code == 0);
@@ -67,7 +65,9 @@ struct bank_store {
     write_file(p, copy);
     return p;
   }
-  std::int64_t page_size() { return std::stoll(tool_test::dump_sql(copy_for_sql(), "PRAGMA page_size")); }
+  std::int64_t page_size() {
+    return std::stoll(tool_test::dump_sql(copy_for_sql(), "PRAGMA page_size"));
+  }
   // Leaf pages of the events table (1-based page numbers), from SQLite's dbstat.
   std::vector<std::int64_t> event_leaf_pages() {
     sqlite3* db = nullptr;
@@ -186,9 +186,8 @@ void flip_bits(std::string& bytes, std::size_t from, std::size_t to, int flips, 
 
 TEST_CASE("a truncated store file: a clean error from the library and the tools, never a crash") {
   bank_store good;
-  for (std::size_t keep : {good.bytes.size() - 4096, good.bytes.size() / 2,
-                           good.bytes.size() / 10, std::size_t(4096), std::size_t(100),
-                           std::size_t(10)}) {
+  for (std::size_t keep : {good.bytes.size() - 4096, good.bytes.size() / 2, good.bytes.size() / 10,
+                           std::size_t(4096), std::size_t(100), std::size_t(10)}) {
     CAPTURE(keep);
     auto path = good.damaged("truncated-" + std::to_string(keep) + ".db",
                              [&](std::string& b) { b.resize(keep); });
@@ -223,9 +222,8 @@ TEST_CASE("random bit flips across the store file: a clean error or correct data
   int errors = 0, intact = 0, altered = 0;
   for (unsigned seed = 1; seed <= 6; ++seed) {
     CAPTURE(seed);
-    auto path = good.damaged("flipped-" + std::to_string(seed) + ".db", [&](std::string& b) {
-      flip_bits(b, 0, b.size(), 16, seed);
-    });
+    auto path = good.damaged("flipped-" + std::to_string(seed) + ".db",
+                             [&](std::string& b) { flip_bits(b, 0, b.size(), 16, seed); });
     auto o = check_damaged(good, path);
     (o.open_failed || o.read_failed ? errors : o.altered ? altered : intact)++;
   }
@@ -243,9 +241,8 @@ TEST_CASE("bit flips in one page in the middle of the events table") {
   SUBCASE("a few bits in its cells") {
     for (unsigned seed = 11; seed <= 14; ++seed) {
       CAPTURE(seed);
-      auto path = good.damaged("page-bits-" + std::to_string(seed) + ".db", [&](std::string& b) {
-        flip_bits(b, from, from + page, 4, seed);
-      });
+      auto path = good.damaged("page-bits-" + std::to_string(seed) + ".db",
+                               [&](std::string& b) { flip_bits(b, from, from + page, 4, seed); });
       check_damaged(good, path);
     }
   }
@@ -265,20 +262,23 @@ TEST_CASE("foreign files: a clean error from the library, the tools and bank, fi
     std::function<void(const std::string&)> make;
   };
   for (const auto& v : std::vector<variant>{
-           {"png.db", [](const std::string& p) {
+           {"png.db",
+            [](const std::string& p) {
               write_file(p, std::string("\x89PNG\r\n\x1a\n", 8) + std::string(5000, '\x42'));
             }},
            {"other-app-events.db",
             [](const std::string& p) {
               // Another application's database with tables named like the store's.
-              tool_test::exec_sql(p, "PRAGMA journal_mode=WAL; PRAGMA application_id = 7;"
-                         "CREATE TABLE events(id INTEGER PRIMARY KEY, what TEXT);"
-                         "CREATE TABLE streams(id INTEGER PRIMARY KEY, name TEXT);"
-                         "INSERT INTO events(what) VALUES ('meeting'), ('lunch');");
+              tool_test::exec_sql(p,
+                                  "PRAGMA journal_mode=WAL; PRAGMA application_id = 7;"
+                                  "CREATE TABLE events(id INTEGER PRIMARY KEY, what TEXT);"
+                                  "CREATE TABLE streams(id INTEGER PRIMARY KEY, name TEXT);"
+                                  "INSERT INTO events(what) VALUES ('meeting'), ('lunch');");
             }},
            {"sqlite-no-app-id.db", [](const std::string& p) {
-              tool_test::exec_sql(p, "CREATE TABLE events(position INTEGER PRIMARY KEY, payload BLOB);"
-                         "INSERT INTO events(payload) VALUES (x'00ff');");
+              tool_test::exec_sql(p,
+                                  "CREATE TABLE events(position INTEGER PRIMARY KEY, payload BLOB);"
+                                  "INSERT INTO events(payload) VALUES (x'00ff');");
             }}}) {
     CAPTURE(v.name);
     auto path = dir.file(v.name);
@@ -318,6 +318,7 @@ TEST_CASE("a flipped bit in a stored event type is a verify problem, not a warni
   auto verify = annals_tool(path, {"verify"});
   INFO(verify.out << verify.err);
   CHECK(verify.exit_code == 1);
-  CHECK(contains(verify.out, "schema-version: the event says schema version 1 of "
-                             "bank.v1.MongyDeposited, but the store has no schema of that type"));
+  CHECK(contains(verify.out,
+                 "schema-version: the event says schema version 1 of "
+                 "bank.v1.MongyDeposited, but the store has no schema of that type"));
 }

@@ -2,9 +2,6 @@
 // snapshots to compare after damage, and mounts that are always undone.
 #pragma once
 
-#include "store/backends.hpp"
-#include "tool/tool_support.hpp"
-
 #include <sys/mount.h>
 #include <unistd.h>
 
@@ -13,6 +10,9 @@
 #include <cstring>
 #include <string>
 #include <vector>
+
+#include "store/backends.hpp"
+#include "tool/tool_support.hpp"
 
 namespace hostile {
 
@@ -23,7 +23,8 @@ using tool_test::read_file;
 using tool_test::write_file;
 
 // Runs an executable with `args` then `--db DB` (annals and bank both take it).
-inline process_result run_on(const char* exe, const std::string& db, std::vector<std::string> args) {
+inline process_result run_on(const char* exe, const std::string& db,
+                             std::vector<std::string> args) {
   args.insert(args.begin(), exe);
   args.push_back("--db");
   args.push_back(db);
@@ -104,9 +105,10 @@ inline bool skip_without_root(const std::string& why) {
   if (root_tests_required()) {
     FAIL("ANNALS_REQUIRE_ROOT_TESTS is set but " << why);
   }
-  MESSAGE("skipped (needs root and mount permission; set ANNALS_REQUIRE_ROOT_TESTS=1 to make "
-          "this a failure): "
-          << why);
+  MESSAGE(
+      "skipped (needs root and mount permission; set ANNALS_REQUIRE_ROOT_TESTS=1 to make "
+      "this a failure): "
+      << why);
   return true;
 }
 
@@ -141,11 +143,21 @@ inline std::string json_string_at(const std::string& s, std::size_t at) {
     }
     char e = s.at(++i);
     switch (e) {
-      case 'n': out += '\n'; break;
-      case 't': out += '\t'; break;
-      case 'r': out += '\r'; break;
-      case 'b': out += '\b'; break;
-      case 'f': out += '\f'; break;
+      case 'n':
+        out += '\n';
+        break;
+      case 't':
+        out += '\t';
+        break;
+      case 'r':
+        out += '\r';
+        break;
+      case 'b':
+        out += '\b';
+        break;
+      case 'f':
+        out += '\f';
+        break;
       case 'u': {
         std::uint32_t cp = std::stoul(s.substr(i + 1, 4), nullptr, 16);
         i += 4;
@@ -157,7 +169,8 @@ inline std::string json_string_at(const std::string& s, std::size_t at) {
         put(cp);
         break;
       }
-      default: out += e;
+      default:
+        out += e;
     }
   }
   FAIL("unterminated JSON string");

@@ -2,18 +2,17 @@
 // case): events at and just over the size limits, a great many one-event streams, and stream
 // names and event types with Unicode tricks, control characters and invalid UTF-8 through the
 // store, the annals tool and HTTP.
-#include "hostile/hostile_support.hpp"
-
-#include <annals/admin.hpp>
-
 #include <fmt/format.h>
 
+#include <annals/admin.hpp>
 #include <atomic>
 #include <chrono>
 #include <cstring>
 #include <filesystem>
 #include <random>
 #include <thread>
+
+#include "hostile/hostile_support.hpp"
 
 using namespace hostile;
 namespace fs = std::filesystem;
@@ -63,9 +62,9 @@ TEST_CASE("an event of exactly max_event_bytes is stored byte for byte, one byte
   must(s.store->append("before", expected_version::no_stream(), make_events(1)));
   constexpr std::size_t limit = store_limits::max_event_bytes;
   const auto big = random_bytes(limit, 7);
-  check_refused(s.store->append("big", expected_version::no_stream(),
-                                {make_event("test.v1.Big", big + "x")}),
-                "the limit is 4194304 bytes");
+  check_refused(
+      s.store->append("big", expected_version::no_stream(), {make_event("test.v1.Big", big + "x")}),
+      "the limit is 4194304 bytes");
   // Over the limit by its metadata alone.
   event_data meta_heavy = make_event("test.v1.Big", big);
   meta_heavy.metadata.correlation_id = "c";
@@ -88,8 +87,9 @@ TEST_CASE("an event of exactly max_event_bytes is stored byte for byte, one byte
   CHECK(verify.exit_code == 0);
 }
 
-TEST_CASE("an append of exactly max_append_bytes is stored byte for byte, one byte more is "
-          "refused whole") {
+TEST_CASE(
+    "an append of exactly max_append_bytes is stored byte for byte, one byte more is "
+    "refused whole") {
   located_store s;
   must(s.store->append("before", expected_version::no_stream(), make_events(1)));
   constexpr std::size_t per_event = store_limits::max_event_bytes;
@@ -125,7 +125,9 @@ TEST_CASE("an append of exactly max_append_bytes is stored byte for byte, one by
 
 // ---- many streams ---------------------------------------------------------------------------
 
-TEST_CASE("a million one-event streams (100,000 on PostgreSQL): versions, $all, appends, verify and stats stay right") {
+TEST_CASE(
+    "a million one-event streams (100,000 on PostgreSQL): versions, $all, appends, "
+    "verify and stats stay right") {
   // Most streams are written in one batch through the import session (one transaction: the
   // store's bulk path), the rest through append() from many threads, whose appends share
   // commits. Per-append cost here is ~60 us on SQLite (thread hand-offs of the group commit
@@ -199,8 +201,8 @@ TEST_CASE("a million one-event streams (100,000 on PostgreSQL): versions, $all, 
   // An existing stream is no new stream, whichever way it was written.
   CHECK(kind_of(store->append(name(1), expected_version::no_stream(), make_events(1))) ==
         errc::concurrency_conflict);
-  CHECK(kind_of(store->append(name(streams - 1), expected_version::no_stream(),
-                              make_events(1))) == errc::concurrency_conflict);
+  CHECK(kind_of(store->append(name(streams - 1), expected_version::no_stream(), make_events(1))) ==
+        errc::concurrency_conflict);
   std::int64_t count = 0, last = 0;
   bool ordered = true;
   CHECK(must(store->read_all({}, [&](const recorded_event& ev) {
@@ -229,14 +231,12 @@ TEST_CASE("a million one-event streams (100,000 on PostgreSQL): versions, $all, 
   CHECK(listed.out == name(streams - 1) + "\tversion 0\t1 events\n");
   auto secs = [](auto a, auto b) { return std::chrono::duration<double>(b - a).count(); };
   MESSAGE(streams << " one-event streams on " << std::string(on_postgres ? "PostgreSQL" : "SQLite")
-                  << ": "
-                  << streams - appended << " imported in " << secs(t0, t1) << " s, " << appended
-                  << " appended by " << threads << " threads in " << secs(t1, t2)
-                  << " s, checks " << secs(t2, t3) << " s, annals verify " << secs(t3, t4)
-                  << " s"
-                  << (on_postgres ? std::string()
-                                  : fmt::format(", file {} MiB",
-                                                fs::file_size(loc.path) / 1024 / 1024)));
+                  << ": " << streams - appended << " imported in " << secs(t0, t1) << " s, "
+                  << appended << " appended by " << threads << " threads in " << secs(t1, t2)
+                  << " s, checks " << secs(t2, t3) << " s, annals verify " << secs(t3, t4) << " s"
+                  << (on_postgres
+                          ? std::string()
+                          : fmt::format(", file {} MiB", fs::file_size(loc.path) / 1024 / 1024)));
 }
 
 // ---- names ------------------------------------------------------------------------------------
@@ -249,13 +249,14 @@ std::string bytes_512_ending_in_emoji() {
 }
 }  // namespace
 
-TEST_CASE("hostile but valid stream names read back byte for byte in the store, the tool and "
-          "over HTTP") {
+TEST_CASE(
+    "hostile but valid stream names read back byte for byte in the store, the tool and "
+    "over HTTP") {
   located_store s;
   const std::vector<std::string> names{
-      "rtl-\u202Eexe.txt\u202C",                            // right-to-left override
-      "iso-\u2066isolate\u2069-\u200F",                     // isolates, RLM
-      "e\u0301-combining-Z\u0351\u0346\u036E\u0310",        // combining marks
+      "rtl-\u202Eexe.txt\u202C",                      // right-to-left override
+      "iso-\u2066isolate\u2069-\u200F",               // isolates, RLM
+      "e\u0301-combining-Z\u0351\u0346\u036E\u0310",  // combining marks
       "\u0301starts-with-a-combining-mark",
       "family-\U0001F469\u200D\U0001F469\u200D\U0001F467",  // ZWJ sequence
       "flag-\U0001F1FA\U0001F1E6-\U0001F44D\U0001F3FD",     // regional indicators, skin tone
@@ -328,8 +329,9 @@ TEST_CASE("hostile but valid stream names read back byte for byte in the store, 
   CHECK(server.stop() == 0);
 }
 
-TEST_CASE("invalid stream names and event types are refused naming the problem, and nothing is "
-          "written") {
+TEST_CASE(
+    "invalid stream names and event types are refused naming the problem, and nothing is "
+    "written") {
   located_store s;
   must(s.store->append("ok", expected_version::no_stream(), make_events(1)));
   struct bad {
@@ -357,10 +359,15 @@ TEST_CASE("invalid stream names and event types are refused naming the problem, 
     check_refused(s.store->append(b.name, expected_version::any(), make_events(1)), b.says);
     CHECK(kind_of(s.store->stream_version(b.name)) == errc::invalid_argument);
   }
-  const std::vector<std::string> types{
-      std::string("bank.v1.Nul\0", 12), "bank.v1.New\nline", "bank.v1.Tab\t",
-      "bank.v1.\u202Eevil",             "bank.v1.e\u0301",   "bank.v1.\U0001F389",
-      "bank.v1.caf\xe9",                "bank.v1.\xc0\xae",   std::string(257, 'T')};
+  const std::vector<std::string> types{std::string("bank.v1.Nul\0", 12),
+                                       "bank.v1.New\nline",
+                                       "bank.v1.Tab\t",
+                                       "bank.v1.\u202Eevil",
+                                       "bank.v1.e\u0301",
+                                       "bank.v1.\U0001F389",
+                                       "bank.v1.caf\xe9",
+                                       "bank.v1.\xc0\xae",
+                                       std::string(257, 'T')};
   for (const auto& t : types) {
     CAPTURE(t);
     check_refused(s.store->append("typed", expected_version::any(),

@@ -1,7 +1,6 @@
 #include "store/sqlite/sqlite.hpp"
 
 #include <fmt/format.h>
-
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 
