@@ -50,6 +50,13 @@ void store_verifier::check_payload(std::int64_t pos, const std::string& type,
                           "{} does not parse it: {}",
                           type, c.error().message()));
     }
+  } else if (version != 0) {
+    // Only a registered type is stamped with a version: a stamped event whose type the store
+    // has no schema of had its type changed after it was written (a damaged row).
+    problem(pos, "schema-version",
+            fmt::format("the event says schema version {} of {}, but the store has no schema "
+                        "of that type",
+                        version, type));
   } else if (const stored_schema* other = decoder_.find_defining(type)) {
     if (auto c = decoder_.check(*other, payload, type); !c) {
       warning(pos, "payload-unregistered",

@@ -1,6 +1,8 @@
 #include "store/sqlite/sqlite.hpp"
 
 #include <fmt/format.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
 
 #include <thread>
 
@@ -30,6 +32,17 @@ error make_error(int rc, std::string_view what, sqlite3* db) {
                                    "busy timeout ({})",
                                    what, detail));
   }
+  if ((rc & 0xff) == SQLITE_FULL) {
+    return error(kind, fmt::format("{}: disk full: the file system holding the store has no "
+                                   "space left ({})",
+                                   what, detail));
+  }
+  if ((rc & 0xff) == SQLITE_READONLY) {
+    return error(kind, fmt::format("{}: the store is read-only here (a read-only file, file "
+                                   "system or mount, or an immutable file); open it read-only "
+                                   "to read it ({})",
+                                   what, detail));
+  }
   if (kind == errc::corruption) {
     return error(kind, fmt::format("{}: the store file is damaged or is not an Annals store ({})",
                                    what, detail));
@@ -37,9 +50,41 @@ error make_error(int rc, std::string_view what, sqlite3* db) {
   return error(kind, fmt::format("{}: {}", what, detail));
 }
 
+namespace {
+// A WAL store needs its -shm file, which a read-only file system cannot hold: SQLite then
+// cannot read the store at all. There, when no WAL content waits to be checkpointed, a
+// read-only connection opens the file as immutable (SQLite reads it without the -shm file and
+// without locks: nothing can write through a read-only mount). With a non-empty -wal file it
+// opens normally, so committed events in the WAL are never skipped.
+bool read_only_file_system_without_wal(const std::string& path) {
+  struct statvfs fs {};
+  if (::statvfs(path.c_str(), &fs) != 0 || !(fs.f_flag & ST_RDONLY)) return false;
+  struct stat wal {};
+  return ::stat((path + "-wal").c_str(), &wal) != 0 || wal.st_size == 0;
+}
+
+std::string immutable_uri(const std::string& path) {
+  std::string uri = "file:";
+  for (char ch : path) {
+    if (ch == '%' || ch == '?' || ch == '#') {
+      uri += fmt::format("%{:02X}", static_cast<unsigned char>(ch));
+    } else {
+      uri += ch;
+    }
+  }
+  return uri + "?immutable=1";
+}
+}  // namespace
+
 result<connection> connection::open(const std::string& path, int flags, int busy_timeout_ms) {
   connection c;
-  int rc = sqlite3_open_v2(path.c_str(), &c.db_, flags | SQLITE_OPEN_NOMUTEX, nullptr);
+  std::string name = path;
+  if ((flags & SQLITE_OPEN_READONLY) && !(flags & SQLITE_OPEN_READWRITE) &&
+      read_only_file_system_without_wal(path)) {
+    name = immutable_uri(path);
+    flags |= SQLITE_OPEN_URI;
+  }
+  int rc = sqlite3_open_v2(name.c_str(), &c.db_, flags | SQLITE_OPEN_NOMUTEX, nullptr);
   if (rc != SQLITE_OK) {
     return make_error(rc, fmt::format("cannot open store file '{}'", path), c.db_);
   }

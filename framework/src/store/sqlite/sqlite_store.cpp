@@ -26,8 +26,10 @@
 
 #include <fmt/format.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <atomic>
 #include <chrono>
 #include <climits>
@@ -1026,6 +1028,13 @@ result<std::unique_ptr<event_store>> open_sqlite_store(const std::string& path,
   }
   if (exists && S_ISDIR(st.st_mode)) {
     return error(errc::io, fmt::format("'{}' is a directory, not a store file", path));
+  }
+  // On a read-only file system a writable WAL store cannot even be read (its -shm file cannot
+  // be created): say so instead of SQLite's "unable to open database file".
+  if (exists && !options.read_only && ::access(path.c_str(), W_OK) != 0 && errno == EROFS) {
+    return error(errc::io, fmt::format("store file '{}' is on a read-only file system: open it "
+                                       "read-only to read it",
+                                       path));
   }
   int flags = options.read_only ? SQLITE_OPEN_READONLY
                                 : SQLITE_OPEN_READWRITE |
