@@ -49,9 +49,21 @@ result<std::optional<load_outcome>> from_snapshot(event_store& store, std::strin
   }
   // The tail is read from the snapshot's own version, which must be in the stream: a snapshot
   // beyond the stream's end (a store restored from an older backup) is ignored.
-  auto last = fold_stream(store, stream_id, s.version, [&](const recorded_event& e) {
-    return e.stream_version == s.version ? result<void>{} : h.apply(e);
-  });
+  // An apply() that throws on the snapshot's state (a balance a corrupt snapshot put near its
+  // limit, say) means the snapshot does not fit its stream: fold the whole stream instead,
+  // where the same exception, if it comes from the events themselves, reaches the caller.
+  result<std::int64_t> last = std::int64_t{-1};
+  try {
+    last = fold_stream(store, stream_id, s.version, [&](const recorded_event& e) {
+      return e.stream_version == s.version ? result<void>{} : h.apply(e);
+    });
+  } catch (const std::exception& e) {
+    h.reset();
+    warn(o, fmt::format("the events after the snapshot of stream '{}' at version {} do not "
+                        "apply to it ({}); folding the whole stream",
+                        stream_id, s.version, e.what()));
+    return std::optional<load_outcome>{};
+  }
   if (!last) return std::move(last).error();
   if (last.value() < s.version) {
     h.reset();

@@ -7,6 +7,7 @@
 #include <fmt/format.h>
 
 #include <limits>
+#include <stdexcept>
 
 namespace bank {
 
@@ -15,8 +16,16 @@ void account::apply(const v2::AccountOpened& e) {
   id = e.account_id();
   owner = full_name(e.owner());
 }
-void account::apply(const v1::MoneyDeposited& e) { balance_cents += e.amount_cents(); }
-void account::apply(const v1::MoneyWithdrawn& e) { balance_cents -= e.amount_cents(); }
+// Checked: a balance beyond int64 cannot come from events the deciders accepted, only from a
+// damaged snapshot or store; it is an error, never undefined behaviour.
+void account::apply(const v1::MoneyDeposited& e) {
+  if (__builtin_add_overflow(balance_cents, e.amount_cents(), &balance_cents))
+    throw std::overflow_error("the account's balance overflows on a deposit");
+}
+void account::apply(const v1::MoneyWithdrawn& e) {
+  if (__builtin_sub_overflow(balance_cents, e.amount_cents(), &balance_cents))
+    throw std::overflow_error("the account's balance overflows on a withdrawal");
+}
 void account::apply(const v1::AccountClosed&) { closed = true; }
 
 void account::save(v2::AccountState& out) const {
