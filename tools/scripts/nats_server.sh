@@ -23,7 +23,11 @@ nats_server_start() {
   local previous
   previous="$(trap -p EXIT | sed -e "s/^trap -- '//" -e "s/' EXIT\$//")"
   nats_previous_exit_trap="$previous"
-  trap 'nats_server_stop; eval "$nats_previous_exit_trap"' EXIT
+  # The script's exit status is kept for the previous trap (pg_server_stop reads $?) and as the
+  # status the script ends with.
+  trap 'nats_exit_status=$?; set +e; nats_server_stop
+        if [ -n "$nats_previous_exit_trap" ]; then (exit "$nats_exit_status"); eval "$nats_previous_exit_trap"; fi
+        exit "$nats_exit_status"' EXIT
   trap 'exit 130' INT
   trap 'exit 143' TERM
 
