@@ -129,6 +129,18 @@ annals::result<bool> run_transfers(annals::event_store& store, const std::string
   };
   auto before = total();
   if (!before) return before.error();
+  // The transfer to an unknown target goes first, from the richest account, for an amount it
+  // holds: it must reach the target (and be refunded) whatever the random load left.
+  int richest = 1;
+  std::int64_t richest_cents = -1;
+  for (int i = 1; i <= accounts; ++i) {
+    auto a = annals::load<account>(store, stream_for(account_name(run_id, i)));
+    if (!a) return a.error();
+    if (a->state.balance_cents > richest_cents) {
+      richest = i;
+      richest_cents = a->state.balance_cents;
+    }
+  }
   std::mt19937_64 rng(seed ^ 0x7472616e73666572ull);
   const int count = std::max(4, accounts * 3);
   std::vector<std::string> ids;
@@ -138,12 +150,17 @@ annals::result<bool> run_transfers(annals::event_store& store, const std::string
     if (to == from) to = to % accounts + 1;
     std::string target = account_name(run_id, to);
     std::int64_t cents = 100 + static_cast<std::int64_t>(rng() % 20000);
-    if (k % 7 == 3) target = account_name(run_id, 0) + "-nobody";  // refused by the target
-    if (k % 7 == 5) cents = 1000000000;                                // refused by the source
-    if (accounts < 2 && k % 7 != 3) continue;
+    int source = from;
+    if (k == 0) {  // refused by the target, then refunded
+      target = account_name(run_id, 0) + "-nobody";
+      source = richest;
+      cents = std::max<std::int64_t>(1, std::min(cents, richest_cents));
+    }
+    if (k % 7 == 5) cents = 1000000000;  // refused by the source
+    if (accounts < 2 && k != 0) continue;
     std::string id = fmt::format("t-{}-{}", run_id, k);
     auto r = annals::handle<transfer>(store, transfer_stream(id), [&](const transfer& t) {
-      return request(t, id, account_name(run_id, from), target, cents);
+      return request(t, id, account_name(run_id, source), target, cents);
     });
     if (!r) return r.error();
     ids.push_back(id);
