@@ -322,3 +322,134 @@ TEST_CASE("a flipped bit in a stored event type is a verify problem, not a warni
                  "schema-version: the event says schema version 1 of "
                  "bank.v1.MongyDeposited, but the store has no schema of that type"));
 }
+
+// ---- flips that leave the row well-formed: only the row checksum sees them ---------------
+
+namespace {
+
+// A small store with one deposit of a distinctive amount, recorded at a distinctive time and
+// carrying a distinctive correlation id, between ordinary deposits: each can be found in the
+// file's bytes and changed by one bit so that the row stays well-formed.
+constexpr std::int64_t target_amount = 987654321987;  // odd: a flipped low bit subtracts 1
+constexpr std::int64_t base_us = 1700000000000000;
+constexpr std::int64_t target_us = base_us + 2001;  // odd, between its neighbours' times
+const std::string target_correlation = "corr-target-AAAAAAAA";
+
+std::string varint(std::uint64_t v) {
+  std::string out;
+  while (v >= 0x80) {
+    out.push_back(static_cast<char>((v & 0x7F) | 0x80));
+    v >>= 7;
+  }
+  out.push_back(static_cast<char>(v));
+  return out;
+}
+
+std::string big_endian(std::int64_t v) {  // how SQLite stores an 8-byte integer
+  std::string out(8, '\0');
+  for (int i = 0; i < 8; ++i) out[i] = static_cast<char>(static_cast<std::uint64_t>(v) >> (56 - 8 * i));
+  return out;
+}
+
+struct checksummed_store {
+  temp_dir dir;
+  std::string path = dir.file("sums.db");
+  std::string bytes;
+
+  checksummed_store() {
+    std::int64_t now = 0;
+    sqlite_options o;
+    o.clock = [&now] { return now; };
+    {
+      auto store = must(open_sqlite_store(path, o));
+      must(register_event_types(*store, {{bank::v1::MoneyDeposited::descriptor()}}));
+      for (int i = 0; i < 5; ++i) {
+        bank::v1::MoneyDeposited d;
+        d.set_account_id("acc-9");
+        d.set_amount_cents(i == 2 ? target_amount : 100);
+        event_data e{"", "bank.v1.MoneyDeposited", d.SerializeAsString(), {}};
+        if (i == 2) e.metadata.correlation_id = target_correlation;
+        now = i == 2 ? target_us : base_us + 1000 * i;
+        must(store->append("account-acc-9", expected_version::any(), {e}));
+      }
+    }
+    REQUIRE_FALSE(fs::exists(path + "-wal"));
+    bytes = read_file(path);
+    auto clean = annals_tool(path, {"verify"});
+    INFO(clean.out << clean.err);
+    REQUIRE(clean.exit_code == 0);
+  }
+  // A copy with one bit flipped in the only occurrence of `needle`, `offset` bytes into it.
+  std::string flipped(const std::string& name, const std::string& needle, std::size_t offset,
+                      unsigned char bit) {
+    auto at = bytes.find(needle);
+    REQUIRE(at != std::string::npos);
+    REQUIRE(bytes.find(needle, at + 1) == std::string::npos);  // one place: the target row
+    std::string copy = bytes;
+    copy[at + offset] ^= static_cast<char>(bit);
+    auto p = dir.file(name);
+    write_file(p, copy);
+    return p;
+  }
+};
+
+// verify on a flipped copy: exit 1 with the checksum problem of position 3 and nothing else;
+// the library reads the altered value back without error (reads do not check).
+void expect_checksum_problem(const std::string& path) {
+  auto verify = annals_tool(path, {"verify"});
+  INFO(verify.out << verify.err);
+  CHECK(verify.exit_code == 1);
+  CHECK(contains(verify.out,
+                 "position 3: checksum: the stored bytes of event 3 (stream 'account-acc-9' "
+                 "version 2) do not match their checksum: the row was altered after it was "
+                 "written"));
+  CHECK(contains(verify.out, "1 problem found"));
+}
+
+}  // namespace
+
+TEST_CASE("a flipped bit that leaves a payload parsing (an amount changed) fails verify: checksum") {
+  checksummed_store s;
+  // The amount's first varint byte holds its low 7 bits: flipping bit 0 makes it one less.
+  auto path = s.flipped("amount.db", varint(target_amount), 0, 0x01);
+  sqlite_options ro;
+  ro.read_only = true;
+  {
+    auto store = must(open_sqlite_store(path, ro));
+    auto e = read_stream_vec(*store, "account-acc-9", {2, direction::forward, 1});
+    REQUIRE(e.size() == 1);
+    bank::v1::MoneyDeposited d;
+    REQUIRE(d.ParseFromString(e[0].payload));
+    CHECK(d.amount_cents() == target_amount - 1);  // reads back altered, without error
+  }
+  expect_checksum_problem(path);
+}
+
+TEST_CASE("a flipped bit in recorded_at that stays plausible and in order fails verify: checksum") {
+  checksummed_store s;
+  auto path = s.flipped("recorded.db", big_endian(target_us), 7, 0x01);
+  sqlite_options ro;
+  ro.read_only = true;
+  {
+    auto store = must(open_sqlite_store(path, ro));
+    auto e = read_stream_vec(*store, "account-acc-9", {2, direction::forward, 1});
+    REQUIRE(e.size() == 1);
+    CHECK(e[0].recorded_at_us == target_us - 1);
+  }
+  expect_checksum_problem(path);
+}
+
+TEST_CASE("a flipped bit in metadata that stays valid fails verify: checksum") {
+  checksummed_store s;
+  // 'A' (0x41) -> 'C' (0x43): still UTF-8, still a well-formed EventMetadata.
+  auto path = s.flipped("metadata.db", target_correlation, target_correlation.size() - 1, 0x02);
+  sqlite_options ro;
+  ro.read_only = true;
+  {
+    auto store = must(open_sqlite_store(path, ro));
+    auto e = read_stream_vec(*store, "account-acc-9", {2, direction::forward, 1});
+    REQUIRE(e.size() == 1);
+    CHECK(e[0].metadata.correlation_id == "corr-target-AAAAAAAC");
+  }
+  expect_checksum_problem(path);
+}

@@ -425,3 +425,90 @@ TEST_CASE("postgres: serve and subscriptions list|parked read a read-only store,
   }
 }
 
+
+// ---- row checksums (PostgreSQL storage format 2) ------------------------------------------
+
+TEST_CASE("postgres: migrate writes every checksum; verify catches a row changed in SQL") {
+  annals_cli cli;
+  seed(cli.db);
+  postgres_backend pg;
+  auto r = annals::test::run({ANNALS_EXE, "migrate", cli.db, pg.uri()});
+  INFO(r.out << r.err);
+  REQUIRE(r.exit_code == 0);
+  {
+    pgt::session s(pg.uri());
+    CHECK(s.exec("SELECT count(*) FROM annals_events WHERE checksum IS NULL") == "0");
+    // The same sums as the SQLite appends wrote (positions and stream keys are not in the sum).
+    CHECK(s.exec("SELECT string_agg(checksum::text, ',' ORDER BY position) FROM "
+                 "annals_events") + "|\n" ==
+          dump_sql(cli.db, "SELECT group_concat(checksum, ',') FROM "
+                           "(SELECT checksum FROM events ORDER BY position)"));
+  }
+  CHECK(cli.on(pg.uri(), {"verify"}).out == "ok: no problems found\n");
+  {
+    pgt::session s(pg.uri());
+    s.exec("UPDATE annals_events SET recorded_at = recorded_at + 1 WHERE position = 5");
+  }
+  r = cli.on(pg.uri(), {"verify"});
+  INFO(r.out << r.err);
+  CHECK(r.exit_code == 1);
+  CHECK(contains(r.out, "position 5: checksum: the stored bytes of event 5 (stream "));
+  CHECK(contains(r.out, "1 problem found\n"));
+}
+
+TEST_CASE("postgres: a format-1 store: read-only verify writes nothing; a writable open adds "
+          "the checksum column") {
+  pg_seeded_cli cli;
+  {
+    pgt::session s(cli.db);
+    s.exec("ALTER TABLE annals_events DROP COLUMN checksum");
+    s.exec("UPDATE annals_meta SET value = 1 WHERE key = 'format'");
+  }
+  auto r = cli({"verify"});
+  INFO(r.out << r.err);
+  CHECK(r.exit_code == 0);
+  CHECK(contains(r.out, "position 1: warning: checksum-missing: 5 events were written before "
+                        "checksums (storage format 1 or older): not checked"));
+  const char* has_column =
+      "SELECT count(*) FROM information_schema.columns WHERE table_name = 'annals_events' "
+      "AND column_name = 'checksum'";
+  {
+    pgt::session s(cli.db);
+    CHECK(s.exec("SELECT value FROM annals_meta WHERE key = 'format'") == "1");
+    CHECK(s.exec(has_column) == "0");
+  }
+  annals::postgres_options ro;
+  ro.read_only = true;
+  {
+    auto store = annals::open_postgres_store(cli.db, ro).value_or_throw();
+    CHECK(annals::test::read_all_vec(*store).size() == 5);
+  }
+  {
+    pgt::session s(cli.db);
+    CHECK(s.exec("SELECT value FROM annals_meta WHERE key = 'format'") == "1");
+    CHECK(s.exec(has_column) == "0");
+  }
+  {
+    auto store = annals::open_postgres_store(cli.db).value_or_throw();
+    REQUIRE(store->append("acc-3", annals::expected_version::no_stream(),
+                          annals::test::make_events(1))
+                .ok());
+  }
+  {
+    pgt::session s(cli.db);
+    CHECK(s.exec("SELECT value FROM annals_meta WHERE key = 'format'") == "2");
+    CHECK(s.exec("SELECT count(*) FROM annals_events WHERE checksum IS NULL") == "5");
+    CHECK(s.exec("SELECT count(*) FROM annals_events WHERE position = 6 AND checksum IS NOT "
+                 "NULL") == "1");
+  }
+  r = cli({"verify"});
+  INFO(r.out << r.err);
+  CHECK(r.exit_code == 0);
+  CHECK(contains(r.out, "warning: checksum-missing: 5 events were written before checksums"));
+  CHECK(!contains(r.out, "checksum:"));
+  {
+    pgt::session s(cli.db);
+    s.exec("UPDATE annals_events SET recorded_at = recorded_at + 1 WHERE position = 6");
+  }
+  expect_problem(cli, "position 6", "checksum");
+}

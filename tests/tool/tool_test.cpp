@@ -202,7 +202,11 @@ TEST_CASE("verify keeps going after a problem and reports every one") {
   CHECK(contains(r.out, "position 1: payload:"));
   CHECK(contains(r.out, "position 3: event-id:"));
   CHECK(contains(r.out, "position 5: metadata:"));
-  CHECK(contains(r.out, "3 problems found\n"));
+  // Each row was changed after it was written: its checksum says so too.
+  CHECK(contains(r.out, "position 1: checksum:"));
+  CHECK(contains(r.out, "position 3: checksum:"));
+  CHECK(contains(r.out, "position 5: checksum:"));
+  CHECK(contains(r.out, "6 problems found\n"));
 }
 
 // The bank's events, with only `registered` registered (the others keep schema version 0):
@@ -239,7 +243,9 @@ TEST_CASE("verify passes a store that never registered schemas, with one warning
   exec_sql(cli.db, "UPDATE events SET event_id = X'00' WHERE position = 2");
   r = cli({"verify"});
   CHECK(r.exit_code == 1);
-  CHECK(contains(r.out, "1 problem found, 3 warnings\n"));
+  CHECK(contains(r.out, "position 2: event-id:"));
+  CHECK(contains(r.out, "position 2: checksum:"));
+  CHECK(contains(r.out, "2 problems found, 3 warnings\n"));
 }
 
 TEST_CASE("a type never registered is decoded from the stored file that defines it") {
@@ -260,32 +266,38 @@ TEST_CASE("a type never registered is decoded from the stored file that defines 
   r = cli({"verify"});
   CHECK(r.exit_code == 0);
   CHECK(r.out == "ok: no problems found\n");
-  // A payload that this best guess does not parse is a warning, not a problem.
-  exec_sql(cli.db, "UPDATE events SET payload = X'FFFFFFFF' WHERE position = 1");
+  // A payload that this best guess does not parse is a warning, not a problem. (The row
+  // stands for one written before checksums.)
+  exec_sql(cli.db, "UPDATE events SET payload = X'FFFFFFFF', checksum = NULL WHERE position = 1");
   r = cli({"verify"});
   CHECK(r.exit_code == 0);
   CHECK(contains(r.out, "position 1: warning: payload-unregistered: event type "
                         "bank.v1.AccountOpened has no schema in the store; payload does not "
                         "parse as bank.v1.AccountOpened (as defined in the stored schema of "
                         "bank.v1.MoneyDeposited version 1)"));
-  CHECK(contains(r.out, "ok: no problems found, 1 warning\n"));
+  CHECK(contains(r.out, "position 1: warning: checksum-missing: 1 event was written before "
+                        "checksums"));
+  CHECK(contains(r.out, "ok: no problems found, 2 warnings\n"));
 }
 
 TEST_CASE("verify: an event without a schema version is checked against the latest, softly") {
   seeded_cli cli;
-  // Position 3 loses its metadata (schema version 0) and still parses with the latest.
-  exec_sql(cli.db, "UPDATE events SET metadata = NULL WHERE position = 3");
+  // Position 3 loses its metadata (schema version 0) and still parses with the latest. The
+  // changed rows stand for events written by an older writer: without a checksum either.
+  exec_sql(cli.db, "UPDATE events SET metadata = NULL, checksum = NULL WHERE position = 3");
   auto r = cli({"verify"});
   CHECK(r.exit_code == 0);
-  CHECK(r.out == "ok: no problems found\n");
-  exec_sql(cli.db, "UPDATE events SET metadata = NULL, payload = X'FFFFFFFF' WHERE position = 4");
+  CHECK(r.out == "position 3: warning: checksum-missing: 1 event was written before checksums "
+                 "(storage format 2 or older): not checked\nok: no problems found, 1 warning\n");
+  exec_sql(cli.db, "UPDATE events SET metadata = NULL, payload = X'FFFFFFFF', checksum = NULL "
+                   "WHERE position = 4");
   r = cli({"verify"});
   INFO(r.out);
   CHECK(r.exit_code == 0);
   CHECK(contains(r.out, "position 4: warning: payload-unversioned: the event has no schema "
                         "version and the latest stored version of bank.v1.MoneyDeposited does "
                         "not parse it"));
-  CHECK(contains(r.out, "ok: no problems found, 1 warning\n"));
+  CHECK(contains(r.out, "ok: no problems found, 2 warnings\n"));
   // Naming a stored version makes the same payload a problem.
   exec_sql(cli.db, "UPDATE events SET metadata = X'2801' WHERE position = 4");
   expect_problem(cli, "position 4", "payload");
@@ -617,4 +629,74 @@ TEST_CASE("migrate has --help and needs both stores") {
   CHECK(contains(r.out, "TO"));
   CHECK(annals::test::run({ANNALS_EXE, "migrate"}).exit_code == 2);
   CHECK(annals::test::run({ANNALS_EXE, "migrate", "a.db"}).exit_code == 2);
+}
+
+// ---- row checksums (storage format 3) -----------------------------------------------------
+
+TEST_CASE("verify: a row changed in SQL with every field still valid fails only its checksum") {
+  seeded_cli cli;
+  CHECK(dump_sql(cli.db, "SELECT count(*) FROM events WHERE checksum IS NULL") == "0|\n");
+  // One microsecond later: plausible, still in order (the last event), nothing else notices.
+  exec_sql(cli.db, "UPDATE events SET recorded_at = recorded_at + 1 WHERE position = 5");
+  auto r = cli({"verify"});
+  INFO(r.out << r.err);
+  CHECK(r.exit_code == 1);
+  CHECK(contains(r.out, "position 5: checksum: the stored bytes of event 5 (stream "));
+  CHECK(contains(r.out, "do not match their checksum: the row was altered after it was written"));
+  CHECK(contains(r.out, "1 problem found\n"));
+}
+
+TEST_CASE("a format-2 store: read-only opens write nothing; a writable open adds the checksum") {
+  seeded_cli cli;
+  // Storage format 2: the same tables without the checksum column.
+  exec_sql(cli.db, "ALTER TABLE events DROP COLUMN checksum; PRAGMA user_version = 2");
+  const std::string before = file_state(cli.db);
+  auto r = cli({"verify"});
+  INFO(r.out << r.err);
+  CHECK(r.exit_code == 0);
+  CHECK(contains(r.out, "position 1: warning: checksum-missing: 5 events were written before "
+                        "checksums (storage format 2 or older): not checked"));
+  CHECK(cli({"stats"}).exit_code == 0);
+  CHECK(cli({"read", "acc-1"}).exit_code == 0);
+  CHECK(file_state(cli.db) == before);  // the read-only commands wrote nothing
+  CHECK(dump_sql(cli.db, "PRAGMA user_version") == "2|\n");
+  CHECK(dump_sql(cli.db, "SELECT count(*) FROM pragma_table_info('events') "
+                         "WHERE name = 'checksum'") == "0|\n");
+
+  // A writable open upgrades it: the column, old rows NULL, new rows checked.
+  {
+    auto store = annals::open_store(cli.db).value_or_throw();
+    CHECK(dump_sql(cli.db, "PRAGMA user_version") == "3|\n");
+    REQUIRE(store->append("acc-3", annals::expected_version::no_stream(),
+                          {event(annals::test::bank_events::opened("acc-3", "Cy"))})
+                .ok());
+  }
+  CHECK(dump_sql(cli.db, "SELECT count(*) FROM events WHERE checksum IS NULL") == "5|\n");
+  CHECK(dump_sql(cli.db, "SELECT checksum IS NOT NULL FROM events WHERE position = 6") == "1|\n");
+  r = cli({"verify"});
+  INFO(r.out << r.err);
+  CHECK(r.exit_code == 0);
+  CHECK(contains(r.out, "warning: checksum-missing: 5 events were written before checksums"));
+  CHECK(contains(r.out, "ok: no problems found, 1 warning\n"));
+  exec_sql(cli.db, "UPDATE events SET recorded_at = recorded_at + 1 WHERE position = 6");
+  expect_problem(cli, "position 6", "checksum");
+}
+
+TEST_CASE("import recomputes every checksum: verify passes the copy and catches a changed row") {
+  seeded_cli cli;
+  std::string file = cli.dir.file("export.jsonl");
+  REQUIRE(cli({"export", "--output", file}).exit_code == 0);
+  std::string copy = cli.dir.file("copy.db");
+  auto r = cli.on(copy, {"import", "--input", file});
+  INFO(r.err);
+  REQUIRE(r.exit_code == 0);
+  // The same sums as the appends wrote (the same fields; positions are not in the sum).
+  const char* sums = "SELECT position, checksum FROM events ORDER BY position";
+  CHECK(dump_sql(copy, sums) == dump_sql(cli.db, sums));
+  CHECK(dump_sql(copy, "SELECT count(*) FROM events WHERE checksum IS NULL") == "0|\n");
+  CHECK(cli.on(copy, {"verify"}).out == "ok: no problems found\n");
+  exec_sql(copy, "UPDATE events SET recorded_at = recorded_at + 1 WHERE position = 5");
+  r = cli.on(copy, {"verify"});
+  CHECK(r.exit_code == 1);
+  CHECK(contains(r.out, "position 5: checksum:"));
 }

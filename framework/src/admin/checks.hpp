@@ -57,6 +57,8 @@ struct event_row {
   bool metadata_typed = true;     // a blob or NULL
   std::string_view payload;
   bool payload_typed = true;  // a blob
+  std::optional<std::int64_t> checksum;  // nullopt: NULL (written before checksums)
+  bool checksum_typed = true;            // an integer or NULL
 };
 
 // The checks of store_admin::verify (annals/admin.hpp) on rows fed to it by a backend: first
@@ -65,8 +67,10 @@ struct event_row {
 class store_verifier {
  public:
   using report_fn = std::function<void(const store_problem&)>;
+  // `checksum_format`: the backend's storage format that added row checksums (rows with none
+  // were written by an older one).
   store_verifier(std::vector<stored_schema> schemas, const upcasters* upcast,
-                 const report_fn& report);
+                 const report_fn& report, int checksum_format);
 
   void problem(std::int64_t position, std::string check, std::string detail);
   void warning(std::int64_t position, std::string check, std::string detail);
@@ -87,6 +91,7 @@ class store_verifier {
  private:
   void check_payload(std::int64_t pos, const std::string& type, std::int32_t version,
                      std::string_view payload);
+  void check_checksum(const event_row& r);
 
   payload_decoder decoder_;
   const upcasters* upcast_;
@@ -94,6 +99,8 @@ class store_verifier {
   std::int64_t problems_ = 0;
   std::int64_t last_position_ = 0, last_recorded_ = 0;
   const std::int64_t latest_plausible_;
+  const int checksum_format_;
+  std::int64_t unchecked_ = 0, first_unchecked_ = 0;  // rows without a checksum
   std::unordered_map<std::int64_t, std::int64_t> next_version_;  // by stream key
   // Types nothing stored describes: first position, events.
   std::map<std::string, std::pair<std::int64_t, std::int64_t>> undescribed_;

@@ -25,6 +25,7 @@
 #include "admin/checks.hpp"
 #include "admin/queries.hpp"
 #include "store/postgres/pg.hpp"
+#include "store/checksum.hpp"
 #include "store/prepared.hpp"
 
 #include <fmt/format.h>
@@ -37,11 +38,13 @@ namespace {
 using pg::connection;
 using pg::params;
 
+constexpr int pg_checksum_format = 2;  // the PostgreSQL format that added the checksum column
+
 // How long opening an admin waits for the server: a wrong host or port fails fast.
 constexpr int connect_timeout_s = 5;
 // How long an import waits for the store's write lock (held by appenders) before busy.
 constexpr const char* lock_timeout = "10s";
-constexpr std::size_t insert_chunk = 256;  // events per INSERT statement (8 parameters each)
+constexpr std::size_t insert_chunk = 256;  // events per INSERT statement (9 parameters each)
 
 // Runs a query, calling `row(result, index)` for each row (returning false stops).
 template <class Row>
@@ -245,14 +248,14 @@ class pg_import final : public import_session {
     if (pending_.empty()) return {};
     std::string sql =
         "INSERT INTO annals_events(position, stream, stream_version, event_id, type, "
-        "recorded_at, metadata, payload) VALUES ";
+        "recorded_at, metadata, payload, checksum) VALUES ";
     params q;
-    q.reserve(8 * pending_.size());
+    q.reserve(9 * pending_.size());
     for (std::size_t i = 0; i < pending_.size(); ++i) {
       const raw_event& e = pending_[i];
-      int b = 1 + 8 * static_cast<int>(i);
-      sql += fmt::format("{}(${}, ${}, ${}, ${}, ${}, ${}, ${}, ${})", i ? ", " : "", b, b + 1,
-                         b + 2, b + 3, b + 4, b + 5, b + 6, b + 7);
+      int b = 1 + 9 * static_cast<int>(i);
+      sql += fmt::format("{}(${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${})", i ? ", " : "", b,
+                         b + 1, b + 2, b + 3, b + 4, b + 5, b + 6, b + 7, b + 8);
       q.add_int8(e.position).add_int8(pending_keys_[i]).add_int8(e.stream_version);
       q.add_bytea(e.event_id).add_text(e.type).add_int8(e.recorded_at_us);
       if (e.metadata) {
@@ -261,6 +264,11 @@ class pg_import final : public import_session {
         q.add_null_bytea();
       }
       q.add_bytea(e.payload);
+      // Recomputed: an export carries no checksum, and the import checked the row as verify
+      // does.
+      q.add_int8(store::event_checksum(e.stream_id, e.stream_version, e.event_id, e.type,
+                                       e.recorded_at_us,
+                                       e.metadata ? *e.metadata : std::string_view{}, e.payload));
     }
     pg::failure why;
     auto r = c_.exec("cannot import events", sql, q, pending_.size() == insert_chunk, &why);
@@ -335,14 +343,23 @@ class pg_admin final : public store_admin {
     if (auto r = tx.begin(); !r) return r.error();
     auto schemas = read_schemas(c_);
     if (!schemas) return std::move(schemas).error();
-    admin_detail::store_verifier v(std::move(schemas).value(), upcast, report);
+    admin_detail::store_verifier v(std::move(schemas).value(), upcast, report,
+                                   pg_checksum_format);
     if (auto r = check_integrity(v); !r) return r.error();
 
+    // A read-only store of format 1 has no checksum column: every row is unchecked.
+    auto has_checksum = scalar(c_, "cannot read the store's columns",
+                               "SELECT count(*) FROM pg_catalog.pg_attribute WHERE attrelid = "
+                               "to_regclass('annals_events') AND attname = 'checksum' AND "
+                               "NOT attisdropped");
+    if (!has_checksum) return std::move(has_checksum).error();
     admin_detail::event_row row;
     if (auto r = each_row(c_, "cannot scan events",
-                          "SELECT e.position, e.stream, s.name, e.stream_version, e.event_id, "
-                          "e.type, e.recorded_at, e.metadata, e.payload FROM annals_events e "
-                          "LEFT JOIN annals_streams s ON s.id = e.stream ORDER BY e.position",
+                          fmt::format("SELECT e.position, e.stream, s.name, e.stream_version, "
+                                      "e.event_id, e.type, e.recorded_at, e.metadata, e.payload, "
+                                      "{} FROM annals_events e LEFT JOIN annals_streams s ON "
+                                      "s.id = e.stream ORDER BY e.position",
+                                      *has_checksum ? "e.checksum" : "NULL::int8"),
                           params{},
                           [&](const PGresult* r, int i) {
                             row.position = pg::get_int8(r, i, 0);
@@ -356,6 +373,8 @@ class pg_admin final : public store_admin {
                             row.metadata = pg::is_null(r, i, 7) ? std::string_view{}
                                                                  : pg::get_bytes(r, i, 7);
                             row.payload = pg::get_bytes(r, i, 8);
+                            row.checksum.reset();
+                            if (!pg::is_null(r, i, 9)) row.checksum = pg::get_int8(r, i, 9);
                             v.event(row);
                           });
         !r) {

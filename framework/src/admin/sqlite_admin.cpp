@@ -7,6 +7,7 @@
 
 #include "admin/checks.hpp"
 #include "admin/queries.hpp"
+#include "store/checksum.hpp"
 #include "store/prepared.hpp"
 #include "store/sqlite/sqlite.hpp"
 
@@ -22,6 +23,8 @@ namespace {
 using sqlite::connection;
 using sqlite::reset_guard;
 using sqlite::statement;
+
+constexpr int sqlite_checksum_format = 3;  // the SQLite format that added the checksum column
 
 // Runs `st` to the end, calling `row` for each row (false stops). `what` names it in errors.
 template <class Row>
@@ -184,8 +187,8 @@ class sqlite_import final : public import_session {
          {std::pair{&insert_stream_, "INSERT INTO streams(name, version) VALUES(?1, 0)"},
           std::pair{&insert_event_,
                     "INSERT INTO events(position, stream, stream_version, "
-                    "event_id, type, recorded_at, metadata, payload) "
-                    "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"}}) {
+                    "event_id, type, recorded_at, metadata, payload, checksum) "
+                    "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"}}) {
       auto p = prepare(c_.get(), sql);
       if (!p) return std::move(p).error();
       *s = std::move(p).value();
@@ -241,6 +244,11 @@ class sqlite_import final : public import_session {
       insert_event_.bind(7, statement::null{});
     }
     insert_event_.bind(8, statement::blob{e.payload.data(), e.payload.size()});
+    // Recomputed: an export carries no checksum, and the import checked the row as verify does.
+    insert_event_.bind(9, static_cast<std::int64_t>(store::event_checksum(
+                              e.stream_id, e.stream_version, e.event_id, e.type,
+                              e.recorded_at_us, e.metadata ? *e.metadata : std::string_view{},
+                              e.payload)));
     int rc = insert_event_.step();
     if ((rc & 0xff) == SQLITE_CONSTRAINT) {
       return error(errc::invalid_argument,
@@ -340,16 +348,24 @@ class sqlite_admin final : public store_admin {
     if (auto r = tx.begin(); !r) return r.error();
     auto schemas = read_schema_rows(db());
     if (!schemas) return std::move(schemas).error();
-    admin_detail::store_verifier v(std::move(schemas).value(), upcast, report);
+    admin_detail::store_verifier v(std::move(schemas).value(), upcast, report,
+                                   sqlite_checksum_format);
     for (const auto& line : integrity) v.problem(0, "integrity", fmt::format("SQLite: {}", line));
 
+    // A read-only store of an older format has no checksum column: every row is unchecked.
+    auto has_checksum = scalar(db(),
+                               "SELECT count(*) FROM pragma_table_info('events') "
+                               "WHERE name = 'checksum'",
+                               "cannot read the store schema");
+    if (!has_checksum) return std::move(has_checksum).error();
     auto scan = prepare(db(),
-                        "SELECT e.position, e.stream, s.name, e.stream_version, "
+                        fmt::format("SELECT e.position, e.stream, s.name, e.stream_version, "
                         "typeof(e.stream_version), e.event_id, typeof(e.event_id), e.type, "
                         "typeof(e.type), e.recorded_at, typeof(e.recorded_at), e.metadata, "
-                        "typeof(e.metadata), e.payload, typeof(e.payload) "
+                        "typeof(e.metadata), e.payload, typeof(e.payload), {} "
                         "FROM events e LEFT JOIN streams s ON s.id = e.stream "
-                        "ORDER BY e.position");
+                        "ORDER BY e.position",
+                        *has_checksum ? "e.checksum, typeof(e.checksum)" : "NULL, 'null'"));
     if (!scan) return std::move(scan).error();
     admin_detail::event_row row;
     auto r = each_row(db(), *scan, "cannot scan events", [&](statement& s) {
@@ -370,6 +386,10 @@ class sqlite_admin final : public store_admin {
       row.metadata_typed = meta_type == "null" || meta_type == "blob";
       row.payload = s.column_blob(13);
       row.payload_typed = s.column_text(14) == "blob";
+      auto checksum_type = s.column_text(16);
+      row.checksum.reset();
+      if (checksum_type != "null") row.checksum = s.column_int64(15);
+      row.checksum_typed = checksum_type == "null" || checksum_type == "integer";
       v.event(row);
     });
     if (!r) return r.error();

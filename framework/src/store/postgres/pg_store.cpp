@@ -23,6 +23,7 @@
 #include "metrics.hpp"
 #include "store/postgres/pg.hpp"
 #include "store/postgres/pg_sql.hpp"
+#include "store/checksum.hpp"
 #include "store/prepared.hpp"
 
 #include <annals/fault.hpp>
@@ -48,9 +49,9 @@ using pg::params;
 using pg::read_schema_rows;
 using store::prepared_event;
 
-constexpr std::int64_t format_version = 1;
+constexpr std::int64_t format_version = 2;
 constexpr std::int64_t page_size = 2048;
-constexpr std::size_t insert_chunk = 500;  // events per INSERT statement (6 params each)
+constexpr std::size_t insert_chunk = 500;  // events per INSERT statement (7 params each)
 
 // Advisory lock keys (64-bit, per database): "ANNL" then a small number.
 #define ANNALS_PG_WRITE_LOCK "4705784748973228033"   // 0x414E4E4C00000001
@@ -77,10 +78,18 @@ CREATE TABLE IF NOT EXISTS annals_events(
   recorded_at    BIGINT NOT NULL,
   metadata       BYTEA,
   payload        BYTEA NOT NULL,
+  checksum       BIGINT,
   CONSTRAINT annals_events_stream_version_key UNIQUE (stream, stream_version),
   CONSTRAINT annals_events_event_id_key UNIQUE (event_id)
 );
-INSERT INTO annals_meta(key, value) VALUES ('format', 1) ON CONFLICT (key) DO NOTHING;
+INSERT INTO annals_meta(key, value) VALUES ('format', 2) ON CONFLICT (key) DO NOTHING;
+)sql";
+
+// Format 2 adds the row checksum (store/checksum.hpp); rows written before stay NULL. Adding a
+// nullable column without a default rewrites nothing. Run on a format-1 store opened writable.
+constexpr const char* format2_sql = R"sql(
+ALTER TABLE annals_events ADD COLUMN IF NOT EXISTS checksum BIGINT;
+UPDATE annals_meta SET value = 2 WHERE key = 'format' AND value < 2;
 )sql";
 
 // The schema registry and snapshots. Part of every new store; created when missing in a store
@@ -392,18 +401,19 @@ class pg_store final : public event_store {
       std::size_t count = std::min(insert_chunk, p.events.size() - first);
       std::string sql =
           "INSERT INTO annals_events(stream, recorded_at, position, stream_version, event_id, "
-          "type, metadata, payload) VALUES ";
+          "type, metadata, payload, checksum) VALUES ";
       params q;
-      q.reserve(2 + 6 * count);
+      q.reserve(2 + 7 * count);
       q.add_int8(sid).add_int8(now);
       for (std::size_t i = 0; i < count; ++i) {
         const auto& e = p.events[first + i];
         auto k = static_cast<std::int64_t>(first + i);
-        int b = 3 + 6 * static_cast<int>(i);
-        sql += fmt::format("{}($1, $2, ${}, ${}, ${}, ${}, ${}, ${})", i ? ", " : "", b, b + 1,
-                           b + 2, b + 3, b + 4, b + 5);
+        int b = 3 + 7 * static_cast<int>(i);
+        sql += fmt::format("{}($1, $2, ${}, ${}, ${}, ${}, ${}, ${}, ${})", i ? ", " : "", b,
+                           b + 1, b + 2, b + 3, b + 4, b + 5, b + 6);
+        const std::string_view id{reinterpret_cast<const char*>(e.id.data()), e.id.size()};
         q.add_int8(head + 1 + k).add_int8(current + 1 + k);
-        q.add_bytea({reinterpret_cast<const char*>(e.id.data()), e.id.size()});
+        q.add_bytea(id);
         q.add_text(e.type);
         if (e.metadata.empty()) {
           q.add_null_bytea();
@@ -411,6 +421,8 @@ class pg_store final : public event_store {
           q.add_bytea(e.metadata);
         }
         q.add_bytea(e.payload);
+        q.add_int8(store::event_checksum(p.stream_id, current + 1 + k, id, e.type, now,
+                                         e.metadata, e.payload));
       }
       pg::failure why;
       auto r = c.exec("cannot append events", sql, q, count == 1 || count == insert_chunk, &why);
@@ -867,6 +879,11 @@ result<bool> ensure_schema(connection& c, const postgres_options& o) {
     return error(errc::corruption,
                  fmt::format("the store has storage format {}; this Annals knows format {}", v,
                              format_version));
+  }
+  // A format-1 store opened read-only stays as it is: reads do not select the checksum, and
+  // verify checks whether the column exists.
+  if (v < format_version && !o.read_only) {
+    if (auto made = create_tables(c, format2_sql); !made) return made.error();
   }
   for (const char* table : {"annals_schemas", "annals_snapshots"}) {
     auto t = has_table(c, table);

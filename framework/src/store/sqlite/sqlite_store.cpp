@@ -16,6 +16,7 @@
 // are published as an immutable map swapped atomically; appends read it without a lock.
 #include "metrics.hpp"
 #include "projection/internal.hpp"
+#include "store/checksum.hpp"
 #include "store/prepared.hpp"
 #include "store/sqlite/snapshot_writer.hpp"
 #include "store/sqlite/sqlite.hpp"
@@ -48,7 +49,7 @@ using sqlite::statement;
 using store::prepared_event;
 
 constexpr std::int32_t application_id = 0x414E4E4C;  // "ANNL"
-constexpr int format_version = 2;
+constexpr int format_version = 3;
 constexpr std::int64_t page_size = 2048;
 
 constexpr const char* schema_sql = R"sql(
@@ -65,14 +66,15 @@ CREATE TABLE events(
   type           TEXT NOT NULL,
   recorded_at    INTEGER NOT NULL,
   metadata       BLOB,
-  payload        BLOB NOT NULL
+  payload        BLOB NOT NULL,
+  checksum       INTEGER
 );
 CREATE UNIQUE INDEX events_by_stream ON events(stream, stream_version);
 CREATE UNIQUE INDEX events_by_id ON events(event_id);
 PRAGMA application_id = 1095650892;
 )sql";
 // Format 2 adds the schema registry and snapshots. Run on new stores after schema_sql, and on
-// format-1 stores when they are opened for writing.
+// format-1 stores when they are opened for writing (then format3_sql).
 constexpr const char* format2_sql = R"sql(
 CREATE TABLE IF NOT EXISTS annals_schemas(
   type           TEXT NOT NULL,
@@ -91,8 +93,12 @@ CREATE TABLE IF NOT EXISTS annals_snapshots(
   taken_at INTEGER NOT NULL,
   PRIMARY KEY(stream, key)
 ) WITHOUT ROWID;
-PRAGMA user_version = 2;
 )sql";
+// Format 3 adds the row checksum (store/checksum.hpp): O(1) in SQLite, rows written before stay
+// NULL. Run on format-1 and format-2 stores opened for writing; new stores have the column.
+constexpr const char* format3_sql = "ALTER TABLE events ADD COLUMN checksum INTEGER;";
+constexpr const char* set_format_sql = "PRAGMA user_version = 3;";
+static_assert(format_version == 3);
 static_assert(application_id == 1095650892);
 
 const std::string select_schemas_sql =
@@ -126,7 +132,7 @@ struct writer_statements {
              item{&w.update_stream, "UPDATE streams SET version = ?2 WHERE id = ?1"},
              item{&w.insert_event,
                   "INSERT INTO events(stream, stream_version, event_id, type, recorded_at, "
-                  "metadata, payload) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)"},
+                  "metadata, payload, checksum) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"},
              item{&w.find_event,
                   "SELECT s.name, e.stream_version, e.position FROM events e "
                   "JOIN streams s ON s.id = e.stream WHERE e.event_id = ?1"},
@@ -790,6 +796,11 @@ class sqlite_store final : public event_store {
         ws_.insert_event.bind(6, statement::blob{e.metadata.data(), e.metadata.size()});
       }
       ws_.insert_event.bind(7, statement::blob{e.payload.data(), e.payload.size()});
+      ws_.insert_event.bind(
+          8, static_cast<std::int64_t>(store::event_checksum(
+                 p.stream_id, version,
+                 {reinterpret_cast<const char*>(e.id.data()), e.id.size()}, e.type, now,
+                 e.metadata, e.payload)));
       int rc = ws_.insert_event.step();
       if (rc == SQLITE_CONSTRAINT_UNIQUE) {
         // An event id is already stored. Undo and decide: idempotent retry, or misuse.
@@ -941,19 +952,22 @@ result<void> refuse_foreign(connection& c, const std::string& path) {
   return {};
 }
 
-// Adds the format-2 tables to a format-1 store, in one write transaction; the format is read
-// again under the write lock, since another process may be upgrading the same file.
-result<void> upgrade_to_format_2(connection& c, const std::string& path) {
+// Upgrades a format-1 or format-2 store to the current format in one write transaction: the
+// format-2 tables, then the checksum column. The format is read again under the write lock,
+// since another process may be upgrading the same file.
+result<void> upgrade_format(connection& c, const std::string& path) {
   if (auto r = c.exec("BEGIN IMMEDIATE", "cannot upgrade the store format"); !r) return r;
   auto version = query_int(c.get(), "PRAGMA user_version", "cannot read the store header");
   if (!version) {
     (void)c.exec("ROLLBACK", "rollback");
     return std::move(version).error();
   }
-  if (version.value() < format_version) {
-    if (auto r = c.exec(format2_sql, fmt::format("cannot upgrade '{}' to storage format {}", path,
-                                                 format_version));
-        !r) {
+  const std::string what =
+      fmt::format("cannot upgrade '{}' to storage format {}", path, format_version);
+  for (auto [below, sql] : {std::pair{2, format2_sql}, std::pair{3, format3_sql},
+                            std::pair{format_version, set_format_sql}}) {
+    if (version.value() >= below) continue;
+    if (auto r = c.exec(sql, what); !r) {
       (void)c.exec("ROLLBACK", "rollback");
       return r;
     }
@@ -982,7 +996,7 @@ result<void> ensure_schema(connection& c, const std::string& path, bool read_onl
                                path));
     }
     if (app.value() == 0) {
-      for (const char* sql : {schema_sql, format2_sql}) {
+      for (const char* sql : {schema_sql, format2_sql, set_format_sql}) {
         if (auto r = c.exec(sql, "cannot create the store schema"); !r) {
           (void)c.exec("ROLLBACK", "rollback");
           return r;
@@ -1004,9 +1018,10 @@ result<void> ensure_schema(connection& c, const std::string& path, bool read_onl
                  fmt::format("'{}' has storage format {}, newer than this Annals knows ({})", path,
                              version.value(), format_version));
   }
-  if (version.value() < format_version && !read_only) return upgrade_to_format_2(c, path);
-  // A read-only store of format 1 stays as it is: it simply has no schemas (read_schemas()
-  // checks whether the table exists).
+  if (version.value() < format_version && !read_only) return upgrade_format(c, path);
+  // A read-only store of format 1 or 2 stays as it is: format 1 simply has no schemas
+  // (read_schemas() checks whether the table exists); neither has checksums (reads do not
+  // select the column; verify checks whether it exists).
   return {};
 }
 
@@ -1070,7 +1085,10 @@ result<std::unique_ptr<event_store>> open_sqlite_store(const std::string& path,
   const char* sync = options.sync == durability::full ? "PRAGMA synchronous=FULL"
                                                       : "PRAGMA synchronous=NORMAL";
   if (auto r = conn.exec(sync, "cannot set durability"); !r) return r.error();
-  auto ws = writer_statements::prepare(conn.get());
+  // A read-only store never appends; an older format's events table has no checksum column to
+  // prepare the insert against.
+  auto ws = options.read_only ? result<writer_statements>(writer_statements{})
+                              : writer_statements::prepare(conn.get());
   if (!ws) return std::move(ws).error();
   // Reader connections open later: use the absolute file name, so a chdir() in between cannot
   // send reads to another file.
