@@ -281,9 +281,7 @@ TEST_CASE("the aggregate concept holds for bank::account and not for a struct mi
 // given / when / then
 
 namespace {
-bool contains(const std::string& text, std::string_view part) {
-  return text.find(part) != std::string::npos;
-}
+using annals::test::contains;
 }  // namespace
 
 TEST_CASE("then() passes when the decision emitted exactly the expected events") {

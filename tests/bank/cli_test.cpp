@@ -33,9 +33,7 @@ struct bank_cli {
     return annals::test::run(args);
   }
 };
-bool contains(const std::string& s, const std::string& part) {
-  return s.find(part) != std::string::npos;
-}
+using annals::test::contains;
 }  // namespace
 
 TEST_CASE("open, deposit, withdraw and balance work and print what happened") {

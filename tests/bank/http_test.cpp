@@ -45,9 +45,7 @@ struct store_place {
   const std::string& uri() const { return loc.path; }
 };
 
-bool contains(const std::string& s, const std::string& part) {
-  return s.find(part) != std::string::npos;
-}
+using annals::test::contains;
 
 struct response {
   int status = 0;

@@ -37,9 +37,7 @@ constexpr bool on_postgres = true;
 constexpr bool on_postgres = false;
 #endif
 
-bool contains(const std::string& s, const std::string& part) {
-  return s.find(part) != std::string::npos;
-}
+using annals::test::contains;
 
 template <class M>
 M payload_of(const recorded_event& e) {

@@ -62,9 +62,7 @@ int crash_iterations(int n) {
   return n;
 }
 
-bool contains(const std::string& s, std::string_view part) {
-  return s.find(part) != std::string::npos;
-}
+using annals::test::contains;
 
 std::string sigkill_line(std::string_view point, int hit) {
   return fmt::format("SIGKILL at {} (hit {})", point, hit);

@@ -16,9 +16,7 @@ namespace {
 
 namespace fault = annals::fault;
 
-bool contains(const std::string& s, std::string_view part) {
-  return s.find(part) != std::string::npos;
-}
+using annals::test::contains;
 
 // Which of `hits` calls of point(name) fail, as a string of '.' (ok) and 'x' (failed).
 std::string pattern(std::string_view name, int hits) {

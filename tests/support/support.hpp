@@ -35,6 +35,11 @@ process_result run(const std::vector<std::string>& argv);
 
 // Writes all of `data` to `fd`, retrying short writes and EINTR. False on error.
 bool write_all(int fd, std::string_view data);
+
+// True when `part` occurs in `text` (an output, a body, a message).
+inline bool contains(std::string_view text, std::string_view part) {
+  return text.find(part) != std::string_view::npos;
+}
 // Reads `fd` until end of file (retrying EINTR), then closes it.
 std::string read_to_eof(int fd);
 

@@ -36,9 +36,7 @@ namespace tool_test {
 using annals::test::process_result;
 using annals::test::temp_dir;
 
-inline bool contains(const std::string& s, const std::string& part) {
-  return s.find(part) != std::string::npos;
-}
+using annals::test::contains;
 inline std::size_t lines(const std::string& s) { return std::count(s.begin(), s.end(), '\n'); }
 
 // Raw SQL on a store file, for tampering and for byte-for-byte comparisons.

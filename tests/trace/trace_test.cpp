@@ -45,9 +45,7 @@ struct captured_spans {
   }
 };
 
-bool contains(const std::string& s, const std::string& part) {
-  return s.find(part) != std::string::npos;
-}
+using annals::test::contains;
 
 // The value of "key":"value" in a span line.
 std::string field(const std::string& line, const std::string& key) {
