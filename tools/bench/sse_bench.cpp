@@ -219,20 +219,37 @@ void run_sse_fanout(const config& c, const std::string& dir) {
       c.quick ? std::vector<std::size_t>{1, 20, 100} : std::vector<std::size_t>{1, 100, 500};
   const std::int64_t events = c.quick ? 200 : 5000;
   int file = 0;
-  auto fresh = [&] {
-    auto path = fmt::format("{}/sse-{}.db", dir, ++file);
+  // Runs body(store, path) on a fresh store (synchronous=NORMAL: the fan-out, not the disk, is
+  // measured), removed afterwards; returns what body returns.
+  auto on_fresh_store = [&](auto body) {
+    const auto path = fmt::format("{}/sse-{}.db", dir, ++file);
     remove_files(path);
     annals::sqlite_options so;
-    so.sync = annals::durability::normal;  // the fan-out, not the disk, is measured
-    return std::make_pair(path, check(annals::open_sqlite_store(path, so), "open"));
-  };
-  // The appender alone: the baseline of every figure.
-  auto alone = [&] {
-    auto [path, s] = fresh();
-    double t = append_all(*s, events);
+    so.sync = annals::durability::normal;
+    auto s = check(annals::open_sqlite_store(path, so), "open");
+    const double t = body(*s, path);
     s.reset();
     remove_files(path);
     return t;
+  };
+  // The same with a server on the store and n subscribers connected and draining:
+  // body(store, clients).
+  auto with_subscribers = [&](std::size_t n, auto body) {
+    return on_fresh_store([&](annals::event_store& s, const std::string& path) {
+      auto server = start_server(path, n);
+      double t = 0;
+      {
+        sse_clients clients(server->port(), n);
+        t = body(s, clients);
+      }
+      server->stop();
+      return t;
+    });
+  };
+  // The appender alone: the baseline of every figure.
+  auto alone = [&] {
+    return on_fresh_store(
+        [&](annals::event_store& s, const std::string&) { return append_all(s, events); });
   };
   for (std::size_t n : counts) {
     figure f;
@@ -248,26 +265,19 @@ void run_sse_fanout(const config& c, const std::string& dir) {
     alternate(
         c.reps,
         [&] {
-          auto [path, s] = fresh();
-          auto server = start_server(path, n);
-          double t = 0;
-          {
-            sse_clients clients(server->port(), n);
+          return with_subscribers(n, [&](annals::event_store& s, sse_clients& clients) {
             const double pump0 = thread_cpu_seconds("annals-sse");
             clients.expect(events);
             const auto t0 = clock_type::now();
-            append_with.push_back(append_all(*s, events));
+            append_with.push_back(append_all(s, events));
             clients.wait_all(t0, "sse_fanout");
-            t = seconds_since(t0);
+            const double t = seconds_since(t0);
             pump_cpu.push_back(thread_cpu_seconds("annals-sse") - pump0);
             clients.stop = true;
             clients.reader.join();
             client_cpu.push_back(clients.reader_cpu_s);
-          }
-          server->stop();
-          s.reset();
-          remove_files(path);
-          return t;
+            return t;
+          });
         },
         alone, f.annals_seconds, f.baseline_seconds);
     f.extra.emplace_back("clients", std::to_string(n));
@@ -299,6 +309,14 @@ void run_sse_fanout(const config& c, const std::string& dir) {
       const std::int64_t paced = c.quick ? 100 : 500;
       const auto interval = std::chrono::microseconds(4000);
       std::vector<double> with_ms, alone_ms;
+      // Paced appends to s, their latencies kept in `all`; returns the seconds spent appending.
+      auto paced_appends = [&](annals::event_store& s, std::vector<double>& all) {
+        auto ms = append_paced(s, paced, interval);
+        double t = 0;
+        for (double m : ms) t += m / 1000;
+        all.insert(all.end(), ms.begin(), ms.end());
+        return t;
+      };
       figure p;
       p.scenario = fmt::format("sse_fanout_paced_{}", n);
       p.events = paced;
@@ -311,31 +329,17 @@ void run_sse_fanout(const config& c, const std::string& dir) {
       alternate(
           c.reps,
           [&] {
-            auto [path, s] = fresh();
-            auto server = start_server(path, n);
-            double t = 0;
-            {
-              sse_clients clients(server->port(), n);
+            return with_subscribers(n, [&](annals::event_store& s, sse_clients& clients) {
               clients.expect(paced);
-              auto ms = append_paced(*s, paced, interval);
-              for (double m : ms) t += m / 1000;
-              with_ms.insert(with_ms.end(), ms.begin(), ms.end());
+              const double t = paced_appends(s, with_ms);
               clients.wait_all(clock_type::now(), "sse_fanout_paced");
-            }
-            server->stop();
-            s.reset();
-            remove_files(path);
-            return t;
+              return t;
+            });
           },
           [&] {
-            auto [path, s] = fresh();
-            auto ms = append_paced(*s, paced, interval);
-            double t = 0;
-            for (double m : ms) t += m / 1000;
-            alone_ms.insert(alone_ms.end(), ms.begin(), ms.end());
-            s.reset();
-            remove_files(path);
-            return t;
+            return on_fresh_store([&](annals::event_store& s, const std::string&) {
+              return paced_appends(s, alone_ms);
+            });
           },
           p.annals_seconds, p.baseline_seconds);
       p.extra.emplace_back("clients", std::to_string(n));
