@@ -63,6 +63,6 @@ CC=clang CXX=clang++ cmake -S "$ROOT" -B "$TSAN_DIR" -DCMAKE_BUILD_TYPE=RelWithD
   -DANNALS_TEST_POSTGRES=ON -DANNALS_SANITIZE=thread >/dev/null
 cmake --build "$TSAN_DIR" -j"$jobs" --target store_tests subscription_tests subscription_pg_tests \
   projection_tests projection_pg_tests http_tests http_pg_tests relay_tests bank annals_tool
-export TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1"
+export TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 suppressions=$ROOT/tools/scripts/tsan.supp"
 (cd "$TSAN_DIR" && ctest -j"$jobs" --timeout 900 --output-on-failure \
   -R '^(store|subscription|subscription_postgres|projection|projection_postgres|http|http_postgres|relay)\.')
