@@ -1,3 +1,4 @@
+#include <annals/catch_up.hpp>
 #include <annals/event_store.hpp>
 #include <annals/result.hpp>
 
@@ -14,6 +15,10 @@ std::string_view to_string(errc kind) noexcept {
     case errc::corruption: return "corruption";
     case errc::busy: return "busy";
     case errc::io: return "io";
+    case errc::timed_out: return "timed_out";
+    case errc::stuck: return "stuck";
+    case errc::read_only: return "read_only";
+    case errc::handler_failed: return "handler_failed";
   }
   return "unknown";
 }
@@ -26,9 +31,22 @@ int exit_code(errc kind) noexcept {
     case errc::concurrency_conflict: return 3;
     case errc::corruption:
     case errc::busy:
-    case errc::io: return 4;
+    case errc::io:
+    case errc::timed_out:
+    case errc::stuck:
+    case errc::read_only:
+    case errc::handler_failed: return 4;
   }
   return 4;
+}
+
+std::string_view to_string(held_reason r) noexcept {
+  switch (r) {
+    case held_reason::stuck: return "stuck";
+    case held_reason::led_elsewhere: return "led_elsewhere";
+    case held_reason::stale: return "stale";
+  }
+  return "unknown";
 }
 
 result<expected_version> expected_version::parse(std::string_view text) {

@@ -239,7 +239,9 @@ http_response error_response(const annals::error& e, bool conditional = false) {
       return conditional
                  ? http_response::error(412, "the account changed: its version is not If-Match's")
                  : http_response::error(409, "concurrent commands kept conflicting; try again");
-    case annals::errc::busy: return http_response::error(503, "the store is busy; try again");
+    case annals::errc::busy:
+    case annals::errc::timed_out: return http_response::error(503, "the store is busy; try again");
+    case annals::errc::read_only: return http_response::error(403, "the store is read-only");
     default: return http_response::error(500, "storage error");
   }
 }

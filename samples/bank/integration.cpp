@@ -77,9 +77,9 @@ int run_relay(const std::string& db, const relay_args& a) {
                  relay.subscription_name());
     }
     if (auto w = relay.wait_for(first->head, 3 * o.lease); !w) {
-      if (w.error().kind() != annals::errc::busy) return report(w.error());
+      if (w.error().kind() != annals::errc::timed_out) return report(w.error());
       return report(annals::error(
-          annals::errc::busy,
+          annals::errc::timed_out,
           fmt::format("{} (another relay named '{}' may hold the lease of '{}'); published {} "
                       "event(s)",
                       w.error().message(), a.name, relay.subscription_name(),

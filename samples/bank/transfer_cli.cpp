@@ -93,7 +93,7 @@ int request_transfer(const std::string& db, int max_retries, transfer_args a) {
     }
     if (std::chrono::steady_clock::now() > deadline) {
       return report(annals::error(
-          annals::errc::busy,
+          annals::errc::timed_out,
           fmt::format("{} after {} s; a process manager ('bank saga') carries it on ('annals "
                       "subscriptions list' shows subscription '{}')",
                       describe(*t), a.timeout_s, transfer_saga_name)));

@@ -16,6 +16,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -573,4 +574,20 @@ TEST_CASE("exit codes follow the documented table") {
   CHECK(annals::exit_code(errc::corruption) == 4);
   CHECK(annals::exit_code(errc::busy) == 4);
   CHECK(annals::exit_code(errc::io) == 4);
+  CHECK(annals::exit_code(errc::timed_out) == 4);
+  CHECK(annals::exit_code(errc::stuck) == 4);
+  CHECK(annals::exit_code(errc::read_only) == 4);
+  CHECK(annals::exit_code(errc::handler_failed) == 4);
+}
+
+TEST_CASE("every error kind has its own name") {
+  using annals::errc;
+  std::set<std::string_view> names;
+  for (auto k : {errc::concurrency_conflict, errc::rejected, errc::not_found,
+                 errc::invalid_argument, errc::corruption, errc::busy, errc::io, errc::timed_out,
+                 errc::stuck, errc::read_only, errc::handler_failed}) {
+    auto n = annals::to_string(k);
+    CHECK(n != "unknown");
+    CHECK(names.insert(n).second);
+  }
 }

@@ -144,9 +144,9 @@ struct bank_fixture {
     for (;;) {
       auto n = saga->catch_up();
       REQUIRE_MESSAGE(n, (n ? "" : n.error().message()));
-      if (*n == 0 && unfinished(*store) == 0) break;
+      if (n->events == 0 && unfinished(*store) == 0) break;
       REQUIRE(std::chrono::steady_clock::now() < deadline);
-      if (*n == 0) std::this_thread::sleep_for(20ms);
+      if (n->events == 0) std::this_thread::sleep_for(20ms);
     }
   }
 };
@@ -430,8 +430,8 @@ TEST_CASE(
            std::chrono::steady_clock::now() < deadline;) {
         auto n = (*saga)->catch_up();
         if (!n) return 5;
-        if (*n == 0 && unfinished(**store) == 0) return 0;  // nothing left
-        if (*n == 0) std::this_thread::sleep_for(20ms);
+        if (n->events == 0 && unfinished(**store) == 0) return 0;  // nothing left
+        if (n->events == 0) std::this_thread::sleep_for(20ms);
       }
       return 7;
     });
@@ -576,7 +576,7 @@ TEST_CASE("bank transfer waits for the outcome; bank transfers lists them; exit 
     CHECK(contains(r.err, "annals subscriptions list"));
     CHECK(bank::load_transfer(*store, "t5").value_or_throw().state ==
           bank::transfer_state::requested);
-    while (holder->catch_up().value_or_throw() > 0) {
+    while (holder->catch_up().value_or_throw().events > 0) {
     }
     CHECK(bank::load_transfer(*store, "t5").value_or_throw().state ==
           bank::transfer_state::completed);

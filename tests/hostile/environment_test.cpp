@@ -127,7 +127,7 @@ TEST_CASE(
 
 namespace {
 // On a store that cannot be written: a writable open either fails or its appends fail, with
-// io and a message that says read-only; read_only opens read; the tools read; bank deposit
+// read_only and a message that says read-only; read_only opens read; the tools read; bank deposit
 // exits 4; the file is unchanged.
 void check_unwritable(const std::string& path) {
   const auto before = read_file(path);
@@ -135,12 +135,12 @@ void check_unwritable(const std::string& path) {
   if (rw) {
     auto a = (*rw)->append("s", expected_version::any(), make_events(1));
     INFO("append: " << describe(a));
-    CHECK(kind_of(a) == errc::io);
+    CHECK(kind_of(a) == errc::read_only);
     if (!a) CHECK(contains(a.error().message(), "read-only"));
     CHECK(must((*rw)->head_position()) == 5);
   } else {
     INFO("open: " << describe(rw));
-    CHECK(kind_of(rw) == errc::io);
+    CHECK(kind_of(rw) == errc::read_only);
     CHECK(contains(rw.error().message(), "read-only"));
   }
   sqlite_options o;
@@ -164,7 +164,7 @@ void check_unwritable(const std::string& path) {
 }
 }  // namespace
 
-TEST_CASE("a store on a read-only bind mount: reads work, writes fail with io 'read-only'") {
+TEST_CASE("a store on a read-only bind mount: reads work, writes fail with read_only") {
   temp_dir dir;
   const std::string data = dir.file("data"), ro = dir.file("ro");
   fs::create_directory(data);

@@ -169,7 +169,11 @@ TEST_CASE("one live runner leads a projection; when its process is killed anothe
   for (int i = 61; i <= 70; ++i) head = deposit(*store, i);
   auto n = standby->catch_up();
   REQUIRE(n.ok());
-  CHECK(*n == 0);
+  CHECK(n->events == 0);
+  // It says why: the live runner leads the projection.
+  REQUIRE(n->held.size() == 1);
+  CHECK(n->held[0].reason == annals::held_reason::led_elsewhere);
+  CHECK_FALSE(n->complete());
   CHECK(wait_until([&] { return checkpoint_of(*standby) == head; }, 10s));
 
   // The leader dies: its connection ends, the server releases its lead, the standby takes it.

@@ -12,6 +12,7 @@
 #include <annals/projection.hpp>
 #include <annals/projection_runner.hpp>
 #include <annals/read_model.hpp>
+#include <annals/sql_database.hpp>
 
 #include <boost/hana/define_struct.hpp>
 
@@ -391,7 +392,7 @@ annals::projection_status status_of(projection_runner& r, std::string_view name)
 std::int64_t catch_up(projection_runner& r) {
   auto n = r.catch_up();
   REQUIRE_MESSAGE(n.ok(), message_of(n));
-  return *n;
+  return n->events;
 }
 
 std::int64_t now_us() {
@@ -624,16 +625,26 @@ void poison_scenario(poison_mode mode, resolution how) {
   CHECK(p.parked_at_us >= before_us - 1'000'000);
   CHECK(p.parked_at_us <= after_us + 1'000'000);
 
-  // Stuck means stuck: catching up again does not move past the parked event, and a
-  // read-your-writes wait beyond it gives up.
-  CHECK(catch_up(*runner) == 0);
+  // Stuck means stuck: catching up again does not move past the parked event, and says why;
+  // a read-your-writes wait beyond it gives up.
+  {
+    auto again = runner->catch_up();
+    REQUIRE_MESSAGE(again.ok(), message_of(again));
+    CHECK(again->events == 0);
+    CHECK_FALSE(again->complete());
+    REQUIRE(again->held.size() == 1);
+    CHECK(again->held[0].name == "ledger");
+    CHECK(again->held[0].reason == annals::held_reason::stuck);
+    CHECK_MESSAGE(again->held[0].detail.find(std::to_string(poison)) != std::string::npos,
+                  again->held[0].detail);
+  }
   st = status_of(*runner, "ledger");
   CHECK(st.state == projection_state::stuck);
   CHECK(st.checkpoint == poison - 1);
   CHECK_MODEL(read_model(*runner), expected_model(path, poison - 1));
   auto wait = runner->wait_for("ledger", head, 100ms);
   REQUIRE_FALSE(wait.ok());
-  CHECK(wait.error().kind() == errc::busy);
+  CHECK(wait.error().kind() == errc::stuck);
   // Another runner on the file sees the same: the state is in the file.
   {
     auto other = open_runner(path, {annals::make_projection(ledger{})});
@@ -721,7 +732,7 @@ TEST_CASE("admin calls on an unknown projection are not_found") {
 // ---------------------------------------------------------------------------------------------
 // wait_for and live follow
 
-TEST_CASE("wait_for returns once the checkpoint passes the position, busy on timeout") {
+TEST_CASE("wait_for returns once the checkpoint passes the position, timed_out on timeout") {
   temp_dir dir;
   const store_location loc(dir.file("p.db"), on_postgres);
   const auto& path = loc.path;
@@ -741,7 +752,7 @@ TEST_CASE("wait_for returns once the checkpoint passes the position, busy on tim
   auto late = runner->wait_for("ledger", pos + 10, 80ms);
   const auto waited = std::chrono::steady_clock::now() - t0;
   REQUIRE_FALSE(late.ok());
-  CHECK(late.error().kind() == errc::busy);
+  CHECK(late.error().kind() == errc::timed_out);
   CHECK(waited >= 70ms);
   CHECK(waited < 5s);
 
@@ -834,7 +845,7 @@ TEST_CASE("two runners in one process catching up the same projection apply each
         ++failures;
         return;
       }
-      applied += *n;
+      applied += n->events;
       if (last_round) return;
     }
   };
@@ -884,8 +895,8 @@ TEST_CASE("two processes catching up the same projection apply each event once")
       for (;;) {
         auto n = (*r)->catch_up();
         if (!n) return 4;
-        total += *n;
-        if (*n == 0) break;
+        total += n->events;
+        if (n->events == 0) break;
       }
       return write_all(out[1], std::to_string(total) + "\n") ? 0 : 5;
     }));
@@ -984,7 +995,12 @@ TEST_CASE("a bumped version is rebuilt on demand and readers see the old model u
   // A stale projection is not run: new events leave it where it was.
   const auto head = append(*store, "acct-2", {data_of(deposited("acct-2", 10))});
   auto n = runner->catch_up();
-  CHECK_MESSAGE(n.ok(), message_of(n));
+  REQUIRE_MESSAGE(n.ok(), message_of(n));
+  CHECK(n->events == 0);
+  REQUIRE(n->held.size() == 1);  // and the report says so
+  CHECK(n->held[0].reason == annals::held_reason::stale);
+  CHECK_MESSAGE(n->held[0].detail.find("version 1 stored, 2 in the code") != std::string::npos,
+                n->held[0].detail);
   CHECK(status_of(*runner, "ledger").checkpoint == first_head);
   CHECK_MODEL(read_model(*runner), v1_model);
 
@@ -1391,7 +1407,7 @@ TEST_CASE("kill -9 of a runner mid catch-up leaves the model exactly as of its c
       for (;;) {
         auto n = (*r)->catch_up();
         if (!n) return 4;
-        if (*n == 0) return 0;
+        if (n->events == 0) return 0;
       }
     });
     auto watcher = open_runner(path, {annals::make_projection(ledger{})});
@@ -1425,4 +1441,40 @@ TEST_CASE("kill -9 of a runner mid catch-up leaves the model exactly as of its c
   auto v = runner->rebuild("ledger", verify);
   REQUIRE_MESSAGE(v.ok(), message_of(v));
   CHECK(v->differences == 0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The store's database for an application's own tables
+
+TEST_CASE("sql_database: a write function that throws is handler_failed and writes nothing") {
+  temp_dir dir;
+  const store_location loc(dir.file("app.db"), on_postgres);
+  auto store = open_store(loc.path);
+  auto db = annals::sql_database::open(loc.path);
+  REQUIRE_MESSAGE(db.ok(), message_of(db));
+  auto created = (*db)->write([](sql_tx& tx) -> result<void> {
+    auto r = tx.exec("CREATE TABLE app_seen (id TEXT PRIMARY KEY)");
+    if (!r) return r.error();
+    return {};
+  });
+  REQUIRE_MESSAGE(created.ok(), message_of(created));
+  auto w = (*db)->write([](sql_tx& tx) -> result<void> {
+    auto r = tx.exec("INSERT INTO app_seen (id) VALUES (?1)", {std::string("a")});
+    if (!r) return r.error();
+    throw std::runtime_error("the mail server said no");
+  });
+  REQUIRE_FALSE(w.ok());
+  CHECK(w.error().kind() == errc::handler_failed);
+  CHECK(w.error().message().find("the mail server said no") != std::string::npos);
+  std::int64_t rows = -1;
+  auto counted = (*db)->write([&](sql_tx& tx) -> result<void> {
+    auto r = tx.query("SELECT count(*) FROM app_seen", {}, [&](const annals::sql_row& row) {
+      rows = row.int64(0);
+      return false;
+    });
+    if (!r) return r.error();
+    return {};
+  });
+  REQUIRE_MESSAGE(counted.ok(), message_of(counted));
+  CHECK(rows == 0);  // the insert before the throw was rolled back
 }

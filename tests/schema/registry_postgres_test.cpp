@@ -85,7 +85,7 @@ TEST_CASE("postgres: a store made before the registry gets its tables when opene
   CHECK_FALSE(snap->has_value());
   CHECK(fails_with(register_event_types(*reader, {{build(version_set(1))->find("t.E"),
                                                    compatibility::backward}}),
-                   errc::invalid_argument, "read-only"));
+                   errc::read_only, "read-only"));
 
   auto store = open_pg(backend.uri());
   auto pool = build(version_set(1));

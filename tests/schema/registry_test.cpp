@@ -304,7 +304,7 @@ TEST_CASE("a read-only store reads schemas and refuses to register") {
   auto ro = open(path, o);
   CHECK(schemas(*ro).size() == 1);
   auto r = register_event_types(*ro, {{v1->find("t.E"), compatibility::backward}});
-  CHECK(fails_with(r, errc::invalid_argument, "read-only"));
+  CHECK(fails_with(r, errc::read_only, "read-only"));
 }
 
 TEST_CASE_TEMPLATE("bad registrations are invalid_argument", B, ANNALS_STORE_BACKENDS) {

@@ -227,7 +227,7 @@ TEST_CASE("catches up from its checkpoint, in order, and resumes where it stoppe
     }, o);
     auto n = sub->catch_up();
     REQUIRE_MESSAGE(n.ok(), message_of(n));
-    CHECK(n.value() == 30);
+    CHECK(n->events == 30);
     auto st = sub->status();
     REQUIRE(st.ok());
     CHECK(st->checkpoint == 30);
@@ -245,7 +245,7 @@ TEST_CASE("catches up from its checkpoint, in order, and resumes where it stoppe
   });
   auto n = sub->catch_up();
   REQUIRE(n.ok());
-  CHECK(n.value() == 5);  // only what came after the stored checkpoint
+  CHECK(n->events == 5);  // only what came after the stored checkpoint
   got = seen.snapshot();
   REQUIRE(got.size() == 35);
   CHECK(got.back() == 35);
@@ -362,7 +362,7 @@ TEST_CASE("a poison event is retried, parked with its error, and the others go o
   }, o);
   auto n = sub->catch_up();
   REQUIRE_MESSAGE(n.ok(), message_of(n));
-  CHECK(n.value() == 8);
+  CHECK(n->events == 8);
   CHECK(attempts_on_5 == 3);
   CHECK(seen.snapshot() == std::vector<std::int64_t>{1, 2, 3, 4, 6, 7, 9, 10});
   CHECK_FALSE(log_lines.empty());
@@ -393,7 +393,7 @@ TEST_CASE("a poison event is retried, parked with its error, and the others go o
   CHECK(a->retry("poisoned", 3).error().kind() == errc::not_found);
   n = sub->catch_up();
   REQUIRE(n.ok());
-  CHECK(n.value() == 1);
+  CHECK(n->events == 1);
   auto got = seen.snapshot();
   CHECK(got.back() == 5);
   CHECK(std::count(got.begin(), got.end(), 8) == 0);
@@ -524,13 +524,18 @@ TEST_CASE("one active instance per name: the other stands by, then takes over") 
   append_n(*store, "s-1", 3);
   auto n = b->catch_up();
   REQUIRE(n.ok());
-  CHECK(n.value() == 0);  // a holds the lease
+  CHECK(n->events == 0);  // a holds the lease, and the report says so
+  REQUIRE(n->held.size() == 1);
+  CHECK(n->held[0].reason == annals::held_reason::led_elsewhere);
+  CHECK(n->held[0].name == "single");
+  CHECK_FALSE(n->complete());
   CHECK(second == 0);
   CHECK(b->status()->active);
   a.reset();  // releases
   n = b->catch_up();
   REQUIRE(n.ok());
-  CHECK(n.value() == 3);  // from a's checkpoint, nothing twice
+  CHECK(n->events == 3);  // from a's checkpoint, nothing twice
+  CHECK(n->complete());
   CHECK(first == 5);
   CHECK(second == 3);
 }
@@ -662,7 +667,7 @@ TEST_CASE("the admin reads a store where no subscription was ever opened") {
   REQUIRE_MESSAGE(list.ok(), message_of(list));
   CHECK(list->empty());
   CHECK(ro->parked("x").error().kind() == errc::not_found);
-  CHECK(ro->retry("x", 0).error().kind() == errc::invalid_argument);
+  CHECK(ro->retry("x", 0).error().kind() == errc::read_only);
   // Neither admin creates the tables: only a subscription does.
   CHECK_FALSE(has_table(loc, "annals_subscriptions"));
   CHECK_FALSE(has_table(loc, "annals_sub_parked"));
@@ -688,7 +693,7 @@ TEST_CASE("a read-only admin lists and shows parked events, and refuses retry, s
   auto refused = [](const auto& r) {
     INFO(message_of(r));
     CHECK_FALSE(r.ok());
-    CHECK((!r.ok() && r.error().kind() == errc::invalid_argument &&
+    CHECK((!r.ok() && r.error().kind() == errc::read_only &&
            r.error().message().find("read-only") != std::string::npos));
   };
   refused(ro->retry("picky", 2));
@@ -723,7 +728,7 @@ TEST_CASE("a read-only admin reads an older, write-protected store and writes no
     auto parked = ro->parked("picky");
     REQUIRE_MESSAGE(parked.ok(), message_of(parked));
     CHECK(parked->size() == 1);
-    CHECK(ro->skip("picky", 0).error().kind() == errc::invalid_argument);
+    CHECK(ro->skip("picky", 0).error().kind() == errc::read_only);
   }
   CHECK(file_state(loc) == before);  // SQLite: not a byte, not the modification time
   CHECK_FALSE(has_table(loc, "annals_schemas"));  // not upgraded

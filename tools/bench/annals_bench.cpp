@@ -1482,7 +1482,7 @@ void scenario_rebuild(const config& c, const temp_dir& dir) {
     malloc_trim(0);
     bool s = reset_peak_rss();
     auto t0 = clock_type::now();
-    auto n = check(runner->catch_up(), "catch_up");
+    auto n = check(runner->catch_up(), "catch_up").events;
     catch_up_secs = seconds_since(t0);
     catch_up_peak = s ? peak_rss_mb() : 0;
     if (n != d.events + 2 * d.money_events) {

@@ -126,7 +126,7 @@ lag_run measure_lag(const config& c, const store_source& stores, const live_plan
         for (const auto& n : names) {
           auto r = runner->wait_for(n, position, timeout);
           if (!r) {
-            if (timeout.count() == 0 && r.error().kind() == annals::errc::busy) return false;
+            if (timeout.count() == 0 && r.error().kind() == annals::errc::timed_out) return false;
             check(std::move(r), "wait_for");
           }
         }

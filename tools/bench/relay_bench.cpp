@@ -162,7 +162,7 @@ double relay_publish(const std::string& url, const std::string& store, const std
   o.batch_size = batch;
   auto r = check(annals::relay::open(store, "bench-" + stream, o), "relay open");
   auto t0 = clock_type::now();
-  auto n = check(r->catch_up(), "relay catch_up");
+  auto n = check(r->catch_up(), "relay catch_up").events;
   double secs = seconds_since(t0);
   if (n != events) logic_failure(fmt::format("relay published {} of {} events", n, events));
   auto info = check(annals::read_jetstream_stream(url, stream), "stream info");

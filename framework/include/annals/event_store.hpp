@@ -181,7 +181,8 @@ class event_store {
 
   // Appends atomically: all events or none. Checks `expected` against the stream inside the
   // write lock. Errors: concurrency_conflict (with conflict_details), invalid_argument (bad
-  // stream id, type, event id, size, or event ids already stored elsewhere), busy, io.
+  // stream id, type, event id, size, or event ids already stored elsewhere), read_only, busy,
+  // io.
   // An empty `events` list checks `expected` and writes nothing.
   virtual result<append_result> append(std::string_view stream_id, expected_version expected,
                                        std::vector<event_data> events) = 0;
@@ -219,8 +220,8 @@ class event_store {
   // Atomically: reads the stored versions of the candidates' types, calls `check`, stores each
   // candidate whose fingerprint is not stored yet as the type's next version, and remembers
   // the versions so later appends of this store object are stamped with them.
-  // Errors: whatever `check` returns (nothing stored), invalid_argument (read-only store, or a
-  // declared version that disagrees with the store), busy, io. Default: invalid_argument.
+  // Errors: whatever `check` returns (nothing stored), read_only, invalid_argument (a declared
+  // version that disagrees with the store), busy, io. Default: invalid_argument.
   virtual result<std::vector<registered_type>> register_schemas(
       const std::vector<schema_candidate>& candidates, const schema_check_fn& check);
 
@@ -249,7 +250,7 @@ struct sqlite_options {
   std::int64_t busy_timeout_ms = 10000;
   // Create the file and schema when missing. Default true; false gives not_found.
   bool create_if_missing = true;
-  // Open without writing. Appends fail with invalid_argument. Default false.
+  // Open without writing. Appends fail with errc::read_only. Default false.
   bool read_only = false;
   // Clock for recorded_at, UTC microseconds; called once per shared commit, so events committed
   // together share a time. If it throws, the appends of that commit fail with io.
@@ -288,7 +289,7 @@ struct postgres_options {
   std::int64_t lock_timeout_ms = 10000;
   // Create the tables when missing. Default true; false gives not_found.
   bool create_if_missing = true;
-  // Appends fail with invalid_argument. Default false.
+  // Appends fail with errc::read_only. Default false.
   bool read_only = false;
   // As in sqlite_options: clock for recorded_at (called once per append), event id source,
   // upcasters applied to every read. Defaults: system clock, UUIDv7, none.

@@ -18,6 +18,7 @@
 // background thread that follows live appends.
 #pragma once
 
+#include <annals/catch_up.hpp>
 #include <annals/projection.hpp>
 
 #include <chrono>
@@ -119,12 +120,14 @@ class projection_runner {
                                                          runner_options options = {});
   virtual ~projection_runner() = default;
 
-  // Applies events until every projection reaches the head seen at the start, or is stuck.
-  // On PostgreSQL a projection that another live runner leads is left to it (0 applied).
-  // One projection's error does not stop the others; the first error is returned.
-  // Returns the number of events applied. A stuck projection is not an error here: check
-  // status() (or wait_for) before trusting a model to be current.
-  virtual result<std::int64_t> catch_up() = 0;
+  // Applies events until every projection reaches the head seen at the start, or is held.
+  // Returns the number of events applied and, in `held`, each projection left short of that
+  // head with the reason: stuck at a parked event, led by another live runner (PostgreSQL; it
+  // applies the events), being rebuilt by another runner, or stale (a changed version that
+  // is not rebuilt now). A held projection is not an error: check report.complete() (or call
+  // wait_for) before trusting a model to be current. One projection's error does not stop
+  // the others; the first error is returned.
+  virtual result<catch_up_report> catch_up() = 0;
 
   // Starts a background thread that catches up, then follows live appends (from this process
   // at once, from other processes within poll_interval). stop() ends it; the destructor too.
@@ -133,7 +136,8 @@ class projection_runner {
 
   // Waits until `projection` has applied everything up to `position` (read-your-writes after
   // a command: pass the command's position). Catches up itself when start() was not called.
-  // Errors: not_found (unknown projection), busy (timeout, or the projection is stuck).
+  // Errors: not_found (unknown projection), timed_out (not there by the deadline), stuck (the
+  // projection is held at a parked event: retry or skip it).
   virtual result<void> wait_for(std::string_view projection, std::int64_t position,
                                 std::chrono::milliseconds timeout) = 0;
 

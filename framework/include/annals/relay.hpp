@@ -97,14 +97,14 @@ class relay {
   // Publishes everything up to the store's head at the call; returns the number of events
   // published (acknowledged by the broker). A broker outage is retried with backoff
   // max_attempts times, then returned as errc::io (the checkpoint stays before the event that
-  // failed: call again later, nothing is lost). 0 at once when another instance holds the
-  // lease.
-  result<std::int64_t> catch_up();
+  // failed: call again later, nothing is lost). When another instance holds the lease it
+  // returns at once with 0 events and the relay's subscription in report.held.
+  result<catch_up_report> catch_up();
   // A background thread: catch_up(), then publish new appends as they come, until stop().
   // There, a broker outage is retried without limit.
   result<void> start();
   void stop();
-  // Waits until everything up to `position` is published (or parked). busy on timeout.
+  // Waits until everything up to `position` is published (or parked). timed_out at the deadline.
   result<void> wait_for(std::int64_t position, std::chrono::milliseconds timeout);
   // The subscription's status (checkpoint, lag, parked, last error).
   result<subscription_status> status();

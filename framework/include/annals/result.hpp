@@ -23,15 +23,22 @@ enum class errc {
   not_found,             // the stream or thing asked for does not exist
   invalid_argument,      // bad input from the caller; nothing was written
   corruption,            // the store file is damaged or is not an Annals store
-  busy,                  // the store stayed locked by another process past the busy timeout
-  io,                    // the operating system or SQLite failed to read or write
+  busy,                  // a lock another process or runner holds stayed held past the timeout
+  io,                    // the operating system or the database failed to read or write
+  timed_out,             // a wait (wait_for) reached its deadline; the thing waited for is fine
+  stuck,                 // a projection is held at a parked event: retry or skip it first
+  read_only,             // a write was asked of a store or admin opened read-only (or on a
+                         // read-only file); nothing was written
+  handler_failed,        // user code called by the framework (a projection or subscription
+                         // handler) threw an exception; the message carries what()
 };
 
 // "concurrency_conflict", "rejected", ...
 std::string_view to_string(errc kind) noexcept;
 
 // CLI exit codes: 0 ok, 1 rejected / not found, 2 usage or bad input,
-// 3 conflict after retries, 4 storage error (corruption, busy, io).
+// 3 conflict after retries, 4 storage error (corruption, busy, io, read_only) or a consumer
+// that cannot go on (timed_out, stuck, handler_failed).
 int exit_code(errc kind) noexcept;
 
 // Details of a concurrency conflict. Versions are 0-based; -1 means "no stream".

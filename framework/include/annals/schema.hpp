@@ -117,7 +117,7 @@ struct schema_registration {
 // file is the file of one of `types` but which no longer exists there (renamed or removed) is
 // "type-renamed": its events stay in the log; keep the old message and add an upcaster.
 // Errors: invalid_argument with the compatibility report when any type breaks its mode, or on
-// a read-only store (nothing is stored), busy, io.
+// read_only on a read-only store (nothing is stored), busy, io.
 result<std::vector<registered_type>> register_event_types(
     event_store& store, const std::vector<schema_registration>& types);
 

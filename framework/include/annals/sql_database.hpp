@@ -51,7 +51,7 @@ class sql_database {
 
   // Runs fn in a write transaction and commits when it succeeds; an error it returns, a failed
   // commit or an exception it throws rolls the transaction back (the exception becomes
-  // errc::io). SQLite: BEGIN IMMEDIATE, the write lock the store's appends also take, so keep
+  // errc::handler_failed). SQLite: BEGIN IMMEDIATE, the write lock the store's appends also take, so keep
   // it short. PostgreSQL: READ COMMITTED; make read-modify-write safe with conditional
   // statements (INSERT ... ON CONFLICT DO NOTHING, UPDATE ... WHERE <expected old value>) and
   // look at the rows they changed. A statement that fails aborts the transaction on

@@ -13,9 +13,9 @@
 //   if (!sub || !sub.value()->start()) { /* sub.error() ... */ }
 //
 // A handler that fails is retried with backoff. Errors that say "try again" (errc::io, busy,
-// concurrency_conflict) are retried without limit by a started subscription: a broker or
-// database outage pauses it, it never loses or parks events. Any other error, or an exception, is retried
-// max_attempts times, then the event is parked in the dead-letter table (annals_sub_parked)
+// timed_out, concurrency_conflict) are retried without limit by a started subscription: a
+// broker or database outage pauses it, it never loses or parks events. Any other error, or an
+// exception (errc::handler_failed, with its what()), is retried max_attempts times, then the event is parked in the dead-letter table (annals_sub_parked)
 // with the error, and the subscription goes on. Nothing is silently skipped: parked events are
 // listed, retried (redelivered by the running subscription) or skipped (recorded) with
 // subscription_admin or `annals subscriptions`.
@@ -32,6 +32,7 @@
 // Lifetime: the handler and the object must outlive start()/stop().
 #pragma once
 
+#include <annals/catch_up.hpp>
 #include <annals/event_store.hpp>
 
 #include <chrono>
@@ -130,17 +131,19 @@ class subscription {
   virtual ~subscription() = default;  // stops
 
   // Delivers everything up to the head seen at the call, then returns the number of events
-  // handled (parked ones not counted). Redelivers parked events asked to be retried first.
-  // Returns 0 at once when another instance holds the lease. Errors: the store's, and a
-  // handler's "try again" error still failing after max_attempts (the checkpoint stays before
-  // that event; nothing is parked). In start()'s thread such errors are retried without limit.
-  virtual result<std::int64_t> catch_up() = 0;
+  // handled (report.events; parked ones not counted). Redelivers parked events asked to be
+  // retried first. When another instance holds the lease it returns at once, with the
+  // subscription in report.held (reason led_elsewhere): that instance delivers. Errors: the
+  // store's, and a handler's "try again" error still failing after max_attempts (the
+  // checkpoint stays before that event; nothing is parked). In start()'s thread such errors
+  // are retried without limit.
+  virtual result<catch_up_report> catch_up() = 0;
 
   // A background thread: catch_up(), then follow live appends, until stop() or destruction.
   virtual result<void> start() = 0;
   virtual void stop() = 0;
 
-  // Waits until the checkpoint reaches `position`. busy on timeout.
+  // Waits until the checkpoint reaches `position`. timed_out at the deadline.
   virtual result<void> wait_for(std::int64_t position, std::chrono::milliseconds timeout) = 0;
 
   virtual result<subscription_status> status() = 0;
@@ -159,7 +162,7 @@ class subscription_admin {
   // transactions): it writes nothing, creates no tables and upgrades no older format, so it
   // works on a read-only file and leaves an inspected store as it was (`annals serve`,
   // /metrics). list() and parked() work; retry(), skip() and remove() fail with
-  // invalid_argument, saying the admin is read-only.
+  // errc::read_only.
   static result<std::unique_ptr<subscription_admin>> open_read_only(const std::string& store_uri);
   virtual ~subscription_admin() = default;
   virtual result<std::vector<subscription_status>> list() = 0;  // by name

@@ -460,7 +460,10 @@ http_response server_impl::respond(const httplib::Request& req, http_request& r,
 http_response server_impl::store_error(const error& e) {
   o_.log(fmt::format(R"({{"level":"error","msg":"store error","detail":{}}})",
                      json_string(e.message())));
-  if (e.kind() == errc::busy) return http_response::error(503, "the store is busy");
+  if (e.kind() == errc::busy || e.kind() == errc::timed_out) {
+    return http_response::error(503, "the store is busy");
+  }
+  if (e.kind() == errc::read_only) return http_response::error(403, "the store is read-only");
   return http_response::error(500, "internal error");
 }
 

@@ -137,51 +137,83 @@ class runner_impl final : public projection_runner {
 
   // ---- catching up -----------------------------------------------------------------------
 
-  result<std::int64_t> catch_up() override {
+  result<catch_up_report> catch_up() override {
     auto head = store_->head_position();
     if (!head) return std::move(head).error();
     // One projection's failure must not hold the others back: go on, report the first error.
-    std::int64_t total = 0;
+    catch_up_report report;
     std::optional<error> first;
     for (const auto& d : defs_) {
-      auto r = catch_up_one(*d, head.value());
+      auto r = catch_up_one(*d, head.value(), &report);
       if (!r) {
         if (!first) first = std::move(r).error();
         continue;
       }
-      total += r.value();
+      report.events += r.value();
     }
     if (first) return std::move(*first);
-    return total;
+    return report;
   }
 
   // Catches d up when this runner may lead it (PostgreSQL: one active runner per projection;
   // a live runner keeps the lead, a one-shot catch-up gives it back when done). Another
-  // runner leading it is not an error: it applies the events.
-  result<std::int64_t> catch_up_one(const projection_def& d, std::int64_t head) {
-    if (!coord_->lead(d.name, live())) return 0;
-    auto r = catch_up_led(d, head);
+  // runner leading it is not an error: it applies the events. Where d stops short of `head`,
+  // `report` (when given) gets the reason.
+  result<std::int64_t> catch_up_one(const projection_def& d, std::int64_t head,
+                                    catch_up_report* report = nullptr) {
+    if (!coord_->lead(d.name, live())) {
+      hold(report, d.name, held_reason::led_elsewhere,
+           "another live runner leads it and applies its events");
+      return 0;
+    }
+    auto r = catch_up_led(d, head, report);
     coord_->release(d.name);
     return r;
+  }
+
+  static void hold(catch_up_report* report, const std::string& name, held_reason why,
+                   std::string detail) {
+    if (report) report->held.push_back({name, why, std::move(detail)});
   }
 
   // Whether the live loop runs (its catch-ups keep their leads). Not under thread_mu_: stop()
   // holds that while joining the loop, which calls this.
   bool live() const noexcept { return live_; }
 
-  result<std::int64_t> catch_up_led(const projection_def& d, std::int64_t head) {
+  result<std::int64_t> catch_up_led(const projection_def& d, std::int64_t head,
+                                    catch_up_report* report) {
     std::int64_t applied = 0;
     for (;;) {
       auto st = read_state(d.name);
       if (!st) return std::move(st).error();
-      if (st->stuck) return applied;
+      if (st->stuck) {
+        hold(report, d.name, held_reason::stuck,
+             fmt::format("stuck at position {}: {}", *st->stuck, st->error));
+        return applied;
+      }
       if (st->version != d.version) {
-        if (!o_.rebuild_on_version_change) return applied;
-        if (coord_->rebuild_running(d.name)) return applied;  // someone is on it
-        if (recently_failed(d.name)) return applied;  // do not replay everything every poll
+        const auto versions = fmt::format("version {} stored, {} in the code", st->version,
+                                          d.version);
+        if (!o_.rebuild_on_version_change) {
+          hold(report, d.name, held_reason::stale,
+               versions + "; rebuild_on_version_change is off: rebuild it");
+          return applied;
+        }
+        if (coord_->rebuild_running(d.name)) {  // someone is on it
+          hold(report, d.name, held_reason::led_elsewhere, "another runner is rebuilding it");
+          return applied;
+        }
+        if (auto why = recently_failed(d.name)) {  // do not replay everything every poll
+          hold(report, d.name, held_reason::stale,
+               fmt::format("{}; its rebuild failed: {}", versions, *why));
+          return applied;
+        }
         auto r = rebuild_def(d, {});
         if (!r) {
-          if (r.error().kind() == errc::busy) return applied;
+          if (r.error().kind() == errc::busy) {
+            hold(report, d.name, held_reason::led_elsewhere, "another runner is rebuilding it");
+            return applied;
+          }
           remember_failure(d.name, r.error().message());
           return std::move(r).error();
         }
@@ -427,11 +459,11 @@ class runner_impl final : public projection_runner {
       if (!st) return std::move(st).error();
       if (st->checkpoint >= position && st->version == d.value()->version) return {};
       if (st->stuck) {
-        return error(errc::busy, fmt::format("projection '{}' is stuck at position {}: {}", name,
+        return error(errc::stuck, fmt::format("projection '{}' is stuck at position {}: {}", name,
                                              *st->stuck, st->error));
       }
       if (clock_type::now() >= deadline) {
-        return error(errc::busy,
+        return error(errc::timed_out,
                      fmt::format("projection '{}' did not reach position {} within {} ms "
                                  "(checkpoint {})",
                                  name, position, timeout.count(), st->checkpoint));
@@ -672,7 +704,9 @@ class runner_impl final : public projection_runner {
       if (pg_) {
         // Stuck or too slow: the comparison below says why.
         auto w = wait_for(d.name, head.value(), std::chrono::seconds(30));
-        if (!w && w.error().kind() != errc::busy) return cleanup_after(d, shadow, w.error());
+        if (!w && w.error().kind() != errc::stuck && w.error().kind() != errc::timed_out) {
+          return cleanup_after(d, shadow, w.error());
+        }
       } else if (auto c = catch_up_one(d, head.value()); !c) {
         return cleanup_after(d, shadow, c.error());
       }
@@ -689,7 +723,8 @@ class runner_impl final : public projection_runner {
       if (!st) return st.error();
       if (o.verify) {
         if (st->stuck || st->checkpoint < position) {
-          return error(errc::busy, fmt::format("the live model of '{}' is {} at position {}; "
+          return error(st->stuck ? errc::stuck : errc::timed_out,
+                       fmt::format("the live model of '{}' is {} at position {}; "
                                                "it cannot be compared",
                                                d.name, st->stuck ? "stuck" : "behind",
                                                st->checkpoint));
@@ -957,10 +992,14 @@ class runner_impl final : public projection_runner {
     clock_type::time_point at;
     std::string error;
   };
-  bool recently_failed(const std::string& name) {
+  // The error of an automatic rebuild of `name` that failed less than rebuild_retry_pause ago.
+  std::optional<std::string> recently_failed(const std::string& name) {
     std::lock_guard lock(state_mu_);
     auto it = rebuild_failures_.find(name);
-    return it != rebuild_failures_.end() && clock_type::now() - it->second.at < rebuild_retry_pause;
+    if (it == rebuild_failures_.end() || clock_type::now() - it->second.at >= rebuild_retry_pause) {
+      return std::nullopt;
+    }
+    return it->second.error;
   }
   void remember_failure(const std::string& name, std::string why) {
     std::lock_guard lock(state_mu_);
@@ -1003,10 +1042,12 @@ result<void> apply_projection(const projection_def& d, const recorded_event& e, 
     }
     return {};
   } catch (const std::exception& ex) {
-    return error(errc::io, fmt::format("projection '{}' threw on event at position {} ({}): {}",
+    return error(errc::handler_failed,
+                 fmt::format("projection '{}' threw on event at position {} ({}): {}",
                                        d.name, e.position, e.type, ex.what()));
   } catch (...) {
-    return error(errc::io, fmt::format("projection '{}' threw on event at position {} ({})",
+    return error(errc::handler_failed,
+                 fmt::format("projection '{}' threw on event at position {} ({})",
                                        d.name, e.position, e.type));
   }
 }

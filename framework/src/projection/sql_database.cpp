@@ -17,7 +17,13 @@ class database final : public sql_database {
 
   result<void> write(const std::function<result<void>(sql_tx&)>& fn) override {
     std::lock_guard lock(mu_);
-    return detail::in_write_tx(*conn_, fn);
+    return detail::in_write_tx(*conn_, [&](sql_tx& tx) -> result<void> {
+      try {
+        return fn(tx);
+      } catch (const std::exception& e) {
+        return error(errc::handler_failed, fmt::format("the write function threw: {}", e.what()));
+      }
+    });
   }
   std::string_view dialect() const noexcept override {
     return conn_->dialect() == detail::sql_dialect::postgres ? "postgresql" : "sqlite";

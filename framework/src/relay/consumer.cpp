@@ -169,10 +169,10 @@ result<std::int64_t> jetstream_consumer::poll(const relayed_message_handler& han
       try {
         return handler(decode(m));
       } catch (const std::exception& ex) {
-        return error(errc::invalid_argument,
+        return error(errc::handler_failed,
                      fmt::format("the handler threw an exception: {}", ex.what()));
       } catch (...) {
-        return error(errc::invalid_argument, "the handler threw an unknown exception");
+        return error(errc::handler_failed, "the handler threw an unknown exception");
       }
     }();
     if (!r) {
@@ -202,10 +202,10 @@ result<std::int64_t> jetstream_consumer::poll_batch(const relayed_batch_handler&
     try {
       return handler(batch);
     } catch (const std::exception& ex) {
-      return error(errc::invalid_argument,
+      return error(errc::handler_failed,
                    fmt::format("the handler threw an exception: {}", ex.what()));
     } catch (...) {
-      return error(errc::invalid_argument, "the handler threw an unknown exception");
+      return error(errc::handler_failed, "the handler threw an unknown exception");
     }
   }();
   if (!r) {

@@ -400,7 +400,7 @@ result<std::unique_ptr<relay>> relay::open(const std::string& store_uri, std::st
   return std::unique_ptr<relay>(new relay(std::move(p)));
 }
 
-result<std::int64_t> relay::catch_up() { return impl_->sub->catch_up(); }
+result<catch_up_report> relay::catch_up() { return impl_->sub->catch_up(); }
 result<void> relay::start() { return impl_->sub->start(); }
 void relay::stop() { impl_->sub->stop(); }
 result<void> relay::wait_for(std::int64_t position, std::chrono::milliseconds timeout) {

@@ -130,7 +130,8 @@ result<long long> lease_clock(sql_tx& tx) {
 }
 
 bool transient(errc e) {
-  return e == errc::io || e == errc::busy || e == errc::concurrency_conflict;
+  return e == errc::io || e == errc::busy || e == errc::timed_out ||
+         e == errc::concurrency_conflict;
 }
 
 // The bookkeeping tables, created once per connection in a write transaction.
@@ -266,14 +267,25 @@ class subscription_impl final : public subscription {
     });
   }
 
-  result<std::int64_t> catch_up() override { return catch_up_impl(false); }
+  result<catch_up_report> catch_up() override {
+    catch_up_report report;
+    auto n = catch_up_impl(false, &report);
+    if (!n) return std::move(n).error();
+    report.events = n.value();
+    return report;
+  }
 
-  result<std::int64_t> catch_up_impl(bool live) {
+  // Delivers up to the head; where another instance holds the lease (or takes it meanwhile),
+  // `report` (when given) says so.
+  result<std::int64_t> catch_up_impl(bool live, catch_up_report* report = nullptr) {
     std::lock_guard lock(deliver_mu_);
     live_call_ = live;
     auto led = take_lease();
     if (!led) return std::move(led).error();
-    if (!led.value()) return std::int64_t{0};
+    if (!led.value()) {
+      held_elsewhere(report);
+      return std::int64_t{0};
+    }
     if (auto k = start_keeper(); !k) return std::move(k).error();
     // While delivering, the keeper renews the lease: a slow page does not let a standby in.
     delivering_ = true;
@@ -289,10 +301,19 @@ class subscription_impl final : public subscription {
     while (checkpoint_ < head.value() && !stop_ && leading_) {
       auto n = deliver_page(head.value());
       if (!n) return std::move(n).error();
-      if (n.value() < 0) break;  // lost the lease
+      if (n.value() < 0) {  // lost the lease
+        held_elsewhere(report);
+        break;
+      }
       handled += n.value();
     }
     return handled;
+  }
+
+  void held_elsewhere(catch_up_report* report) const {
+    if (!report) return;
+    report->held.push_back({name_, held_reason::led_elsewhere,
+                            "another instance holds the subscription's lease and delivers"});
   }
 
   result<void> start() override {
@@ -325,7 +346,7 @@ class subscription_impl final : public subscription {
       if (!checkpoint) return std::move(checkpoint).error();
       if (*checkpoint >= position) return {};
       if (clock_type::now() >= deadline) {
-        return error(errc::busy,
+        return error(errc::timed_out,
                      fmt::format("subscription '{}' reached position {}, not {}, in time", name_,
                                  *checkpoint, position));
       }
@@ -599,11 +620,11 @@ class subscription_impl final : public subscription {
     } catch (const std::exception& e) {
       if (done >= events.size()) done = events.size() - 1;
       poison_ = true;
-      return error(errc::invalid_argument, std::string("the handler threw: ") + e.what());
+      return error(errc::handler_failed, std::string("the handler threw: ") + e.what());
     } catch (...) {
       if (done >= events.size()) done = events.size() - 1;
       poison_ = true;
-      return error(errc::invalid_argument, "the handler threw an unknown exception");
+      return error(errc::handler_failed, "the handler threw an unknown exception");
     }
   }
 
@@ -886,7 +907,7 @@ class admin_impl final : public subscription_admin {
   // The mutating calls of an admin opened read-only fail before touching the store.
   result<void> writable(std::string_view action, std::string_view name) const {
     if (!read_only_) return {};
-    return error(errc::invalid_argument,
+    return error(errc::read_only,
                  fmt::format("cannot {} subscription '{}': the subscription admin was opened "
                              "read-only (use subscription_admin::open)",
                              action, name));

@@ -119,10 +119,12 @@ error make_error(PGconn* conn, const PGresult* res, std::string_view what, failu
   std::string_view s = state ? state : "";
   errc kind = errc::io;
   // 40001 serialization failure, 40P01 deadlock, 55P03 lock not available (lock_timeout),
-  // 57014 statement cancelled (statement_timeout), 53300 too many connections.
+  // 57014 statement cancelled (statement_timeout), 53300 too many connections; 25006 a write
+  // in a read-only transaction (a read-only open, or a read-only database).
   if (s == "40001" || s == "40P01" || s == "55P03" || s == "57014" || s == "53300") {
     kind = errc::busy;
   }
+  if (s == "25006") kind = errc::read_only;  // read_only_sql_transaction
   if (why) {
     why->sqlstate = std::string(s);
     const char* c = res ? PQresultErrorField(res, PG_DIAG_CONSTRAINT_NAME) : nullptr;

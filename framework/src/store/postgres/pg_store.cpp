@@ -310,7 +310,7 @@ class pg_store final : public event_store {
   result<append_result> append_untimed(std::string_view stream_id, expected_version expected,
                                        std::vector<event_data> events) {
     if (options_.read_only) {
-      return error(errc::invalid_argument, "the store was opened read-only");
+      return error(errc::read_only, "the store was opened read-only");
     }
     // Holds the map alive while it is read; a registration may publish a new one meanwhile.
     const auto versions = stamps_.current();
@@ -503,8 +503,7 @@ class pg_store final : public event_store {
   result<std::vector<registered_type>> register_schemas(
       const std::vector<schema_candidate>& candidates, const schema_check_fn& check) override {
     if (options_.read_only) {
-      return error(errc::invalid_argument,
-                   "the store was opened read-only: it cannot register schemas");
+      return error(errc::read_only, "the store was opened read-only: it cannot register schemas");
     }
     if (auto r = store::check_schema_candidates(candidates); !r) return r.error();
     if (candidates.empty()) return std::vector<registered_type>{};

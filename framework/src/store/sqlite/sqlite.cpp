@@ -17,6 +17,8 @@ errc kind_of(int rc) noexcept {
     case SQLITE_NOTADB:
     case SQLITE_FORMAT:
       return errc::corruption;
+    case SQLITE_READONLY:
+      return errc::read_only;
     default:
       return errc::io;
   }

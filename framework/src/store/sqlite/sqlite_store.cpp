@@ -220,7 +220,7 @@ class sqlite_store final : public event_store {
   result<append_result> append_untimed(std::string_view stream_id, expected_version expected,
                                        std::vector<event_data> events) {
     if (options_.read_only) {
-      return error(errc::invalid_argument, "the store was opened read-only");
+      return error(errc::read_only, "the store was opened read-only");
     }
     // Holds the map alive while it is read; a registration may publish a new one meanwhile.
     const auto versions = stamps_.current();
@@ -461,8 +461,7 @@ class sqlite_store final : public event_store {
   result<std::vector<registered_type>> register_schemas(
       const std::vector<schema_candidate>& candidates, const schema_check_fn& check) override {
     if (options_.read_only) {
-      return error(errc::invalid_argument,
-                   "the store was opened read-only: it cannot register schemas");
+      return error(errc::read_only, "the store was opened read-only: it cannot register schemas");
     }
     if (auto r = store::check_schema_candidates(candidates); !r) return r.error();
     if (candidates.empty()) return std::vector<registered_type>{};
@@ -1047,7 +1046,7 @@ result<std::unique_ptr<event_store>> open_sqlite_store(const std::string& path,
   // On a read-only file system a writable WAL store cannot even be read (its -shm file cannot
   // be created): say so instead of SQLite's "unable to open database file".
   if (exists && !options.read_only && ::access(path.c_str(), W_OK) != 0 && errno == EROFS) {
-    return error(errc::io, fmt::format("store file '{}' is on a read-only file system: open it "
+    return error(errc::read_only, fmt::format("store file '{}' is on a read-only file system: open it "
                                        "read-only to read it",
                                        path));
   }
