@@ -2,12 +2,49 @@
 #include <annals/trace.hpp>
 
 #include <fmt/format.h>
+#include <google/protobuf/descriptor.h>
+#include <google/protobuf/message.h>
 
 #include <algorithm>
 #include <random>
 #include <thread>
 
 namespace annals::detail {
+
+namespace {
+namespace pb = google::protobuf;
+
+// The path ("name", "name.given", "lines[2]") of a proto3 string field of `m`, or of a message
+// in it, that holds invalid UTF-8; empty when there is none. Checked before serializing, since
+// the serializer would log raw "[libprotobuf ERROR ...]" lines about it on stderr.
+std::string invalid_utf8_field(const pb::Message& m) {
+  const pb::Reflection* r = m.GetReflection();
+  std::vector<const pb::FieldDescriptor*> fields;
+  r->ListFields(m, &fields);
+  std::string scratch;
+  for (const pb::FieldDescriptor* f : fields) {
+    const int n = f->is_repeated() ? r->FieldSize(m, f) : 1;
+    for (int i = 0; i < n; ++i) {
+      std::string inner;
+      if (f->type() == pb::FieldDescriptor::TYPE_STRING &&
+          f->file()->syntax() == pb::FileDescriptor::SYNTAX_PROTO3) {
+        const std::string& v = f->is_repeated() ? r->GetRepeatedStringReference(m, f, i, &scratch)
+                                                : r->GetStringReference(m, f, &scratch);
+        if (is_valid_utf8(v)) continue;
+      } else if (f->cpp_type() == pb::FieldDescriptor::CPPTYPE_MESSAGE) {
+        inner = invalid_utf8_field(f->is_repeated() ? r->GetRepeatedMessage(m, f, i)
+                                                    : r->GetMessage(m, f));
+        if (inner.empty()) continue;
+      } else {
+        break;  // neither strings nor messages
+      }
+      return fmt::format("{}{}{}{}", f->name(), f->is_repeated() ? fmt::format("[{}]", i) : "",
+                         inner.empty() ? "" : ".", inner);
+    }
+  }
+  return {};
+}
+}  // namespace
 
 result<std::vector<event_data>> serialize_events(
     const std::vector<std::unique_ptr<google::protobuf::Message>>& events) {
@@ -16,9 +53,16 @@ result<std::vector<event_data>> serialize_events(
   for (const auto& m : events) {
     event_data e;
     e.type = m->GetDescriptor()->full_name();
-    bool written = m->SerializeToString(&e.payload);
     // proto3 string fields must hold UTF-8: the serializer only logs a complaint, but parsing
-    // refuses such bytes, so check that the event reads back before it is stored for good.
+    // refuses such bytes. Name the field, before the serializer logs anything.
+    if (auto field = invalid_utf8_field(*m); !field.empty()) {
+      return error(errc::invalid_argument,
+                   fmt::format("event {} cannot be stored: its string field '{}' is not valid "
+                               "UTF-8",
+                               e.type, field));
+    }
+    bool written = m->SerializeToString(&e.payload);
+    // And check that the event reads back before it is stored for good.
     std::unique_ptr<google::protobuf::Message> check(m->New());
     if (!written || !check->ParseFromString(e.payload)) {
       return error(errc::invalid_argument,

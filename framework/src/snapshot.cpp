@@ -88,6 +88,8 @@ std::string snapshot_key(const google::protobuf::Descriptor& state, std::string_
 
 result<load_outcome> load_state(event_store& store, std::string_view stream_id,
                                 const load_options& o, const load_hooks& h) {
+  // An invalid id is the caller's error, reported as such: not a snapshot warning first.
+  if (auto v = validate_stream_id(stream_id); !v) return v.error();
   h.reset();  // a retried command loads again into the same state
   load_outcome out;
   bool from_scratch = true;

@@ -25,12 +25,16 @@
 #include <sqlite3.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <cstdint>
+#include <filesystem>
 #include <map>
 #include <memory>
+#include <mutex>
+#include <optional>
 #include <random>
 #include <set>
 #include <sstream>
@@ -1370,6 +1374,86 @@ TEST_CASE("status() polled by other runners neither fails a rebuild nor reports 
   CHECK_MESSAGE(phantom_rebuilds == 0, phantom_rebuilds.load() << " of " << polls.load()
                                            << " status() calls reported a rebuild before any ran");
   CHECK(status_failures == 0);
+  CHECK_MODEL(read_model(*runner), expected_model(path, head));
+}
+
+// The rebuild lock files beside a SQLite store (none on PostgreSQL, whose locks are advisory).
+std::vector<std::string> rebuild_lock_files(const temp_dir& dir) {
+  std::vector<std::string> out;
+  for (const auto& f : std::filesystem::directory_iterator(dir.path())) {
+    const auto name = f.path().filename().string();
+    if (name.find("-annals-rebuild-") != std::string::npos) out.push_back(name);
+  }
+  return out;
+}
+
+TEST_CASE("a rebuild removes its lock file, and another rebuild meanwhile is busy") {
+  temp_dir dir;
+  const store_location loc(dir.file("p.db"), on_postgres);
+  const auto& path = loc.path;
+  auto store = open_store(path);
+  const auto head = populate(*store, 200, 4, 131);
+  auto runner = open_runner(path, {annals::make_projection(ledger{})});
+  auto other = open_runner(path, {annals::make_projection(ledger{})});
+  catch_up(*runner);
+
+  int batches = 0;
+  annals::rebuild_options ro;
+  ro.batch_size = 10;
+  ro.progress = [&](const annals::rebuild_progress&) {
+    if (batches++ > 0) return;
+    auto second = other->rebuild("ledger");
+    REQUIRE_FALSE(second.ok());
+    CHECK_MESSAGE(second.error().kind() == errc::busy, message_of(second));
+    CHECK(status_of(*other, "ledger").state == projection_state::rebuilding);
+    CHECK(rebuild_lock_files(dir).size() == (on_postgres ? 0 : 1));
+  };
+  auto rep = runner->rebuild("ledger", ro);
+  REQUIRE_MESSAGE(rep.ok(), message_of(rep));
+  CHECK(batches >= 2);
+  CHECK(rebuild_lock_files(dir).empty());
+  CHECK(status_of(*other, "ledger").state == projection_state::running);
+
+  annals::rebuild_options verify;
+  verify.verify = true;
+  auto v = other->rebuild("ledger", verify);
+  REQUIRE_MESSAGE(v.ok(), message_of(v));
+  CHECK(v->differences == 0);
+  CHECK(rebuild_lock_files(dir).empty());
+
+  // Two runners rebuilding over and over: the spans of their progress calls (inside the time
+  // each holds the lock) never overlap, whichever one deletes and recreates the lock file.
+  using clock_type = std::chrono::steady_clock;
+  std::mutex mu;
+  std::vector<std::pair<clock_type::time_point, clock_type::time_point>> spans;
+  std::atomic<int> failures{0};
+  std::string first_failure;
+  const auto until = clock_type::now() + 1s;
+  auto loop = [&](projection_runner& r) {
+    while (clock_type::now() < until) {
+      std::optional<clock_type::time_point> first, last;
+      annals::rebuild_options o;
+      o.batch_size = 20;
+      o.progress = [&](const annals::rebuild_progress&) {
+        if (!first) first = clock_type::now();
+        last = clock_type::now();
+      };
+      auto x = r.rebuild("ledger", o);
+      std::lock_guard l(mu);
+      if (x && first) spans.emplace_back(*first, *last);
+      if (!x && x.error().kind() != errc::busy && failures++ == 0) first_failure = message_of(x);
+    }
+  };
+  std::thread t([&] { loop(*other); });
+  loop(*runner);
+  t.join();
+  CHECK_MESSAGE(failures == 0, first_failure);
+  CHECK(spans.size() >= 2);
+  std::sort(spans.begin(), spans.end());
+  int overlaps = 0;
+  for (std::size_t i = 1; i < spans.size(); ++i) overlaps += spans[i - 1].second >= spans[i].first;
+  CHECK_MESSAGE(overlaps == 0, overlaps << " of " << spans.size() << " rebuilds overlapped");
+  CHECK(rebuild_lock_files(dir).empty());
   CHECK_MODEL(read_model(*runner), expected_model(path, head));
 }
 

@@ -272,6 +272,26 @@ TEST_CASE_TEMPLATE("a corrupt snapshot falls back to a full replay with a warnin
   }
 }
 
+TEST_CASE_TEMPLATE("an invalid stream id is refused as such, with no snapshot warning first", B,
+                   ANNALS_STORE_BACKENDS) {
+  fixture<B> f;
+  const std::string bad = "account-bad\nid";
+  auto l = annals::load<bank::account>(*f.store, bad, f.options(1));
+  REQUIRE_FALSE(l.ok());
+  CHECK(l.error().kind() == errc::invalid_argument);
+  CHECK_MESSAGE(l.error().message().find("control character") != std::string::npos,
+                l.error().message());
+  annals::command_options o;
+  o.load = f.options(1);
+  auto h = annals::handle<bank::account>(
+      *f.store, bad, [](const bank::account& a) { return bank::open(a, "x", "Ann Smith"); }, o);
+  REQUIRE_FALSE(h.ok());
+  CHECK(h.error().kind() == errc::invalid_argument);
+  std::string all;
+  for (const auto& w : f.warnings) all += w + "\n";
+  CHECK_MESSAGE(f.warnings.empty(), all);
+}
+
 TEST_CASE_TEMPLATE("without a warning hook, a corrupt snapshot is reported on stderr", B,
                    ANNALS_STORE_BACKENDS) {
   fixture<B> f;

@@ -429,6 +429,52 @@ TEST_CASE("a retried parked event that fails again is parked again") {
   CHECK(parked->at(0).attempts == 4);
 }
 
+TEST_CASE("wait_for waits until the parked events asked to be retried are redelivered") {
+  temp_dir dir;
+  const store_location loc(dir.file("s.db"), on_postgres);
+  auto store = open(loc.path);
+  const auto head = append_n(*store, "s-1", 3);
+  std::atomic<bool> fixed{false};
+  seen_log seen;
+  subscription_options o = quiet();
+  o.max_attempts = 1;
+  // The live loop looks for work rarely: a wait_for that does not wait for the retry returns
+  // long before the redelivery.
+  o.poll_interval = 1500ms;
+  auto sub = open_sub(loc.path, "patient", [&](const recorded_event& e) -> result<void> {
+    if ((e.position == 2 || e.position == 5) && !fixed) {
+      return annals::error(errc::rejected, "not yet");
+    }
+    seen.add(e);
+    return {};
+  }, o);
+  REQUIRE(sub->start().ok());
+  auto w = sub->wait_for(head, 5s);
+  REQUIRE_MESSAGE(w.ok(), message_of(w));
+  CHECK(seen.snapshot() == std::vector<std::int64_t>{1, 3});
+
+  fixed = true;
+  auto a = admin(loc.path);
+  REQUIRE(a->retry("patient", 2).ok());
+  w = sub->wait_for(head, 10s);
+  REQUIRE_MESSAGE(w.ok(), message_of(w));
+  CHECK(seen.snapshot() == std::vector<std::int64_t>{1, 3, 2});
+  auto parked = a->parked("patient");
+  REQUIRE(parked.ok());
+  REQUIRE(parked->size() == 1);
+  CHECK(parked->at(0).state == "retried");
+  // A retry asked for beyond the position waited for is not waited for.
+  sub->stop();
+  fixed = false;
+  CHECK(append_n(*store, "s-1", 2) == 5);
+  REQUIRE(sub->catch_up().ok());  // 4 delivered, 5 parked
+  REQUIRE(a->retry("patient", 0).ok());
+  fixed = true;
+  w = sub->wait_for(head, 0ms);
+  CHECK_MESSAGE(w.ok(), message_of(w));
+  CHECK(seen.snapshot() == std::vector<std::int64_t>{1, 3, 2, 4});
+}
+
 TEST_CASE("errors that say try again are retried until they succeed, never parked") {
   temp_dir dir;
   const store_location loc(dir.file("s.db"), on_postgres);

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <stdexcept>
@@ -80,6 +81,30 @@ process_result run(const std::vector<std::string>& argv) {
   t.join();
   r.exit_code = wait_child(pid);
   return r;
+}
+
+std::string capture_stderr(const std::function<void()>& body) {
+  temp_dir dir;
+  const std::string path = dir.file("stderr.txt");
+  std::fflush(stderr);
+  int saved = ::dup(2);
+  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (saved < 0 || fd < 0) throw std::runtime_error("cannot redirect stderr");
+  ::dup2(fd, 2);
+  ::close(fd);
+  struct restore {
+    int saved;
+    ~restore() {
+      std::fflush(stderr);
+      ::dup2(saved, 2);
+      ::close(saved);
+    }
+  };
+  {
+    restore r{saved};
+    body();
+  }
+  return read_to_eof(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
 }
 
 pid_t fork_child(const std::function<int()>& body) {

@@ -43,6 +43,10 @@ inline bool contains(std::string_view text, std::string_view part) {
 // Reads `fd` until end of file (retrying EINTR), then closes it.
 std::string read_to_eof(int fd);
 
+// Runs `body` with this process's stderr (fd 2) sent to a temporary file; returns what was
+// written there (libraries that print with fprintf(stderr, ...) included).
+std::string capture_stderr(const std::function<void()>& body);
+
 // Forks; the child runs `body` and _exit()s with its return value. Returns the child's pid.
 // The child must not use SQLite connections opened by the parent: open its own.
 pid_t fork_child(const std::function<int()>& body);

@@ -143,7 +143,9 @@ class subscription {
   virtual result<void> start() = 0;
   virtual void stop() = 0;
 
-  // Waits until the checkpoint reaches `position`. timed_out at the deadline.
+  // Waits until the checkpoint reaches `position` and every parked event at or before it that
+  // subscription_admin::retry asked for has been redelivered (or parked again). Without a
+  // start()ed thread it delivers itself (catch_up()). timed_out at the deadline.
   virtual result<void> wait_for(std::int64_t position, std::chrono::milliseconds timeout) = 0;
 
   virtual result<subscription_status> status() = 0;

@@ -342,13 +342,20 @@ class subscription_impl final : public subscription {
     const auto deadline = clock_type::now() + timeout;
     for (;;) {
       // Only the stored checkpoint: not the lag status() computes from the store.
-      auto checkpoint = stored_checkpoint();
-      if (!checkpoint) return std::move(checkpoint).error();
-      if (*checkpoint >= position) return {};
+      auto p = stored_progress(position);
+      if (!p) return std::move(p).error();
+      if (p->checkpoint >= position && p->retries == 0) return {};
       if (clock_type::now() >= deadline) {
+        if (p->checkpoint >= position) {
+          return error(errc::timed_out,
+                       fmt::format("subscription '{}' did not redeliver, in time, {} parked "
+                                   "event(s) at or before position {} that were asked to be "
+                                   "retried",
+                                   name_, p->retries, position));
+        }
         return error(errc::timed_out,
                      fmt::format("subscription '{}' reached position {}, not {}, in time", name_,
-                                 *checkpoint, position));
+                                 p->checkpoint, position));
       }
       if (!thread_running()) {
         if (auto r = catch_up(); !r) return std::move(r).error();
@@ -387,20 +394,28 @@ class subscription_impl final : public subscription {
     return {};
   }
 
-  // The checkpoint as stored (by whichever instance delivers).
-  result<std::int64_t> stored_checkpoint() {
+  struct progress {
+    std::int64_t checkpoint = 0;
+    std::int64_t retries = 0;  // parked events up to the position asked to be retried, not yet
+  };
+  // The checkpoint as stored (by whichever instance delivers), and how many parked events at
+  // or before `position` wait for a retry that was asked for.
+  result<progress> stored_progress(std::int64_t position) {
     std::lock_guard lock(status_mu_);
     if (auto c = status_connection(); !c) return std::move(c).error();
-    std::optional<std::int64_t> checkpoint;
+    std::optional<progress> p;
     sql_tx tx(*status_conn_, nullptr);
-    auto r = tx.query("SELECT checkpoint FROM annals_subscriptions WHERE name = ?1", {name_},
-                      [&](const sql_row& row) {
-                        checkpoint = row.int64(0);
-                        return false;
-                      });
+    auto r = tx.query(
+        "SELECT s.checkpoint, (SELECT count(*) FROM annals_sub_parked p "
+        "WHERE p.subscription = s.name AND p.state = 'retry' AND p.position <= ?2) "
+        "FROM annals_subscriptions s WHERE s.name = ?1",
+        {name_, static_cast<long long>(position)}, [&](const sql_row& row) {
+          p = progress{row.int64(0), row.int64(1)};
+          return false;
+        });
     if (!r) return std::move(r).error();
-    if (!checkpoint) return removed();
-    return *checkpoint;
+    if (!p) return removed();
+    return *p;
   }
 
   bool thread_running() {
