@@ -226,7 +226,7 @@ class pg_import final : public import_session {
       return r;
     }
     open_ = false;
-    store::notify_commit();
+    store::commit_signal_for(pg::identity(c_.get()))->notify();
     return {};
   }
 

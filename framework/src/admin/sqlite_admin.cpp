@@ -274,7 +274,7 @@ class sqlite_import final : public import_session {
     }
     if (auto r = c_.exec("COMMIT", "cannot commit the import"); !r) return r;
     open_ = false;
-    store::notify_commit();
+    store::commit_signal_for(sqlite::identity(c_.get()))->notify();
     return {};
   }
 

@@ -444,10 +444,10 @@ http_response server_impl::subscribe(const httplib::Request& req, const http_req
 void server_impl::start_head_watcher() {
   auto h = store().head_position();
   head_ = h ? *h : 0;
-  head_watcher_ = std::thread([this] {
+  head_watcher_ = std::thread([this, commits = store::commits_of(store())] {
     (void)::pthread_setname_np(::pthread_self(), "annals-head");
     while (!stopping_) {
-      const auto seen = store::commit_sequence();
+      const auto seen = commits->sequence();
       auto h = store().head_position();
       if (h && *h != head_.load()) {
         head_ = *h;
@@ -457,7 +457,7 @@ void server_impl::start_head_watcher() {
         std::this_thread::sleep_for(std::chrono::milliseconds(1));
       }
       // This process's commits wake it at once; other processes' are polled for.
-      store::wait_for_commit(seen, std::chrono::milliseconds(50));
+      commits->wait(seen, std::chrono::milliseconds(50));
     }
   });
 }

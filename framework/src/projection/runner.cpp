@@ -123,6 +123,7 @@ class runner_impl final : public projection_runner {
       : defs_(std::move(defs)),
         o_(o),
         store_(std::move(store)),
+        commits_(store::commits_of(*store_)),
         writer_(std::move(writer)),
         reader_(std::move(reader)),
         coord_(std::move(coordination)),
@@ -421,14 +422,14 @@ class runner_impl final : public projection_runner {
     if (!thread_.joinable()) return;
     stop_ = true;
     live_ = false;
-    store::notify_commit();  // wake the loop
+    commits_->notify();  // wake the loop
     thread_.join();
     coord_->release_all();  // another runner may lead our projections now
   }
 
   void live_loop() {
     while (!stop_) {
-      auto seen = store::commit_sequence();
+      auto seen = commits_->sequence();
       auto r = catch_up();
       if (!r) {
         std::lock_guard lock(state_mu_);
@@ -437,7 +438,7 @@ class runner_impl final : public projection_runner {
       if (stop_) break;
       // Appends in this process signal at once; other processes are seen by polling, or on
       // PostgreSQL at once too (LISTEN/NOTIFY), polling being only a fallback.
-      store::wait_for_commit(seen, coord_->follow_interval(o_.poll_interval));
+      commits_->wait(seen, coord_->follow_interval(o_.poll_interval));
     }
   }
 
@@ -486,7 +487,7 @@ class runner_impl final : public projection_runner {
         if (r.value() == 0) {
           auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - clock_type::now());
           auto pause = std::min(coord_->follow_interval(o_.poll_interval), left);
-          store::wait_for_commit(store::commit_sequence(), std::max(pause, std::chrono::milliseconds(1)));
+          commits_->wait(commits_->sequence(), std::max(pause, std::chrono::milliseconds(1)));
         }
       }
     }
@@ -973,6 +974,7 @@ class runner_impl final : public projection_runner {
   projection_list defs_;
   runner_options o_;
   std::unique_ptr<event_store> store_;
+  const std::shared_ptr<store::commit_signal> commits_;  // raised by commits to store_
 
   std::mutex write_mu_;  // one transaction at a time on writer_
   std::unique_ptr<sql_connection> writer_;

@@ -13,6 +13,7 @@
 
 #include <chrono>
 #include <condition_variable>
+#include <map>
 #include <mutex>
 #include <random>
 #include <algorithm>
@@ -376,37 +377,43 @@ bool decode_metadata(std::string_view bytes, event_metadata& out) {
   return in.ConsumedEntireMessage();
 }
 
-namespace {
-struct commit_signal {
-  std::mutex mu;
-  std::condition_variable cv;
-  std::uint64_t sequence = 0;
-};
-commit_signal& signal() {
-  static commit_signal* s = new commit_signal;  // never destroyed: used by detached threads
-  return *s;
-}
-}  // namespace
-
-void notify_commit() noexcept {
-  auto& s = signal();
+void commit_signal::notify() noexcept {
   {
-    std::lock_guard lock(s.mu);
-    ++s.sequence;
+    std::lock_guard lock(mu_);
+    ++sequence_;
   }
-  s.cv.notify_all();
+  cv_.notify_all();
 }
 
-std::uint64_t commit_sequence() noexcept {
-  auto& s = signal();
-  std::lock_guard lock(s.mu);
-  return s.sequence;
+std::uint64_t commit_signal::sequence() const noexcept {
+  std::lock_guard lock(mu_);
+  return sequence_;
 }
 
-void wait_for_commit(std::uint64_t seen, std::chrono::milliseconds timeout) {
-  auto& s = signal();
-  std::unique_lock lock(s.mu);
-  s.cv.wait_for(lock, timeout, [&] { return s.sequence != seen; });
+void commit_signal::wait(std::uint64_t seen, std::chrono::milliseconds timeout) const {
+  std::unique_lock lock(mu_);
+  cv_.wait_for(lock, timeout, [&] { return sequence_ != seen; });
+}
+
+std::shared_ptr<commit_signal> commit_signal_for(const std::string& identity) {
+  struct registry {
+    std::mutex mu;
+    std::map<std::string, std::weak_ptr<commit_signal>, std::less<>> signals;
+  };
+  static auto* reg = new registry;  // never destroyed: stores may close in atexit handlers
+  std::lock_guard lock(reg->mu);
+  auto& slot = reg->signals[identity];
+  if (auto s = slot.lock()) return s;
+  auto s = std::make_shared<commit_signal>();
+  slot = s;
+  // Forget the stores nobody holds any more, so a process opening many files stays small.
+  std::erase_if(reg->signals, [](const auto& kv) { return kv.second.expired(); });
+  return s;
+}
+
+std::shared_ptr<commit_signal> commits_of(const event_store& s) {
+  if (const auto* source = dynamic_cast<const commit_source*>(&s)) return source->commits();
+  return std::make_shared<commit_signal>();
 }
 
 std::int64_t system_clock_us() {

@@ -5,6 +5,7 @@
 
 #include <array>
 #include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -127,11 +128,34 @@ bool decode_metadata(std::string_view bytes, event_metadata& out);
 
 std::int64_t system_clock_us();
 
-// A process-wide signal raised after every commit that appended events, so projection runners
-// in this process wake at once instead of waiting for their next poll.
-void notify_commit() noexcept;
-std::uint64_t commit_sequence() noexcept;
-// Returns when commit_sequence() != seen, or after `timeout`.
-void wait_for_commit(std::uint64_t seen, std::chrono::milliseconds timeout);
+// One store's commit signal: raised after every commit that appended events to that store (a
+// database file, or a PostgreSQL database), so this process's runners, subscriptions and SSE
+// streams on that store wake at once, and those on other stores sleep on. Thread-safe.
+class commit_signal {
+ public:
+  void notify() noexcept;
+  std::uint64_t sequence() const noexcept;
+  // Returns when sequence() != seen, or after `timeout`.
+  void wait(std::uint64_t seen, std::chrono::milliseconds timeout) const;
+
+ private:
+  mutable std::mutex mu_;
+  mutable std::condition_variable cv_;
+  std::uint64_t sequence_ = 0;
+};
+
+// The signal of the store named `identity` (sqlite::identity, pg::identity): every handle on
+// the same store in this process gets the same signal, for as long as one holds it.
+std::shared_ptr<commit_signal> commit_signal_for(const std::string& identity);
+
+// Implemented by the stores Annals opens.
+class commit_source {
+ public:
+  virtual ~commit_source() = default;
+  virtual const std::shared_ptr<commit_signal>& commits() const noexcept = 0;
+};
+// The signal of `s`; for a store that is not a commit_source (a test double), a signal of its
+// own that nothing raises: those who wait on it poll.
+std::shared_ptr<commit_signal> commits_of(const event_store& s);
 
 }  // namespace annals::store

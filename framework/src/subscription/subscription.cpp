@@ -219,6 +219,7 @@ class subscription_impl final : public subscription {
         handler_(std::move(handler)),
         o_(std::move(o)),
         b_(std::move(b)),
+        commits_(store::commits_of(*b_.store)),
         owner_(new_uuid_v7()),
         filter_text_(o_.filter.describe()) {
     if (!o_.log) {
@@ -332,7 +333,7 @@ class subscription_impl final : public subscription {
       stop_ = true;
     }
     sleep_cv_.notify_all();
-    store::notify_commit();  // wake the loop
+    commits_->notify();  // wake the loop
     thread_.join();
     stop_ = false;  // a later catch_up() by the caller delivers again
     release();
@@ -425,14 +426,14 @@ class subscription_impl final : public subscription {
 
   void live_loop() {
     while (!stop_) {
-      auto seen = store::commit_sequence();
+      auto seen = commits_->sequence();
       auto r = catch_up_impl(true);
       if (!r) o_.log(fmt::format("annals: subscription '{}': {}", name_, r.error().message()));
       if (stop_) break;
       // A standby instance (another holds the lease) looks again a few times per lease.
       auto wait = b_.coordination->follow_interval(o_.poll_interval);
       if (!leading_) wait = std::max(wait, std::min(o_.lease / 4, std::chrono::milliseconds(1000)));
-      store::wait_for_commit(seen, wait);
+      commits_->wait(seen, wait);
     }
   }
 
@@ -784,6 +785,7 @@ class subscription_impl final : public subscription {
   subscription_batch_handler handler_;
   subscription_options o_;
   detail::backend b_;
+  const std::shared_ptr<store::commit_signal> commits_;  // raised by commits to b_.store
   const std::string owner_;
   const std::string filter_text_;
   std::string uri_;

@@ -273,4 +273,11 @@ result<void> read_schema_rows(connection& c, std::string_view type,
   return {};
 }
 
+std::string identity(PGconn* c) {
+  auto text = [](const char* v) { return std::string_view(v ? v : ""); };
+  // Two URIs naming one server differently (localhost, 127.0.0.1) give two identities: then
+  // only this process's wake-ups are missed, LISTEN and polling still see the commits.
+  return fmt::format("postgres:{}:{}/{}", text(PQhost(c)), text(PQport(c)), text(PQdb(c)));
+}
+
 }  // namespace annals::pg

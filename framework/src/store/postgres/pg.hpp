@@ -132,6 +132,10 @@ inline constexpr std::int64_t write_lock_key = 0x414E4E4C00000001LL;
 
 // Store tables shared by the store and its admin (layout: docs/storage-format.md).
 // Whether `table` exists (in the connection's search path).
+// Names the database `c` is connected to: "postgres:<host>:<port>/<database>". Keys the
+// store's commit signal.
+std::string identity(PGconn* c);
+
 result<bool> has_table(connection& c, const char* table);
 // Appends the rows of annals_schemas to `out`, in (type, version) order; only those of `type`
 // when it is not empty. An unknown compatibility mode is corruption.

@@ -153,6 +153,7 @@ class coordination final : public detail::runner_coordination {
   // Turns notifications of appends in other processes into the in-process commit signal.
   void listen_loop() {
     connection c;
+    std::shared_ptr<store::commit_signal> commits;  // of the database listened to
     while (!stop_) {
       if (!c.healthy()) {
         auto opened = connection::open(uri_, 5);
@@ -161,7 +162,8 @@ class coordination final : public detail::runner_coordination {
           continue;
         }
         c = std::move(opened).value();
-        store::notify_commit();  // appends may have been missed while not listening
+        commits = store::commit_signal_for(pg::identity(c.get()));
+        commits->notify();  // appends may have been missed while not listening
       }
       pollfd fd{PQsocket(c.get()), POLLIN, 0};
       if (::poll(&fd, 1, 100) <= 0) continue;
@@ -174,7 +176,7 @@ class coordination final : public detail::runner_coordination {
         PQfreemem(n);
         woke = true;
       }
-      if (woke) store::notify_commit();
+      if (woke) commits->notify();
     }
   }
 

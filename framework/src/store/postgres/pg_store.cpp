@@ -249,7 +249,7 @@ class snapshot_writer {
   std::thread thread_;  // started on the first save
 };
 
-class pg_store final : public event_store {
+class pg_store final : public event_store, public store::commit_source {
  public:
   pg_store(std::string uri, postgres_options o) : uri_(std::move(uri)), options_(std::move(o)) {}
 
@@ -456,7 +456,7 @@ class pg_store final : public event_store {
         !r) {
       return r.error();
     }
-    store::notify_commit();
+    commits_->notify();
     if (auto r = fault::point(fault::store_append_after_commit); !r) return r.error();
     return append_result{current + n, head + n, false};
   }
@@ -721,6 +721,12 @@ class pg_store final : public event_store {
     return stream_version_on(*l.conn, stream_id);
   }
 
+  const std::shared_ptr<store::commit_signal>& commits() const noexcept override {
+    return commits_;
+  }
+  // Set once by open_postgres_store, from its first connection.
+  void set_commits(std::shared_ptr<store::commit_signal> s) noexcept { commits_ = std::move(s); }
+
   result<std::int64_t> head_position() override {
     auto checked_out = checkout();
     if (!checked_out) return std::move(checked_out).error();
@@ -830,6 +836,7 @@ class pg_store final : public event_store {
   std::mutex pool_mu_;
   std::vector<std::unique_ptr<connection>> idle_;
   bool has_registry_ = true;
+  std::shared_ptr<store::commit_signal> commits_;  // this database's, shared in this process
   // Held through a registration, so this object's registrations publish in commit order.
   std::mutex register_mu_;
   // The schema version this store object stamps per type (see register_in_tx).
@@ -909,6 +916,7 @@ result<std::unique_ptr<event_store>> open_postgres_store(const std::string& uri,
   auto c = store->checkout();
   if (!c) return std::move(c).error();
   pg_store::lease conn(*store, std::move(c).value());
+  store->set_commits(store::commit_signal_for(pg::identity(conn->get())));
   auto registry = ensure_schema(*conn.conn, store->options());
   if (!registry) return std::move(registry).error();
   store->set_has_registry(*registry);

@@ -124,4 +124,15 @@ result<statement> statement::prepare(sqlite3* db, std::string_view sql) {
   return statement(s);
 }
 
+std::string identity(sqlite3* db) {
+  const char* file = sqlite3_db_filename(db, "main");
+  std::string path = file ? file : "";
+  struct stat st {};
+  if (!path.empty() && ::stat(path.c_str(), &st) == 0) {
+    return fmt::format("sqlite:{}:{}", static_cast<unsigned long long>(st.st_dev),
+                       static_cast<unsigned long long>(st.st_ino));
+  }
+  return "sqlite:" + path;  // an in-memory or vanished database: its name, if any
+}
+
 }  // namespace annals::sqlite

@@ -22,6 +22,10 @@ errc kind_of(int rc) noexcept;
 // An error with a message for people: `what` says what was being done; SQL text never leaks.
 error make_error(int rc, std::string_view what, sqlite3* db = nullptr);
 
+// Names the database file `db` has open, the same for every path that reaches it (relative,
+// through a symbolic or hard link): "sqlite:<device>:<inode>". Keys the store's commit signal.
+std::string identity(sqlite3* db);
+
 class connection {
  public:
   connection() = default;

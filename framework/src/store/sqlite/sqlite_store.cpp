@@ -168,13 +168,14 @@ struct reader {
 };
 constexpr std::size_t max_cached_names = 100000;
 
-class sqlite_store final : public event_store {
+class sqlite_store final : public event_store, public store::commit_source {
  public:
   sqlite_store(std::string path, sqlite_options o, connection writer, writer_statements ws)
       : path_(std::move(path)),
         options_(std::move(o)),
         writer_(std::move(writer)),
-        ws_(std::move(ws)) {
+        ws_(std::move(ws)),
+        commits_(store::commit_signal_for(sqlite::identity(writer_.get()))) {
     if (!options_.inline_projections.empty()) {
       inline_conn_ = std::make_unique<detail::sqlite_sql_connection>(writer_.get());
     }
@@ -392,6 +393,10 @@ class sqlite_store final : public event_store {
       return sqlite::make_error(rc, "cannot read stream version", lease.r->conn.get());
     }
     return lease.r->version.column_int64(0);
+  }
+
+  const std::shared_ptr<store::commit_signal>& commits() const noexcept override {
+    return commits_;
   }
 
   result<std::int64_t> head_position() override {
@@ -683,7 +688,7 @@ class sqlite_store final : public event_store {
       }
       return;
     }
-    store::notify_commit();
+    commits_->notify();
     if (auto f = fault::point(fault::store_append_after_commit); !f) {
       // Committed, but the appenders are told it failed: the outcome is unknown to them.
       for (auto* p : batch) {
@@ -901,6 +906,7 @@ class sqlite_store final : public event_store {
 
   connection writer_;  // used only by the current leader
   writer_statements ws_;
+  std::shared_ptr<store::commit_signal> commits_;  // this file's, shared in this process
   std::unique_ptr<detail::sqlite_sql_connection> inline_conn_;  // borrows writer_; leader only
   std::vector<statement> inline_reads_;  // per inline projection, on writer_; leader only
   std::vector<std::vector<std::string>> inline_types_;  // the stored types each one selects
