@@ -165,7 +165,7 @@ TEST_CASE("the snapshot key changes with the state descriptor and with the fold 
   const auto* changed = changed_pool.BuildFile(changed_file);
   REQUIRE(same);
   REQUIRE(changed);
-  const char* account = typeid(bank::account).name();
+  const auto account = annals::snapshot_name<bank::account>();
   CHECK(annals::detail::snapshot_key(*same->message_type(0), account, 1) == key);
   CHECK(annals::detail::snapshot_key(*changed->message_type(0), account, 1) != key);
 }
@@ -183,6 +183,40 @@ TEST_CASE_TEMPLATE("two aggregate types with one state message and fold version 
   CHECK(l.state.balance_cents == 15);
 }
 
+// The same aggregate before and after a rename of its C++ type, keeping its snapshots by
+// declaring the name they are saved under.
+struct account_before_rename : bank::account {
+  static constexpr std::string_view snapshot_name = "ledger-account";
+};
+struct account_after_rename : bank::account {
+  static constexpr std::string_view snapshot_name = "ledger-account";
+};
+
+TEST_CASE("the aggregate's name in its snapshot key is readable, RTTI-free, and can be declared") {
+  // The qualified C++ name, as written: not a mangled typeid() name that differs by compiler.
+  CHECK(annals::snapshot_name<bank::account>() == "bank::account");
+  CHECK(annals::detail::type_name<annals::test::temp_dir>() == "annals::test::temp_dir");
+  CHECK(annals::snapshot_name<account_before_rename>() == "ledger-account");
+  CHECK(annals::snapshot_key<account_before_rename>() ==
+        annals::snapshot_key<account_after_rename>());
+  CHECK(annals::snapshot_key<account_before_rename>() != annals::snapshot_key<bank::account>());
+}
+
+TEST_CASE_TEMPLATE("a renamed aggregate that declares its snapshot_name reads the snapshots saved before", B,
+                   ANNALS_STORE_BACKENDS) {
+  fixture<B> f;
+  f.account_with("a", 5);  // balance 15
+  {
+    annals::load_options o = f.options(-1);
+    REQUIRE(annals::save_snapshot<account_before_rename>(*f.store, bank::stream_for("a"), o));
+  }
+  f.reopen();  // the saves are flushed
+  auto l = f.template load<account_after_rename>("a", f.options(-1));
+  CHECK(l.snapshot_version == 5);
+  CHECK(l.state.balance_cents == 15);
+  CHECK(f.warnings.empty());
+}
+
 TEST_CASE_TEMPLATE("a snapshot saved under another state descriptor is ignored, never misapplied", B, ANNALS_STORE_BACKENDS) {
   fixture<B> f;
   f.account_with("a", 5);  // balance 15
@@ -197,7 +231,7 @@ TEST_CASE_TEMPLATE("a snapshot saved under another state descriptor is ignored, 
   REQUIRE(old_file);
   // An "old build" saved a state that would be wrong for this one, under its own key.
   f.put("a", 5, state_bytes(999999),
-        annals::detail::snapshot_key(*old_file->message_type(0), typeid(bank::account).name(), 1));
+        annals::detail::snapshot_key(*old_file->message_type(0), annals::snapshot_name<bank::account>(), 1));
   auto l = f.load("a", f.options(-1));
   CHECK(l.snapshot_version == -1);
   CHECK(l.state.balance_cents == 15);

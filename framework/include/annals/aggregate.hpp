@@ -28,7 +28,6 @@
 #include <memory>
 #include <string>
 #include <tuple>
-#include <typeinfo>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -179,7 +178,7 @@ class dispatcher_impl {
     bool matched = false;
     bool decoded = true;
     (try_one<E>(state, e, matched, decoded), ...);
-    if (!matched) return unknown_event_type(e, typeid(A).name());
+    if (!matched) return unknown_event_type(e, detail::type_name<A>());
     if (!decoded) return undecodable_event(e);
     return {};
   }

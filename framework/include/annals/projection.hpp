@@ -82,7 +82,7 @@ result<void> dispatch_projection(P& p, const recorded_event& e, sql_tx& tx, even
     }
   };
   (try_one(static_cast<E*>(nullptr)), ...);
-  if (!out) return unknown_event_type(e, typeid(P).name());
+  if (!out) return unknown_event_type(e, detail::type_name<P>());
   return std::move(*out);
 }
 }  // namespace detail

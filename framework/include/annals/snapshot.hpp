@@ -8,6 +8,7 @@
 //     using snapshot = bank::v2::AccountState;          // any generated Protobuf message
 //     static constexpr std::uint32_t fold_version = 1;  // bump when apply() changes meaning
 //     static constexpr std::int64_t snapshot_every = 200;  // optional; default 100
+//     static constexpr std::string_view snapshot_name = "account";  // optional; see below
 //     void save(bank::v2::AccountState& out) const;
 //     void restore(const bank::v2::AccountState& in);
 //     ...
@@ -17,9 +18,10 @@
 // key and fold only the events after it, and save a new one once `snapshot_every` events were
 // folded past the last (annals::save_snapshot<A> saves one on demand). The key is a hash of the
 // state message's own descriptor closure (nested and referenced types) and of the aggregate's
-// C++ type name, plus ":" plus fold_version: changing the message, renaming or moving the
-// aggregate type, or bumping fold_version (do so when apply() or the upcasters change meaning)
-// makes every older snapshot ignored, never misapplied; snapshots are derived data. A snapshot that does not
+// name (snapshot_name<A>(): its qualified C++ name unless it declares `snapshot_name`), plus
+// ":" plus fold_version: changing the message, renaming the aggregate, or bumping
+// fold_version (do so when apply() or the upcasters change meaning) makes every older
+// snapshot ignored, never misapplied; snapshots are derived data. A snapshot that does not
 // decode, that restore() throws on, or whose version is beyond the stream is reported through
 // load_options::warning and the stream is replayed in full: never an error.
 //
@@ -38,7 +40,6 @@
 #include <string>
 #include <string_view>
 #include <type_traits>
-#include <typeinfo>
 
 namespace annals {
 
@@ -87,20 +88,44 @@ constexpr bool check_snapshot() {
 }
 
 namespace detail {
-// "<hex hash of the state type's closure and the aggregate's type>:<fold_version>"
-// (src/snapshot.cpp). `aggregate` is typeid(A).name(): two aggregate types that fold one stream
-// into the same state message never read each other's snapshots.
+// "<hex hash of the state type's closure and the aggregate's name>:<fold_version>"
+// (src/snapshot.cpp). Two aggregate types that fold one stream into the same state message
+// never read each other's snapshots: their names differ.
 std::string snapshot_key(const google::protobuf::Descriptor& state, std::string_view aggregate,
                          std::uint32_t fold_version);
+
+// The qualified name of T as the compiler spells it ("bank::account"), at compile time and
+// without RTTI: the same on GCC and Clang for a class in a named namespace.
+template <class T>
+constexpr std::string_view type_name() {
+  std::string_view f = __PRETTY_FUNCTION__;  // "... [with T = bank::account; ...]" or "[T = ...]"
+  const auto from = f.find("T = ") + 4;
+  const auto to = f.find_first_of(";]", from);
+  return f.substr(from, to - from);
+}
 }  // namespace detail
+
+// The aggregate's name in its snapshot key: A::snapshot_name when it declares one
+// (`static constexpr std::string_view snapshot_name = "account";`, to rename or move the C++
+// type and keep its snapshots), else its qualified C++ name.
+template <class A>
+constexpr std::string_view snapshot_name() {
+  if constexpr (requires { A::snapshot_name; }) {
+    static_assert(std::is_convertible_v<decltype(A::snapshot_name), std::string_view>,
+                  "annals: an aggregate's snapshot_name must be a string "
+                  "(static constexpr std::string_view snapshot_name = \"...\";)");
+    return A::snapshot_name;
+  } else {
+    return detail::type_name<A>();
+  }
+}
 
 // The key under which A's snapshots are saved and looked up. Computed once per type.
 template <class A>
 const std::string& snapshot_key() {
   static_assert(check_snapshot<A>());
-  static const std::string key =
-      detail::snapshot_key(*A::snapshot::descriptor(), typeid(A).name(),
-                           static_cast<std::uint32_t>(A::fold_version));
+  static const std::string key = detail::snapshot_key(
+      *A::snapshot::descriptor(), snapshot_name<A>(), static_cast<std::uint32_t>(A::fold_version));
   return key;
 }
 
