@@ -7,6 +7,7 @@
 
 #include <annals/command.hpp>
 #include <annals/event_store.hpp>
+#include <annals/sql.hpp>
 #include <annals/subscription.hpp>
 
 #include <fmt/format.h>
@@ -646,6 +647,115 @@ TEST_CASE("kill -9 of the active instance: another takes over after the lease, n
   for (std::int64_t p = 1; p <= 400; ++p) CHECK(handled[p] >= 1);
   // Redelivery is bounded by what was handled after the last stored checkpoint (one page).
   CHECK(redelivered.size() <= 10);
+}
+
+// The transactional handler (subscription_tx_handler) writes a ledger row per event in the
+// checkpoint's transaction. The ledger has no key, so a duplicate delivery would show.
+annals::subscription_tx_handler ledger_writer(std::chrono::milliseconds pause = 0ms) {
+  return [pause](const recorded_event& e, annals::sql_tx& tx) -> result<void> {
+    auto w = tx.exec("INSERT INTO ledger(position) VALUES (?1)",
+                     {static_cast<long long>(e.position)});
+    if (!w) return w.error();
+    if (pause.count() > 0) std::this_thread::sleep_for(pause);
+    return {};
+  };
+}
+
+TEST_CASE("a transactional handler's writes commit with the checkpoint: exactly once across kill -9") {
+  temp_dir dir;
+  const store_location loc(dir.file("s.db"), on_postgres);
+  auto store = open(loc.path);
+  append_n(*store, "s-1", 300);
+  raw_sql(loc, "CREATE TABLE ledger(position BIGINT NOT NULL)");
+  const std::string path = loc.path;
+  pid_t child = fork_child([&] {
+    subscription_options o = quiet();
+    o.lease = 500ms;
+    o.batch_size = 10;
+    auto sub = subscription::open(path, "ledger", ledger_writer(1ms), o);
+    if (!sub) return 2;
+    (void)sub.value()->catch_up();
+    return 0;
+  });
+  // Kill it once it has committed some pages (and is in the middle of another).
+  for (int i = 0; i < 4000; ++i) {
+    if (std::stoll("0" + raw_sql(loc, "SELECT count(*) FROM ledger")) >= 50) break;
+    std::this_thread::sleep_for(2ms);
+  }
+  ::kill(child, SIGKILL);
+  wait_child(child);
+  const auto before = std::stoll(raw_sql(loc, "SELECT count(*) FROM ledger"));
+  REQUIRE(before >= 50);
+  REQUIRE(before < 300);
+  CHECK(before % 10 == 0);  // whole pages only: a page's rows commit with its checkpoint
+
+  subscription_options o = quiet();
+  o.lease = 500ms;
+  auto sub = subscription::open(loc.path, "ledger", ledger_writer(), o);
+  REQUIRE_MESSAGE(sub.ok(), message_of(sub));
+  auto deadline = std::chrono::steady_clock::now() + 10s;
+  for (;;) {
+    auto r = sub.value()->catch_up();
+    REQUIRE_MESSAGE(r.ok(), message_of(r));
+    if (r->complete() && sub.value()->status()->checkpoint == 300) break;
+    REQUIRE(std::chrono::steady_clock::now() < deadline);
+    std::this_thread::sleep_for(20ms);
+  }
+  CHECK(raw_sql(loc, "SELECT count(*) FROM ledger") == "300");
+  CHECK(raw_sql(loc, "SELECT count(DISTINCT position) FROM ledger") == "300");
+  CHECK(raw_sql(loc, "SELECT min(position) FROM ledger") == "1");
+  CHECK(raw_sql(loc, "SELECT max(position) FROM ledger") == "300");
+}
+
+TEST_CASE("a transactional handler that fails has its writes undone, then is retried or parked") {
+  temp_dir dir;
+  const store_location loc(dir.file("s.db"), on_postgres);
+  append_n(*open(loc.path), "s-1", 10);
+  raw_sql(loc, "CREATE TABLE ledger(position BIGINT NOT NULL)");
+  std::atomic<bool> fixed{false};
+  std::atomic<int> busy_left{1};
+  auto write = ledger_writer();
+  subscription_options o = quiet();
+  o.max_attempts = 2;
+  o.batch_size = 4;
+  auto sub = subscription::open(
+      loc.path, "careful",
+      [&](const recorded_event& e, annals::sql_tx& tx) -> result<void> {
+        if (auto w = write(e, tx); !w) return w;  // written, then undone on failure
+        if (e.position == 3 && busy_left-- > 0) return annals::error(errc::io, "try again");
+        if (e.position == 5 && !fixed) return annals::error(errc::rejected, "not 5");
+        if (e.position == 8 && !fixed) throw std::runtime_error("blew up on 8");
+        return {};
+      },
+      o);
+  REQUIRE_MESSAGE(sub.ok(), message_of(sub));
+  auto n = sub.value()->catch_up();
+  REQUIRE_MESSAGE(n.ok(), message_of(n));
+  CHECK(n->events == 8);
+  // 3 was retried until it went through; 5 and 8 parked, their rows undone.
+  CHECK(raw_sql(loc, "SELECT count(*) FROM ledger") == "8");
+  CHECK(raw_sql(loc, "SELECT count(*) FROM ledger WHERE position IN (5, 8)") == "0");
+  CHECK(raw_sql(loc, "SELECT count(DISTINCT position) FROM ledger") == "8");
+  auto a = admin(loc.path);
+  auto parked = a->parked("careful");
+  REQUIRE(parked.ok());
+  REQUIRE(parked->size() == 2);
+  CHECK(parked->at(1).error.find("blew up on 8") != std::string::npos);
+  CHECK(sub.value()->status()->checkpoint == 10);
+
+  // Retried once fixed: written once each, in the transaction that marks them redelivered.
+  fixed = true;
+  REQUIRE(a->retry("careful", 0).ok());
+  n = sub.value()->catch_up();
+  REQUIRE_MESSAGE(n.ok(), message_of(n));
+  CHECK(n->events == 2);
+  CHECK(raw_sql(loc, "SELECT count(*) FROM ledger") == "10");
+  CHECK(raw_sql(loc, "SELECT count(DISTINCT position) FROM ledger") == "10");
+  parked = a->parked("careful");
+  REQUIRE(parked.ok());
+  CHECK(parked->at(0).state == "retried");
+  CHECK(parked->at(1).state == "retried");
+  CHECK(sub.value()->status()->delivered == 10);
 }
 
 TEST_CASE("a page slower than the lease keeps its lease: the standby never delivers meanwhile") {

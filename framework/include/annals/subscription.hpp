@@ -46,6 +46,7 @@
 namespace annals {
 
 class upcasters;  // annals/upcaster.hpp
+class sql_tx;     // annals/sql.hpp
 
 // Which events a subscription receives. Empty fields do not filter.
 struct subscription_filter {
@@ -65,6 +66,16 @@ using subscription_handler = std::function<result<void>(const recorded_event&)>;
 // asynchronously, then waiting for every acknowledgement).
 using subscription_batch_handler =
     std::function<result<void>(const std::vector<recorded_event>& batch, std::size_t& handled)>;
+
+// Called once per event inside the write transaction that moves the checkpoint past it, on the
+// store's own database (the SQLite file; the PostgreSQL database): what it writes through `tx`
+// commits with the checkpoint or not at all, and only while this instance holds the lease. A
+// table of its own (a ledger of e-mails sent, an outbox, a deduplication table) is then kept
+// exactly once, with no storage of its own, as a projection's read model is. An error or an
+// exception undoes its writes for that event (a savepoint), then the event is retried and
+// parked like any other. Effects outside the database (sending the e-mail) stay at least once.
+// Keep it short: on SQLite the transaction holds the store's write lock, so appends wait.
+using subscription_tx_handler = std::function<result<void>(const recorded_event&, sql_tx& tx)>;
 
 struct subscription_options {
   subscription_filter filter;
@@ -127,6 +138,10 @@ class subscription {
   static result<std::unique_ptr<subscription>> open(const std::string& store_uri,
                                                     std::string name,
                                                     subscription_batch_handler handler,
+                                                    subscription_options options = {});
+  static result<std::unique_ptr<subscription>> open(const std::string& store_uri,
+                                                    std::string name,
+                                                    subscription_tx_handler handler,
                                                     subscription_options options = {});
   virtual ~subscription() = default;  // stops
 

@@ -211,6 +211,14 @@ result<std::vector<subscription_status>> read_statuses(sql_connection& c, event_
   return out;
 }
 
+// The attributes of a delivery span (nothing when it does not record).
+void describe_delivery(span& step, std::string_view subscription, const recorded_event& e) {
+  if (!step.recording()) return;
+  step.attribute("subscription", subscription);
+  step.attribute("position", std::to_string(e.position));
+  step.attribute("type", e.type);
+}
+
 class subscription_impl final : public subscription {
  public:
   subscription_impl(std::string name, subscription_batch_handler handler, subscription_options o,
@@ -234,6 +242,8 @@ class subscription_impl final : public subscription {
     stop_keeper();
     release();
   }
+
+  void set_tx_handler(subscription_tx_handler h) { tx_handler_ = std::move(h); }
 
   result<void> init() {
     if (auto r = create_tables(*b_.writer); !r) return r;
@@ -558,19 +568,33 @@ class subscription_impl final : public subscription {
                                 const std::string& last_error) {
     bool kept = false;
     auto r = in_write_tx(*b_.writer, [&](sql_tx& tx) -> result<void> {
-      auto now = lease_clock(tx);
-      if (!now) return now.error();
-      auto w = tx.exec(
-          "UPDATE annals_subscriptions SET checkpoint = ?1, delivered = delivered + ?2, "
-          "last_error = ?3, updated_at = ?4, lease_until = ?5 WHERE name = ?6 AND owner = ?7",
-          {static_cast<long long>(checkpoint), static_cast<long long>(delivered),
-           clean_text(last_error), now_us(), *now + static_cast<long long>(o_.lease.count()) * 1000,
-           name_, owner_});
-      if (!w) return w.error();
-      kept = w.value() == 1;
+      auto k = checkpoint_in(tx, checkpoint, delivered, last_error);
+      if (!k) return k.error();
+      kept = k.value();
       return {};
     });
     if (!r) return std::move(r).error();
+    return checkpoint_committed(kept, checkpoint);
+  }
+
+  // The checkpoint's UPDATE, in the caller's transaction, fenced by the lease: false when
+  // another instance holds it now (nothing changed).
+  result<bool> checkpoint_in(sql_tx& tx, std::int64_t checkpoint, std::int64_t delivered,
+                             const std::string& last_error) {
+    auto now = lease_clock(tx);
+    if (!now) return now.error();
+    auto w = tx.exec(
+        "UPDATE annals_subscriptions SET checkpoint = ?1, delivered = delivered + ?2, "
+        "last_error = ?3, updated_at = ?4, lease_until = ?5 WHERE name = ?6 AND owner = ?7",
+        {static_cast<long long>(checkpoint), static_cast<long long>(delivered),
+         clean_text(last_error), now_us(), *now + static_cast<long long>(o_.lease.count()) * 1000,
+         name_, owner_});
+    if (!w) return w.error();
+    return w.value() == 1;
+  }
+
+  // After checkpoint_in's transaction committed: remembers the checkpoint, or the lost lease.
+  bool checkpoint_committed(bool kept, std::int64_t checkpoint) {
     if (kept) {
       checkpoint_ = checkpoint;
       renew_at_ = clock_type::now() + o_.lease / 3;
@@ -578,6 +602,74 @@ class subscription_impl final : public subscription {
       lost_lease();
     }
     return kept;
+  }
+
+  // The transactional handler (subscription_tx_handler): delivers `events` in order in one
+  // write transaction, each in a savepoint, stopping at the first failure (its writes undone,
+  // the error in `failure`, `done` the events delivered before it); then `finish` records the
+  // outcome in the same transaction. false from finish (the lease is lost) rolls everything
+  // back: the handlers' writes commit with the bookkeeping or not at all.
+  result<bool> deliver_in_tx(const std::vector<recorded_event>& events, std::size_t& done,
+                             std::optional<error>& failure,
+                             const std::function<result<bool>(sql_tx&)>& finish) {
+    done = 0;
+    failure.reset();
+    bool kept = true;
+    auto r = in_write_tx(*b_.writer, [&](sql_tx& tx) -> result<void> {
+      for (const auto& e : events) {
+        if (auto x = tx.exec("SAVEPOINT annals_delivery"); !x) return x.error();
+        span step("subscription.deliver", e.metadata.traceparent);
+        describe_delivery(step, name_, e);
+        auto h = call_tx(e, tx);
+        if (!h) {
+          step.fail(h.error().message());
+          if (auto x = tx.exec("ROLLBACK TO SAVEPOINT annals_delivery"); !x) return x.error();
+          if (auto x = tx.exec("RELEASE SAVEPOINT annals_delivery"); !x) return x.error();
+          failure = h.error();
+          break;
+        }
+        if (auto x = tx.exec("RELEASE SAVEPOINT annals_delivery"); !x) return x.error();
+        ++done;
+      }
+      auto k = finish(tx);
+      if (!k) return k.error();
+      kept = k.value();
+      if (!kept) return error(errc::io, "the lease was lost");  // rolls back
+      return {};
+    });
+    if (!kept) return false;
+    if (!r) return std::move(r).error();
+    return true;
+  }
+
+  // Calls the transactional handler once; an exception is an error that is not "try again".
+  result<void> call_tx(const recorded_event& e, sql_tx& tx) {
+    try {
+      auto r = tx_handler_(e, tx);
+      if (!r) poison_ = !transient(r.error().kind());
+      return r;
+    } catch (const std::exception& x) {
+      poison_ = true;
+      return error(errc::handler_failed, std::string("the handler threw: ") + x.what());
+    } catch (...) {
+      poison_ = true;
+      return error(errc::handler_failed, "the handler threw an unknown exception");
+    }
+  }
+
+  // Marks a parked event redelivered (and counts it), fenced by the lease like a checkpoint.
+  result<bool> mark_retried(sql_tx& t, std::int64_t position, std::int64_t outcome) {
+    auto x = t.exec(
+        "UPDATE annals_sub_parked SET state = 'retried', resolved_at = ?1 "
+        "WHERE subscription = ?2 AND position = ?3 AND state = 'retry'",
+        {now_us(), name_, static_cast<long long>(position)});
+    if (!x) return x.error();
+    x = t.exec(
+        "UPDATE annals_subscriptions SET delivered = delivered + ?1 WHERE name = ?2 AND "
+        "owner = ?3",
+        {outcome, name_, owner_});
+    if (!x) return x.error();
+    return x.value() == 1;
   }
 
   // One page after the checkpoint. Returns events handled, -1 when the lease was lost.
@@ -600,7 +692,23 @@ class subscription_impl final : public subscription {
     const bool full = visited.value() >= o_.batch_size && last_visited < head;
     const std::int64_t end = full ? last_visited : head;
     std::size_t done = 0;
-    auto failure = call(page, done);
+    std::optional<error> failure;
+    if (tx_handler_ && !page.empty()) {
+      // The handler's writes and the checkpoint commit together.
+      std::int64_t checkpoint = end;
+      auto kept = deliver_in_tx(page, done, failure, [&](sql_tx& tx) -> result<bool> {
+        if (failure && done == 0) return true;  // nothing to record
+        checkpoint = failure ? page[done].position - 1 : end;
+        return checkpoint_in(tx, checkpoint, static_cast<std::int64_t>(done),
+                             failure ? failure->message() : std::string());
+      });
+      if (!kept) return std::move(kept).error();
+      if (!kept.value()) return checkpoint_committed(false, checkpoint), -1;
+      if (!failure || done > 0) checkpoint_committed(true, checkpoint);
+      if (!failure) return static_cast<std::int64_t>(done);
+    } else {
+      failure = call(page, done);
+    }
     std::int64_t handled = static_cast<std::int64_t>(done);
     if (!failure) {
       auto kept = store_checkpoint(end, handled, {});
@@ -609,7 +717,7 @@ class subscription_impl final : public subscription {
     }
     // page[done] failed: keep what was handled, then retry it alone.
     const recorded_event& bad = page[done];
-    if (done > 0) {
+    if (done > 0 && !tx_handler_) {
       auto kept = store_checkpoint(bad.position - 1, handled, failure->message());
       if (!kept) return std::move(kept).error();
       if (!kept.value()) return -1;
@@ -675,7 +783,25 @@ class subscription_impl final : public subscription {
         if (!kept.value()) return std::int64_t{-1};
       }
       std::size_t done = 0;
-      auto again = call(one, done);
+      std::optional<error> again;
+      if (tx_handler_) {
+        auto kept = deliver_in_tx(one, done, again, [&](sql_tx& tx) -> result<bool> {
+          if (again) return true;
+          if (requested_retry) return mark_retried(tx, bad.position, 1);
+          return checkpoint_in(tx, bad.position, 1, {});
+        });
+        if (!kept) return std::move(kept).error();
+        ++attempts;
+        if (!kept.value()) return checkpoint_committed(false, checkpoint_), std::int64_t{-1};
+        if (!again) {
+          // Recorded in the transaction: the checkpoint, or (a redelivery) the parked row.
+          if (!requested_retry) checkpoint_committed(true, bad.position);
+          return std::int64_t{1};
+        }
+        failure = *again;
+        continue;
+      }
+      again = call(one, done);
       ++attempts;
       if (!again) {
         if (requested_retry) return std::int64_t{1};
@@ -749,40 +875,49 @@ class subscription_impl final : public subscription {
       auto e = store::event_at(*b_.store, position);
       if (!e) return e.error();
       std::int64_t outcome = 0;
+      bool recorded = false;  // marked redelivered in the handler's transaction already
       if (e.value()) {
         std::vector<recorded_event> one{**e};
         std::size_t done = 0;
-        auto failure = call(one, done);
+        std::optional<error> failure;
+        if (tx_handler_) {
+          auto kept = deliver_in_tx(one, done, failure, [&](sql_tx& tx) -> result<bool> {
+            return failure ? result<bool>(true) : mark_retried(tx, position, 1);
+          });
+          if (!kept) return kept.error();
+          if (!kept.value()) return checkpoint_committed(false, checkpoint_), result<void>{};
+          recorded = !failure;
+        } else {
+          failure = call(one, done);
+        }
         if (!failure) {
           outcome = 1;
         } else {
           auto r = retry_until_done(**e, *failure, 1, true);
           if (!r) return r.error();
           outcome = r.value();
+          recorded = tx_handler_ && outcome == 1;
         }
       }
       if (outcome < 0) return {};
       if (outcome == 0 && e.value()) continue;  // parked again
       // Delivered (or the event no longer reads as one: nothing to deliver).
-      auto w = in_write_tx(*b_.writer, [&](sql_tx& t) -> result<void> {
-        auto x = t.exec(
-            "UPDATE annals_sub_parked SET state = 'retried', resolved_at = ?1 "
-            "WHERE subscription = ?2 AND position = ?3 AND state = 'retry'",
-            {now_us(), name_, static_cast<long long>(position)});
-        if (!x) return x.error();
-        x = t.exec("UPDATE annals_subscriptions SET delivered = delivered + ?1 WHERE name = ?2",
-                   {outcome, name_});
-        if (!x) return x.error();
-        return {};
-      });
-      if (!w) return w;
+      if (!recorded) {
+        auto w = in_write_tx(*b_.writer, [&](sql_tx& t) -> result<void> {
+          auto x = mark_retried(t, position, outcome);
+          if (!x) return x.error();
+          return {};
+        });
+        if (!w) return w;
+      }
       handled += outcome;
     }
     return {};
   }
 
   const std::string name_;
-  subscription_batch_handler handler_;
+  subscription_batch_handler handler_;  // empty when tx_handler_ is set
+  subscription_tx_handler tx_handler_;
   subscription_options o_;
   detail::backend b_;
   const std::shared_ptr<store::commit_signal> commits_;  // raised by commits to b_.store
@@ -814,13 +949,6 @@ class subscription_impl final : public subscription {
   std::unique_ptr<sql_connection> status_conn_;
 };
 
-// The attributes of a delivery span (nothing when it does not record).
-void describe_delivery(span& step, std::string_view subscription, const recorded_event& e) {
-  if (!step.recording()) return;
-  step.attribute("subscription", subscription);
-  step.attribute("position", std::to_string(e.position));
-  step.attribute("type", e.type);
-}
 
 result<void> check_name(std::string_view name) {
   if (name.empty() || name.size() > 200) {
@@ -840,9 +968,10 @@ result<void> check_name(std::string_view name) {
 
 result<std::unique_ptr<subscription>> open_impl(const std::string& uri, std::string name,
                                                 subscription_batch_handler handler,
-                                                subscription_options o) {
+                                                subscription_options o,
+                                                subscription_tx_handler tx = {}) {
   if (auto r = check_name(name); !r) return r.error();
-  if (!handler) return error(errc::invalid_argument, "a subscription needs a handler");
+  if (!handler && !tx) return error(errc::invalid_argument, "a subscription needs a handler");
   if (o.batch_size <= 0 || o.max_attempts <= 0) {
     return error(errc::invalid_argument, "batch_size and max_attempts must be > 0");
   }
@@ -861,6 +990,7 @@ result<std::unique_ptr<subscription>> open_impl(const std::string& uri, std::str
   auto s = std::make_unique<subscription_impl>(std::move(name), std::move(handler), std::move(o),
                                                std::move(b).value());
   s->set_uri(uri);
+  s->set_tx_handler(std::move(tx));
   if (auto r = s->init(); !r) return r.error();
   return std::unique_ptr<subscription>(std::move(s));
 }
@@ -1047,6 +1177,14 @@ result<std::unique_ptr<subscription>> subscription::open(const std::string& stor
     return r;
   };
   return open_impl(store_uri, std::move(name), std::move(traced), std::move(options));
+}
+
+result<std::unique_ptr<subscription>> subscription::open(const std::string& store_uri,
+                                                         std::string name,
+                                                         subscription_tx_handler handler,
+                                                         subscription_options options) {
+  if (!handler) return error(errc::invalid_argument, "a subscription needs a handler");
+  return open_impl(store_uri, std::move(name), {}, std::move(options), std::move(handler));
 }
 
 result<std::unique_ptr<subscription_admin>> subscription_admin::open(
