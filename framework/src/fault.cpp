@@ -10,10 +10,13 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <algorithm>
 #include <map>
 #include <mutex>
 #include <random>
+#include <set>
 #include <string>
+#include <vector>
 
 namespace annals::fault {
 namespace {
@@ -219,10 +222,35 @@ void disarm_all() {
   state.store(off, std::memory_order_release);
 }
 
+namespace {
+struct registered_points {
+  std::mutex mu;
+  std::set<std::string, std::less<>> names;  // nodes never move: views into them stay valid
+  std::vector<std::string_view> order;
+};
+registered_points& registered() {
+  static auto* r = new registered_points;  // never destroyed: usable from atexit handlers
+  return *r;
+}
+}  // namespace
+
 std::vector<std::string_view> known_points() {
-  return {store_append_before_commit, store_append_after_commit, projection_after_write,
-          rebuild_before_swap,        relay_before_ack,          relay_after_ack,
-          saga_between_steps};
+  std::vector<std::string_view> out{store_append_before_commit, store_append_after_commit,
+                                    projection_after_write,     rebuild_before_swap,
+                                    relay_before_ack,           relay_after_ack};
+  auto& r = registered();
+  std::lock_guard lock(r.mu);
+  for (auto name : r.order) {
+    if (std::find(out.begin(), out.end(), name) == out.end()) out.push_back(name);
+  }
+  return out;
+}
+
+void register_point(std::string_view name) {
+  auto& r = registered();
+  std::lock_guard lock(r.mu);
+  auto [it, added] = r.names.emplace(name);
+  if (added) r.order.emplace_back(*it);
 }
 
 }  // namespace annals::fault

@@ -288,7 +288,7 @@ status run_step(annals::event_store& store, const recorded_event& trigger, const
       [&](const account& a) { return s.decide(a, account_id, t.id, other, t.amount_cents); }, base);
   if (!outcome) return std::move(outcome).error();
   // The account command is done; its outcome, which triggers the next step, is not recorded.
-  if (auto f = annals::fault::point(annals::fault::saga_between_steps); !f) return f;
+  if (auto f = annals::fault::point(saga_between_steps); !f) return f;
   if (outcome->done) return record(store, trigger, s.done_name, s.from, s.done, base);
   if (!s.refused) {
     return annals::error(
@@ -304,6 +304,7 @@ status run_step(annals::event_store& store, const recorded_event& trigger, const
 }  // namespace
 
 annals::subscription_options transfer_saga_options() {
+  annals::fault::register_point(saga_between_steps);  // listed once the saga is configured
   annals::subscription_options o;
   o.filter.stream_prefix = std::string(stream_prefix);
   o.filter.event_types = {v1::TransferRequested::descriptor()->full_name(),

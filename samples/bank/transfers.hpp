@@ -94,6 +94,11 @@ annals::decision<transfer> request(const transfer& t, std::string_view id, std::
 // The subscription's name: one active instance per store.
 inline constexpr std::string_view transfer_saga_name = "bank-transfers";
 
+// The saga's fault point (annals/fault.hpp; registered in known_points() by this library): an
+// account command done, before its outcome is recorded in the transfer stream (which
+// triggers the next account command).
+inline constexpr std::string_view saga_between_steps = "saga.between_steps";
+
 // The subscription's options: the transfer streams, and the event types that leave a step to
 // do (TransferRequested, TransferDebited, TransferCreditRefused).
 annals::subscription_options transfer_saga_options();

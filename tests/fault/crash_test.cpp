@@ -656,7 +656,7 @@ TEST_CASE(
     }
   };
   const std::vector<std::string> saga{"saga", "--once", "--lease", "0.2"};
-  rounds(fault::saga_between_steps, crash_iterations(bank_runs), on_postgres ? 1 : 2, 3,
+  rounds(bank::saga_between_steps, crash_iterations(bank_runs), on_postgres ? 1 : 2, 3,
          [&](const fault_round& round) {
            request(3, round.i);  // 3 debits pending at least: 3 hits
            // A failed step is delivered again and finds its account command done: exit 0.

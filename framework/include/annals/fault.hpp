@@ -49,9 +49,6 @@ inline constexpr std::string_view rebuild_before_swap = "rebuild.before_swap";
 inline constexpr std::string_view relay_before_ack = "relay.before_ack";
 // In the relay, per batch: every ack received, before the checkpoint moves.
 inline constexpr std::string_view relay_after_ack = "relay.after_ack";
-// In the bank sample's transfer saga: an account command done, before its outcome is recorded
-// in the transfer stream (which triggers the next account command).
-inline constexpr std::string_view saga_between_steps = "saga.between_steps";
 
 // Exit code of a process whose ANNALS_FAULTS does not parse (sysexits' EX_CONFIG).
 inline constexpr int bad_spec_exit_code = 78;
@@ -70,5 +67,10 @@ void disarm_all();
 
 // The framework's built-in point names (the constants above), for tools and tests.
 std::vector<std::string_view> known_points();
+
+// Adds a point of your program to known_points() (after the framework's, in the order
+// registered; a name registered twice is listed once). Points need no registration to work:
+// this is for the listings (docs, a tool printing the points that can be armed).
+void register_point(std::string_view name);
 
 }  // namespace annals::fault
