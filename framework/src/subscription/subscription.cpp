@@ -642,10 +642,12 @@ class subscription_impl final : public subscription {
     return true;
   }
 
-  // Calls the transactional handler once; an exception is an error that is not "try again".
-  result<void> call_tx(const recorded_event& e, sql_tx& tx) {
+  // Runs one call of the user's handler. Its error says whether the event is poison (not "try
+  // again"); an exception is handler_failed, and poison.
+  template <class Call>
+  result<void> guarded(Call&& call) {
     try {
-      auto r = tx_handler_(e, tx);
+      auto r = call();
       if (!r) poison_ = !transient(r.error().kind());
       return r;
     } catch (const std::exception& x) {
@@ -655,6 +657,10 @@ class subscription_impl final : public subscription {
       poison_ = true;
       return error(errc::handler_failed, "the handler threw an unknown exception");
     }
+  }
+
+  result<void> call_tx(const recorded_event& e, sql_tx& tx) {
+    return guarded([&] { return tx_handler_(e, tx); });
   }
 
   // Marks a parked event redelivered (and counts it), fenced by the lease like a checkpoint.
@@ -728,28 +734,17 @@ class subscription_impl final : public subscription {
     return handled + one.value();
   }
 
-  // Calls the handler; an exception is an error that is not "try again".
+  // Calls the batch handler; `done` counts the events handled (the failed one is events[done]).
   std::optional<error> call(const std::vector<recorded_event>& events, std::size_t& done) {
     done = 0;
     if (events.empty()) return std::nullopt;
-    try {
-      auto r = handler_(events, done);
-      if (r) {
-        done = events.size();
-        return std::nullopt;
-      }
-      if (done >= events.size()) done = events.size() - 1;
-      poison_ = !transient(r.error().kind());
-      return r.error();
-    } catch (const std::exception& e) {
-      if (done >= events.size()) done = events.size() - 1;
-      poison_ = true;
-      return error(errc::handler_failed, std::string("the handler threw: ") + e.what());
-    } catch (...) {
-      if (done >= events.size()) done = events.size() - 1;
-      poison_ = true;
-      return error(errc::handler_failed, "the handler threw an unknown exception");
+    auto r = guarded([&] { return handler_(events, done); });
+    if (r) {
+      done = events.size();
+      return std::nullopt;
     }
+    if (done >= events.size()) done = events.size() - 1;
+    return r.error();
   }
 
   // Sleeps up to `pause`, or until stop(). Returns false when stopping.
