@@ -1,10 +1,9 @@
 #include <annals/aggregate.hpp>
 
-#include <cxxabi.h>
 #include <fmt/format.h>
+#include <google/protobuf/stubs/logging.h>
 
-#include <cstdlib>
-#include <memory>
+#include <mutex>
 
 namespace annals::detail {
 
@@ -34,15 +33,41 @@ result<std::int64_t> fold_stream(event_store& store, std::string_view stream_id,
 }
 
 error unknown_event_type(const recorded_event& e, std::string_view aggregate) {
-  int status = 0;
-  std::unique_ptr<char, void (*)(void*)> name(
-      abi::__cxa_demangle(std::string(aggregate).c_str(), nullptr, nullptr, &status), std::free);
   return error(errc::corruption,
                fmt::format("stream '{}' holds an event of type '{}' at version {}, which {} does "
                            "not list in its event_list; add the type and its apply(), or an "
                            "upcaster",
-                           e.stream_id, e.type, e.stream_version,
-                           status == 0 && name ? name.get() : std::string(aggregate).c_str()));
+                           e.stream_id, e.type, e.stream_version, aggregate));
+}
+
+namespace {
+// libprotobuf logs "[libprotobuf ERROR ...] String field ... contains invalid UTF-8 data" on
+// stderr while it parses such bytes, before the parse returns false, which the callers turn
+// into a clear error of their own. A log handler, installed once in front of whatever handler
+// was there, drops what libprotobuf says while this thread is inside parse_payload and passes
+// everything else on. A thread-local flag costs nothing on the fold's hot path (a LogSilencer
+// would take a process-wide mutex twice per event).
+thread_local bool parsing = false;
+google::protobuf::LogHandler* previous_handler = nullptr;
+
+void quiet_while_parsing(google::protobuf::LogLevel level, const char* file, int line,
+                         const std::string& message) {
+  if (parsing || previous_handler == nullptr) return;
+  previous_handler(level, file, line, message);
+}
+
+struct parsing_scope {
+  parsing_scope() noexcept { parsing = true; }
+  ~parsing_scope() { parsing = false; }
+};
+}  // namespace
+
+bool parse_payload(google::protobuf::MessageLite& message, std::string_view bytes) {
+  static std::once_flag installed;
+  std::call_once(installed,
+                 [] { previous_handler = google::protobuf::SetLogHandler(&quiet_while_parsing); });
+  parsing_scope scope;
+  return message.ParseFromArray(bytes.data(), static_cast<int>(bytes.size()));
 }
 
 error undecodable_event(const recorded_event& e) {

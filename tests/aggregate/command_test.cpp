@@ -574,6 +574,25 @@ TEST_CASE("an event with invalid UTF-8 in a string field is refused before it is
   CHECK(annals::handle<bank::account>(*f.store, "account-u", open_cmd("u", "Ulla")).ok());
 }
 
+TEST_CASE("a stored event with invalid UTF-8 in a string field fails the load cleanly") {
+  store_fixture f;
+  // Bytes another writer stored: field 1 (account_id) holding 0xff 0xfe.
+  annals::event_data bad;
+  bad.type = "bank.v2.AccountOpened";
+  bad.payload = std::string("\x0a\x02\xff\xfe", 4);
+  REQUIRE(f.store->append("account-x", annals::expected_version::no_stream(), {bad}).ok());
+  std::optional<annals::result<annals::loaded<bank::account>>> l;
+  // Only the clear error: none of the raw lines libprotobuf logs while parsing such bytes.
+  const auto err = annals::test::capture_stderr(
+      [&] { l = annals::load<bank::account>(*f.store, "account-x"); });
+  CHECK_MESSAGE(err.empty(), err);
+  REQUIRE_FALSE(l->ok());
+  CHECK(l->error().kind() == annals::errc::corruption);
+  CHECK_MESSAGE(annals::test::contains(l->error().message(),
+                                       "does not decode as bank.v2.AccountOpened"),
+                l->error().message());
+}
+
 TEST_CASE("exit codes follow the documented table") {
   using annals::errc;
   CHECK(annals::exit_code(errc::rejected) == 1);

@@ -17,6 +17,7 @@
 #include <boost/hana/define_struct.hpp>
 
 #include <cctype>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -355,6 +356,22 @@ TEST_CASE("an old payload that does not decode is corruption, never skipped") {
   REQUIRE(st.ok());
   CHECK((*st)[0].checkpoint < 2);  // never moved past the undecodable event
   CHECK_FALSE(c.ok());
+}
+
+TEST_CASE("an old payload with invalid UTF-8 is corruption, with no libprotobuf lines") {
+  fixture f;
+  annals::event_data bad;
+  bad.type = "bank.v1.MoneyDeposited";
+  bad.payload = std::string("\x0a\x02\xff\xfe", 4);  // account_id holding 0xff 0xfe
+  bad.metadata.schema_version = 1;
+  REQUIRE(f.store->append("acc-u", annals::expected_version::any(),
+                          {at_version(opened("acc-u", "Ann"), 1), bad}).ok());
+  std::optional<annals::result<annals::loaded<ledger>>> l;
+  const auto err =
+      annals::test::capture_stderr([&] { l = annals::load<ledger>(*f.store, "acc-u"); });
+  CHECK_MESSAGE(err.empty(), err);
+  REQUIRE_FALSE(l->ok());
+  CHECK(l->error().kind() == errc::corruption);
 }
 
 TEST_CASE("bank: a stream holding v1 and v2 events loads and projects correctly") {

@@ -115,6 +115,9 @@ using fold_step = std::function<result<void>(const recorded_event&)>;
 result<std::int64_t> fold_stream(event_store& store, std::string_view stream_id,
                                  std::int64_t from_version, const fold_step& step);
 error unknown_event_type(const recorded_event& e, std::string_view aggregate);
+// message.ParseFromArray(bytes), without the lines libprotobuf would log on stderr about bytes
+// it refuses (a string field that is not UTF-8): the caller reports the failure itself.
+bool parse_payload(google::protobuf::MessageLite& message, std::string_view bytes);
 error undecodable_event(const recorded_event& e);
 
 // Snapshot callbacks of one aggregate instance; `key` null: the aggregate takes no snapshots.
@@ -157,7 +160,7 @@ snapshot_hooks snapshot_hooks_for(A& state, const load_options& options) {
     h.every = options.snapshot_every != 0 ? options.snapshot_every : every;
     h.restore = [&state](const std::string& bytes) {
       S s;
-      if (!s.ParseFromString(bytes)) return false;
+      if (!detail::parse_payload(s, bytes)) return false;
       state.restore(std::as_const(s));
       return true;
     };
@@ -201,7 +204,7 @@ class dispatcher_impl {
     matched = true;
     T& message = std::get<T>(scratch_);
     message.Clear();
-    if (!message.ParseFromString(e.payload)) {
+    if (!parse_payload(message, e.payload)) {
       decoded = false;
       return;
     }

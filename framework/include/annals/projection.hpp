@@ -67,7 +67,7 @@ result<void> dispatch_projection(P& p, const recorded_event& e, sql_tx& tx, even
   auto try_one = [&]<class T>(T*) {
     if (out || e.type != T::descriptor()->full_name()) return;
     T message;
-    if (!message.ParseFromString(e.payload)) {
+    if (!detail::parse_payload(message, e.payload)) {
       out = undecodable_event(e);
       return;
     }

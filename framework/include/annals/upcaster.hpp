@@ -30,6 +30,11 @@
 
 namespace annals {
 
+namespace detail {
+// Parses without libprotobuf's stderr lines (src/aggregate.cpp; also declared in aggregate.hpp).
+bool parse_payload(google::protobuf::MessageLite& message, std::string_view bytes);
+}  // namespace detail
+
 class upcasters {
  public:
   // Adds a step. `step` is called as To step(const From&). Events of type From stored at a
@@ -47,7 +52,7 @@ class upcasters {
              std::string(To::descriptor()->full_name()), to_version,
              [step = std::move(step)](const std::string& in, std::string& out) mutable {
                From from;
-               if (!from.ParseFromString(in)) return false;
+               if (!detail::parse_payload(from, in)) return false;
                To to = step(std::as_const(from));
                return to.SerializeToString(&out);
              });
