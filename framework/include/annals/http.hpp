@@ -49,6 +49,7 @@
 #pragma once
 
 #include <annals/event_store.hpp>
+#include <annals/store_ref.hpp>
 #include <annals/result.hpp>
 
 #include <chrono>
@@ -111,10 +112,10 @@ using http_handler = std::function<http_response(const http_request&)>;
 
 class http_server {
  public:
-  // Opens the store at store_uri for reading (a path, sqlite:PATH or postgresql://...).
-  // Errors: the store's; invalid_argument for bad options.
-  static result<std::unique_ptr<http_server>> open(const std::string& store_uri,
-                                                   http_options options = {});
+  // Serves a store (annals/store_ref.hpp): a handle, read and appended through (its
+  // upcasters: leave options.upcast empty), or a path, sqlite:PATH or postgresql://... it
+  // opens itself. Errors: the store's; invalid_argument for bad options or a store double.
+  static result<std::unique_ptr<http_server>> open(store_ref store, http_options options = {});
   virtual ~http_server() = default;  // stops
 
   // Adds a route. pattern: "/accounts/{id}/statement" ({name} matches one segment). write:

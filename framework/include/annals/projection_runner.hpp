@@ -20,6 +20,7 @@
 
 #include <annals/catch_up.hpp>
 #include <annals/projection.hpp>
+#include <annals/store_ref.hpp>
 
 #include <chrono>
 #include <cstdint>
@@ -110,12 +111,15 @@ struct runner_options {
 
 class projection_runner {
  public:
-  // Opens a runner for these projections on an existing store: a path, sqlite:PATH or
-  // postgresql://..., as for open_store. Creates the bookkeeping tables and each projection's
-  // tables if missing. Errors: not_found (no store there), corruption/io as for open_store.
-  // On PostgreSQL the runner holds four connections: its writer, its reader, one for its
-  // advisory locks and one LISTEN-ing (plus the store's pool of 2).
-  static result<std::unique_ptr<projection_runner>> open(const std::string& store_uri,
+  // Opens a runner for these projections on a store (annals/store_ref.hpp: a handle, or a
+  // path, sqlite:PATH or postgresql://... it opens itself). Creates the bookkeeping tables
+  // and each projection's tables if missing. On a handle the runner reads through the store
+  // (its pool, its upcasters: leave options.upcast empty) and opens beside it a writer and a
+  // reader connection, and on PostgreSQL one for its advisory locks and one LISTEN-ing.
+  // Errors: not_found (no store at the URI), corruption/io as for open_store,
+  // invalid_argument (a store double, or upcasters other than the store's), read_only (a
+  // store opened read-only).
+  static result<std::unique_ptr<projection_runner>> open(store_ref store,
                                                          projection_list projections,
                                                          runner_options options = {});
   virtual ~projection_runner() = default;

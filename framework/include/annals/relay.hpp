@@ -84,11 +84,12 @@ struct relay_options {
 class relay {
  public:
   // Connects to NATS (errc::io naming the URL when unreachable), creates the JetStream stream
-  // if asked and missing, and opens the subscription "relay:<name>" on the store (a path,
-  // sqlite:PATH or postgresql://...). Errors: the subscription's (annals/subscription.hpp),
+  // if asked and missing, and opens the subscription "relay:<name>" on the store (a handle, or
+  // a path, sqlite:PATH or postgresql://...: annals/store_ref.hpp). Errors: the
+  // subscription's (annals/subscription.hpp),
   // io (broker), not_found (no stream and create_stream false), invalid_argument (bad name,
   // prefix or stream name).
-  static result<std::unique_ptr<relay>> open(const std::string& store_uri, std::string name,
+  static result<std::unique_ptr<relay>> open(store_ref store, std::string name,
                                              relay_options options = {});
   ~relay();
   relay(const relay&) = delete;

@@ -7,7 +7,7 @@
 // both backends (see annals/sql.hpp for types and what differs; sql_tx::dialect() tells which
 // one it is, for the rare statement that must differ, such as BLOB versus BYTEA in DDL).
 //
-//   auto db = annals::sql_database::open("bank.db").value_or_throw();
+//   auto db = annals::sql_database::open(store).value_or_throw();  // or a path / URI
 //   auto ok = db->write([&](annals::sql_tx& tx) -> annals::result<void> {
 //     auto n = tx.exec("INSERT INTO seen (id) VALUES (?1) ON CONFLICT (id) DO NOTHING", {id});
 //     if (!n) return n.error();
@@ -20,6 +20,7 @@
 #pragma once
 
 #include <annals/sql.hpp>
+#include <annals/store_ref.hpp>
 
 #include <cstdint>
 #include <functional>
@@ -41,11 +42,12 @@ struct sql_database_options {
 
 class sql_database {
  public:
-  // Opens the database of the store at `store_uri` (a path, sqlite:PATH or postgresql://...,
-  // as for open_store). The store must exist: this never creates one. Errors: not_found or io
-  // (no SQLite file there, a PostgreSQL server that cannot be reached), invalid_argument (an
-  // unsupported URI).
-  static result<std::unique_ptr<sql_database>> open(const std::string& store_uri,
+  // Opens the database of a store (annals/store_ref.hpp: a handle, or a path, sqlite:PATH or
+  // postgresql://...) on a connection of its own. The store must exist: this never creates
+  // one. Errors: not_found or io (no SQLite file there, a PostgreSQL server that cannot be
+  // reached), invalid_argument (an unsupported URI, a store double), read_only (a handle
+  // opened read-only).
+  static result<std::unique_ptr<sql_database>> open(store_ref store,
                                                     sql_database_options options = {});
   virtual ~sql_database() = default;
 

@@ -34,6 +34,7 @@
 
 #include <annals/catch_up.hpp>
 #include <annals/event_store.hpp>
+#include <annals/store_ref.hpp>
 
 #include <chrono>
 #include <cstdint>
@@ -127,20 +128,20 @@ struct parked_delivery {
 
 class subscription {
  public:
-  // Opens the subscription `name` (1..200 bytes of UTF-8) on an existing store (a path,
-  // sqlite:PATH or postgresql://...). Creates its row and tables when missing. A stored filter
-  // that differs from options.filter is invalid_argument (a subscription's checkpoint means
-  // nothing for another filter: use a new name, or subscription_admin::reset()).
-  static result<std::unique_ptr<subscription>> open(const std::string& store_uri,
-                                                    std::string name,
+  // Opens the subscription `name` (1..200 bytes of UTF-8) on a store (annals/store_ref.hpp:
+  // a handle, or a path, sqlite:PATH or postgresql://... it opens itself). Creates its row
+  // and tables when missing. A stored filter that differs from options.filter is
+  // invalid_argument (a subscription's checkpoint means nothing for another filter: use a
+  // new name, or subscription_admin::reset()). On a handle, events are read through the store
+  // (its upcasters: leave options.upcast empty); a store double is invalid_argument and a
+  // read-only store read_only.
+  static result<std::unique_ptr<subscription>> open(store_ref store, std::string name,
                                                     subscription_handler handler,
                                                     subscription_options options = {});
-  static result<std::unique_ptr<subscription>> open(const std::string& store_uri,
-                                                    std::string name,
+  static result<std::unique_ptr<subscription>> open(store_ref store, std::string name,
                                                     subscription_batch_handler handler,
                                                     subscription_options options = {});
-  static result<std::unique_ptr<subscription>> open(const std::string& store_uri,
-                                                    std::string name,
+  static result<std::unique_ptr<subscription>> open(store_ref store, std::string name,
                                                     subscription_tx_handler handler,
                                                     subscription_options options = {});
   virtual ~subscription() = default;  // stops
@@ -172,15 +173,15 @@ class subscription {
 // Not thread-safe: one object per thread.
 class subscription_admin {
  public:
-  // Opens an existing store (a path, sqlite:PATH or postgresql://...; missing: not_found)
-  // writable, as open_store() does: a store of an older storage format is upgraded.
-  static result<std::unique_ptr<subscription_admin>> open(const std::string& store_uri);
+  // Opens an existing store (a handle, or a path, sqlite:PATH or postgresql://...; missing:
+  // not_found) writable, as open_store() does: a store of an older storage format is upgraded.
+  static result<std::unique_ptr<subscription_admin>> open(store_ref store);
   // Opens an existing store read-only (SQLite SQLITE_OPEN_READONLY; PostgreSQL read-only
   // transactions): it writes nothing, creates no tables and upgrades no older format, so it
   // works on a read-only file and leaves an inspected store as it was (`annals serve`,
   // /metrics). list() and parked() work; retry(), skip() and remove() fail with
   // errc::read_only.
-  static result<std::unique_ptr<subscription_admin>> open_read_only(const std::string& store_uri);
+  static result<std::unique_ptr<subscription_admin>> open_read_only(store_ref store);
   virtual ~subscription_admin() = default;
   virtual result<std::vector<subscription_status>> list() = 0;  // by name
   virtual result<std::vector<parked_delivery>> parked(std::string_view name) = 0;

@@ -4,6 +4,7 @@
 #include "http/internal.hpp"
 #include "http/server_impl.hpp"
 #include "metrics.hpp"
+#include "store/uri.hpp"
 
 #include <annals/admin.hpp>
 #include <annals/trace.hpp>
@@ -200,7 +201,7 @@ result<std::int64_t> parse_int(const http_request& r, std::string_view name,
 }
 
 server_impl::server_impl(std::string uri, http_options o, std::unique_ptr<store_admin> admin,
-                         std::unique_ptr<event_store> reader)
+                         std::shared_ptr<event_store> reader)
     : uri_(std::move(uri)), o_(std::move(o)), admin_(std::move(admin)), reader_(std::move(reader)) {
   if (!o_.log) o_.log = default_log;
   add_builtin_routes();
@@ -469,7 +470,7 @@ http_response server_impl::store_error(const error& e) {
 
 }  // namespace http_detail
 
-result<std::unique_ptr<http_server>> http_server::open(const std::string& store_uri,
+result<std::unique_ptr<http_server>> http_server::open(store_ref store,
                                                        http_options options) {
   if (options.port < 0 || options.port > 65535)
     return error(errc::invalid_argument, "port must be 0..65535");
@@ -483,10 +484,18 @@ result<std::unique_ptr<http_server>> http_server::open(const std::string& store_
     return error(errc::invalid_argument, "sse_max_buffer_bytes must be at least 1024");
   if (options.max_requests_per_second < 0)
     return error(errc::invalid_argument, "max_requests_per_second must not be negative");
+  std::string store_uri = store.uri();
+  std::shared_ptr<event_store> reader = store.handle();
+  if (reader) {
+    // Served and appended through the handle; the admin's own store beside it reads stored
+    // events as they are (verify, export).
+    auto opened = store::for_component(*reader, options.upcast, false, "HTTP servers");
+    if (!opened) return std::move(opened).error();
+    store_uri = (*opened)->where().uri();
+  }
   auto admin = open_admin(store_uri, false);
   if (!admin) return std::move(admin).error();
-  std::unique_ptr<event_store> reader;
-  if (options.upcast) {
+  if (!reader && options.upcast) {
     // The admin's store reads stored events as they are; events served go through these.
     sqlite_options so;
     so.read_only = true;

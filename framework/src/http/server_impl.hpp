@@ -97,7 +97,7 @@ class sse_pump {
 class server_impl final : public http_server {
  public:
   server_impl(std::string uri, http_options o, std::unique_ptr<store_admin> admin,
-              std::unique_ptr<event_store> reader);
+              std::shared_ptr<event_store> reader);
   ~server_impl() override;
 
   void route(std::string method, std::string pattern, http_handler handler,
@@ -136,7 +136,7 @@ class server_impl final : public http_server {
   http_options o_;
   std::unique_ptr<store_admin> admin_;
   std::mutex admin_mu_;
-  std::unique_ptr<event_store> reader_;  // with the upcasters, when there are some
+  std::shared_ptr<event_store> reader_;  // with the upcasters, when there are some
   std::unique_ptr<subscription_admin> subs_;
   std::mutex subs_mu_;
   bool subs_failed_ = false;

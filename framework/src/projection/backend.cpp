@@ -3,6 +3,7 @@
 #include "store/postgres/pg_coordination.hpp"
 #include "store/postgres/pg_sql.hpp"
 #include "store/prepared.hpp"
+#include "store/uri.hpp"
 
 #include <fcntl.h>
 #include <fmt/format.h>
@@ -102,25 +103,17 @@ result<void> in_write_tx(sql_connection& c, const std::function<result<void>(sql
   return c.exec("COMMIT", "cannot commit a write transaction");
 }
 
-result<backend> open_backend(const std::string& uri, const backend_options& o,
-                             std::string_view what) {
-  backend b;
-  auto& [store, writer, reader, coordination] = b;
-  if (uri.rfind("postgresql://", 0) == 0 || uri.rfind("postgres://", 0) == 0) {
-    postgres_options po;
-    po.lock_timeout_ms = o.busy_timeout_ms;
-    po.create_if_missing = false;  // a runner reads a store; it never invents one
-    po.upcast = o.upcast;
-    po.pool_size = 2;
-    po.read_only = o.read_only;
-    if (!o.sql_only) {
-      auto s = open_postgres_store(uri, po);
-      if (!s) return std::move(s).error();
-      store = std::move(s).value();
-    }
+namespace {
+
+// The component's own connections on the database at `where` (no store, no coordination).
+result<void> open_connections(backend& b, const store::location& where,
+                              const backend_options& o) {
+  auto& writer = b.writer;
+  auto& reader = b.reader;
+  if (where.postgres()) {
     for (auto* slot : {&writer, &reader}) {
-      if (slot == &reader && !o.reader) continue;
-      auto c = pg::connection::open(uri, 10);
+      if (slot == &reader && (o.sql_only || !o.reader)) continue;
+      auto c = pg::connection::open(where.target, 10);
       if (!c) return std::move(c).error();
       *slot = std::make_unique<pg::sql_conn>(std::move(c).value());
     }
@@ -130,54 +123,83 @@ result<backend> open_backend(const std::string& uri, const backend_options& o,
     auto settings = fmt::format("SET synchronous_commit = off; SET lock_timeout = {}{}",
                                 o.busy_timeout_ms,
                                 o.read_only ? "; SET default_transaction_read_only = on" : "");
-    if (auto r = writer->exec(settings.c_str(), "cannot configure the projection connection");
-        !r) {
-      return r.error();
-    }
-    if (o.sql_only || o.read_only) return b;
-    auto c = pg::open_coordination(uri);
-    if (!c) return std::move(c).error();
-    coordination = std::move(c).value();
-  } else if (uri.find("://") != std::string::npos) {
-    return error(errc::invalid_argument,
-                 fmt::format("unsupported store URI '{}' for {} (use a path, "
-                             "sqlite:PATH or postgresql://...)",
-                             uri, what));
+    return writer->exec(settings.c_str(), "cannot configure the projection connection");
+  }
+  int timeout = static_cast<int>(o.busy_timeout_ms);
+  auto w = sqlite::connection::open(
+      where.target, o.read_only ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE, timeout);
+  if (!w) return std::move(w).error();
+  // Read models are derived data: a projection commit lost to a power cut rolls the model
+  // and its checkpoint back together (WAL keeps them consistent), and the events are
+  // replayed. So the runner's commits need not each wait for fsync; the events' own commits
+  // stay FULL. A larger page cache keeps a rebuild's random-order inserts (statements) off
+  // the disk.
+  if (auto r = w->exec("PRAGMA synchronous=NORMAL", "cannot set durability"); !r) return r;
+  if (auto r = w->exec("PRAGMA cache_size=-32768", "cannot size the cache"); !r) return r;
+  writer = std::make_unique<sqlite_sql_connection>(std::move(w).value());
+  if (o.sql_only || !o.reader) return {};
+  auto rd = sqlite::connection::open(where.target, SQLITE_OPEN_READONLY, timeout);
+  if (!rd) return std::move(rd).error();
+  reader = std::make_unique<sqlite_sql_connection>(std::move(rd).value());
+  return {};
+}
+
+}  // namespace
+
+namespace {
+
+// `uri` opened for a component: a pool of 2, never created (not_found).
+result<std::shared_ptr<event_store>> open_for_component(const store::location& where,
+                                                        const backend_options& o) {
+  if (where.postgres()) {
+    postgres_options po;
+    po.lock_timeout_ms = o.busy_timeout_ms;
+    po.create_if_missing = false;
+    po.upcast = o.upcast;
+    po.pool_size = 2;
+    po.read_only = o.read_only;
+    auto s = open_postgres_store(where.target, po);
+    if (!s) return std::move(s).error();
+    return std::shared_ptr<event_store>(std::move(s).value());
+  }
+  sqlite_options so;
+  so.busy_timeout_ms = o.busy_timeout_ms;
+  so.create_if_missing = false;
+  so.upcast = o.upcast;
+  so.read_only = o.read_only;
+  auto s = open_sqlite_store(where.target, so);
+  if (!s) return std::move(s).error();
+  return std::shared_ptr<event_store>(std::move(s).value());
+}
+
+}  // namespace
+
+result<backend> open_backend(const store_ref& ref, const backend_options& o,
+                             std::string_view what) {
+  backend b;
+  if (ref.handle()) {
+    auto opened = store::for_component(*ref.handle(), o.upcast, !o.read_only, what);
+    if (!opened) return std::move(opened).error();
+    b.where = (*opened)->where();
+    if (!o.sql_only) b.store = ref.handle();
   } else {
-    const std::string path = uri.rfind("sqlite:", 0) == 0 ? uri.substr(7) : uri;
-    sqlite_options so;
-    so.busy_timeout_ms = o.busy_timeout_ms;
-    so.create_if_missing = false;  // a runner reads a store; it never invents one
-    so.upcast = o.upcast;
-    so.read_only = o.read_only;
+    auto where = store::parse_uri(ref.uri());
+    if (!where) return std::move(where).error();
+    b.where = std::move(where).value();
     if (!o.sql_only) {
-      auto s = open_sqlite_store(path, so);
+      auto s = open_for_component(b.where, o);
       if (!s) return std::move(s).error();
-      store = std::move(s).value();
+      b.store = std::move(s).value();
     }
-    int timeout = static_cast<int>(o.busy_timeout_ms);
-    auto w = sqlite::connection::open(
-        path, o.read_only ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE, timeout);
-    if (!w) return std::move(w).error();
-    // Read models are derived data: a projection commit lost to a power cut rolls the model
-    // and its checkpoint back together (WAL keeps them consistent), and the events are
-    // replayed. So the runner's commits need not each wait for fsync; the events' own commits
-    // stay FULL. A larger page cache keeps a rebuild's random-order inserts (statements) off
-    // the disk.
-    if (auto r = w->exec("PRAGMA synchronous=NORMAL", "cannot set durability"); !r) {
-      return r.error();
-    }
-    if (auto r = w->exec("PRAGMA cache_size=-32768", "cannot size the cache"); !r) {
-      return r.error();
-    }
-    writer = std::make_unique<sqlite_sql_connection>(std::move(w).value());
-    if (o.sql_only) return b;
-    if (o.reader) {
-      auto rd = sqlite::connection::open(path, SQLITE_OPEN_READONLY, timeout);
-      if (!rd) return std::move(rd).error();
-      reader = std::make_unique<sqlite_sql_connection>(std::move(rd).value());
-    }
-    if (!o.read_only) coordination = std::make_unique<sqlite_coordination>(path);
+  }
+  if (auto r = open_connections(b, b.where, o); !r) return r.error();
+  if (o.sql_only || o.read_only) return b;
+  if (b.where.postgres()) {
+    auto c = pg::open_coordination(b.where.target);
+    if (!c) return std::move(c).error();
+    b.coordination = std::move(c).value();
+  } else {
+    b.coordination = std::make_unique<sqlite_coordination>(b.where.target);
   }
   return b;
 }

@@ -4,8 +4,10 @@
 #include <annals/projection.hpp>
 #include <annals/read_model.hpp>
 #include <annals/sql.hpp>
+#include <annals/store_ref.hpp>
 
 #include "store/sqlite/sqlite.hpp"
+#include "store/uri.hpp"
 
 #include <chrono>
 #include <memory>
@@ -103,25 +105,29 @@ class runner_coordination {
 
 // A store opened for a runner or a subscription, with SQL connections on its database.
 struct backend {
-  std::unique_ptr<event_store> store;    // never creates a store (not_found)
+  std::shared_ptr<event_store> store;      // shared with the application when given a handle
   std::unique_ptr<sql_connection> writer;  // bookkeeping and read-model writes
   std::unique_ptr<sql_connection> reader;  // read-only queries; only when asked
   std::unique_ptr<runner_coordination> coordination;
+  store::location where;  // the database, to open more connections on it
 };
 struct backend_options {
   std::int64_t busy_timeout_ms = 10000;
+  // Opening from a URI: the store's upcasters. On a handle: null or the store's own.
   std::shared_ptr<const upcasters> upcast;
   bool reader = false;
-  bool sql_only = false;  // only the writer connection: no store, no coordination
+  bool sql_only = false;  // only the writer connection: no store, no coordination (URI only)
   // Nothing written: the store opened read_only (an older format is not upgraded), the
   // "writer" connection read-only too (SQLite SQLITE_OPEN_READONLY, PostgreSQL
   // default_transaction_read_only), no coordination. For readers of the bookkeeping.
   bool read_only = false;
 };
-// Opens `uri` (a path, sqlite:PATH or postgresql://...). The writer commits without waiting
-// for the disk (synchronous NORMAL / synchronous_commit off): what it writes is derived or
-// redone after a crash. `what` names the user in errors ("projections").
-result<backend> open_backend(const std::string& uri, const backend_options& o,
+// The store and the connections a component needs on its database (store_ref: a handle
+// Annals opened, or a URI opened here with a pool of 2 and never created: not_found). A double
+// is invalid_argument; a read-only handle is read_only unless o.read_only. The writer commits
+// without waiting for the disk (synchronous NORMAL / synchronous_commit off): what it writes
+// is derived or redone after a crash. `what` names the user in errors ("projections").
+result<backend> open_backend(const store_ref& store, const backend_options& o,
                              std::string_view what);
 
 // Runs fn in a write transaction on c (SQLite: BEGIN IMMEDIATE, the write lock; PostgreSQL:

@@ -117,7 +117,7 @@ struct stored_state {
 
 class runner_impl final : public projection_runner {
  public:
-  runner_impl(projection_list defs, runner_options o, std::unique_ptr<event_store> store,
+  runner_impl(projection_list defs, runner_options o, std::shared_ptr<event_store> store,
               std::unique_ptr<sql_connection> writer, std::unique_ptr<sql_connection> reader,
               std::unique_ptr<detail::runner_coordination> coordination)
       : defs_(std::move(defs)),
@@ -973,7 +973,7 @@ class runner_impl final : public projection_runner {
 
   projection_list defs_;
   runner_options o_;
-  std::unique_ptr<event_store> store_;
+  std::shared_ptr<event_store> store_;  // shared with the application when opened on a handle
   const std::shared_ptr<store::commit_signal> commits_;  // raised by commits to store_
 
   std::mutex write_mu_;  // one transaction at a time on writer_
@@ -1130,9 +1130,9 @@ result<void> init_projections(sql_connection& c, const projection_list& defs) {
 }
 }  // namespace detail
 
-result<std::unique_ptr<projection_runner>> projection_runner::open(const std::string& uri,
-                                                                   projection_list projections,
-                                                                   runner_options options) {
+namespace {
+
+result<void> check_runner(const projection_list& projections, const runner_options& options) {
   std::map<std::string, int> seen;
   for (const auto& p : projections) {
     if (!p || p->name.empty()) return error(errc::invalid_argument, "a projection has no name");
@@ -1148,16 +1148,24 @@ result<std::unique_ptr<projection_runner>> projection_runner::open(const std::st
   if (options.batch_size <= 0 || options.max_attempts <= 0) {
     return error(errc::invalid_argument, "batch_size and max_attempts must be > 0");
   }
+  return {};
+}
+
+}  // namespace
+
+result<std::unique_ptr<projection_runner>> projection_runner::open(store_ref store,
+                                                                   projection_list projections,
+                                                                   runner_options options) {
+  if (auto r = check_runner(projections, options); !r) return r.error();
   detail::backend_options bo;
   bo.busy_timeout_ms = options.busy_timeout_ms;
   bo.upcast = options.upcast;
   bo.reader = true;
-  auto b = detail::open_backend(uri, bo, "projections");
+  auto b = detail::open_backend(store, bo, "projections");
   if (!b) return std::move(b).error();
-  auto& [store, writer, reader, coordination] = b.value();
-  auto runner = std::make_unique<runner_impl>(std::move(projections), options, std::move(store),
-                                              std::move(writer), std::move(reader),
-                                              std::move(coordination));
+  auto runner = std::make_unique<runner_impl>(std::move(projections), options,
+                                              std::move(b->store), std::move(b->writer),
+                                              std::move(b->reader), std::move(b->coordination));
   if (auto r = runner->init(); !r) return r.error();
   return std::unique_ptr<projection_runner>(std::move(runner));
 }

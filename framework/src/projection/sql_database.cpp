@@ -36,7 +36,7 @@ class database final : public sql_database {
 
 }  // namespace
 
-result<std::unique_ptr<sql_database>> sql_database::open(const std::string& store_uri,
+result<std::unique_ptr<sql_database>> sql_database::open(store_ref store,
                                                          sql_database_options options) {
   if (options.busy_timeout_ms < 0) {
     return error(errc::invalid_argument, "sql_database_options::busy_timeout_ms is negative");
@@ -44,7 +44,7 @@ result<std::unique_ptr<sql_database>> sql_database::open(const std::string& stor
   detail::backend_options bo;
   bo.busy_timeout_ms = options.busy_timeout_ms;
   bo.sql_only = true;
-  auto b = detail::open_backend(store_uri, bo, "application tables");
+  auto b = detail::open_backend(store, bo, "application tables");
   if (!b) return std::move(b).error();
   auto& conn = *b->writer;
   // open_backend sets up a writer for derived data (commits not waiting for the disk).

@@ -343,7 +343,7 @@ struct relay::impl {
 relay::relay(std::unique_ptr<impl> p) : impl_(std::move(p)) {}
 relay::~relay() = default;
 
-result<std::unique_ptr<relay>> relay::open(const std::string& store_uri, std::string name,
+result<std::unique_ptr<relay>> relay::open(store_ref store, std::string name,
                                            relay_options options) {
   if (auto r = check_prefix(options.subject_prefix); !r) return r.error();
   if (auto r = check_js_name(options.stream, "JetStream stream name"); !r) return r.error();
@@ -389,7 +389,7 @@ result<std::unique_ptr<relay>> relay::open(const std::string& store_uri, std::st
   so.log = p->log;
   impl* self = p.get();
   auto sub = subscription::open(
-      store_uri, p->sub_name,
+      std::move(store), p->sub_name,
       subscription_batch_handler(
           [self](const std::vector<recorded_event>& batch, std::size_t& handled) {
             return self->publish(batch, handled);

@@ -1,4 +1,5 @@
 #include "store/prepared.hpp"
+#include "store/uri.hpp"
 
 #include "annals/v1/envelope.pb.h"
 
@@ -412,7 +413,7 @@ std::shared_ptr<commit_signal> commit_signal_for(const std::string& identity) {
 }
 
 std::shared_ptr<commit_signal> commits_of(const event_store& s) {
-  if (const auto* source = dynamic_cast<const commit_source*>(&s)) return source->commits();
+  if (const auto* source = opened(s)) return source->commits();
   return std::make_shared<commit_signal>();
 }
 

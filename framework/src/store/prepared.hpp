@@ -148,14 +148,8 @@ class commit_signal {
 // the same store in this process gets the same signal, for as long as one holds it.
 std::shared_ptr<commit_signal> commit_signal_for(const std::string& identity);
 
-// Implemented by the stores Annals opens.
-class commit_source {
- public:
-  virtual ~commit_source() = default;
-  virtual const std::shared_ptr<commit_signal>& commits() const noexcept = 0;
-};
-// The signal of `s`; for a store that is not a commit_source (a test double), a signal of its
-// own that nothing raises: those who wait on it poll.
+// The signal of `s` (store::opened_store::commits); for a store Annals did not open (a test
+// double), a signal of its own that nothing raises: those who wait on it poll.
 std::shared_ptr<commit_signal> commits_of(const event_store& s);
 
 }  // namespace annals::store

@@ -961,7 +961,7 @@ result<void> check_name(std::string_view name) {
   return {};
 }
 
-result<std::unique_ptr<subscription>> open_impl(const std::string& uri, std::string name,
+result<std::unique_ptr<subscription>> open_impl(const store_ref& store, std::string name,
                                                 subscription_batch_handler handler,
                                                 subscription_options o,
                                                 subscription_tx_handler tx = {}) {
@@ -980,11 +980,12 @@ result<std::unique_ptr<subscription>> open_impl(const std::string& uri, std::str
   detail::backend_options bo;
   bo.busy_timeout_ms = o.busy_timeout_ms;
   bo.upcast = o.upcast;
-  auto b = detail::open_backend(uri, bo, "subscriptions");
+  auto b = detail::open_backend(store, bo, "subscriptions");
   if (!b) return std::move(b).error();
+  std::string uri = b->where.uri();  // for the connections opened later (status, lease keeper)
   auto s = std::make_unique<subscription_impl>(std::move(name), std::move(handler), std::move(o),
                                                std::move(b).value());
-  s->set_uri(uri);
+  s->set_uri(std::move(uri));
   s->set_tx_handler(std::move(tx));
   if (auto r = s->init(); !r) return r.error();
   return std::unique_ptr<subscription>(std::move(s));
@@ -1108,11 +1109,11 @@ class admin_impl final : public subscription_admin {
   const bool read_only_;
 };
 
-result<std::unique_ptr<subscription_admin>> open_admin_on(const std::string& store_uri,
+result<std::unique_ptr<subscription_admin>> open_admin_on(const store_ref& store,
                                                           bool read_only) {
   detail::backend_options bo;
   bo.read_only = read_only;
-  auto b = detail::open_backend(store_uri, bo, "subscriptions");
+  auto b = detail::open_backend(store, bo, "subscriptions");
   if (!b) return std::move(b).error();
   return std::unique_ptr<subscription_admin>(
       std::make_unique<admin_impl>(std::move(b).value(), read_only));
@@ -1120,8 +1121,7 @@ result<std::unique_ptr<subscription_admin>> open_admin_on(const std::string& sto
 
 }  // namespace
 
-result<std::unique_ptr<subscription>> subscription::open(const std::string& store_uri,
-                                                         std::string name,
+result<std::unique_ptr<subscription>> subscription::open(store_ref store, std::string name,
                                                          subscription_handler handler,
                                                          subscription_options options) {
   if (!handler) return error(errc::invalid_argument, "a subscription needs a handler");
@@ -1140,11 +1140,10 @@ result<std::unique_ptr<subscription>> subscription::open(const std::string& stor
     }
     return {};
   };
-  return open_impl(store_uri, std::move(name), std::move(batch), std::move(options));
+  return open_impl(store, std::move(name), std::move(batch), std::move(options));
 }
 
-result<std::unique_ptr<subscription>> subscription::open(const std::string& store_uri,
-                                                         std::string name,
+result<std::unique_ptr<subscription>> subscription::open(store_ref store, std::string name,
                                                          subscription_batch_handler handler,
                                                          subscription_options options) {
   if (!handler) return error(errc::invalid_argument, "a subscription needs a handler");
@@ -1171,25 +1170,23 @@ result<std::unique_ptr<subscription>> subscription::open(const std::string& stor
     for (auto& step : steps) step.reset();  // written in position order
     return r;
   };
-  return open_impl(store_uri, std::move(name), std::move(traced), std::move(options));
+  return open_impl(store, std::move(name), std::move(traced), std::move(options));
 }
 
-result<std::unique_ptr<subscription>> subscription::open(const std::string& store_uri,
-                                                         std::string name,
+result<std::unique_ptr<subscription>> subscription::open(store_ref store, std::string name,
                                                          subscription_tx_handler handler,
                                                          subscription_options options) {
   if (!handler) return error(errc::invalid_argument, "a subscription needs a handler");
-  return open_impl(store_uri, std::move(name), {}, std::move(options), std::move(handler));
+  return open_impl(store, std::move(name), {}, std::move(options), std::move(handler));
 }
 
-result<std::unique_ptr<subscription_admin>> subscription_admin::open(
-    const std::string& store_uri) {
-  return open_admin_on(store_uri, false);
+result<std::unique_ptr<subscription_admin>> subscription_admin::open(store_ref store) {
+  return open_admin_on(store, false);
 }
 
 result<std::unique_ptr<subscription_admin>> subscription_admin::open_read_only(
-    const std::string& store_uri) {
-  return open_admin_on(store_uri, true);
+    store_ref store) {
+  return open_admin_on(store, true);
 }
 
 }  // namespace annals

@@ -25,6 +25,7 @@
 #include "store/postgres/pg_sql.hpp"
 #include "store/checksum.hpp"
 #include "store/prepared.hpp"
+#include "store/uri.hpp"
 
 #include <annals/fault.hpp>
 #include <annals/schema.hpp>
@@ -249,9 +250,12 @@ class snapshot_writer {
   std::thread thread_;  // started on the first save
 };
 
-class pg_store final : public event_store, public store::commit_source {
+class pg_store final : public event_store, public store::opened_store {
  public:
-  pg_store(std::string uri, postgres_options o) : uri_(std::move(uri)), options_(std::move(o)) {}
+  pg_store(std::string uri, postgres_options o)
+      : uri_(std::move(uri)),
+        where_{store::location::backend::postgres, uri_},
+        options_(std::move(o)) {}
 
   // ---- connection pool ------------------------------------------------------------------
 
@@ -721,6 +725,11 @@ class pg_store final : public event_store, public store::commit_source {
     return stream_version_on(*l.conn, stream_id);
   }
 
+  const store::location& where() const noexcept override { return where_; }
+  bool read_only() const noexcept override { return options_.read_only; }
+  const std::shared_ptr<const upcasters>& upcast() const noexcept override {
+    return options_.upcast;
+  }
   const std::shared_ptr<store::commit_signal>& commits() const noexcept override {
     return commits_;
   }
@@ -832,6 +841,7 @@ class pg_store final : public event_store, public store::commit_source {
   }
 
   std::string uri_;
+  const store::location where_;
   postgres_options options_;
   std::mutex pool_mu_;
   std::vector<std::unique_ptr<connection>> idle_;

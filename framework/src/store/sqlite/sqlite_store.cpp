@@ -20,6 +20,7 @@
 #include "store/prepared.hpp"
 #include "store/sqlite/snapshot_writer.hpp"
 #include "store/sqlite/sqlite.hpp"
+#include "store/uri.hpp"
 
 #include <annals/fault.hpp>
 #include <annals/schema.hpp>
@@ -168,10 +169,11 @@ struct reader {
 };
 constexpr std::size_t max_cached_names = 100000;
 
-class sqlite_store final : public event_store, public store::commit_source {
+class sqlite_store final : public event_store, public store::opened_store {
  public:
   sqlite_store(std::string path, sqlite_options o, connection writer, writer_statements ws)
       : path_(std::move(path)),
+        where_{store::location::backend::sqlite, path_},
         options_(std::move(o)),
         writer_(std::move(writer)),
         ws_(std::move(ws)),
@@ -395,6 +397,11 @@ class sqlite_store final : public event_store, public store::commit_source {
     return lease.r->version.column_int64(0);
   }
 
+  const store::location& where() const noexcept override { return where_; }
+  bool read_only() const noexcept override { return options_.read_only; }
+  const std::shared_ptr<const upcasters>& upcast() const noexcept override {
+    return options_.upcast;
+  }
   const std::shared_ptr<store::commit_signal>& commits() const noexcept override {
     return commits_;
   }
@@ -902,6 +909,7 @@ class sqlite_store final : public event_store, public store::commit_source {
   };
 
   std::string path_;
+  const store::location where_;
   sqlite_options options_;
 
   connection writer_;  // used only by the current leader
@@ -1106,29 +1114,19 @@ result<std::unique_ptr<event_store>> open_sqlite_store(const std::string& path,
 }
 
 result<std::unique_ptr<event_store>> open_store(std::string_view uri, sqlite_options options) {
-  constexpr std::string_view sqlite_scheme = "sqlite:";
-  if (uri.substr(0, sqlite_scheme.size()) == sqlite_scheme) {
-    return open_sqlite_store(std::string(uri.substr(sqlite_scheme.size())), std::move(options));
-  }
-  if (uri.starts_with("postgresql://") || uri.starts_with("postgres://")) {
-    postgres_options po;
-    po.inline_projections = std::move(options.inline_projections);
-    po.max_inline_lag = options.max_inline_lag;
-    po.lock_timeout_ms = options.busy_timeout_ms;
-    po.create_if_missing = options.create_if_missing;
-    po.read_only = options.read_only;
-    po.clock = std::move(options.clock);
-    po.id_source = std::move(options.id_source);
-    po.upcast = std::move(options.upcast);
-    return open_postgres_store(std::string(uri), std::move(po));
-  }
-  if (auto colon = uri.find("://"); colon != std::string_view::npos) {
-    return error(errc::invalid_argument,
-                 fmt::format("unsupported store URI scheme '{}' (use a path, sqlite:PATH or "
-                             "postgresql://...)",
-                             uri.substr(0, colon)));
-  }
-  return open_sqlite_store(std::string(uri), std::move(options));
+  auto where = store::parse_uri(uri);
+  if (!where) return std::move(where).error();
+  if (!where->postgres()) return open_sqlite_store(where->target, std::move(options));
+  postgres_options po;
+  po.inline_projections = std::move(options.inline_projections);
+  po.max_inline_lag = options.max_inline_lag;
+  po.lock_timeout_ms = options.busy_timeout_ms;
+  po.create_if_missing = options.create_if_missing;
+  po.read_only = options.read_only;
+  po.clock = std::move(options.clock);
+  po.id_source = std::move(options.id_source);
+  po.upcast = std::move(options.upcast);
+  return open_postgres_store(where->target, std::move(po));
 }
 
 }  // namespace annals

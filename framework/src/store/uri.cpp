@@ -1,0 +1,58 @@
+// Store URIs, parsed in one place.
+#include "store/uri.hpp"
+
+#include <fmt/format.h>
+
+namespace annals::store {
+
+std::string location::uri() const { return postgres() ? target : "sqlite:" + target; }
+
+result<location> parse_uri(std::string_view uri) {
+  constexpr std::string_view sqlite_scheme = "sqlite:";
+  if (uri.starts_with(sqlite_scheme)) {
+    return location{location::backend::sqlite, std::string(uri.substr(sqlite_scheme.size()))};
+  }
+  if (uri.starts_with("postgresql://") || uri.starts_with("postgres://")) {
+    return location{location::backend::postgres, std::string(uri)};
+  }
+  if (auto colon = uri.find("://"); colon != std::string_view::npos) {
+    return error(errc::invalid_argument,
+                 fmt::format("unsupported store URI scheme '{}' (use a path, sqlite:PATH or "
+                             "postgresql://...)",
+                             uri.substr(0, colon)));
+  }
+  return location{location::backend::sqlite, std::string(uri)};
+}
+
+const opened_store* opened(const event_store& s) noexcept {
+  return dynamic_cast<const opened_store*>(&s);
+}
+
+result<const opened_store*> for_component(const event_store& s,
+                                          const std::shared_ptr<const upcasters>& component_upcast,
+                                          bool writes, std::string_view what) {
+  const auto* o = opened(s);
+  if (!o) {
+    return error(errc::invalid_argument,
+                 fmt::format("{} need a store opened by annals::open_store() (or "
+                             "open_sqlite_store / open_postgres_store): their bookkeeping lives "
+                             "in its database, which a store double does not have",
+                             what));
+  }
+  if (component_upcast && component_upcast != o->upcast()) {
+    return error(errc::invalid_argument,
+                 fmt::format("{} on a store handle read through the store's upcasters: set "
+                             "them once, in the store's options (sqlite_options::upcast), not "
+                             "in the component's",
+                             what));
+  }
+  if (writes && o->read_only()) {
+    return error(errc::read_only,
+                 fmt::format("{} write to the store's database, and this store was opened "
+                             "read-only",
+                             what));
+  }
+  return o;
+}
+
+}  // namespace annals::store

@@ -1,0 +1,51 @@
+// The one parser of store URIs, and what a store opened by Annals tells the components built
+// on it (projection runners, subscriptions, relays, sql_database, the HTTP server).
+#pragma once
+
+#include <annals/event_store.hpp>
+
+#include <memory>
+#include <string>
+#include <string_view>
+
+namespace annals::store {
+
+// A store's database: a SQLite file or a PostgreSQL database.
+struct location {
+  enum class backend { sqlite, postgres };
+  backend kind = backend::sqlite;
+  std::string target;  // the file's path, or the libpq connection URI
+  bool postgres() const noexcept { return kind == backend::postgres; }
+  // The URI that opens it again: "sqlite:PATH" or the PostgreSQL URI.
+  std::string uri() const;
+};
+
+// Parses a path, "sqlite:PATH", "postgresql://..." or "postgres://...". Any other scheme
+// ("x://...") is invalid_argument naming it.
+result<location> parse_uri(std::string_view uri);
+
+class commit_signal;
+
+// Implemented by the stores Annals opens (not by test doubles).
+class opened_store {
+ public:
+  virtual ~opened_store() = default;
+  virtual const std::shared_ptr<commit_signal>& commits() const noexcept = 0;
+  // The database, for the connections a component opens beside the store's own.
+  virtual const location& where() const noexcept = 0;
+  virtual bool read_only() const noexcept = 0;
+  // The upcasters every read from the store applies (null: none).
+  virtual const std::shared_ptr<const upcasters>& upcast() const noexcept = 0;
+};
+
+// `s` as a store Annals opened, or null for a double.
+const opened_store* opened(const event_store& s) noexcept;
+
+// `s` checked for a component (`what`, plural: "projections") built on it: invalid_argument for
+// a double or for upcasters other than the store's (`component_upcast`, null: none given),
+// read_only when the component `writes` and the store was opened read-only.
+result<const opened_store*> for_component(const event_store& s,
+                                          const std::shared_ptr<const upcasters>& component_upcast,
+                                          bool writes, std::string_view what);
+
+}  // namespace annals::store
