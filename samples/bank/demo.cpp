@@ -220,7 +220,9 @@ int run_demo(const demo_options& o, const std::string& self_exe) {
   }
   auto opened = bank::open_store(db);
   if (!opened) return report(opened.error());
-  auto& store = **opened;
+  // One handle: the commands below and the read models are built on it.
+  std::shared_ptr<annals::event_store> handle = std::move(opened).value();
+  auto& store = *handle;
   std::uint64_t seed = o.seed ? o.seed : std::random_device{}();
   std::string run_id = annals::new_uuid_v7().substr(24, 8);
 
@@ -260,7 +262,7 @@ int run_demo(const demo_options& o, const std::string& self_exe) {
   }
   // The read models follow the appends live, in a background thread of this process; appends
   // from the worker processes are picked up by polling the store.
-  auto read_models = bank::open_read_models(db);
+  auto read_models = bank::open_read_models(handle);
   if (!read_models) return report(read_models.error());
   auto& runner = **read_models;
   if (auto r = runner.start(); !r) return report(r.error());

@@ -610,9 +610,12 @@ int serve(const std::string& db, int max_retries, const serve_args& a) {
   sigaddset(&stop_signals, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
 
-  auto store = bank::open_store(db);  // creates a new store: `bank serve` may start empty
-  if (!store) return report(store.error());
-  auto models = open_read_models(db);
+  // Opened once (creating a new store: `bank serve` may start empty); the read models, the
+  // saga, the idempotency keys and the HTTP server are all built on this handle.
+  auto opened = bank::open_store(db);
+  if (!opened) return report(opened.error());
+  std::shared_ptr<annals::event_store> store = std::move(opened).value();
+  auto models = open_read_models(store);
   if (!models) return report(models.error());
   if (auto ok = (*models)->start(); !ok) return report(ok.error());
 
@@ -620,25 +623,24 @@ int serve(const std::string& db, int max_retries, const serve_args& a) {
   if (!a.no_saga) {
     annals::command_options base;
     base.max_retries = max_retries;
-    auto s = open_transfer_saga(db, **store, transfer_saga_options(), base);
+    auto s = open_transfer_saga(store, *store, transfer_saga_options(), base);
     if (!s) return report(s.error());
     if (auto ok = (*s)->start(); !ok) return report(ok.error());
     saga = std::move(*s);
   }
 
-  auto keys = idempotency_keys::open(db, std::chrono::seconds(a.idempotency_timeout_s));
+  auto keys = idempotency_keys::open(store, std::chrono::seconds(a.idempotency_timeout_s));
   if (!keys) return report(keys.error());
 
   annals::http_options o;
   o.bind_address = a.bind;
   o.port = a.port;
   o.write_token = a.token;
-  o.upcast = event_upcasters();
-  auto server = annals::http_server::open(db, o);
+  auto server = annals::http_server::open(store, o);
   if (!server) return report(server.error());
   auto& srv = **server;
 
-  service svc{**store, **models, **keys, max_retries};
+  service svc{*store, **models, **keys, max_retries};
   srv.route("GET", "/accounts", [&](const http_request& r) { return svc.list_accounts(r); });
   srv.route("GET", "/accounts/{id}", [&](const http_request& r) { return svc.get_account(r); });
   srv.route("GET", "/accounts/{id}/statement",

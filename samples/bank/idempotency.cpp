@@ -53,8 +53,8 @@ annals::result<void> create_table(annals::sql_tx& tx) {
 }  // namespace
 
 annals::result<std::unique_ptr<idempotency_keys>> idempotency_keys::open(
-    const std::string& store_uri, std::chrono::milliseconds takeover_after) {
-  auto db = annals::sql_database::open(store_uri);
+    annals::store_ref store, std::chrono::milliseconds takeover_after) {
+  auto db = annals::sql_database::open(std::move(store));
   if (!db) return std::move(db).error();
   // Two servers starting at once on PostgreSQL may race on CREATE TABLE IF NOT EXISTS (a
   // unique violation in the catalog): the second attempt sees the table.

@@ -23,10 +23,10 @@ namespace bank {
 
 class idempotency_keys {
  public:
-  // Opens the store's database and creates the table (or adds the claim columns to a table
+  // Opens the store's database (a handle or a URI) and creates the table (or adds the claim columns to a table
   // of an earlier `bank serve`). `takeover_after`: how old a claim must be to be taken over.
   static annals::result<std::unique_ptr<idempotency_keys>> open(
-      const std::string& store_uri, std::chrono::milliseconds takeover_after);
+      annals::store_ref store, std::chrono::milliseconds takeover_after);
 
   enum class claim_kind {
     claimed,            // a new key: run the request

@@ -165,10 +165,10 @@ annals::projection_list projections() {
 }
 
 annals::result<std::unique_ptr<annals::projection_runner>> open_read_models(
-    std::string_view store_uri, annals::runner_options options) {
-  if (!options.upcast) options.upcast = event_upcasters();
-  return annals::projection_runner::open(std::string(store_uri), projections(),
-                                         std::move(options));
+    annals::store_ref store, annals::runner_options options) {
+  // A handle reads through its own upcasters.
+  if (!options.upcast && !store.handle()) options.upcast = event_upcasters();
+  return annals::projection_runner::open(std::move(store), projections(), std::move(options));
 }
 
 std::string utc_day(std::int64_t us) {

@@ -124,11 +124,11 @@ annals::projection_list projections();
 // "YYYY-MM-DD" of a UTC time in microseconds since the Unix epoch (proleptic Gregorian).
 std::string utc_day(std::int64_t us);
 
-// A runner for the three projections on the store at `store_uri` ("PATH", "sqlite:PATH" or
-// "postgresql://..."),
-// with the bank's upcasters unless `options.upcast` is set.
+// A runner for the three projections on a store: a handle (bank::open_store's, with the bank's
+// upcasters), or "PATH", "sqlite:PATH" or "postgresql://..." opened with the bank's upcasters
+// unless `options.upcast` is set.
 annals::result<std::unique_ptr<annals::projection_runner>> open_read_models(
-    std::string_view store_uri, annals::runner_options options = {});
+    annals::store_ref store, annals::runner_options options = {});
 
 // ---- Queries (each one consistent snapshot of the read models) -------------------------------
 

@@ -330,12 +330,14 @@ annals::result<void> run_transfer_step(annals::event_store& store, const recorde
 }
 
 annals::result<std::unique_ptr<annals::subscription>> open_transfer_saga(
-    const std::string& store_uri, annals::event_store& store, annals::subscription_options options,
+    annals::store_ref where, annals::event_store& store, annals::subscription_options options,
     annals::command_options base) {
   annals::subscription_handler handler = [&store, base = std::move(base)](const recorded_event& e) {
     return run_transfer_step(store, e, base);
   };
-  return annals::subscription::open(store_uri, std::string(transfer_saga_name), std::move(handler),
+  // The handle's reads go through its own upcasters.
+  if (where.handle()) options.upcast = nullptr;
+  return annals::subscription::open(std::move(where), std::string(transfer_saga_name), std::move(handler),
                                     std::move(options));
 }
 

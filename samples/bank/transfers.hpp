@@ -112,11 +112,12 @@ annals::subscription_options transfer_saga_options();
 annals::result<void> run_transfer_step(annals::event_store& store, const annals::recorded_event& e,
                                        const annals::command_options& base = {});
 
-// Opens the process manager on the store at `store_uri`: a subscription whose handler runs
-// run_transfer_step on `store` (the same store, opened by the caller, which must outlive the
-// subscription). `options` defaults to transfer_saga_options(); its filter must stay the same.
+// Opens the process manager on `where` (the store's handle, or its URI): a subscription whose
+// handler runs run_transfer_step on `store` (the same store, usually the handle itself; it
+// must outlive the subscription). `options` defaults to transfer_saga_options(); its filter
+// must stay the same.
 annals::result<std::unique_ptr<annals::subscription>> open_transfer_saga(
-    const std::string& store_uri, annals::event_store& store,
+    annals::store_ref where, annals::event_store& store,
     annals::subscription_options options = transfer_saga_options(),
     annals::command_options base = {});
 
