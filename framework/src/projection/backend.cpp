@@ -1,4 +1,5 @@
 // Opening a store and the SQL connections beside it, for projection runners and subscriptions.
+#include "db/transaction.hpp"
 #include "projection/internal.hpp"
 #include "store/postgres/pg_coordination.hpp"
 #include "store/postgres/pg_sql.hpp"
@@ -84,23 +85,18 @@ class sqlite_coordination final : public runner_coordination {
 
 result<void> in_write_tx(sql_connection& c, const std::function<result<void>(sql_tx&)>& fn) {
   const bool pg = c.dialect() == sql_dialect::postgres;
-  if (auto r = c.exec(pg ? "BEGIN ISOLATION LEVEL READ COMMITTED" : "BEGIN IMMEDIATE",
-                      "cannot start a write transaction");
-      !r) {
-    return r;
-  }
-  sql_tx tx(c, nullptr);
+  auto tx = db::transaction<sql_connection>::begin(
+      c, pg ? db::begin_pg_write : db::begin_sqlite_write, "cannot start a write transaction");
+  if (!tx) return tx.error();
+  sql_tx stx(c, nullptr);
   result<void> r;
   try {
-    r = fn(tx);
+    r = fn(stx);
   } catch (const std::exception& e) {
     r = error(errc::io, e.what());
   }
-  if (!r) {
-    (void)c.exec("ROLLBACK", "rollback");
-    return r;
-  }
-  return c.exec("COMMIT", "cannot commit a write transaction");
+  if (!r) return r;  // rolled back
+  return tx->commit("cannot commit a write transaction");
 }
 
 namespace {

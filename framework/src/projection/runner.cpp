@@ -11,6 +11,7 @@
 #include <annals/projection_runner.hpp>
 #include <annals/trace.hpp>
 
+#include "db/transaction.hpp"
 #include "projection/internal.hpp"
 #include "store/postgres/pg_coordination.hpp"
 #include "store/postgres/pg_sql.hpp"
@@ -862,20 +863,15 @@ class runner_impl final : public projection_runner {
   result<void> read(const std::function<result<void>(sql_tx&)>& fn) override {
     std::lock_guard lock(read_mu_);
     // One snapshot for the whole call on both backends.
-    const char* begin = pg_ ? "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY" : "BEGIN";
-    if (auto r = reader_->exec(begin, "cannot start a read transaction"); !r) return r;
-    sql_tx tx(*reader_, nullptr);
-    result<void> r;
-    try {
-      r = fn(tx);
-    } catch (...) {
-      (void)reader_->exec("ROLLBACK", "rollback");
-      throw;
-    }
+    auto tx = db::transaction<sql_connection>::begin(
+        *reader_, pg_ ? db::begin_pg_snapshot : db::begin_default, "cannot start a read transaction");
+    if (!tx) return tx.error();
+    sql_tx stx(*reader_, nullptr);
+    auto r = fn(stx);  // an exception rolls back on its way out
     // Cached statements survive a swap: SQLite re-prepares them when the schema changes, and
     // on PostgreSQL a statement whose columns changed is prepared again at its next use.
     // A failed statement aborts a PostgreSQL transaction: end it either way.
-    (void)reader_->exec(r ? "COMMIT" : "ROLLBACK", "cannot end a read transaction");
+    if (r) (void)tx->commit("cannot end a read transaction");
     return r;
   }
 

@@ -7,6 +7,7 @@
 #include <annals/subscription.hpp>
 #include <annals/trace.hpp>
 
+#include "db/transaction.hpp"
 #include "projection/internal.hpp"
 #include "store/prepared.hpp"
 
@@ -137,16 +138,11 @@ bool transient(errc e) {
 // The bookkeeping tables, created once per connection in a write transaction.
 result<void> create_tables(sql_connection& c) {
   const bool pg = c.dialect() == detail::sql_dialect::postgres;
-  if (auto r = c.exec(pg ? "BEGIN" : "BEGIN IMMEDIATE", "cannot start a transaction"); !r) {
-    return r;
-  }
-  if (auto r = c.exec(pg ? pg_tables_sql : sqlite_tables_sql,
-                      "cannot create the subscription tables");
-      !r) {
-    (void)c.exec("ROLLBACK", "rollback");
-    return r;
-  }
-  return c.exec("COMMIT", "cannot create the subscription tables");
+  return db::in_transaction(c, pg ? db::begin_default : db::begin_sqlite_write,
+                            "cannot create the subscription tables", [&] {
+                              return c.exec(pg ? pg_tables_sql : sqlite_tables_sql,
+                                            "cannot create the subscription tables");
+                            });
 }
 
 using detail::in_write_tx;

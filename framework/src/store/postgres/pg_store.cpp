@@ -21,6 +21,7 @@
 // background thread with its own connection and a short lock_timeout/statement_timeout, so a
 // save never blocks its caller and never fails it (a failure is logged to stderr and dropped).
 #include "metrics.hpp"
+#include "db/transaction.hpp"
 #include "store/postgres/pg.hpp"
 #include "store/postgres/pg_sql.hpp"
 #include "store/checksum.hpp"
@@ -341,21 +342,21 @@ class pg_store final : public event_store, public store::opened_store {
 
   // Starts a write transaction and takes the store's write lock (waiting at most
   // lock_timeout: busy). Held until COMMIT or ROLLBACK.
-  static result<void> begin_write(connection& c) {
-    if (auto r = c.exec_simple("cannot start a write transaction",
-                               "BEGIN ISOLATION LEVEL READ COMMITTED");
-        !r) {
-      return r;
-    }
+  static result<db::transaction<connection>> begin_write(connection& c) {
+    auto tx = db::transaction<connection>::begin(c, db::begin_pg_write,
+                                                 "cannot start a write transaction");
+    if (!tx) return tx.error();
     auto r = c.exec("cannot take the store's write lock",
                     "SELECT pg_advisory_xact_lock(" ANNALS_PG_WRITE_LOCK ")", params{});
-    if (!r) return std::move(r).error();
-    return {};
+    if (!r) return std::move(r).error();  // rolled back
+    return tx;
   }
 
   result<append_result> append_in_tx(connection& c, pending_append& p) {
-    // The write lock. Everything below runs with it held, until COMMIT or ROLLBACK.
-    if (auto r = begin_write(c); !r) return r.error();
+    // The write lock. Everything below runs with it held, until COMMIT or ROLLBACK (on any
+    // return before the commit).
+    auto tx = begin_write(c);
+    if (!tx) return tx.error();
     std::int64_t sid = 0, current = -1;
     {
       params q;
@@ -432,7 +433,7 @@ class pg_store final : public event_store, public store::opened_store {
       auto r = c.exec("cannot append events", sql, q, count == 1 || count == insert_chunk, &why);
       if (!r) {
         if (why.sqlstate != "23505") return std::move(r).error();
-        (void)c.exec_simple("cannot roll back", "ROLLBACK");
+        tx->rollback();
         if (why.constraint == "annals_events_event_id_key") {
           // An event id is already stored. Decide: idempotent retry, or misuse.
           auto again = check_already_appended(c, p);
@@ -450,13 +451,13 @@ class pg_store final : public event_store, public store::opened_store {
       }
     }
     if (!options_.inline_projections.empty()) {
-      if (auto r = apply_inline(c, head + n); !r) return r.error();  // the lease rolls back
+      if (auto r = apply_inline(c, head + n); !r) return r.error();  // rolled back
     }
     // The notification is delivered at commit, to LISTEN-ers in every process (runners
     // following live); sent with the COMMIT, it costs no extra round trip.
     if (auto r = fault::point(fault::store_append_before_commit); !r) return r.error();
-    if (auto r = c.exec_simple("cannot commit appended events",
-                               "NOTIFY " ANNALS_PG_APPEND_CHANNEL "; COMMIT");
+    if (auto r = tx->commit("cannot commit appended events",
+                            "NOTIFY " ANNALS_PG_APPEND_CHANNEL "; COMMIT");
         !r) {
       return r.error();
     }
@@ -562,14 +563,15 @@ class pg_store final : public event_store, public store::opened_store {
   result<std::vector<registered_type>> register_in_tx(connection& c,
                                                       const std::vector<schema_candidate>& candidates,
                                                       const schema_check_fn& check) {
-    if (auto r = begin_write(c); !r) return r.error();
+    auto tx = begin_write(c);
+    if (!tx) return tx.error();
     // Read after the lock: every registration that committed before is seen.
     std::vector<stored_schema> stored;
     for (const auto& cand : candidates) {
       if (auto r = read_schema_rows(c, cand.type, stored); !r) return r.error();
     }
     if (check) {
-      if (auto r = check(stored); !r) return r.error();  // the lease rolls back
+      if (auto r = check(stored); !r) return r.error();  // rolled back
     }
     std::int64_t now = options_.clock ? options_.clock() : store::system_clock_us();
     auto resolved = store::resolve_registration(candidates, stored);
@@ -590,12 +592,8 @@ class pg_store final : public event_store, public store::opened_store {
       wrote = true;
     }
     if (wrote) {
-      if (auto r = c.exec_simple("cannot commit the schema registration", "COMMIT"); !r) {
-        return r.error();
-      }
-    } else {
-      (void)c.exec_simple("cannot end a read-only registration", "ROLLBACK");
-    }
+      if (auto r = tx->commit("cannot commit the schema registration"); !r) return r.error();
+    }  // else nothing written: rolled back
     stamps_.publish(out);
     return out;
   }
@@ -858,17 +856,9 @@ class pg_store final : public event_store, public store::opened_store {
 // Runs `sql` in one transaction holding the schema advisory lock (serialized against other
 // processes creating tables).
 result<void> create_tables(connection& c, const char* sql) {
-  if (auto r = c.exec_simple("cannot create the store's tables",
-                             "BEGIN; SELECT pg_advisory_xact_lock(" ANNALS_PG_SCHEMA_LOCK ")");
-      !r) {
-    (void)c.exec_simple("rollback", "ROLLBACK");
-    return r;
-  }
-  if (auto r = c.exec_simple("cannot create the store's tables", sql); !r) {
-    (void)c.exec_simple("rollback", "ROLLBACK");
-    return r;
-  }
-  return c.exec_simple("cannot create the store's tables", "COMMIT");
+  return db::in_transaction(c, "BEGIN; SELECT pg_advisory_xact_lock(" ANNALS_PG_SCHEMA_LOCK ")",
+                            "cannot create the store's tables",
+                            [&] { return c.exec_simple("cannot create the store's tables", sql); });
 }
 
 // Creates the tables when missing, or checks that the existing ones are of a format this build
@@ -935,12 +925,12 @@ result<std::unique_ptr<event_store>> open_postgres_store(const std::string& uri,
     // DDL with other processes).
     connection& c = *conn.conn;
     pg::sql_conn tx_conn(&c);
-    if (auto r = c.exec_simple("cannot create inline projection tables", "BEGIN"); !r) return r.error();
-    if (auto r = detail::init_projections(tx_conn, store->options().inline_projections); !r) {
-      (void)c.exec_simple("rollback", "ROLLBACK");
-      return r.error();
-    }
-    if (auto r = c.exec_simple("cannot create inline projection tables", "COMMIT"); !r) {
+    if (auto r = db::in_transaction(
+            c, db::begin_default, "cannot create inline projection tables",
+            [&] {
+              return detail::init_projections(tx_conn, store->options().inline_projections);
+            });
+        !r) {
       return r.error();
     }
   }

@@ -14,6 +14,7 @@
 // runs on the writer connection between two batches of appends, in its own BEGIN IMMEDIATE
 // transaction (which also serializes it against other processes). The versions it registered
 // are published as an immutable map swapped atomically; appends read it without a lock.
+#include "db/transaction.hpp"
 #include "metrics.hpp"
 #include "projection/internal.hpp"
 #include "store/checksum.hpp"
@@ -186,13 +187,15 @@ class sqlite_store final : public event_store, public store::opened_store {
   // Creates the inline projections' tables and checkpoints. Called once after construction.
   result<void> init_inline() {
     if (!inline_conn_) return {};
-    if (auto r = writer_.exec("BEGIN IMMEDIATE", "cannot start a write transaction"); !r) return r;
-    auto r = detail::init_projections(*inline_conn_, options_.inline_projections);
-    if (!r) {
-      (void)writer_.exec("ROLLBACK", "rollback");
+    if (auto r = db::in_transaction(writer_, db::begin_sqlite_write,
+                                    "cannot create inline projection tables",
+                                    [&] {
+                                      return detail::init_projections(
+                                          *inline_conn_, options_.inline_projections);
+                                    });
+        !r) {
       return r;
     }
-    if (auto c = writer_.exec("COMMIT", "cannot create inline projection tables"); !c) return c;
     // Each inline projection's read of new events, prepared once (not per append). Columns as
     // decode_row expects them, then stream_version and the stream name.
     for (const auto& d : options_.inline_projections) {
@@ -534,9 +537,9 @@ class sqlite_store final : public event_store, public store::opened_store {
   result<std::vector<registered_type>> register_as_leader(
       const std::vector<schema_candidate>& candidates, const schema_check_fn& check) {
     sqlite3* db = writer_.get();
-    if (auto r = writer_.exec("BEGIN IMMEDIATE", "cannot start a write transaction"); !r) {
-      return r.error();
-    }
+    auto tx = db::transaction<connection>::begin(writer_, db::begin_sqlite_write,
+                                                 "cannot start a write transaction");
+    if (!tx) return tx.error();
     std::vector<stored_schema> stored;
     {
       auto st = statement::prepare(db, select_schemas_of_type_sql);
@@ -547,7 +550,7 @@ class sqlite_store final : public event_store, public store::opened_store {
       }
     }
     if (check) {
-      if (auto r = check(stored); !r) return r.error();  // the leadership guard rolls back
+      if (auto r = check(stored); !r) return r.error();  // rolled back
     }
     auto insert = statement::prepare(
         db,
@@ -575,12 +578,8 @@ class sqlite_store final : public event_store, public store::opened_store {
       wrote = true;
     }
     if (wrote) {
-      if (auto r = writer_.exec("COMMIT", "cannot commit the schema registration"); !r) {
-        return r.error();
-      }
-    } else {
-      (void)writer_.exec("ROLLBACK", "cannot end a read-only registration");
-    }
+      if (auto r = tx->commit("cannot commit the schema registration"); !r) return r.error();
+    }  // else nothing written: rolled back
     // Still the leader: two registrations of this store object publish in order.
     stamps_.publish(out);
     return out;
@@ -969,23 +968,19 @@ result<void> refuse_foreign(connection& c, const std::string& path) {
 // format-2 tables, then the checksum column. The format is read again under the write lock,
 // since another process may be upgrading the same file.
 result<void> upgrade_format(connection& c, const std::string& path) {
-  if (auto r = c.exec("BEGIN IMMEDIATE", "cannot upgrade the store format"); !r) return r;
+  auto tx = db::transaction<connection>::begin(c, db::begin_sqlite_write,
+                                               "cannot upgrade the store format");
+  if (!tx) return tx.error();
   auto version = query_int(c.get(), "PRAGMA user_version", "cannot read the store header");
-  if (!version) {
-    (void)c.exec("ROLLBACK", "rollback");
-    return std::move(version).error();
-  }
+  if (!version) return std::move(version).error();
   const std::string what =
       fmt::format("cannot upgrade '{}' to storage format {}", path, format_version);
   for (auto [below, sql] : {std::pair{2, format2_sql}, std::pair{3, format3_sql},
                             std::pair{format_version, set_format_sql}}) {
     if (version.value() >= below) continue;
-    if (auto r = c.exec(sql, what); !r) {
-      (void)c.exec("ROLLBACK", "rollback");
-      return r;
-    }
+    if (auto r = c.exec(sql, what); !r) return r;
   }
-  return c.exec("COMMIT", "cannot upgrade the store format");
+  return tx->commit("cannot upgrade the store format");
 }
 
 // Creates the schema in an empty database, or checks that an existing one is ours.
@@ -993,16 +988,14 @@ result<void> ensure_schema(connection& c, const std::string& path, bool read_onl
   auto app = query_int(c.get(), "PRAGMA application_id", "cannot read the store header");
   if (!app) return std::move(app).error();
   if (app.value() == 0 && !read_only) {
-    if (auto r = c.exec("BEGIN IMMEDIATE", "cannot initialize the store"); !r) return r;
+    auto tx = db::transaction<connection>::begin(c, db::begin_sqlite_write,
+                                                 "cannot initialize the store");
+    if (!tx) return tx.error();
     // Checked again inside the write lock: another process may have just created it.
     app = query_int(c.get(), "PRAGMA application_id", "cannot read the store header");
     auto tables = query_int(c.get(), "SELECT count(*) FROM sqlite_schema", "cannot read schema");
-    if (!app || !tables) {
-      (void)c.exec("ROLLBACK", "rollback");
-      return !app ? std::move(app).error() : std::move(tables).error();
-    }
+    if (!app || !tables) return !app ? std::move(app).error() : std::move(tables).error();
     if (app.value() == 0 && tables.value() != 0) {
-      (void)c.exec("ROLLBACK", "rollback");
       return error(errc::corruption,
                    fmt::format("'{}' is a SQLite database but not an Annals store "
                                "(it has other tables and no Annals header)",
@@ -1010,13 +1003,10 @@ result<void> ensure_schema(connection& c, const std::string& path, bool read_onl
     }
     if (app.value() == 0) {
       for (const char* sql : {schema_sql, format2_sql, set_format_sql}) {
-        if (auto r = c.exec(sql, "cannot create the store schema"); !r) {
-          (void)c.exec("ROLLBACK", "rollback");
-          return r;
-        }
+        if (auto r = c.exec(sql, "cannot create the store schema"); !r) return r;
       }
     }
-    if (auto r = c.exec("COMMIT", "cannot initialize the store"); !r) return r;
+    if (auto r = tx->commit("cannot initialize the store"); !r) return r;
     app = application_id;
   }
   if (app.value() != application_id) {
