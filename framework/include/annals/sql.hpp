@@ -65,6 +65,7 @@ class sql_value {
 
 namespace detail {
 class sql_connection;  // src/projection/internal.hpp
+struct sql_tx_access;  // the library's only way to make an sql_tx
 class row_source;      // src/projection/internal.hpp
 }
 
@@ -123,11 +124,15 @@ class sql_tx {
   // dialect-specific SQL).
   std::string_view dialect() const noexcept;
 
-  // For the library: wraps a connection, with logical -> physical table names.
+  // An sql_tx is handed to your code by the library, by reference, for one transaction.
+  sql_tx(const sql_tx&) = delete;
+  sql_tx& operator=(const sql_tx&) = delete;
+
+ private:
+  friend struct detail::sql_tx_access;
   sql_tx(detail::sql_connection& c, const std::map<std::string, std::string, std::less<>>* names)
       : conn_(c), names_(names) {}
 
- private:
   detail::sql_connection& conn_;
   const std::map<std::string, std::string, std::less<>>* names_;
 };

@@ -88,7 +88,7 @@ result<void> in_write_tx(sql_connection& c, const std::function<result<void>(sql
   auto tx = db::transaction<sql_connection>::begin(
       c, pg ? db::begin_pg_write : db::begin_sqlite_write, "cannot start a write transaction");
   if (!tx) return tx.error();
-  sql_tx stx(c, nullptr);
+  auto stx = detail::sql_tx_access::make(c);
   result<void> r;
   try {
     r = fn(stx);

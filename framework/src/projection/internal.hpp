@@ -103,6 +103,15 @@ class runner_coordination {
   virtual std::chrono::milliseconds follow_interval(std::chrono::milliseconds poll) const = 0;
 };
 
+// Makes the sql_tx handed to user code: over `c`, with logical -> physical table names (null:
+// the names as they are).
+struct sql_tx_access {
+  static sql_tx make(sql_connection& c,
+                     const std::map<std::string, std::string, std::less<>>* names = nullptr) {
+    return sql_tx(c, names);
+  }
+};
+
 // A store opened for a runner or a subscription, with SQL connections on its database.
 struct backend {
   std::shared_ptr<event_store> store;      // shared with the application when given a handle

@@ -293,7 +293,7 @@ class runner_impl final : public projection_runner {
   result<std::int64_t> replay_into(const projection_def& d, const names_map& shadow,
                                    std::int64_t after, std::int64_t head, std::int64_t limit,
                                    std::int64_t& applied) {
-    sql_tx shadow_tx(*writer_, &shadow);
+    auto shadow_tx = detail::sql_tx_access::make(*writer_, &shadow);
     return scan_events(d, after, head, limit, [&](const recorded_event& e) -> result<void> {
       if (auto a = apply_one(d, e, shadow_tx); !a) return a;
       ++applied;
@@ -866,7 +866,7 @@ class runner_impl final : public projection_runner {
     auto tx = db::transaction<sql_connection>::begin(
         *reader_, pg_ ? db::begin_pg_snapshot : db::begin_default, "cannot start a read transaction");
     if (!tx) return tx.error();
-    sql_tx stx(*reader_, nullptr);
+    auto stx = detail::sql_tx_access::make(*reader_);
     auto r = fn(stx);  // an exception rolls back on its way out
     // Cached statements survive a swap: SQLite re-prepares them when the schema changes, and
     // on PostgreSQL a statement whose columns changed is prepared again at its next use.
@@ -1052,7 +1052,7 @@ result<void> apply_projection(const projection_def& d, const recorded_event& e, 
 
 result<void> apply_inline(sql_connection& c, const projection_list& defs, std::int64_t last,
                           std::int64_t max_lag, const inline_reader& read) {
-  sql_tx tx(c, nullptr);
+  auto tx = detail::sql_tx_access::make(c);
   for (std::size_t i = 0; i < defs.size(); ++i) {
     const auto& d = defs[i];
     bool exists = false, stuck = false;
@@ -1098,7 +1098,7 @@ result<void> init_projections(sql_connection& c, const projection_list& defs) {
       !r) {
     return r;
   }
-  sql_tx tx(c, nullptr);
+  auto tx = detail::sql_tx_access::make(c);
   for (const auto& d : defs) {
     bool exists = false;
     int version = 0;

@@ -149,7 +149,7 @@ using detail::in_write_tx;
 
 // Whether the subscription tables exist (the admin reads without creating them).
 result<bool> tables_exist(sql_connection& c) {
-  sql_tx tx(c, nullptr);
+  auto tx = detail::sql_tx_access::make(c);
   bool found = false;
   auto r = tx.query(c.dialect() == detail::sql_dialect::postgres
                         ? "SELECT 1 FROM pg_catalog.pg_tables WHERE schemaname = current_schema() "
@@ -167,7 +167,7 @@ result<bool> tables_exist(sql_connection& c) {
 result<std::vector<subscription_status>> read_statuses(sql_connection& c, event_store& store,
                                                        std::string_view only) {
   std::vector<subscription_status> out;
-  sql_tx tx(c, nullptr);
+  auto tx = detail::sql_tx_access::make(c);
   const long long now = now_us();
   auto r = tx.query(
       "SELECT s.name, s.filter, s.checkpoint, s.delivered, s.updated_at, s.last_error, "
@@ -411,7 +411,7 @@ class subscription_impl final : public subscription {
     std::lock_guard lock(status_mu_);
     if (auto c = status_connection(); !c) return std::move(c).error();
     std::optional<progress> p;
-    sql_tx tx(*status_conn_, nullptr);
+    auto tx = detail::sql_tx_access::make(*status_conn_);
     auto r = tx.query(
         "SELECT s.checkpoint, (SELECT count(*) FROM annals_sub_parked p "
         "WHERE p.subscription = s.name AND p.state = 'retry' AND p.position <= ?2) "
@@ -852,7 +852,7 @@ class subscription_impl final : public subscription {
   // Redelivers the parked events that subscription_admin::retry asked for.
   result<void> redeliver_requested(std::int64_t& handled) {
     std::vector<std::int64_t> positions;
-    sql_tx tx(*b_.writer, nullptr);
+    auto tx = detail::sql_tx_access::make(*b_.writer);
     auto q = tx.query(
         "SELECT position FROM annals_sub_parked WHERE subscription = ?1 AND state = 'retry' "
         "ORDER BY position",
@@ -1001,7 +1001,7 @@ class admin_impl final : public subscription_admin {
   result<std::vector<parked_delivery>> parked(std::string_view name) override {
     if (auto r = exists(name); !r) return r.error();
     std::vector<parked_delivery> out;
-    sql_tx tx(*b_.writer, nullptr);
+    auto tx = detail::sql_tx_access::make(*b_.writer);
     auto r = tx.query(
         "SELECT position, stream_id, event_id, type, error, attempts, parked_at, state "
         "FROM annals_sub_parked WHERE subscription = ?1 ORDER BY position",
@@ -1056,7 +1056,7 @@ class admin_impl final : public subscription_admin {
     auto exist = tables_exist(*b_.writer);
     if (!exist) return std::move(exist).error();
     if (!exist.value()) return error(errc::not_found, fmt::format("no subscription '{}'", name));
-    sql_tx tx(*b_.writer, nullptr);
+    auto tx = detail::sql_tx_access::make(*b_.writer);
     bool found = false;
     auto r = tx.query("SELECT 1 FROM annals_subscriptions WHERE name = ?1", {name},
                       [&](const sql_row&) {
