@@ -1,6 +1,8 @@
 // The bank sample end to end, through its real executable: commands, rules, exit codes, demo.
 #include <doctest/doctest.h>
 
+#include <annals/store.hpp>
+
 #include "support/bank_events.hpp"
 #include "support/postgres.hpp"
 #include "support/support.hpp"

@@ -12,6 +12,7 @@
 #pragma once
 
 #include <annals/event_store.hpp>
+#include <annals/store.hpp>
 #include <annals/result.hpp>
 
 #include <doctest/doctest.h>

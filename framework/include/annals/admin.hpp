@@ -12,6 +12,7 @@
 #pragma once
 
 #include <annals/event_store.hpp>
+#include <annals/store.hpp>
 #include <cstdint>
 #include <functional>
 #include <iosfwd>

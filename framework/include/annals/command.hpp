@@ -14,6 +14,7 @@
 #pragma once
 
 #include <annals/aggregate.hpp>
+#include <annals/store.hpp>
 
 #include <chrono>
 #include <functional>

@@ -17,6 +17,7 @@
 #pragma once
 
 #include <annals/event_store.hpp>
+#include <annals/store.hpp>
 
 #include <memory>
 #include <string>

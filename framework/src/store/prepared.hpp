@@ -2,6 +2,7 @@
 #pragma once
 
 #include <annals/event_store.hpp>
+#include <annals/store.hpp>
 
 #include <array>
 #include <chrono>
