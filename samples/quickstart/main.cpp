@@ -30,7 +30,8 @@ annals::decision<account> deposit(const account& a, std::int64_t cents) {
 }
 
 int main(int argc, char** argv) {
-  auto store = annals::open_sqlite_store(argc > 1 ? argv[1] : "quickstart.db").value_or_throw();
+  std::shared_ptr<annals::event_store> store =
+      annals::open_sqlite_store(argc > 1 ? argv[1] : "quickstart.db").value_or_throw();
   // The descriptors go into the store: `annals read` and `verify` decode the events without
   // this program, and each event is stamped with its type's schema version.
   (void)annals::register_event_types(*store, account::events{}).value_or_throw();

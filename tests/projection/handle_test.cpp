@@ -15,6 +15,7 @@
 #include "support/postgres.hpp"
 #include "support/support.hpp"
 
+#include <atomic>
 #include <memory>
 #include <string>
 #include <vector>
@@ -171,11 +172,92 @@ TEST_CASE("components refuse a store double, other upcasters and a read-only han
   REQUIRE_MESSAGE(a3.ok(), message_of(a3));
   CHECK((*a3)->list().ok());
 
+  // Adopted with the database, the same double is accepted.
+  CHECK(annals::projection_runner::open(annals::store_ref::adopt(twin, loc.path),
+                                        bank::projections())
+            .ok());
+
   // A null handle is an error, not a crash.
   auto r4 = annals::projection_runner::open(std::shared_ptr<annals::event_store>(),
                                             bank::projections());
   REQUIRE_FALSE(r4.ok());
   CHECK(r4.error().kind() == errc::invalid_argument);
+  // Nor an sql_database on nothing (SQLite would open a private temporary database, and the
+  // writes would vanish), nor adopt() without a store.
+  auto d4 = annals::sql_database::open(std::shared_ptr<annals::event_store>());
+  REQUIRE_FALSE(d4.ok());
+  CHECK(d4.error().kind() == errc::invalid_argument);
+  auto d5 = annals::sql_database::open("");
+  REQUIRE_FALSE(d5.ok());
+  CHECK(d5.error().kind() == errc::invalid_argument);
+  auto r5 = annals::projection_runner::open(
+      annals::store_ref::adopt(std::shared_ptr<annals::event_store>(), loc.path),
+      bank::projections());
+  REQUIRE_FALSE(r5.ok());
+  CHECK(r5.error().kind() == errc::invalid_argument);
+}
+
+TEST_CASE("a store double adopted with a database drives a runner and a subscription") {
+  temp_dir dir;
+  const store_location loc(dir.file("h.db"), on_postgres);
+  auto real = open_handle(loc.path);
+  REQUIRE(real->append("account-d", annals::expected_version::no_stream(),
+                       {data_of(opened("d", "Dee")), data_of(deposited("d", 300))})
+              .ok());
+
+  // Counts the reads of $all, and fails them on demand: the components read through it.
+  struct watching_store : annals::test::forwarding_store {
+    using forwarding_store::forwarding_store;
+    std::atomic<int> reads{0};
+    std::atomic<bool> broken{false};
+    annals::result<std::int64_t> read_all(const annals::read_all_options& o,
+                                          const annals::event_visitor& visit) override {
+      ++reads;
+      if (broken) return annals::error(errc::io, "the double's disk is gone");
+      return forwarding_store::read_all(o, visit);
+    }
+  };
+  auto twin = std::make_shared<watching_store>(*real);
+  const auto adopted = annals::store_ref::adopt(twin, loc.path);
+
+  auto runner = annals::projection_runner::open(adopted, bank::projections());
+  REQUIRE_MESSAGE(runner.ok(), message_of(runner));
+  std::vector<std::int64_t> seen;
+  auto sub = annals::subscription::open(
+      adopted, "adopted", annals::subscription_handler([&](const annals::recorded_event& e) {
+        seen.push_back(e.position);
+        return annals::result<void>{};
+      }));
+  REQUIRE_MESSAGE(sub.ok(), message_of(sub));
+
+  REQUIRE((*runner)->catch_up().ok());
+  auto row = bank::find_balance(**runner, "d");
+  REQUIRE(row.ok());
+  REQUIRE(row->has_value());
+  CHECK((*row)->balance_cents == 300);
+  REQUIRE((*sub)->catch_up().ok());
+  CHECK(seen == std::vector<std::int64_t>{1, 2});
+  CHECK(twin->reads.load() > 0);
+
+  // The double's failure is the components' failure: they read nothing else.
+  REQUIRE(real->append("account-d", annals::expected_version::exact(1),
+                       {data_of(deposited("d", 5))})
+              .ok());
+  twin->broken = true;
+  auto failed = (*sub)->catch_up();
+  REQUIRE_FALSE(failed.ok());
+  CHECK(failed.error().kind() == errc::io);
+  CHECK(seen.size() == 2);
+  twin->broken = false;
+  REQUIRE((*sub)->catch_up().ok());
+  CHECK(seen == std::vector<std::int64_t>{1, 2, 3});
+
+  // The double's reads are not upcast by the component: its own upcasters are refused.
+  annals::runner_options ro;
+  ro.upcast = bank::event_upcasters();
+  auto refused = annals::projection_runner::open(adopted, bank::projections(), ro);
+  REQUIRE_FALSE(refused.ok());
+  CHECK(refused.error().kind() == errc::invalid_argument);
 }
 
 }  // TEST_SUITE

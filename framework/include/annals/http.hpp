@@ -114,7 +114,7 @@ class http_server {
  public:
   // Serves a store (annals/store_ref.hpp): a handle, read and appended through (its
   // upcasters: leave options.upcast empty), or a path, sqlite:PATH or postgresql://... it
-  // opens itself. Errors: the store's; invalid_argument for bad options or a store double.
+  // opens itself. Errors: the store's; invalid_argument for bad options or a store double not adopted (store_ref::adopt).
   static result<std::unique_ptr<http_server>> open(store_ref store, http_options options = {});
   virtual ~http_server() = default;  // stops
 
@@ -131,7 +131,9 @@ class http_server {
   virtual void stop() = 0;
   virtual int port() const = 0;  // the bound port (after start())
 
-  // The store the server reads (for handlers that need it).
+  // The store the server reads (for handlers that need it): the handle it was given (as
+  // writable as the handle), or, opened from a URI, a read-only store (appends through it are
+  // read_only: give the server a handle to append from route handlers).
   virtual event_store& store() = 0;
 };
 

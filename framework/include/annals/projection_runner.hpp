@@ -117,8 +117,8 @@ class projection_runner {
   // (its pool, its upcasters: leave options.upcast empty) and opens beside it a writer and a
   // reader connection, and on PostgreSQL one for its advisory locks and one LISTEN-ing.
   // Errors: not_found (no store at the URI), corruption/io as for open_store,
-  // invalid_argument (a store double, or upcasters other than the store's), read_only (a
-  // store opened read-only).
+  // invalid_argument (a store double not adopted with a database, or upcasters other than
+  // the store's), read_only (a store opened read-only).
   static result<std::unique_ptr<projection_runner>> open(store_ref store,
                                                          projection_list projections,
                                                          runner_options options = {});

@@ -486,7 +486,16 @@ result<std::unique_ptr<http_server>> http_server::open(store_ref store,
     return error(errc::invalid_argument, "max_requests_per_second must not be negative");
   std::string store_uri = store.uri();
   std::shared_ptr<event_store> reader = store.handle();
-  if (reader) {
+  if (store.adopted() && !reader) {
+    return error(errc::invalid_argument, "store_ref::adopt was given no store");
+  }
+  if (reader && store.adopted()) {
+    if (options.upcast) {
+      return error(errc::invalid_argument,
+                   "an HTTP server on an adopted store serves events as the store gives them: "
+                   "upcast inside it, not in http_options");
+    }
+  } else if (reader) {
     // Served and appended through the handle; the admin's own store beside it reads stored
     // events as they are (verify, export).
     auto opened = store::for_component(*reader, options.upcast, false, "HTTP servers");

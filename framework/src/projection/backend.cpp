@@ -173,7 +173,22 @@ result<std::shared_ptr<event_store>> open_for_component(const store::location& w
 result<backend> open_backend(const store_ref& ref, const backend_options& o,
                              std::string_view what) {
   backend b;
-  if (ref.handle()) {
+  if (ref.adopted()) {
+    if (!ref.handle()) {
+      return error(errc::invalid_argument,
+                   fmt::format("{}: store_ref::adopt was given no store", what));
+    }
+    if (o.upcast) {
+      return error(errc::invalid_argument,
+                   fmt::format("{} on an adopted store read events as the store gives them: "
+                               "upcast inside it, not in the component's options",
+                               what));
+    }
+    auto where = store::parse_uri(ref.uri());
+    if (!where) return std::move(where).error();
+    b.where = std::move(where).value();
+    if (!o.sql_only) b.store = ref.handle();
+  } else if (ref.handle()) {
     auto opened = store::for_component(*ref.handle(), o.upcast, !o.read_only, what);
     if (!opened) return std::move(opened).error();
     b.where = (*opened)->where();

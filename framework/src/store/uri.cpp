@@ -9,6 +9,9 @@ std::string location::uri() const { return postgres() ? target : "sqlite:" + tar
 
 result<location> parse_uri(std::string_view uri) {
   constexpr std::string_view sqlite_scheme = "sqlite:";
+  if (uri.empty() || uri == sqlite_scheme) {
+    return error(errc::invalid_argument, "no store given (an empty path or URI, or a null handle)");
+  }
   if (uri.starts_with(sqlite_scheme)) {
     return location{location::backend::sqlite, std::string(uri.substr(sqlite_scheme.size()))};
   }
@@ -36,7 +39,8 @@ result<const opened_store*> for_component(const event_store& s,
     return error(errc::invalid_argument,
                  fmt::format("{} need a store opened by annals::open_store() (or "
                              "open_sqlite_store / open_postgres_store): their bookkeeping lives "
-                             "in its database, which a store double does not have",
+                             "in its database, which a store double does not have "
+                             "(store_ref::adopt gives it one)",
                              what));
   }
   if (component_upcast && component_upcast != o->upcast()) {
