@@ -86,15 +86,16 @@ struct child {
 child spawn_worker(const std::string& exe, std::vector<std::string> args) {
   int fds[2];
   if (pipe(fds) != 0) return {};
+  // Built before fork(): a child of a process with threads must not allocate before exec.
+  std::vector<char*> argv;
+  argv.push_back(const_cast<char*>(exe.c_str()));
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
   pid_t pid = fork();
   if (pid == 0) {
     dup2(fds[1], 1);
     ::close(fds[0]);
     ::close(fds[1]);
-    std::vector<char*> argv;
-    argv.push_back(const_cast<char*>(exe.c_str()));
-    for (auto& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
     execv(exe.c_str(), argv.data());
     _exit(127);
   }

@@ -125,15 +125,15 @@ class bank_server {
     REQUIRE(pipe(out) == 0);
     std::vector<std::string> args = {BANK_EXE, "--db", db(), "serve", "--port", "0"};
     args.insert(args.end(), extra.begin(), extra.end());
+    std::vector<char*> argv;  // built before fork(): the child allocates nothing before exec
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
     pid_ = fork();
     REQUIRE(pid_ >= 0);
     if (pid_ == 0) {
       dup2(out[1], 1);
       close(out[0]);
       close(out[1]);
-      std::vector<char*> argv;
-      for (auto& a : args) argv.push_back(a.data());
-      argv.push_back(nullptr);
       execv(argv[0], argv.data());
       _exit(127);
     }

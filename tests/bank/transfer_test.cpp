@@ -9,6 +9,7 @@
 
 #include <annals/subscription.hpp>
 #include <chrono>
+#include <future>
 #include <map>
 #include <random>
 #include <set>
@@ -472,18 +473,7 @@ struct bank_cli {
 // Starts `bank ARGS...` in the background, its output thrown away; returns its pid.
 pid_t spawn_bank(const std::string& db, std::vector<std::string> args) {
   args.insert(args.begin(), {BANK_EXE, "--db", db});
-  return annals::test::fork_child([&] {
-    std::vector<char*> argv;
-    for (auto& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    FILE* null = std::fopen("/dev/null", "w");
-    if (null) {
-      dup2(fileno(null), 1);
-      dup2(fileno(null), 2);
-    }
-    execv(argv[0], argv.data());
-    return 127;
-  });
+  return annals::test::spawn(args, "/dev/null");
 }
 
 }  // namespace
@@ -679,10 +669,11 @@ TEST_CASE(
   // Requesters: real `bank transfer --no-wait` processes, several at once, in two waves: the
   // second starts once the active process manager has been killed.
   constexpr int requesters = 4, per_requester = 10, waves = 2;
-  std::vector<pid_t> clients;
+  // Each requester is a thread that runs `bank transfer` processes one after another.
+  std::vector<std::future<int>> clients;
   auto start_wave = [&](int wave) {
     for (int r = 0; r < requesters; ++r) {
-      clients.push_back(annals::test::fork_child([&, r, wave] {
+      clients.push_back(std::async(std::launch::async, [&, r, wave] {
         std::mt19937 rng(1234 + 100 * wave + r);
         int failures = 0;
         for (int i = 0; i < per_requester; ++i) {
@@ -744,7 +735,7 @@ TEST_CASE(
                     fmt::format("{} of {} transfers finished", finished, all));
     std::this_thread::sleep_for(50ms);
   }
-  for (pid_t c : clients) CHECK(annals::test::wait_child(c) == 0);
+  for (auto& c : clients) CHECK(c.get() == 0);
   for (pid_t s : {saga1, saga2}) {
     kill(s, SIGTERM);
     CHECK(annals::test::wait_child(s) == 0);

@@ -196,16 +196,8 @@ TEST_CASE("one live runner leads a projection; when its process is killed anothe
 
 TEST_CASE("a live runner is woken by another process's append through LISTEN/NOTIFY") {
   database db;
-  open_store(db.uri).reset();
-  annals::runner_options o;
-  o.poll_interval = 60s;  // polling alone would take a minute
-  auto runner = open_runner(db.uri, o);
-  REQUIRE(runner->start().ok());
-  // Let the runner go idle in its wait first.
-  CHECK(runner->wait_for("seen", 0, 5s).ok());
-  std::this_thread::sleep_for(200ms);
-
-  pid_t writer = fork_child([&]() -> int {
+  // The writer is forked now, before any thread runs, and appends once released.
+  annals::test::waiting_child writer([&]() -> int {
     auto s = annals::open_store(db.uri);
     if (!s) return 3;
     for (int i = 1; i <= 5; ++i) {
@@ -215,7 +207,17 @@ TEST_CASE("a live runner is woken by another process's append through LISTEN/NOT
     }
     return 0;
   });
-  REQUIRE(wait_child(writer) == 0);
+  open_store(db.uri).reset();
+  annals::runner_options o;
+  o.poll_interval = 60s;  // polling alone would take a minute
+  auto runner = open_runner(db.uri, o);
+  REQUIRE(runner->start().ok());
+  // Let the runner go idle in its wait first.
+  CHECK(runner->wait_for("seen", 0, 5s).ok());
+  std::this_thread::sleep_for(200ms);
+
+  writer.release();
+  REQUIRE(writer.wait() == 0);
   const auto started = std::chrono::steady_clock::now();
   CHECK(wait_until([&] { return seen_rows(*runner).size() == 5; }, 20s));
   CHECK(std::chrono::steady_clock::now() - started < 20s);

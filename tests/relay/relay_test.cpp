@@ -74,21 +74,7 @@ bool port_open(int port) {
   return ok;
 }
 
-// Runs argv[0] with its arguments in a child process; stdout and stderr appended to `log`
-// (empty: stdout to /dev/null, stderr inherited). Returns at once with the child's pid.
-pid_t spawn(std::vector<std::string> args, const std::string& log = {}) {
-  return annals::test::fork_child([&]() -> int {
-    int fd = log.empty() ? ::open("/dev/null", O_WRONLY)
-                         : ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
-    dup2(fd, STDOUT_FILENO);
-    if (!log.empty()) dup2(fd, STDERR_FILENO);
-    std::vector<char*> argv;
-    for (auto& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    execv(argv[0], argv.data());
-    return 127;
-  });
-}
+using annals::test::spawn;
 
 // A nats-server child with JetStream, its store in a temp dir; stop() and start() again keep
 // the port and the store (a broker restart).

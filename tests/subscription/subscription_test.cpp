@@ -308,6 +308,18 @@ TEST_CASE("filters: one stream, a category, event types; a changed filter is ref
 TEST_CASE("follows live appends, from this process and from another one") {
   temp_dir dir;
   const store_location loc(dir.file("s.db"), on_postgres);
+  // The other process is forked now, before any thread runs, and appends once released.
+  const std::string path = loc.path;
+  annals::test::waiting_child child([&] {
+    auto s = annals::open_store(path);
+    if (!s) return 1;
+    for (int i = 0; i < 5; ++i) {
+      if (!s.value()->append("s-2", annals::expected_version::any(), {ev("test.v1.Ping")})) {
+        return 2;
+      }
+    }
+    return 0;
+  });
   auto store = open(loc.path);
   append_n(*store, "s-1", 3);
   seen_log seen;
@@ -319,19 +331,8 @@ TEST_CASE("follows live appends, from this process and from another one") {
   auto last = append_n(*store, "s-1", 4);
   REQUIRE_MESSAGE(sub->wait_for(last, 10s).ok(), "did not follow local appends");
   CHECK(seen.snapshot().size() == 7);
-  // Another process appends.
-  const std::string path = loc.path;
-  pid_t child = fork_child([&] {
-    auto s = annals::open_store(path);
-    if (!s) return 1;
-    for (int i = 0; i < 5; ++i) {
-      if (!s.value()->append("s-2", annals::expected_version::any(), {ev("test.v1.Ping")})) {
-        return 2;
-      }
-    }
-    return 0;
-  });
-  REQUIRE(wait_child(child) == 0);
+  child.release();
+  REQUIRE(child.wait() == 0);
   REQUIRE_MESSAGE(sub->wait_for(12, 10s).ok(), "did not follow another process's appends");
   sub->stop();
   auto got = seen.snapshot();

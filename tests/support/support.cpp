@@ -1,12 +1,14 @@
 #include "support/support.hpp"
 
 #include <fcntl.h>
+#include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <stdexcept>
 #include <thread>
@@ -56,23 +58,45 @@ int decode_status(int status) {
 }
 }  // namespace
 
+namespace {
+// argv as execv wants it, built in the parent: nothing is allocated between fork and exec.
+std::vector<char*> argv_of(const std::vector<std::string>& argv) {
+  std::vector<char*> args;
+  for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+  args.push_back(nullptr);
+  return args;
+}
+
+struct spawn_actions {
+  posix_spawn_file_actions_t fa;
+  spawn_actions() { posix_spawn_file_actions_init(&fa); }
+  ~spawn_actions() { posix_spawn_file_actions_destroy(&fa); }
+  spawn_actions(const spawn_actions&) = delete;
+  spawn_actions& operator=(const spawn_actions&) = delete;
+};
+
+pid_t spawn_with(const std::vector<std::string>& argv, const spawn_actions& actions) {
+  auto args = argv_of(argv);
+  pid_t pid = -1;
+  if (int rc = posix_spawn(&pid, args[0], &actions.fa, nullptr, args.data(), environ); rc != 0) {
+    throw std::runtime_error("cannot start " + argv.at(0) + ": " + std::strerror(rc));
+  }
+  return pid;
+}
+}  // namespace
+
 process_result run(const std::vector<std::string>& argv) {
   int out[2], err[2];
-  if (pipe(out) != 0 || pipe(err) != 0) throw std::runtime_error("pipe failed");
-  pid_t pid = fork();
-  if (pid < 0) throw std::runtime_error("fork failed");
-  if (pid == 0) {
-    dup2(out[1], 1);
-    dup2(err[1], 2);
-    close(out[0]), close(out[1]), close(err[0]), close(err[1]);
-    int devnull = open("/dev/null", O_RDONLY);
-    if (devnull >= 0) dup2(devnull, 0);
-    std::vector<char*> args;
-    for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
-    args.push_back(nullptr);
-    execv(args[0], args.data());
-    _exit(127);
+  if (pipe2(out, O_CLOEXEC) != 0 || pipe2(err, O_CLOEXEC) != 0) {
+    throw std::runtime_error("pipe failed");
   }
+  // posix_spawn: safe while this process runs threads (a fork()ed child could inherit a held
+  // lock), and the dup2'd descriptors lose O_CLOEXEC, the pipes' originals close at exec.
+  spawn_actions a;
+  posix_spawn_file_actions_adddup2(&a.fa, out[1], 1);
+  posix_spawn_file_actions_adddup2(&a.fa, err[1], 2);
+  posix_spawn_file_actions_addopen(&a.fa, 0, "/dev/null", O_RDONLY, 0);
+  pid_t pid = spawn_with(argv, a);
   close(out[1]);
   close(err[1]);
   process_result r;
@@ -81,6 +105,17 @@ process_result run(const std::vector<std::string>& argv) {
   t.join();
   r.exit_code = wait_child(pid);
   return r;
+}
+
+pid_t spawn(const std::vector<std::string>& argv, const std::string& log) {
+  spawn_actions a;
+  if (log.empty()) {
+    posix_spawn_file_actions_addopen(&a.fa, 1, "/dev/null", O_WRONLY, 0);
+  } else {
+    posix_spawn_file_actions_addopen(&a.fa, 1, log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+    posix_spawn_file_actions_adddup2(&a.fa, 1, 2);
+  }
+  return spawn_with(argv, a);
 }
 
 std::string capture_stderr(const std::function<void()>& body) {
@@ -107,7 +142,22 @@ std::string capture_stderr(const std::function<void()>& body) {
   return read_to_eof(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
 }
 
+int thread_count() {
+  int n = 0;
+  for ([[maybe_unused]] const auto& e : std::filesystem::directory_iterator("/proc/self/task")) ++n;
+  return n;
+}
+
 pid_t fork_child(const std::function<int()>& body) {
+  // A child forked while another thread runs inherits whatever locks that thread held at that
+  // instant (the allocator's, SQLite's, ours) and can block on one forever: the sanitizer
+  // runtimes' allocators made that a real hang. So the child must be forked while this process
+  // has one thread; fork_waiting_child() is for a child that must act while threads run.
+  if (int n = thread_count(); n != 1) {
+    throw std::logic_error("fork_child: " + std::to_string(n) +
+                           " threads are running; fork before starting them "
+                           "(fork_waiting_child)");
+  }
   pid_t pid = fork();
   if (pid < 0) throw std::runtime_error("fork failed");
   if (pid == 0) {
@@ -120,6 +170,45 @@ pid_t fork_child(const std::function<int()>& body) {
     _exit(code);
   }
   return pid;
+}
+
+waiting_child::waiting_child(const std::function<int()>& body) {
+  int fds[2];
+  if (::pipe2(fds, O_CLOEXEC) != 0) throw std::runtime_error("pipe failed");
+  pid_ = fork_child([&]() -> int {
+    ::close(fds[1]);
+    char c = 0;
+    ssize_t n = 0;
+    do {
+      n = ::read(fds[0], &c, 1);
+    } while (n < 0 && errno == EINTR);
+    if (n != 1) return 97;  // never released
+    return body();
+  });
+  ::close(fds[0]);
+  go_ = fds[1];
+}
+
+waiting_child::~waiting_child() {
+  if (!waited_) wait();
+}
+
+void waiting_child::release() {
+  if (go_ < 0) return;
+  write_all(go_, "g");
+  ::close(go_);
+  go_ = -1;
+}
+
+int waiting_child::wait() {
+  if (waited_) return status_;
+  if (go_ >= 0) {
+    ::close(go_);  // unreleased: the child exits without running its body
+    go_ = -1;
+  }
+  status_ = wait_child(pid_);
+  waited_ = true;
+  return status_;
 }
 
 int wait_child(pid_t pid) {
