@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -153,7 +154,15 @@ pid_t fork_child(const std::function<int()>& body) {
   // instant (the allocator's, SQLite's, ours) and can block on one forever: the sanitizer
   // runtimes' allocators made that a real hang. So the child must be forked while this process
   // has one thread; fork_waiting_child() is for a child that must act while threads run.
-  if (int n = thread_count(); n != 1) {
+  // A thread that was just joined can stay listed in /proc/self/task for a moment after
+  // pthread_join returns (the kernel wakes the joiner before it reaps the task), so wait a
+  // little before calling it a mistake.
+  int n = thread_count();
+  for (int i = 0; n != 1 && i < 200; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    n = thread_count();
+  }
+  if (n != 1) {
     throw std::logic_error("fork_child: " + std::to_string(n) +
                            " threads are running; fork before starting them "
                            "(fork_waiting_child)");
