@@ -1,4 +1,5 @@
-// Internals of the projection subsystem: the connection behind sql_tx, and SQL generation.
+// Internals of the projection subsystem: opening a backend for a consumer, inline projections,
+// and read-model SQL generation.
 #pragma once
 
 #include <annals/projection.hpp>
@@ -6,7 +7,10 @@
 #include <annals/sql.hpp>
 #include <annals/store_ref.hpp>
 
-#include "store/sqlite/sqlite.hpp"
+#include "db/coordination.hpp"
+#include "db/sql_connection.hpp"
+#include "store/commit_hook.hpp"
+#include "store/sqlite/sql_connection.hpp"
 #include "store/uri.hpp"
 
 #include <chrono>
@@ -15,102 +19,6 @@
 #include <unordered_map>
 
 namespace annals::detail {
-
-enum class sql_dialect { sqlite, postgres };
-
-// One result row, as the backend holds it (sql_row forwards to it).
-class row_source {
- public:
-  virtual ~row_source() = default;
-  virtual int columns() const noexcept = 0;
-  virtual bool is_null(int column) const noexcept = 0;
-  virtual std::int64_t int64(int column) const noexcept = 0;
-  virtual double real(int column) const noexcept = 0;
-  virtual std::string_view text_view(int column) const noexcept = 0;
-  virtual blob bytes(int column) const = 0;
-};
-
-// The connection behind an sql_tx: read-model SQL with ?N parameters, on one backend.
-// Used by one thread at a time.
-class sql_connection {
- public:
-  virtual ~sql_connection() = default;
-  virtual sql_dialect dialect() const noexcept = 0;
-  // Parameterless SQL text, possibly several statements (DDL, BEGIN, COMMIT...).
-  virtual result<void> exec(const char* sql, std::string_view what) = 0;
-  // One statement with bound parameters; returns the number of rows changed.
-  virtual result<std::int64_t> run(std::string_view sql, const sql_value* params,
-                                   std::size_t count) = 0;
-  // One query; visit each row until it returns false. Returns the rows visited.
-  virtual result<std::int64_t> query(std::string_view sql, const sql_value* params,
-                                     std::size_t count, const row_visitor& visit) = 0;
-  // Forget prepared statements (after DROP/RENAME of tables).
-  virtual void clear_cache() = 0;
-};
-
-// A SQLite connection (owned, or borrowed from the event store's writer for inline
-// projections) with a cache of prepared statements keyed by their SQL text.
-class sqlite_sql_connection final : public sql_connection {
- public:
-  explicit sqlite_sql_connection(sqlite::connection c) : owned_(std::move(c)), db_(owned_.get()) {}
-  explicit sqlite_sql_connection(sqlite3* borrowed) : db_(borrowed) {}
-  sqlite3* db() const noexcept { return db_; }
-  sql_dialect dialect() const noexcept override { return sql_dialect::sqlite; }
-  result<void> exec(const char* sql, std::string_view what) override {
-    int rc = sqlite3_exec(db_, sql, nullptr, nullptr, nullptr);
-    if (rc != SQLITE_OK) return sqlite::make_error(rc, what, db_);
-    return {};
-  }
-  result<std::int64_t> run(std::string_view sql, const sql_value* params,
-                           std::size_t count) override;
-  result<std::int64_t> query(std::string_view sql, const sql_value* params, std::size_t count,
-                             const row_visitor& visit) override;
-  void clear_cache() override { cache_.clear(); }
-
- private:
-  // A prepared statement for `sql`, from the cache when it is not in use. `temp` holds one
-  // prepared for this call only when the cached one is busy (a query inside a query).
-  result<sqlite::statement*> prepare(std::string_view sql, std::unique_ptr<sqlite::statement>& temp);
-  struct text_hash {
-    using is_transparent = void;
-    std::size_t operator()(std::string_view s) const noexcept {
-      return std::hash<std::string_view>{}(s);
-    }
-  };
-  sqlite::connection owned_;
-  sqlite3* db_;
-  // Looked up by string_view: no copy of the SQL text per call.
-  std::unordered_map<std::string, sqlite::statement, text_hash, std::equal_to<>> cache_;
-};
-
-// What runners of one store agree on across processes, per backend.
-class runner_coordination {
- public:
-  virtual ~runner_coordination() = default;
-  // An exclusive lock for rebuilding `name`, released when the returned handle is destroyed or
-  // the process dies. busy when another rebuild holds it.
-  virtual result<std::shared_ptr<void>> lock_rebuild(std::string_view name) = 0;
-  // Whether a rebuild of `name` holds that lock now (any process).
-  virtual bool rebuild_running(std::string_view name) = 0;
-  // Whether this runner may apply `name` now. Where the backend keeps one active runner per
-  // projection (PostgreSQL), this takes the lead when nobody holds it; `keep` holds it until
-  // release_all() (a live runner), else until release(name). false: another runner leads.
-  virtual bool lead(std::string_view name, bool keep) = 0;
-  virtual void release(std::string_view name) = 0;
-  virtual void release_all() = 0;
-  // How long the live loop may sleep when nothing wakes it: appends by other processes are
-  // seen within this (a wake-up from the backend may make it much shorter).
-  virtual std::chrono::milliseconds follow_interval(std::chrono::milliseconds poll) const = 0;
-};
-
-// Makes the sql_tx handed to user code: over `c`, with logical -> physical table names (null:
-// the names as they are).
-struct sql_tx_access {
-  static sql_tx make(sql_connection& c,
-                     const std::map<std::string, std::string, std::less<>>* names = nullptr) {
-    return sql_tx(c, names);
-  }
-};
 
 // A store opened for a runner or a subscription, with SQL connections on its database.
 struct backend {
@@ -152,18 +60,12 @@ result<void> apply_projection(const projection_def& d, const recorded_event& e, 
 // caller's write transaction.
 result<void> init_projections(sql_connection& c, const std::vector<std::shared_ptr<const projection_def>>& defs);
 
-// Reads the events of inline projection number `index` in (after, last], in position order,
-// in the caller's write transaction, upcast and filtered to its types, and visits each.
-using inline_reader = std::function<result<void>(
-    std::size_t index, std::int64_t after, std::int64_t last,
-    const std::function<result<void>(const recorded_event&)>& visit)>;
-
-// Brings each inline projection up to `last` inside the caller's write transaction on `c`
+// The commit hook a store runs in each append's transaction to bring `defs` up to its head
 // (see sqlite_options::inline_projections): one that is stuck, of another version or more than
-// max_lag behind is left to a projection_runner. A handler error is returned, saying that the
-// append was not written.
-result<void> apply_inline(sql_connection& c, const std::vector<std::shared_ptr<const projection_def>>& defs,
-                          std::int64_t last, std::int64_t max_lag, const inline_reader& read);
+// max_lag behind is left to a projection_runner. A handler error fails the append, saying that
+// it was not written. Null when defs is empty.
+std::shared_ptr<store::commit_hook> inline_projections_hook(
+    std::vector<std::shared_ptr<const projection_def>> defs, std::int64_t max_lag);
 
 std::string quote_identifier(std::string_view name);
 // CREATE TABLE IF NOT EXISTS for a read-model table under its physical (quoted) name. On

@@ -1050,11 +1050,29 @@ result<void> apply_projection(const projection_def& d, const recorded_event& e, 
   }
 }
 
-result<void> apply_inline(sql_connection& c, const projection_list& defs, std::int64_t last,
-                          std::int64_t max_lag, const inline_reader& read) {
+namespace {
+class inline_hook final : public store::commit_hook {
+ public:
+  inline_hook(projection_list defs, std::int64_t max_lag)
+      : defs_(std::move(defs)), max_lag_(max_lag) {}
+  std::size_t consumers() const noexcept override { return defs_.size(); }
+  const std::vector<std::string>& event_types(std::size_t index) const override {
+    return defs_.at(index)->event_types;
+  }
+  result<void> init(sql_connection& c) override { return init_projections(c, defs_); }
+  result<void> committing(sql_connection& c, std::int64_t last,
+                          const store::hook_events& read) override;
+
+ private:
+  projection_list defs_;
+  std::int64_t max_lag_;
+};
+
+result<void> inline_hook::committing(sql_connection& c, std::int64_t last,
+                                     const store::hook_events& read) {
   auto tx = detail::sql_tx_access::make(c);
-  for (std::size_t i = 0; i < defs.size(); ++i) {
-    const auto& d = defs[i];
+  for (std::size_t i = 0; i < defs_.size(); ++i) {
+    const auto& d = defs_[i];
     bool exists = false, stuck = false;
     int version = 0;
     std::int64_t checkpoint = 0;
@@ -1069,7 +1087,7 @@ result<void> apply_inline(sql_connection& c, const projection_list& defs, std::i
           return false;
         });
     if (!q) return q.error();
-    if (!exists || stuck || version != d->version || last - checkpoint > max_lag) {
+    if (!exists || stuck || version != d->version || last - checkpoint > max_lag_) {
       continue;  // a projection_runner's job (status shows it)
     }
     auto r = read(i, checkpoint, last, [&](const recorded_event& e) -> result<void> {
@@ -1086,6 +1104,14 @@ result<void> apply_inline(sql_connection& c, const projection_list& defs, std::i
     if (!u) return u.error();
   }
   return {};
+}
+
+}  // namespace
+
+std::shared_ptr<store::commit_hook> inline_projections_hook(projection_list defs,
+                                                            std::int64_t max_lag) {
+  if (defs.empty()) return nullptr;
+  return std::make_shared<inline_hook>(std::move(defs), max_lag);
 }
 
 result<void> init_projections(sql_connection& c, const projection_list& defs) {

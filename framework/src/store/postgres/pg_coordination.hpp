@@ -1,11 +1,11 @@
-// Runner coordination on PostgreSQL (see projection/internal.hpp): session advisory locks on a
+// Consumer coordination on PostgreSQL (see db/coordination.hpp): session advisory locks on a
 // dedicated connection (the rebuild lock, and the lead that keeps one active runner per
 // projection across processes: released by the server when the holder's connection ends, so a
 // dead holder's projection is taken over by another runner), and a LISTEN connection that
 // turns other processes' appends into the in-process commit signal the live loop waits on.
 #pragma once
 
-#include "projection/internal.hpp"
+#include "db/coordination.hpp"
 
 #include <memory>
 #include <string>

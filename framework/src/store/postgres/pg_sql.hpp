@@ -4,7 +4,7 @@
 // any column type reads as the SQLite accessors promise.
 #pragma once
 
-#include "projection/internal.hpp"
+#include "db/sql_connection.hpp"
 #include "store/postgres/pg.hpp"
 
 #include <string>

@@ -24,7 +24,9 @@
 #include "db/transaction.hpp"
 #include "store/postgres/pg.hpp"
 #include "store/postgres/pg_sql.hpp"
+#include "store/openers.hpp"
 #include "store/checksum.hpp"
+#include "store/commit_hook.hpp"
 #include "store/prepared.hpp"
 #include "store/uri.hpp"
 
@@ -253,10 +255,11 @@ class snapshot_writer {
 
 class pg_store final : public event_store, public store::opened_store {
  public:
-  pg_store(std::string uri, postgres_options o)
+  pg_store(std::string uri, postgres_options o, std::shared_ptr<store::commit_hook> hook)
       : uri_(std::move(uri)),
         where_{store::location::backend::postgres, uri_},
-        options_(std::move(o)) {}
+        options_(std::move(o)),
+        hook_(std::move(hook)) {}
 
   // ---- connection pool ------------------------------------------------------------------
 
@@ -450,7 +453,7 @@ class pg_store final : public event_store, public store::opened_store {
         return store::conflict_error(p.stream_id, p.expected, v ? v.value() : current);
       }
     }
-    if (!options_.inline_projections.empty()) {
+    if (hook_) {
       if (auto r = apply_inline(c, head + n); !r) return r.error();  // rolled back
     }
     // The notification is delivered at commit, to LISTEN-ers in every process (runners
@@ -793,17 +796,18 @@ class pg_store final : public event_store, public store::opened_store {
     return {};
   }
 
-  // Brings the inline projections up to `last` in the append's transaction on `c` (the write
-  // lock is held: every position up to `last` is there). Each one's events are fetched whole
-  // (at most max_inline_lag of them) before its handlers run statements on the connection.
+  // Runs the commit hook (the inline projections) up to `last` in the append's transaction on
+  // `c` (the write lock is held: every position up to `last` is there). Each consumer's events
+  // are fetched whole (at most max_inline_lag of them) before its handlers run statements on
+  // the connection.
   result<void> apply_inline(connection& c, std::int64_t last) {
     pg::sql_conn tx_conn(&c);
-    return detail::apply_inline(
-        tx_conn, options_.inline_projections, last, options_.max_inline_lag,
+    return hook_->committing(
+        tx_conn, last,
         [&](std::size_t i, std::int64_t after, std::int64_t upto,
             const std::function<result<void>(const recorded_event&)>& visit) -> result<void> {
-          const auto& d = *options_.inline_projections[i];
-          const auto types = stored_types(d.event_types);
+          const auto& wanted_types = hook_->event_types(i);
+          const auto types = stored_types(wanted_types);
           if (types.empty()) return {};  // lists no event
           std::string sql = "SELECT " + event_cols +
                             ", s.name FROM annals_events e JOIN annals_streams s ON "
@@ -822,7 +826,7 @@ class pg_store final : public event_store, public store::opened_store {
           for (int row = 0; row < PQntuples(rows->get()); ++row) {
             if (auto x = decode_row(rows->get(), row, ev); !x) return x.error();
             ev.stream_id.assign(pg::get_bytes(rows->get(), row, 7));
-            auto wanted = upcast(ev, d.event_types);
+            auto wanted = upcast(ev, wanted_types);
             if (!wanted) return wanted.error();
             if (!*wanted) continue;
             if (auto v = visit(ev); !v) return v;
@@ -841,6 +845,7 @@ class pg_store final : public event_store, public store::opened_store {
   std::string uri_;
   const store::location where_;
   postgres_options options_;
+  std::shared_ptr<store::commit_hook> hook_;  // the inline projections; null: none
   std::mutex pool_mu_;
   std::vector<std::unique_ptr<connection>> idle_;
   bool has_registry_ = true;
@@ -904,15 +909,16 @@ result<bool> ensure_schema(connection& c, const postgres_options& o) {
 
 }  // namespace
 
-result<std::unique_ptr<event_store>> open_postgres_store(const std::string& uri,
-                                                         postgres_options options) {
+result<std::unique_ptr<event_store>> store::open_postgres(const std::string& uri,
+                                                         postgres_options options,
+                                                         std::shared_ptr<commit_hook> hook) {
   if (uri.empty() || uri.find('\0') != std::string::npos) {
     return error(errc::invalid_argument, "PostgreSQL URI is empty or contains NUL");
   }
   if (options.lock_timeout_ms < 0) {
     return error(errc::invalid_argument, "lock_timeout_ms must not be negative");
   }
-  auto store = std::make_unique<pg_store>(uri, std::move(options));
+  auto store = std::make_unique<pg_store>(uri, std::move(options), hook);
   auto c = store->checkout();
   if (!c) return std::move(c).error();
   pg_store::lease conn(*store, std::move(c).value());
@@ -920,16 +926,13 @@ result<std::unique_ptr<event_store>> open_postgres_store(const std::string& uri,
   auto registry = ensure_schema(*conn.conn, store->options());
   if (!registry) return std::move(registry).error();
   store->set_has_registry(*registry);
-  if (!store->options().inline_projections.empty()) {
-    // Their tables and checkpoints, once, in one transaction (init_projections serializes the
-    // DDL with other processes).
+  if (hook) {
+    // The inline projections' tables and checkpoints, once, in one transaction (their init
+    // serializes the DDL with other processes).
     connection& c = *conn.conn;
     pg::sql_conn tx_conn(&c);
-    if (auto r = db::in_transaction(
-            c, db::begin_default, "cannot create inline projection tables",
-            [&] {
-              return detail::init_projections(tx_conn, store->options().inline_projections);
-            });
+    if (auto r = db::in_transaction(c, db::begin_default, "cannot create inline projection tables",
+                                    [&] { return hook->init(tx_conn); });
         !r) {
       return r.error();
     }

@@ -16,10 +16,12 @@
 // are published as an immutable map swapped atomically; appends read it without a lock.
 #include "db/transaction.hpp"
 #include "metrics.hpp"
-#include "projection/internal.hpp"
+#include "store/openers.hpp"
+#include "store/commit_hook.hpp"
 #include "store/checksum.hpp"
 #include "store/prepared.hpp"
 #include "store/sqlite/snapshot_writer.hpp"
+#include "store/sqlite/sql_connection.hpp"
 #include "store/sqlite/sqlite.hpp"
 #include "store/uri.hpp"
 
@@ -172,16 +174,16 @@ constexpr std::size_t max_cached_names = 100000;
 
 class sqlite_store final : public event_store, public store::opened_store {
  public:
-  sqlite_store(std::string path, sqlite_options o, connection writer, writer_statements ws)
+  sqlite_store(std::string path, sqlite_options o, std::shared_ptr<store::commit_hook> hook,
+               connection writer, writer_statements ws)
       : path_(std::move(path)),
         where_{store::location::backend::sqlite, path_},
         options_(std::move(o)),
         writer_(std::move(writer)),
         ws_(std::move(ws)),
-        commits_(store::commit_signal_for(sqlite::identity(writer_.get()))) {
-    if (!options_.inline_projections.empty()) {
-      inline_conn_ = std::make_unique<detail::sqlite_sql_connection>(writer_.get());
-    }
+        commits_(store::commit_signal_for(sqlite::identity(writer_.get()))),
+        hook_(std::move(hook)) {
+    if (hook_) inline_conn_ = std::make_unique<detail::sqlite_sql_connection>(writer_.get());
   }
 
   // Creates the inline projections' tables and checkpoints. Called once after construction.
@@ -189,18 +191,15 @@ class sqlite_store final : public event_store, public store::opened_store {
     if (!inline_conn_) return {};
     if (auto r = db::in_transaction(writer_, db::begin_sqlite_write,
                                     "cannot create inline projection tables",
-                                    [&] {
-                                      return detail::init_projections(
-                                          *inline_conn_, options_.inline_projections);
-                                    });
+                                    [&] { return hook_->init(*inline_conn_); });
         !r) {
       return r;
     }
     // Each inline projection's read of new events, prepared once (not per append). Columns as
     // decode_row expects them, then stream_version and the stream name.
-    for (const auto& d : options_.inline_projections) {
+    for (std::size_t i = 0; i < hook_->consumers(); ++i) {
       statement& st = inline_reads_.emplace_back();
-      auto& types = inline_types_.emplace_back(stored_types(d->event_types));
+      auto& types = inline_types_.emplace_back(stored_types(hook_->event_types(i)));
       if (types.empty()) continue;  // lists no event: nothing to read
       std::string sql =
           "SELECT e.position, e.event_id, e.type, e.recorded_at, e.metadata, e.payload, "
@@ -703,11 +702,12 @@ class sqlite_store final : public event_store, public store::opened_store {
     }
   }
 
-  // Brings each inline projection up to `last` inside the current append's savepoint.
+  // Runs the commit hook (the inline projections) up to `last` inside the current append's
+  // savepoint.
   result<void> apply_inline(std::int64_t last) {
-    if (!inline_conn_) return {};
-    return detail::apply_inline(
-        *inline_conn_, options_.inline_projections, last, options_.max_inline_lag,
+    if (!hook_) return {};
+    return hook_->committing(
+        *inline_conn_, last,
         [&](std::size_t i, std::int64_t after, std::int64_t upto,
             const std::function<result<void>(const recorded_event&)>& visit) -> result<void> {
           statement& read = inline_reads_[i];
@@ -725,7 +725,7 @@ class sqlite_store final : public event_store, public store::opened_store {
             if (auto r = decode_row(read, 0, ev); !r) return r.error();
             ev.stream_version = read.column_int64(6);
             ev.stream_id.assign(read.column_text(7));
-            auto wanted = upcast(ev, options_.inline_projections[i]->event_types);
+            auto wanted = upcast(ev, hook_->event_types(i));
             if (!wanted) return wanted.error();
             if (!*wanted) continue;
             if (auto v = visit(ev); !v) return v;
@@ -914,6 +914,7 @@ class sqlite_store final : public event_store, public store::opened_store {
   connection writer_;  // used only by the current leader
   writer_statements ws_;
   std::shared_ptr<store::commit_signal> commits_;  // this file's, shared in this process
+  std::shared_ptr<store::commit_hook> hook_;  // the inline projections; null: none
   std::unique_ptr<detail::sqlite_sql_connection> inline_conn_;  // borrows writer_; leader only
   std::vector<statement> inline_reads_;  // per inline projection, on writer_; leader only
   std::vector<std::vector<std::string>> inline_types_;  // the stored types each one selects
@@ -1030,8 +1031,9 @@ result<void> ensure_schema(connection& c, const std::string& path, bool read_onl
 
 }  // namespace
 
-result<std::unique_ptr<event_store>> open_sqlite_store(const std::string& path,
-                                                       sqlite_options options) {
+result<std::unique_ptr<event_store>> store::open_sqlite(const std::string& path,
+                                                       sqlite_options options,
+                                                       std::shared_ptr<commit_hook> hook) {
   if (path.empty() || path.find('\0') != std::string::npos) {
     return error(errc::invalid_argument, "store path is empty or contains NUL");
   }
@@ -1097,26 +1099,10 @@ result<std::unique_ptr<event_store>> open_sqlite_store(const std::string& path,
   // send reads to another file.
   const char* absolute = sqlite3_db_filename(conn.get(), "main");
   std::string file = absolute && *absolute ? std::string(absolute) : path;
-  auto store = std::make_unique<sqlite_store>(file, std::move(options), std::move(conn),
-                                              std::move(ws).value());
+  auto store = std::make_unique<sqlite_store>(file, std::move(options), std::move(hook),
+                                              std::move(conn), std::move(ws).value());
   if (auto r = store->init_inline(); !r) return r.error();
   return std::unique_ptr<event_store>(std::move(store));
-}
-
-result<std::unique_ptr<event_store>> open_store(std::string_view uri, sqlite_options options) {
-  auto where = store::parse_uri(uri);
-  if (!where) return std::move(where).error();
-  if (!where->postgres()) return open_sqlite_store(where->target, std::move(options));
-  postgres_options po;
-  po.inline_projections = std::move(options.inline_projections);
-  po.max_inline_lag = options.max_inline_lag;
-  po.lock_timeout_ms = options.busy_timeout_ms;
-  po.create_if_missing = options.create_if_missing;
-  po.read_only = options.read_only;
-  po.clock = std::move(options.clock);
-  po.id_source = std::move(options.id_source);
-  po.upcast = std::move(options.upcast);
-  return open_postgres_store(where->target, std::move(po));
 }
 
 }  // namespace annals
