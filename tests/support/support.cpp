@@ -168,7 +168,7 @@ pid_t fork_child(const std::function<int()>& body) {
   // A child forked while another thread runs inherits whatever locks that thread held at that
   // instant (the allocator's, SQLite's, ours) and can block on one forever: the sanitizer
   // runtimes' allocators made that a real hang. So the child must be forked while this process
-  // has one thread; fork_waiting_child() is for a child that must act while threads run.
+  // has one thread; test::waiting_child is for a child that must act while threads run.
   // A thread that was just joined can stay listed in /proc/self/task for a moment after
   // pthread_join returns (the kernel wakes the joiner before it reaps the task), so wait a
   // little before calling it a mistake.
@@ -180,7 +180,7 @@ pid_t fork_child(const std::function<int()>& body) {
   if (n > 1 + runtime_threads) {
     throw std::logic_error("fork_child: " + std::to_string(n) +
                            " threads are running; fork before starting them "
-                           "(fork_waiting_child)");
+                           "(or use test::waiting_child)");
   }
   pid_t pid = fork();
   if (pid < 0) throw std::runtime_error("fork failed");
