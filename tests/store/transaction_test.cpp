@@ -2,7 +2,7 @@
 // scope is left before commit() (an early return, an error, an exception), nothing it wrote
 // stays. An internal contract, so this file includes the framework's private headers.
 #include "db/transaction.hpp"
-#include "store/sqlite/sqlite.hpp"
+#include "backends/sqlite/sqlite.hpp"
 #include "support/support.hpp"
 
 #include <doctest/doctest.h>

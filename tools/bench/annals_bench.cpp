@@ -231,7 +231,7 @@ class raw_stmt {
   sqlite3_stmt* s_ = nullptr;
 };
 
-// The store's table shape (framework/src/store/sqlite/sqlite_store.cpp), same durability.
+// The store's table shape (framework/src/backends/sqlite/sqlite_store.cpp), same durability.
 constexpr const char* raw_schema = R"sql(
 CREATE TABLE streams(
   id      INTEGER PRIMARY KEY,

@@ -251,7 +251,7 @@ struct server_facts {
 
 // ---- the raw baselines ------------------------------------------------------------------------
 
-// The store's table shape (framework/src/store/postgres/pg_store.cpp), written again by hand.
+// The store's table shape (framework/src/backends/postgres/pg_store.cpp), written again by hand.
 constexpr const char* raw_schema = R"sql(
 CREATE TABLE streams(
   id      BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,

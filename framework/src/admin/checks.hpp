@@ -175,7 +175,9 @@ inline constexpr const char* parked_sql =
     "SELECT projection, CAST(position AS BIGINT), type, error FROM annals_parked "
     "WHERE state = 'parked' ORDER BY position, projection";
 
-// open_admin() for a postgresql:// or postgres:// URI (pg_admin.cpp).
+// open_admin() (admin/open.cpp) once the URI is parsed: a SQLite file (sqlite_admin.cpp), a
+// PostgreSQL connection URI (pg_admin.cpp).
+result<std::unique_ptr<store_admin>> open_sqlite_admin(const std::string& path, bool writable);
 result<std::unique_ptr<store_admin>> open_postgres_admin(const std::string& uri, bool writable);
 
 }  // namespace annals::admin_detail

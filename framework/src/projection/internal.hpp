@@ -10,7 +10,7 @@
 #include "db/coordination.hpp"
 #include "db/sql_connection.hpp"
 #include "store/commit_hook.hpp"
-#include "store/sqlite/sql_connection.hpp"
+#include "backends/sqlite/sql_connection.hpp"
 #include "store/uri.hpp"
 
 #include <chrono>

@@ -13,8 +13,8 @@
 
 #include "db/transaction.hpp"
 #include "projection/internal.hpp"
-#include "store/postgres/pg_coordination.hpp"
-#include "store/postgres/pg_sql.hpp"
+#include "backends/postgres/pg_coordination.hpp"
+#include "backends/postgres/pg_sql.hpp"
 #include "store/prepared.hpp"
 
 #include <fcntl.h>

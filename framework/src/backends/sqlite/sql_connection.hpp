@@ -2,7 +2,7 @@
 #pragma once
 
 #include "db/sql_connection.hpp"
-#include "store/sqlite/sqlite.hpp"
+#include "backends/sqlite/sqlite.hpp"
 
 #include <memory>
 #include <string>

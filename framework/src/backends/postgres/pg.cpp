@@ -1,4 +1,4 @@
-#include "store/postgres/pg.hpp"
+#include "backends/postgres/pg.hpp"
 
 #include <annals/schema.hpp>
 

@@ -1,4 +1,4 @@
-#include "store/sqlite/sql_connection.hpp"
+#include "backends/sqlite/sql_connection.hpp"
 
 #include <variant>
 

@@ -22,8 +22,8 @@
 // save never blocks its caller and never fails it (a failure is logged to stderr and dropped).
 #include "metrics.hpp"
 #include "db/transaction.hpp"
-#include "store/postgres/pg.hpp"
-#include "store/postgres/pg_sql.hpp"
+#include "backends/postgres/pg.hpp"
+#include "backends/postgres/pg_sql.hpp"
 #include "store/openers.hpp"
 #include "store/checksum.hpp"
 #include "store/commit_hook.hpp"

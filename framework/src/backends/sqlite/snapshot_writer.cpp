@@ -1,4 +1,4 @@
-#include "store/sqlite/snapshot_writer.hpp"
+#include "backends/sqlite/snapshot_writer.hpp"
 
 #include "store/prepared.hpp"
 

@@ -1,6 +1,6 @@
-#include "store/postgres/pg_coordination.hpp"
+#include "backends/postgres/pg_coordination.hpp"
 
-#include "store/postgres/pg.hpp"
+#include "backends/postgres/pg.hpp"
 #include "store/prepared.hpp"
 
 #include <fmt/format.h>

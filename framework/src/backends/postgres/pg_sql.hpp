@@ -5,7 +5,7 @@
 #pragma once
 
 #include "db/sql_connection.hpp"
-#include "store/postgres/pg.hpp"
+#include "backends/postgres/pg.hpp"
 
 #include <string>
 #include <string_view>

@@ -24,7 +24,7 @@
 
 #include "admin/checks.hpp"
 #include "admin/queries.hpp"
-#include "store/postgres/pg.hpp"
+#include "backends/postgres/pg.hpp"
 #include "store/checksum.hpp"
 #include "store/prepared.hpp"
 

@@ -9,7 +9,7 @@
 // Thread safety: read() and save() may be called from any thread.
 #pragma once
 
-#include "store/sqlite/sqlite.hpp"
+#include "backends/sqlite/sqlite.hpp"
 
 #include <annals/event_store.hpp>
 

@@ -9,7 +9,7 @@
 #include "admin/queries.hpp"
 #include "store/checksum.hpp"
 #include "store/prepared.hpp"
-#include "store/sqlite/sqlite.hpp"
+#include "backends/sqlite/sqlite.hpp"
 
 #include <fmt/format.h>
 #include <sys/stat.h>
@@ -435,20 +435,14 @@ class sqlite_admin final : public store_admin {
 
 }  // namespace
 
-result<std::unique_ptr<store_admin>> open_admin(std::string_view uri, bool writable) {
-  if (uri.starts_with("postgresql://") || uri.starts_with("postgres://")) {
-    return admin_detail::open_postgres_admin(std::string(uri), writable);
-  }
-  constexpr std::string_view sqlite_scheme = "sqlite:";
-  std::string path(uri.substr(0, sqlite_scheme.size()) == sqlite_scheme
-                       ? uri.substr(sqlite_scheme.size())
-                       : uri);
-  // open_store checks the URI, the file (missing, foreign, newer format) and creates a new
-  // store when writable.
+result<std::unique_ptr<store_admin>> admin_detail::open_sqlite_admin(const std::string& path,
+                                                                     bool writable) {
+  // open_sqlite_store checks the file (missing, foreign, newer format) and creates a new store
+  // when writable.
   sqlite_options options;
   options.read_only = !writable;
   options.create_if_missing = writable;
-  auto store = open_store(uri, std::move(options));
+  auto store = open_sqlite_store(path, std::move(options));
   if (!store) return std::move(store).error();
   auto c = connection::open(path, writable ? SQLITE_OPEN_READWRITE : SQLITE_OPEN_READONLY, 10000);
   if (!c) return std::move(c).error();

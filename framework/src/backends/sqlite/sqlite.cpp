@@ -1,4 +1,4 @@
-#include "store/sqlite/sqlite.hpp"
+#include "backends/sqlite/sqlite.hpp"
 
 #include <fmt/format.h>
 #include <sys/stat.h>

@@ -20,9 +20,9 @@
 #include "store/commit_hook.hpp"
 #include "store/checksum.hpp"
 #include "store/prepared.hpp"
-#include "store/sqlite/snapshot_writer.hpp"
-#include "store/sqlite/sql_connection.hpp"
-#include "store/sqlite/sqlite.hpp"
+#include "backends/sqlite/snapshot_writer.hpp"
+#include "backends/sqlite/sql_connection.hpp"
+#include "backends/sqlite/sqlite.hpp"
 #include "store/uri.hpp"
 
 #include <annals/fault.hpp>
@@ -438,7 +438,7 @@ class sqlite_store final : public event_store, public store::opened_store {
         });
   }
 
-  // Snapshots: their own connections and background writer (store/sqlite/snapshot_writer).
+  // Snapshots: their own connections and background writer (backends/sqlite/snapshot_writer).
   result<std::optional<snapshot_record>> read_snapshot(std::string_view stream_id,
                                                        std::string_view key) override {
     return snapshots_.read(stream_id, key);

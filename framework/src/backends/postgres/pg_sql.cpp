@@ -1,4 +1,4 @@
-#include "store/postgres/pg_sql.hpp"
+#include "backends/postgres/pg_sql.hpp"
 
 #include <fmt/format.h>
 
