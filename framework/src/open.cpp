@@ -1,15 +1,35 @@
-// Opening a store: the one place that knows both the backends and the inline projections they
-// run (through a commit hook), so neither depends on the other.
+// Opening a store: the one place that knows both the backends (through their tables,
+// store/backend_ops.hpp) and the inline projections they run (through a commit hook), so
+// neither depends on the other.
 #include "projection/internal.hpp"
-#include "store/openers.hpp"
+#include "store/backend_ops.hpp"
 #include "store/uri.hpp"
 
 #include <annals/store.hpp>
 
+#include <fmt/format.h>
+
+// Weak: the backend libraries define them (see store/backend_ops.hpp).
+extern "C" [[gnu::weak]] const annals::store::backend_ops* annals_backend_sqlite();
+extern "C" [[gnu::weak]] const annals::store::backend_ops* annals_backend_postgres();
+
 namespace annals {
 
+result<const store::backend_ops*> store::backend_for(location::backend kind) {
+  const bool pg = kind == location::backend::postgres;
+  auto table = pg ? annals_backend_postgres : annals_backend_sqlite;
+  if (table == nullptr) {
+    return error(errc::invalid_argument,
+                 fmt::format("this program was linked without {0} support: link the CMake "
+                             "target annals::{1} (or annals::annals for both backends)",
+                             pg ? "PostgreSQL" : "SQLite", pg ? "postgres" : "sqlite"));
+  }
+  return table();
+}
+
 namespace {
-// Opens through `open` with the options' inline projections as the store's commit hook.
+// Opens through the backend's `open` with the options' inline projections as the store's
+// commit hook.
 template <class Options, class Open>
 result<std::unique_ptr<event_store>> with_inline_hook(const std::string& where, Options options,
                                                       Open open) {
@@ -22,12 +42,16 @@ result<std::unique_ptr<event_store>> with_inline_hook(const std::string& where, 
 
 result<std::unique_ptr<event_store>> open_sqlite_store(const std::string& path,
                                                        sqlite_options options) {
-  return with_inline_hook(path, std::move(options), store::open_sqlite);
+  auto b = store::backend_for(store::location::backend::sqlite);
+  if (!b) return std::move(b).error();
+  return with_inline_hook(path, std::move(options), (*b)->open_sqlite);
 }
 
 result<std::unique_ptr<event_store>> open_postgres_store(const std::string& uri,
                                                          postgres_options options) {
-  return with_inline_hook(uri, std::move(options), store::open_postgres);
+  auto b = store::backend_for(store::location::backend::postgres);
+  if (!b) return std::move(b).error();
+  return with_inline_hook(uri, std::move(options), (*b)->open_postgres);
 }
 
 result<std::unique_ptr<event_store>> open_store(std::string_view uri, sqlite_options options) {

@@ -175,8 +175,8 @@ inline constexpr const char* parked_sql =
     "SELECT projection, CAST(position AS BIGINT), type, error FROM annals_parked "
     "WHERE state = 'parked' ORDER BY position, projection";
 
-// open_admin() (admin/open.cpp) once the URI is parsed: a SQLite file (sqlite_admin.cpp), a
-// PostgreSQL connection URI (pg_admin.cpp).
+// The backends' admins (backends/*/..._admin.cpp), reached through their tables
+// (store/backend_ops.hpp) by open_admin(): a SQLite file, a PostgreSQL connection URI.
 result<std::unique_ptr<store_admin>> open_sqlite_admin(const std::string& path, bool writable);
 result<std::unique_ptr<store_admin>> open_postgres_admin(const std::string& uri, bool writable);
 

@@ -1,7 +1,7 @@
 // open_admin(): the URI parsed by the one parser (store/uri.hpp), then the backend's admin.
 #include <annals/admin.hpp>
 
-#include "admin/checks.hpp"
+#include "store/backend_ops.hpp"
 #include "store/uri.hpp"
 
 namespace annals {
@@ -9,8 +9,9 @@ namespace annals {
 result<std::unique_ptr<store_admin>> open_admin(std::string_view uri, bool writable) {
   auto where = store::parse_uri(uri);
   if (!where) return std::move(where).error();
-  if (where->postgres()) return admin_detail::open_postgres_admin(where->target, writable);
-  return admin_detail::open_sqlite_admin(where->target, writable);
+  auto b = store::backend_for(where->kind);
+  if (!b) return std::move(b).error();
+  return (*b)->open_admin(where->target, writable);
 }
 
 }  // namespace annals

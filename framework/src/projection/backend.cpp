@@ -1,9 +1,7 @@
 // Opening a store and the SQL connections beside it, for projection runners and subscriptions.
 #include "db/transaction.hpp"
 #include "projection/internal.hpp"
-#include "backends/postgres/pg_coordination.hpp"
-#include "backends/postgres/pg_sql.hpp"
-#include "backends/sqlite/sqlite_coordination.hpp"
+#include "store/backend_ops.hpp"
 #include "store/prepared.hpp"
 #include "store/uri.hpp"
 
@@ -30,47 +28,21 @@ result<void> in_write_tx(sql_connection& c, const std::function<result<void>(sql
 namespace {
 
 // The component's own connections on the database at `where` (no store, no coordination).
-result<void> open_connections(backend& b, const store::location& where,
+result<void> open_connections(backend& b, const store::backend_ops& ops,
                               const backend_options& o) {
-  auto& writer = b.writer;
-  auto& reader = b.reader;
-  if (where.postgres()) {
-    for (auto* slot : {&writer, &reader}) {
-      if (slot == &reader && (o.sql_only || !o.reader)) continue;
-      auto c = pg::connection::open(where.target, 10);
-      if (!c) return std::move(c).error();
-      *slot = std::make_unique<pg::sql_conn>(std::move(c).value());
-    }
-    // Read models are derived data (see the SQLite case below): a commit lost to a crash of
-    // the server rolls back the model and its checkpoint together, and the events are
-    // replayed. The lock timeout bounds waits for another runner's batch or a swap.
-    auto settings = fmt::format("SET synchronous_commit = off; SET lock_timeout = {}{}",
-                                o.busy_timeout_ms,
-                                o.read_only ? "; SET default_transaction_read_only = on" : "");
-    return writer->exec(settings.c_str(), "cannot configure the projection connection");
-  }
-  int timeout = static_cast<int>(o.busy_timeout_ms);
-  auto w = sqlite::connection::open(
-      where.target, o.read_only ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE, timeout);
+  store::connect_options co;
+  co.read_only = o.read_only;
+  co.busy_timeout_ms = o.busy_timeout_ms;
+  auto w = ops.connect(b.where.target, co);
   if (!w) return std::move(w).error();
-  // Read models are derived data: a projection commit lost to a power cut rolls the model
-  // and its checkpoint back together (WAL keeps them consistent), and the events are
-  // replayed. So the runner's commits need not each wait for fsync; the events' own commits
-  // stay FULL. A larger page cache keeps a rebuild's random-order inserts (statements) off
-  // the disk.
-  if (auto r = w->exec("PRAGMA synchronous=NORMAL", "cannot set durability"); !r) return r;
-  if (auto r = w->exec("PRAGMA cache_size=-32768", "cannot size the cache"); !r) return r;
-  writer = std::make_unique<sqlite_sql_connection>(std::move(w).value());
+  b.writer = std::move(w).value();
   if (o.sql_only || !o.reader) return {};
-  auto rd = sqlite::connection::open(where.target, SQLITE_OPEN_READONLY, timeout);
-  if (!rd) return std::move(rd).error();
-  reader = std::make_unique<sqlite_sql_connection>(std::move(rd).value());
+  co.writer = false;
+  auto r = ops.connect(b.where.target, co);
+  if (!r) return std::move(r).error();
+  b.reader = std::move(r).value();
   return {};
 }
-
-}  // namespace
-
-namespace {
 
 // `uri` opened for a component: a pool of 2, never created (not_found).
 result<std::shared_ptr<event_store>> open_for_component(const store::location& where,
@@ -131,15 +103,13 @@ result<backend> open_backend(const store_ref& ref, const backend_options& o,
       b.store = std::move(s).value();
     }
   }
-  if (auto r = open_connections(b, b.where, o); !r) return r.error();
+  auto ops = store::backend_for(b.where.kind);
+  if (!ops) return std::move(ops).error();
+  if (auto r = open_connections(b, **ops, o); !r) return r.error();
   if (o.sql_only || o.read_only) return b;
-  if (b.where.postgres()) {
-    auto c = pg::open_coordination(b.where.target);
-    if (!c) return std::move(c).error();
-    b.coordination = std::move(c).value();
-  } else {
-    b.coordination = sqlite::open_coordination(b.where.target);
-  }
+  auto c = (*ops)->open_coordination(b.where.target);
+  if (!c) return std::move(c).error();
+  b.coordination = std::move(c).value();
   return b;
 }
 

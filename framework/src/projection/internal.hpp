@@ -10,7 +10,6 @@
 #include "db/coordination.hpp"
 #include "db/sql_connection.hpp"
 #include "store/commit_hook.hpp"
-#include "backends/sqlite/sql_connection.hpp"
 #include "store/uri.hpp"
 
 #include <chrono>

@@ -13,8 +13,6 @@
 
 #include "db/transaction.hpp"
 #include "projection/internal.hpp"
-#include "backends/postgres/pg_coordination.hpp"
-#include "backends/postgres/pg_sql.hpp"
 #include "store/prepared.hpp"
 
 #include <fcntl.h>
