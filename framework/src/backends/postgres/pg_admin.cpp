@@ -24,12 +24,14 @@
 
 #include "admin/checks.hpp"
 #include "admin/queries.hpp"
+#include "db/transaction.hpp"
 #include "backends/postgres/pg.hpp"
 #include "store/checksum.hpp"
 #include "store/prepared.hpp"
 
 #include <fmt/format.h>
 
+#include <optional>
 #include <set>
 
 namespace annals {
@@ -105,24 +107,11 @@ const admin_detail::admin_sql sql{
     "SELECT min(position), count(*), string_agg(position::text, ', ' ORDER BY position) "
     "FROM annals_events GROUP BY event_id HAVING count(*) > 1 ORDER BY 1"};
 
-// One snapshot for the life of the object (REPEATABLE READ READ ONLY).
-class snapshot_tx {
- public:
-  explicit snapshot_tx(connection& c) : c_(c) {}
-  result<void> begin() {
-    auto r = c_.exec_simple("cannot start a read transaction",
-                            "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY");
-    open_ = r.ok();
-    return r;
-  }
-  ~snapshot_tx() {
-    if (open_) (void)c_.exec_simple("cannot end a read transaction", "ROLLBACK");
-  }
-
- private:
-  connection& c_;
-  bool open_ = false;
-};
+// One snapshot (REPEATABLE READ READ ONLY) until its destructor ends it.
+result<db::transaction<connection>> snapshot_tx(connection& c) {
+  return db::transaction<connection>::begin(c, db::begin_pg_snapshot,
+                                            "cannot start a read transaction");
+}
 
 result<std::vector<stored_schema>> read_schemas(connection& c) {
   std::vector<stored_schema> out;
@@ -137,16 +126,11 @@ result<std::vector<stored_schema>> read_schemas(connection& c) {
 class pg_import final : public import_session {
  public:
   explicit pg_import(connection& c) : c_(c) {}
-  ~pg_import() override {
-    if (open_) (void)c_.exec_simple("cannot roll back the import", "ROLLBACK");
-  }
 
   result<void> start() {
-    if (auto r = c_.exec_simple("cannot start the import", "BEGIN ISOLATION LEVEL READ COMMITTED");
-        !r) {
-      return r;
-    }
-    open_ = true;
+    auto tx = db::transaction<connection>::begin(c_, db::begin_pg_write, "cannot start the import");
+    if (!tx) return tx.error();
+    tx_.emplace(std::move(tx).value());
     // The write lock: no append interleaves, and the emptiness checked below holds to commit.
     params lock;
     lock.add_int8(pg::write_lock_key);
@@ -220,12 +204,11 @@ class pg_import final : public import_session {
       return r;
     }
     // As an append: runners following by LISTEN learn of the events at commit.
-    if (auto r = c_.exec_simple("cannot commit the import",
-                                "NOTIFY " ANNALS_PG_APPEND_CHANNEL "; COMMIT");
+    if (auto r = tx_->commit("cannot commit the import", "NOTIFY " ANNALS_PG_APPEND_CHANNEL "; COMMIT");
         !r) {
       return r;
     }
-    open_ = false;
+    tx_.reset();
     store::commit_signal_for(pg::identity(c_.get()))->notify();
     return {};
   }
@@ -278,7 +261,7 @@ class pg_import final : public import_session {
   }
 
   connection& c_;
-  bool open_ = false;
+  std::optional<db::transaction<connection>> tx_;  // from start(); rolled back unless committed
   bool has_registry_ = true;
   admin_detail::import_checker checker_;
   std::vector<raw_event> pending_;  // events not yet sent
@@ -311,15 +294,15 @@ class pg_admin final : public store_admin {
   }
 
   result<std::vector<projection_info>> projections() override {
-    snapshot_tx tx(c_);
-    if (auto r = tx.begin(); !r) return r.error();
+    auto tx = snapshot_tx(c_);
+    if (!tx) return tx.error();
     pg_db d{c_};
     return admin_detail::read_projections(d);
   }
 
   result<store_stats> stats(std::size_t top) override {
-    snapshot_tx tx(c_);
-    if (auto r = tx.begin(); !r) return r.error();
+    auto tx = snapshot_tx(c_);
+    if (!tx) return tx.error();
     store_stats out;
     auto format = scalar(c_, "cannot read the store's format",
                          "SELECT value FROM annals_meta WHERE key = 'format'");
@@ -339,8 +322,8 @@ class pg_admin final : public store_admin {
 
   result<std::int64_t> verify(const std::function<void(const store_problem&)>& report,
                               const upcasters* upcast) override {
-    snapshot_tx tx(c_);
-    if (auto r = tx.begin(); !r) return r.error();
+    auto tx = snapshot_tx(c_);
+    if (!tx) return tx.error();
     auto schemas = read_schemas(c_);
     if (!schemas) return std::move(schemas).error();
     admin_detail::store_verifier v(std::move(schemas).value(), upcast, report,
@@ -385,8 +368,8 @@ class pg_admin final : public store_admin {
   }
 
   result<void> dump(const dump_visitor& visit) override {
-    snapshot_tx tx(c_);
-    if (auto r = tx.begin(); !r) return r.error();
+    auto tx = snapshot_tx(c_);
+    if (!tx) return tx.error();
     auto schemas = read_schemas(c_);
     if (!schemas) return std::move(schemas).error();
     auto count = scalar(c_, "cannot count events", "SELECT count(*) FROM annals_events");

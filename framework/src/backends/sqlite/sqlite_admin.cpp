@@ -7,6 +7,7 @@
 
 #include "admin/checks.hpp"
 #include "admin/queries.hpp"
+#include "db/transaction.hpp"
 #include "store/checksum.hpp"
 #include "store/prepared.hpp"
 #include "backends/sqlite/sqlite.hpp"
@@ -15,6 +16,7 @@
 #include <sys/stat.h>
 
 #include <map>
+#include <optional>
 #include <unordered_map>
 
 namespace annals {
@@ -140,34 +142,20 @@ const admin_detail::admin_sql sql{
     "SELECT min(position), count(*), group_concat(position, ', ') FROM events "
     "GROUP BY event_id HAVING count(*) > 1 ORDER BY 1"};
 
-// A read transaction for the life of the object: every query inside sees one snapshot.
-class read_tx {
- public:
-  explicit read_tx(connection& c) : c_(c) {}
-  result<void> begin() {
-    auto r = c_.exec("BEGIN", "cannot start a read transaction");
-    open_ = r.ok();
-    return r;
-  }
-  ~read_tx() {
-    if (open_) (void)c_.exec("COMMIT", "cannot end a read transaction");
-  }
-
- private:
-  connection& c_;
-  bool open_ = false;
-};
+// A read transaction: every query inside sees one snapshot. Ended by its destructor.
+result<db::transaction<connection>> read_tx(connection& c) {
+  return db::transaction<connection>::begin(c, db::begin_default, "cannot start a read transaction");
+}
 
 class sqlite_import final : public import_session {
  public:
   explicit sqlite_import(connection& c) : c_(c) {}
-  ~sqlite_import() override {
-    if (open_) (void)c_.exec("ROLLBACK", "cannot roll back the import");
-  }
 
   result<void> start() {
-    if (auto r = c_.exec("BEGIN IMMEDIATE", "cannot start the import"); !r) return r;
-    open_ = true;
+    auto tx = db::transaction<connection>::begin(c_, db::begin_sqlite_write,
+                                                 "cannot start the import");
+    if (!tx) return tx.error();
+    tx_.emplace(std::move(tx).value());
     auto events = scalar(c_.get(), "SELECT count(*) FROM events", "cannot count events");
     if (!events) return std::move(events).error();
     auto streams = scalar(c_.get(), "SELECT count(*) FROM streams", "cannot count streams");
@@ -272,15 +260,15 @@ class sqlite_import final : public import_session {
       int rc = update->step();
       if (rc != SQLITE_DONE) return sqlite::make_error(rc, "cannot import a stream", c_.get());
     }
-    if (auto r = c_.exec("COMMIT", "cannot commit the import"); !r) return r;
-    open_ = false;
+    if (auto r = tx_->commit("cannot commit the import"); !r) return r;
+    tx_.reset();
     store::commit_signal_for(sqlite::identity(c_.get()))->notify();
     return {};
   }
 
  private:
   connection& c_;
-  bool open_ = false;
+  std::optional<db::transaction<connection>> tx_;  // from start(); rolled back unless committed
   statement insert_stream_, insert_event_, insert_schema_;
   admin_detail::import_checker checker_;
 };
@@ -313,15 +301,15 @@ class sqlite_admin final : public store_admin {
   }
 
   result<std::vector<projection_info>> projections() override {
-    read_tx tx(c_);
-    if (auto r = tx.begin(); !r) return r.error();
+    auto tx = read_tx(c_);
+    if (!tx) return tx.error();
     sqlite_db d{db()};
     return admin_detail::read_projections(d);
   }
 
   result<store_stats> stats(std::size_t top) override {
-    read_tx tx(c_);
-    if (auto r = tx.begin(); !r) return r.error();
+    auto tx = read_tx(c_);
+    if (!tx) return tx.error();
     store_stats out;
     auto format = scalar(db(), "PRAGMA user_version", "cannot read the store header");
     if (!format) return std::move(format).error();
@@ -344,8 +332,8 @@ class sqlite_admin final : public store_admin {
       return r.error();
     }
 
-    read_tx tx(c_);
-    if (auto r = tx.begin(); !r) return r.error();
+    auto tx = read_tx(c_);
+    if (!tx) return tx.error();
     auto schemas = read_schema_rows(db());
     if (!schemas) return std::move(schemas).error();
     admin_detail::store_verifier v(std::move(schemas).value(), upcast, report,
@@ -399,8 +387,8 @@ class sqlite_admin final : public store_admin {
   }
 
   result<void> dump(const dump_visitor& visit) override {
-    read_tx tx(c_);
-    if (auto r = tx.begin(); !r) return r.error();
+    auto tx = read_tx(c_);
+    if (!tx) return tx.error();
     auto schemas = read_schema_rows(db());
     if (!schemas) return std::move(schemas).error();
     auto count = scalar(db(), "SELECT count(*) FROM events", "cannot count events");

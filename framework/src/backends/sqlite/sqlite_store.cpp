@@ -495,9 +495,6 @@ class sqlite_store final : public event_store, public store::opened_store {
       store.leader_active_ = true;
     }
     ~leadership() {
-      if (!sqlite3_get_autocommit(store.writer_.get())) {
-        (void)sqlite3_exec(store.writer_.get(), "ROLLBACK", nullptr, nullptr, nullptr);
-      }
       std::lock_guard lock(store.queue_mu_);
       store.leader_active_ = false;
       store.queue_cv_.notify_all();  // appenders queued meanwhile elect a new leader
@@ -644,10 +641,9 @@ class sqlite_store final : public event_store, public store::opened_store {
     }
   }
   void stage_failure(const std::vector<pending_append*>& batch, std::string why) noexcept {
+    // The batch's transaction was rolled back by its destructor as the exception left
+    // commit_batch.
     failure_reason_ = std::move(why);  // read by the same leader under queue_mu_
-    if (!sqlite3_get_autocommit(writer_.get())) {
-      (void)sqlite3_exec(writer_.get(), "ROLLBACK", nullptr, nullptr, nullptr);
-    }
     // A missing result is reported to its appender as io (see append()); leaving them empty
     // here cannot throw.
     for (auto* p : batch) p->staged.reset();
@@ -657,8 +653,13 @@ class sqlite_store final : public event_store, public store::opened_store {
     auto fail_all = [&](const error& e) {
       for (auto* p : batch) p->staged = e;
     };
-    if (auto r = writer_.exec("BEGIN IMMEDIATE", "cannot start a write transaction"); !r) {
-      fail_all(r.error());
+    // One transaction for the batch, a savepoint for each append in it. Rolled back by its
+    // destructor on every path that does not commit (nothing written, a failed COMMIT, an
+    // exception).
+    auto tx = db::transaction<connection>::begin(writer_, db::begin_sqlite_write,
+                                                 "cannot start a write transaction");
+    if (!tx) {
+      fail_all(tx.error());
       return;
     }
     std::int64_t now = options_.clock ? options_.clock() : store::system_clock_us();
@@ -679,14 +680,11 @@ class sqlite_store final : public event_store, public store::opened_store {
       (void)step(ws_.release, "cannot finish an append");
       p->staged = std::move(r);
     }
-    if (!wrote) {
-      (void)writer_.exec("ROLLBACK", "cannot end a read-only write transaction");
-      return;
-    }
+    if (!wrote) return;  // every append failed or was already there: nothing to commit
     auto r = fault::point(fault::store_append_before_commit);
-    if (r) r = writer_.exec("COMMIT", "cannot commit appended events");
+    if (r) r = tx->commit("cannot commit appended events");
     if (!r) {
-      (void)writer_.exec("ROLLBACK", "cannot roll back");
+      tx->rollback();
       for (auto* p : batch) {
         // Nothing of this batch was written.
         if (p->staged && p->staged->ok()) p->staged = r.error();
