@@ -6,6 +6,8 @@
 #include <doctest/doctest.h>
 
 #include <annals/command.hpp>
+#include <annals/consumers.hpp>
+#include <annals/projection_runner.hpp>
 #include <annals/event_store.hpp>
 #include <annals/sql.hpp>
 #include <annals/subscription.hpp>
@@ -992,6 +994,183 @@ TEST_CASE("find_event, derived_event_id and caused_by for process managers") {
   recorded_event bare = **found;
   bare.metadata.correlation_id.clear();
   CHECK(annals::caused_by(bare).correlation_id == id);
+}
+
+// ---------------------------------------------------------------------------------------------
+// consumer_admin: projections and subscriptions in one list, parked events retried or skipped
+// on either, by name.
+
+TEST_CASE("consumer_admin lists projections and subscriptions, and retries and skips either") {
+  temp_dir dir;
+  const store_location loc(dir.file("c.db"), on_postgres);
+  auto store = open(loc.path);
+  // ok, poison (2), ok, poison (4), ok
+  for (const char* payload : {"ok", "poison", "ok", "poison", "ok"}) {
+    auto r = store->append("s-1", annals::expected_version::any(), {ev("test.v1.Ping", payload)});
+    REQUIRE_MESSAGE(r.ok(), message_of(r));
+  }
+  std::atomic<bool> failing{true};
+  auto poisoned = [&](const recorded_event& e) -> result<void> {
+    if (failing && e.payload == "poison") return annals::error(errc::rejected, "poisoned");
+    return {};
+  };
+
+  auto def = std::make_shared<annals::projection_def>();
+  def->name = "ledger";
+  def->event_types = {"test.v1.Ping"};
+  def->apply = [&](const recorded_event& e, annals::sql_tx&) { return poisoned(e); };
+  annals::runner_options ro;
+  ro.max_attempts = 1;
+  auto runner = annals::projection_runner::open(loc.path, {def}, ro);
+  REQUIRE_MESSAGE(runner.ok(), message_of(runner));
+  REQUIRE((*runner)->catch_up().ok());  // stuck at 2
+
+  subscription_options so = quiet();
+  so.max_attempts = 1;
+  auto sub = open_sub(loc.path, "mailer", poisoned, so);
+  REQUIRE(sub->catch_up().ok());  // parks 2 and 4, goes on to 5
+
+  {  // Read-only: lists and shows, writes nothing.
+    auto ro_admin = annals::consumer_admin::open_read_only(loc.path);
+    REQUIRE_MESSAGE(ro_admin.ok(), message_of(ro_admin));
+    auto list = (*ro_admin)->list();
+    REQUIRE_MESSAGE(list.ok(), message_of(list));
+    REQUIRE(list->size() == 2);
+    const auto& p = (*list)[0];
+    CHECK(p.kind == annals::consumer_kind::projection);
+    CHECK(p.name == "ledger");
+    CHECK(p.checkpoint == 1);
+    CHECK(p.head == 5);
+    CHECK(p.lag_events == 4);
+    CHECK(p.lag_seconds >= 0);
+    CHECK(p.parked == 1);
+    CHECK(p.state == "stuck");
+    CHECK(p.stuck_position == 2);
+    CHECK_MESSAGE(p.error.find("poisoned") != std::string::npos, p.error);
+    CHECK(p.detail == "version 1");
+    const auto& m = (*list)[1];
+    CHECK(m.kind == annals::consumer_kind::subscription);
+    CHECK(m.name == "mailer");
+    CHECK(m.checkpoint == 5);
+    CHECK(m.lag_events == 0);
+    CHECK(m.parked == 2);
+    CHECK_FALSE(m.stuck_position);
+
+    for (auto refused : {(*ro_admin)->retry("mailer", 0), (*ro_admin)->skip("ledger", 2),
+                         (*ro_admin)->retry("ledger", 2)}) {
+      REQUIRE_FALSE(refused.ok());
+      CHECK(refused.error().kind() == errc::read_only);
+    }
+    auto parked = (*ro_admin)->parked("ledger");
+    REQUIRE_MESSAGE(parked.ok(), message_of(parked));
+    REQUIRE(parked->size() == 1);
+    CHECK(parked->front().position == 2);
+    CHECK(parked->front().stream_version == 1);
+    CHECK(parked->front().state == "parked");
+    parked = (*ro_admin)->parked("mailer");
+    REQUIRE_MESSAGE(parked.ok(), message_of(parked));
+    REQUIRE(parked->size() == 2);
+    CHECK(parked->back().position == 4);
+    CHECK(parked->back().stream_version == -1);
+  }
+
+  auto admin = annals::consumer_admin::open(loc.path);
+  REQUIRE_MESSAGE(admin.ok(), message_of(admin));
+  auto& a = **admin;
+  auto missing = a.parked("nobody");
+  REQUIRE_FALSE(missing.ok());
+  CHECK(missing.error().kind() == errc::not_found);
+
+  // Nothing was written by the read-only admin: still stuck at 2 with it parked.
+  auto still = a.parked("ledger");
+  REQUIRE_MESSAGE(still.ok(), message_of(still));
+  REQUIRE(still->size() == 1);
+  CHECK(still->front().state == "parked");
+
+  // A projection skips only the event it is stuck at (no position: invalid; another: none).
+  auto no_position = a.skip("ledger", 0);
+  REQUIRE_FALSE(no_position.ok());
+  CHECK(no_position.error().kind() == errc::invalid_argument);
+  auto elsewhere = a.skip("ledger", 3);
+  REQUIRE_FALSE(elsewhere.ok());
+  CHECK(elsewhere.error().kind() == errc::not_found);
+  auto skipped = a.skip("ledger", 2);
+  REQUIRE_MESSAGE(skipped.ok(), message_of(skipped));
+  CHECK(skipped.value() == 1);
+  REQUIRE((*runner)->catch_up().ok());  // past 2, then stuck at 4
+  auto st = (*runner)->status();
+  REQUIRE(st.ok());
+  CHECK(st->front().stuck_position == 4);
+
+  // Retried once the handler is mended: the runner applies 4 and 5; the subscription gets both
+  // of its parked events again.
+  failing = false;
+  auto wrong = a.retry("ledger", 2);
+  REQUIRE_FALSE(wrong.ok());
+  CHECK(wrong.error().kind() == errc::not_found);
+  auto retried = a.retry("ledger", 4);
+  REQUIRE_MESSAGE(retried.ok(), message_of(retried));
+  CHECK(retried.value() == 1);
+  retried = a.retry("mailer", 0);
+  REQUIRE_MESSAGE(retried.ok(), message_of(retried));
+  CHECK(retried.value() == 2);
+  REQUIRE((*runner)->catch_up().ok());
+  REQUIRE(sub->catch_up().ok());
+
+  auto list = a.list();
+  REQUIRE_MESSAGE(list.ok(), message_of(list));
+  REQUIRE(list->size() == 2);
+  CHECK((*list)[0].state == "caught_up");
+  CHECK((*list)[0].checkpoint == 5);
+  CHECK((*list)[0].parked == 0);
+  CHECK((*list)[1].parked == 0);
+  auto parked = a.parked("projection:ledger");  // the qualified name works too
+  REQUIRE_MESSAGE(parked.ok(), message_of(parked));
+  REQUIRE(parked->size() == 2);
+  CHECK((*parked)[0].state == "skipped");
+  CHECK((*parked)[1].state == "retried");
+  auto again = a.retry("mailer", 0);
+  REQUIRE_FALSE(again.ok());
+  CHECK(again.error().kind() == errc::not_found);
+  auto nothing = a.retry("ledger", 0);  // nothing waits on the caught-up projection
+  REQUIRE_FALSE(nothing.ok());
+  CHECK(nothing.error().kind() == errc::not_found);
+
+  // A name both kinds have must be qualified.
+  auto twin = open_sub(loc.path, "ledger", poisoned, so);
+  REQUIRE(twin->catch_up().ok());
+  auto ambiguous = a.parked("ledger");
+  REQUIRE_FALSE(ambiguous.ok());
+  CHECK(ambiguous.error().kind() == errc::invalid_argument);
+  CHECK_MESSAGE(ambiguous.error().message().find("subscription:ledger") != std::string::npos,
+                ambiguous.error().message());
+  auto sub_parked = a.parked("subscription:ledger");
+  REQUIRE_MESSAGE(sub_parked.ok(), message_of(sub_parked));
+  CHECK(sub_parked->empty());
+  auto proj_parked = a.parked("projection:ledger");
+  REQUIRE_MESSAGE(proj_parked.ok(), message_of(proj_parked));
+  CHECK(proj_parked->size() == 2);
+  auto qualified = a.retry("projection:ledger", 0);  // resolved, but nothing waits
+  REQUIRE_FALSE(qualified.ok());
+  CHECK(qualified.error().kind() == errc::not_found);
+}
+
+TEST_CASE("consumer_admin on a store without consumers lists nothing and adds no table") {
+  temp_dir dir;
+  const store_location loc(dir.file("e.db"), on_postgres);
+  append_n(*open(loc.path), "s-1", 2);
+  auto admin = annals::consumer_admin::open(loc.path);
+  REQUIRE_MESSAGE(admin.ok(), message_of(admin));
+  auto list = (*admin)->list();
+  REQUIRE_MESSAGE(list.ok(), message_of(list));
+  CHECK(list->empty());
+  auto r = (*admin)->retry("ledger", 0);
+  REQUIRE_FALSE(r.ok());
+  CHECK(r.error().kind() == errc::not_found);
+  for (const char* table :
+       {"annals_projections", "annals_parked", "annals_subscriptions", "annals_sub_parked"}) {
+    CHECK_MESSAGE(!has_table(loc, table), table);
+  }
 }
 
 }  // TEST_SUITE

@@ -6,6 +6,7 @@
 
 #include <doctest/doctest.h>
 
+#include <annals/projection_runner.hpp>
 #include <annals/schema.hpp>
 #include <annals/subscription.hpp>
 
@@ -156,6 +157,23 @@ inline void expect_problem(const annals_cli& cli, const std::string& where, cons
 }
 
 
+// The subscription `name` on the store, caught up, with event 3 parked (its handler refuses
+// it); closed on return.
+inline void park_event_3(const std::string& db, const std::string& name = "mailer") {
+  annals::subscription_options o;
+  o.max_attempts = 1;
+  o.log = [](std::string_view) {};
+  auto sub = annals::subscription::open(
+      db, name,
+      [](const annals::recorded_event& e) -> annals::result<void> {
+        if (e.position == 3) return annals::error(annals::errc::rejected, "no template");
+        return {};
+      },
+      o);
+  REQUIRE(sub.ok());
+  REQUIRE(sub.value()->catch_up().ok());
+}
+
 // `annals subscriptions`: a subscription that parked event 3 shows in the list with its lag,
 // its parked event is listed, retried (then redelivered by the subscription) or skipped.
 inline void check_subscriptions(const annals_cli& cli) {
@@ -229,23 +247,84 @@ inline void check_subscriptions(const annals_cli& cli) {
   CHECK(contains(r.out, "state=retried"));
   CHECK(cli({"subscriptions", "skip", "mailer", "--all"}).exit_code == 1);  // none left
   CHECK(cli({"subscriptions", "list"}).exit_code == 0);
-}
 
-// The subscription "mailer" on the store, caught up, with event 3 parked (its handler refuses
-// it); closed on return.
-inline void park_event_3(const std::string& db) {
-  annals::subscription_options o;
-  o.max_attempts = 1;
-  o.log = [](std::string_view) {};
-  auto sub = annals::subscription::open(
-      db, "mailer",
-      [](const annals::recorded_event& e) -> annals::result<void> {
-        if (e.position == 3) return annals::error(annals::errc::rejected, "no template");
-        return {};
-      },
-      o);
-  REQUIRE(sub.ok());
-  REQUIRE(sub.value()->catch_up().ok());
+  // `annals consumers`: the same subscriptions beside a projection stuck at event 3.
+  auto def = std::make_shared<annals::projection_def>();
+  def->name = "ledger";
+  def->event_types = {"bank.v1.AccountOpened"};
+  def->apply = [](const annals::recorded_event& e, annals::sql_tx&) -> annals::result<void> {
+    if (e.position == 3) return annals::error(annals::errc::rejected, "no ledger for acc-2");
+    return {};
+  };
+  annals::runner_options ro;
+  ro.max_attempts = 1;
+  auto runner = annals::projection_runner::open(cli.db, {def}, ro);
+  REQUIRE(runner.ok());
+  REQUIRE(runner.value()->catch_up().ok());
+  r = cli({"consumers", "list"});
+  INFO(r.out << r.err);
+  CHECK(r.exit_code == 0);
+  // kind, name, checkpoint, head, lag, lag seconds, parked, state, detail
+  std::istringstream rows(r.out);
+  std::string kind;
+  bool saw_ledger = false, saw_mailer = false;
+  while (std::getline(rows, line)) {
+    std::istringstream f(line);
+    std::string state;
+    f >> kind >> name >> checkpoint >> head >> lag >> lag_s >> parked >> state;
+    if (kind == "projection" && name == "ledger") {
+      saw_ledger = true;
+      CHECK(checkpoint == 2);
+      CHECK(head == 5);
+      CHECK(parked == 1);
+      CHECK(state == "stuck");
+    } else if (kind == "subscription" && name == "mailer") {
+      saw_mailer = true;
+      CHECK(checkpoint == 5);
+      CHECK(parked == 0);
+    }
+  }
+  CHECK(saw_ledger);
+  CHECK(saw_mailer);
+  CHECK(contains(r.out, "stuck at position 3"));
+  CHECK(contains(r.out, "failed on event at position 3 (bank.v1.AccountOpened): no ledger"));
+  r = cli({"consumers", "parked", "ledger"});
+  CHECK(r.exit_code == 0);
+  CHECK(contains(r.out, "#3 acc-2 bank.v1.AccountOpened"));
+  CHECK(cli({"consumers", "parked", "mailer"}).exit_code == 0);
+  CHECK(cli({"consumers", "parked", "nobody"}).exit_code == 1);
+  CHECK(cli({"consumers", "skip", "ledger", "--all"}).exit_code == 2);  // only its stuck event
+  CHECK(cli({"consumers", "skip", "ledger", "--position", "4"}).exit_code == 1);  // not there
+  CHECK(cli({"consumers", "retry", "ledger", "--position", "4"}).exit_code == 1);
+  r = cli({"consumers", "retry", "ledger", "--position", "3"});
+  CHECK(r.exit_code == 0);
+  CHECK(contains(r.out, "retrying 1 parked event of 'ledger'"));
+  REQUIRE(runner.value()->catch_up().ok());  // fails again: stuck at 3 again
+  r = cli({"consumers", "skip", "ledger", "--position", "3"});
+  CHECK(r.exit_code == 0);
+  CHECK(contains(r.out, "skipped 1 parked event of 'ledger'"));
+  REQUIRE(runner.value()->catch_up().ok());
+  r = cli({"consumers", "list"});
+  CHECK(contains(r.out, "version 1"));
+  bool caught_up = false;
+  std::istringstream after(r.out);
+  while (std::getline(after, line)) {
+    if (line.starts_with("projection") && contains(line, " ledger ")) {
+      caught_up = contains(line, " caught_up ");
+    }
+  }
+  CHECK(caught_up);
+  CHECK(cli({"consumers", "retry", "ledger", "--all"}).exit_code == 1);  // nothing waits
+
+  // A name both kinds have: given unqualified, refused (2); qualified, found.
+  park_event_3(cli.db, "ledger");
+  CHECK(cli({"consumers", "parked", "ledger"}).exit_code == 2);
+  r = cli({"consumers", "parked", "projection:ledger"});
+  CHECK(r.exit_code == 0);
+  CHECK(contains(r.out, "state=skipped"));
+  r = cli({"consumers", "parked", "subscription:ledger"});
+  CHECK(r.exit_code == 0);
+  CHECK(contains(r.out, "state=parked"));
 }
 
 // `annals serve --port 0` on a store, in a child process, until stop() (SIGTERM).
@@ -331,6 +410,13 @@ inline void check_read_only_serving(const annals_cli& cli, bool with_mailer,
   CHECK(r.exit_code == 0);
   CHECK(contains(r.out, with_mailer ? "mailer" : "no subscriptions"));
   r = cli({"subscriptions", "parked", "mailer"});
+  CHECK(r.exit_code == (with_mailer ? 0 : 1));
+  if (with_mailer) CHECK(contains(r.out, "#3 acc-2 bank.v1.AccountOpened"));
+  // The consumer commands that only read are read-only too.
+  r = cli({"consumers", "list"});
+  CHECK(r.exit_code == 0);
+  CHECK(contains(r.out, with_mailer ? "mailer" : "no projections or subscriptions"));
+  r = cli({"consumers", "parked", "mailer"});
   CHECK(r.exit_code == (with_mailer ? 0 : 1));
   if (with_mailer) CHECK(contains(r.out, "#3 acc-2 bank.v1.AccountOpened"));
 

@@ -64,6 +64,13 @@ int serve(const context& c, const serve_options& o, const std::atomic<bool>& sto
 int subscriptions_parked(const context& c, const std::string& name);
 int subscriptions_resolve(const context& c, const std::string& name, std::int64_t position,
                           bool retry);
+// Consumers (subscriptions.cpp): projections and subscriptions side by side (annals/consumers.hpp);
+// a consumer's parked events; retry or skip them (position 0: all). An unknown consumer or
+// parked event exits 1; a name both kinds have, unqualified, exits 2.
+int consumers_list(const context& c);
+int consumers_parked(const context& c, const std::string& name);
+int consumers_resolve(const context& c, const std::string& name, std::int64_t position,
+                      bool retry);
 // Copies the store c.db into the empty store `to` (any backends), then compares them: 0 when
 // identical, 1 when copied but different, 2 when `to` is not empty (nothing written), 4 for a
 // missing or foreign source, an unreachable server or a source row that cannot be copied.

@@ -4,6 +4,7 @@
 #include "commands.hpp"
 
 #include <CLI/CLI.hpp>
+#include <fmt/format.h>
 
 #include <csignal>
 #include <iostream>
@@ -90,29 +91,50 @@ int main(int argc, char** argv) {
                    "a FileDescriptorSet (protoc --include_imports --descriptor_set_out=FILE)")
       ->required();
 
-  auto* subs = app.add_subcommand(
-      "subscriptions", "subscribers, their checkpoints and lag, and their parked events");
-  subs->require_subcommand(1);
-  auto* sub_list = with_db(subs->add_subcommand(
-      "list", "every subscription: checkpoint, head, lag in events and seconds, parked count"));
+  // `consumers` (projections and subscriptions) and the older `subscriptions` (subscriptions
+  // only): the same four commands.
+  struct consumer_commands {
+    CLI::App *list, *parked, *retry, *skip;
+  };
   std::string sub_name;
   std::int64_t sub_position = 0;
   bool sub_all = false;
-  auto* sub_parked =
-      with_db(subs->add_subcommand("parked", "a subscription's parked (dead-lettered) events"));
-  sub_parked->add_option("name", sub_name, "the subscription")->required();
-  auto* sub_retry = with_db(subs->add_subcommand(
-      "retry", "ask the running subscription to deliver parked events again"));
-  auto* sub_skip =
-      with_db(subs->add_subcommand("skip", "record that parked events will not be delivered"));
-  for (auto* sub : {sub_retry, sub_skip}) {
-    sub->add_option("name", sub_name, "the subscription")->required();
-    auto* pos = sub->add_option("--position", sub_position, "the parked event's position")
-                    ->check(CLI::PositiveNumber);
-    auto* all = sub->add_flag("--all", sub_all, "every parked event of the subscription");
-    pos->excludes(all);
-    all->excludes(pos);
-  }
+  auto add_consumer_commands = [&](const char* group, const char* what, const char* one,
+                                   const char* retry_what, const char* skip_what) {
+    auto* g = app.add_subcommand(group, what);
+    g->require_subcommand(1);
+    consumer_commands out{};
+    out.list = with_db(g->add_subcommand(
+        "list", fmt::format("every {}: checkpoint, head, lag in events and seconds, parked count",
+                            one)));
+    out.parked = with_db(
+        g->add_subcommand("parked", fmt::format("a {}'s parked (dead-lettered) events", one)));
+    out.parked->add_option("name", sub_name, one)->required();
+    out.retry = with_db(g->add_subcommand("retry", retry_what));
+    out.skip = with_db(g->add_subcommand("skip", skip_what));
+    for (auto* sub : {out.retry, out.skip}) {
+      sub->add_option("name", sub_name, one)->required();
+      auto* pos = sub->add_option("--position", sub_position, "the parked event's position")
+                      ->check(CLI::PositiveNumber);
+      auto* all = sub->add_flag("--all", sub_all, fmt::format("every parked event of the {}", one));
+      pos->excludes(all);
+      all->excludes(pos);
+    }
+    return out;
+  };
+  auto consumers = add_consumer_commands(
+      "consumers",
+      "projections and subscriptions, their checkpoints and lag, and their parked events (a "
+      "name both kinds have: projection:NAME or subscription:NAME)",
+      "consumer",
+      "retry parked events (a subscription redelivers them; a projection applies its stuck "
+      "event again on its runner's next catch-up)",
+      "record that parked events will not be delivered (a projection moves past the event it "
+      "is stuck at: give its --position)");
+  auto subs = add_consumer_commands(
+      "subscriptions", "subscribers, their checkpoints and lag, and their parked events",
+      "subscription", "ask the running subscription to deliver parked events again",
+      "record that parked events will not be delivered");
 
   annals::tool::serve_options serve_o;
   auto* serve = with_db(app.add_subcommand(
@@ -167,14 +189,24 @@ int main(int argc, char** argv) {
   if (*slist) return annals::tool::schema_list(c);
   if (*show) return annals::tool::schema_show(c, type, version);
   if (*check) return annals::tool::schema_check(c, descriptor_set);
-  if (*sub_list) return annals::tool::subscriptions_list(c);
-  if (*sub_parked) return annals::tool::subscriptions_parked(c, sub_name);
-  if (*sub_retry || *sub_skip) {
-    if (sub_position == 0 && !sub_all) {
-      std::cerr << "give --position P or --all\nRun with --help for more information.\n";
-      return 2;
+  for (const auto* group : {&consumers, &subs}) {
+    const bool all_kinds = group == &consumers;
+    if (*group->list) {
+      return all_kinds ? annals::tool::consumers_list(c) : annals::tool::subscriptions_list(c);
     }
-    return annals::tool::subscriptions_resolve(c, sub_name, sub_position, bool(*sub_retry));
+    if (*group->parked) {
+      return all_kinds ? annals::tool::consumers_parked(c, sub_name)
+                       : annals::tool::subscriptions_parked(c, sub_name);
+    }
+    if (*group->retry || *group->skip) {
+      if (sub_position == 0 && !sub_all) {
+        std::cerr << "give --position P or --all\nRun with --help for more information.\n";
+        return 2;
+      }
+      const bool retry = bool(*group->retry);
+      return all_kinds ? annals::tool::consumers_resolve(c, sub_name, sub_position, retry)
+                       : annals::tool::subscriptions_resolve(c, sub_name, sub_position, retry);
+    }
   }
   return 2;
 }

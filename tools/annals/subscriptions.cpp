@@ -1,7 +1,9 @@
-// `annals subscriptions ...`: list subscribers with their lag, and manage their dead letters
-// (annals/subscription.hpp), without the application's handlers.
+// `annals consumers ...` (projections and subscriptions, annals/consumers.hpp) and the older
+// `annals subscriptions ...` (annals/subscription.hpp): list consumers with their lag, and
+// manage their dead letters, without the application's handlers.
 #include "commands.hpp"
 
+#include <annals/consumers.hpp>
 #include <annals/subscription.hpp>
 
 #include <fmt/format.h>
@@ -24,7 +26,68 @@ result<std::unique_ptr<subscription_admin>> open_admin(const context& c, bool wr
   return a;
 }
 
+result<std::unique_ptr<consumer_admin>> open_consumers(const context& c, bool writable) {
+  auto a = writable ? consumer_admin::open(c.db) : consumer_admin::open_read_only(c.db);
+  if (!a && a.error().kind() == errc::not_found) return error(errc::io, a.error().message());
+  return a;
+}
+
+// parked_event or parked_delivery.
+template <class Parked>
+void print_parked(const context& c, const std::vector<Parked>& parked) {
+  for (const auto& p : parked) {
+    fmt::print(c.out, "#{} {} {} {} attempts={} state={}\n  error: {}\n", p.position, p.stream_id,
+               p.type, p.event_id, p.attempts, p.state, p.error);
+  }
+}
+
 }  // namespace
+
+int consumers_list(const context& c) {
+  auto a = open_consumers(c, false);
+  if (!a) return fail(c, a.error());
+  auto list = a.value()->list();
+  if (!list) return fail(c, list.error());
+  if (list->empty()) {
+    fmt::print(c.out, "no projections or subscriptions\n");
+    return 0;
+  }
+  fmt::print(c.out, "{:<13} {:<28} {:>10} {:>10} {:>10} {:>9} {:>7} {:<10} {}\n", "KIND", "NAME",
+             "CHECKPOINT", "HEAD", "LAG", "LAG_S", "PARKED", "STATE", "DETAIL");
+  for (const auto& s : list.value()) {
+    fmt::print(c.out, "{:<13} {:<28} {:>10} {:>10} {:>10} {:>9.3f} {:>7} {:<10} {}\n",
+               to_string(s.kind), s.name, s.checkpoint, s.head, s.lag_events, s.lag_seconds,
+               s.parked, s.state, s.detail);
+    if (s.stuck_position) fmt::print(c.out, "  stuck at position {}\n", *s.stuck_position);
+    if (!s.error.empty()) fmt::print(c.out, "  error: {}\n", s.error);
+  }
+  return 0;
+}
+
+int consumers_parked(const context& c, const std::string& name) {
+  auto a = open_consumers(c, false);
+  if (!a) return fail(c, a.error());
+  auto parked = a.value()->parked(name);
+  if (!parked) return fail(c, parked.error());
+  if (parked->empty()) {
+    fmt::print(c.out, "'{}' has no parked events\n", name);
+    return 0;
+  }
+  print_parked(c, parked.value());
+  return 0;
+}
+
+int consumers_resolve(const context& c, const std::string& name, std::int64_t position,
+                      bool retry) {
+  auto a = open_consumers(c, true);
+  if (!a) return fail(c, a.error());
+  auto n = retry ? a.value()->retry(name, position) : a.value()->skip(name, position);
+  if (!n) return fail(c, n.error());
+  fmt::print(c.out, "{} {} parked event{} of '{}'{}\n", retry ? "retrying" : "skipped", n.value(),
+             n.value() == 1 ? "" : "s", name,
+             retry ? " (its subscription or projection runner applies them again)" : "");
+  return 0;
+}
 
 int subscriptions_list(const context& c) {
   auto a = open_admin(c, false);
@@ -55,10 +118,7 @@ int subscriptions_parked(const context& c, const std::string& name) {
     fmt::print(c.out, "subscription '{}' has no parked events\n", name);
     return 0;
   }
-  for (const auto& p : parked.value()) {
-    fmt::print(c.out, "#{} {} {} {} attempts={} state={}\n  error: {}\n", p.position, p.stream_id,
-               p.type, p.event_id, p.attempts, p.state, p.error);
-  }
+  print_parked(c, parked.value());
   return 0;
 }
 

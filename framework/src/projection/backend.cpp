@@ -25,6 +25,21 @@ result<void> in_write_tx(sql_connection& c, const std::function<result<void>(sql
   return tx->commit("cannot commit a write transaction");
 }
 
+result<bool> table_exists(sql_connection& c, std::string_view table) {
+  auto tx = detail::sql_tx_access::make(c);
+  bool found = false;
+  auto r = tx.query(c.dialect() == sql_dialect::postgres
+                        ? "SELECT 1 FROM pg_catalog.pg_tables WHERE schemaname = current_schema() "
+                          "AND tablename = ?1"
+                        : "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1",
+                    {table}, [&](const sql_row&) {
+                      found = true;
+                      return false;
+                    });
+  if (!r) return std::move(r).error();
+  return found;
+}
+
 namespace {
 
 // The component's own connections on the database at `where` (no store, no coordination).
@@ -106,7 +121,7 @@ result<backend> open_backend(const store_ref& ref, const backend_options& o,
   auto ops = store::backend_for(b.where.kind);
   if (!ops) return std::move(ops).error();
   if (auto r = open_connections(b, **ops, o); !r) return r.error();
-  if (o.sql_only || o.read_only) return b;
+  if (o.sql_only || o.read_only || !o.coordination) return b;
   auto c = (*ops)->open_coordination(b.where.target);
   if (!c) return std::move(c).error();
   b.coordination = std::move(c).value();

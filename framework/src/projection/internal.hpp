@@ -3,6 +3,7 @@
 #pragma once
 
 #include <annals/projection.hpp>
+#include <annals/projection_runner.hpp>
 #include <annals/read_model.hpp>
 #include <annals/sql.hpp>
 #include <annals/store_ref.hpp>
@@ -33,6 +34,7 @@ struct backend_options {
   std::shared_ptr<const upcasters> upcast;
   bool reader = false;
   bool sql_only = false;  // only the writer connection: no store, no coordination (URI only)
+  bool coordination = true;  // false: no coordination (admins, which run no consumer)
   // Nothing written: the store opened read_only (an older format is not upgraded), the
   // "writer" connection read-only too (SQLite SQLITE_OPEN_READONLY, PostgreSQL
   // default_transaction_read_only), no coordination. For readers of the bookkeeping.
@@ -45,6 +47,9 @@ struct backend_options {
 // is derived or redone after a crash. `what` names the user in errors ("projections").
 result<backend> open_backend(const store_ref& store, const backend_options& o,
                              std::string_view what);
+
+// Whether `table` exists in the connection's database (its current schema on PostgreSQL).
+result<bool> table_exists(sql_connection& c, std::string_view table);
 
 // Runs fn in a write transaction on c (SQLite: BEGIN IMMEDIATE, the write lock; PostgreSQL:
 // READ COMMITTED); commits if it succeeds, else (error or exception) rolls back.
@@ -65,6 +70,17 @@ result<void> init_projections(sql_connection& c, const std::vector<std::shared_p
 // it was not written. Null when defs is empty.
 std::shared_ptr<store::commit_hook> inline_projections_hook(
     std::vector<std::shared_ptr<const projection_def>> defs, std::int64_t max_lag);
+
+// A projection's parked events, by position (runner and consumer admin share these).
+result<std::vector<parked_event>> read_parked(sql_tx& tx, std::string_view projection);
+// Marks the projection's parked events retried and unsticks it: the next catch-up applies the
+// event again. `position` 0, or the position it is stuck at (else not_found). Returns how many
+// parked events it marked. In a write transaction.
+result<std::int64_t> retry_parked(sql_tx& tx, std::string_view projection,
+                                  std::int64_t position);
+// Moves a projection stuck at `position` past it, recording the skip (else invalid_argument).
+// In a write transaction.
+result<void> skip_parked(sql_tx& tx, std::string_view projection, std::int64_t position);
 
 std::string quote_identifier(std::string_view name);
 // CREATE TABLE IF NOT EXISTS for a read-model table under its physical (quoted) name. On

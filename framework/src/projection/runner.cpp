@@ -114,6 +114,29 @@ struct stored_state {
   double events_per_s = 0;
 };
 
+// The checkpoint row of `name` (exists false when missing); `lock` takes the row's lock on
+// PostgreSQL (SQLite's write transaction already holds the database's).
+result<stored_state> load_projection_state(sql_tx& tx, std::string_view name, bool lock = false) {
+  stored_state st;
+  const bool for_update = lock && tx.dialect() == "postgresql";
+  auto r = tx.query(
+      for_update ? "SELECT version, checkpoint, stuck_position, coalesce(error, ''), "
+                   "events_per_s FROM annals_projections WHERE name = ?1 FOR UPDATE"
+                 : "SELECT version, checkpoint, stuck_position, coalesce(error, ''), "
+                   "events_per_s FROM annals_projections WHERE name = ?1",
+      {name}, [&](const sql_row& row) {
+        st.exists = true;
+        st.version = static_cast<int>(row.int64(0));
+        st.checkpoint = row.int64(1);
+        if (!row.is_null(2)) st.stuck = row.int64(2);
+        st.error = row.text(3);
+        st.events_per_s = row.real(4);
+        return false;
+      });
+  if (!r) return std::move(r).error();
+  return st;
+}
+
 class runner_impl final : public projection_runner {
  public:
   runner_impl(projection_list defs, runner_options o, std::shared_ptr<event_store> store,
@@ -313,7 +336,7 @@ class runner_impl final : public projection_runner {
     std::lock_guard lock(write_mu_);
     batch_outcome out;
     auto r = in_write_tx([&](sql_tx& tx) -> result<void> {
-      auto st = load_state(tx, d.name, true);
+      auto st = load_projection_state(tx, d.name, true);
       if (!st) return st.error();
       if (!st->exists || st->checkpoint != expected || st->stuck || st->version != d.version) {
         out.raced = true;
@@ -378,7 +401,7 @@ class runner_impl final : public projection_runner {
     }
     std::lock_guard lock(write_mu_);
     auto parked = in_write_tx([&](sql_tx& tx) -> result<void> {
-      auto st = load_state(tx, d.name, true);
+      auto st = load_projection_state(tx, d.name, true);
       if (!st) return st.error();
       if (st->checkpoint != before || st->stuck) return {};  // another runner got there
       auto r = tx.exec(
@@ -542,16 +565,9 @@ class runner_impl final : public projection_runner {
     if (auto d = find(name); !d) return std::move(d).error();
     std::vector<parked_event> out;
     auto r = read([&](sql_tx& tx) -> result<void> {
-      auto q = tx.query(
-          "SELECT position, stream_id, stream_version, event_id, type, error, attempts, "
-          "parked_at, state FROM annals_parked WHERE projection = ?1 ORDER BY position",
-          {name}, [&](const sql_row& row) {
-            out.push_back({row.int64(0), row.text(1), row.int64(2), row.text(3), row.text(4),
-                           row.text(5), static_cast<int>(row.int64(6)), row.int64(7),
-                           row.text(8)});
-            return true;
-          });
-      if (!q) return q.error();
+      auto p = detail::read_parked(tx, name);
+      if (!p) return p.error();
+      out = std::move(p).value();
       return {};
     });
     if (!r) return r.error();
@@ -562,17 +578,8 @@ class runner_impl final : public projection_runner {
     if (auto d = find(name); !d) return std::move(d).error();
     std::lock_guard lock(write_mu_);
     return in_write_tx([&](sql_tx& tx) -> result<void> {
-      auto now = static_cast<long long>(store::system_clock_us());
-      auto r = tx.exec(
-          "UPDATE annals_parked SET state = 'retried', resolved_at = ?2 "
-          "WHERE projection = ?1 AND state = 'parked'",
-          {name, now});
-      if (!r) return r.error();
-      r = tx.exec(
-          "UPDATE annals_projections SET stuck_position = NULL, error = NULL, updated_at = ?2 "
-          "WHERE name = ?1",
-          {name, now});
-      if (!r) return r.error();
+      auto n = detail::retry_parked(tx, name, 0);
+      if (!n) return n.error();
       return {};
     });
   }
@@ -580,28 +587,7 @@ class runner_impl final : public projection_runner {
   result<void> skip(std::string_view name, std::int64_t position) override {
     if (auto d = find(name); !d) return std::move(d).error();
     std::lock_guard lock(write_mu_);
-    auto r = in_write_tx([&](sql_tx& tx) -> result<void> {
-      auto st = load_state(tx, name, true);
-      if (!st) return st.error();
-      if (!st->stuck || *st->stuck != position) {
-        return error(errc::invalid_argument,
-                     st->stuck ? fmt::format("projection '{}' is stuck at position {}, not {}",
-                                             name, *st->stuck, position)
-                               : fmt::format("projection '{}' is not stuck", name));
-      }
-      auto now = static_cast<long long>(store::system_clock_us());
-      auto u = tx.exec(
-          "UPDATE annals_parked SET state = 'skipped', resolved_at = ?3 "
-          "WHERE projection = ?1 AND position = ?2",
-          {name, static_cast<long long>(position), now});
-      if (!u) return u.error();
-      u = tx.exec(
-          "UPDATE annals_projections SET checkpoint = ?2, stuck_position = NULL, error = NULL, "
-          "updated_at = ?3 WHERE name = ?1",
-          {name, static_cast<long long>(position), now});
-      if (!u) return u.error();
-      return {};
-    });
+    auto r = in_write_tx([&](sql_tx& tx) { return detail::skip_parked(tx, name, position); });
     if (r) notify();
     return r;
   }
@@ -612,7 +598,7 @@ class runner_impl final : public projection_runner {
     std::lock_guard lock(write_mu_);
     auto r = in_write_tx([&](sql_tx& tx) -> result<void> {
       if (auto x = lock_ddl(tx); !x) return x;
-      if (auto st = load_state(tx, name, true); !st) return st.error();  // wait for a batch
+      if (auto st = load_projection_state(tx, name, true); !st) return st.error();  // wait for a batch
       for (const auto* t : d.value()->tables) {
         auto q = detail::quote_identifier(t->table);
         if (auto x = tx.exec("DROP TABLE IF EXISTS " + q); !x) return x.error();
@@ -719,7 +705,7 @@ class runner_impl final : public projection_runner {
       std::int64_t target = 0;
       // Locks the checkpoint row on PostgreSQL: a batch of another runner commits first, or
       // waits for the swap and then finds the checkpoint moved.
-      auto st = load_state(tx, d.name, true);
+      auto st = load_projection_state(tx, d.name, true);
       if (!st) return st.error();
       if (o.verify) {
         if (st->stuck || st->checkpoint < position) {
@@ -882,7 +868,7 @@ class runner_impl final : public projection_runner {
   }
 
   // Runs fn in a write transaction on the writer (SQLite: BEGIN IMMEDIATE, the file's write
-  // lock; PostgreSQL: READ COMMITTED, rows locked as load_state(..., true) reads them);
+  // lock; PostgreSQL: READ COMMITTED, rows locked as load_projection_state(..., true) reads them);
   // commits if it succeeds, else rolls back. Caller holds write_mu_.
   result<void> in_write_tx(const std::function<result<void>(sql_tx&)>& fn) {
     return detail::in_write_tx(*writer_, fn);
@@ -899,31 +885,10 @@ class runner_impl final : public projection_runner {
   // The projection's bookkeeping row. In a write transaction pass `lock`: on PostgreSQL the row
   // is then locked until commit (SELECT ... FOR UPDATE), which makes the checkpoint's
   // compare-and-set safe across runners; SQLite's write transaction already excludes them.
-  static result<stored_state> load_state(sql_tx& tx, std::string_view name, bool lock = false) {
-    stored_state st;
-    const bool for_update = lock && tx.dialect() == "postgresql";
-    auto r = tx.query(
-        for_update ? "SELECT version, checkpoint, stuck_position, coalesce(error, ''), "
-                     "events_per_s FROM annals_projections WHERE name = ?1 FOR UPDATE"
-                   : "SELECT version, checkpoint, stuck_position, coalesce(error, ''), "
-                     "events_per_s FROM annals_projections WHERE name = ?1",
-        {name}, [&](const sql_row& row) {
-          st.exists = true;
-          st.version = static_cast<int>(row.int64(0));
-          st.checkpoint = row.int64(1);
-          if (!row.is_null(2)) st.stuck = row.int64(2);
-          st.error = row.text(3);
-          st.events_per_s = row.real(4);
-          return false;
-        });
-    if (!r) return std::move(r).error();
-    return st;
-  }
-
   result<stored_state> read_state(std::string_view name) {
     stored_state out;
     auto r = read([&](sql_tx& tx) -> result<void> {
-      auto st = load_state(tx, name);
+      auto st = load_projection_state(tx, name);
       if (!st) return st.error();
       out = st.value();
       return {};
@@ -1021,6 +986,68 @@ class runner_impl final : public projection_runner {
 }  // namespace
 
 namespace detail {
+
+result<std::vector<parked_event>> read_parked(sql_tx& tx, std::string_view projection) {
+  std::vector<parked_event> out;
+  auto q = tx.query(
+      "SELECT position, stream_id, stream_version, event_id, type, error, attempts, "
+      "parked_at, state FROM annals_parked WHERE projection = ?1 ORDER BY position",
+      {projection}, [&](const sql_row& row) {
+        out.push_back({row.int64(0), row.text(1), row.int64(2), row.text(3), row.text(4),
+                       row.text(5), static_cast<int>(row.int64(6)), row.int64(7), row.text(8)});
+        return true;
+      });
+  if (!q) return q.error();
+  return out;
+}
+
+result<std::int64_t> retry_parked(sql_tx& tx, std::string_view projection,
+                                  std::int64_t position) {
+  auto now = static_cast<long long>(store::system_clock_us());
+  auto st = load_projection_state(tx, projection, true);
+  if (!st) return st.error();
+  if (position != 0 && (!st->stuck || *st->stuck != position)) {
+    return error(errc::not_found,
+                 st->stuck ? fmt::format("projection '{}' is stuck at position {}, not {}",
+                                         projection, *st->stuck, position)
+                           : fmt::format("projection '{}' is not stuck", projection));
+  }
+  auto n = tx.exec(
+      "UPDATE annals_parked SET state = 'retried', resolved_at = ?2 "
+      "WHERE projection = ?1 AND state = 'parked'",
+      {projection, now});
+  if (!n) return n.error();
+  auto r = tx.exec(
+      "UPDATE annals_projections SET stuck_position = NULL, error = NULL, updated_at = ?2 "
+      "WHERE name = ?1",
+      {projection, now});
+  if (!r) return r.error();
+  return n.value();
+}
+
+result<void> skip_parked(sql_tx& tx, std::string_view projection, std::int64_t position) {
+  auto st = load_projection_state(tx, projection, true);
+  if (!st) return st.error();
+  if (!st->stuck || *st->stuck != position) {
+    return error(errc::invalid_argument,
+                 st->stuck ? fmt::format("projection '{}' is stuck at position {}, not {}",
+                                         projection, *st->stuck, position)
+                           : fmt::format("projection '{}' is not stuck", projection));
+  }
+  auto now = static_cast<long long>(store::system_clock_us());
+  auto u = tx.exec(
+      "UPDATE annals_parked SET state = 'skipped', resolved_at = ?3 "
+      "WHERE projection = ?1 AND position = ?2",
+      {projection, static_cast<long long>(position), now});
+  if (!u) return u.error();
+  u = tx.exec(
+      "UPDATE annals_projections SET checkpoint = ?2, stuck_position = NULL, error = NULL, "
+      "updated_at = ?3 WHERE name = ?1",
+      {projection, static_cast<long long>(position), now});
+  if (!u) return u.error();
+  return {};
+}
+
 result<void> apply_projection(const projection_def& d, const recorded_event& e, sql_tx& tx) {
   span step("projection.apply", e.metadata.traceparent);  // records only when tracing
   if (step.recording()) {

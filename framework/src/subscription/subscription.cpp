@@ -149,19 +149,7 @@ using detail::in_write_tx;
 
 // Whether the subscription tables exist (the admin reads without creating them).
 result<bool> tables_exist(sql_connection& c) {
-  auto tx = detail::sql_tx_access::make(c);
-  bool found = false;
-  auto r = tx.query(c.dialect() == detail::sql_dialect::postgres
-                        ? "SELECT 1 FROM pg_catalog.pg_tables WHERE schemaname = current_schema() "
-                          "AND tablename = 'annals_subscriptions'"
-                        : "SELECT 1 FROM sqlite_master WHERE type = 'table' AND "
-                          "name = 'annals_subscriptions'",
-                    {}, [&](const sql_row&) {
-                      found = true;
-                      return false;
-                    });
-  if (!r) return std::move(r).error();
-  return found;
+  return detail::table_exists(c, "annals_subscriptions");
 }
 
 result<std::vector<subscription_status>> read_statuses(sql_connection& c, event_store& store,
@@ -1109,6 +1097,7 @@ result<std::unique_ptr<subscription_admin>> open_admin_on(const store_ref& store
                                                           bool read_only) {
   detail::backend_options bo;
   bo.read_only = read_only;
+  bo.coordination = false;  // the admin runs no subscription
   auto b = detail::open_backend(store, bo, "subscriptions");
   if (!b) return std::move(b).error();
   return std::unique_ptr<subscription_admin>(

@@ -1,0 +1,253 @@
+// consumer_admin (annals/consumers.hpp): projections and subscriptions side by side. The
+// projection half reads and writes the projection bookkeeping on a connection of its own
+// (with the runner's own retry/skip, projection/internal.hpp); the subscription half is a
+// subscription_admin on the same store handle.
+#include <annals/consumers.hpp>
+#include <annals/subscription.hpp>
+
+#include "projection/internal.hpp"
+#include "store/prepared.hpp"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+
+namespace annals {
+
+std::string_view to_string(consumer_kind kind) noexcept {
+  return kind == consumer_kind::projection ? "projection" : "subscription";
+}
+
+namespace {
+
+constexpr std::string_view projection_prefix = "projection:";
+constexpr std::string_view subscription_prefix = "subscription:";
+
+class admin_impl final : public consumer_admin {
+ public:
+  admin_impl(detail::backend b, std::unique_ptr<subscription_admin> subs, bool read_only)
+      : b_(std::move(b)), subs_(std::move(subs)), read_only_(read_only) {}
+
+  result<std::vector<consumer_status>> list() override {
+    auto out = projections();
+    if (!out) return out;
+    auto subs = subs_->list();
+    if (!subs) return std::move(subs).error();
+    for (auto& s : subs.value()) {
+      consumer_status c;
+      c.kind = consumer_kind::subscription;
+      c.name = std::move(s.name);
+      c.checkpoint = s.checkpoint;
+      c.head = s.head;
+      c.lag_events = s.lag_events;
+      c.lag_seconds = s.lag_seconds;
+      c.parked = s.parked;
+      c.state = s.active ? "active" : "idle";
+      c.error = std::move(s.last_error);
+      c.detail = std::move(s.filter);
+      out->push_back(std::move(c));
+    }
+    return out;
+  }
+
+  result<std::vector<parked_event>> parked(std::string_view name) override {
+    auto who = find(name);
+    if (!who) return std::move(who).error();
+    if (who->kind == consumer_kind::projection) {
+      auto tx = detail::sql_tx_access::make(*b_.writer);
+      return detail::read_parked(tx, who->name);
+    }
+    auto p = subs_->parked(who->name);
+    if (!p) return std::move(p).error();
+    std::vector<parked_event> out;
+    out.reserve(p->size());
+    for (auto& d : p.value()) {
+      out.push_back({d.position, std::move(d.stream_id), -1, std::move(d.event_id),
+                     std::move(d.type), std::move(d.error), d.attempts, d.parked_at_us,
+                     std::move(d.state)});
+    }
+    return out;
+  }
+
+  result<std::int64_t> retry(std::string_view name, std::int64_t position) override {
+    auto who = resolve_for("retry a parked event of", name, position);
+    if (!who) return std::move(who).error();
+    if (who->kind == consumer_kind::subscription) return subs_->retry(who->name, position);
+    std::int64_t n = 0;
+    auto r = detail::in_write_tx(*b_.writer, [&](sql_tx& tx) -> result<void> {
+      auto marked = detail::retry_parked(tx, who->name, position);
+      if (!marked) return marked.error();
+      n = marked.value();
+      if (n == 0) {  // rolled back: nothing changes when nothing waits
+        return error(errc::not_found,
+                     fmt::format("projection '{}' has no parked events waiting", who->name));
+      }
+      return {};
+    });
+    if (!r) return r.error();
+    return n;
+  }
+
+  result<std::int64_t> skip(std::string_view name, std::int64_t position) override {
+    auto who = resolve_for("skip a parked event of", name, position);
+    if (!who) return std::move(who).error();
+    if (who->kind == consumer_kind::subscription) return subs_->skip(who->name, position);
+    if (position == 0) {
+      return error(errc::invalid_argument,
+                   fmt::format("projection '{}': give the position of the parked event to skip "
+                               "(a projection skips only the event it is stuck at)",
+                               who->name));
+    }
+    auto r = detail::in_write_tx(*b_.writer, [&](sql_tx& tx) {
+      return detail::skip_parked(tx, who->name, position);
+    });
+    // Not stuck there: no such parked event waits (as for a subscription).
+    if (!r && r.error().kind() == errc::invalid_argument) {
+      return error(errc::not_found, r.error().message());
+    }
+    if (!r) return r.error();
+    return std::int64_t{1};
+  }
+
+ private:
+  struct found {
+    consumer_kind kind;
+    std::string name;
+  };
+
+  // The projection rows (empty when no runner ever ran on this store).
+  result<std::vector<consumer_status>> projections() {
+    std::vector<consumer_status> out;
+    auto exist = detail::table_exists(*b_.writer, "annals_projections");
+    if (!exist) return std::move(exist).error();
+    if (!exist.value()) return out;
+    auto tx = detail::sql_tx_access::make(*b_.writer);
+    auto r = tx.query(
+        "SELECT p.name, p.version, p.checkpoint, p.stuck_position, coalesce(p.error, ''), "
+        "(SELECT count(*) FROM annals_parked k WHERE k.projection = p.name "
+        " AND k.state = 'parked') FROM annals_projections p ORDER BY p.name",
+        {}, [&](const sql_row& row) {
+          consumer_status c;
+          c.name = row.text(0);
+          c.detail = fmt::format("version {}", row.int64(1));
+          c.checkpoint = row.int64(2);
+          if (!row.is_null(3)) c.stuck_position = row.int64(3);
+          c.error = row.text(4);
+          c.parked = row.int64(5);
+          out.push_back(std::move(c));
+          return true;
+        });
+    if (!r) return std::move(r).error();
+    auto head = b_.store->head_position();
+    if (!head) return std::move(head).error();
+    const auto now = store::system_clock_us();
+    for (auto& c : out) {
+      c.head = head.value();
+      c.lag_events = std::max<std::int64_t>(0, c.head - c.checkpoint);
+      c.state = c.stuck_position ? "stuck" : c.lag_events ? "behind" : "caught_up";
+      if (c.lag_events == 0) continue;
+      read_all_options o;
+      o.from_position = c.checkpoint + 1;
+      o.max_count = 1;
+      auto oldest = b_.store->read_all(o, [&](const recorded_event& e) {
+        c.lag_seconds = std::max(0.0, static_cast<double>(now - e.recorded_at_us) / 1e6);
+        return false;
+      });
+      if (!oldest) return std::move(oldest).error();
+    }
+    return out;
+  }
+
+  // Whether `table` exists and `sql` (bound to `name`) finds a row in it.
+  result<bool> has_row(std::string_view table, std::string_view sql, std::string_view name) {
+    auto exist = detail::table_exists(*b_.writer, table);
+    if (!exist || !exist.value()) return exist;
+    bool found = false;
+    auto tx = detail::sql_tx_access::make(*b_.writer);
+    auto r = tx.query(sql, {name}, [&](const sql_row&) {
+      found = true;
+      return false;
+    });
+    if (!r) return std::move(r).error();
+    return found;
+  }
+
+  result<bool> is_projection(std::string_view name) {
+    return has_row("annals_projections", "SELECT 1 FROM annals_projections WHERE name = ?1",
+                   name);
+  }
+
+  result<bool> is_subscription(std::string_view name) {
+    return has_row("annals_subscriptions", "SELECT 1 FROM annals_subscriptions WHERE name = ?1",
+                   name);
+  }
+
+  // Which consumer `name` is: "projection:NAME" or "subscription:NAME" when both kinds have
+  // NAME (a consumer actually named so is found under its full name first).
+  result<found> find(std::string_view name) {
+    auto p = is_projection(name);
+    if (!p) return std::move(p).error();
+    auto s = is_subscription(name);
+    if (!s) return std::move(s).error();
+    if (p.value() && s.value()) {
+      return error(errc::invalid_argument,
+                   fmt::format("both a projection and a subscription are named '{0}': write "
+                               "projection:{0} or subscription:{0}",
+                               name));
+    }
+    if (p.value()) return found{consumer_kind::projection, std::string(name)};
+    if (s.value()) return found{consumer_kind::subscription, std::string(name)};
+    for (auto [prefix, kind] : {std::pair{projection_prefix, consumer_kind::projection},
+                                std::pair{subscription_prefix, consumer_kind::subscription}}) {
+      if (!name.starts_with(prefix)) continue;
+      auto rest = name.substr(prefix.size());
+      auto yes = kind == consumer_kind::projection ? is_projection(rest) : is_subscription(rest);
+      if (!yes) return std::move(yes).error();
+      if (yes.value()) return found{kind, std::string(rest)};
+    }
+    return error(errc::not_found, fmt::format("no projection or subscription named '{}'", name));
+  }
+
+  result<found> resolve_for(std::string_view action, std::string_view name,
+                            std::int64_t position) {
+    if (read_only_) {
+      return error(errc::read_only,
+                   fmt::format("cannot {} '{}': the consumer admin was opened read-only (use "
+                               "consumer_admin::open)",
+                               action, name));
+    }
+    if (position < 0) return error(errc::invalid_argument, "position must be >= 0");
+    return find(name);
+  }
+
+  detail::backend b_;  // the projection bookkeeping's connection, and the store
+  std::unique_ptr<subscription_admin> subs_;
+  const bool read_only_;
+};
+
+result<std::unique_ptr<consumer_admin>> open_on(const store_ref& store, bool read_only) {
+  detail::backend_options bo;
+  bo.read_only = read_only;
+  bo.coordination = false;  // the admin runs no consumer
+  auto b = detail::open_backend(store, bo, "consumer admins");
+  if (!b) return std::move(b).error();
+  // The subscription half on the same handle (one store opened, also from a URI).
+  store_ref handle = store.adopted() ? store : store_ref(b->store);
+  auto subs = read_only ? subscription_admin::open_read_only(handle)
+                        : subscription_admin::open(handle);
+  if (!subs) return std::move(subs).error();
+  return std::unique_ptr<consumer_admin>(
+      std::make_unique<admin_impl>(std::move(b).value(), std::move(subs).value(), read_only));
+}
+
+}  // namespace
+
+result<std::unique_ptr<consumer_admin>> consumer_admin::open(store_ref store) {
+  return open_on(store, false);
+}
+
+result<std::unique_ptr<consumer_admin>> consumer_admin::open_read_only(store_ref store) {
+  return open_on(store, true);
+}
+
+}  // namespace annals
