@@ -49,6 +49,7 @@ if(rc EQUAL 0 OR NOT err MATCHES "annals::postgres needs PostgreSQL's libpq")
   message(FATAL_ERROR "find_package(annals COMPONENTS postgres) without libpq (${rc}):\n${err}")
 endif()
 
+step("${WORK_DIR}/full/shop_consumer" "${WORK_DIR}/shop.db")
 step("${WORK_DIR}/full/relay_consumer")
 step("${WORK_DIR}/full/http_consumer" "${WORK_DIR}/http_consumer.db")
 # The installed tool reads what the consumer wrote.
