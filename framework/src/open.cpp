@@ -54,10 +54,9 @@ result<std::unique_ptr<event_store>> open_postgres_store(const std::string& uri,
   return with_inline_hook(uri, std::move(options), (*b)->open_postgres);
 }
 
-result<std::unique_ptr<event_store>> open_store(std::string_view uri, sqlite_options options) {
-  auto where = store::parse_uri(uri);
-  if (!where) return std::move(where).error();
-  if (!where->postgres()) return open_sqlite_store(where->target, std::move(options));
+result<std::unique_ptr<event_store>> store::open_at(const location& where, sqlite_options options,
+                                                    std::size_t pg_pool_size) {
+  if (!where.postgres()) return open_sqlite_store(where.target, std::move(options));
   postgres_options po;
   po.inline_projections = std::move(options.inline_projections);
   po.max_inline_lag = options.max_inline_lag;
@@ -67,7 +66,14 @@ result<std::unique_ptr<event_store>> open_store(std::string_view uri, sqlite_opt
   po.clock = std::move(options.clock);
   po.id_source = std::move(options.id_source);
   po.upcast = std::move(options.upcast);
-  return open_postgres_store(where->target, std::move(po));
+  if (pg_pool_size > 0) po.pool_size = pg_pool_size;
+  return open_postgres_store(where.target, std::move(po));
+}
+
+result<std::unique_ptr<event_store>> open_store(std::string_view uri, sqlite_options options) {
+  auto where = store::parse_uri(uri);
+  if (!where) return std::move(where).error();
+  return store::open_at(*where, std::move(options));
 }
 
 }  // namespace annals

@@ -5,6 +5,7 @@
 #include <annals/consumers.hpp>
 #include <annals/subscription.hpp>
 
+#include "consumer/lag.hpp"
 #include "projection/internal.hpp"
 #include "store/prepared.hpp"
 
@@ -143,17 +144,11 @@ class admin_impl final : public consumer_admin {
     const auto now = store::system_clock_us();
     for (auto& c : out) {
       c.head = head.value();
-      c.lag_events = std::max<std::int64_t>(0, c.head - c.checkpoint);
+      auto lag = detail::measure_lag(*b_.store, c.checkpoint, c.head, now);
+      if (!lag) return std::move(lag).error();
+      c.lag_events = lag->events;
+      c.lag_seconds = lag->seconds;
       c.state = c.stuck_position ? "stuck" : c.lag_events ? "behind" : "caught_up";
-      if (c.lag_events == 0) continue;
-      read_all_options o;
-      o.from_position = c.checkpoint + 1;
-      o.max_count = 1;
-      auto oldest = b_.store->read_all(o, [&](const recorded_event& e) {
-        c.lag_seconds = std::max(0.0, static_cast<double>(now - e.recorded_at_us) / 1e6);
-        return false;
-      });
-      if (!oldest) return std::move(oldest).error();
     }
     return out;
   }

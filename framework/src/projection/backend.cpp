@@ -59,26 +59,15 @@ result<void> open_connections(backend& b, const store::backend_ops& ops,
   return {};
 }
 
-// `uri` opened for a component: a pool of 2, never created (not_found).
+// `where` opened for a component: a pool of 2, never created (not_found).
 result<std::shared_ptr<event_store>> open_for_component(const store::location& where,
                                                         const backend_options& o) {
-  if (where.postgres()) {
-    postgres_options po;
-    po.lock_timeout_ms = o.busy_timeout_ms;
-    po.create_if_missing = false;
-    po.upcast = o.upcast;
-    po.pool_size = 2;
-    po.read_only = o.read_only;
-    auto s = open_postgres_store(where.target, po);
-    if (!s) return std::move(s).error();
-    return std::shared_ptr<event_store>(std::move(s).value());
-  }
   sqlite_options so;
   so.busy_timeout_ms = o.busy_timeout_ms;
   so.create_if_missing = false;
   so.upcast = o.upcast;
   so.read_only = o.read_only;
-  auto s = open_sqlite_store(where.target, so);
+  auto s = store::open_at(where, std::move(so), 2);
   if (!s) return std::move(s).error();
   return std::shared_ptr<event_store>(std::move(s).value());
 }

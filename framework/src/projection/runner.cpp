@@ -11,6 +11,7 @@
 #include <annals/projection_runner.hpp>
 #include <annals/trace.hpp>
 
+#include "consumer/lag.hpp"
 #include "db/transaction.hpp"
 #include "projection/internal.hpp"
 #include "store/prepared.hpp"
@@ -530,19 +531,11 @@ class runner_impl final : public projection_runner {
       s.stored_version = st->exists ? st->version : 0;
       s.checkpoint = st->checkpoint;
       s.head = head.value();
-      s.lag_events = std::max<std::int64_t>(0, s.head - s.checkpoint);
       s.events_per_s = st->events_per_s;
-      if (s.lag_events > 0) {
-        read_all_options ro;
-        ro.from_position = s.checkpoint + 1;
-        ro.max_count = 1;
-        auto r = store_->read_all(ro, [&](const recorded_event& e) {
-          s.lag_seconds =
-              std::max(0.0, static_cast<double>(store::system_clock_us() - e.recorded_at_us) / 1e6);
-          return false;
-        });
-        if (!r) return std::move(r).error();
-      }
+      auto lag = detail::measure_lag(*store_, s.checkpoint, s.head, store::system_clock_us());
+      if (!lag) return std::move(lag).error();
+      s.lag_events = lag->events;
+      s.lag_seconds = lag->seconds;
       auto parked_count = count_parked(d->name);
       if (!parked_count) return std::move(parked_count).error();
       s.parked = parked_count.value();

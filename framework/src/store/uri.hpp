@@ -25,6 +25,12 @@ struct location {
 // ("x://...") is invalid_argument naming it.
 result<location> parse_uri(std::string_view uri);
 
+// Opens the store at `where` (open.cpp). SQLite takes `options` as they are; PostgreSQL takes
+// the same settings (the busy timeout as its lock timeout) and a pool of `pg_pool_size`
+// connections (0: postgres_options' default).
+result<std::unique_ptr<event_store>> open_at(const location& where, sqlite_options options,
+                                             std::size_t pg_pool_size = 0);
+
 class commit_signal;
 
 // Implemented by the stores Annals opens (not by test doubles).

@@ -7,6 +7,7 @@
 #include <annals/subscription.hpp>
 #include <annals/trace.hpp>
 
+#include "consumer/lag.hpp"
 #include "db/transaction.hpp"
 #include "projection/internal.hpp"
 #include "store/prepared.hpp"
@@ -181,16 +182,10 @@ result<std::vector<subscription_status>> read_statuses(sql_connection& c, event_
   if (!head) return std::move(head).error();
   for (auto& st : out) {
     st.head = head.value();
-    st.lag_events = std::max<std::int64_t>(0, st.head - st.checkpoint);
-    if (st.lag_events == 0) continue;
-    read_all_options o;
-    o.from_position = st.checkpoint + 1;
-    o.max_count = 1;
-    auto oldest = store.read_all(o, [&](const recorded_event& e) {
-      st.lag_seconds = std::max(0.0, static_cast<double>(now - e.recorded_at_us) / 1e6);
-      return false;
-    });
-    if (!oldest) return std::move(oldest).error();
+    auto lag = detail::measure_lag(store, st.checkpoint, st.head, now);
+    if (!lag) return std::move(lag).error();
+    st.lag_events = lag->events;
+    st.lag_seconds = lag->seconds;
   }
   return out;
 }
