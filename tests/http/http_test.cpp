@@ -11,6 +11,7 @@
 #include <annals/schema.hpp>
 #include <annals/subscription.hpp>
 #include <annals/trace.hpp>
+#include <annals/upcaster.hpp>
 
 #include <fmt/format.h>
 #include <httplib.h>
@@ -18,6 +19,7 @@
 #include "bank/v1/events.pb.h"
 #include "projections.hpp"
 #include "support/bank_events.hpp"
+#include "support/forwarding_store.hpp"
 #include "support/postgres.hpp"
 #include "support/support.hpp"
 
@@ -783,6 +785,22 @@ TEST_CASE("http.open_refuses_bad_options_and_start_reports_a_taken_port") {
     auto none = annals::http_server::open(missing.path, f.options());
     REQUIRE(!none.ok());
     CHECK(none.error().kind() == annals::errc::not_found);
+  }
+  {  // an adopted store double: it must come with a store, and it serves events as it gives
+     // them (no upcasters of the server's own)
+    auto nothing = annals::http_server::open(
+        annals::store_ref::adopt(std::shared_ptr<annals::event_store>(), f.path), f.options());
+    REQUIRE(!nothing.ok());
+    CHECK(nothing.error().kind() == annals::errc::invalid_argument);
+    auto twin = std::make_shared<annals::test::forwarding_store>(*f.store);
+    auto with_upcast = f.options();
+    with_upcast.upcast = std::make_shared<annals::upcasters>();
+    auto refused = annals::http_server::open(annals::store_ref::adopt(twin, f.path), with_upcast);
+    REQUIRE(!refused.ok());
+    CHECK(refused.error().kind() == annals::errc::invalid_argument);
+    CHECK_MESSAGE(refused.error().message().find("upcast inside it") != std::string::npos,
+                  refused.error().message());
+    CHECK(annals::http_server::open(annals::store_ref::adopt(twin, f.path), f.options()).ok());
   }
   f.serve();
   auto o2 = f.options();

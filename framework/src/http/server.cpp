@@ -484,24 +484,12 @@ result<std::unique_ptr<http_server>> http_server::open(store_ref store,
     return error(errc::invalid_argument, "sse_max_buffer_bytes must be at least 1024");
   if (options.max_requests_per_second < 0)
     return error(errc::invalid_argument, "max_requests_per_second must not be negative");
-  std::string store_uri = store.uri();
-  std::shared_ptr<event_store> reader = store.handle();
-  if (store.adopted() && !reader) {
-    return error(errc::invalid_argument, "store_ref::adopt was given no store");
-  }
-  if (reader && store.adopted()) {
-    if (options.upcast) {
-      return error(errc::invalid_argument,
-                   "an HTTP server on an adopted store serves events as the store gives them: "
-                   "upcast inside it, not in http_options");
-    }
-  } else if (reader) {
-    // Served and appended through the handle; the admin's own store beside it reads stored
-    // events as they are (verify, export).
-    auto opened = store::for_component(*reader, options.upcast, false, "HTTP servers");
-    if (!opened) return std::move(opened).error();
-    store_uri = (*opened)->where().uri();
-  }
+  // A handle serves and appends; the admin's own store beside it reads stored events as they
+  // are (verify, export).
+  auto resolved = store::resolve(store, options.upcast, false, "HTTP servers");
+  if (!resolved) return std::move(resolved).error();
+  std::shared_ptr<event_store> reader = std::move(resolved->handle);
+  std::string store_uri = reader ? resolved->where.uri() : store.uri();
   auto admin = open_admin(store_uri, false);
   if (!admin) return std::move(admin).error();
   if (!reader && options.upcast) {

@@ -77,31 +77,12 @@ result<std::shared_ptr<event_store>> open_for_component(const store::location& w
 result<backend> open_backend(const store_ref& ref, const backend_options& o,
                              std::string_view what) {
   backend b;
-  if (ref.adopted()) {
-    if (!ref.handle()) {
-      return error(errc::invalid_argument,
-                   fmt::format("{}: store_ref::adopt was given no store", what));
-    }
-    if (o.upcast) {
-      return error(errc::invalid_argument,
-                   fmt::format("{} on an adopted store read events as the store gives them: "
-                               "upcast inside it, not in the component's options",
-                               what));
-    }
-    auto where = store::parse_uri(ref.uri());
-    if (!where) return std::move(where).error();
-    b.where = std::move(where).value();
-    if (!o.sql_only) b.store = ref.handle();
-  } else if (ref.handle()) {
-    auto opened = store::for_component(*ref.handle(), o.upcast, !o.read_only, what);
-    if (!opened) return std::move(opened).error();
-    b.where = (*opened)->where();
-    if (!o.sql_only) b.store = ref.handle();
-  } else {
-    auto where = store::parse_uri(ref.uri());
-    if (!where) return std::move(where).error();
-    b.where = std::move(where).value();
-    if (!o.sql_only) {
+  auto resolved = store::resolve(ref, o.upcast, !o.read_only, what);
+  if (!resolved) return std::move(resolved).error();
+  b.where = std::move(resolved->where);
+  if (!o.sql_only) {
+    b.store = std::move(resolved->handle);
+    if (!b.store) {
       auto s = open_for_component(b.where, o);
       if (!s) return std::move(s).error();
       b.store = std::move(s).value();

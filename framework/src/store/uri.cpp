@@ -59,4 +59,34 @@ result<const opened_store*> for_component(const event_store& s,
   return o;
 }
 
+result<component_store> resolve(const store_ref& ref,
+                                const std::shared_ptr<const upcasters>& component_upcast,
+                                bool writes, std::string_view what) {
+  component_store out;
+  if (ref.handle() && !ref.adopted()) {
+    auto o = for_component(*ref.handle(), component_upcast, writes, what);
+    if (!o) return std::move(o).error();
+    out.where = (*o)->where();
+    out.handle = ref.handle();
+    return out;
+  }
+  if (ref.adopted()) {
+    if (!ref.handle()) {
+      return error(errc::invalid_argument,
+                   fmt::format("{}: store_ref::adopt was given no store", what));
+    }
+    if (component_upcast) {
+      return error(errc::invalid_argument,
+                   fmt::format("{} on an adopted store read events as the store gives them: "
+                               "upcast inside it, not in the component's options",
+                               what));
+    }
+    out.handle = ref.handle();
+  }
+  auto where = parse_uri(ref.uri());
+  if (!where) return std::move(where).error();
+  out.where = std::move(where).value();
+  return out;
+}
+
 }  // namespace annals::store

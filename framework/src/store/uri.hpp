@@ -4,6 +4,7 @@
 
 #include <annals/event_store.hpp>
 #include <annals/store.hpp>
+#include <annals/store_ref.hpp>
 
 #include <memory>
 #include <string>
@@ -54,5 +55,17 @@ const opened_store* opened(const event_store& s) noexcept;
 result<const opened_store*> for_component(const event_store& s,
                                           const std::shared_ptr<const upcasters>& component_upcast,
                                           bool writes, std::string_view what);
+
+// The store a component (`what`, plural) is built on, resolved from its store_ref: the
+// database, and the handle it reads through (null when given a URI: the component opens its
+// own). An adopted double must come with a store and take no upcasters of the component's
+// (invalid_argument); a handle is checked by for_component. Parses the URI otherwise.
+struct component_store {
+  location where;
+  std::shared_ptr<event_store> handle;
+};
+result<component_store> resolve(const store_ref& ref,
+                                const std::shared_ptr<const upcasters>& component_upcast,
+                                bool writes, std::string_view what);
 
 }  // namespace annals::store
