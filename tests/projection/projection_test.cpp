@@ -713,6 +713,54 @@ TEST_CASE("a throwing handler is retried, parked, and skipped on purpose") {
   poison_scenario(poison_mode::throws, resolution::skip);
 }
 
+TEST_CASE("retry pauses grow up to max_backoff, and stop() cuts one short without parking") {
+  temp_dir dir;
+  const store_location loc(dir.file("p.db"), on_postgres);
+  const auto& path = loc.path;
+  auto store = open_store(path);
+  append(*store, "a", {data_of(opened("a", "Ann"))});
+  const auto poison = append(*store, "a", {data_of(deposited("a", poison_cents))});
+
+  {  // max_backoff below retry_backoff is refused
+    auto o = fast_options();
+    o.retry_backoff = 50ms;
+    o.max_backoff = 10ms;
+    auto bad = projection_runner::open(path, {annals::make_projection(ledger{})}, o);
+    REQUIRE_FALSE(bad.ok());
+    CHECK(bad.error().kind() == errc::invalid_argument);
+    CHECK(message_of(bad).find("max_backoff") != std::string::npos);
+  }
+
+  ledger proj;
+  proj.ctl->mode = poison_mode::returns_error;
+  auto o = fast_options();
+  o.max_attempts = 3;
+  o.retry_backoff = 60s;  // without stop() cutting it short, the first pause alone is a minute
+  o.max_backoff = 120s;
+  auto runner = open_runner(path, {annals::make_projection(proj)}, o);
+  REQUIRE(runner->start().ok());
+  const auto deadline = std::chrono::steady_clock::now() + 30s;
+  while (proj.ctl->poison_calls == 0 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(5ms);
+  }
+  REQUIRE(proj.ctl->poison_calls == 1);
+  std::this_thread::sleep_for(50ms);  // into the pause
+  const auto t0 = std::chrono::steady_clock::now();
+  runner->stop();
+  CHECK(std::chrono::steady_clock::now() - t0 < 30s);
+  CHECK(proj.ctl->poison_calls == 1);
+  // Stopped mid-retry: nothing parked, the event still ahead of the checkpoint.
+  auto st = status_of(*runner, "ledger");
+  CHECK(st.parked == 0);
+  CHECK(st.state != projection_state::stuck);
+  CHECK(st.checkpoint == poison - 1);
+
+  // A later catch-up tries the event again; the healed handler applies it.
+  proj.ctl->mode = poison_mode::none;
+  CHECK(catch_up(*runner) == 1);
+  CHECK(status_of(*runner, "ledger").checkpoint == poison);
+}
+
 TEST_CASE("admin calls on an unknown projection are not_found") {
   temp_dir dir;
   const store_location loc(dir.file("p.db"), on_postgres);

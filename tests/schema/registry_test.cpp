@@ -324,13 +324,13 @@ TEST_CASE_TEMPLATE("bad registrations are invalid_argument", B, ANNALS_STORE_BAC
   CHECK(schemas(*store).empty());
 }
 
-TEST_CASE("a format-1 store is upgraded to the current format (3) when opened for writing") {
+TEST_CASE("a format-1 store is upgraded to the current format (4) when opened for writing") {
   temp_dir dir;
   auto path = dir.file("v1.db");
   create_format_1_store(path);
   CHECK(!has_table(path, "annals_schemas"));
   auto store = open(path);
-  CHECK(sql_int(path, "PRAGMA user_version") == 3);
+  CHECK(sql_int(path, "PRAGMA user_version") == 4);
   CHECK(has_table(path, "annals_schemas"));
   CHECK(has_table(path, "annals_snapshots"));
   // The old event is still there, and the registry works.
@@ -343,7 +343,7 @@ TEST_CASE("a format-1 store is upgraded to the current format (3) when opened fo
   // Opening again is a no-op.
   store.reset();
   auto again = open(path);
-  CHECK(sql_int(path, "PRAGMA user_version") == 3);
+  CHECK(sql_int(path, "PRAGMA user_version") == 4);
   CHECK(schemas(*again).size() == 1);
 }
 
@@ -365,14 +365,14 @@ TEST_CASE("a format-1 store opened read-only stays format 1 and has no schemas")
 
 TEST_CASE("a store of a newer format is refused, read-write and read-only") {
   temp_dir dir;
-  auto path = dir.file("v4.db");
+  auto path = dir.file("v5.db");
   open(path);
-  sql_exec(path, "PRAGMA user_version = 4");
+  sql_exec(path, "PRAGMA user_version = 5");
   for (bool read_only : {false, true}) {
     sqlite_options o;
     o.read_only = read_only;
     auto s = open_sqlite_store(path, o);
-    CHECK(fails_with(s, errc::corruption, "storage format 4, newer"));
+    CHECK(fails_with(s, errc::corruption, "storage format 5, newer"));
   }
 }
 

@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <type_traits>
 #include <chrono>
 #include <fstream>
 #include <map>
@@ -199,6 +200,9 @@ std::string file_state(const store_location& loc) {
 }
 
 // Three events in s-1, and the subscription "picky" caught up with event 2 parked.
+// One parked type for every consumer; parked_delivery is its old name.
+static_assert(std::is_same_v<annals::parked_delivery, annals::parked_event>);
+
 std::unique_ptr<subscription> picky_with_event_2_parked(const std::string& path) {
   append_n(*open(path), "s-1", 3);
   subscription_options o = quiet();
@@ -378,6 +382,8 @@ TEST_CASE("a poison event is retried, parked with its error, and the others go o
   CHECK(parked->at(0).position == 5);
   CHECK(parked->at(0).state == "parked");
   CHECK(parked->at(0).attempts == 3);
+  CHECK(parked->at(0).stream_id == "s-1");
+  CHECK(parked->at(0).stream_version == 4);  // positions 1..10 are s-1 versions 0..9
   CHECK(parked->at(0).error.find("cannot render the template for 5") != std::string::npos);
   CHECK(parked->at(1).position == 8);
   CHECK(parked->at(1).error.find("handler blew up on 8") != std::string::npos);
@@ -828,8 +834,8 @@ TEST_CASE("the admin reads a store where no subscription was ever opened") {
   CHECK(ro->parked("x").error().kind() == errc::not_found);
   CHECK(ro->retry("x", 0).error().kind() == errc::read_only);
   // Neither admin creates the tables: only a subscription does.
-  CHECK_FALSE(has_table(loc, "annals_subscriptions"));
-  CHECK_FALSE(has_table(loc, "annals_sub_parked"));
+  CHECK_FALSE(has_table(loc, "annals_consumers"));
+  CHECK_FALSE(has_table(loc, "annals_consumer_parked"));
 }
 
 TEST_CASE("a read-only admin lists and shows parked events, and refuses retry, skip and remove") {
@@ -1071,7 +1077,7 @@ TEST_CASE("consumer_admin lists projections and subscriptions, and retries and s
     REQUIRE_MESSAGE(parked.ok(), message_of(parked));
     REQUIRE(parked->size() == 2);
     CHECK(parked->back().position == 4);
-    CHECK(parked->back().stream_version == -1);
+    CHECK(parked->back().stream_version == 3);  // recorded for a subscription's too
   }
 
   auto admin = annals::consumer_admin::open(loc.path);
@@ -1155,6 +1161,128 @@ TEST_CASE("consumer_admin lists projections and subscriptions, and retries and s
   CHECK(qualified.error().kind() == errc::not_found);
 }
 
+// The two sets of consumer tables of a store written before format 4 (PostgreSQL: 3), with a
+// stuck projection and a subscription, each with a parked event.
+void make_format3_consumers(const store_location& loc) {
+  for (const char* sql : {
+           "CREATE TABLE annals_projections(name TEXT PRIMARY KEY, version BIGINT NOT NULL, "
+           "checkpoint BIGINT NOT NULL, stuck_position BIGINT, error TEXT, "
+           "events_per_s DOUBLE PRECISION NOT NULL DEFAULT 0, updated_at BIGINT NOT NULL)",
+           "CREATE TABLE annals_parked(projection TEXT NOT NULL, position BIGINT NOT NULL, "
+           "stream_id TEXT NOT NULL, stream_version BIGINT NOT NULL, event_id TEXT NOT NULL, "
+           "type TEXT NOT NULL, error TEXT NOT NULL, attempts BIGINT NOT NULL, "
+           "parked_at BIGINT NOT NULL, state TEXT NOT NULL, resolved_at BIGINT, "
+           "PRIMARY KEY(projection, position))",
+           "CREATE TABLE annals_subscriptions(name TEXT PRIMARY KEY, filter TEXT NOT NULL, "
+           "checkpoint BIGINT NOT NULL, delivered BIGINT NOT NULL DEFAULT 0, owner TEXT, "
+           "lease_until BIGINT NOT NULL DEFAULT 0, last_error TEXT NOT NULL DEFAULT '', "
+           "updated_at BIGINT NOT NULL)",
+           "CREATE TABLE annals_sub_parked(subscription TEXT NOT NULL, position BIGINT NOT NULL, "
+           "stream_id TEXT NOT NULL, event_id TEXT NOT NULL, type TEXT NOT NULL, "
+           "error TEXT NOT NULL, attempts BIGINT NOT NULL, parked_at BIGINT NOT NULL, "
+           "state TEXT NOT NULL, resolved_at BIGINT, PRIMARY KEY(subscription, position))",
+           "INSERT INTO annals_projections VALUES('ledger', 2, 6, 7, 'boom', 0, 0)",
+           "INSERT INTO annals_parked VALUES('ledger', 7, 's-1', 6, 'e7', 't.E', 'boom', 3, 0, "
+           "'parked', NULL)",
+           "INSERT INTO annals_subscriptions VALUES('mailer', 'all', 4, 3, NULL, 0, 'bad', 0)",
+           "INSERT INTO annals_subscriptions VALUES('ledger', 'all', 10, 9, NULL, 0, '', 0)",
+           "INSERT INTO annals_sub_parked VALUES('mailer', 2, 's-1', 'e2', 't.E', 'bad', 5, 0, "
+           "'parked', NULL)",
+           "INSERT INTO annals_sub_parked VALUES('ledger', 3, 's-1', 'e3', 't.E', 'x', 5, 0, "
+           "'skipped', 1)",
+       }) {
+    raw_sql(loc, sql);
+  }
+  raw_sql(loc, on_postgres ? "UPDATE annals_meta SET value = 2 WHERE key = 'format'"
+                           : "PRAGMA user_version = 3");
+}
+
+void check_format3_consumers(annals::consumer_admin& a) {
+  auto list = a.list();
+  REQUIRE_MESSAGE(list.ok(), message_of(list));
+  REQUIRE(list->size() == 3);
+  CHECK(list->at(0).kind == annals::consumer_kind::projection);
+  CHECK(list->at(0).name == "ledger");
+  CHECK(list->at(0).checkpoint == 6);
+  CHECK(list->at(0).stuck_position == std::optional<std::int64_t>(7));
+  CHECK(list->at(0).error == "boom");
+  CHECK(list->at(0).parked == 1);
+  CHECK(list->at(0).detail == "version 2");
+  CHECK(list->at(1).kind == annals::consumer_kind::subscription);
+  CHECK(list->at(1).name == "ledger");  // a subscription of the same name: the skip is its own
+  CHECK(list->at(2).name == "mailer");
+  CHECK(list->at(2).checkpoint == 4);
+  CHECK(list->at(2).parked == 1);
+  CHECK(list->at(2).error == "bad");
+  auto parked = a.parked("mailer");
+  REQUIRE_MESSAGE(parked.ok(), message_of(parked));
+  REQUIRE(parked->size() == 1);
+  CHECK(parked->at(0).position == 2);
+  CHECK(parked->at(0).stream_version == -1);  // not recorded before format 4
+  CHECK(parked->at(0).attempts == 5);
+  CHECK(parked->at(0).state == "parked");
+  auto stuck = a.parked("projection:ledger");
+  REQUIRE_MESSAGE(stuck.ok(), message_of(stuck));
+  REQUIRE(stuck->size() == 1);
+  CHECK(stuck->at(0).position == 7);
+  CHECK(stuck->at(0).stream_version == 6);
+}
+
+TEST_CASE("a store of the two consumer-table sets is read as it is read-only, and moved on a "
+          "writable open") {
+  temp_dir dir;
+  const store_location loc(dir.file("f3.db"), on_postgres);
+  append_n(*open(loc.path), "s-1", 10);  // writable: the store itself is at today's format
+  make_format3_consumers(loc);
+
+  {  // Read-only: everything listed from the old tables, nothing written.
+    auto ro = annals::consumer_admin::open_read_only(loc.path);
+    REQUIRE_MESSAGE(ro.ok(), message_of(ro));
+    check_format3_consumers(**ro);
+    auto subs = read_only_admin(loc.path)->list();
+    REQUIRE_MESSAGE(subs.ok(), message_of(subs));
+    REQUIRE(subs->size() == 2);
+    CHECK(subs->at(1).name == "mailer");
+    CHECK(subs->at(1).delivered == 3);
+    CHECK(has_table(loc, "annals_projections"));
+    CHECK_FALSE(has_table(loc, "annals_consumers"));
+  }
+
+  // The subscription opened writable moves every row, then resumes at its checkpoint.
+  seen_log seen;
+  auto sub = open_sub(loc.path, "mailer", [&](const recorded_event& e) -> result<void> {
+    seen.add(e);
+    return {};
+  });
+  for (const char* table :
+       {"annals_projections", "annals_parked", "annals_subscriptions", "annals_sub_parked"}) {
+    CHECK_MESSAGE(!has_table(loc, table), table);
+  }
+  CHECK(has_table(loc, "annals_consumers"));
+  CHECK(has_table(loc, "annals_consumer_parked"));
+  auto n = sub->catch_up();
+  REQUIRE_MESSAGE(n.ok(), message_of(n));
+  CHECK(seen.snapshot() == std::vector<std::int64_t>{5, 6, 7, 8, 9, 10});
+
+  auto a = annals::consumer_admin::open(loc.path);
+  REQUIRE_MESSAGE(a.ok(), message_of(a));
+  auto list = (*a)->list();
+  REQUIRE_MESSAGE(list.ok(), message_of(list));
+  REQUIRE(list->size() == 3);
+  CHECK(list->at(0).stuck_position == std::optional<std::int64_t>(7));
+  CHECK(list->at(2).checkpoint == 10);
+  CHECK(list->at(2).parked == 1);
+  // The moved parked event is retried like any other: redelivered by the subscription.
+  auto r = (*a)->retry("mailer", 2);
+  REQUIRE_MESSAGE(r.ok(), message_of(r));
+  n = sub->catch_up();
+  REQUIRE_MESSAGE(n.ok(), message_of(n));
+  CHECK(seen.snapshot() == std::vector<std::int64_t>{5, 6, 7, 8, 9, 10, 2});
+  // A later build reads the format: the store is at today's.
+  CHECK(raw_sql(loc, on_postgres ? "SELECT value FROM annals_meta WHERE key = 'format'"
+                                 : "PRAGMA user_version") == (on_postgres ? "3" : "4"));
+}
+
 TEST_CASE("consumer_admin on a store without consumers lists nothing and adds no table") {
   temp_dir dir;
   const store_location loc(dir.file("e.db"), on_postgres);
@@ -1167,8 +1295,8 @@ TEST_CASE("consumer_admin on a store without consumers lists nothing and adds no
   auto r = (*admin)->retry("ledger", 0);
   REQUIRE_FALSE(r.ok());
   CHECK(r.error().kind() == errc::not_found);
-  for (const char* table :
-       {"annals_projections", "annals_parked", "annals_subscriptions", "annals_sub_parked"}) {
+  for (const char* table : {"annals_consumers", "annals_consumer_parked", "annals_projections",
+                            "annals_parked", "annals_subscriptions", "annals_sub_parked"}) {
     CHECK_MESSAGE(!has_table(loc, table), table);
   }
 }

@@ -406,7 +406,7 @@ TEST_CASE("postgres: serve and subscriptions list|parked read a read-only store,
   const std::string tables =
       "SELECT coalesce(string_agg(tablename, ',' ORDER BY tablename), '') FROM pg_tables "
       "WHERE schemaname = current_schema() AND tablename IN ('annals_schemas', "
-      "'annals_snapshots', 'annals_subscriptions', 'annals_sub_parked')";
+      "'annals_snapshots', 'annals_consumers', 'annals_consumer_parked')";
   for (bool with_mailer : {false, true}) {
     CAPTURE(with_mailer);
     pg_seeded_cli cli;
@@ -421,7 +421,7 @@ TEST_CASE("postgres: serve and subscriptions list|parked read a read-only store,
     }
     check_read_only_serving(cli, with_mailer);
     CHECK(pgt::session(cli.db).exec(tables) ==
-          (with_mailer ? "annals_sub_parked,annals_subscriptions" : ""));
+          (with_mailer ? "annals_consumer_parked,annals_consumers" : ""));
   }
 }
 
@@ -496,7 +496,7 @@ TEST_CASE("postgres: a format-1 store: read-only verify writes nothing; a writab
   }
   {
     pgt::session s(cli.db);
-    CHECK(s.exec("SELECT value FROM annals_meta WHERE key = 'format'") == "2");
+    CHECK(s.exec("SELECT value FROM annals_meta WHERE key = 'format'") == "3");
     CHECK(s.exec("SELECT count(*) FROM annals_events WHERE checksum IS NULL") == "5");
     CHECK(s.exec("SELECT count(*) FROM annals_events WHERE position = 6 AND checksum IS NOT "
                  "NULL") == "1");

@@ -72,8 +72,9 @@ inline std::string dump_sql(const std::string& db, const std::string& sql) {
   return out;
 }
 
-// The projection tables as docs/storage-format.md documents them.
-inline void create_projection_tables(const std::string& db) {
+// The projection tables of a store written before the consumer tables (SQLite format 3), which
+// a read-only open reads as they are.
+inline void create_format3_projection_tables(const std::string& db) {
   exec_sql(db,
            "CREATE TABLE annals_projections(name TEXT PRIMARY KEY, version INTEGER NOT NULL, "
            "checkpoint INTEGER NOT NULL, stuck_position INTEGER, error TEXT, "

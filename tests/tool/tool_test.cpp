@@ -60,7 +60,7 @@ TEST_CASE("tail --follow prints events committed later until SIGTERM, then exits
 TEST_CASE("stats shows counts, sizes, largest streams, event types, schemas and projections") {
   seeded_cli cli;
   check_stats(cli);
-  create_projection_tables(cli.db);
+  create_format3_projection_tables(cli.db);
   exec_sql(cli.db, "INSERT INTO annals_projections VALUES('balances', 2, 3, NULL, NULL, 0, 0);");
   expect_projection_in_stats(cli);
 }
@@ -99,9 +99,9 @@ TEST_CASE("serve and subscriptions list|parked leave a format-1, read-only store
     CHECK(file_state(cli.db) == before);
     CHECK(dump_sql(cli.db, "PRAGMA user_version") == "1|\n");
     CHECK(dump_sql(cli.db, "SELECT name FROM sqlite_master WHERE name IN ('annals_schemas', "
-                           "'annals_snapshots', 'annals_subscriptions', 'annals_sub_parked') "
+                           "'annals_snapshots', 'annals_consumers', 'annals_consumer_parked') "
                            "ORDER BY name") ==
-          (with_mailer ? "annals_sub_parked|\nannals_subscriptions|\n" : ""));
+          (with_mailer ? "annals_consumer_parked|\nannals_consumers|\n" : ""));
     REQUIRE(chmod(cli.db.c_str(), 0644) == 0);
   }
 }
@@ -160,6 +160,19 @@ TEST_CASE("verify reports each kind of tampered row with its position and exits 
   }
 }
 
+// verify on a store holding projection 'ahead' (checkpoint 99, past the head) and 'stuck'
+// (stuck at 2, parked there; its parked event at 1 skipped): what it must find. Returns the
+// output.
+static std::string projection_findings(seeded_cli& cli) {
+  auto r = cli({"verify"});
+  CHECK(r.exit_code == 1);
+  CHECK(contains(r.out, "store: projection-checkpoint: projection 'ahead' has checkpoint 99"));
+  CHECK(contains(r.out, "position 2: projection-stuck: projection 'stuck' is stuck: boom"));
+  CHECK(contains(r.out, "position 2: projection-parked:"));
+  CHECK(!contains(r.out, "position 1: projection-parked:"));  // skipped on purpose
+  return r.out;
+}
+
 TEST_CASE("verify reports version gaps, stream rows that disagree and projection problems") {
   seeded_cli cli;
   SUBCASE("a version gap") {
@@ -173,8 +186,37 @@ TEST_CASE("verify reports version gaps, stream rows that disagree and projection
     CHECK(r.exit_code == 1);
     CHECK(contains(r.out, "stream 'acc-1' says version 7 but its events end at 2"));
   }
-  SUBCASE("projections: checkpoint past the head, stuck, parked") {
-    create_projection_tables(cli.db);
+  SUBCASE("projections in the consumer tables: checkpoint past the head, stuck, parked") {
+    // The tables as a runner creates them; a subscription's rows are not a projection's.
+    exec_sql(cli.db,
+             "CREATE TABLE annals_consumers(kind TEXT NOT NULL, name TEXT NOT NULL, "
+             "checkpoint INTEGER NOT NULL, version INTEGER NOT NULL DEFAULT 0, "
+             "filter TEXT NOT NULL DEFAULT '', delivered INTEGER NOT NULL DEFAULT 0, owner TEXT, "
+             "lease_until INTEGER NOT NULL DEFAULT 0, stuck_position INTEGER, "
+             "error TEXT NOT NULL DEFAULT '', events_per_s REAL NOT NULL DEFAULT 0, "
+             "updated_at INTEGER NOT NULL, PRIMARY KEY(kind, name));"
+             "CREATE TABLE annals_consumer_parked(kind TEXT NOT NULL, consumer TEXT NOT NULL, "
+             "position INTEGER NOT NULL, stream_id TEXT NOT NULL, "
+             "stream_version INTEGER NOT NULL DEFAULT -1, event_id TEXT NOT NULL, "
+             "type TEXT NOT NULL, error TEXT NOT NULL, attempts INTEGER NOT NULL, "
+             "parked_at INTEGER NOT NULL, state TEXT NOT NULL, resolved_at INTEGER, "
+             "PRIMARY KEY(kind, consumer, position));"
+             "INSERT INTO annals_consumers(kind, name, checkpoint, version, updated_at) "
+             "VALUES('projection', 'ahead', 99, 1, 0), ('subscription', 'later', 98, 0, 0);"
+             "INSERT INTO annals_consumers(kind, name, checkpoint, version, stuck_position, "
+             "error, updated_at) VALUES('projection', 'stuck', 1, 1, 2, 'boom', 0);"
+             "INSERT INTO annals_consumer_parked VALUES('projection', 'stuck', 2, 'acc-1', 1, "
+             "'x', 'bank.v1.MoneyDeposited', 'boom', 3, 0, 'parked', NULL);"
+             "INSERT INTO annals_consumer_parked VALUES('subscription', 'later', 3, 'acc-1', 2, "
+             "'z', 'bank.v1.MoneyDeposited', 'mail', 3, 0, 'parked', NULL);"
+             "INSERT INTO annals_consumer_parked VALUES('projection', 'stuck', 1, 'acc-1', 0, "
+             "'y', 'bank.v1.AccountOpened', 'old', 3, 0, 'skipped', 1);");
+    const auto out = projection_findings(cli);
+    CHECK(!contains(out, "'later'"));
+    CHECK(!contains(out, "position 3: projection-parked:"));  // a subscription's
+  }
+  SUBCASE("projections (a format-3 store's tables): checkpoint past the head, stuck, parked") {
+    create_format3_projection_tables(cli.db);
     exec_sql(cli.db,
              "INSERT INTO annals_projections VALUES('ahead', 1, 99, NULL, NULL, 0, 0);"
              "INSERT INTO annals_projections VALUES('stuck', 1, 1, 2, 'boom', 0, 0);"
@@ -182,12 +224,7 @@ TEST_CASE("verify reports version gaps, stream rows that disagree and projection
              "'bank.v1.MoneyDeposited', 'boom', 3, 0, 'parked', NULL);"
              "INSERT INTO annals_parked VALUES('stuck', 1, 'acc-1', 0, 'y', "
              "'bank.v1.AccountOpened', 'old', 3, 0, 'skipped', 1);");
-    auto r = cli({"verify"});
-    CHECK(r.exit_code == 1);
-    CHECK(contains(r.out, "store: projection-checkpoint: projection 'ahead' has checkpoint 99"));
-    CHECK(contains(r.out, "position 2: projection-stuck: projection 'stuck' is stuck: boom"));
-    CHECK(contains(r.out, "position 2: projection-parked:"));
-    CHECK(!contains(r.out, "position 1: projection-parked:"));  // skipped on purpose
+    projection_findings(cli);
   }
 }
 
@@ -666,7 +703,7 @@ TEST_CASE("a format-2 store: read-only opens write nothing; a writable open adds
   // A writable open upgrades it: the column, old rows NULL, new rows checked.
   {
     auto store = annals::open_store(cli.db).value_or_throw();
-    CHECK(dump_sql(cli.db, "PRAGMA user_version") == "3|\n");
+    CHECK(dump_sql(cli.db, "PRAGMA user_version") == "4|\n");
     REQUIRE(store->append("acc-3", annals::expected_version::no_stream(),
                           {event(annals::test::bank_events::opened("acc-3", "Cy"))})
                 .ok());

@@ -32,9 +32,7 @@ result<std::unique_ptr<consumer_admin>> open_consumers(const context& c, bool wr
   return a;
 }
 
-// parked_event or parked_delivery.
-template <class Parked>
-void print_parked(const context& c, const std::vector<Parked>& parked) {
+void print_parked(const context& c, const std::vector<parked_event>& parked) {
   for (const auto& p : parked) {
     fmt::print(c.out, "#{} {} {} {} attempts={} state={}\n  error: {}\n", p.position, p.stream_id,
                p.type, p.event_id, p.attempts, p.state, p.error);

@@ -67,8 +67,8 @@ class consumer_admin {
   // Projections, then subscriptions, each by name. Empty on a store without either.
   virtual result<std::vector<consumer_status>> list() = 0;
   // The consumer's parked events by position, resolved ones included (their state says which:
-  // "parked", "retry" (asked, not yet redelivered), "retried" or "skipped"). stream_version is
-  // -1 for a subscription's (not recorded). not_found for an unknown name.
+  // "parked", "retry" (asked, not yet redelivered), "retried" or "skipped"). not_found for an
+  // unknown name.
   virtual result<std::vector<parked_event>> parked(std::string_view name) = 0;
   // Retries the parked event at `position` (0: all of them); returns how many. not_found when
   // no such event waits.

@@ -11,14 +11,16 @@
 // holds a session advisory lock for it, and when its process dies another live runner takes
 // the projection over. Appends wake live runners in every process through LISTEN/NOTIFY.
 //
-// Bookkeeping tables (same database): annals_projections (name, version, checkpoint, state,
-// ...) and annals_parked (dead letters). See docs/storage-format.md.
+// Bookkeeping tables (same database): the consumer tables it shares with subscriptions,
+// annals_consumers (name, version, checkpoint, state, ...) and annals_consumer_parked (dead
+// letters). See docs/storage-format.md.
 //
 // Thread safety: a projection_runner may be used from several threads; start() runs one
 // background thread that follows live appends.
 #pragma once
 
 #include <annals/catch_up.hpp>
+#include <annals/parked.hpp>
 #include <annals/projection.hpp>
 #include <annals/store_ref.hpp>
 
@@ -50,18 +52,6 @@ struct projection_status {
   // When stuck: the handler's error. Also set when an automatic rebuild to a new version failed
   // in this runner (retried after 30 s; the live model keeps its old version meanwhile).
   std::string error;
-};
-
-struct parked_event {
-  std::int64_t position = 0;
-  std::string stream_id;
-  std::int64_t stream_version = 0;
-  std::string event_id;
-  std::string type;
-  std::string error;
-  int attempts = 0;
-  std::int64_t parked_at_us = 0;
-  std::string state;  // "parked", "retried" or "skipped"
 };
 
 struct rebuild_progress {
@@ -97,7 +87,10 @@ struct runner_options {
   // (LISTEN/NOTIFY) and polling, at max(poll_interval, 1 s), is only a fallback.
   std::chrono::milliseconds poll_interval{5};
   int max_attempts = 3;  // handler attempts before parking an event. Default 3.
-  std::chrono::milliseconds retry_backoff{20};  // first retry pause, doubled each time
+  // The first retry pause (>= 0), doubled after each retry up to max_backoff; stop() cuts a
+  // pause short. Defaults 20 ms, 5 s.
+  std::chrono::milliseconds retry_backoff{20};
+  std::chrono::milliseconds max_backoff{5000};
   std::int64_t busy_timeout_ms = 10000;         // waiting for the write lock. Default 10 s.
   // Rebuild a projection whose stored version differs from the code's, automatically, when
   // catching up (zero downtime: shadow tables, then a swap). Default true; when false such a

@@ -15,7 +15,7 @@
 // A handler that fails is retried with backoff. Errors that say "try again" (errc::io, busy,
 // timed_out, concurrency_conflict) are retried without limit by a started subscription: a
 // broker or database outage pauses it, it never loses or parks events. Any other error, or an
-// exception (errc::handler_failed, with its what()), is retried max_attempts times, then the event is parked in the dead-letter table (annals_sub_parked)
+// exception (errc::handler_failed, with its what()), is retried max_attempts times, then the event is parked in the dead-letter table (annals_consumer_parked)
 // with the error, and the subscription goes on. Nothing is silently skipped: parked events are
 // listed, retried (redelivered by the running subscription) or skipped (recorded) with
 // subscription_admin or `annals subscriptions`.
@@ -34,6 +34,7 @@
 
 #include <annals/catch_up.hpp>
 #include <annals/event_store.hpp>
+#include <annals/parked.hpp>
 #include <annals/store_ref.hpp>
 
 #include <chrono>
@@ -114,17 +115,8 @@ struct subscription_status {
   std::string last_error;         // the last delivery error, empty once one succeeds
 };
 
-// A parked (dead-lettered) delivery.
-struct parked_delivery {
-  std::int64_t position = 0;
-  std::string stream_id;
-  std::string event_id;
-  std::string type;
-  std::string error;
-  int attempts = 0;
-  std::int64_t parked_at_us = 0;
-  std::string state;  // "parked", "retry" (asked, not yet redelivered), "retried", "skipped"
-};
+// A parked (dead-lettered) delivery: the one parked type (annals/parked.hpp), by its old name.
+using parked_delivery = parked_event;
 
 class subscription {
  public:
@@ -184,7 +176,7 @@ class subscription_admin {
   static result<std::unique_ptr<subscription_admin>> open_read_only(store_ref store);
   virtual ~subscription_admin() = default;
   virtual result<std::vector<subscription_status>> list() = 0;  // by name
-  virtual result<std::vector<parked_delivery>> parked(std::string_view name) = 0;
+  virtual result<std::vector<parked_event>> parked(std::string_view name) = 0;
   // Asks the running subscription to redeliver a parked event (position 0: all of them).
   // not_found when no such parked event is waiting.
   virtual result<std::int64_t> retry(std::string_view name, std::int64_t position) = 0;

@@ -266,14 +266,24 @@ error no_stream_row(std::int64_t position) {
                            position));
 }
 
-std::string projections_sql(bool with_parked_table) {
+std::string projections_sql(const detail::consumer_sources& src) {
   return fmt::format(
       "SELECT name, CAST(version AS BIGINT), CAST(checkpoint AS BIGINT), "
-      "CAST(stuck_position AS BIGINT), coalesce(error, ''), CAST({} AS BIGINT) "
-      "FROM annals_projections p ORDER BY name",
-      with_parked_table ? "(SELECT count(*) FROM annals_parked a WHERE a.projection = p.name AND "
-                          "a.state = 'parked')"
-                        : "0");
+      "CAST(stuck_position AS BIGINT), error, CAST({} AS BIGINT) "
+      "FROM {} p WHERE p.kind = 'projection' ORDER BY name",
+      src.parked.empty()
+          ? std::string("0")
+          : fmt::format("(SELECT count(*) FROM {} a WHERE a.kind = 'projection' AND "
+                        "a.consumer = p.name AND a.state = 'parked')",
+                        src.parked),
+      src.consumers);
+}
+
+std::string parked_sql(std::string_view parked_source) {
+  return fmt::format(
+      "SELECT consumer, CAST(position AS BIGINT), type, error FROM {} k "
+      "WHERE k.kind = 'projection' AND k.state = 'parked' ORDER BY position, consumer",
+      parked_source);
 }
 
 }  // namespace annals::admin_detail

@@ -7,6 +7,7 @@
 #include <annals/event_store.hpp>
 #include <annals/json.hpp>
 
+#include "consumer/tables.hpp"
 #include "store/prepared.hpp"
 
 #include <cstdint>
@@ -167,13 +168,12 @@ result<std::unique_ptr<import_session>> start_import(C& c) {
   return std::unique_ptr<import_session>(std::move(s));
 }
 
-// The projection tables have the same names and columns on every backend (SQL valid on both):
-// name, version, checkpoint, stuck_position (NULL), error ('' for NULL), parked count.
-std::string projections_sql(bool with_parked_table);
-// Events still parked: projection, position, type, error; in position order.
-inline constexpr const char* parked_sql =
-    "SELECT projection, CAST(position AS BIGINT), type, error FROM annals_parked "
-    "WHERE state = 'parked' ORDER BY position, projection";
+// The consumer tables have the same names and columns on every backend (SQL valid on both),
+// read from `src` (consumer/tables.hpp: reading_sources, consumers not empty): the
+// projections' name, version, checkpoint, stuck_position (NULL), error, parked count.
+std::string projections_sql(const detail::consumer_sources& src);
+// The projections' events still parked: projection, position, type, error; in position order.
+std::string parked_sql(std::string_view parked_source);
 
 // The backends' admins (backends/*/..._admin.cpp), reached through their tables
 // (store/backend_ops.hpp) by open_admin(): a SQLite file, a PostgreSQL connection URI.

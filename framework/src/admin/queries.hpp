@@ -16,6 +16,7 @@
 #include <annals/admin.hpp>
 
 #include "admin/checks.hpp"
+#include "consumer/tables.hpp"
 
 #include <fmt/format.h>
 
@@ -35,15 +36,20 @@ struct admin_sql {
   const char* duplicate_ids;    // first position, count, positions as text
 };
 
+// Where the consumer rows are (consumer/tables.hpp), through the admin's connection.
+template <class DB>
+result<detail::consumer_sources> consumer_sources_of(DB& db) {
+  return detail::reading_sources(
+      [&](std::string_view table) { return db.table_exists(std::string(table).c_str()); });
+}
+
 template <class DB>
 result<std::vector<projection_info>> read_projections(DB& db) {
   std::vector<projection_info> out;
-  auto exists = db.table_exists("annals_projections");
-  if (!exists) return std::move(exists).error();
-  if (!*exists) return out;
-  auto parked = db.table_exists("annals_parked");
-  if (!parked) return std::move(parked).error();
-  auto r = db.rows("cannot read projections", projections_sql(*parked), {}, [&](const auto& row) {
+  auto src = consumer_sources_of(db);
+  if (!src) return std::move(src).error();
+  if (src->consumers.empty()) return out;
+  auto r = db.rows("cannot read projections", projections_sql(*src), {}, [&](const auto& row) {
     projection_info& p = out.emplace_back();
     p.name = row.bytes(0);
     p.version = row.int64(1);
@@ -132,10 +138,10 @@ result<std::int64_t> finish_verify(DB& db, const admin_sql& sql, store_verifier&
   if (!projections) return std::move(projections).error();
   v.projections(*projections);
   if (!projections->empty()) {
-    auto parked = db.table_exists("annals_parked");
-    if (!parked) return std::move(parked).error();
-    if (*parked) {
-      if (auto r = db.rows("cannot read parked events", parked_sql, {},
+    auto src = consumer_sources_of(db);
+    if (!src) return std::move(src).error();
+    if (!src->parked.empty()) {
+      if (auto r = db.rows("cannot read parked events", parked_sql(src->parked), {},
                            [&](const auto& row) {
                              v.parked(row.int64(1), row.bytes(0), row.bytes(2), row.bytes(3));
                            });

@@ -6,6 +6,7 @@
 #include <annals/subscription.hpp>
 
 #include "consumer/lag.hpp"
+#include "consumer/tables.hpp"
 #include "projection/internal.hpp"
 #include "store/prepared.hpp"
 
@@ -55,19 +56,12 @@ class admin_impl final : public consumer_admin {
     auto who = find(name);
     if (!who) return std::move(who).error();
     if (who->kind == consumer_kind::projection) {
+      auto src = detail::reading_sources(*b_.writer);
+      if (!src) return std::move(src).error();
       auto tx = detail::sql_tx_access::make(*b_.writer);
-      return detail::read_parked(tx, who->name);
+      return detail::read_parked(tx, who->name, src->parked);
     }
-    auto p = subs_->parked(who->name);
-    if (!p) return std::move(p).error();
-    std::vector<parked_event> out;
-    out.reserve(p->size());
-    for (auto& d : p.value()) {
-      out.push_back({d.position, std::move(d.stream_id), -1, std::move(d.event_id),
-                     std::move(d.type), std::move(d.error), d.attempts, d.parked_at_us,
-                     std::move(d.state)});
-    }
-    return out;
+    return subs_->parked(who->name);
   }
 
   result<std::int64_t> retry(std::string_view name, std::int64_t position) override {
@@ -119,14 +113,20 @@ class admin_impl final : public consumer_admin {
   // The projection rows (empty when no runner ever ran on this store).
   result<std::vector<consumer_status>> projections() {
     std::vector<consumer_status> out;
-    auto exist = detail::table_exists(*b_.writer, "annals_projections");
-    if (!exist) return std::move(exist).error();
-    if (!exist.value()) return out;
+    auto src = detail::reading_sources(*b_.writer);
+    if (!src) return std::move(src).error();
+    if (src->consumers.empty()) return out;
+    const auto parked =
+        src->parked.empty()
+            ? std::string("0")
+            : fmt::format("(SELECT count(*) FROM {} k WHERE k.kind = 'projection' AND "
+                          "k.consumer = p.name AND k.state = 'parked')",
+                          src->parked);
     auto tx = detail::sql_tx_access::make(*b_.writer);
     auto r = tx.query(
-        "SELECT p.name, p.version, p.checkpoint, p.stuck_position, coalesce(p.error, ''), "
-        "(SELECT count(*) FROM annals_parked k WHERE k.projection = p.name "
-        " AND k.state = 'parked') FROM annals_projections p ORDER BY p.name",
+        fmt::format("SELECT p.name, p.version, p.checkpoint, p.stuck_position, p.error, {} "
+                    "FROM {} p WHERE p.kind = 'projection' ORDER BY p.name",
+                    parked, src->consumers),
         {}, [&](const sql_row& row) {
           consumer_status c;
           c.name = row.text(0);
@@ -153,29 +153,25 @@ class admin_impl final : public consumer_admin {
     return out;
   }
 
-  // Whether `table` exists and `sql` (bound to `name`) finds a row in it.
-  result<bool> has_row(std::string_view table, std::string_view sql, std::string_view name) {
-    auto exist = detail::table_exists(*b_.writer, table);
-    if (!exist || !exist.value()) return exist;
+  // Whether a consumer of `kind` is named `name`.
+  result<bool> is_named(std::string_view kind, std::string_view name) {
+    auto src = detail::reading_sources(*b_.writer);
+    if (!src) return std::move(src).error();
+    if (src->consumers.empty()) return false;
     bool found = false;
     auto tx = detail::sql_tx_access::make(*b_.writer);
-    auto r = tx.query(sql, {name}, [&](const sql_row&) {
-      found = true;
-      return false;
-    });
+    auto r = tx.query(
+        fmt::format("SELECT 1 FROM {} c WHERE c.kind = ?1 AND c.name = ?2", src->consumers),
+        {kind, name}, [&](const sql_row&) {
+          found = true;
+          return false;
+        });
     if (!r) return std::move(r).error();
     return found;
   }
 
-  result<bool> is_projection(std::string_view name) {
-    return has_row("annals_projections", "SELECT 1 FROM annals_projections WHERE name = ?1",
-                   name);
-  }
-
-  result<bool> is_subscription(std::string_view name) {
-    return has_row("annals_subscriptions", "SELECT 1 FROM annals_subscriptions WHERE name = ?1",
-                   name);
-  }
+  result<bool> is_projection(std::string_view name) { return is_named("projection", name); }
+  result<bool> is_subscription(std::string_view name) { return is_named("subscription", name); }
 
   // Which consumer `name` is: "projection:NAME" or "subscription:NAME" when both kinds have
   // NAME (a consumer actually named so is found under its full name first).

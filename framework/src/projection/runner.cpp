@@ -12,6 +12,8 @@
 #include <annals/trace.hpp>
 
 #include "consumer/lag.hpp"
+#include "consumer/pacing.hpp"
+#include "consumer/tables.hpp"
 #include "db/transaction.hpp"
 #include "projection/internal.hpp"
 #include "store/prepared.hpp"
@@ -47,62 +49,7 @@ using detail::sql_connection;
 using clock_type = std::chrono::steady_clock;
 using names_map = std::map<std::string, std::string, std::less<>>;
 
-constexpr const char* sqlite_bookkeeping_sql = R"sql(
-CREATE TABLE IF NOT EXISTS annals_projections(
-  name               TEXT PRIMARY KEY,
-  version            INTEGER NOT NULL,
-  checkpoint         INTEGER NOT NULL,
-  stuck_position     INTEGER,
-  error              TEXT,
-  events_per_s       REAL NOT NULL DEFAULT 0,
-  updated_at         INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS annals_parked(
-  projection     TEXT NOT NULL,
-  position       INTEGER NOT NULL,
-  stream_id      TEXT NOT NULL,
-  stream_version INTEGER NOT NULL,
-  event_id       TEXT NOT NULL,
-  type           TEXT NOT NULL,
-  error          TEXT NOT NULL,
-  attempts       INTEGER NOT NULL,
-  parked_at      INTEGER NOT NULL,
-  state          TEXT NOT NULL,
-  resolved_at    INTEGER,
-  PRIMARY KEY(projection, position)
-);
-)sql";
-
-// The same tables on PostgreSQL (64-bit integers throughout).
-constexpr const char* pg_bookkeeping_sql = R"sql(
-CREATE TABLE IF NOT EXISTS annals_projections(
-  name               TEXT COLLATE "C" PRIMARY KEY,
-  version            BIGINT NOT NULL,
-  checkpoint         BIGINT NOT NULL,
-  stuck_position     BIGINT,
-  error              TEXT,
-  events_per_s       DOUBLE PRECISION NOT NULL DEFAULT 0,
-  updated_at         BIGINT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS annals_parked(
-  projection     TEXT COLLATE "C" NOT NULL,
-  position       BIGINT NOT NULL,
-  stream_id      TEXT NOT NULL,
-  stream_version BIGINT NOT NULL,
-  event_id       TEXT NOT NULL,
-  type           TEXT NOT NULL,
-  error          TEXT NOT NULL,
-  attempts       BIGINT NOT NULL,
-  parked_at      BIGINT NOT NULL,
-  state          TEXT NOT NULL,
-  resolved_at    BIGINT,
-  PRIMARY KEY(projection, position)
-);
-)sql";
-
-// On PostgreSQL, DDL on the projection tables (creation, reset, rebuild swaps) runs under this
-// transaction-level advisory lock: concurrent CREATE TABLE IF NOT EXISTS can otherwise fail.
-constexpr const char* pg_ddl_lock_sql = "SELECT pg_advisory_xact_lock(4705784748973228035)";
+using detail::pg_ddl_lock_sql;
 
 std::string shadow_name(std::string_view table) { return std::string(table) + "__rebuild"; }
 
@@ -122,9 +69,9 @@ result<stored_state> load_projection_state(sql_tx& tx, std::string_view name, bo
   const bool for_update = lock && tx.dialect() == "postgresql";
   auto r = tx.query(
       for_update ? "SELECT version, checkpoint, stuck_position, coalesce(error, ''), "
-                   "events_per_s FROM annals_projections WHERE name = ?1 FOR UPDATE"
+                   "events_per_s FROM annals_consumers WHERE kind = 'projection' AND name = ?1 FOR UPDATE"
                  : "SELECT version, checkpoint, stuck_position, coalesce(error, ''), "
-                   "events_per_s FROM annals_projections WHERE name = ?1",
+                   "events_per_s FROM annals_consumers WHERE kind = 'projection' AND name = ?1",
       {name}, [&](const sql_row& row) {
         st.exists = true;
         st.version = static_cast<int>(row.int64(0));
@@ -261,6 +208,7 @@ class runner_impl final : public projection_runner {
         if (!handled) return std::move(handled).error();
         applied += handled.value();
         notify();
+        if (stop_.stopped()) return applied;  // stop() cut the retries short
         continue;  // stuck now, or past the event after a successful retry
       }
       applied += static_cast<std::int64_t>(batch.size());
@@ -357,8 +305,8 @@ class runner_impl final : public projection_runner {
       double secs = std::chrono::duration<double>(clock_type::now() - started).count();
       double rate = secs > 0 ? static_cast<double>(count) / secs : 0;
       auto u = tx.exec(
-          "UPDATE annals_projections SET checkpoint = ?1, events_per_s = ?2, updated_at = ?3 "
-          "WHERE name = ?4",
+          "UPDATE annals_consumers SET checkpoint = ?1, events_per_s = ?2, updated_at = ?3 "
+          "WHERE kind = 'projection' AND name = ?4",
           {static_cast<long long>(next), rate, static_cast<long long>(store::system_clock_us()),
            d.name});
       if (!u) return u.error();
@@ -389,11 +337,12 @@ class runner_impl final : public projection_runner {
     // (it may trail the bad event by events of other types).
     const std::int64_t before = failed > 0 ? bad.position - 1 : checkpoint;
     std::vector<recorded_event> one{bad};
-    auto pause = o_.retry_backoff;
+    detail::backoff pauses(o_.retry_backoff, o_.max_backoff);
     int attempts = 1;
     for (; attempts < o_.max_attempts; ++attempts) {
-      std::this_thread::sleep_for(pause);
-      pause *= 2;
+      // stop() ends the pause: the event stays unapplied and unparked, the next catch-up
+      // starts its attempts again.
+      if (!stop_.pause(pauses.next())) return applied;
       auto r = apply_batch(d, before, one, bad.position, clock_type::now());
       if (!r) return std::move(r).error();
       if (r->raced) return applied;
@@ -406,10 +355,10 @@ class runner_impl final : public projection_runner {
       if (!st) return st.error();
       if (st->checkpoint != before || st->stuck) return {};  // another runner got there
       auto r = tx.exec(
-          "INSERT INTO annals_parked(projection, position, stream_id, stream_version, "
-          "event_id, type, error, attempts, parked_at, state) "
-          "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'parked') "
-          "ON CONFLICT(projection, position) DO UPDATE SET stream_id = excluded.stream_id, "
+          "INSERT INTO annals_consumer_parked(kind, consumer, position, stream_id, "
+          "stream_version, event_id, type, error, attempts, parked_at, state) "
+          "VALUES ('projection', ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'parked') "
+          "ON CONFLICT(kind, consumer, position) DO UPDATE SET stream_id = excluded.stream_id, "
           "stream_version = excluded.stream_version, event_id = excluded.event_id, "
           "type = excluded.type, error = excluded.error, attempts = excluded.attempts, "
           "parked_at = excluded.parked_at, state = excluded.state, resolved_at = NULL",
@@ -418,8 +367,8 @@ class runner_impl final : public projection_runner {
            static_cast<long long>(store::system_clock_us())});
       if (!r) return r.error();
       r = tx.exec(
-          "UPDATE annals_projections SET stuck_position = ?1, error = ?2, updated_at = ?3 "
-          "WHERE name = ?4",
+          "UPDATE annals_consumers SET stuck_position = ?1, error = ?2, updated_at = ?3 "
+          "WHERE kind = 'projection' AND name = ?4",
           {static_cast<long long>(bad.position), failure,
            static_cast<long long>(store::system_clock_us()), d.name});
       if (!r) return r.error();
@@ -434,7 +383,7 @@ class runner_impl final : public projection_runner {
   result<void> start() override {
     std::lock_guard lock(thread_mu_);
     if (thread_.joinable()) return {};
-    stop_ = false;
+    stop_.reset();
     live_ = true;
     thread_ = std::thread([this] { live_loop(); });
     return {};
@@ -443,22 +392,23 @@ class runner_impl final : public projection_runner {
   void stop() override {
     std::lock_guard lock(thread_mu_);
     if (!thread_.joinable()) return;
-    stop_ = true;
+    stop_.stop();
     live_ = false;
     commits_->notify();  // wake the loop
     thread_.join();
+    stop_.reset();  // a later catch_up() by the caller retries failing events again
     coord_->release_all();  // another runner may lead our projections now
   }
 
   void live_loop() {
-    while (!stop_) {
+    while (!stop_.stopped()) {
       auto seen = commits_->sequence();
       auto r = catch_up();
       if (!r) {
         std::lock_guard lock(state_mu_);
         last_error_ = r.error().message();
       }
-      if (stop_) break;
+      if (stop_.stopped()) break;
       // Appends in this process signal at once; other processes are seen by polling, or on
       // PostgreSQL at once too (LISTEN/NOTIFY), polling being only a fallback.
       commits_->wait(seen, coord_->follow_interval(o_.poll_interval));
@@ -558,7 +508,7 @@ class runner_impl final : public projection_runner {
     if (auto d = find(name); !d) return std::move(d).error();
     std::vector<parked_event> out;
     auto r = read([&](sql_tx& tx) -> result<void> {
-      auto p = detail::read_parked(tx, name);
+      auto p = detail::read_parked(tx, name, detail::consumer_parked_table);
       if (!p) return p.error();
       out = std::move(p).value();
       return {};
@@ -602,12 +552,15 @@ class runner_impl final : public projection_runner {
       auto now = static_cast<long long>(store::system_clock_us());
       // Skips are decisions about events, not about this model: they are kept.
       auto x = tx.exec(
-          "DELETE FROM annals_parked WHERE projection = ?1 AND state <> 'skipped'", {name});
+          "DELETE FROM annals_consumer_parked WHERE kind = 'projection' AND consumer = ?1 "
+          "AND state <> 'skipped'",
+          {name});
       if (!x) return x.error();
       x = tx.exec(
-          "INSERT INTO annals_projections(name, version, checkpoint, updated_at) "
-          "VALUES (?1, ?2, 0, ?3) ON CONFLICT(name) DO UPDATE SET version = excluded.version, "
-          "checkpoint = 0, stuck_position = NULL, error = NULL, events_per_s = 0, "
+          "INSERT INTO annals_consumers(kind, name, version, checkpoint, updated_at) "
+          "VALUES ('projection', ?1, ?2, 0, ?3) ON CONFLICT(kind, name) DO UPDATE SET "
+          "version = excluded.version, "
+          "checkpoint = 0, stuck_position = NULL, error = '', events_per_s = 0, "
           "updated_at = excluded.updated_at",
           {name, d.value()->version, now});
       if (!x) return x.error();
@@ -751,16 +704,17 @@ class runner_impl final : public projection_runner {
       }
       auto now = static_cast<long long>(store::system_clock_us());
       auto x = tx.exec(
-          "INSERT INTO annals_projections(name, version, checkpoint, updated_at) "
-          "VALUES (?1, ?2, ?3, ?4) ON CONFLICT(name) DO UPDATE SET version = excluded.version, "
-          "checkpoint = excluded.checkpoint, stuck_position = NULL, error = NULL, "
+          "INSERT INTO annals_consumers(kind, name, version, checkpoint, updated_at) "
+          "VALUES ('projection', ?1, ?2, ?3, ?4) ON CONFLICT(kind, name) DO UPDATE SET "
+          "version = excluded.version, "
+          "checkpoint = excluded.checkpoint, stuck_position = NULL, error = '', "
           "updated_at = excluded.updated_at",
           {d.name, d.version, static_cast<long long>(target), now});
       if (!x) return x.error();
       // The new model applied every event, so nothing is parked any more.
       x = tx.exec(
-          "UPDATE annals_parked SET state = 'retried', resolved_at = ?2 "
-          "WHERE projection = ?1 AND state = 'parked'",
+          "UPDATE annals_consumer_parked SET state = 'retried', resolved_at = ?2 "
+          "WHERE kind = 'projection' AND consumer = ?1 AND state = 'parked'",
           {d.name, now});
       if (!x) return x.error();
       report.swapped = true;
@@ -895,7 +849,8 @@ class runner_impl final : public projection_runner {
     std::set<std::int64_t> out;
     auto r = read([&](sql_tx& tx) -> result<void> {
       auto q = tx.query(
-          "SELECT position FROM annals_parked WHERE projection = ?1 AND state = 'skipped'",
+          "SELECT position FROM annals_consumer_parked WHERE kind = 'projection' AND "
+          "consumer = ?1 AND state = 'skipped'",
           {name}, [&](const sql_row& row) {
             out.insert(row.int64(0));
             return true;
@@ -911,7 +866,9 @@ class runner_impl final : public projection_runner {
     std::int64_t n = 0;
     auto r = read([&](sql_tx& tx) -> result<void> {
       auto q = tx.query(
-          "SELECT count(*) FROM annals_parked WHERE projection = ?1 AND state = 'parked'", {name},
+          "SELECT count(*) FROM annals_consumer_parked WHERE kind = 'projection' AND "
+          "consumer = ?1 AND state = 'parked'",
+          {name},
           [&](const sql_row& row) {
             n = row.int64(0);
             return false;
@@ -937,7 +894,7 @@ class runner_impl final : public projection_runner {
 
   std::mutex thread_mu_;
   std::thread thread_;
-  std::atomic<bool> stop_{false};
+  detail::stop_signal stop_;  // stop(): ends the live loop and cuts a retry pause short
   std::atomic<bool> live_{false};
 
   // Automatic rebuilds that failed: not retried for rebuild_retry_pause; shown by status().
@@ -980,11 +937,15 @@ class runner_impl final : public projection_runner {
 
 namespace detail {
 
-result<std::vector<parked_event>> read_parked(sql_tx& tx, std::string_view projection) {
+result<std::vector<parked_event>> read_parked(sql_tx& tx, std::string_view projection,
+                                              std::string_view parked_source) {
   std::vector<parked_event> out;
+  if (parked_source.empty()) return out;
   auto q = tx.query(
-      "SELECT position, stream_id, stream_version, event_id, type, error, attempts, "
-      "parked_at, state FROM annals_parked WHERE projection = ?1 ORDER BY position",
+      fmt::format("SELECT position, stream_id, stream_version, event_id, type, error, "
+                  "attempts, parked_at, state FROM {} p WHERE p.kind = 'projection' AND "
+                  "p.consumer = ?1 ORDER BY position",
+                  parked_source),
       {projection}, [&](const sql_row& row) {
         out.push_back({row.int64(0), row.text(1), row.int64(2), row.text(3), row.text(4),
                        row.text(5), static_cast<int>(row.int64(6)), row.int64(7), row.text(8)});
@@ -1006,13 +967,13 @@ result<std::int64_t> retry_parked(sql_tx& tx, std::string_view projection,
                            : fmt::format("projection '{}' is not stuck", projection));
   }
   auto n = tx.exec(
-      "UPDATE annals_parked SET state = 'retried', resolved_at = ?2 "
-      "WHERE projection = ?1 AND state = 'parked'",
+      "UPDATE annals_consumer_parked SET state = 'retried', resolved_at = ?2 "
+      "WHERE kind = 'projection' AND consumer = ?1 AND state = 'parked'",
       {projection, now});
   if (!n) return n.error();
   auto r = tx.exec(
-      "UPDATE annals_projections SET stuck_position = NULL, error = NULL, updated_at = ?2 "
-      "WHERE name = ?1",
+      "UPDATE annals_consumers SET stuck_position = NULL, error = '', updated_at = ?2 "
+      "WHERE kind = 'projection' AND name = ?1",
       {projection, now});
   if (!r) return r.error();
   return n.value();
@@ -1029,13 +990,13 @@ result<void> skip_parked(sql_tx& tx, std::string_view projection, std::int64_t p
   }
   auto now = static_cast<long long>(store::system_clock_us());
   auto u = tx.exec(
-      "UPDATE annals_parked SET state = 'skipped', resolved_at = ?3 "
-      "WHERE projection = ?1 AND position = ?2",
+      "UPDATE annals_consumer_parked SET state = 'skipped', resolved_at = ?3 "
+      "WHERE kind = 'projection' AND consumer = ?1 AND position = ?2",
       {projection, static_cast<long long>(position), now});
   if (!u) return u.error();
   u = tx.exec(
-      "UPDATE annals_projections SET checkpoint = ?2, stuck_position = NULL, error = NULL, "
-      "updated_at = ?3 WHERE name = ?1",
+      "UPDATE annals_consumers SET checkpoint = ?2, stuck_position = NULL, error = '', "
+      "updated_at = ?3 WHERE kind = 'projection' AND name = ?1",
       {projection, static_cast<long long>(position), now});
   if (!u) return u.error();
   return {};
@@ -1095,8 +1056,8 @@ result<void> inline_hook::committing(sql_connection& c, std::int64_t last,
     int version = 0;
     std::int64_t checkpoint = 0;
     auto q = tx.query(
-        "SELECT version, checkpoint, stuck_position IS NOT NULL FROM annals_projections "
-        "WHERE name = ?1",
+        "SELECT version, checkpoint, stuck_position IS NOT NULL FROM annals_consumers "
+        "WHERE kind = 'projection' AND name = ?1",
         {d->name}, [&](const sql_row& row) {
           exists = true;
           version = static_cast<int>(row.int64(0));
@@ -1116,7 +1077,8 @@ result<void> inline_hook::committing(sql_connection& c, std::int64_t last,
       return {};
     });
     if (!r) return r;
-    auto u = tx.exec("UPDATE annals_projections SET checkpoint = ?1, updated_at = ?2 WHERE name = ?3",
+    auto u = tx.exec("UPDATE annals_consumers SET checkpoint = ?1, updated_at = ?2 "
+                     "WHERE kind = 'projection' AND name = ?3",
                      {static_cast<long long>(last),
                       static_cast<long long>(store::system_clock_us()), d->name});
     if (!u) return u.error();
@@ -1133,20 +1095,14 @@ std::shared_ptr<store::commit_hook> inline_projections_hook(projection_list defs
 }
 
 result<void> init_projections(sql_connection& c, const projection_list& defs) {
-  const bool pg = c.dialect() == sql_dialect::postgres;
-  if (pg) {
-    if (auto r = c.exec(pg_ddl_lock_sql, "cannot lock the projection tables"); !r) return r;
-  }
-  if (auto r = c.exec(pg ? pg_bookkeeping_sql : sqlite_bookkeeping_sql,
-                      "cannot create projection tables");
-      !r) {
-    return r;
-  }
+  if (auto r = create_consumer_tables(c); !r) return r;  // takes the DDL lock on PostgreSQL
   auto tx = detail::sql_tx_access::make(c);
   for (const auto& d : defs) {
     bool exists = false;
     int version = 0;
-    auto q = tx.query("SELECT version FROM annals_projections WHERE name = ?1", {d->name},
+    auto q = tx.query("SELECT version FROM annals_consumers WHERE kind = 'projection' AND "
+                      "name = ?1",
+                      {d->name},
                       [&](const sql_row& row) {
                         exists = true;
                         version = static_cast<int>(row.int64(0));
@@ -1160,8 +1116,8 @@ result<void> init_projections(sql_connection& c, const projection_list& defs) {
     }
     if (!exists) {
       auto r = tx.exec(
-          "INSERT INTO annals_projections(name, version, checkpoint, updated_at) "
-          "VALUES (?1, ?2, 0, ?3)",
+          "INSERT INTO annals_consumers(kind, name, version, checkpoint, updated_at) "
+          "VALUES ('projection', ?1, ?2, 0, ?3)",
           {d->name, d->version, static_cast<long long>(store::system_clock_us())});
       if (!r) return r.error();
     }
@@ -1187,6 +1143,9 @@ result<void> check_runner(const projection_list& projections, const runner_optio
   }
   if (options.batch_size <= 0 || options.max_attempts <= 0) {
     return error(errc::invalid_argument, "batch_size and max_attempts must be > 0");
+  }
+  if (options.retry_backoff.count() < 0 || options.max_backoff < options.retry_backoff) {
+    return error(errc::invalid_argument, "retry_backoff must be >= 0 and <= max_backoff");
   }
   return {};
 }

@@ -8,6 +8,8 @@
 #include <annals/trace.hpp>
 
 #include "consumer/lag.hpp"
+#include "consumer/pacing.hpp"
+#include "consumer/tables.hpp"
 #include "db/transaction.hpp"
 #include "projection/internal.hpp"
 #include "store/prepared.hpp"
@@ -47,58 +49,6 @@ namespace {
 using detail::sql_connection;
 using clock_type = std::chrono::steady_clock;
 
-constexpr const char* sqlite_tables_sql = R"sql(
-CREATE TABLE IF NOT EXISTS annals_subscriptions(
-  name         TEXT PRIMARY KEY,
-  filter       TEXT NOT NULL,
-  checkpoint   INTEGER NOT NULL,
-  delivered    INTEGER NOT NULL DEFAULT 0,
-  owner        TEXT,
-  lease_until  INTEGER NOT NULL DEFAULT 0,
-  last_error   TEXT NOT NULL DEFAULT '',
-  updated_at   INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS annals_sub_parked(
-  subscription TEXT NOT NULL,
-  position     INTEGER NOT NULL,
-  stream_id    TEXT NOT NULL,
-  event_id     TEXT NOT NULL,
-  type         TEXT NOT NULL,
-  error        TEXT NOT NULL,
-  attempts     INTEGER NOT NULL,
-  parked_at    INTEGER NOT NULL,
-  state        TEXT NOT NULL,
-  resolved_at  INTEGER,
-  PRIMARY KEY(subscription, position)
-);
-)sql";
-
-constexpr const char* pg_tables_sql = R"sql(
-SELECT pg_advisory_xact_lock(4705784748973228035);
-CREATE TABLE IF NOT EXISTS annals_subscriptions(
-  name         TEXT COLLATE "C" PRIMARY KEY,
-  filter       TEXT NOT NULL,
-  checkpoint   BIGINT NOT NULL,
-  delivered    BIGINT NOT NULL DEFAULT 0,
-  owner        TEXT,
-  lease_until  BIGINT NOT NULL DEFAULT 0,
-  last_error   TEXT NOT NULL DEFAULT '',
-  updated_at   BIGINT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS annals_sub_parked(
-  subscription TEXT COLLATE "C" NOT NULL,
-  position     BIGINT NOT NULL,
-  stream_id    TEXT NOT NULL,
-  event_id     TEXT NOT NULL,
-  type         TEXT NOT NULL,
-  error        TEXT NOT NULL,
-  attempts     BIGINT NOT NULL,
-  parked_at    BIGINT NOT NULL,
-  state        TEXT NOT NULL,
-  resolved_at  BIGINT,
-  PRIMARY KEY(subscription, position)
-);
-)sql";
 
 long long now_us() { return static_cast<long long>(store::system_clock_us()); }
 
@@ -136,34 +86,43 @@ bool transient(errc e) {
          e == errc::concurrency_conflict;
 }
 
-// The bookkeeping tables, created once per connection in a write transaction.
-result<void> create_tables(sql_connection& c) {
+// The consumer tables (consumer/tables.hpp) in a write transaction: created when missing, or
+// (`create` false, for the admin) only migrated from the previous format.
+result<void> prepare_tables(sql_connection& c, bool create) {
   const bool pg = c.dialect() == detail::sql_dialect::postgres;
   return db::in_transaction(c, pg ? db::begin_default : db::begin_sqlite_write,
-                            "cannot create the subscription tables", [&] {
-                              return c.exec(pg ? pg_tables_sql : sqlite_tables_sql,
-                                            "cannot create the subscription tables");
+                            "cannot create the consumer tables", [&] {
+                              return create ? detail::create_consumer_tables(c)
+                                            : detail::migrate_consumer_tables(c);
                             });
 }
 
 using detail::in_write_tx;
 
-// Whether the subscription tables exist (the admin reads without creating them).
-result<bool> tables_exist(sql_connection& c) {
-  return detail::table_exists(c, "annals_subscriptions");
-}
+// The tables a subscription itself reads: its open created them.
+const detail::consumer_sources own_tables{detail::consumers_table,
+                                         detail::consumer_parked_table};
 
+// The statuses of the subscriptions in `src` (consumers empty: none), or only of `only`.
 result<std::vector<subscription_status>> read_statuses(sql_connection& c, event_store& store,
+                                                       const detail::consumer_sources& src,
                                                        std::string_view only) {
   std::vector<subscription_status> out;
+  if (src.consumers.empty()) return out;
   auto tx = detail::sql_tx_access::make(c);
   const long long now = now_us();
+  const auto parked =
+      src.parked.empty()
+          ? std::string("0")
+          : fmt::format("(SELECT count(*) FROM {} p WHERE p.kind = 'subscription' AND "
+                        "p.consumer = s.name AND p.state IN ('parked', 'retry'))",
+                        src.parked);
   auto r = tx.query(
-      "SELECT s.name, s.filter, s.checkpoint, s.delivered, s.updated_at, s.last_error, "
-      "CASE WHEN s.owner IS NOT NULL AND s.lease_until >= ?2 THEN 1 ELSE 0 END, "
-      "(SELECT count(*) FROM annals_sub_parked p WHERE p.subscription = s.name "
-      " AND p.state IN ('parked', 'retry')) "
-      "FROM annals_subscriptions s WHERE ?1 = '' OR s.name = ?1 ORDER BY s.name",
+      fmt::format("SELECT s.name, s.filter, s.checkpoint, s.delivered, s.updated_at, s.error, "
+                  "CASE WHEN s.owner IS NOT NULL AND s.lease_until >= ?2 THEN 1 ELSE 0 END, {} "
+                  "FROM {} s WHERE s.kind = 'subscription' AND (?1 = '' OR s.name = ?1) "
+                  "ORDER BY s.name",
+                  parked, src.consumers),
       {only, now}, [&](const sql_row& row) {
         subscription_status st;
         st.name = row.text(0);
@@ -225,7 +184,7 @@ class subscription_impl final : public subscription {
   void set_tx_handler(subscription_tx_handler h) { tx_handler_ = std::move(h); }
 
   result<void> init() {
-    if (auto r = create_tables(*b_.writer); !r) return r;
+    if (auto r = prepare_tables(*b_.writer, true); !r) return r;
     long long head = 0;
     if (o_.start_at_end) {
       auto h = b_.store->head_position();
@@ -234,7 +193,9 @@ class subscription_impl final : public subscription {
     }
     return in_write_tx(*b_.writer, [&](sql_tx& tx) -> result<void> {
       std::optional<std::string> stored;
-      auto r = tx.query("SELECT filter FROM annals_subscriptions WHERE name = ?1", {name_},
+      auto r = tx.query("SELECT filter FROM annals_consumers WHERE kind = 'subscription' AND "
+                        "name = ?1",
+                        {name_},
                         [&](const sql_row& row) {
                           stored = row.text(0);
                           return false;
@@ -249,8 +210,8 @@ class subscription_impl final : public subscription {
       }
       if (stored) return {};
       auto w = tx.exec(
-          "INSERT INTO annals_subscriptions(name, filter, checkpoint, updated_at) "
-          "VALUES (?1, ?2, ?3, ?4)",
+          "INSERT INTO annals_consumers(kind, name, filter, checkpoint, updated_at) "
+          "VALUES ('subscription', ?1, ?2, ?3, ?4)",
           {name_, filter_text_, head, now_us()});
       if (!w) return w.error();
       return {};
@@ -288,7 +249,7 @@ class subscription_impl final : public subscription {
     if (!retried) return std::move(retried).error();
     auto head = b_.store->head_position();
     if (!head) return std::move(head).error();
-    while (checkpoint_ < head.value() && !stop_ && leading_) {
+    while (checkpoint_ < head.value() && !stop_.stopped() && leading_) {
       auto n = deliver_page(head.value());
       if (!n) return std::move(n).error();
       if (n.value() < 0) {  // lost the lease
@@ -309,7 +270,7 @@ class subscription_impl final : public subscription {
   result<void> start() override {
     std::lock_guard lock(thread_mu_);
     if (thread_.joinable()) return {};
-    stop_ = false;
+    stop_.reset();
     thread_ = std::thread([this] { live_loop(); });
     return {};
   }
@@ -317,14 +278,10 @@ class subscription_impl final : public subscription {
   void stop() override {
     std::lock_guard lock(thread_mu_);
     if (!thread_.joinable()) return;
-    {
-      std::lock_guard l(sleep_mu_);
-      stop_ = true;
-    }
-    sleep_cv_.notify_all();
+    stop_.stop();
     commits_->notify();  // wake the loop
     thread_.join();
-    stop_ = false;  // a later catch_up() by the caller delivers again
+    stop_.reset();  // a later catch_up() by the caller delivers again
     release();
   }
 
@@ -358,7 +315,7 @@ class subscription_impl final : public subscription {
   result<subscription_status> status() override {
     std::lock_guard lock(status_mu_);
     if (auto c = status_connection(); !c) return std::move(c).error();
-    auto all = read_statuses(*status_conn_, *b_.store, name_);
+    auto all = read_statuses(*status_conn_, *b_.store, own_tables, name_);
     if (!all) return std::move(all).error();
     if (all->empty()) return removed();
     return std::move(all->front());
@@ -396,9 +353,10 @@ class subscription_impl final : public subscription {
     std::optional<progress> p;
     auto tx = detail::sql_tx_access::make(*status_conn_);
     auto r = tx.query(
-        "SELECT s.checkpoint, (SELECT count(*) FROM annals_sub_parked p "
-        "WHERE p.subscription = s.name AND p.state = 'retry' AND p.position <= ?2) "
-        "FROM annals_subscriptions s WHERE s.name = ?1",
+        "SELECT s.checkpoint, (SELECT count(*) FROM annals_consumer_parked p "
+        "WHERE p.kind = s.kind AND p.consumer = s.name AND p.state = 'retry' AND "
+        "p.position <= ?2) FROM annals_consumers s WHERE s.kind = 'subscription' AND "
+        "s.name = ?1",
         {name_, static_cast<long long>(position)}, [&](const sql_row& row) {
           p = progress{row.int64(0), row.int64(1)};
           return false;
@@ -414,11 +372,11 @@ class subscription_impl final : public subscription {
   }
 
   void live_loop() {
-    while (!stop_) {
+    while (!stop_.stopped()) {
       auto seen = commits_->sequence();
       auto r = catch_up_impl(true);
       if (!r) o_.log(fmt::format("annals: subscription '{}': {}", name_, r.error().message()));
-      if (stop_) break;
+      if (stop_.stopped()) break;
       // A standby instance (another holds the lease) looks again a few times per lease.
       auto wait = b_.coordination->follow_interval(o_.poll_interval);
       if (!leading_) wait = std::max(wait, std::min(o_.lease / 4, std::chrono::milliseconds(1000)));
@@ -435,13 +393,15 @@ class subscription_impl final : public subscription {
       auto now = lease_clock(tx);
       if (!now) return now.error();
       auto w = tx.exec(
-          "UPDATE annals_subscriptions SET owner = ?1, lease_until = ?2 "
-          "WHERE name = ?3 AND (owner IS NULL OR owner = ?1 OR lease_until < ?4)",
+          "UPDATE annals_consumers SET owner = ?1, lease_until = ?2 WHERE kind = "
+          "'subscription' AND name = ?3 AND (owner IS NULL OR owner = ?1 OR lease_until < ?4)",
           {owner_, *now + static_cast<long long>(o_.lease.count()) * 1000, name_, *now});
       if (!w) return w.error();
       got = w.value() == 1;
       if (!got) return check_not_removed(tx);
-      auto q = tx.query("SELECT checkpoint FROM annals_subscriptions WHERE name = ?1", {name_},
+      auto q = tx.query("SELECT checkpoint FROM annals_consumers WHERE kind = 'subscription' "
+                        "AND name = ?1",
+                        {name_},
                         [&](const sql_row& row) {
                           checkpoint_ = row.int64(0);
                           return false;
@@ -459,7 +419,9 @@ class subscription_impl final : public subscription {
   // not_found when the subscription's row is gone (subscription_admin::remove()).
   result<void> check_not_removed(sql_tx& tx) {
     bool exists = false;
-    auto q = tx.query("SELECT 1 FROM annals_subscriptions WHERE name = ?1", {name_},
+    auto q = tx.query("SELECT 1 FROM annals_consumers WHERE kind = 'subscription' AND "
+                      "name = ?1",
+                      {name_},
                       [&](const sql_row&) {
                         exists = true;
                         return false;
@@ -517,7 +479,8 @@ class subscription_impl final : public subscription {
         auto now = lease_clock(tx);
         if (!now) return now.error();
         auto w = tx.exec(
-            "UPDATE annals_subscriptions SET lease_until = ?1 WHERE name = ?2 AND owner = ?3",
+            "UPDATE annals_consumers SET lease_until = ?1 WHERE kind = 'subscription' AND "
+            "name = ?2 AND owner = ?3",
             {*now + static_cast<long long>(o_.lease.count()) * 1000, name_, owner_});
         if (!w) return w.error();
         kept = w.value() == 1;
@@ -533,8 +496,8 @@ class subscription_impl final : public subscription {
     leading_ = false;
     std::lock_guard lock(deliver_mu_);
     (void)in_write_tx(*b_.writer, [&](sql_tx& tx) -> result<void> {
-      auto w = tx.exec("UPDATE annals_subscriptions SET owner = NULL, lease_until = 0 "
-                       "WHERE name = ?1 AND owner = ?2",
+      auto w = tx.exec("UPDATE annals_consumers SET owner = NULL, lease_until = 0 "
+                       "WHERE kind = 'subscription' AND name = ?1 AND owner = ?2",
                        {name_, owner_});
       if (!w) return w.error();
       return {};
@@ -563,8 +526,9 @@ class subscription_impl final : public subscription {
     auto now = lease_clock(tx);
     if (!now) return now.error();
     auto w = tx.exec(
-        "UPDATE annals_subscriptions SET checkpoint = ?1, delivered = delivered + ?2, "
-        "last_error = ?3, updated_at = ?4, lease_until = ?5 WHERE name = ?6 AND owner = ?7",
+        "UPDATE annals_consumers SET checkpoint = ?1, delivered = delivered + ?2, "
+        "error = ?3, updated_at = ?4, lease_until = ?5 WHERE kind = 'subscription' AND "
+        "name = ?6 AND owner = ?7",
         {static_cast<long long>(checkpoint), static_cast<long long>(delivered),
          clean_text(last_error), now_us(), *now + static_cast<long long>(o_.lease.count()) * 1000,
          name_, owner_});
@@ -645,13 +609,13 @@ class subscription_impl final : public subscription {
   // Marks a parked event redelivered (and counts it), fenced by the lease like a checkpoint.
   result<bool> mark_retried(sql_tx& t, std::int64_t position, std::int64_t outcome) {
     auto x = t.exec(
-        "UPDATE annals_sub_parked SET state = 'retried', resolved_at = ?1 "
-        "WHERE subscription = ?2 AND position = ?3 AND state = 'retry'",
+        "UPDATE annals_consumer_parked SET state = 'retried', resolved_at = ?1 "
+        "WHERE kind = 'subscription' AND consumer = ?2 AND position = ?3 AND state = 'retry'",
         {now_us(), name_, static_cast<long long>(position)});
     if (!x) return x.error();
     x = t.exec(
-        "UPDATE annals_subscriptions SET delivered = delivered + ?1 WHERE name = ?2 AND "
-        "owner = ?3",
+        "UPDATE annals_consumers SET delivered = delivered + ?1 WHERE kind = 'subscription' "
+        "AND name = ?2 AND owner = ?3",
         {outcome, name_, owner_});
     if (!x) return x.error();
     return x.value() == 1;
@@ -726,18 +690,12 @@ class subscription_impl final : public subscription {
     return r.error();
   }
 
-  // Sleeps up to `pause`, or until stop(). Returns false when stopping.
-  bool pause_for(std::chrono::milliseconds pause) {
-    std::unique_lock lock(sleep_mu_);
-    return !sleep_cv_.wait_for(lock, pause, [&] { return stop_.load(); });
-  }
-
   // Retries one failed event with backoff: without limit while the error says "try again",
   // else up to max_attempts, then parks it. Moves the checkpoint past it either way. Returns
   // 1 if delivered, 0 if parked, -1 if the lease was lost or stop() was called.
   result<std::int64_t> retry_until_done(const recorded_event& bad, error failure, int attempts,
                                         bool requested_retry = false) {
-    auto pause = o_.retry_backoff;
+    detail::backoff pauses(o_.retry_backoff, o_.max_backoff);
     std::vector<recorded_event> one{bad};
     for (;;) {
       const bool poison = poison_;
@@ -748,8 +706,7 @@ class subscription_impl final : public subscription {
       o_.log(fmt::format("annals: subscription '{}': event {} ({}, {}) failed, attempt {}: {}",
                          name_, bad.position, bad.type, bad.event_id, attempts,
                          failure.message()));
-      if (!pause_for(pause)) return std::int64_t{-1};
-      pause = std::min(pause * 2, o_.max_backoff);
+      if (!stop_.pause(pauses.next())) return std::int64_t{-1};
       // Renew the lease while waiting on an outage (and notice losing it).
       if (clock_type::now() >= renew_at_) {
         auto kept = store_checkpoint(checkpoint_, 0, failure.message());
@@ -804,21 +761,23 @@ class subscription_impl final : public subscription {
       // A redelivered event stays behind the checkpoint: it only moves when advancing.
       const long long checkpoint = advance ? bad.position : checkpoint_;
       auto w = tx.exec(
-          "UPDATE annals_subscriptions SET checkpoint = ?1, last_error = ?2, "
-          "updated_at = ?3, lease_until = ?4 WHERE name = ?5 AND owner = ?6",
+          "UPDATE annals_consumers SET checkpoint = ?1, error = ?2, updated_at = ?3, "
+          "lease_until = ?4 WHERE kind = 'subscription' AND name = ?5 AND owner = ?6",
           {checkpoint, clean_text(failure.message()), now,
            *lease_now + static_cast<long long>(o_.lease.count()) * 1000, name_, owner_});
       if (!w) return w.error();
       kept = w.value() == 1;
       if (!kept) return {};
       w = tx.exec(
-          "INSERT INTO annals_sub_parked(subscription, position, stream_id, event_id, type, "
-          "error, attempts, parked_at, state) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 'parked') "
-          "ON CONFLICT(subscription, position) DO UPDATE SET error = excluded.error, "
-          "attempts = annals_sub_parked.attempts + excluded.attempts, "
+          "INSERT INTO annals_consumer_parked(kind, consumer, position, stream_id, "
+          "stream_version, event_id, type, error, attempts, parked_at, state) VALUES "
+          "('subscription', ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'parked') "
+          "ON CONFLICT(kind, consumer, position) DO UPDATE SET error = excluded.error, "
+          "attempts = annals_consumer_parked.attempts + excluded.attempts, "
           "parked_at = excluded.parked_at, state = 'parked', resolved_at = NULL",
-          {name_, static_cast<long long>(bad.position), clean_text(bad.stream_id), bad.event_id,
-           bad.type, clean_text(failure.message()), attempts, now});
+          {name_, static_cast<long long>(bad.position), clean_text(bad.stream_id),
+           static_cast<long long>(bad.stream_version), bad.event_id, bad.type,
+           clean_text(failure.message()), attempts, now});
       if (!w) return w.error();
       return {};
     });
@@ -837,15 +796,15 @@ class subscription_impl final : public subscription {
     std::vector<std::int64_t> positions;
     auto tx = detail::sql_tx_access::make(*b_.writer);
     auto q = tx.query(
-        "SELECT position FROM annals_sub_parked WHERE subscription = ?1 AND state = 'retry' "
-        "ORDER BY position",
+        "SELECT position FROM annals_consumer_parked WHERE kind = 'subscription' AND "
+        "consumer = ?1 AND state = 'retry' ORDER BY position",
         {name_}, [&](const sql_row& row) {
           positions.push_back(row.int64(0));
           return true;
         });
     if (!q) return q.error();
     for (std::int64_t position : positions) {
-      if (stop_) break;
+      if (stop_.stopped()) break;
       auto e = store::event_at(*b_.store, position);
       if (!e) return e.error();
       std::int64_t outcome = 0;
@@ -915,9 +874,7 @@ class subscription_impl final : public subscription {
 
   std::mutex thread_mu_;
   std::thread thread_;
-  std::atomic<bool> stop_{false};
-  std::mutex sleep_mu_;
-  std::condition_variable sleep_cv_;
+  detail::stop_signal stop_;  // stop(): ends the live loop and cuts a retry pause short
 
   std::mutex status_mu_;
   std::unique_ptr<sql_connection> status_conn_;
@@ -975,30 +932,26 @@ class admin_impl final : public subscription_admin {
   admin_impl(detail::backend b, bool read_only) : b_(std::move(b)), read_only_(read_only) {}
 
   result<std::vector<subscription_status>> list() override {
-    auto exist = tables_exist(*b_.writer);
-    if (!exist) return std::move(exist).error();
-    if (!exist.value()) return std::vector<subscription_status>{};  // none was ever opened
-    return read_statuses(*b_.writer, *b_.store, {});
+    auto src = detail::reading_sources(*b_.writer);  // none: no consumer was ever opened
+    if (!src) return std::move(src).error();
+    return read_statuses(*b_.writer, *b_.store, *src, {});
   }
 
-  result<std::vector<parked_delivery>> parked(std::string_view name) override {
-    if (auto r = exists(name); !r) return r.error();
-    std::vector<parked_delivery> out;
+  result<std::vector<parked_event>> parked(std::string_view name) override {
+    auto src = exists(name);
+    if (!src) return std::move(src).error();
+    std::vector<parked_event> out;
+    if (src->parked.empty()) return out;
     auto tx = detail::sql_tx_access::make(*b_.writer);
     auto r = tx.query(
-        "SELECT position, stream_id, event_id, type, error, attempts, parked_at, state "
-        "FROM annals_sub_parked WHERE subscription = ?1 ORDER BY position",
+        fmt::format("SELECT position, stream_id, stream_version, event_id, type, error, "
+                    "attempts, parked_at, state FROM {} p WHERE p.kind = 'subscription' AND "
+                    "p.consumer = ?1 ORDER BY position",
+                    src->parked),
         {name}, [&](const sql_row& row) {
-          parked_delivery p;
-          p.position = row.int64(0);
-          p.stream_id = row.text(1);
-          p.event_id = row.text(2);
-          p.type = row.text(3);
-          p.error = row.text(4);
-          p.attempts = static_cast<int>(row.int64(5));
-          p.parked_at_us = row.int64(6);
-          p.state = row.text(7);
-          out.push_back(std::move(p));
+          out.push_back({row.int64(0), row.text(1), row.int64(2), row.text(3), row.text(4),
+                         row.text(5), static_cast<int>(row.int64(6)), row.int64(7),
+                         row.text(8)});
           return true;
         });
     if (!r) return std::move(r).error();
@@ -1014,10 +967,12 @@ class admin_impl final : public subscription_admin {
 
   result<void> remove(std::string_view name) override {
     if (auto r = writable("remove", name); !r) return r;
-    if (auto r = exists(name); !r) return r;
+    if (auto r = exists(name); !r) return std::move(r).error();
     return in_write_tx(*b_.writer, [&](sql_tx& tx) -> result<void> {
-      for (const char* sql : {"DELETE FROM annals_sub_parked WHERE subscription = ?1",
-                              "DELETE FROM annals_subscriptions WHERE name = ?1"}) {
+      for (const char* sql : {"DELETE FROM annals_consumer_parked WHERE kind = 'subscription' "
+                              "AND consumer = ?1",
+                              "DELETE FROM annals_consumers WHERE kind = 'subscription' AND "
+                              "name = ?1"}) {
         auto w = tx.exec(sql, {name});
         if (!w) return w.error();
       }
@@ -1035,20 +990,26 @@ class admin_impl final : public subscription_admin {
                              action, name));
   }
 
-  result<void> exists(std::string_view name) {
-    auto exist = tables_exist(*b_.writer);
-    if (!exist) return std::move(exist).error();
-    if (!exist.value()) return error(errc::not_found, fmt::format("no subscription '{}'", name));
+  // not_found unless the subscription exists; then where to read it from.
+  result<detail::consumer_sources> exists(std::string_view name) {
+    auto src = detail::reading_sources(*b_.writer);
+    if (!src) return std::move(src).error();
+    if (src->consumers.empty()) {
+      return error(errc::not_found, fmt::format("no subscription '{}'", name));
+    }
     auto tx = detail::sql_tx_access::make(*b_.writer);
     bool found = false;
-    auto r = tx.query("SELECT 1 FROM annals_subscriptions WHERE name = ?1", {name},
+    auto r = tx.query(fmt::format("SELECT 1 FROM {} c WHERE c.kind = 'subscription' AND "
+                                  "c.name = ?1",
+                                  src->consumers),
+                      {name},
                       [&](const sql_row&) {
                         found = true;
                         return false;
                       });
     if (!r) return r.error();
     if (!found) return error(errc::not_found, fmt::format("no subscription '{}'", name));
-    return {};
+    return src;
   }
 
   result<std::int64_t> mark(std::string_view name, std::int64_t position, const char* state,
@@ -1060,12 +1021,13 @@ class admin_impl final : public subscription_admin {
       return r.error();
     }
     if (position < 0) return error(errc::invalid_argument, "position must be >= 0");
-    if (auto r = exists(name); !r) return r.error();
+    if (auto r = exists(name); !r) return std::move(r).error();
     std::int64_t changed = 0;
     // A retry is not resolved yet (resolved_at NULL until redelivered); a skip is.
     auto sql = fmt::format(
-        "UPDATE annals_sub_parked SET state = ?1, resolved_at = CASE WHEN ?2 = 0 THEN NULL "
-        "ELSE ?2 END WHERE subscription = ?3 AND (?4 = 0 OR position = ?4) AND {}",
+        "UPDATE annals_consumer_parked SET state = ?1, resolved_at = CASE WHEN ?2 = 0 THEN "
+        "NULL ELSE ?2 END WHERE kind = 'subscription' AND consumer = ?3 AND "
+        "(?4 = 0 OR position = ?4) AND {}",
         from);
     auto r = in_write_tx(*b_.writer, [&](sql_tx& tx) -> result<void> {
       auto w = tx.exec(sql, {state, std::string_view(state) == "retry" ? 0LL : now_us(), name,
@@ -1095,6 +1057,9 @@ result<std::unique_ptr<subscription_admin>> open_admin_on(const store_ref& store
   bo.coordination = false;  // the admin runs no subscription
   auto b = detail::open_backend(store, bo, "subscriptions");
   if (!b) return std::move(b).error();
+  if (!read_only) {  // it writes the consumer tables as they are now (creates none)
+    if (auto r = prepare_tables(*b->writer, false); !r) return r.error();
+  }
   return std::unique_ptr<subscription_admin>(
       std::make_unique<admin_impl>(std::move(b).value(), read_only));
 }

@@ -3,7 +3,8 @@
 //
 // - stats().file_bytes is the total relation size (table, indexes and TOAST) of the store's own
 //   tables (annals_meta, annals_streams, annals_events, annals_schemas, annals_snapshots and,
-//   when present, annals_projections and annals_parked), not pg_database_size: the database
+//   when present, the consumer tables, or the two sets of an older format), not
+//   pg_database_size: the database
 //   may hold other data, read models included.
 // - verify()'s backend integrity check ("integrity") is what the row checks cannot see and the
 //   format relies on: the primary keys, the unique (stream, stream_version) and event-id
@@ -311,8 +312,10 @@ class pg_admin final : public store_admin {
     auto bytes = scalar(c_, "cannot read the store's size",
                         "SELECT coalesce(sum(pg_total_relation_size(t)), 0)::int8 FROM "
                         "unnest(ARRAY['annals_meta', 'annals_streams', 'annals_events', "
-                        "'annals_schemas', 'annals_snapshots', 'annals_projections', "
-                        "'annals_parked']) AS n, to_regclass(n) AS t WHERE t IS NOT NULL");
+                        "'annals_schemas', 'annals_snapshots', 'annals_consumers', "
+                        "'annals_consumer_parked', 'annals_projections', 'annals_parked', "
+                        "'annals_subscriptions', 'annals_sub_parked']) AS n, to_regclass(n) "
+                        "AS t WHERE t IS NOT NULL");
     if (!bytes) return std::move(bytes).error();
     out.file_bytes = *bytes;
     pg_db d{c_};

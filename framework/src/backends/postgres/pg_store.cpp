@@ -53,7 +53,7 @@ using pg::params;
 using pg::read_schema_rows;
 using store::prepared_event;
 
-constexpr std::int64_t format_version = 2;
+constexpr std::int64_t format_version = 3;
 constexpr std::int64_t page_size = 2048;
 constexpr std::size_t insert_chunk = 500;  // events per INSERT statement (7 params each)
 
@@ -86,14 +86,17 @@ CREATE TABLE IF NOT EXISTS annals_events(
   CONSTRAINT annals_events_stream_version_key UNIQUE (stream, stream_version),
   CONSTRAINT annals_events_event_id_key UNIQUE (event_id)
 );
-INSERT INTO annals_meta(key, value) VALUES ('format', 2) ON CONFLICT (key) DO NOTHING;
+INSERT INTO annals_meta(key, value) VALUES ('format', 3) ON CONFLICT (key) DO NOTHING;
 )sql";
 
 // Format 2 adds the row checksum (store/checksum.hpp); rows written before stay NULL. Adding a
-// nullable column without a default rewrites nothing. Run on a format-1 store opened writable.
-constexpr const char* format2_sql = R"sql(
+// nullable column without a default rewrites nothing. Format 3 puts projections and
+// subscriptions in one set of consumer tables (consumer/tables.hpp): the first writable
+// consumer open moves the rows; the number keeps builds that know only the old tables away.
+// Run on a format-1 or format-2 store opened writable.
+constexpr const char* upgrade_sql = R"sql(
 ALTER TABLE annals_events ADD COLUMN IF NOT EXISTS checksum BIGINT;
-UPDATE annals_meta SET value = 2 WHERE key = 'format' AND value < 2;
+UPDATE annals_meta SET value = 3 WHERE key = 'format' AND value < 3;
 )sql";
 
 // The schema registry and snapshots. Part of every new store; created when missing in a store
@@ -894,7 +897,7 @@ result<bool> ensure_schema(connection& c, const postgres_options& o) {
   // A format-1 store opened read-only stays as it is: reads do not select the checksum, and
   // verify checks whether the column exists.
   if (v < format_version && !o.read_only) {
-    if (auto made = create_tables(c, format2_sql); !made) return made.error();
+    if (auto made = create_tables(c, upgrade_sql); !made) return made.error();
   }
   for (const char* table : {"annals_schemas", "annals_snapshots"}) {
     auto t = has_table(c, table);

@@ -53,7 +53,7 @@ using sqlite::statement;
 using store::prepared_event;
 
 constexpr std::int32_t application_id = 0x414E4E4C;  // "ANNL"
-constexpr int format_version = 3;
+constexpr int format_version = 4;
 constexpr std::int64_t page_size = 2048;
 
 constexpr const char* schema_sql = R"sql(
@@ -101,8 +101,11 @@ CREATE TABLE IF NOT EXISTS annals_snapshots(
 // Format 3 adds the row checksum (store/checksum.hpp): O(1) in SQLite, rows written before stay
 // NULL. Run on format-1 and format-2 stores opened for writing; new stores have the column.
 constexpr const char* format3_sql = "ALTER TABLE events ADD COLUMN checksum INTEGER;";
-constexpr const char* set_format_sql = "PRAGMA user_version = 3;";
-static_assert(format_version == 3);
+// Format 4 puts projections and subscriptions in one set of consumer tables
+// (consumer/tables.hpp). The store itself has nothing to change: the first writable consumer
+// open moves the rows. The number keeps builds that know only the old tables away.
+constexpr const char* set_format_sql = "PRAGMA user_version = 4;";
+static_assert(format_version == 4);
 static_assert(application_id == 1095650892);
 
 const std::string select_schemas_sql =

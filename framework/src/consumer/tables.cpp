@@ -1,0 +1,194 @@
+#include "consumer/tables.hpp"
+
+#include "projection/internal.hpp"
+
+#include <fmt/format.h>
+
+#include <vector>
+
+namespace annals::detail {
+
+namespace {
+
+constexpr const char* sqlite_tables_sql = R"sql(
+CREATE TABLE IF NOT EXISTS annals_consumers(
+  kind           TEXT NOT NULL,
+  name           TEXT NOT NULL,
+  checkpoint     INTEGER NOT NULL,
+  version        INTEGER NOT NULL DEFAULT 0,
+  filter         TEXT NOT NULL DEFAULT '',
+  delivered      INTEGER NOT NULL DEFAULT 0,
+  owner          TEXT,
+  lease_until    INTEGER NOT NULL DEFAULT 0,
+  stuck_position INTEGER,
+  error          TEXT NOT NULL DEFAULT '',
+  events_per_s   REAL NOT NULL DEFAULT 0,
+  updated_at     INTEGER NOT NULL,
+  PRIMARY KEY(kind, name)
+);
+CREATE TABLE IF NOT EXISTS annals_consumer_parked(
+  kind           TEXT NOT NULL,
+  consumer       TEXT NOT NULL,
+  position       INTEGER NOT NULL,
+  stream_id      TEXT NOT NULL,
+  stream_version INTEGER NOT NULL DEFAULT -1,
+  event_id       TEXT NOT NULL,
+  type           TEXT NOT NULL,
+  error          TEXT NOT NULL,
+  attempts       INTEGER NOT NULL,
+  parked_at      INTEGER NOT NULL,
+  state          TEXT NOT NULL,
+  resolved_at    INTEGER,
+  PRIMARY KEY(kind, consumer, position)
+);
+)sql";
+
+// The same on PostgreSQL: 64-bit integers, and names compared byte by byte.
+constexpr const char* pg_tables_sql = R"sql(
+CREATE TABLE IF NOT EXISTS annals_consumers(
+  kind           TEXT COLLATE "C" NOT NULL,
+  name           TEXT COLLATE "C" NOT NULL,
+  checkpoint     BIGINT NOT NULL,
+  version        BIGINT NOT NULL DEFAULT 0,
+  filter         TEXT NOT NULL DEFAULT '',
+  delivered      BIGINT NOT NULL DEFAULT 0,
+  owner          TEXT,
+  lease_until    BIGINT NOT NULL DEFAULT 0,
+  stuck_position BIGINT,
+  error          TEXT NOT NULL DEFAULT '',
+  events_per_s   DOUBLE PRECISION NOT NULL DEFAULT 0,
+  updated_at     BIGINT NOT NULL,
+  PRIMARY KEY(kind, name)
+);
+CREATE TABLE IF NOT EXISTS annals_consumer_parked(
+  kind           TEXT COLLATE "C" NOT NULL,
+  consumer       TEXT COLLATE "C" NOT NULL,
+  position       BIGINT NOT NULL,
+  stream_id      TEXT NOT NULL,
+  stream_version BIGINT NOT NULL DEFAULT -1,
+  event_id       TEXT NOT NULL,
+  type           TEXT NOT NULL,
+  error          TEXT NOT NULL,
+  attempts       BIGINT NOT NULL,
+  parked_at      BIGINT NOT NULL,
+  state          TEXT NOT NULL,
+  resolved_at    BIGINT,
+  PRIMARY KEY(kind, consumer, position)
+);
+)sql";
+
+// One old table: its name, and the SELECT of its rows in the new table's columns (also the
+// branch of the read-only union over it).
+struct old_table {
+  const char* name;
+  bool parked;  // into annals_consumer_parked (else annals_consumers)
+  const char* select;
+};
+
+constexpr const char* consumer_columns =
+    "kind, name, checkpoint, version, filter, delivered, owner, lease_until, stuck_position, "
+    "error, events_per_s, updated_at";
+constexpr const char* parked_columns =
+    "kind, consumer, position, stream_id, stream_version, event_id, type, error, attempts, "
+    "parked_at, state, resolved_at";
+
+// Each column named as in the new tables, so that a UNION ALL of them reads like those.
+const old_table old_tables[] = {
+    {"annals_projections", false,
+     "SELECT 'projection' AS kind, name AS name, checkpoint AS checkpoint, version AS version, "
+     "'' AS filter, 0 AS delivered, CAST(NULL AS TEXT) AS owner, 0 AS lease_until, "
+     "stuck_position AS stuck_position, coalesce(error, '') AS error, "
+     "events_per_s AS events_per_s, updated_at AS updated_at FROM annals_projections"},
+    {"annals_subscriptions", false,
+     "SELECT 'subscription' AS kind, name AS name, checkpoint AS checkpoint, 0 AS version, "
+     "filter AS filter, delivered AS delivered, owner AS owner, lease_until AS lease_until, "
+     "CAST(NULL AS BIGINT) AS stuck_position, last_error AS error, 0.0 AS events_per_s, "
+     "updated_at AS updated_at FROM annals_subscriptions"},
+    {"annals_parked", true,
+     "SELECT 'projection' AS kind, projection AS consumer, position AS position, "
+     "stream_id AS stream_id, stream_version AS stream_version, event_id AS event_id, "
+     "type AS type, error AS error, attempts AS attempts, parked_at AS parked_at, "
+     "state AS state, resolved_at AS resolved_at FROM annals_parked"},
+    {"annals_sub_parked", true,
+     "SELECT 'subscription' AS kind, subscription AS consumer, position AS position, "
+     "stream_id AS stream_id, -1 AS stream_version, event_id AS event_id, type AS type, "
+     "error AS error, attempts AS attempts, parked_at AS parked_at, state AS state, "
+     "resolved_at AS resolved_at FROM annals_sub_parked"},
+};
+
+result<void> run(sql_connection& c, const std::string& sql) {
+  auto r = c.run(sql, nullptr, 0);
+  if (!r) return r.error();
+  return {};
+}
+
+result<void> migrate(sql_connection& c, bool create) {
+  const bool pg = c.dialect() == sql_dialect::postgres;
+  if (pg) {
+    if (auto r = c.exec(pg_ddl_lock_sql, "cannot lock the consumer tables"); !r) return r;
+  }
+  // Under the write lock (SQLite) or the DDL lock (PostgreSQL): another process may have
+  // migrated meanwhile.
+  std::vector<const old_table*> present;
+  for (const auto& t : old_tables) {
+    auto e = table_exists(c, t.name);
+    if (!e) return std::move(e).error();
+    if (e.value()) present.push_back(&t);
+  }
+  if (!create && present.empty()) return {};
+  if (auto r = c.exec(pg ? pg_tables_sql : sqlite_tables_sql, "cannot create the consumer tables");
+      !r) {
+    return r;
+  }
+  for (const auto* t : present) {
+    auto copy = fmt::format("INSERT INTO {}({}) {}",
+                            t->parked ? consumer_parked_table : consumers_table,
+                            t->parked ? parked_columns : consumer_columns, t->select);
+    if (auto r = run(c, copy); !r) {
+      return error(r.error().kind(), fmt::format("cannot move {} into the consumer tables: {}",
+                                                 t->name, r.error().message()));
+    }
+  }
+  for (const auto* t : present) {
+    if (auto r = run(c, fmt::format("DROP TABLE {}", t->name)); !r) return r;
+  }
+  if (!present.empty()) c.clear_cache();
+  return {};
+}
+
+}  // namespace
+
+result<void> create_consumer_tables(sql_connection& c) { return migrate(c, true); }
+
+result<void> migrate_consumer_tables(sql_connection& c) { return migrate(c, false); }
+
+result<consumer_sources> reading_sources(const table_probe& exists) {
+  consumer_sources out;
+  auto now = exists(consumers_table);
+  if (!now) return std::move(now).error();
+  if (now.value()) {
+    out.consumers = consumers_table;
+    out.parked = consumer_parked_table;
+    return out;
+  }
+  // Not migrated (a read-only open of an older store): the old tables, as the new ones.
+  std::string consumers;
+  std::string parked;
+  for (const auto& t : old_tables) {
+    auto e = exists(t.name);
+    if (!e) return std::move(e).error();
+    if (!e.value()) continue;
+    auto& into = t.parked ? parked : consumers;
+    if (!into.empty()) into += " UNION ALL ";
+    into += t.select;
+  }
+  if (!consumers.empty()) out.consumers = "(" + consumers + ")";
+  if (!parked.empty()) out.parked = "(" + parked + ")";
+  return out;
+}
+
+result<consumer_sources> reading_sources(sql_connection& c) {
+  return reading_sources([&](std::string_view t) { return table_exists(c, t); });
+}
+
+}  // namespace annals::detail

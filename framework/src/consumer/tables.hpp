@@ -1,0 +1,54 @@
+// The consumer tables: one set for projections and subscriptions (docs/storage-format.md).
+//
+//   annals_consumers        one row per consumer, keyed by (kind, name): its checkpoint, and
+//                           what each kind keeps (a projection's version and stuck position; a
+//                           subscription's filter, delivered count and lease)
+//   annals_consumer_parked  the events each consumer parked, keyed by (kind, consumer, position)
+//
+// `kind` is 'projection' or 'subscription'. Stores of format 3 (SQLite) / 2 (PostgreSQL) had
+// two sets (annals_projections/annals_parked, annals_subscriptions/annals_sub_parked): the
+// first writable consumer open moves their rows into these and drops them, in one transaction.
+// A read-only open changes nothing and reads the old tables through reading_sources().
+#pragma once
+
+#include "db/sql_connection.hpp"
+
+#include <annals/result.hpp>
+
+#include <functional>
+#include <string>
+#include <string_view>
+
+namespace annals::detail {
+
+inline constexpr const char* consumers_table = "annals_consumers";
+inline constexpr const char* consumer_parked_table = "annals_consumer_parked";
+
+// On PostgreSQL, DDL on the consumer tables and the read models (creation, migration, reset,
+// rebuild swaps) runs under this transaction-level advisory lock (0x414E4E4C00000003):
+// concurrent CREATE TABLE IF NOT EXISTS can otherwise fail.
+inline constexpr const char* pg_ddl_lock_sql = "SELECT pg_advisory_xact_lock(4705784748973228035)";
+
+// Migrates the old tables (if any is there), then creates the consumer tables when missing.
+// Caller holds a write transaction (on PostgreSQL this takes the DDL advisory lock in it).
+result<void> create_consumer_tables(sql_connection& c);
+// Only the migration: creates nothing on a store without old tables. For the admins, which
+// write to existing tables and create none.
+result<void> migrate_consumer_tables(sql_connection& c);
+
+// What a reader selects from, aliased by the caller ("FROM {} c"): the consumer tables, or on a
+// store not yet migrated a subquery of the same columns over the old tables. Empty when there
+// is nothing to read (no consumer was ever opened).
+//   consumers: kind, name, checkpoint, version, filter, delivered, owner, lease_until,
+//              stuck_position, error, events_per_s, updated_at
+//   parked:    kind, consumer, position, stream_id, stream_version, event_id, type, error,
+//              attempts, parked_at, state, resolved_at
+struct consumer_sources {
+  std::string consumers;
+  std::string parked;
+};
+using table_probe = std::function<result<bool>(std::string_view table)>;
+result<consumer_sources> reading_sources(const table_probe& exists);
+result<consumer_sources> reading_sources(sql_connection& c);
+
+}  // namespace annals::detail
