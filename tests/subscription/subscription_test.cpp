@@ -1283,6 +1283,63 @@ TEST_CASE("a store of the two consumer-table sets is read as it is read-only, an
                                  : "PRAGMA user_version") == (on_postgres ? "3" : "4"));
 }
 
+TEST_CASE("moving the consumer tables on an adopted database sets the format; an older format "
+          "and both sets at once are refused") {
+  temp_dir dir;
+  const store_location loc(dir.file("f3a.db"), on_postgres);
+  append_n(*open(loc.path), "s-1", 10);
+  make_format3_consumers(loc);
+  // Read through a read-only handle: the store itself is never opened writable, so only the
+  // move can set the format.
+  annals::sqlite_options ro;
+  ro.read_only = true;
+  ro.create_if_missing = false;
+  auto opened = annals::open_store(loc.path, ro);
+  REQUIRE_MESSAGE(opened.ok(), message_of(opened));
+  std::shared_ptr<annals::event_store> reader = std::move(opened).value();
+  const auto format_sql = on_postgres ? "SELECT value FROM annals_meta WHERE key = 'format'"
+                                      : "PRAGMA user_version";
+  auto handler = [](const recorded_event&) -> result<void> { return {}; };
+
+  // Two formats back (SQLite 2, PostgreSQL 1): refused, nothing moved.
+  raw_sql(loc, on_postgres ? "UPDATE annals_meta SET value = 1 WHERE key = 'format'"
+                           : "PRAGMA user_version = 2");
+  auto old = subscription::open(annals::store_ref::adopt(reader, loc.path), "mailer", handler,
+                                quiet());
+  REQUIRE_FALSE(old.ok());
+  CHECK(old.error().kind() == errc::invalid_argument);
+  CHECK_MESSAGE(old.error().message().find("open_store") != std::string::npos,
+                old.error().message());
+  CHECK(has_table(loc, "annals_subscriptions"));
+  CHECK_FALSE(has_table(loc, "annals_consumers"));
+
+  // The format just before: moved, and the format set with it.
+  raw_sql(loc, on_postgres ? "UPDATE annals_meta SET value = 2 WHERE key = 'format'"
+                           : "PRAGMA user_version = 3");
+  {
+    auto sub = subscription::open(annals::store_ref::adopt(reader, loc.path), "mailer", handler,
+                                  quiet());
+    REQUIRE_MESSAGE(sub.ok(), message_of(sub));
+    auto st = (*sub)->status();
+    REQUIRE_MESSAGE(st.ok(), message_of(st));
+    CHECK(st->checkpoint == 4);
+  }
+  CHECK(raw_sql(loc, format_sql) == (on_postgres ? "3" : "4"));
+  CHECK_FALSE(has_table(loc, "annals_subscriptions"));
+
+  // An older build, still running, recreates an old table: both sets are refused by name.
+  raw_sql(loc, "CREATE TABLE annals_subscriptions(name TEXT PRIMARY KEY, filter TEXT NOT NULL, "
+               "checkpoint BIGINT NOT NULL, delivered BIGINT NOT NULL DEFAULT 0, owner TEXT, "
+               "lease_until BIGINT NOT NULL DEFAULT 0, last_error TEXT NOT NULL DEFAULT '', "
+               "updated_at BIGINT NOT NULL)");
+  auto both = subscription::open(loc.path, "mailer", handler, quiet());
+  REQUIRE_FALSE(both.ok());
+  CHECK(both.error().kind() == errc::corruption);
+  CHECK_MESSAGE(both.error().message().find("annals_consumers") != std::string::npos,
+                both.error().message());
+  CHECK(has_table(loc, "annals_subscriptions"));  // nothing dropped
+}
+
 TEST_CASE("consumer_admin on a store without consumers lists nothing and adds no table") {
   temp_dir dir;
   const store_location loc(dir.file("e.db"), on_postgres);

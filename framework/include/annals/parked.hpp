@@ -15,7 +15,9 @@ namespace annals {
 struct parked_event {
   std::int64_t position = 0;        // the event's position in $all
   std::string stream_id;
-  std::int64_t stream_version = 0;  // -1: not recorded (a subscription's, parked before format 4)
+  // -1: not recorded (a subscription's, parked before the consumer tables: SQLite format 4,
+  // PostgreSQL format 3).
+  std::int64_t stream_version = 0;
   std::string event_id;
   std::string type;
   std::string error;                // the handler's last error

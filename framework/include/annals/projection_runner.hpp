@@ -87,8 +87,9 @@ struct runner_options {
   // (LISTEN/NOTIFY) and polling, at max(poll_interval, 1 s), is only a fallback.
   std::chrono::milliseconds poll_interval{5};
   int max_attempts = 3;  // handler attempts before parking an event. Default 3.
-  // The first retry pause (>= 0), doubled after each retry up to max_backoff; stop() cuts a
-  // pause short. Defaults 20 ms, 5 s.
+  // The first retry pause (>= 0), doubled after each retry up to max_backoff (below
+  // retry_backoff: every pause is retry_backoff). stop() cuts a pause of the started loop
+  // short. Defaults 20 ms, 5 s.
   std::chrono::milliseconds retry_backoff{20};
   std::chrono::milliseconds max_backoff{5000};
   std::int64_t busy_timeout_ms = 10000;         // waiting for the write lock. Default 10 s.

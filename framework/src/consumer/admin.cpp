@@ -59,7 +59,7 @@ class admin_impl final : public consumer_admin {
       auto src = detail::reading_sources(*b_.writer);
       if (!src) return std::move(src).error();
       auto tx = detail::sql_tx_access::make(*b_.writer);
-      return detail::read_parked(tx, who->name, src->parked);
+      return detail::read_parked(tx, "projection", who->name, src->parked);
     }
     return subs_->parked(who->name);
   }

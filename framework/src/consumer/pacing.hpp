@@ -11,11 +11,12 @@
 
 namespace annals::detail {
 
-// The pauses between retries of one failing event: `first`, doubled after each, up to `cap`.
+// The pauses between retries of one failing event: `first`, doubled after each, up to `cap`
+// (a cap below `first` keeps every pause at `first`).
 class backoff {
  public:
   backoff(std::chrono::milliseconds first, std::chrono::milliseconds cap)
-      : next_(std::min(first, cap)), cap_(cap) {}
+      : next_(first), cap_(std::max(first, cap)) {}
   std::chrono::milliseconds next() {
     auto pause = next_;
     next_ = std::min(next_ * 2, cap_);

@@ -122,6 +122,55 @@ result<void> run(sql_connection& c, const std::string& sql) {
   return {};
 }
 
+// The storage format that brought these tables (SQLite, PostgreSQL; the stores' format_version
+// in backends/*/..._store.cpp), and the one before it.
+constexpr std::int64_t sqlite_format = 4;
+constexpr std::int64_t pg_format = 3;
+
+result<std::int64_t> stored_format(sql_connection& c, bool pg) {
+  std::int64_t v = -1;
+  auto r = c.query(pg ? "SELECT value FROM annals_meta WHERE key = 'format'"
+                      : "PRAGMA user_version",
+                   nullptr, 0, [&](const sql_row& row) {
+                     v = row.int64(0);
+                     return false;
+                   });
+  if (!r) return std::move(r).error();
+  return v;
+}
+
+// Before moving rows out of the old tables: the store must be of the format just before these
+// tables (set to theirs here, in the same transaction, so that a build knowing only the old
+// tables refuses it from now on), or already of theirs; and the new tables must not hold rows
+// already (an older build, running since before the upgrade, recreated the old tables).
+result<void> claim_format(sql_connection& c, bool pg) {
+  const std::int64_t now = pg ? pg_format : sqlite_format;
+  auto v = stored_format(c, pg);
+  if (!v) return std::move(v).error();
+  if (v.value() < now - 1) {
+    return error(errc::invalid_argument,
+                 fmt::format("the store has storage format {}: open it writable with "
+                             "annals::open_store once (which upgrades it) before moving its "
+                             "consumer tables",
+                             v.value()));
+  }
+  auto both = table_exists(c, consumers_table);
+  if (!both) return std::move(both).error();
+  if (both.value()) {
+    return error(errc::corruption,
+                 "the store has both the consumer tables (annals_consumers) and those of the "
+                 "format before them (annals_projections or annals_subscriptions): a build older "
+                 "than the consumer tables wrote to it after the upgrade. Stop it; then keep "
+                 "the rows you trust and drop the others (docs/storage-format.md)");
+  }
+  if (v.value() == now) return {};
+  if (!pg) return run(c, fmt::format("PRAGMA user_version = {}", now));  // a PRAGMA binds nothing
+  const sql_value format{static_cast<long long>(now)};
+  auto r = c.run("UPDATE annals_meta SET value = ?1 WHERE key = 'format'", &format, 1);
+  if (!r) return r.error();
+  return {};
+}
+
 result<void> migrate(sql_connection& c, bool create) {
   const bool pg = c.dialect() == sql_dialect::postgres;
   if (pg) {
@@ -136,6 +185,9 @@ result<void> migrate(sql_connection& c, bool create) {
     if (e.value()) present.push_back(&t);
   }
   if (!create && present.empty()) return {};
+  if (!present.empty()) {
+    if (auto r = claim_format(c, pg); !r) return r;
+  }
   if (auto r = c.exec(pg ? pg_tables_sql : sqlite_tables_sql, "cannot create the consumer tables");
       !r) {
     return r;
@@ -189,6 +241,25 @@ result<consumer_sources> reading_sources(const table_probe& exists) {
 
 result<consumer_sources> reading_sources(sql_connection& c) {
   return reading_sources([&](std::string_view t) { return table_exists(c, t); });
+}
+
+result<std::vector<parked_event>> read_parked(sql_tx& tx, std::string_view kind,
+                                              std::string_view name,
+                                              std::string_view parked_source) {
+  std::vector<parked_event> out;
+  if (parked_source.empty()) return out;
+  auto q = tx.query(
+      fmt::format("SELECT position, stream_id, stream_version, event_id, type, error, "
+                  "attempts, parked_at, state FROM {} p WHERE p.kind = ?1 AND p.consumer = ?2 "
+                  "ORDER BY position",
+                  parked_source),
+      {kind, name}, [&](const sql_row& row) {
+        out.push_back({row.int64(0), row.text(1), row.int64(2), row.text(3), row.text(4),
+                       row.text(5), static_cast<int>(row.int64(6)), row.int64(7), row.text(8)});
+        return true;
+      });
+  if (!q) return q.error();
+  return out;
 }
 
 }  // namespace annals::detail

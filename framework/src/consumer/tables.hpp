@@ -13,11 +13,14 @@
 
 #include "db/sql_connection.hpp"
 
+#include <annals/parked.hpp>
 #include <annals/result.hpp>
+#include <annals/sql.hpp>
 
 #include <functional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace annals::detail {
 
@@ -50,5 +53,11 @@ struct consumer_sources {
 using table_probe = std::function<result<bool>(std::string_view table)>;
 result<consumer_sources> reading_sources(const table_probe& exists);
 result<consumer_sources> reading_sources(sql_connection& c);
+
+// The parked events of the consumer `kind` ("projection", "subscription") `name`, by position,
+// resolved ones included, read from `parked_source` (reading_sources().parked; empty: none).
+result<std::vector<parked_event>> read_parked(sql_tx& tx, std::string_view kind,
+                                              std::string_view name,
+                                              std::string_view parked_source);
 
 }  // namespace annals::detail

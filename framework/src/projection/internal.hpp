@@ -71,10 +71,6 @@ result<void> init_projections(sql_connection& c, const std::vector<std::shared_p
 std::shared_ptr<store::commit_hook> inline_projections_hook(
     std::vector<std::shared_ptr<const projection_def>> defs, std::int64_t max_lag);
 
-// A projection's parked events, by position (runner and consumer admin share these), read
-// from `parked_source` (consumer/tables.hpp: reading_sources().parked; empty: none).
-result<std::vector<parked_event>> read_parked(sql_tx& tx, std::string_view projection,
-                                              std::string_view parked_source);
 // Marks the projection's parked events retried and unsticks it: the next catch-up applies the
 // event again. `position` 0, or the position it is stuck at (else not_found). Returns how many
 // parked events it marked. In a write transaction.

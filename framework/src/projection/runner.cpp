@@ -508,7 +508,7 @@ class runner_impl final : public projection_runner {
     if (auto d = find(name); !d) return std::move(d).error();
     std::vector<parked_event> out;
     auto r = read([&](sql_tx& tx) -> result<void> {
-      auto p = detail::read_parked(tx, name, detail::consumer_parked_table);
+      auto p = detail::read_parked(tx, "projection", name, detail::consumer_parked_table);
       if (!p) return p.error();
       out = std::move(p).value();
       return {};
@@ -937,24 +937,6 @@ class runner_impl final : public projection_runner {
 
 namespace detail {
 
-result<std::vector<parked_event>> read_parked(sql_tx& tx, std::string_view projection,
-                                              std::string_view parked_source) {
-  std::vector<parked_event> out;
-  if (parked_source.empty()) return out;
-  auto q = tx.query(
-      fmt::format("SELECT position, stream_id, stream_version, event_id, type, error, "
-                  "attempts, parked_at, state FROM {} p WHERE p.kind = 'projection' AND "
-                  "p.consumer = ?1 ORDER BY position",
-                  parked_source),
-      {projection}, [&](const sql_row& row) {
-        out.push_back({row.int64(0), row.text(1), row.int64(2), row.text(3), row.text(4),
-                       row.text(5), static_cast<int>(row.int64(6)), row.int64(7), row.text(8)});
-        return true;
-      });
-  if (!q) return q.error();
-  return out;
-}
-
 result<std::int64_t> retry_parked(sql_tx& tx, std::string_view projection,
                                   std::int64_t position) {
   auto now = static_cast<long long>(store::system_clock_us());
@@ -1144,8 +1126,8 @@ result<void> check_runner(const projection_list& projections, const runner_optio
   if (options.batch_size <= 0 || options.max_attempts <= 0) {
     return error(errc::invalid_argument, "batch_size and max_attempts must be > 0");
   }
-  if (options.retry_backoff.count() < 0 || options.max_backoff < options.retry_backoff) {
-    return error(errc::invalid_argument, "retry_backoff must be >= 0 and <= max_backoff");
+  if (options.retry_backoff.count() < 0) {
+    return error(errc::invalid_argument, "retry_backoff must be >= 0");
   }
   return {};
 }

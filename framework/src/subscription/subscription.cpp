@@ -90,7 +90,7 @@ bool transient(errc e) {
 // (`create` false, for the admin) only migrated from the previous format.
 result<void> prepare_tables(sql_connection& c, bool create) {
   const bool pg = c.dialect() == detail::sql_dialect::postgres;
-  return db::in_transaction(c, pg ? db::begin_default : db::begin_sqlite_write,
+  return db::in_transaction(c, pg ? db::begin_pg_write : db::begin_sqlite_write,
                             "cannot create the consumer tables", [&] {
                               return create ? detail::create_consumer_tables(c)
                                             : detail::migrate_consumer_tables(c);
@@ -940,22 +940,8 @@ class admin_impl final : public subscription_admin {
   result<std::vector<parked_event>> parked(std::string_view name) override {
     auto src = exists(name);
     if (!src) return std::move(src).error();
-    std::vector<parked_event> out;
-    if (src->parked.empty()) return out;
     auto tx = detail::sql_tx_access::make(*b_.writer);
-    auto r = tx.query(
-        fmt::format("SELECT position, stream_id, stream_version, event_id, type, error, "
-                    "attempts, parked_at, state FROM {} p WHERE p.kind = 'subscription' AND "
-                    "p.consumer = ?1 ORDER BY position",
-                    src->parked),
-        {name}, [&](const sql_row& row) {
-          out.push_back({row.int64(0), row.text(1), row.int64(2), row.text(3), row.text(4),
-                         row.text(5), static_cast<int>(row.int64(6)), row.int64(7),
-                         row.text(8)});
-          return true;
-        });
-    if (!r) return std::move(r).error();
-    return out;
+    return detail::read_parked(tx, "subscription", name, src->parked);
   }
 
   result<std::int64_t> retry(std::string_view name, std::int64_t position) override {

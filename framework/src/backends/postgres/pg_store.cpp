@@ -934,7 +934,7 @@ result<std::unique_ptr<event_store>> store::open_postgres(const std::string& uri
     // serializes the DDL with other processes).
     connection& c = *conn.conn;
     pg::sql_conn tx_conn(&c);
-    if (auto r = db::in_transaction(c, db::begin_default, "cannot create inline projection tables",
+    if (auto r = db::in_transaction(c, db::begin_pg_write, "cannot create inline projection tables",
                                     [&] { return hook->init(tx_conn); });
         !r) {
       return r.error();
