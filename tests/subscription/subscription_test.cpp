@@ -1283,6 +1283,47 @@ TEST_CASE("a store of the two consumer-table sets is read as it is read-only, an
                                  : "PRAGMA user_version") == (on_postgres ? "3" : "4"));
 }
 
+TEST_CASE("four processes opening consumers at once on a store of the two sets move its rows "
+          "once") {
+  temp_dir dir;
+  const store_location loc(dir.file("f3r.db"), on_postgres);
+  append_n(*open(loc.path), "s-1", 10);
+  make_format3_consumers(loc);
+  std::vector<std::unique_ptr<annals::test::waiting_child>> racers;
+  for (int i = 0; i < 4; ++i) {
+    racers.push_back(std::make_unique<annals::test::waiting_child>([&loc, i] {
+      if (i % 2 == 0) {  // an admin moves the rows as well as a subscription does
+        auto a = annals::consumer_admin::open(loc.path);
+        return a.ok() && (*a)->list().ok() ? 0 : 1;
+      }
+      auto sub = subscription::open(
+          loc.path, fmt::format("racer-{}", i),
+          annals::subscription_handler([](const recorded_event&) { return result<void>{}; }),
+          quiet());
+      return sub.ok() && (*sub)->catch_up().ok() ? 0 : 2;
+    }));
+  }
+  for (auto& r : racers) r->release();
+  for (auto& r : racers) CHECK(r->wait() == 0);
+  for (const char* table :
+       {"annals_projections", "annals_parked", "annals_subscriptions", "annals_sub_parked"}) {
+    CHECK_MESSAGE(!has_table(loc, table), table);
+  }
+  // Every old row once, beside the two racers' own.
+  CHECK(raw_sql(loc, "SELECT count(*) FROM annals_consumers") == "5");
+  CHECK(raw_sql(loc, "SELECT count(*) FROM annals_consumer_parked") == "3");
+  auto ro = annals::consumer_admin::open_read_only(loc.path);
+  REQUIRE_MESSAGE(ro.ok(), message_of(ro));
+  auto list = (*ro)->list();
+  REQUIRE_MESSAGE(list.ok(), message_of(list));
+  REQUIRE(list->size() == 5);
+  CHECK(list->at(0).checkpoint == 6);        // projection ledger, as it was
+  CHECK(list->at(2).name == "mailer");
+  CHECK(list->at(2).checkpoint == 4);        // never delivered by a racer
+  CHECK(list->at(3).name == "racer-1");
+  CHECK(list->at(3).checkpoint == 10);
+}
+
 TEST_CASE("moving the consumer tables on an adopted database sets the format; an older format "
           "and both sets at once are refused") {
   temp_dir dir;
