@@ -5,6 +5,7 @@
 #include <annals/consumers.hpp>
 #include <annals/subscription.hpp>
 
+#include "admin/checks.hpp"
 #include "consumer/lag.hpp"
 #include "consumer/tables.hpp"
 #include "projection/internal.hpp"
@@ -56,10 +57,8 @@ class admin_impl final : public consumer_admin {
     auto who = find(name);
     if (!who) return std::move(who).error();
     if (who->kind == consumer_kind::projection) {
-      auto src = detail::reading_sources(*b_.writer);
-      if (!src) return std::move(src).error();
       auto tx = detail::sql_tx_access::make(*b_.writer);
-      return detail::read_parked(tx, "projection", who->name, src->parked);
+      return detail::read_parked(tx, "projection", who->name, who->sources.parked);
     }
     return subs_->parked(who->name);
   }
@@ -108,6 +107,7 @@ class admin_impl final : public consumer_admin {
   struct found {
     consumer_kind kind;
     std::string name;
+    detail::consumer_sources sources;  // where it was found
   };
 
   // The projection rows (empty when no runner ever ran on this store).
@@ -116,28 +116,18 @@ class admin_impl final : public consumer_admin {
     auto src = detail::reading_sources(*b_.writer);
     if (!src) return std::move(src).error();
     if (src->consumers.empty()) return out;
-    const auto parked =
-        src->parked.empty()
-            ? std::string("0")
-            : fmt::format("(SELECT count(*) FROM {} k WHERE k.kind = 'projection' AND "
-                          "k.consumer = p.name AND k.state = 'parked')",
-                          src->parked);
     auto tx = detail::sql_tx_access::make(*b_.writer);
-    auto r = tx.query(
-        fmt::format("SELECT p.name, p.version, p.checkpoint, p.stuck_position, p.error, {} "
-                    "FROM {} p WHERE p.kind = 'projection' ORDER BY p.name",
-                    parked, src->consumers),
-        {}, [&](const sql_row& row) {
-          consumer_status c;
-          c.name = row.text(0);
-          c.detail = fmt::format("version {}", row.int64(1));
-          c.checkpoint = row.int64(2);
-          if (!row.is_null(3)) c.stuck_position = row.int64(3);
-          c.error = row.text(4);
-          c.parked = row.int64(5);
-          out.push_back(std::move(c));
-          return true;
-        });
+    auto r = tx.query(admin_detail::projections_sql(*src), {}, [&](const sql_row& row) {
+      consumer_status c;
+      c.name = row.text(0);
+      c.detail = fmt::format("version {}", row.int64(1));
+      c.checkpoint = row.int64(2);
+      if (!row.is_null(3)) c.stuck_position = row.int64(3);
+      c.error = row.text(4);
+      c.parked = row.int64(5);
+      out.push_back(std::move(c));
+      return true;
+    });
     if (!r) return std::move(r).error();
     auto head = b_.store->head_position();
     if (!head) return std::move(head).error();
@@ -153,32 +143,17 @@ class admin_impl final : public consumer_admin {
     return out;
   }
 
-  // Whether a consumer of `kind` is named `name`.
-  result<bool> is_named(std::string_view kind, std::string_view name) {
-    auto src = detail::reading_sources(*b_.writer);
-    if (!src) return std::move(src).error();
-    if (src->consumers.empty()) return false;
-    bool found = false;
-    auto tx = detail::sql_tx_access::make(*b_.writer);
-    auto r = tx.query(
-        fmt::format("SELECT 1 FROM {} c WHERE c.kind = ?1 AND c.name = ?2", src->consumers),
-        {kind, name}, [&](const sql_row&) {
-          found = true;
-          return false;
-        });
-    if (!r) return std::move(r).error();
-    return found;
-  }
-
-  result<bool> is_projection(std::string_view name) { return is_named("projection", name); }
-  result<bool> is_subscription(std::string_view name) { return is_named("subscription", name); }
-
   // Which consumer `name` is: "projection:NAME" or "subscription:NAME" when both kinds have
   // NAME (a consumer actually named so is found under its full name first).
   result<found> find(std::string_view name) {
-    auto p = is_projection(name);
+    auto src = detail::reading_sources(*b_.writer);
+    if (!src) return std::move(src).error();
+    auto named = [&](consumer_kind kind, std::string_view n) {
+      return detail::has_consumer(*b_.writer, *src, to_string(kind), n);
+    };
+    auto p = named(consumer_kind::projection, name);
     if (!p) return std::move(p).error();
-    auto s = is_subscription(name);
+    auto s = named(consumer_kind::subscription, name);
     if (!s) return std::move(s).error();
     if (p.value() && s.value()) {
       return error(errc::invalid_argument,
@@ -186,15 +161,15 @@ class admin_impl final : public consumer_admin {
                                "projection:{0} or subscription:{0}",
                                name));
     }
-    if (p.value()) return found{consumer_kind::projection, std::string(name)};
-    if (s.value()) return found{consumer_kind::subscription, std::string(name)};
+    if (p.value()) return found{consumer_kind::projection, std::string(name), *src};
+    if (s.value()) return found{consumer_kind::subscription, std::string(name), *src};
     for (auto [prefix, kind] : {std::pair{projection_prefix, consumer_kind::projection},
                                 std::pair{subscription_prefix, consumer_kind::subscription}}) {
       if (!name.starts_with(prefix)) continue;
       auto rest = name.substr(prefix.size());
-      auto yes = kind == consumer_kind::projection ? is_projection(rest) : is_subscription(rest);
+      auto yes = named(kind, rest);
       if (!yes) return std::move(yes).error();
-      if (yes.value()) return found{kind, std::string(rest)};
+      if (yes.value()) return found{kind, std::string(rest), *src};
     }
     return error(errc::not_found, fmt::format("no projection or subscription named '{}'", name));
   }

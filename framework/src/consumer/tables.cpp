@@ -243,6 +243,21 @@ result<consumer_sources> reading_sources(sql_connection& c) {
   return reading_sources([&](std::string_view t) { return table_exists(c, t); });
 }
 
+result<bool> has_consumer(sql_connection& c, const consumer_sources& src, std::string_view kind,
+                          std::string_view name) {
+  if (src.consumers.empty()) return false;
+  bool found = false;
+  auto tx = sql_tx_access::make(c);
+  auto r = tx.query(
+      fmt::format("SELECT 1 FROM {} c WHERE c.kind = ?1 AND c.name = ?2", src.consumers),
+      {kind, name}, [&](const sql_row&) {
+        found = true;
+        return false;
+      });
+  if (!r) return std::move(r).error();
+  return found;
+}
+
 result<std::vector<parked_event>> read_parked(sql_tx& tx, std::string_view kind,
                                               std::string_view name,
                                               std::string_view parked_source) {

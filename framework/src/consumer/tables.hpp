@@ -54,6 +54,10 @@ using table_probe = std::function<result<bool>(std::string_view table)>;
 result<consumer_sources> reading_sources(const table_probe& exists);
 result<consumer_sources> reading_sources(sql_connection& c);
 
+// Whether `src` (reading_sources) holds a consumer `kind` named `name`.
+result<bool> has_consumer(sql_connection& c, const consumer_sources& src, std::string_view kind,
+                          std::string_view name);
+
 // The parked events of the consumer `kind` ("projection", "subscription") `name`, by position,
 // resolved ones included, read from `parked_source` (reading_sources().parked; empty: none).
 result<std::vector<parked_event>> read_parked(sql_tx& tx, std::string_view kind,

@@ -180,8 +180,8 @@ void add_projection_commands(CLI::App& app, const std::string& store_path,
   skip->callback([=] {
     with_runner([a](projection_runner& r) {
       if (auto x = r.skip(a->name, a->position); !x) return fail(x.error());
-      fmt::print("{}: skipped the event at position {} (recorded in annals_consumer_parked)\n", a->name,
-                 a->position);
+      fmt::print("{}: skipped the event at position {} (recorded in annals_consumer_parked)\n",
+                 a->name, a->position);
       return 0;
     });
   });

@@ -980,21 +980,9 @@ class admin_impl final : public subscription_admin {
   result<detail::consumer_sources> exists(std::string_view name) {
     auto src = detail::reading_sources(*b_.writer);
     if (!src) return std::move(src).error();
-    if (src->consumers.empty()) {
-      return error(errc::not_found, fmt::format("no subscription '{}'", name));
-    }
-    auto tx = detail::sql_tx_access::make(*b_.writer);
-    bool found = false;
-    auto r = tx.query(fmt::format("SELECT 1 FROM {} c WHERE c.kind = 'subscription' AND "
-                                  "c.name = ?1",
-                                  src->consumers),
-                      {name},
-                      [&](const sql_row&) {
-                        found = true;
-                        return false;
-                      });
-    if (!r) return r.error();
-    if (!found) return error(errc::not_found, fmt::format("no subscription '{}'", name));
+    auto found = detail::has_consumer(*b_.writer, *src, "subscription", name);
+    if (!found) return std::move(found).error();
+    if (!found.value()) return error(errc::not_found, fmt::format("no subscription '{}'", name));
     return src;
   }
 
