@@ -101,7 +101,7 @@ struct applied_row {
 };
 
 constexpr std::int64_t poison_cents = 666;
-enum class poison_mode { none, returns_error, throws };
+enum class poison_mode { none, returns_error, throws, hostile_text };
 
 // Shared between the test and the projection instance the runner holds.
 struct control {
@@ -131,6 +131,12 @@ struct ledger_t {
       ++ctl->poison_calls;
       if (ctl->mode == poison_mode::throws) {
         throw std::runtime_error("poison deposit of 666 cents (thrown)");
+      }
+      if (ctl->mode == poison_mode::hostile_text) {  // a NUL, a control byte, not UTF-8
+        std::string text = "poison deposit of 666 cents (hostile) ";
+        text += '\0';
+        text += "\x01\xff\xfe end";
+        return annals::error(errc::rejected, text);
       }
       return annals::error(errc::rejected, "poison deposit of 666 cents (returned)");
     }
@@ -711,6 +717,55 @@ TEST_CASE("a throwing handler is retried, parked, and applied again after retry(
 }
 TEST_CASE("a throwing handler is retried, parked, and skipped on purpose") {
   poison_scenario(poison_mode::throws, resolution::skip);
+}
+
+TEST_CASE("an event parked again after retry() adds its attempts; hostile error text is cleaned") {
+  temp_dir dir;
+  const store_location loc(dir.file("p.db"), on_postgres);
+  const auto& path = loc.path;
+  auto store = open_store(path);
+  append(*store, "a", {data_of(opened("a", "Ann"))});                              // 1
+  const auto poison = append(*store, "a", {data_of(deposited("a", poison_cents))});  // 2
+  ledger proj;
+  proj.ctl->mode = poison_mode::hostile_text;
+  auto o = fast_options();
+  o.max_attempts = 3;
+  o.retry_backoff = 1ms;
+  auto runner = open_runner(path, {annals::make_projection(proj)}, o);
+  CHECK(catch_up(*runner) == 1);
+  // PostgreSQL refuses NUL and invalid UTF-8 in TEXT: the texts are stored with '?' for them.
+  const auto clean = [](const std::string& text) {
+    CHECK_MESSAGE(text.find("(hostile) ??? end") != std::string::npos, text);
+    CHECK(text.find('\0') == std::string::npos);
+    CHECK(annals::is_valid_utf8(text));
+  };
+  auto parked = runner->parked("ledger");
+  REQUIRE_MESSAGE(parked.ok(), message_of(parked));
+  REQUIRE(parked->size() == 1);
+  CHECK(parked->front().attempts == 3);
+  clean(parked->front().error);
+  auto st = status_of(*runner, "ledger");
+  CHECK(st.stuck_position == poison);
+  clean(st.error);
+
+  // Retried while still failing: parked again, its attempts counted on (3 + 3).
+  REQUIRE(runner->retry("ledger").ok());
+  CHECK(catch_up(*runner) == 0);
+  parked = runner->parked("ledger");
+  REQUIRE(parked.ok());
+  REQUIRE(parked->size() == 1);
+  CHECK(parked->front().attempts == 6);
+  CHECK(parked->front().state == "parked");
+  CHECK(status_of(*runner, "ledger").stuck_position == poison);
+
+  proj.ctl->healed = true;
+  REQUIRE(runner->retry("ledger").ok());
+  CHECK(catch_up(*runner) == 1);
+  parked = runner->parked("ledger");
+  REQUIRE(parked.ok());
+  REQUIRE(parked->size() == 1);
+  CHECK(parked->front().state == "retried");
+  CHECK(status_of(*runner, "ledger").state == projection_state::running);
 }
 
 TEST_CASE("stop() cuts a retry pause short without parking, and the next catch-up retries") {

@@ -277,4 +277,34 @@ result<std::vector<parked_event>> read_parked(sql_tx& tx, std::string_view kind,
   return out;
 }
 
+std::string consumer_text(std::string_view s) {
+  if (s.size() > 2000) {
+    s = s.substr(0, 2000);
+    // Do not cut a UTF-8 character in two.
+    for (int i = 0; i < 3 && !is_valid_utf8(s); ++i) s.remove_suffix(1);
+  }
+  const bool utf8 = is_valid_utf8(s);
+  std::string out;
+  out.reserve(s.size());
+  for (unsigned char c : s) out += (c < 0x20 || c == 0x7f || (c >= 0x80 && !utf8)) ? '?' : char(c);
+  return out;
+}
+
+result<void> park_event(sql_tx& tx, std::string_view kind, std::string_view name,
+                        const recorded_event& e, std::string_view failure, int attempts,
+                        long long now_us) {
+  auto w = tx.exec(
+      "INSERT INTO annals_consumer_parked(kind, consumer, position, stream_id, "
+      "stream_version, event_id, type, error, attempts, parked_at, state) VALUES "
+      "(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 'parked') "
+      "ON CONFLICT(kind, consumer, position) DO UPDATE SET error = excluded.error, "
+      "attempts = annals_consumer_parked.attempts + excluded.attempts, "
+      "parked_at = excluded.parked_at, state = 'parked', resolved_at = NULL",
+      {kind, name, static_cast<long long>(e.position), consumer_text(e.stream_id),
+       static_cast<long long>(e.stream_version), e.event_id, e.type, consumer_text(failure),
+       attempts, now_us});
+  if (!w) return w.error();
+  return {};
+}
+
 }  // namespace annals::detail

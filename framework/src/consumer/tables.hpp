@@ -13,6 +13,7 @@
 
 #include "db/sql_connection.hpp"
 
+#include <annals/event_store.hpp>
 #include <annals/parked.hpp>
 #include <annals/result.hpp>
 #include <annals/sql.hpp>
@@ -63,5 +64,17 @@ result<bool> has_consumer(sql_connection& c, const consumer_sources& src, std::s
 result<std::vector<parked_event>> read_parked(sql_tx& tx, std::string_view kind,
                                               std::string_view name,
                                               std::string_view parked_source);
+
+// A text for the consumer tables' TEXT columns (an error, a stream name): PostgreSQL refuses
+// invalid UTF-8 and NUL, so control bytes (and every byte >= 0x80 of a text that is not UTF-8)
+// become '?', and the text is cut to 2000 bytes on a character boundary.
+std::string consumer_text(std::string_view s);
+
+// Records `e` as parked by the consumer `kind` `name` after `attempts` failed attempts, in the
+// caller's write transaction: state 'parked'. An earlier row for the same position (a retry
+// that failed again) adds its attempts to these.
+result<void> park_event(sql_tx& tx, std::string_view kind, std::string_view name,
+                        const recorded_event& e, std::string_view failure, int attempts,
+                        long long now_us);
 
 }  // namespace annals::detail

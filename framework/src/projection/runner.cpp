@@ -12,7 +12,7 @@
 #include <annals/trace.hpp>
 
 #include "consumer/lag.hpp"
-#include "consumer/pacing.hpp"
+#include "consumer/core.hpp"
 #include "consumer/tables.hpp"
 #include "db/transaction.hpp"
 #include "projection/internal.hpp"
@@ -93,11 +93,11 @@ class runner_impl final : public projection_runner {
       : defs_(std::move(defs)),
         o_(o),
         store_(std::move(store)),
-        commits_(store::commits_of(*store_)),
         writer_(std::move(writer)),
         reader_(std::move(reader)),
         coord_(std::move(coordination)),
-        pg_(writer_->dialect() == detail::sql_dialect::postgres) {}
+        pg_(writer_->dialect() == detail::sql_dialect::postgres),
+        loop_(store::commits_of(*store_)) {}
 
   ~runner_impl() override { stop(); }
 
@@ -147,9 +147,8 @@ class runner_impl final : public projection_runner {
     if (report) report->held.push_back({name, why, std::move(detail)});
   }
 
-  // Whether the live loop runs (its catch-ups keep their leads). Not under thread_mu_: stop()
-  // holds that while joining the loop, which calls this.
-  bool live() const noexcept { return live_; }
+  // Whether the live loop runs (its catch-ups keep their leads).
+  bool live() const noexcept { return loop_.running(); }
 
   result<std::int64_t> catch_up_led(const projection_def& d, std::int64_t head,
                                     catch_up_report* report) {
@@ -208,7 +207,7 @@ class runner_impl final : public projection_runner {
         if (!handled) return std::move(handled).error();
         applied += handled.value();
         notify();
-        if (stop_.stopped()) return applied;  // stop() cut the retries short
+        if (loop_.stopping().stopped()) return applied;  // stop() cut the retries short
         continue;  // stuck now, or past the event after a successful retry
       }
       applied += static_cast<std::int64_t>(batch.size());
@@ -224,27 +223,12 @@ class runner_impl final : public projection_runner {
                                    const std::function<result<void>(const recorded_event&)>& visit) {
     auto skipped = skipped_positions(d.name);
     if (!skipped) return skipped.error();
-    std::int64_t visited = 0, last = after;
-    std::optional<error> failed;
-    read_all_options ro;
-    ro.from_position = after + 1;
-    ro.max_count = limit;
-    ro.event_types = d.event_types;
-    auto r = store_->read_all(ro, [&](const recorded_event& e) {
-      if (e.position > head) return false;
-      ++visited;
-      last = e.position;
-      if (skipped->count(e.position)) return true;
-      if (auto v = visit(e); !v) {
-        failed = v.error();
-        return false;
-      }
-      return true;
-    });
-    if (!r) return std::move(r).error();
-    if (failed) return std::move(*failed);
-    // A short read covered everything up to head (positions <= head are all committed).
-    return visited < limit ? head : last;
+    detail::page_filter filter{d.event_types, {}, {}};
+    return detail::read_page(*store_, after, head, limit, filter,
+                             [&](const recorded_event& e) -> result<void> {
+                               if (skipped->count(e.position)) return {};
+                               return visit(e);
+                             });
   }
 
   // scan_events into a batch (catch-up keeps the batch to retry a failing event alone).
@@ -342,7 +326,7 @@ class runner_impl final : public projection_runner {
     for (; attempts < o_.max_attempts; ++attempts) {
       // stop() ends the pause: the event stays unapplied and unparked, the next catch-up
       // starts its attempts again.
-      if (!stop_.pause(pauses.next())) return applied;
+      if (!loop_.stopping().pause(pauses.next())) return applied;
       auto r = apply_batch(d, before, one, bad.position, clock_type::now());
       if (!r) return std::move(r).error();
       if (r->raced) return applied;
@@ -354,24 +338,14 @@ class runner_impl final : public projection_runner {
       auto st = load_projection_state(tx, d.name, true);
       if (!st) return st.error();
       if (st->checkpoint != before || st->stuck) return {};  // another runner got there
-      auto r = tx.exec(
-          "INSERT INTO annals_consumer_parked(kind, consumer, position, stream_id, "
-          "stream_version, event_id, type, error, attempts, parked_at, state) "
-          "VALUES ('projection', ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'parked') "
-          "ON CONFLICT(kind, consumer, position) DO UPDATE SET stream_id = excluded.stream_id, "
-          "stream_version = excluded.stream_version, event_id = excluded.event_id, "
-          "type = excluded.type, error = excluded.error, attempts = excluded.attempts, "
-          "parked_at = excluded.parked_at, state = excluded.state, resolved_at = NULL",
-          {d.name, static_cast<long long>(bad.position), bad.stream_id,
-           static_cast<long long>(bad.stream_version), bad.event_id, bad.type, failure, attempts,
-           static_cast<long long>(store::system_clock_us())});
-      if (!r) return r.error();
-      r = tx.exec(
+      const auto now = static_cast<long long>(store::system_clock_us());
+      auto r = detail::park_event(tx, "projection", d.name, bad, failure, attempts, now);
+      if (!r) return r;
+      auto u = tx.exec(
           "UPDATE annals_consumers SET stuck_position = ?1, error = ?2, updated_at = ?3 "
           "WHERE kind = 'projection' AND name = ?4",
-          {static_cast<long long>(bad.position), failure,
-           static_cast<long long>(store::system_clock_us()), d.name});
-      if (!r) return r.error();
+          {static_cast<long long>(bad.position), detail::consumer_text(failure), now, d.name});
+      if (!u) return u.error();
       return {};
     });
     if (!parked) return parked.error();
@@ -381,38 +355,21 @@ class runner_impl final : public projection_runner {
   // ---- live ------------------------------------------------------------------------------
 
   result<void> start() override {
-    std::lock_guard lock(thread_mu_);
-    if (thread_.joinable()) return {};
-    stop_.reset();
-    live_ = true;
-    thread_ = std::thread([this] { live_loop(); });
+    // Appends in this process wake the loop at once; other processes are seen by polling, or on
+    // PostgreSQL at once too (LISTEN/NOTIFY), polling being only a fallback.
+    loop_.start(
+        [this] {
+          if (auto r = catch_up(); !r) {
+            std::lock_guard lock(state_mu_);
+            last_error_ = r.error().message();
+          }
+        },
+        [this] { return coord_->follow_interval(o_.poll_interval); });
     return {};
   }
 
   void stop() override {
-    std::lock_guard lock(thread_mu_);
-    if (!thread_.joinable()) return;
-    stop_.stop();
-    live_ = false;
-    commits_->notify();  // wake the loop
-    thread_.join();
-    stop_.reset();  // a later catch_up() by the caller retries failing events again
-    coord_->release_all();  // another runner may lead our projections now
-  }
-
-  void live_loop() {
-    while (!stop_.stopped()) {
-      auto seen = commits_->sequence();
-      auto r = catch_up();
-      if (!r) {
-        std::lock_guard lock(state_mu_);
-        last_error_ = r.error().message();
-      }
-      if (stop_.stopped()) break;
-      // Appends in this process signal at once; other processes are seen by polling, or on
-      // PostgreSQL at once too (LISTEN/NOTIFY), polling being only a fallback.
-      commits_->wait(seen, coord_->follow_interval(o_.poll_interval));
-    }
+    if (loop_.stop()) coord_->release_all();  // another runner may lead our projections now
   }
 
   void notify() {
@@ -442,12 +399,7 @@ class runner_impl final : public projection_runner {
                                  "(checkpoint {})",
                                  name, position, timeout.count(), st->checkpoint));
       }
-      bool live = false;
-      {
-        std::lock_guard lock(thread_mu_);
-        live = thread_.joinable();
-      }
-      if (live) {
+      if (live()) {
         std::unique_lock lock(state_mu_);
         auto seen = progress_;
         progress_cv_.wait_for(lock, std::chrono::milliseconds(5),
@@ -460,7 +412,8 @@ class runner_impl final : public projection_runner {
         if (r.value() == 0) {
           auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - clock_type::now());
           auto pause = std::min(coord_->follow_interval(o_.poll_interval), left);
-          commits_->wait(commits_->sequence(), std::max(pause, std::chrono::milliseconds(1)));
+          loop_.commits().wait(loop_.commits().sequence(),
+                               std::max(pause, std::chrono::milliseconds(1)));
         }
       }
     }
@@ -883,7 +836,6 @@ class runner_impl final : public projection_runner {
   projection_list defs_;
   runner_options o_;
   std::shared_ptr<event_store> store_;  // shared with the application when opened on a handle
-  const std::shared_ptr<store::commit_signal> commits_;  // raised by commits to store_
 
   std::mutex write_mu_;  // one transaction at a time on writer_
   std::unique_ptr<sql_connection> writer_;
@@ -891,11 +843,6 @@ class runner_impl final : public projection_runner {
   std::unique_ptr<sql_connection> reader_;
   std::unique_ptr<detail::runner_coordination> coord_;
   const bool pg_;  // PostgreSQL (else SQLite)
-
-  std::mutex thread_mu_;
-  std::thread thread_;
-  detail::stop_signal stop_;  // stop(): ends the live loop and cuts a retry pause short
-  std::atomic<bool> live_{false};
 
   // Automatic rebuilds that failed: not retried for rebuild_retry_pause; shown by status().
   static constexpr std::chrono::seconds rebuild_retry_pause{30};
@@ -931,6 +878,10 @@ class runner_impl final : public projection_runner {
   std::condition_variable progress_cv_;
   std::uint64_t progress_ = 0;
   std::string last_error_;
+
+  // Last: destroyed first, its thread ended before what it uses. Woken by commits to store_;
+  // stop() cuts a retry pause short.
+  detail::live_loop loop_;
 };
 
 }  // namespace

@@ -8,7 +8,7 @@
 #include <annals/trace.hpp>
 
 #include "consumer/lag.hpp"
-#include "consumer/pacing.hpp"
+#include "consumer/core.hpp"
 #include "consumer/tables.hpp"
 #include "db/transaction.hpp"
 #include "projection/internal.hpp"
@@ -51,21 +51,6 @@ using clock_type = std::chrono::steady_clock;
 
 
 long long now_us() { return static_cast<long long>(store::system_clock_us()); }
-
-// Error texts go into TEXT columns (PostgreSQL refuses invalid UTF-8 and NUL): keep them
-// printable and bounded.
-std::string clean_text(std::string_view s) {
-  if (s.size() > 2000) {
-    s = s.substr(0, 2000);
-    // Do not cut a UTF-8 character in two.
-    for (int i = 0; i < 3 && !is_valid_utf8(s); ++i) s.remove_suffix(1);
-  }
-  const bool utf8 = is_valid_utf8(s);
-  std::string out;
-  out.reserve(s.size());
-  for (unsigned char c : s) out += (c < 0x20 || c == 0x7f || (c >= 0x80 && !utf8)) ? '?' : char(c);
-  return out;
-}
 
 // The time leases are measured in: the database server's clock on PostgreSQL (instances on
 // several hosts compare one clock), this machine's for SQLite (one host). UTC microseconds.
@@ -165,9 +150,10 @@ class subscription_impl final : public subscription {
         handler_(std::move(handler)),
         o_(std::move(o)),
         b_(std::move(b)),
-        commits_(store::commits_of(*b_.store)),
         owner_(new_uuid_v7()),
-        filter_text_(o_.filter.describe()) {
+        filter_text_(o_.filter.describe()),
+        page_filter_{o_.filter.event_types, o_.filter.stream_prefix, o_.filter.stream},
+        loop_(store::commits_of(*b_.store)) {
     if (!o_.log) {
       o_.log = [](std::string_view line) {
         std::fprintf(stderr, "%.*s\n", static_cast<int>(line.size()), line.data());
@@ -249,7 +235,7 @@ class subscription_impl final : public subscription {
     if (!retried) return std::move(retried).error();
     auto head = b_.store->head_position();
     if (!head) return std::move(head).error();
-    while (checkpoint_ < head.value() && !stop_.stopped() && leading_) {
+    while (checkpoint_ < head.value() && !loop_.stopping().stopped() && leading_) {
       auto n = deliver_page(head.value());
       if (!n) return std::move(n).error();
       if (n.value() < 0) {  // lost the lease
@@ -268,21 +254,22 @@ class subscription_impl final : public subscription {
   }
 
   result<void> start() override {
-    std::lock_guard lock(thread_mu_);
-    if (thread_.joinable()) return {};
-    stop_.reset();
-    thread_ = std::thread([this] { live_loop(); });
+    loop_.start(
+        [this] {
+          auto r = catch_up_impl(true);
+          if (!r) o_.log(fmt::format("annals: subscription '{}': {}", name_, r.error().message()));
+        },
+        [this] {
+          // A standby instance (another holds the lease) looks again a few times per lease.
+          auto wait = b_.coordination->follow_interval(o_.poll_interval);
+          if (leading_) return wait;
+          return std::max(wait, std::min(o_.lease / 4, std::chrono::milliseconds(1000)));
+        });
     return {};
   }
 
   void stop() override {
-    std::lock_guard lock(thread_mu_);
-    if (!thread_.joinable()) return;
-    stop_.stop();
-    commits_->notify();  // wake the loop
-    thread_.join();
-    stop_.reset();  // a later catch_up() by the caller delivers again
-    release();
+    if (loop_.stop()) release();
   }
 
   result<void> wait_for(std::int64_t position, std::chrono::milliseconds timeout) override {
@@ -304,7 +291,7 @@ class subscription_impl final : public subscription {
                      fmt::format("subscription '{}' reached position {}, not {}, in time", name_,
                                  p->checkpoint, position));
       }
-      if (!thread_running()) {
+      if (!loop_.running()) {
         if (auto r = catch_up(); !r) return std::move(r).error();
       }
       // Another instance delivering: look less often.
@@ -364,24 +351,6 @@ class subscription_impl final : public subscription {
     if (!r) return std::move(r).error();
     if (!p) return removed();
     return *p;
-  }
-
-  bool thread_running() {
-    std::lock_guard lock(thread_mu_);
-    return thread_.joinable();
-  }
-
-  void live_loop() {
-    while (!stop_.stopped()) {
-      auto seen = commits_->sequence();
-      auto r = catch_up_impl(true);
-      if (!r) o_.log(fmt::format("annals: subscription '{}': {}", name_, r.error().message()));
-      if (stop_.stopped()) break;
-      // A standby instance (another holds the lease) looks again a few times per lease.
-      auto wait = b_.coordination->follow_interval(o_.poll_interval);
-      if (!leading_) wait = std::max(wait, std::min(o_.lease / 4, std::chrono::milliseconds(1000)));
-      commits_->wait(seen, wait);
-    }
   }
 
   // Takes or renews the lease; loads the checkpoint when newly taken. false: another
@@ -530,7 +499,7 @@ class subscription_impl final : public subscription {
         "error = ?3, updated_at = ?4, lease_until = ?5 WHERE kind = 'subscription' AND "
         "name = ?6 AND owner = ?7",
         {static_cast<long long>(checkpoint), static_cast<long long>(delivered),
-         clean_text(last_error), now_us(), *now + static_cast<long long>(o_.lease.count()) * 1000,
+         detail::consumer_text(last_error), now_us(), *now + static_cast<long long>(o_.lease.count()) * 1000,
          name_, owner_});
     if (!w) return w.error();
     return w.value() == 1;
@@ -623,23 +592,14 @@ class subscription_impl final : public subscription {
 
   // One page after the checkpoint. Returns events handled, -1 when the lease was lost.
   result<std::int64_t> deliver_page(std::int64_t head) {
-    read_all_options ro;
-    ro.from_position = checkpoint_ + 1;
-    ro.max_count = o_.batch_size;
-    ro.event_types = o_.filter.event_types;
-    ro.stream_prefix = o_.filter.stream.empty() ? o_.filter.stream_prefix : o_.filter.stream;
     std::vector<recorded_event> page;
-    std::int64_t last_visited = 0;
-    auto visited = b_.store->read_all(ro, [&](const recorded_event& e) {
-      if (e.position > head) return false;
-      last_visited = e.position;
-      if (o_.filter.stream.empty() || e.stream_id == o_.filter.stream) page.push_back(e);
-      return true;
-    });
-    if (!visited) return std::move(visited).error();
-    // A short page read everything up to the head: the checkpoint may pass it.
-    const bool full = visited.value() >= o_.batch_size && last_visited < head;
-    const std::int64_t end = full ? last_visited : head;
+    auto covered = detail::read_page(*b_.store, checkpoint_, head, o_.batch_size, page_filter_,
+                                     [&](const recorded_event& e) -> result<void> {
+                                       page.push_back(e);
+                                       return {};
+                                     });
+    if (!covered) return std::move(covered).error();
+    const std::int64_t end = covered.value();
     std::size_t done = 0;
     std::optional<error> failure;
     if (tx_handler_ && !page.empty()) {
@@ -706,7 +666,7 @@ class subscription_impl final : public subscription {
       o_.log(fmt::format("annals: subscription '{}': event {} ({}, {}) failed, attempt {}: {}",
                          name_, bad.position, bad.type, bad.event_id, attempts,
                          failure.message()));
-      if (!stop_.pause(pauses.next())) return std::int64_t{-1};
+      if (!loop_.stopping().pause(pauses.next())) return std::int64_t{-1};
       // Renew the lease while waiting on an outage (and notice losing it).
       if (clock_type::now() >= renew_at_) {
         auto kept = store_checkpoint(checkpoint_, 0, failure.message());
@@ -763,23 +723,13 @@ class subscription_impl final : public subscription {
       auto w = tx.exec(
           "UPDATE annals_consumers SET checkpoint = ?1, error = ?2, updated_at = ?3, "
           "lease_until = ?4 WHERE kind = 'subscription' AND name = ?5 AND owner = ?6",
-          {checkpoint, clean_text(failure.message()), now,
+          {checkpoint, detail::consumer_text(failure.message()), now,
            *lease_now + static_cast<long long>(o_.lease.count()) * 1000, name_, owner_});
       if (!w) return w.error();
       kept = w.value() == 1;
       if (!kept) return {};
-      w = tx.exec(
-          "INSERT INTO annals_consumer_parked(kind, consumer, position, stream_id, "
-          "stream_version, event_id, type, error, attempts, parked_at, state) VALUES "
-          "('subscription', ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'parked') "
-          "ON CONFLICT(kind, consumer, position) DO UPDATE SET error = excluded.error, "
-          "attempts = annals_consumer_parked.attempts + excluded.attempts, "
-          "parked_at = excluded.parked_at, state = 'parked', resolved_at = NULL",
-          {name_, static_cast<long long>(bad.position), clean_text(bad.stream_id),
-           static_cast<long long>(bad.stream_version), bad.event_id, bad.type,
-           clean_text(failure.message()), attempts, now});
-      if (!w) return w.error();
-      return {};
+      return detail::park_event(tx, "subscription", name_, bad, failure.message(), attempts,
+                                now);
     });
     if (!r) return std::move(r).error();
     if (!kept) {
@@ -804,7 +754,7 @@ class subscription_impl final : public subscription {
         });
     if (!q) return q.error();
     for (std::int64_t position : positions) {
-      if (stop_.stopped()) break;
+      if (loop_.stopping().stopped()) break;
       auto e = store::event_at(*b_.store, position);
       if (!e) return e.error();
       std::int64_t outcome = 0;
@@ -853,9 +803,9 @@ class subscription_impl final : public subscription {
   subscription_tx_handler tx_handler_;
   subscription_options o_;
   detail::backend b_;
-  const std::shared_ptr<store::commit_signal> commits_;  // raised by commits to b_.store
   const std::string owner_;
   const std::string filter_text_;
+  const detail::page_filter page_filter_;
   std::string uri_;
 
   std::mutex deliver_mu_;  // one delivery at a time; guards the fields below
@@ -872,12 +822,13 @@ class subscription_impl final : public subscription {
   std::thread keeper_;
   std::unique_ptr<sql_connection> keeper_conn_;
 
-  std::mutex thread_mu_;
-  std::thread thread_;
-  detail::stop_signal stop_;  // stop(): ends the live loop and cuts a retry pause short
 
   std::mutex status_mu_;
   std::unique_ptr<sql_connection> status_conn_;
+
+  // Last: destroyed first, its thread ended before what it uses. Woken by commits to b_.store;
+  // stop() ends it and cuts a retry pause short.
+  detail::live_loop loop_;
 };
 
 

@@ -1,0 +1,60 @@
+// The shared consumer parts. Contract: consumer/core.hpp.
+#include "consumer/core.hpp"
+
+namespace annals::detail {
+
+result<std::int64_t> read_page(event_store& store, std::int64_t after, std::int64_t head,
+                               std::int64_t limit, const page_filter& filter,
+                               const std::function<result<void>(const recorded_event&)>& visit) {
+  read_all_options ro;
+  ro.from_position = after + 1;
+  ro.max_count = limit;
+  ro.event_types = filter.event_types;
+  // One stream is read by its name as a prefix, then the longer names are left out.
+  ro.stream_prefix = filter.stream.empty() ? filter.stream_prefix : filter.stream;
+  std::int64_t read = 0, last = after;
+  std::optional<error> failed;
+  auto r = store.read_all(ro, [&](const recorded_event& e) {
+    if (e.position > head) return false;
+    ++read;
+    last = e.position;
+    if (!filter.stream.empty() && e.stream_id != filter.stream) return true;
+    if (auto v = visit(e); !v) {
+      failed = v.error();
+      return false;
+    }
+    return true;
+  });
+  if (!r) return std::move(r).error();
+  if (failed) return std::move(*failed);
+  return read < limit ? head : last;
+}
+
+void live_loop::start(std::function<void()> pass,
+                      std::function<std::chrono::milliseconds()> interval) {
+  std::lock_guard lock(mu_);
+  if (thread_.joinable()) return;
+  stop_.reset();
+  running_ = true;
+  thread_ = std::thread([this, pass = std::move(pass), interval = std::move(interval)] {
+    while (!stop_.stopped()) {
+      auto seen = commits_->sequence();
+      pass();
+      if (stop_.stopped()) break;
+      commits_->wait(seen, interval());
+    }
+  });
+}
+
+bool live_loop::stop() {
+  std::lock_guard lock(mu_);
+  if (!thread_.joinable()) return false;
+  stop_.stop();
+  running_ = false;
+  commits_->notify();  // wake the loop
+  thread_.join();
+  stop_.reset();
+  return true;
+}
+
+}  // namespace annals::detail
