@@ -31,6 +31,12 @@ inline constexpr const char* begin_default = "BEGIN";  // SQLite: deferred; Post
 inline constexpr const char* begin_pg_write = "BEGIN ISOLATION LEVEL READ COMMITTED";
 inline constexpr const char* begin_pg_snapshot = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY";
 
+// Ends whatever transaction `c` is in, if any (a connection given back in one). Never fails.
+template <class Connection>
+void abandon(Connection& c) noexcept {
+  (void)detail::run(c, "ROLLBACK", "rollback");
+}
+
 template <class Connection>
 class transaction {
  public:
@@ -39,7 +45,7 @@ class transaction {
   static result<transaction> begin(Connection& c, const char* begin_sql, std::string_view what) {
     if (auto r = detail::run(c, begin_sql, what); !r) {
       // A BEGIN followed by more statements may have opened the transaction before failing.
-      (void)detail::run(c, "ROLLBACK", "rollback");
+      abandon(c);
       return r.error();
     }
     return transaction(c);
@@ -62,12 +68,44 @@ class transaction {
   // Ends it without writing anything (also what the destructor does). Never fails.
   void rollback() noexcept {
     if (!c_) return;
-    (void)detail::run(*c_, "ROLLBACK", "rollback");
+    abandon(*c_);
     c_ = nullptr;
   }
 
  private:
   explicit transaction(Connection& c) noexcept : c_(&c) {}
+  Connection* c_;
+};
+
+// A savepoint in the caller's transaction: what ran since it is undone by its destructor
+// unless release() kept it. Savepoints nest (each refers to the latest of its name).
+template <class Connection>
+class savepoint {
+ public:
+  static result<savepoint> begin(Connection& c, std::string_view what) {
+    if (auto r = detail::run(c, "SAVEPOINT annals_savepoint", what); !r) return r.error();
+    return savepoint(c);
+  }
+  savepoint(savepoint&& o) noexcept : c_(std::exchange(o.c_, nullptr)) {}
+  savepoint& operator=(savepoint&&) = delete;
+  savepoint(const savepoint&) = delete;
+  ~savepoint() { (void)undo("rollback to a savepoint"); }
+
+  // Keeps what ran since the savepoint (in the transaction, which may still roll back).
+  result<void> release(std::string_view what) {
+    if (!c_) return {};
+    return detail::run(*std::exchange(c_, nullptr), "RELEASE SAVEPOINT annals_savepoint", what);
+  }
+  // Undoes what ran since the savepoint; the transaction goes on.
+  result<void> undo(std::string_view what) {
+    if (!c_) return {};
+    return detail::run(*std::exchange(c_, nullptr),
+                       "ROLLBACK TO SAVEPOINT annals_savepoint; RELEASE SAVEPOINT annals_savepoint",
+                       what);
+  }
+
+ private:
+  explicit savepoint(Connection& c) noexcept : c_(&c) {}
   Connection* c_;
 };
 

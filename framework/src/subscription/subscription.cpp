@@ -529,18 +529,18 @@ class subscription_impl final : public subscription {
     bool kept = true;
     auto r = in_write_tx(*b_.writer, [&](sql_tx& tx) -> result<void> {
       for (const auto& e : events) {
-        if (auto x = tx.exec("SAVEPOINT annals_delivery"); !x) return x.error();
+        auto sp = db::savepoint<sql_connection>::begin(*b_.writer, "cannot deliver an event");
+        if (!sp) return sp.error();
         span step("subscription.deliver", e.metadata.traceparent);
         describe_delivery(step, name_, e);
         auto h = call_tx(e, tx);
         if (!h) {
           step.fail(h.error().message());
-          if (auto x = tx.exec("ROLLBACK TO SAVEPOINT annals_delivery"); !x) return x.error();
-          if (auto x = tx.exec("RELEASE SAVEPOINT annals_delivery"); !x) return x.error();
+          if (auto x = sp->undo("cannot undo a failed delivery"); !x) return x;
           failure = h.error();
           break;
         }
-        if (auto x = tx.exec("RELEASE SAVEPOINT annals_delivery"); !x) return x.error();
+        if (auto x = sp->release("cannot deliver an event"); !x) return x;
         ++done;
       }
       auto k = finish(tx);

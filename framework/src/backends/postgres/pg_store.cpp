@@ -302,7 +302,7 @@ class pg_store final : public event_store, public store::opened_store {
 
   void give_back(std::unique_ptr<connection> c) noexcept {
     if (!c) return;
-    if (c->healthy() && !c->idle()) (void)c->exec_simple("rollback", "ROLLBACK");
+    if (c->healthy() && !c->idle()) db::abandon(*c);
     if (!c->idle()) return;  // broken or stuck: closed, not pooled
     std::lock_guard lock(pool_mu_);
     if (idle_.size() < options_.pool_size) idle_.push_back(std::move(c));
@@ -864,9 +864,14 @@ class pg_store final : public event_store, public store::opened_store {
 // Runs `sql` in one transaction holding the schema advisory lock (serialized against other
 // processes creating tables).
 result<void> create_tables(connection& c, const char* sql) {
-  return db::in_transaction(c, "BEGIN; SELECT pg_advisory_xact_lock(" ANNALS_PG_SCHEMA_LOCK ")",
-                            "cannot create the store's tables",
-                            [&] { return c.exec_simple("cannot create the store's tables", sql); });
+  constexpr std::string_view what = "cannot create the store's tables";
+  return db::in_transaction(c, db::begin_default, what, [&]() -> result<void> {
+    if (auto r = c.exec_simple(what, "SELECT pg_advisory_xact_lock(" ANNALS_PG_SCHEMA_LOCK ")");
+        !r) {
+      return r;
+    }
+    return c.exec_simple(what, sql);
+  });
 }
 
 // Creates the tables when missing, or checks that the existing ones are of a format this build
