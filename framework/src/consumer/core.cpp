@@ -30,6 +30,42 @@ result<std::int64_t> read_page(event_store& store, std::int64_t after, std::int6
   return read < limit ? head : last;
 }
 
+result<consumed> consume_page(consumer_policy& p, stop_signal& stop, backoff pauses,
+                              const std::vector<recorded_event>& page, std::int64_t checkpoint,
+                              std::int64_t end) {
+  auto r = p.handle(page, checkpoint, end);
+  if (!r) return std::move(r).error();
+  consumed out{static_cast<std::int64_t>(r->done), r->lost};
+  if (out.ended || !r->failure) return out;
+  const recorded_event& bad = page[r->done];
+  const std::int64_t before = r->done > 0 ? bad.position - 1 : checkpoint;
+  const std::vector<recorded_event> one{bad};
+  error failure = std::move(*r->failure);
+  for (int attempts = 1;; ++attempts) {
+    switch (p.failed(bad, attempts, failure)) {
+      case on_failure::give_up: return failure;
+      case on_failure::park: {
+        auto kept = p.park(bad, failure, attempts, before);
+        if (!kept) return std::move(kept).error();
+        out.ended = !kept.value();
+        return out;
+      }
+      case on_failure::retry: break;
+    }
+    // stop() ends the pause: the event stays unhandled and unparked; the next pass starts
+    // its attempts again.
+    if (!stop.pause(pauses.next())) return out.ended = true, out;
+    auto ready = p.before_retry(failure);
+    if (!ready) return std::move(ready).error();
+    if (!ready.value()) return out.ended = true, out;
+    auto again = p.handle(one, before, bad.position);
+    if (!again) return std::move(again).error();
+    if (again->lost) return out.ended = true, out;
+    if (!again->failure) return ++out.handled, out;
+    failure = std::move(*again->failure);
+  }
+}
+
 void live_loop::start(std::function<void()> pass,
                       std::function<std::chrono::milliseconds()> interval) {
   std::lock_guard lock(mu_);

@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -39,6 +40,52 @@ struct page_filter {
 result<std::int64_t> read_page(event_store& store, std::int64_t after, std::int64_t head,
                                std::int64_t limit, const page_filter& filter,
                                const std::function<result<void>(const recorded_event&)>& visit);
+
+// What handling a page (or one event) came to.
+struct page_result {
+  std::size_t done = 0;           // the events handled and recorded: a prefix of the page
+  std::optional<error> failure;   // page[done] failed; nothing of it is recorded
+  bool lost = false;              // the consumer's position moved elsewhere (another runner, a
+                                  // lost lease): nothing recorded, this pass ends
+};
+
+// What to do about an event that failed `attempts` times.
+enum class on_failure { retry, park, give_up };
+
+// What a kind of consumer does with the pages the core reads (projection: apply them in the
+// checkpoint's transaction; subscription: deliver them, then move its fenced checkpoint).
+class consumer_policy {
+ public:
+  // Handles `page`, the events after `checkpoint` read up to `end`, and records the new
+  // checkpoint: `end` when all were handled, else just before the failed event, with the
+  // handled prefix. Also called with the failed event alone (`end` its position) to retry it.
+  virtual result<page_result> handle(const std::vector<recorded_event>& page,
+                                     std::int64_t checkpoint, std::int64_t end) = 0;
+  // Called after each failure, before the pause that precedes a retry.
+  virtual on_failure failed(const recorded_event& e, int attempts, const error& failure) = 0;
+  // Called after the pause, before the retry. false: the position was lost.
+  virtual result<bool> before_retry(const error&) { return true; }
+  // Parks `e`, which failed `attempts` times; `checkpoint` is just before it. false: the
+  // position was lost (nothing recorded).
+  virtual result<bool> park(const recorded_event& e, const error& failure, int attempts,
+                            std::int64_t checkpoint) = 0;
+
+ protected:
+  ~consumer_policy() = default;
+};
+
+struct consumed {
+  std::int64_t handled = 0;  // events handled (a parked one is not)
+  bool ended = false;        // the pass must end: the position was lost, or stop was signalled
+};
+
+// The core's page step: `p` handles `page` (events after `checkpoint`, covering up to `end`);
+// an event that fails is retried alone after pauses from `pauses` (cut short by `stop`) until
+// it is handled, or the policy parks it (the page goes on past it) or gives up (its error is
+// returned, the checkpoint left before it).
+result<consumed> consume_page(consumer_policy& p, stop_signal& stop, backoff pauses,
+                              const std::vector<recorded_event>& page, std::int64_t checkpoint,
+                              std::int64_t end);
 
 // A consumer's live loop: one thread running `pass` at once, then again after every commit to
 // the store (its commit signal: appends in this process at once; other processes through the

@@ -193,25 +193,19 @@ class runner_impl final : public projection_runner {
       }
       if (st->checkpoint >= head) return applied;
 
-      auto started = clock_type::now();
+      projection_pass pass(*this, d);  // the rate is measured from before the read
       std::vector<recorded_event> batch;
       auto read = read_events(d, st->checkpoint, head, o_.batch_size, batch);
       if (!read) return std::move(read).error();
-      std::int64_t next = read.value();
-      auto outcome = apply_batch(d, st->checkpoint, batch, next, started);
-      if (!outcome) return std::move(outcome).error();
-      if (outcome->raced) continue;  // another runner moved the checkpoint: re-read
-      if (outcome->failed_at) {
-        auto handled = handle_failure(d, st->checkpoint, batch, *outcome->failed_at,
-                                      outcome->failure);
-        if (!handled) return std::move(handled).error();
-        applied += handled.value();
-        notify();
-        if (loop_.stopping().stopped()) return applied;  // stop() cut the retries short
-        continue;  // stuck now, or past the event after a successful retry
-      }
-      applied += static_cast<std::int64_t>(batch.size());
+      auto c = detail::consume_page(pass, loop_.stopping(),
+                                    detail::backoff(o_.retry_backoff, o_.max_backoff), batch,
+                                    st->checkpoint, read.value());
+      if (!c) return std::move(c).error();
+      applied += c->handled;
       notify();
+      // Otherwise: on from the new checkpoint, or (another runner moved it, or the event was
+      // parked and the projection is stuck) the state read again.
+      if (c->ended && loop_.stopping().stopped()) return applied;  // stop() cut retries short
     }
   }
 
@@ -258,7 +252,7 @@ class runner_impl final : public projection_runner {
   struct batch_outcome {
     bool raced = false;
     std::optional<std::size_t> failed_at;
-    std::string failure;
+    std::optional<error> failure;
   };
 
   // Applies events[0, count) and moves the checkpoint from `expected` to `next`, atomically.
@@ -279,7 +273,7 @@ class runner_impl final : public projection_runner {
         auto a = apply_one(d, events[i], tx);
         if (!a) {
           out.failed_at = i;
-          out.failure = a.error().message();
+          out.failure = a.error();
           return a;
         }
       }
@@ -304,35 +298,55 @@ class runner_impl final : public projection_runner {
     return detail::apply_projection(d, e, tx);
   }
 
-  // A handler failed on batch[failed]. Commit the events before it, retry it alone with
-  // backoff, and park it if it keeps failing. Returns events applied.
-  result<std::int64_t> handle_failure(const projection_def& d, std::int64_t checkpoint,
-                                      const std::vector<recorded_event>& batch,
-                                      std::size_t failed, std::string failure) {
-    std::int64_t applied = 0;
-    const auto& bad = batch[failed];
-    if (failed > 0) {
-      auto prefix = apply_batch(d, checkpoint, batch, bad.position - 1, clock_type::now(), failed);
+  // A projection's way with the pages the consumer core reads: applied in the checkpoint's
+  // transaction, which compares and sets the checkpoint (another runner moved it: the page is
+  // dropped); an event that keeps failing is parked and leaves the projection stuck.
+  class projection_pass final : public detail::consumer_policy {
+   public:
+    projection_pass(runner_impl& r, const projection_def& d) : r_(r), d_(d) {}
+
+    result<detail::page_result> handle(const std::vector<recorded_event>& page,
+                                       std::int64_t checkpoint, std::int64_t end) override {
+      // The rate: of the page from before its read; of a retry from its own start.
+      const auto started = std::exchange(started_, clock_type::now());
+      auto o = r_.apply_batch(d_, checkpoint, page, end, started);
+      if (!o) return std::move(o).error();
+      detail::page_result out;
+      out.lost = o->raced;
+      if (o->raced || !o->failed_at) {
+        if (!o->raced) out.done = page.size();
+        return out;
+      }
+      // Commit the events before the failed one (the batch's transaction rolled back).
+      out.done = *o->failed_at;
+      out.failure = std::move(o->failure);
+      if (out.done == 0) return out;
+      auto prefix = r_.apply_batch(d_, checkpoint, page, page[out.done].position - 1,
+                                   clock_type::now(), out.done);
       if (!prefix) return std::move(prefix).error();
-      if (prefix->raced || prefix->failed_at) return applied;  // state changed: start over
-      applied += static_cast<std::int64_t>(failed);
+      if (prefix->raced || prefix->failed_at) return detail::page_result{0, {}, true};
+      return out;
     }
-    // The checkpoint now: just before the bad event if a prefix was committed, else unchanged
-    // (it may trail the bad event by events of other types).
-    const std::int64_t before = failed > 0 ? bad.position - 1 : checkpoint;
-    std::vector<recorded_event> one{bad};
-    detail::backoff pauses(o_.retry_backoff, o_.max_backoff);
-    int attempts = 1;
-    for (; attempts < o_.max_attempts; ++attempts) {
-      // stop() ends the pause: the event stays unapplied and unparked, the next catch-up
-      // starts its attempts again.
-      if (!loop_.stopping().pause(pauses.next())) return applied;
-      auto r = apply_batch(d, before, one, bad.position, clock_type::now());
-      if (!r) return std::move(r).error();
-      if (r->raced) return applied;
-      if (!r->failed_at) return applied + 1;
-      failure = r->failure;
+    detail::on_failure failed(const recorded_event&, int attempts, const error&) override {
+      return attempts >= r_.o_.max_attempts ? detail::on_failure::park
+                                            : detail::on_failure::retry;
     }
+    result<bool> park(const recorded_event& e, const error& failure, int attempts,
+                      std::int64_t checkpoint) override {
+      if (auto r = r_.park(d_, e, failure.message(), attempts, checkpoint); !r) return r.error();
+      return true;
+    }
+
+   private:
+    runner_impl& r_;
+    const projection_def& d_;
+    clock_type::time_point started_ = clock_type::now();
+  };
+
+  // Parks `bad` and leaves d stuck on it, unless the checkpoint is no longer `before` (just
+  // before it) or d is stuck already: another runner got there.
+  result<void> park(const projection_def& d, const recorded_event& bad, const std::string& failure,
+                    int attempts, std::int64_t before) {
     std::lock_guard lock(write_mu_);
     auto parked = in_write_tx([&](sql_tx& tx) -> result<void> {
       auto st = load_projection_state(tx, d.name, true);
@@ -348,8 +362,7 @@ class runner_impl final : public projection_runner {
       if (!u) return u.error();
       return {};
     });
-    if (!parked) return parked.error();
-    return applied;
+    return parked;
   }
 
   // ---- live ------------------------------------------------------------------------------

@@ -84,6 +84,22 @@ result<void> prepare_tables(sql_connection& c, bool create) {
 
 using detail::in_write_tx;
 
+// Runs `write` in a write transaction on `c`: committed when it returns true, rolled back when
+// it returns false (the lease was lost: nothing of the transaction may stay) or fails.
+result<bool> fenced(sql_connection& c, const std::function<result<bool>(sql_tx&)>& write) {
+  bool kept = true;
+  auto r = in_write_tx(c, [&](sql_tx& tx) -> result<void> {
+    auto k = write(tx);
+    if (!k) return k.error();
+    kept = k.value();
+    if (!kept) return error(errc::io, "the lease was lost");  // rolls back
+    return {};
+  });
+  if (!kept) return false;
+  if (!r) return std::move(r).error();
+  return true;
+}
+
 // The tables a subscription itself reads: its open created them.
 const detail::consumer_sources own_tables{detail::consumers_table,
                                          detail::consumer_parked_table};
@@ -142,7 +158,7 @@ void describe_delivery(span& step, std::string_view subscription, const recorded
   step.attribute("type", e.type);
 }
 
-class subscription_impl final : public subscription {
+class subscription_impl final : public subscription, private detail::consumer_policy {
  public:
   subscription_impl(std::string name, subscription_batch_handler handler, subscription_options o,
                     detail::backend b)
@@ -443,8 +459,7 @@ class subscription_impl final : public subscription {
       if (keeper_stop_) break;
       if (!delivering_ || !leading_) continue;
       lock.unlock();
-      bool kept = true;
-      auto r = in_write_tx(*keeper_conn_, [&](sql_tx& tx) -> result<void> {
+      auto kept = fenced(*keeper_conn_, [&](sql_tx& tx) -> result<bool> {
         auto now = lease_clock(tx);
         if (!now) return now.error();
         auto w = tx.exec(
@@ -452,10 +467,9 @@ class subscription_impl final : public subscription {
             "name = ?2 AND owner = ?3",
             {*now + static_cast<long long>(o_.lease.count()) * 1000, name_, owner_});
         if (!w) return w.error();
-        kept = w.value() == 1;
-        return {};
+        return w.value() == 1;
       });
-      if (r && !kept && leading_.exchange(false)) lost_lease();
+      if (kept && !kept.value() && leading_.exchange(false)) lost_lease();
       lock.lock();
     }
   }
@@ -477,15 +491,11 @@ class subscription_impl final : public subscription {
   // false: it lost it (another instance took over).
   result<bool> store_checkpoint(std::int64_t checkpoint, std::int64_t delivered,
                                 const std::string& last_error) {
-    bool kept = false;
-    auto r = in_write_tx(*b_.writer, [&](sql_tx& tx) -> result<void> {
-      auto k = checkpoint_in(tx, checkpoint, delivered, last_error);
-      if (!k) return k.error();
-      kept = k.value();
-      return {};
+    auto kept = fenced(*b_.writer, [&](sql_tx& tx) {
+      return checkpoint_in(tx, checkpoint, delivered, last_error);
     });
-    if (!r) return std::move(r).error();
-    return checkpoint_committed(kept, checkpoint);
+    if (!kept) return std::move(kept).error();
+    return checkpoint_committed(kept.value(), checkpoint);
   }
 
   // The checkpoint's UPDATE, in the caller's transaction, fenced by the lease: false when
@@ -526,8 +536,7 @@ class subscription_impl final : public subscription {
                              const std::function<result<bool>(sql_tx&)>& finish) {
     done = 0;
     failure.reset();
-    bool kept = true;
-    auto r = in_write_tx(*b_.writer, [&](sql_tx& tx) -> result<void> {
+    return fenced(*b_.writer, [&](sql_tx& tx) -> result<bool> {
       for (const auto& e : events) {
         auto sp = db::savepoint<sql_connection>::begin(*b_.writer, "cannot deliver an event");
         if (!sp) return sp.error();
@@ -536,22 +545,15 @@ class subscription_impl final : public subscription {
         auto h = call_tx(e, tx);
         if (!h) {
           step.fail(h.error().message());
-          if (auto x = sp->undo("cannot undo a failed delivery"); !x) return x;
+          if (auto x = sp->undo("cannot undo a failed delivery"); !x) return x.error();
           failure = h.error();
           break;
         }
-        if (auto x = sp->release("cannot deliver an event"); !x) return x;
+        if (auto x = sp->release("cannot deliver an event"); !x) return x.error();
         ++done;
       }
-      auto k = finish(tx);
-      if (!k) return k.error();
-      kept = k.value();
-      if (!kept) return error(errc::io, "the lease was lost");  // rolls back
-      return {};
+      return finish(tx);
     });
-    if (!kept) return false;
-    if (!r) return std::move(r).error();
-    return true;
   }
 
   // Runs one call of the user's handler. Its error says whether the event is poison (not "try
@@ -590,7 +592,8 @@ class subscription_impl final : public subscription {
     return x.value() == 1;
   }
 
-  // One page after the checkpoint. Returns events handled, -1 when the lease was lost.
+  // One page after the checkpoint. Returns events handled, -1 when the lease was lost (or
+  // stop() cut a retry pause short).
   result<std::int64_t> deliver_page(std::int64_t head) {
     std::vector<recorded_event> page;
     auto covered = detail::read_page(*b_.store, checkpoint_, head, o_.batch_size, page_filter_,
@@ -599,42 +602,72 @@ class subscription_impl final : public subscription {
                                        return {};
                                      });
     if (!covered) return std::move(covered).error();
-    const std::int64_t end = covered.value();
-    std::size_t done = 0;
-    std::optional<error> failure;
+    auto c = consume(page, covered.value());
+    if (!c) return std::move(c).error();
+    return c->ended ? -1 : c->handled;
+  }
+
+  // Through the consumer core: delivered, a failing event retried and parked by this policy.
+  result<detail::consumed> consume(const std::vector<recorded_event>& page, std::int64_t end) {
+    return detail::consume_page(*this, loop_.stopping(),
+                                detail::backoff(o_.retry_backoff, o_.max_backoff), page,
+                                checkpoint_, end);
+  }
+
+  // ---- the subscription's policy over the consumer core ------------------------------------
+
+  // Delivers `page`, then moves the checkpoint (fenced by the lease) to `end`, or with the
+  // delivered prefix to just before a failed event; a transactional handler's writes commit
+  // with it. A redelivery (redelivering_) marks its event redelivered instead: the checkpoint
+  // is past it already.
+  result<detail::page_result> handle(const std::vector<recorded_event>& page, std::int64_t,
+                                     std::int64_t end) override {
+    detail::page_result out;
+    const auto checkpoint = [&] { return out.failure ? page[out.done].position - 1 : end; };
+    const auto record = [&](sql_tx& tx) -> result<bool> {
+      if (out.failure && out.done == 0) return true;  // nothing to record
+      if (redelivering_) return mark_retried(tx, page.front().position, 1);
+      return checkpoint_in(tx, checkpoint(), static_cast<std::int64_t>(out.done),
+                           out.failure ? out.failure->message() : std::string());
+    };
     if (tx_handler_ && !page.empty()) {
-      // The handler's writes and the checkpoint commit together.
-      std::int64_t checkpoint = end;
-      auto kept = deliver_in_tx(page, done, failure, [&](sql_tx& tx) -> result<bool> {
-        if (failure && done == 0) return true;  // nothing to record
-        checkpoint = failure ? page[done].position - 1 : end;
-        return checkpoint_in(tx, checkpoint, static_cast<std::int64_t>(done),
-                             failure ? failure->message() : std::string());
-      });
+      auto kept = deliver_in_tx(page, out.done, out.failure, record);
       if (!kept) return std::move(kept).error();
-      if (!kept.value()) return checkpoint_committed(false, checkpoint), -1;
-      if (!failure || done > 0) checkpoint_committed(true, checkpoint);
-      if (!failure) return static_cast<std::int64_t>(done);
-    } else {
-      failure = call(page, done);
-    }
-    std::int64_t handled = static_cast<std::int64_t>(done);
-    if (!failure) {
-      auto kept = store_checkpoint(end, handled, {});
+      out.lost = !kept.value();
+    } else if (out.failure = call(page, out.done); !out.failure || out.done > 0) {
+      auto kept = fenced(*b_.writer, record);
       if (!kept) return std::move(kept).error();
-      return kept.value() ? handled : -1;
+      out.lost = !kept.value();
     }
-    // page[done] failed: keep what was handled, then retry it alone.
-    const recorded_event& bad = page[done];
-    if (done > 0 && !tx_handler_) {
-      auto kept = store_checkpoint(bad.position - 1, handled, failure->message());
-      if (!kept) return std::move(kept).error();
-      if (!kept.value()) return -1;
+    if (out.lost || (!redelivering_ && (!out.failure || out.done > 0))) {
+      checkpoint_committed(!out.lost, checkpoint());
     }
-    auto one = retry_until_done(bad, *failure, 1);
-    if (!one) return std::move(one).error();
-    if (one.value() < 0) return -1;
-    return handled + one.value();
+    return out;
+  }
+
+  detail::on_failure failed(const recorded_event& bad, int attempts,
+                            const error& failure) override {
+    const bool poison = poison_;
+    if (poison && attempts >= o_.max_attempts) {
+      o_.log(fmt::format("annals: subscription '{}': event {} ({}, {}) parked after {} attempts: "
+                         "{}",
+                         name_, bad.position, bad.type, bad.event_id, attempts,
+                         failure.message()));
+      return detail::on_failure::park;
+    }
+    // An explicit catch_up() gives up on an outage (the live loop keeps trying): the
+    // checkpoint stays before the event, nothing is parked.
+    if (!poison && !live_call_ && attempts >= o_.max_attempts) return detail::on_failure::give_up;
+    o_.log(fmt::format("annals: subscription '{}': event {} ({}, {}) failed, attempt {}: {}",
+                       name_, bad.position, bad.type, bad.event_id, attempts,
+                       failure.message()));
+    return detail::on_failure::retry;
+  }
+
+  // Renews the lease while waiting on an outage (and notices losing it).
+  result<bool> before_retry(const error& failure) override {
+    if (clock_type::now() < renew_at_) return true;
+    return store_checkpoint(checkpoint_, 0, failure.message());
   }
 
   // Calls the batch handler; `done` counts the events handled (the failed one is events[done]).
@@ -650,71 +683,12 @@ class subscription_impl final : public subscription {
     return r.error();
   }
 
-  // Retries one failed event with backoff: without limit while the error says "try again",
-  // else up to max_attempts, then parks it. Moves the checkpoint past it either way. Returns
-  // 1 if delivered, 0 if parked, -1 if the lease was lost or stop() was called.
-  result<std::int64_t> retry_until_done(const recorded_event& bad, error failure, int attempts,
-                                        bool requested_retry = false) {
-    detail::backoff pauses(o_.retry_backoff, o_.max_backoff);
-    std::vector<recorded_event> one{bad};
-    for (;;) {
-      const bool poison = poison_;
-      if (poison && attempts >= o_.max_attempts) break;
-      // An explicit catch_up() gives up on an outage (the live loop keeps trying): the
-      // checkpoint stays before the event, nothing is parked.
-      if (!poison && !live_call_ && attempts >= o_.max_attempts) return failure;
-      o_.log(fmt::format("annals: subscription '{}': event {} ({}, {}) failed, attempt {}: {}",
-                         name_, bad.position, bad.type, bad.event_id, attempts,
-                         failure.message()));
-      if (!loop_.stopping().pause(pauses.next())) return std::int64_t{-1};
-      // Renew the lease while waiting on an outage (and notice losing it).
-      if (clock_type::now() >= renew_at_) {
-        auto kept = store_checkpoint(checkpoint_, 0, failure.message());
-        if (!kept) return std::move(kept).error();
-        if (!kept.value()) return std::int64_t{-1};
-      }
-      std::size_t done = 0;
-      std::optional<error> again;
-      if (tx_handler_) {
-        auto kept = deliver_in_tx(one, done, again, [&](sql_tx& tx) -> result<bool> {
-          if (again) return true;
-          if (requested_retry) return mark_retried(tx, bad.position, 1);
-          return checkpoint_in(tx, bad.position, 1, {});
-        });
-        if (!kept) return std::move(kept).error();
-        ++attempts;
-        if (!kept.value()) return checkpoint_committed(false, checkpoint_), std::int64_t{-1};
-        if (!again) {
-          // Recorded in the transaction: the checkpoint, or (a redelivery) the parked row.
-          if (!requested_retry) checkpoint_committed(true, bad.position);
-          return std::int64_t{1};
-        }
-        failure = *again;
-        continue;
-      }
-      again = call(one, done);
-      ++attempts;
-      if (!again) {
-        if (requested_retry) return std::int64_t{1};
-        auto kept = store_checkpoint(bad.position, 1, {});
-        if (!kept) return std::move(kept).error();
-        return kept.value() ? std::int64_t{1} : std::int64_t{-1};
-      }
-      failure = *again;
-    }
-    o_.log(fmt::format("annals: subscription '{}': event {} ({}, {}) parked after {} attempts: {}",
-                       name_, bad.position, bad.type, bad.event_id, attempts,
-                       failure.message()));
-    if (requested_retry) return park(bad, failure, attempts, false);
-    return park(bad, failure, attempts, true);
-  }
-
   // Records the event as parked and (unless it is a redelivery) moves the checkpoint past it,
-  // in one transaction, if this instance still holds the lease. 0, or -1 when it lost it.
-  result<std::int64_t> park(const recorded_event& bad, const error& failure, int attempts,
-                            bool advance) {
-    bool kept = false;
-    auto r = in_write_tx(*b_.writer, [&](sql_tx& tx) -> result<void> {
+  // in one transaction, if this instance still holds the lease. false: it lost it.
+  result<bool> park(const recorded_event& bad, const error& failure, int attempts,
+                    std::int64_t) override {
+    const bool advance = !redelivering_;
+    auto kept = fenced(*b_.writer, [&](sql_tx& tx) -> result<bool> {
       auto lease_now = lease_clock(tx);
       if (!lease_now) return lease_now.error();
       const long long now = now_us();
@@ -726,19 +700,19 @@ class subscription_impl final : public subscription {
           {checkpoint, detail::consumer_text(failure.message()), now,
            *lease_now + static_cast<long long>(o_.lease.count()) * 1000, name_, owner_});
       if (!w) return w.error();
-      kept = w.value() == 1;
-      if (!kept) return {};
-      return detail::park_event(tx, "subscription", name_, bad, failure.message(), attempts,
-                                now);
+      if (w.value() != 1) return false;
+      auto p = detail::park_event(tx, "subscription", name_, bad, failure.message(), attempts, now);
+      if (!p) return p.error();
+      return true;
     });
-    if (!r) return std::move(r).error();
-    if (!kept) {
+    if (!kept) return std::move(kept).error();
+    if (!kept.value()) {
       if (leading_.exchange(false)) lost_lease();
-      return std::int64_t{-1};
+      return false;
     }
     if (advance) checkpoint_ = bad.position;
     renew_at_ = clock_type::now() + o_.lease / 3;
-    return std::int64_t{0};
+    return true;
   }
 
   // Redelivers the parked events that subscription_admin::retry asked for.
@@ -753,47 +727,25 @@ class subscription_impl final : public subscription {
           return true;
         });
     if (!q) return q.error();
+    redelivering_ = true;
+    struct done_guard {
+      bool& flag;
+      ~done_guard() { flag = false; }
+    } guard{redelivering_};
     for (std::int64_t position : positions) {
       if (loop_.stopping().stopped()) break;
       auto e = store::event_at(*b_.store, position);
       if (!e) return e.error();
-      std::int64_t outcome = 0;
-      bool recorded = false;  // marked redelivered in the handler's transaction already
-      if (e.value()) {
-        std::vector<recorded_event> one{**e};
-        std::size_t done = 0;
-        std::optional<error> failure;
-        if (tx_handler_) {
-          auto kept = deliver_in_tx(one, done, failure, [&](sql_tx& tx) -> result<bool> {
-            return failure ? result<bool>(true) : mark_retried(tx, position, 1);
-          });
-          if (!kept) return kept.error();
-          if (!kept.value()) return checkpoint_committed(false, checkpoint_), result<void>{};
-          recorded = !failure;
-        } else {
-          failure = call(one, done);
-        }
-        if (!failure) {
-          outcome = 1;
-        } else {
-          auto r = retry_until_done(**e, *failure, 1, true);
-          if (!r) return r.error();
-          outcome = r.value();
-          recorded = tx_handler_ && outcome == 1;
-        }
+      if (!e.value()) {  // the event no longer reads as one: nothing to deliver
+        auto kept = fenced(*b_.writer, [&](sql_tx& t) { return mark_retried(t, position, 0); });
+        if (!kept) return kept.error();
+        if (!kept.value()) return checkpoint_committed(false, checkpoint_), result<void>{};
+        continue;
       }
-      if (outcome < 0) return {};
-      if (outcome == 0 && e.value()) continue;  // parked again
-      // Delivered (or the event no longer reads as one: nothing to deliver).
-      if (!recorded) {
-        auto w = in_write_tx(*b_.writer, [&](sql_tx& t) -> result<void> {
-          auto x = mark_retried(t, position, outcome);
-          if (!x) return x.error();
-          return {};
-        });
-        if (!w) return w;
-      }
-      handled += outcome;
+      auto c = consume({**e}, position);
+      if (!c) return c.error();
+      if (c->ended) return {};
+      handled += c->handled;  // 0: parked again
     }
     return {};
   }
@@ -813,6 +765,7 @@ class subscription_impl final : public subscription {
   std::atomic<bool> leading_{false};
   clock_type::time_point renew_at_{};
   bool poison_ = false;  // the last failure is not "try again"
+  bool redelivering_ = false;  // redeliver_requested() runs: handle() and park() act for it
   bool live_call_ = false;  // the delivery runs in start()'s thread
   std::atomic<bool> delivering_{false};
 
