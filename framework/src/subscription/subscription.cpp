@@ -9,6 +9,7 @@
 
 #include "consumer/lag.hpp"
 #include "consumer/core.hpp"
+#include "consumer/lease.hpp"
 #include "consumer/tables.hpp"
 #include "db/transaction.hpp"
 #include "projection/internal.hpp"
@@ -52,20 +53,6 @@ using clock_type = std::chrono::steady_clock;
 
 long long now_us() { return static_cast<long long>(store::system_clock_us()); }
 
-// The time leases are measured in: the database server's clock on PostgreSQL (instances on
-// several hosts compare one clock), this machine's for SQLite (one host). UTC microseconds.
-result<long long> lease_clock(sql_tx& tx) {
-  if (tx.dialect() != "postgresql") return now_us();
-  long long now = 0;
-  auto r = tx.query("SELECT (extract(epoch FROM clock_timestamp()) * 1000000)::bigint", {},
-                    [&](const sql_row& row) {
-                      now = row.int64(0);
-                      return false;
-                    });
-  if (!r) return std::move(r).error();
-  return now;
-}
-
 bool transient(errc e) {
   return e == errc::io || e == errc::busy || e == errc::timed_out ||
          e == errc::concurrency_conflict;
@@ -83,22 +70,6 @@ result<void> prepare_tables(sql_connection& c, bool create) {
 }
 
 using detail::in_write_tx;
-
-// Runs `write` in a write transaction on `c`: committed when it returns true, rolled back when
-// it returns false (the lease was lost: nothing of the transaction may stay) or fails.
-result<bool> fenced(sql_connection& c, const std::function<result<bool>(sql_tx&)>& write) {
-  bool kept = true;
-  auto r = in_write_tx(c, [&](sql_tx& tx) -> result<void> {
-    auto k = write(tx);
-    if (!k) return k.error();
-    kept = k.value();
-    if (!kept) return error(errc::io, "the lease was lost");  // rolls back
-    return {};
-  });
-  if (!kept) return false;
-  if (!r) return std::move(r).error();
-  return true;
-}
 
 // The tables a subscription itself reads: its open created them.
 const detail::consumer_sources own_tables{detail::consumers_table,
@@ -150,6 +121,16 @@ result<std::vector<subscription_status>> read_statuses(sql_connection& c, event_
   return out;
 }
 
+// `o` with a log: stderr when it has none.
+subscription_options with_log(subscription_options o) {
+  if (!o.log) {
+    o.log = [](std::string_view line) {
+      std::fprintf(stderr, "%.*s\n", static_cast<int>(line.size()), line.data());
+    };
+  }
+  return o;
+}
+
 // The attributes of a delivery span (nothing when it does not record).
 void describe_delivery(span& step, std::string_view subscription, const recorded_event& e) {
   if (!step.recording()) return;
@@ -164,22 +145,15 @@ class subscription_impl final : public subscription, private detail::consumer_po
                     detail::backend b)
       : name_(std::move(name)),
         handler_(std::move(handler)),
-        o_(std::move(o)),
+        o_(with_log(std::move(o))),
         b_(std::move(b)),
-        owner_(new_uuid_v7()),
         filter_text_(o_.filter.describe()),
         page_filter_{o_.filter.event_types, o_.filter.stream_prefix, o_.filter.stream},
-        loop_(store::commits_of(*b_.store)) {
-    if (!o_.log) {
-      o_.log = [](std::string_view line) {
-        std::fprintf(stderr, "%.*s\n", static_cast<int>(line.size()), line.data());
-      };
-    }
-  }
+        lease_("subscription", name_, o_.lease, o_.log, [this] { return own_connection(); }),
+        loop_(store::commits_of(*b_.store)) {}
 
   ~subscription_impl() override {
     stop();
-    stop_keeper();
     release();
   }
 
@@ -233,25 +207,34 @@ class subscription_impl final : public subscription, private detail::consumer_po
   result<std::int64_t> catch_up_impl(bool live, catch_up_report* report = nullptr) {
     std::lock_guard lock(deliver_mu_);
     live_call_ = live;
-    auto led = take_lease();
+    // Takes or renews the lease; reads the checkpoint when it was newly taken or renewed.
+    auto led = lease_.acquire(*b_.writer, [&](sql_tx& tx) -> result<void> {
+      auto q = tx.query("SELECT checkpoint FROM annals_consumers WHERE kind = 'subscription' "
+                        "AND name = ?1",
+                        {name_}, [&](const sql_row& row) {
+                          checkpoint_ = row.int64(0);
+                          return false;
+                        });
+      if (!q) return q.error();
+      return {};
+    });
     if (!led) return std::move(led).error();
     if (!led.value()) {
       held_elsewhere(report);
       return std::int64_t{0};
     }
-    if (auto k = start_keeper(); !k) return std::move(k).error();
     // While delivering, the keeper renews the lease: a slow page does not let a standby in.
-    delivering_ = true;
+    if (auto k = lease_.busy(true); !k) return std::move(k).error();
     struct done_guard {
-      std::atomic<bool>& flag;
-      ~done_guard() { flag = false; }
-    } guard{delivering_};
+      detail::consumer_lease& lease;
+      ~done_guard() { (void)lease.busy(false); }
+    } guard{lease_};
     std::int64_t handled = 0;
     auto retried = redeliver_requested(handled);
     if (!retried) return std::move(retried).error();
     auto head = b_.store->head_position();
     if (!head) return std::move(head).error();
-    while (checkpoint_ < head.value() && !loop_.stopping().stopped() && leading_) {
+    while (checkpoint_ < head.value() && !loop_.stopping().stopped() && lease_.held()) {
       auto n = deliver_page(head.value());
       if (!n) return std::move(n).error();
       if (n.value() < 0) {  // lost the lease
@@ -278,7 +261,7 @@ class subscription_impl final : public subscription, private detail::consumer_po
         [this] {
           // A standby instance (another holds the lease) looks again a few times per lease.
           auto wait = b_.coordination->follow_interval(o_.poll_interval);
-          if (leading_) return wait;
+          if (lease_.held()) return wait;
           return std::max(wait, std::min(o_.lease / 4, std::chrono::milliseconds(1000)));
         });
     return {};
@@ -311,7 +294,7 @@ class subscription_impl final : public subscription, private detail::consumer_po
         if (auto r = catch_up(); !r) return std::move(r).error();
       }
       // Another instance delivering: look less often.
-      std::this_thread::sleep_for(std::chrono::milliseconds(leading_ ? 2 : 25));
+      std::this_thread::sleep_for(std::chrono::milliseconds(lease_.held() ? 2 : 25));
     }
   }
 
@@ -335,12 +318,9 @@ class subscription_impl final : public subscription, private detail::consumer_po
   // called while a delivery holds the writer. Caller holds status_mu_.
   result<void> status_connection() {
     if (status_conn_) return {};
-    detail::backend_options bo;
-    bo.busy_timeout_ms = o_.busy_timeout_ms;
-    bo.sql_only = true;
-    auto b = detail::open_backend(uri_, bo, "subscriptions");
-    if (!b) return std::move(b).error();
-    status_conn_ = std::move(b->writer);
+    auto c = own_connection();
+    if (!c) return std::move(c).error();
+    status_conn_ = std::move(c).value();
     return {};
   }
 
@@ -369,129 +349,27 @@ class subscription_impl final : public subscription, private detail::consumer_po
     return *p;
   }
 
-  // Takes or renews the lease; loads the checkpoint when newly taken. false: another
-  // instance holds it.
-  result<bool> take_lease() {
-    if (leading_ && clock_type::now() < renew_at_) return true;
-    bool got = false;
-    auto r = in_write_tx(*b_.writer, [&](sql_tx& tx) -> result<void> {
-      auto now = lease_clock(tx);
-      if (!now) return now.error();
-      auto w = tx.exec(
-          "UPDATE annals_consumers SET owner = ?1, lease_until = ?2 WHERE kind = "
-          "'subscription' AND name = ?3 AND (owner IS NULL OR owner = ?1 OR lease_until < ?4)",
-          {owner_, *now + static_cast<long long>(o_.lease.count()) * 1000, name_, *now});
-      if (!w) return w.error();
-      got = w.value() == 1;
-      if (!got) return check_not_removed(tx);
-      auto q = tx.query("SELECT checkpoint FROM annals_consumers WHERE kind = 'subscription' "
-                        "AND name = ?1",
-                        {name_},
-                        [&](const sql_row& row) {
-                          checkpoint_ = row.int64(0);
-                          return false;
-                        });
-      if (!q) return q.error();
-      return {};
-    });
-    if (!r) return std::move(r).error();
-    if (leading_ && !got) lost_lease();
-    leading_ = got;
-    if (got) renew_at_ = clock_type::now() + o_.lease / 3;
-    return got;
+  void release() {
+    if (!lease_.held()) return;
+    std::lock_guard lock(deliver_mu_);
+    lease_.release(*b_.writer);
   }
 
-  // not_found when the subscription's row is gone (subscription_admin::remove()).
-  result<void> check_not_removed(sql_tx& tx) {
-    bool exists = false;
-    auto q = tx.query("SELECT 1 FROM annals_consumers WHERE kind = 'subscription' AND "
-                      "name = ?1",
-                      {name_},
-                      [&](const sql_row&) {
-                        exists = true;
-                        return false;
-                      });
-    if (!q) return q.error();
-    if (!exists) {
-      return error(errc::not_found,
-                   fmt::format("subscription '{}' was removed while this instance was open; open "
-                               "it again to start over",
-                               name_));
-    }
-    return {};
-  }
-
-  void lost_lease() {
-    o_.log(fmt::format("annals: subscription '{}' lost its lease (another instance took over, "
-                       "or it was removed); it stands by",
-                       name_));
-  }
-
-  // The lease keeper: a thread with its own connection that renews the lease every lease/3
-  // while a delivery is under way (a handler may take longer than a lease).
-  result<void> start_keeper() {
-    std::lock_guard lock(keeper_mu_);
-    if (keeper_.joinable()) return {};
+  // A connection of the subscription's own beside the store's (status, the lease keeper).
+  result<std::unique_ptr<sql_connection>> own_connection() const {
     detail::backend_options bo;
     bo.busy_timeout_ms = o_.busy_timeout_ms;
     bo.sql_only = true;
     auto b = detail::open_backend(uri_, bo, "subscriptions");
     if (!b) return std::move(b).error();
-    keeper_conn_ = std::move(b->writer);
-    keeper_stop_ = false;
-    keeper_ = std::thread([this] { keeper_loop(); });
-    return {};
-  }
-
-  void stop_keeper() {
-    {
-      std::lock_guard lock(keeper_mu_);
-      keeper_stop_ = true;
-    }
-    keeper_cv_.notify_all();
-    if (keeper_.joinable()) keeper_.join();
-  }
-
-  void keeper_loop() {
-    std::unique_lock lock(keeper_mu_);
-    while (!keeper_stop_) {
-      keeper_cv_.wait_for(lock, o_.lease / 3);
-      if (keeper_stop_) break;
-      if (!delivering_ || !leading_) continue;
-      lock.unlock();
-      auto kept = fenced(*keeper_conn_, [&](sql_tx& tx) -> result<bool> {
-        auto now = lease_clock(tx);
-        if (!now) return now.error();
-        auto w = tx.exec(
-            "UPDATE annals_consumers SET lease_until = ?1 WHERE kind = 'subscription' AND "
-            "name = ?2 AND owner = ?3",
-            {*now + static_cast<long long>(o_.lease.count()) * 1000, name_, owner_});
-        if (!w) return w.error();
-        return w.value() == 1;
-      });
-      if (kept && !kept.value() && leading_.exchange(false)) lost_lease();
-      lock.lock();
-    }
-  }
-
-  void release() {
-    if (!leading_) return;
-    leading_ = false;
-    std::lock_guard lock(deliver_mu_);
-    (void)in_write_tx(*b_.writer, [&](sql_tx& tx) -> result<void> {
-      auto w = tx.exec("UPDATE annals_consumers SET owner = NULL, lease_until = 0 "
-                       "WHERE kind = 'subscription' AND name = ?1 AND owner = ?2",
-                       {name_, owner_});
-      if (!w) return w.error();
-      return {};
-    });
+    return std::move(b->writer);
   }
 
   // Stores the checkpoint (and renews the lease) if this instance still holds the lease.
   // false: it lost it (another instance took over).
   result<bool> store_checkpoint(std::int64_t checkpoint, std::int64_t delivered,
                                 const std::string& last_error) {
-    auto kept = fenced(*b_.writer, [&](sql_tx& tx) {
+    auto kept = detail::fenced(*b_.writer, [&](sql_tx& tx) {
       return checkpoint_in(tx, checkpoint, delivered, last_error);
     });
     if (!kept) return std::move(kept).error();
@@ -502,27 +380,21 @@ class subscription_impl final : public subscription, private detail::consumer_po
   // another instance holds it now (nothing changed).
   result<bool> checkpoint_in(sql_tx& tx, std::int64_t checkpoint, std::int64_t delivered,
                              const std::string& last_error) {
-    auto now = lease_clock(tx);
-    if (!now) return now.error();
+    auto until = lease_.until(tx);
+    if (!until) return until.error();
     auto w = tx.exec(
         "UPDATE annals_consumers SET checkpoint = ?1, delivered = delivered + ?2, "
         "error = ?3, updated_at = ?4, lease_until = ?5 WHERE kind = 'subscription' AND "
         "name = ?6 AND owner = ?7",
         {static_cast<long long>(checkpoint), static_cast<long long>(delivered),
-         detail::consumer_text(last_error), now_us(), *now + static_cast<long long>(o_.lease.count()) * 1000,
-         name_, owner_});
+         detail::consumer_text(last_error), now_us(), *until, name_, lease_.owner()});
     if (!w) return w.error();
     return w.value() == 1;
   }
 
   // After checkpoint_in's transaction committed: remembers the checkpoint, or the lost lease.
   bool checkpoint_committed(bool kept, std::int64_t checkpoint) {
-    if (kept) {
-      checkpoint_ = checkpoint;
-      renew_at_ = clock_type::now() + o_.lease / 3;
-    } else if (leading_.exchange(false)) {
-      lost_lease();
-    }
+    if (lease_.written(kept)) checkpoint_ = checkpoint;
     return kept;
   }
 
@@ -536,7 +408,7 @@ class subscription_impl final : public subscription, private detail::consumer_po
                              const std::function<result<bool>(sql_tx&)>& finish) {
     done = 0;
     failure.reset();
-    return fenced(*b_.writer, [&](sql_tx& tx) -> result<bool> {
+    return detail::fenced(*b_.writer, [&](sql_tx& tx) -> result<bool> {
       for (const auto& e : events) {
         auto sp = db::savepoint<sql_connection>::begin(*b_.writer, "cannot deliver an event");
         if (!sp) return sp.error();
@@ -587,7 +459,7 @@ class subscription_impl final : public subscription, private detail::consumer_po
     x = t.exec(
         "UPDATE annals_consumers SET delivered = delivered + ?1 WHERE kind = 'subscription' "
         "AND name = ?2 AND owner = ?3",
-        {outcome, name_, owner_});
+        {outcome, name_, lease_.owner()});
     if (!x) return x.error();
     return x.value() == 1;
   }
@@ -635,7 +507,7 @@ class subscription_impl final : public subscription, private detail::consumer_po
       if (!kept) return std::move(kept).error();
       out.lost = !kept.value();
     } else if (out.failure = call(page, out.done); !out.failure || out.done > 0) {
-      auto kept = fenced(*b_.writer, record);
+      auto kept = detail::fenced(*b_.writer, record);
       if (!kept) return std::move(kept).error();
       out.lost = !kept.value();
     }
@@ -666,7 +538,7 @@ class subscription_impl final : public subscription, private detail::consumer_po
 
   // Renews the lease while waiting on an outage (and notices losing it).
   result<bool> before_retry(const error& failure) override {
-    if (clock_type::now() < renew_at_) return true;
+    if (!lease_.due()) return true;
     return store_checkpoint(checkpoint_, 0, failure.message());
   }
 
@@ -688,9 +560,9 @@ class subscription_impl final : public subscription, private detail::consumer_po
   result<bool> park(const recorded_event& bad, const error& failure, int attempts,
                     std::int64_t) override {
     const bool advance = !redelivering_;
-    auto kept = fenced(*b_.writer, [&](sql_tx& tx) -> result<bool> {
-      auto lease_now = lease_clock(tx);
-      if (!lease_now) return lease_now.error();
+    auto kept = detail::fenced(*b_.writer, [&](sql_tx& tx) -> result<bool> {
+      auto until = lease_.until(tx);
+      if (!until) return until.error();
       const long long now = now_us();
       // A redelivered event stays behind the checkpoint: it only moves when advancing.
       const long long checkpoint = advance ? bad.position : checkpoint_;
@@ -698,7 +570,7 @@ class subscription_impl final : public subscription, private detail::consumer_po
           "UPDATE annals_consumers SET checkpoint = ?1, error = ?2, updated_at = ?3, "
           "lease_until = ?4 WHERE kind = 'subscription' AND name = ?5 AND owner = ?6",
           {checkpoint, detail::consumer_text(failure.message()), now,
-           *lease_now + static_cast<long long>(o_.lease.count()) * 1000, name_, owner_});
+           *until, name_, lease_.owner()});
       if (!w) return w.error();
       if (w.value() != 1) return false;
       auto p = detail::park_event(tx, "subscription", name_, bad, failure.message(), attempts, now);
@@ -706,12 +578,8 @@ class subscription_impl final : public subscription, private detail::consumer_po
       return true;
     });
     if (!kept) return std::move(kept).error();
-    if (!kept.value()) {
-      if (leading_.exchange(false)) lost_lease();
-      return false;
-    }
+    if (!lease_.written(kept.value())) return false;
     if (advance) checkpoint_ = bad.position;
-    renew_at_ = clock_type::now() + o_.lease / 3;
     return true;
   }
 
@@ -737,7 +605,8 @@ class subscription_impl final : public subscription, private detail::consumer_po
       auto e = store::event_at(*b_.store, position);
       if (!e) return e.error();
       if (!e.value()) {  // the event no longer reads as one: nothing to deliver
-        auto kept = fenced(*b_.writer, [&](sql_tx& t) { return mark_retried(t, position, 0); });
+        auto kept =
+            detail::fenced(*b_.writer, [&](sql_tx& t) { return mark_retried(t, position, 0); });
         if (!kept) return kept.error();
         if (!kept.value()) return checkpoint_committed(false, checkpoint_), result<void>{};
         continue;
@@ -755,25 +624,16 @@ class subscription_impl final : public subscription, private detail::consumer_po
   subscription_tx_handler tx_handler_;
   subscription_options o_;
   detail::backend b_;
-  const std::string owner_;
   const std::string filter_text_;
   const detail::page_filter page_filter_;
   std::string uri_;
 
   std::mutex deliver_mu_;  // one delivery at a time; guards the fields below
   std::int64_t checkpoint_ = 0;
-  std::atomic<bool> leading_{false};
-  clock_type::time_point renew_at_{};
   bool poison_ = false;  // the last failure is not "try again"
   bool redelivering_ = false;  // redeliver_requested() runs: handle() and park() act for it
   bool live_call_ = false;  // the delivery runs in start()'s thread
-  std::atomic<bool> delivering_{false};
-
-  std::mutex keeper_mu_;  // guards keeper_stop_; the keeper thread and its connection
-  std::condition_variable keeper_cv_;
-  bool keeper_stop_ = false;
-  std::thread keeper_;
-  std::unique_ptr<sql_connection> keeper_conn_;
+  detail::consumer_lease lease_;
 
 
   std::mutex status_mu_;
