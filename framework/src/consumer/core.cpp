@@ -82,15 +82,15 @@ void live_loop::start(std::function<void()> pass,
   });
 }
 
-bool live_loop::stop() {
+void live_loop::stop(const std::function<void()>& stopped) {
   std::lock_guard lock(mu_);
-  if (!thread_.joinable()) return false;
+  if (!thread_.joinable()) return;
   stop_.stop();
   running_ = false;
   commits_->notify();  // wake the loop
   thread_.join();
+  if (stopped) stopped();
   stop_.reset();
-  return true;
 }
 
 }  // namespace annals::detail

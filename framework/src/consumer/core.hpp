@@ -43,10 +43,11 @@ result<std::int64_t> read_page(event_store& store, std::int64_t after, std::int6
 
 // What handling a page (or one event) came to.
 struct page_result {
-  std::size_t done = 0;           // the events handled and recorded: a prefix of the page
+  std::size_t done = 0;           // the events handled: a prefix of the page (recorded unless
+                                  // `lost`)
   std::optional<error> failure;   // page[done] failed; nothing of it is recorded
   bool lost = false;              // the consumer's position moved elsewhere (another runner, a
-                                  // lost lease): nothing recorded, this pass ends
+                                  // lost lease): nothing of this call stays, this pass ends
 };
 
 // What to do about an event that failed `attempts` times.
@@ -56,17 +57,20 @@ enum class on_failure { retry, park, give_up };
 // checkpoint's transaction; subscription: deliver them, then move its fenced checkpoint).
 class consumer_policy {
  public:
-  // Handles `page`, the events after `checkpoint` read up to `end`, and records the new
-  // checkpoint: `end` when all were handled, else just before the failed event, with the
-  // handled prefix. Also called with the failed event alone (`end` its position) to retry it.
+  // Handles `page`, the events after `checkpoint` read up to `end`, and records the outcome:
+  // the checkpoint at `end` when all were handled; when one failed, the handled prefix with the
+  // checkpoint just before the failed event (nothing when the prefix is empty). Also called
+  // with the failed event alone (`end` its position) to retry it. What "record" means is the
+  // policy's (a subscription's redelivery marks the parked row instead).
   virtual result<page_result> handle(const std::vector<recorded_event>& page,
                                      std::int64_t checkpoint, std::int64_t end) = 0;
   // Called after each failure, before the pause that precedes a retry.
   virtual on_failure failed(const recorded_event& e, int attempts, const error& failure) = 0;
   // Called after the pause, before the retry. false: the position was lost.
   virtual result<bool> before_retry(const error&) { return true; }
-  // Parks `e`, which failed `attempts` times; `checkpoint` is just before it. false: the
-  // position was lost (nothing recorded).
+  // Parks `e`, which failed `attempts` times; `checkpoint` is the consumer's checkpoint now
+  // (before `e`, possibly trailing it by events it does not take). false: the position was lost
+  // (nothing recorded).
   virtual result<bool> park(const recorded_event& e, const error& failure, int attempts,
                             std::int64_t checkpoint) = 0;
 
@@ -81,8 +85,9 @@ struct consumed {
 
 // The core's page step: `p` handles `page` (events after `checkpoint`, covering up to `end`);
 // an event that fails is retried alone after pauses from `pauses` (cut short by `stop`) until
-// it is handled, or the policy parks it (the page goes on past it) or gives up (its error is
-// returned, the checkpoint left before it).
+// it is handled, or the policy parks it or gives up (its error is returned, the checkpoint left
+// before it). It returns after that one event either way: the caller reads on from the
+// checkpoint as it now stands (a subscription past a parked event; a projection is stuck).
 result<consumed> consume_page(consumer_policy& p, stop_signal& stop, backoff pauses,
                               const std::vector<recorded_event>& page, std::int64_t checkpoint,
                               std::int64_t end);
@@ -102,9 +107,10 @@ class live_loop {
 
   // Starts the thread; nothing when it runs already.
   void start(std::function<void()> pass, std::function<std::chrono::milliseconds()> interval);
-  // Ends the thread and waits for it. false when none ran. The stop signal is then cleared: a
-  // later catch-up by the caller retries failing events again.
-  bool stop();
+  // Ends the thread and waits for it, then runs `stopped` (when given and a thread ran) before
+  // another start() may begin: what the loop held is given up in between. The stop signal is
+  // then cleared: a later catch-up by the caller retries failing events again.
+  void stop(const std::function<void()>& stopped = {});
   // Between start() and stop(). Lock-free: the loop's own pass may ask.
   bool running() const noexcept { return running_; }
   stop_signal& stopping() noexcept { return stop_; }

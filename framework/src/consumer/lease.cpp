@@ -11,10 +11,9 @@
 namespace annals::detail {
 
 namespace {
-
 using clock_type = std::chrono::steady_clock;
+}  // namespace
 
-// Now on the lease clock (see the header).
 result<long long> lease_clock(sql_tx& tx) {
   if (tx.dialect() != "postgresql") return static_cast<long long>(store::system_clock_us());
   long long now = 0;
@@ -26,8 +25,6 @@ result<long long> lease_clock(sql_tx& tx) {
   if (!r) return std::move(r).error();
   return now;
 }
-
-}  // namespace
 
 result<bool> fenced(sql_connection& c, const std::function<result<bool>(sql_tx&)>& write) {
   bool kept = true;
@@ -139,7 +136,10 @@ result<void> consumer_lease::busy(bool on) {
   std::lock_guard lock(keeper_mu_);
   if (keeper_.joinable()) return {};
   auto c = connect_();
-  if (!c) return std::move(c).error();
+  if (!c) {
+    busy_ = false;
+    return std::move(c).error();
+  }
   keeper_conn_ = std::move(c).value();
   keeper_ = std::thread([this] { keeper_loop(); });
   return {};

@@ -5,8 +5,8 @@
 // in UTC microseconds. While the owner is busy (a handler may take longer than a lease), a
 // keeper thread renews it every third of a lease on a connection of its own.
 //
-// Thread safety: held() and busy() from any thread; the rest from the owner's delivery thread
-// (one at a time).
+// Thread safety: held(), due() and busy() from any thread; the rest from one thread at a time
+// (the owner's delivery, or its stop() and destructor under the same lock).
 #pragma once
 
 #include "db/sql_connection.hpp"
@@ -75,6 +75,9 @@ class consumer_lease {
   std::thread keeper_;
   std::unique_ptr<sql_connection> keeper_conn_;
 };
+
+// Now on the lease clock (above), read in `tx`: what lease_until is compared with.
+result<long long> lease_clock(sql_tx& tx);
 
 // Runs `write` in a write transaction on `c`: committed when it returns true, rolled back when
 // it returns false (the lease was lost: nothing of the transaction may stay) or fails.

@@ -297,7 +297,9 @@ result<void> park_event(sql_tx& tx, std::string_view kind, std::string_view name
       "INSERT INTO annals_consumer_parked(kind, consumer, position, stream_id, "
       "stream_version, event_id, type, error, attempts, parked_at, state) VALUES "
       "(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 'parked') "
-      "ON CONFLICT(kind, consumer, position) DO UPDATE SET error = excluded.error, "
+      "ON CONFLICT(kind, consumer, position) DO UPDATE SET stream_id = excluded.stream_id, "
+      "stream_version = excluded.stream_version, event_id = excluded.event_id, "
+      "type = excluded.type, error = excluded.error, "
       "attempts = annals_consumer_parked.attempts + excluded.attempts, "
       "parked_at = excluded.parked_at, state = 'parked', resolved_at = NULL",
       {kind, name, static_cast<long long>(e.position), consumer_text(e.stream_id),

@@ -72,7 +72,8 @@ std::string consumer_text(std::string_view s);
 
 // Records `e` as parked by the consumer `kind` `name` after `attempts` failed attempts, in the
 // caller's write transaction: state 'parked'. An earlier row for the same position (a retry
-// that failed again) adds its attempts to these.
+// that failed again; a projection's earlier version, rebuilt since) adds its attempts to
+// these: `attempts` counts every failure of that event for that consumer.
 result<void> park_event(sql_tx& tx, std::string_view kind, std::string_view name,
                         const recorded_event& e, std::string_view failure, int attempts,
                         long long now_us);

@@ -308,7 +308,7 @@ class runner_impl final : public projection_runner {
     result<detail::page_result> handle(const std::vector<recorded_event>& page,
                                        std::int64_t checkpoint, std::int64_t end) override {
       // The rate: of the page from before its read; of a retry from its own start.
-      const auto started = std::exchange(started_, clock_type::now());
+      const auto started = std::exchange(read_started_, std::nullopt).value_or(clock_type::now());
       auto o = r_.apply_batch(d_, checkpoint, page, end, started);
       if (!o) return std::move(o).error();
       detail::page_result out;
@@ -340,7 +340,7 @@ class runner_impl final : public projection_runner {
    private:
     runner_impl& r_;
     const projection_def& d_;
-    clock_type::time_point started_ = clock_type::now();
+    std::optional<clock_type::time_point> read_started_ = clock_type::now();
   };
 
   // Parks `bad` and leaves d stuck on it, unless the checkpoint is no longer `before` (just
@@ -382,7 +382,7 @@ class runner_impl final : public projection_runner {
   }
 
   void stop() override {
-    if (loop_.stop()) coord_->release_all();  // another runner may lead our projections now
+    loop_.stop([&] { coord_->release_all(); });  // another runner may lead our projections now
   }
 
   void notify() {

@@ -82,7 +82,10 @@ result<std::vector<subscription_status>> read_statuses(sql_connection& c, event_
   std::vector<subscription_status> out;
   if (src.consumers.empty()) return out;
   auto tx = detail::sql_tx_access::make(c);
-  const long long now = now_us();
+  const long long now = now_us();  // lag: against the events' recorded_at, this machine's clock
+  // Active: the lease against the clock it is written in (the database server's on PostgreSQL).
+  auto lease_now = detail::lease_clock(tx);
+  if (!lease_now) return std::move(lease_now).error();
   const auto parked =
       src.parked.empty()
           ? std::string("0")
@@ -95,7 +98,7 @@ result<std::vector<subscription_status>> read_statuses(sql_connection& c, event_
                   "FROM {} s WHERE s.kind = 'subscription' AND (?1 = '' OR s.name = ?1) "
                   "ORDER BY s.name",
                   parked, src.consumers),
-      {only, now}, [&](const sql_row& row) {
+      {only, *lease_now}, [&](const sql_row& row) {
         subscription_status st;
         st.name = row.text(0);
         st.filter = row.text(1);
@@ -268,7 +271,7 @@ class subscription_impl final : public subscription, private detail::consumer_po
   }
 
   void stop() override {
-    if (loop_.stop()) release();
+    loop_.stop([&] { release(); });
   }
 
   result<void> wait_for(std::int64_t position, std::chrono::milliseconds timeout) override {
