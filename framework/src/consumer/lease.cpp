@@ -63,10 +63,14 @@ bool consumer_lease::due() const noexcept {
   return clock_type::now().time_since_epoch().count() >= renew_at_.load();
 }
 
+long long consumer_lease::expiry(long long now) const noexcept {
+  return now + static_cast<long long>(length_.count()) * 1000;
+}
+
 result<long long> consumer_lease::until(sql_tx& tx) {
   auto now = lease_clock(tx);
   if (!now) return now;
-  return *now + static_cast<long long>(length_.count()) * 1000;
+  return expiry(*now);
 }
 
 result<bool> consumer_lease::acquire(sql_connection& c,
@@ -79,7 +83,7 @@ result<bool> consumer_lease::acquire(sql_connection& c,
     auto w = tx.exec(
         "UPDATE annals_consumers SET owner = ?1, lease_until = ?2 WHERE kind = ?3 AND name = ?4 "
         "AND (owner IS NULL OR owner = ?1 OR lease_until < ?5)",
-        {owner_, *now + static_cast<long long>(length_.count()) * 1000, kind_, name_, *now});
+        {owner_, expiry(*now), kind_, name_, *now});
     if (!w) return w.error();
     got = w.value() == 1;
     if (got) return then(tx);

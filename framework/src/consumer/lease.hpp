@@ -60,6 +60,7 @@ class consumer_lease {
  private:
   void lost();
   void keeper_loop();
+  long long expiry(long long now) const noexcept;  // the lease_until of a lease taken at `now`
 
   const std::string kind_, name_, owner_;
   const std::chrono::milliseconds length_;

@@ -23,7 +23,6 @@
 #include <sys/file.h>
 #include <unistd.h>
 
-#include <atomic>
 #include <climits>
 #include <condition_variable>
 #include <map>

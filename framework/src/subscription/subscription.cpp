@@ -18,8 +18,6 @@
 #include <fmt/format.h>
 
 #include <algorithm>
-#include <atomic>
-#include <condition_variable>
 #include <cstdio>
 #include <mutex>
 #include <thread>
@@ -564,19 +562,11 @@ class subscription_impl final : public subscription, private detail::consumer_po
                     std::int64_t) override {
     const bool advance = !redelivering_;
     auto kept = detail::fenced(*b_.writer, [&](sql_tx& tx) -> result<bool> {
-      auto until = lease_.until(tx);
-      if (!until) return until.error();
-      const long long now = now_us();
       // A redelivered event stays behind the checkpoint: it only moves when advancing.
-      const long long checkpoint = advance ? bad.position : checkpoint_;
-      auto w = tx.exec(
-          "UPDATE annals_consumers SET checkpoint = ?1, error = ?2, updated_at = ?3, "
-          "lease_until = ?4 WHERE kind = 'subscription' AND name = ?5 AND owner = ?6",
-          {checkpoint, detail::consumer_text(failure.message()), now,
-           *until, name_, lease_.owner()});
-      if (!w) return w.error();
-      if (w.value() != 1) return false;
-      auto p = detail::park_event(tx, "subscription", name_, bad, failure.message(), attempts, now);
+      auto w = checkpoint_in(tx, advance ? bad.position : checkpoint_, 0, failure.message());
+      if (!w || !w.value()) return w;
+      auto p = detail::park_event(tx, "subscription", name_, bad, failure.message(), attempts,
+                                  now_us());
       if (!p) return p.error();
       return true;
     });
