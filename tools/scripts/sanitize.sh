@@ -38,21 +38,36 @@ export ASAN_OPTIONS="abort_on_error=1:detect_leaks=1"
 export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
 (cd "$ASAN_DIR" && ctest -j"$jobs" --timeout 900 --output-on-failure -E '^package\.')
 
-# Every fuzz target for a short while, from a scratch copy of its seed corpus.
+# Every fuzz target for a short while, from a scratch copy of its seed corpus; as many at once
+# as there are cores (each fuzzer is one process on one core).
 fuzz_seconds="${ANNALS_FUZZ_SECONDS:-15}"
 fuzz_scratch="$(mktemp -d "${TMPDIR:-/tmp}/annals-fuzz.XXXXXX")"
-for target in $(ls "$ROOT/fuzz/corpus"); do
+fuzz_one() {
+  local target="$1"
   mkdir -p "$fuzz_scratch/$target"
   cp "$ROOT/fuzz/corpus/$target/"* "$fuzz_scratch/$target/"
-  if ! "$ASAN_DIR/bin/$target" -max_total_time="$fuzz_seconds" -rss_limit_mb=2048 \
-       -artifact_prefix="$fuzz_scratch/" "$fuzz_scratch/$target" \
-       >"$fuzz_scratch/$target.log" 2>&1; then
-    tail -n 40 "$fuzz_scratch/$target.log" >&2
-    echo "test: $target found a crash or a broken property; the input is in $fuzz_scratch" \
-         "(see docs/fuzzing.md: keep it in fuzz/regressions/$target/)" >&2
-    exit 1
-  fi
-  echo "test: fuzzed $target for ${fuzz_seconds}s: $(grep -Eo 'Done [0-9]+ runs' "$fuzz_scratch/$target.log")" >&2
+  "$ASAN_DIR/bin/$target" -max_total_time="$fuzz_seconds" -rss_limit_mb=2048 \
+    -artifact_prefix="$fuzz_scratch/$target-" "$fuzz_scratch/$target" \
+    >"$fuzz_scratch/$target.log" 2>&1
+}
+fuzz_targets=($(ls "$ROOT/fuzz/corpus"))
+for ((i = 0; i < ${#fuzz_targets[@]}; i += jobs)); do
+  batch=("${fuzz_targets[@]:i:jobs}")
+  pids=()
+  for target in "${batch[@]}"; do
+    fuzz_one "$target" &
+    pids+=($!)
+  done
+  for k in "${!batch[@]}"; do
+    target="${batch[$k]}"
+    if ! wait "${pids[$k]}"; then
+      tail -n 40 "$fuzz_scratch/$target.log" >&2
+      echo "test: $target found a crash or a broken property; the input is in $fuzz_scratch" \
+           "(see docs/fuzzing.md: keep it in fuzz/regressions/$target/)" >&2
+      exit 1
+    fi
+    echo "test: fuzzed $target for ${fuzz_seconds}s: $(grep -Eo 'Done [0-9]+ runs' "$fuzz_scratch/$target.log")" >&2
+  done
 done
 rm -rf "$fuzz_scratch"
 
