@@ -322,9 +322,9 @@ int main(int argc, char** argv) {
   statement_cmd->add_option("ACCOUNT", id, "Account id")->required();
   statement_cmd->callback([&] { code = show_statement(c, id); });
 
-  annals::runner_options projection_options;
-  projection_options.upcast = bank::event_upcasters();  // old stored events read as today's
-  annals::add_projection_commands(app, c.db, &bank::projections, code, projection_options);
+  // The store opened with the bank's upcasters: old stored events read as today's.
+  annals::add_projection_commands(app, c.db, &bank::projections, code, {},
+                                  bank::store_options());
 
   bank::cli::add_integration_commands(app, c.db, code);  // relay, notify (NATS JetStream)
 

@@ -166,8 +166,15 @@ annals::projection_list projections() {
 
 annals::result<std::unique_ptr<annals::projection_runner>> open_read_models(
     annals::store_ref store, annals::runner_options options) {
-  // A handle reads through its own upcasters.
-  if (!options.upcast && !store.handle()) options.upcast = event_upcasters();
+  if (!store.handle()) {
+    // Opened here with the bank's upcasters (never created), as the runner would without them.
+    auto o = store_options();
+    o.create_if_missing = false;
+    o.busy_timeout_ms = options.busy_timeout_ms;
+    auto s = annals::open_store(store.uri(), std::move(o));
+    if (!s) return std::move(s).error();
+    store = std::shared_ptr<annals::event_store>(std::move(s).value());
+  }
   return annals::projection_runner::open(std::move(store), projections(), std::move(options));
 }
 

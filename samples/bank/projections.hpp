@@ -126,7 +126,7 @@ std::string utc_day(std::int64_t us);
 
 // A runner for the three projections on a store: a handle (bank::open_store's, with the bank's
 // upcasters), or "PATH", "sqlite:PATH" or "postgresql://..." opened with the bank's upcasters
-// unless `options.upcast` is set.
+// (never created: not_found).
 annals::result<std::unique_ptr<annals::projection_runner>> open_read_models(
     annals::store_ref store, annals::runner_options options = {});
 

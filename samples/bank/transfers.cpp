@@ -310,7 +310,6 @@ annals::subscription_options transfer_saga_options() {
   o.filter.event_types = {v1::TransferRequested::descriptor()->full_name(),
                           v1::TransferDebited::descriptor()->full_name(),
                           v1::TransferCreditRefused::descriptor()->full_name()};
-  o.upcast = event_upcasters();
   return o;
 }
 
@@ -335,8 +334,6 @@ annals::result<std::unique_ptr<annals::subscription>> open_transfer_saga(
   annals::subscription_handler handler = [&store, base = std::move(base)](const recorded_event& e) {
     return run_transfer_step(store, e, base);
   };
-  // The handle's reads go through its own upcasters.
-  if (where.handle()) options.upcast = nullptr;
   return annals::subscription::open(std::move(where), std::string(transfer_saga_name), std::move(handler),
                                     std::move(options));
 }

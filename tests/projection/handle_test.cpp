@@ -126,7 +126,7 @@ TEST_CASE("a runner, a subscription and an sql_database built on one handle shar
   CHECK(store->stream_version("account-a").value() == 2);
 }
 
-TEST_CASE("components refuse a store double, other upcasters and a read-only handle") {
+TEST_CASE("components refuse a store double and a read-only handle") {
   temp_dir dir;
   const store_location loc(dir.file("h.db"), on_postgres);
   auto store = open_handle(loc.path);
@@ -148,17 +148,8 @@ TEST_CASE("components refuse a store double, other upcasters and a read-only han
   REQUIRE_FALSE(d1.ok());
   CHECK(d1.error().kind() == errc::invalid_argument);
 
-  // Upcasters are set once, on the store: a component given others is told so.
-  annals::runner_options ro;
-  ro.upcast = std::make_shared<annals::upcasters>();
-  auto r2 = annals::projection_runner::open(store, bank::projections(), ro);
-  REQUIRE_FALSE(r2.ok());
-  CHECK(r2.error().kind() == errc::invalid_argument);
-  CHECK_MESSAGE(annals::test::contains(r2.error().message(), "store's options"),
-                r2.error().message());
-  // The store's own upcasters, named again, are fine.
-  ro.upcast = bank::event_upcasters();
-  CHECK(annals::projection_runner::open(store, bank::projections(), ro).ok());
+  // Upcasters are the store's (no component option takes any): the handle's own serve.
+  CHECK(annals::projection_runner::open(store, bank::projections()).ok());
 
   // A read-only handle serves readers; writers are told why not.
   auto ro_store = open_handle(loc.path, true);
@@ -251,13 +242,6 @@ TEST_CASE("a store double adopted with a database drives a runner and a subscrip
   twin->broken = false;
   REQUIRE((*sub)->catch_up().ok());
   CHECK(seen == std::vector<std::int64_t>{1, 2, 3});
-
-  // The double's reads are not upcast by the component: its own upcasters are refused.
-  annals::runner_options ro;
-  ro.upcast = bank::event_upcasters();
-  auto refused = annals::projection_runner::open(adopted, bank::projections(), ro);
-  REQUIRE_FALSE(refused.ok());
-  CHECK(refused.error().kind() == errc::invalid_argument);
 }
 
 }  // TEST_SUITE

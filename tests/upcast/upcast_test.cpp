@@ -117,7 +117,7 @@ struct deposits {
 struct fixture {
   temp_dir dir;
   std::string path = dir.file("up.db");
-  std::unique_ptr<annals::event_store> store;
+  std::shared_ptr<annals::event_store> store;
 
   explicit fixture(annals::sqlite_options o = {}) {
     if (!o.upcast) o.upcast = test_upcasters();
@@ -135,10 +135,9 @@ struct fixture {
                             at_version(deposited("acc-1", 9), 3)});
     REQUIRE_MESSAGE(r.ok(), r.error().message());
   }
+  // On the handle: the runner reads through the store's upcasters.
   std::unique_ptr<annals::projection_runner> runner() {
-    annals::runner_options o;
-    o.upcast = test_upcasters();
-    auto r = annals::projection_runner::open(path, {annals::make_projection<deposits>()}, o);
+    auto r = annals::projection_runner::open(store, {annals::make_projection<deposits>()});
     REQUIRE_MESSAGE(r.ok(), r.error().message());
     return std::move(r).value();
   }

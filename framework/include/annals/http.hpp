@@ -73,8 +73,6 @@ struct http_options {
   std::chrono::milliseconds sse_heartbeat{15000};  // default 15 s
   std::size_t sse_max_buffer_bytes = 1 << 20;      // per client; default 1 MiB
   std::size_t sse_max_clients = 1000;              // more get 503. Default 1000.
-  // Upcasters for events served as JSON and over SSE. Default: none.
-  std::shared_ptr<const upcasters> upcast;
   // Receives one JSON line per request (trace_id, span_id, parent_span_id, method, path,
   // status, duration_ms, remote) and handler errors; called concurrently.
   // Default: each line to stderr.
@@ -112,9 +110,9 @@ using http_handler = std::function<http_response(const http_request&)>;
 
 class http_server {
  public:
-  // Serves a store (annals/store_ref.hpp): a handle, read and appended through (its
-  // upcasters: leave options.upcast empty), or a path, sqlite:PATH or postgresql://... it
-  // opens itself. Errors: the store's; invalid_argument for bad options or a store double not adopted (store_ref::adopt).
+  // Serves a store (annals/store_ref.hpp): a handle, read and appended through (events are
+  // served through its upcasters), or a path, sqlite:PATH or postgresql://... it opens
+  // itself (no upcasters). Errors: the store's; invalid_argument for bad options or a store double not adopted (store_ref::adopt).
   static result<std::unique_ptr<http_server>> open(store_ref store, http_options options = {});
   virtual ~http_server() = default;  // stops
 

@@ -17,6 +17,7 @@
 
 #include <annals/projection.hpp>
 #include <annals/projection_runner.hpp>
+#include <annals/store.hpp>
 
 #include <functional>
 #include <string>
@@ -29,9 +30,10 @@ namespace annals {
 
 // `store_path` and `exit_code` are referenced, not copied: they must outlive app.parse().
 // `projections` is called when a command runs. `options` are those of every runner the
-// commands open (give the application's upcasters here, as to its own runners).
+// commands open; `store` the options the store at `store_path` is opened with (give the
+// application's upcasters here, as to its own open_store; it is never created: not_found).
 void add_projection_commands(CLI::App& app, const std::string& store_path,
                              std::function<projection_list()> projections, int& exit_code,
-                             runner_options options = {});
+                             runner_options options = {}, sqlite_options store = {});
 
 }  // namespace annals

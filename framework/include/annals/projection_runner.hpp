@@ -97,10 +97,6 @@ struct runner_options {
   // catching up (zero downtime: shadow tables, then a swap). Default true; when false such a
   // projection is reported stale by status() and not run.
   bool rebuild_on_version_change = true;
-  // Upcasters applied to every event the runner reads (catch-up, live, rebuild), as
-  // sqlite_options::upcast: handlers see the upcast events, so a projection lists only the
-  // current types. Shared read-only. Default: none.
-  std::shared_ptr<const upcasters> upcast;
 };
 
 class projection_runner {
@@ -108,11 +104,12 @@ class projection_runner {
   // Opens a runner for these projections on a store (annals/store_ref.hpp: a handle, or a
   // path, sqlite:PATH or postgresql://... it opens itself). Creates the bookkeeping tables
   // and each projection's tables if missing. On a handle the runner reads through the store
-  // (its pool, its upcasters: leave options.upcast empty) and opens beside it a writer and a
-  // reader connection, and on PostgreSQL one for its advisory locks and one LISTEN-ing.
+  // (its pool, and its upcasters: handlers see the upcast events, so a projection lists only
+  // the current types; a URI opens the store without upcasters) and opens beside it a writer
+  // and a reader connection, and on PostgreSQL one for its advisory locks and one LISTEN-ing.
   // Errors: not_found (no store at the URI), corruption/io as for open_store,
-  // invalid_argument (a store double not adopted with a database, or upcasters other than
-  // the store's), read_only (a store opened read-only).
+  // invalid_argument (a store double not adopted with a database), read_only (a store opened
+  // read-only).
   static result<std::unique_ptr<projection_runner>> open(store_ref store,
                                                          projection_list projections,
                                                          runner_options options = {});

@@ -67,12 +67,12 @@ struct relay_options {
   std::chrono::milliseconds connect_timeout{2000};
   // Passed to the subscription (see subscription_options): deliveries of a refused message
   // before it is parked (default 5), lease (default 10 s), poll interval (default 20 ms),
-  // start at the head when no checkpoint is stored (default false), upcasters (default none).
+  // start at the head when no checkpoint is stored (default false). Events are published as
+  // the store reads them: through its upcasters, on a handle opened with some.
   int max_attempts = 5;
   std::chrono::milliseconds lease{10000};
   std::chrono::milliseconds poll_interval{20};
   bool start_at_end = false;
-  std::shared_ptr<const upcasters> upcast;
   // Called with a line of text on a failed delivery or a broker disconnect/reconnect.
   // Default: stderr.
   std::function<void(std::string_view)> log;

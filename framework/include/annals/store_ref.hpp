@@ -15,7 +15,8 @@
 // the store's options.
 //
 // A URI (a path, sqlite:PATH or postgresql://...) makes the component open the store itself,
-// never creating it (not_found), as the command-line tools do.
+// never creating it (not_found), as the command-line tools do, and without upcasters: an
+// application with upcasters opens the store with them and passes the handle.
 #pragma once
 
 #include <annals/event_store.hpp>

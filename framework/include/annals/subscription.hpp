@@ -47,7 +47,6 @@
 
 namespace annals {
 
-class upcasters;  // annals/upcaster.hpp
 class sql_tx;     // annals/sql.hpp
 
 // Which events a subscription receives. Empty fields do not filter.
@@ -95,8 +94,6 @@ struct subscription_options {
   // Where a subscription with no stored checkpoint starts: false (default) the beginning of
   // the store, true its current head (only new events).
   bool start_at_end = false;
-  // Upcasters applied to every event before the handler sees it. Default: none.
-  std::shared_ptr<const upcasters> upcast;
   // Called with a line of text when a delivery fails (retry or park). Default: stderr.
   std::function<void(std::string_view)> log;
 };
@@ -124,9 +121,9 @@ class subscription {
   // a handle, or a path, sqlite:PATH or postgresql://... it opens itself). Creates its row
   // and tables when missing. A stored filter that differs from options.filter is
   // invalid_argument (a subscription's checkpoint means nothing for another filter: use a
-  // new name, or subscription_admin::reset()). On a handle, events are read through the store
-  // (its upcasters: leave options.upcast empty); a store double is invalid_argument and a
-  // read-only store read_only.
+  // new name, or subscription_admin::reset()). Events are read through the store: on a
+  // handle, its upcasters apply (a URI opens the store without any); a store double is
+  // invalid_argument and a read-only store read_only.
   static result<std::unique_ptr<subscription>> open(store_ref store, std::string name,
                                                     subscription_handler handler,
                                                     subscription_options options = {});

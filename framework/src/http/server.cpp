@@ -484,24 +484,14 @@ result<std::unique_ptr<http_server>> http_server::open(store_ref store,
     return error(errc::invalid_argument, "sse_max_buffer_bytes must be at least 1024");
   if (options.max_requests_per_second < 0)
     return error(errc::invalid_argument, "max_requests_per_second must not be negative");
-  // A handle serves and appends; the admin's own store beside it reads stored events as they
-  // are (verify, export).
-  auto resolved = store::resolve(store, options.upcast, false, "HTTP servers");
+  // A handle serves and appends (through its upcasters); the admin's own store beside it reads
+  // stored events as they are (verify, export).
+  auto resolved = store::resolve(store, false, "HTTP servers");
   if (!resolved) return std::move(resolved).error();
   std::shared_ptr<event_store> reader = std::move(resolved->handle);
   std::string store_uri = reader ? resolved->where.uri() : store.uri();
   auto admin = open_admin(store_uri, false);
   if (!admin) return std::move(admin).error();
-  if (!reader && options.upcast) {
-    // The admin's store reads stored events as they are; events served go through these.
-    sqlite_options so;
-    so.read_only = true;
-    so.create_if_missing = false;
-    so.upcast = options.upcast;
-    auto s = open_store(store_uri, so);
-    if (!s) return std::move(s).error();
-    reader = std::move(s).value();
-  }
   return std::unique_ptr<http_server>(std::make_unique<http_detail::server_impl>(
       store_uri, std::move(options), std::move(admin).value(), std::move(reader)));
 }

@@ -136,7 +136,7 @@ class server_impl final : public http_server {
   http_options o_;
   std::unique_ptr<store_admin> admin_;
   std::mutex admin_mu_;
-  std::shared_ptr<event_store> reader_;  // with the upcasters, when there are some
+  std::shared_ptr<event_store> reader_;  // the handle given (its upcasters); null for a URI
   std::unique_ptr<subscription_admin> subs_;
   std::mutex subs_mu_;
   bool subs_failed_ = false;

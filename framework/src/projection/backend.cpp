@@ -65,7 +65,6 @@ result<std::shared_ptr<event_store>> open_for_component(const store::location& w
   sqlite_options so;
   so.busy_timeout_ms = o.busy_timeout_ms;
   so.create_if_missing = false;
-  so.upcast = o.upcast;
   so.read_only = o.read_only;
   auto s = store::open_at(where, std::move(so), 2);
   if (!s) return std::move(s).error();
@@ -77,7 +76,7 @@ result<std::shared_ptr<event_store>> open_for_component(const store::location& w
 result<backend> open_backend(const store_ref& ref, const backend_options& o,
                              std::string_view what) {
   backend b;
-  auto resolved = store::resolve(ref, o.upcast, !o.read_only, what);
+  auto resolved = store::resolve(ref, !o.read_only, what);
   if (!resolved) return std::move(resolved).error();
   b.where = std::move(resolved->where);
   if (!o.sql_only) {

@@ -51,7 +51,7 @@ std::function<void(const rebuild_progress&)> progress_printer(std::string name) 
 
 void add_projection_commands(CLI::App& app, const std::string& store_path,
                              std::function<projection_list()> projections, int& exit_code_out,
-                             runner_options options) {
+                             runner_options options, sqlite_options store) {
   auto* cmd = app.add_subcommand("projections", "Inspect, rebuild and repair projections");
   cmd->require_subcommand(1);
   struct args {
@@ -60,9 +60,16 @@ void add_projection_commands(CLI::App& app, const std::string& store_path,
     bool verify = false;
   };
   auto a = std::make_shared<args>();
-  auto with_runner = [&store_path, projections, &exit_code_out, options = std::move(options)](
-                         const std::function<int(projection_runner&)>& body) {
-    auto runner = projection_runner::open(store_path, projections(), options);
+  store.create_if_missing = false;
+  auto with_runner = [&store_path, projections, &exit_code_out, options = std::move(options),
+                      store = std::move(store)](const std::function<int(projection_runner&)>& body) {
+    auto opened = open_store(store_path, store);
+    if (!opened) {
+      exit_code_out = fail(opened.error());
+      return;
+    }
+    auto runner = projection_runner::open(std::shared_ptr<event_store>(std::move(opened).value()),
+                                          projections(), options);
     if (!runner) {
       exit_code_out = fail(runner.error());
       return;

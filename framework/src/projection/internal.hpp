@@ -30,8 +30,6 @@ struct backend {
 };
 struct backend_options {
   std::int64_t busy_timeout_ms = 10000;
-  // Opening from a URI: the store's upcasters. On a handle: null or the store's own.
-  std::shared_ptr<const upcasters> upcast;
   bool reader = false;
   bool sql_only = false;  // only the writer connection: no store, no coordination (URI only)
   bool coordination = true;  // false: no coordination (admins, which run no consumer)

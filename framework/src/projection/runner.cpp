@@ -1103,7 +1103,6 @@ result<std::unique_ptr<projection_runner>> projection_runner::open(store_ref sto
   if (auto r = check_runner(projections, options); !r) return r.error();
   detail::backend_options bo;
   bo.busy_timeout_ms = options.busy_timeout_ms;
-  bo.upcast = options.upcast;
   bo.reader = true;
   auto b = detail::open_backend(store, bo, "projections");
   if (!b) return std::move(b).error();

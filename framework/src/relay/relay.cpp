@@ -385,7 +385,6 @@ result<std::unique_ptr<relay>> relay::open(store_ref store, std::string name,
   so.lease = p->opts.lease;
   so.poll_interval = p->opts.poll_interval;
   so.start_at_end = p->opts.start_at_end;
-  so.upcast = p->opts.upcast;
   so.log = p->log;
   impl* self = p.get();
   auto sub = subscription::open(

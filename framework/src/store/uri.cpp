@@ -31,9 +31,8 @@ const opened_store* opened(const event_store& s) noexcept {
   return dynamic_cast<const opened_store*>(&s);
 }
 
-result<const opened_store*> for_component(const event_store& s,
-                                          const std::shared_ptr<const upcasters>& component_upcast,
-                                          bool writes, std::string_view what) {
+result<const opened_store*> for_component(const event_store& s, bool writes,
+                                          std::string_view what) {
   const auto* o = opened(s);
   if (!o) {
     return error(errc::invalid_argument,
@@ -41,13 +40,6 @@ result<const opened_store*> for_component(const event_store& s,
                              "open_sqlite_store / open_postgres_store): their bookkeeping lives "
                              "in its database, which a store double does not have "
                              "(store_ref::adopt gives it one)",
-                             what));
-  }
-  if (component_upcast && component_upcast != o->upcast()) {
-    return error(errc::invalid_argument,
-                 fmt::format("{} on a store handle read through the store's upcasters: set "
-                             "them once, in the store's options (sqlite_options::upcast), not "
-                             "in the component's",
                              what));
   }
   if (writes && o->read_only()) {
@@ -59,12 +51,10 @@ result<const opened_store*> for_component(const event_store& s,
   return o;
 }
 
-result<component_store> resolve(const store_ref& ref,
-                                const std::shared_ptr<const upcasters>& component_upcast,
-                                bool writes, std::string_view what) {
+result<component_store> resolve(const store_ref& ref, bool writes, std::string_view what) {
   component_store out;
   if (ref.handle() && !ref.adopted()) {
-    auto o = for_component(*ref.handle(), component_upcast, writes, what);
+    auto o = for_component(*ref.handle(), writes, what);
     if (!o) return std::move(o).error();
     out.where = (*o)->where();
     out.handle = ref.handle();
@@ -74,12 +64,6 @@ result<component_store> resolve(const store_ref& ref,
     if (!ref.handle()) {
       return error(errc::invalid_argument,
                    fmt::format("{}: store_ref::adopt was given no store", what));
-    }
-    if (component_upcast) {
-      return error(errc::invalid_argument,
-                   fmt::format("{} on an adopted store read events as the store gives them: "
-                               "upcast inside it, not in the component's options",
-                               what));
     }
     out.handle = ref.handle();
   }

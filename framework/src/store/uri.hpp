@@ -42,30 +42,24 @@ class opened_store {
   // The database, for the connections a component opens beside the store's own.
   virtual const location& where() const noexcept = 0;
   virtual bool read_only() const noexcept = 0;
-  // The upcasters every read from the store applies (null: none).
-  virtual const std::shared_ptr<const upcasters>& upcast() const noexcept = 0;
 };
 
 // `s` as a store Annals opened, or null for a double.
 const opened_store* opened(const event_store& s) noexcept;
 
 // `s` checked for a component (`what`, plural: "projections") built on it: invalid_argument for
-// a double or for upcasters other than the store's (`component_upcast`, null: none given),
-// read_only when the component `writes` and the store was opened read-only.
-result<const opened_store*> for_component(const event_store& s,
-                                          const std::shared_ptr<const upcasters>& component_upcast,
-                                          bool writes, std::string_view what);
+// a double, read_only when the component `writes` and the store was opened read-only.
+result<const opened_store*> for_component(const event_store& s, bool writes,
+                                          std::string_view what);
 
 // The store a component (`what`, plural) is built on, resolved from its store_ref: the
 // database, and the handle it reads through (null when given a URI: the component opens its
-// own). An adopted double must come with a store and take no upcasters of the component's
-// (invalid_argument); a handle is checked by for_component. Parses the URI otherwise.
+// own). An adopted double must come with a store (invalid_argument); a handle is checked by
+// for_component. Parses the URI otherwise.
 struct component_store {
   location where;
   std::shared_ptr<event_store> handle;
 };
-result<component_store> resolve(const store_ref& ref,
-                                const std::shared_ptr<const upcasters>& component_upcast,
-                                bool writes, std::string_view what);
+result<component_store> resolve(const store_ref& ref, bool writes, std::string_view what);
 
 }  // namespace annals::store

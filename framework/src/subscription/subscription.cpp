@@ -672,7 +672,6 @@ result<std::unique_ptr<subscription>> open_impl(const store_ref& store, std::str
   }
   detail::backend_options bo;
   bo.busy_timeout_ms = o.busy_timeout_ms;
-  bo.upcast = o.upcast;
   auto b = detail::open_backend(store, bo, "subscriptions");
   if (!b) return std::move(b).error();
   std::string uri = b->where.uri();  // for the connections opened later (status, lease keeper)

@@ -731,9 +731,6 @@ class pg_store final : public event_store, public store::opened_store {
 
   const store::location& where() const noexcept override { return where_; }
   bool read_only() const noexcept override { return options_.read_only; }
-  const std::shared_ptr<const upcasters>& upcast() const noexcept override {
-    return options_.upcast;
-  }
   const std::shared_ptr<store::commit_signal>& commits() const noexcept override {
     return commits_;
   }
