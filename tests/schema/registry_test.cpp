@@ -7,7 +7,9 @@
 #include "store/backends.hpp"
 #include "support/support.hpp"
 
+#include <annals/admin.hpp>
 #include <annals/schema.hpp>
+#include <annals/sql_database.hpp>
 
 #include <doctest/doctest.h>
 #include <sqlite3.h>
@@ -110,6 +112,53 @@ TEST_CASE_TEMPLATE("a registered type round-trips through the store", B, ANNALS_
   CHECK(parsed.file(0).name() == "t.proto");
   CHECK(schemas(*store, "t.G").empty());
   CHECK(schemas(*store).size() == 1);
+}
+
+TEST_CASE_TEMPLATE("a stored schema row with an unknown compatibility mode is corruption, not a guess", B, ANNALS_STORE_BACKENDS) {
+  B backend;
+  auto store = backend.open();
+  auto pool = build(version_set(1));
+  register_ok(*store, *pool, {"t.E"}, compatibility::full);
+  {
+    auto db = sql_database::open(backend.uri());
+    REQUIRE_MESSAGE(db.ok(), describe(db));
+    auto w = (*db)->write([](sql_tx& tx) -> result<void> {
+      auto n = tx.exec("UPDATE annals_schemas SET compatibility = ?1", {"sideways"});
+      if (!n) return n.error();
+      return {};
+    });
+    REQUIRE_MESSAGE(w.ok(), describe(w));
+  }
+  // The store's readers and a registration (which reads the stored versions first) stop.
+  auto read = store->read_schemas("t.E");
+  REQUIRE_FALSE(read.ok());
+  CHECK(read.error().kind() == errc::corruption);
+  CHECK_MESSAGE(read.error().message().find("'sideways'") != std::string::npos,
+                read.error().message());
+  auto pool2 = build(version_set(2));
+  auto again = register_event_types(*store, {{pool2->find("t.E"), compatibility::backward}});
+  REQUIRE_FALSE(again.ok());
+  CHECK(again.error().kind() == errc::corruption);
+  {  // nothing written: still the one row
+    auto db = sql_database::open(backend.uri());
+    REQUIRE_MESSAGE(db.ok(), describe(db));
+    std::int64_t rows = -1;
+    auto r = (*db)->write([&](sql_tx& tx) -> result<void> {
+      auto q = tx.query("SELECT count(*) FROM annals_schemas", {}, [&](const sql_row& row) {
+        rows = row.int64(0);
+        return true;
+      });
+      if (!q) return q.error();
+      return {};
+    });
+    REQUIRE_MESSAGE(r.ok(), describe(r));
+    CHECK(rows == 1);
+  }
+  // The admin's verify reads on, to report what else it finds.
+  auto admin = open_admin(backend.uri());
+  REQUIRE_MESSAGE(admin.ok(), describe(admin));
+  auto problems = (*admin)->verify([](const store_problem&) {});
+  CHECK_MESSAGE(problems.ok(), describe(problems));
 }
 
 TEST_CASE("descriptor_set_of lists dependencies first, deterministically") {

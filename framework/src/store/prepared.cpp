@@ -1,8 +1,10 @@
 #include "store/prepared.hpp"
+#include "db/sql_connection.hpp"
 #include "store/uri.hpp"
 
 #include "annals/v1/envelope.pb.h"
 
+#include <annals/schema.hpp>
 #include <annals/upcaster.hpp>
 
 #include <google/protobuf/io/coded_stream.h>
@@ -569,6 +571,70 @@ result<std::vector<registered_type>> resolve_registration(
       t.added = true;
     }
     out.push_back(std::move(t));
+  }
+  return out;
+}
+
+result<void> read_schema_rows(detail::sql_connection& c, std::string_view type,
+                              std::vector<stored_schema>& out, bool lenient) {
+  static const std::string all =
+      "SELECT type, version, compatibility, fingerprint, descriptor_set, registered_at "
+      "FROM annals_schemas";
+  static const std::string of_type = all + " WHERE type = ?1 ORDER BY version";
+  static const std::string ordered = all + " ORDER BY type, version";
+  const sql_value param(type);
+  result<void> failed;
+  auto r = c.query(type.empty() ? ordered : of_type, &param, type.empty() ? 0 : 1,
+                   [&](const sql_row& row) {
+    stored_schema& s = out.emplace_back();
+    s.type = row.text(0);
+    s.version = static_cast<std::int32_t>(row.int64(1));
+    auto mode = parse_compatibility(row.text_view(2));
+    if (!mode && !lenient) {
+      failed = error(errc::corruption,
+                     fmt::format("stored schema {} version {} has an unknown compatibility mode "
+                                 "'{}'",
+                                 s.type, s.version, row.text_view(2)));
+      return false;
+    }
+    s.mode = mode ? *mode : compatibility::backward;
+    s.fingerprint = row.text(3);
+    s.descriptor_set = std::move(row.bytes(4).bytes);
+    s.registered_at_us = row.int64(5);
+    return true;
+  });
+  if (!r) return error(r.error().kind(), "cannot read the schema registry: " + r.error().message());
+  return failed;
+}
+
+result<std::vector<registered_type>> register_schema_rows(
+    detail::sql_connection& c, const std::vector<schema_candidate>& candidates,
+    const schema_check_fn& check, std::int64_t now, bool& wrote) {
+  wrote = false;
+  std::vector<stored_schema> stored;
+  for (const auto& cand : candidates) {
+    if (auto r = read_schema_rows(c, cand.type, stored); !r) return r.error();
+  }
+  if (check) {
+    if (auto r = check(stored); !r) return r.error();
+  }
+  auto out = resolve_registration(candidates, stored);
+  if (!out) return out;
+  for (std::size_t i = 0; i < candidates.size(); ++i) {
+    if (!(*out)[i].added) continue;
+    const auto& cand = candidates[i];
+    const auto mode = to_string(cand.mode);
+    const sql_value values[] = {cand.type, std::int64_t{(*out)[i].version}, mode,
+                                cand.fingerprint, sql_value::blob_ref{cand.descriptor_set},
+                                now};
+    auto r = c.run("INSERT INTO annals_schemas(type, version, compatibility, fingerprint, "
+                   "descriptor_set, registered_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                   values, std::size(values));
+    if (!r) {
+      return error(r.error().kind(),
+                   fmt::format("cannot register schema {}: {}", cand.type, r.error().message()));
+    }
+    wrote = true;
   }
   return out;
 }

@@ -17,6 +17,10 @@
 #include <string_view>
 #include <vector>
 
+namespace annals::detail {
+class sql_connection;  // db/sql_connection.hpp
+}
+
 namespace annals::store {
 
 using uuid_bytes = std::array<unsigned char, 16>;
@@ -104,6 +108,20 @@ result<bool> upcast_wanted(const upcasters* upcast, recorded_event& ev,
 result<void> check_schema_candidates(const std::vector<schema_candidate>& candidates);
 result<std::vector<registered_type>> resolve_registration(
     const std::vector<schema_candidate>& candidates, const std::vector<stored_schema>& stored);
+
+// The registry's rows (annals_schemas), the same SQL on every backend through the database
+// layer. read_schema_rows appends the stored schemas of `type` by version, or of every type
+// (by type, then version) when `type` is empty; an unknown compatibility mode is corruption,
+// or read as backward when `lenient` (the admin's readers, which report what they can).
+result<void> read_schema_rows(detail::sql_connection& c, std::string_view type,
+                              std::vector<stored_schema>& out, bool lenient = false);
+// register_schemas() inside the caller's write transaction, the store's write lock held (so
+// every registration committed before is read): reads the candidates' stored versions, runs
+// `check` on them, resolves, and inserts the new descriptors stamped `now`. `wrote` says
+// whether anything was inserted (when not, the caller rolls back).
+result<std::vector<registered_type>> register_schema_rows(
+    detail::sql_connection& c, const std::vector<schema_candidate>& candidates,
+    const schema_check_fn& check, std::int64_t now, bool& wrote);
 
 // The versions a store object stamps on appends: registrations publish a new immutable map,
 // appends take the current one without waiting for a registration. Callers serialize publish().

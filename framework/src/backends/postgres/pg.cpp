@@ -1,6 +1,5 @@
 #include "backends/postgres/pg.hpp"
 
-#include <annals/schema.hpp>
 
 #include <fmt/format.h>
 
@@ -239,38 +238,6 @@ result<bool> has_table(connection& c, const char* table) {
                   false);
   if (!r) return std::move(r).error();
   return get_int8(r->get(), 0, 0) != 0;
-}
-
-result<void> read_schema_rows(connection& c, std::string_view type,
-                              std::vector<stored_schema>& out) {
-  static const std::string all =
-      "SELECT type, version::int8, compatibility, fingerprint, descriptor_set, registered_at "
-      "FROM annals_schemas";
-  static const std::string of_type = all + " WHERE type = $1 ORDER BY version";
-  static const std::string ordered = all + " ORDER BY type, version";
-  params q;
-  if (!type.empty()) q.add_text(type);
-  auto r = c.exec("cannot read the schema registry", type.empty() ? ordered : of_type, q);
-  if (!r) return std::move(r).error();
-  for (int row = 0; row < PQntuples(r->get()); ++row) {
-    stored_schema s;
-    s.type.assign(get_bytes(r->get(), row, 0));
-    s.version = static_cast<std::int32_t>(get_int8(r->get(), row, 1));
-    auto mode_text = get_bytes(r->get(), row, 2);
-    auto mode = parse_compatibility(mode_text);
-    if (!mode) {
-      return error(errc::corruption,
-                   fmt::format("stored schema {} version {} has an unknown compatibility mode "
-                               "'{}'",
-                               s.type, s.version, mode_text));
-    }
-    s.mode = mode.value();
-    s.fingerprint.assign(get_bytes(r->get(), row, 3));
-    s.descriptor_set.assign(get_bytes(r->get(), row, 4));
-    s.registered_at_us = get_int8(r->get(), row, 5);
-    out.push_back(std::move(s));
-  }
-  return {};
 }
 
 std::string identity(PGconn* c) {

@@ -137,9 +137,5 @@ inline constexpr std::int64_t write_lock_key = 0x414E4E4C00000001LL;
 std::string identity(PGconn* c);
 
 result<bool> has_table(connection& c, const char* table);
-// Appends the rows of annals_schemas to `out`, in (type, version) order; only those of `type`
-// when it is not empty. An unknown compatibility mode is corruption.
-result<void> read_schema_rows(connection& c, std::string_view type,
-                              std::vector<stored_schema>& out);
 
 }  // namespace annals::pg

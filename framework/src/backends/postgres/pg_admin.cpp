@@ -27,6 +27,7 @@
 #include "admin/queries.hpp"
 #include "db/transaction.hpp"
 #include "backends/postgres/pg.hpp"
+#include "backends/postgres/pg_sql.hpp"
 #include "store/checksum.hpp"
 #include "store/prepared.hpp"
 
@@ -119,7 +120,8 @@ result<std::vector<stored_schema>> read_schemas(connection& c) {
   auto exists = pg::has_table(c, "annals_schemas");
   if (!exists) return std::move(exists).error();
   if (*exists) {
-    if (auto r = pg::read_schema_rows(c, {}, out); !r) return r.error();
+    pg::sql_conn conn(&c);
+    if (auto r = store::read_schema_rows(conn, {}, out, true); !r) return r.error();
   }
   return out;
 }

@@ -48,9 +48,8 @@ namespace annals {
 namespace {
 
 using pg::connection;
-using pg::has_table;  // shared with the admin (pg.hpp), as read_schema_rows
+using pg::has_table;  // shared with the admin (pg.hpp)
 using pg::params;
-using pg::read_schema_rows;
 using store::prepared_event;
 
 constexpr std::int64_t format_version = 3;
@@ -507,7 +506,8 @@ class pg_store final : public event_store, public store::opened_store {
     if (!checked_out) return std::move(checked_out).error();
     lease l(*this, std::move(checked_out).value());
     // No lock: a registration in progress holds the write lock and calls this from its check.
-    if (auto r = read_schema_rows(*l.conn, type, out); !r) return r.error();
+    pg::sql_conn conn(l.conn.get());
+    if (auto r = store::read_schema_rows(conn, type, out); !r) return r.error();
     return out;
   }
 
@@ -571,36 +571,16 @@ class pg_store final : public event_store, public store::opened_store {
                                                       const schema_check_fn& check) {
     auto tx = begin_write(c);
     if (!tx) return tx.error();
-    // Read after the lock: every registration that committed before is seen.
-    std::vector<stored_schema> stored;
-    for (const auto& cand : candidates) {
-      if (auto r = read_schema_rows(c, cand.type, stored); !r) return r.error();
-    }
-    if (check) {
-      if (auto r = check(stored); !r) return r.error();  // rolled back
-    }
-    std::int64_t now = options_.clock ? options_.clock() : store::system_clock_us();
-    auto resolved = store::resolve_registration(candidates, stored);
-    if (!resolved) return std::move(resolved).error();
-    std::vector<registered_type> out = std::move(resolved).value();
+    pg::sql_conn conn(&c);
     bool wrote = false;
-    for (std::size_t i = 0; i < candidates.size(); ++i) {
-      if (!out[i].added) continue;
-      const auto& cand = candidates[i];
-      params q;
-      q.add_text(cand.type).add_int4(out[i].version).add_text(to_string(cand.mode));
-      q.add_text(cand.fingerprint).add_bytea(cand.descriptor_set).add_int8(now);
-      auto r = c.exec(fmt::format("cannot register schema {}", cand.type),
-                      "INSERT INTO annals_schemas(type, version, compatibility, fingerprint, "
-                      "descriptor_set, registered_at) VALUES ($1, $2, $3, $4, $5, $6)",
-                      q);
-      if (!r) return std::move(r).error();
-      wrote = true;
-    }
+    auto out = store::register_schema_rows(
+        conn, candidates, check, options_.clock ? options_.clock() : store::system_clock_us(),
+        wrote);
+    if (!out) return out;  // rolled back
     if (wrote) {
       if (auto r = tx->commit("cannot commit the schema registration"); !r) return r.error();
     }  // else nothing written: rolled back
-    stamps_.publish(out);
+    stamps_.publish(*out);
     return out;
   }
 

@@ -10,6 +10,7 @@
 #include "db/transaction.hpp"
 #include "store/checksum.hpp"
 #include "store/prepared.hpp"
+#include "backends/sqlite/sql_connection.hpp"
 #include "backends/sqlite/sqlite.hpp"
 
 #include <fmt/format.h>
@@ -84,21 +85,8 @@ result<std::vector<stored_schema>> read_schema_rows(sqlite3* db) {
   auto exists = has_table(db, "annals_schemas");
   if (!exists) return std::move(exists).error();
   if (!*exists) return out;
-  auto st = prepare(db,
-                    "SELECT type, version, compatibility, fingerprint, descriptor_set, "
-                    "registered_at FROM annals_schemas ORDER BY type, version");
-  if (!st) return std::move(st).error();
-  auto r = each_row(db, *st, "cannot read schemas", [&](statement& s) {
-    stored_schema& x = out.emplace_back();
-    x.type = s.column_text(0);
-    x.version = static_cast<std::int32_t>(s.column_int64(1));
-    auto mode = parse_compatibility(s.column_text(2));
-    x.mode = mode ? *mode : compatibility::backward;
-    x.fingerprint = s.column_text(3);
-    x.descriptor_set = s.column_blob(4);
-    x.registered_at_us = s.column_int64(5);
-  });
-  if (!r) return r.error();
+  detail::sqlite_sql_connection conn(db);
+  if (auto r = store::read_schema_rows(conn, {}, out, true); !r) return r.error();
   return out;
 }
 

@@ -26,7 +26,6 @@
 #include "store/uri.hpp"
 
 #include <annals/fault.hpp>
-#include <annals/schema.hpp>
 #include <annals/upcaster.hpp>
 
 #include <fmt/format.h>
@@ -108,11 +107,6 @@ constexpr const char* set_format_sql = "PRAGMA user_version = 4;";
 static_assert(format_version == 4);
 static_assert(application_id == 1095650892);
 
-const std::string select_schemas_sql =
-    "SELECT type, version, compatibility, fingerprint, descriptor_set, registered_at "
-    "FROM annals_schemas";
-const std::string select_schemas_of_type_sql =
-    select_schemas_sql + " WHERE type = ?1 ORDER BY version";
 
 result<std::int64_t> query_int(sqlite3* db, const char* sql, std::string_view what) {
   auto st = statement::prepare(db, sql);
@@ -464,11 +458,8 @@ class sqlite_store final : public event_store, public store::opened_store {
     if (!has) return std::move(has).error();
     std::vector<stored_schema> out;
     if (has.value() == 0) return out;
-    auto st = statement::prepare(db, type.empty() ? select_schemas_sql + " ORDER BY type, version"
-                                                  : select_schemas_of_type_sql);
-    if (!st) return std::move(st).error();
-    if (!type.empty()) st->bind(1, type);
-    if (auto rows = read_schema_rows(*st, db, out); !rows) return rows.error();
+    detail::sqlite_sql_connection conn(db);
+    if (auto rows = store::read_schema_rows(conn, type, out); !rows) return rows.error();
     return out;
   }
 
@@ -504,80 +495,23 @@ class sqlite_store final : public event_store, public store::opened_store {
     sqlite_store& store;
   };
 
-  static result<void> read_schema_rows(statement& st, sqlite3* db,
-                                       std::vector<stored_schema>& out) {
-    reset_guard g(st);
-    int rc;
-    while ((rc = st.step()) == SQLITE_ROW) {
-      stored_schema s;
-      s.type.assign(st.column_text(0));
-      s.version = static_cast<std::int32_t>(st.column_int64(1));
-      auto mode = parse_compatibility(st.column_text(2));
-      if (!mode) {
-        return error(errc::corruption,
-                     fmt::format("stored schema {} version {} has an unknown compatibility "
-                                 "mode '{}'",
-                                 s.type, s.version, st.column_text(2)));
-      }
-      s.mode = mode.value();
-      s.fingerprint.assign(st.column_text(3));
-      s.descriptor_set.assign(st.column_blob(4));
-      s.registered_at_us = st.column_int64(5);
-      out.push_back(std::move(s));
-    }
-    if (rc != SQLITE_DONE) return sqlite::make_error(rc, "cannot read the schema registry", db);
-    return {};
-  }
-
   // register_schemas() once it holds the leadership: one BEGIN IMMEDIATE transaction.
   result<std::vector<registered_type>> register_as_leader(
       const std::vector<schema_candidate>& candidates, const schema_check_fn& check) {
-    sqlite3* db = writer_.get();
     auto tx = db::transaction<connection>::begin(writer_, db::begin_sqlite_write,
                                                  "cannot start a write transaction");
     if (!tx) return tx.error();
-    std::vector<stored_schema> stored;
-    {
-      auto st = statement::prepare(db, select_schemas_of_type_sql);
-      if (!st) return std::move(st).error();
-      for (const auto& c : candidates) {
-        st->bind(1, c.type);
-        if (auto rows = read_schema_rows(*st, db, stored); !rows) return rows.error();
-      }
-    }
-    if (check) {
-      if (auto r = check(stored); !r) return r.error();  // rolled back
-    }
-    auto insert = statement::prepare(
-        db,
-        "INSERT INTO annals_schemas(type, version, compatibility, fingerprint, descriptor_set, "
-        "registered_at) VALUES(?1, ?2, ?3, ?4, ?5, ?6)");
-    if (!insert) return std::move(insert).error();
-    std::int64_t now = options_.clock ? options_.clock() : store::system_clock_us();
-    auto resolved = store::resolve_registration(candidates, stored);
-    if (!resolved) return std::move(resolved).error();
-    std::vector<registered_type> out = std::move(resolved).value();
+    detail::sqlite_sql_connection conn(writer_.get());
     bool wrote = false;
-    for (std::size_t i = 0; i < candidates.size(); ++i) {
-      if (!out[i].added) continue;
-      const auto& c = candidates[i];
-      reset_guard g(*insert);
-      insert->bind(1, c.type);
-      insert->bind(2, std::int64_t{out[i].version});
-      insert->bind(3, to_string(c.mode));
-      insert->bind(4, c.fingerprint);
-      insert->bind(5, statement::blob{c.descriptor_set.data(), c.descriptor_set.size()});
-      insert->bind(6, now);
-      if (int rc = insert->step(); rc != SQLITE_DONE) {
-        return sqlite::make_error(rc, fmt::format("cannot register schema {}", c.type), db);
-      }
-      wrote = true;
-    }
+    auto out = store::register_schema_rows(
+        conn, candidates, check, options_.clock ? options_.clock() : store::system_clock_us(),
+        wrote);
+    if (!out) return out;  // rolled back
     if (wrote) {
       if (auto r = tx->commit("cannot commit the schema registration"); !r) return r.error();
     }  // else nothing written: rolled back
     // Still the leader: two registrations of this store object publish in order.
-    stamps_.publish(out);
+    stamps_.publish(*out);
     return out;
   }
 
