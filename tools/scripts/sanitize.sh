@@ -7,6 +7,8 @@
 #
 #   ANNALS_FUZZ_SECONDS  seconds per fuzz target (default 15)
 
+declare -F phase >/dev/null || phase() { echo "test: [${SECONDS}s] $*" >&2; }
+
 sanitizer_packages=(clang libclang-rt-14-dev)
 sanitizer_missing=()
 for p in "${sanitizer_packages[@]}"; do
@@ -34,9 +36,11 @@ echo "test: AddressSanitizer + UndefinedBehaviorSanitizer build ($ASAN_DIR)" >&2
 CC=clang CXX=clang++ cmake -S "$ROOT" -B "$ASAN_DIR" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DANNALS_TEST_POSTGRES=ON -DANNALS_FUZZ=ON -DANNALS_SANITIZE=address,undefined >/dev/null
 cmake --build "$ASAN_DIR" -j"$jobs"
+phase "ASan+UBSan tree built"
 export ASAN_OPTIONS="abort_on_error=1:detect_leaks=1"
 export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
 (cd "$ASAN_DIR" && ctest -j"$jobs" --timeout 900 --output-on-failure -E '^package\.')
+phase "ASan+UBSan suite passed"
 
 # Every fuzz target for a short while, from a scratch copy of its seed corpus; as many at once
 # as there are cores (each fuzzer is one process on one core).
@@ -70,6 +74,7 @@ for ((i = 0; i < ${#fuzz_targets[@]}; i += jobs)); do
   done
 done
 rm -rf "$fuzz_scratch"
+phase "fuzzed"
 
 # TSan: the suites whose code runs threads (stores' concurrent appends, subscriptions and their
 # lease keeper, projection runners, the HTTP server and its SSE writer, the relay).
@@ -78,6 +83,7 @@ CC=clang CXX=clang++ cmake -S "$ROOT" -B "$TSAN_DIR" -DCMAKE_BUILD_TYPE=RelWithD
   -DANNALS_TEST_POSTGRES=ON -DANNALS_SANITIZE=thread >/dev/null
 cmake --build "$TSAN_DIR" -j"$jobs" --target store_tests subscription_tests subscription_pg_tests \
   projection_tests projection_pg_tests http_tests http_pg_tests relay_tests bank annals_tool
+phase "TSan tree built"
 export TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 suppressions=$ROOT/tools/scripts/tsan.supp"
 (cd "$TSAN_DIR" && ctest -j"$jobs" --timeout 900 --output-on-failure \
   -R '^(store|subscription|subscription_postgres|projection|projection_postgres|http|http_postgres|relay)\.')

@@ -8,7 +8,10 @@
 # the tests check behaviour, not the disk (nothing here survives the run anyway). Likewise a
 # throwaway NATS server with JetStream (nats_server.sh) for the relay suite.
 set -euo pipefail
+# Each phase's end, in seconds since the start (where CI's time goes).
+phase() { echo "test: [${SECONDS}s] $*" >&2; }
 source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
+phase "installed and built"
 
 source "$(dirname "${BASH_SOURCE[0]}")/pg_server.sh"
 pg_server_start test -c fsync=off -c max_connections=300
@@ -28,9 +31,11 @@ export ANNALS_REQUIRE_BROWSER=1
 if [ "$(id -u)" -eq 0 ]; then export ANNALS_REQUIRE_ROOT_TESTS=1; fi
 
 (cd "$BUILD_DIR" && ctest -j"$(nproc)" --timeout 600 --output-on-failure "$@")
+phase "main suite passed"
 
 # Then the sanitizer and fuzzing runs (tools/scripts/sanitize.sh); ANNALS_SANITIZERS=0 skips
 # them for a quick local run.
 if [ "${ANNALS_SANITIZERS:-1}" != 0 ]; then
   source "$(dirname "${BASH_SOURCE[0]}")/sanitize.sh"
+  phase "sanitizer suites passed"
 fi
