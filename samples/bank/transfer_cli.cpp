@@ -18,8 +18,8 @@ namespace bank::cli {
 namespace {
 
 // Transfers need accounts, so a store that is not there is a mistake (a mistyped path), never
-// created here.
-annals::result<std::unique_ptr<annals::event_store>> open_existing(const std::string& db) {
+// created here. Shared: the saga is built on the same handle (its reads, its upcasters).
+annals::result<std::shared_ptr<annals::event_store>> open_existing(const std::string& db) {
   auto options = store_options();
   options.create_if_missing = false;
   auto store = bank::open_store(db, options);
@@ -28,7 +28,8 @@ annals::result<std::unique_ptr<annals::event_store>> open_existing(const std::st
         annals::errc::invalid_argument,
         fmt::format("there is no store at '{}' (the first 'open' creates it)", db));
   }
-  return store;
+  if (!store) return std::move(store).error();
+  return std::shared_ptr<annals::event_store>(std::move(store).value());
 }
 
 std::string describe(const transfer& t) {
@@ -79,7 +80,7 @@ int request_transfer(const std::string& db, int max_retries, transfer_args a) {
 
   annals::command_options base;
   base.max_retries = max_retries;
-  auto saga = open_transfer_saga(db, **store, transfer_saga_options(), base);
+  auto saga = open_transfer_saga(*store, **store, transfer_saga_options(), base);
   if (!saga) return report(saga.error());
   const auto deadline = std::chrono::steady_clock::now() +
                         std::chrono::milliseconds(static_cast<std::int64_t>(a.timeout_s * 1000));
@@ -165,7 +166,7 @@ int run_saga(const std::string& db, int max_retries, bool once, double lease_s) 
   options.lease = std::chrono::milliseconds(static_cast<std::int64_t>(lease_s * 1000));
   annals::command_options base;
   base.max_retries = max_retries;
-  auto saga = open_transfer_saga(db, **store, options, base);
+  auto saga = open_transfer_saga(*store, **store, options, base);
   if (!saga) return report(saga.error());
   if (once) {
     // Every step pending now, and the steps they lead to (a step appends the event that

@@ -154,11 +154,21 @@ TEST_CASE_TEMPLATE("a stored schema row with an unknown compatibility mode is co
     REQUIRE_MESSAGE(r.ok(), describe(r));
     CHECK(rows == 1);
   }
-  // The admin's verify reads on, to report what else it finds.
+  // verify reports it as a problem and reads on; export refuses rather than guess a mode.
   auto admin = open_admin(backend.uri());
   REQUIRE_MESSAGE(admin.ok(), describe(admin));
-  auto problems = (*admin)->verify([](const store_problem&) {});
-  CHECK_MESSAGE(problems.ok(), describe(problems));
+  std::vector<store_problem> found;
+  auto problems = (*admin)->verify([&](const store_problem& p) { found.push_back(p); });
+  REQUIRE_MESSAGE(problems.ok(), describe(problems));
+  CHECK(problems.value() == 1);
+  REQUIRE(found.size() == 1);
+  CHECK(found[0].check == "schema-mode");
+  CHECK_MESSAGE(found[0].detail.find("'sideways'") != std::string::npos, found[0].detail);
+  dump_visitor visit{[](const std::vector<stored_schema>&, std::int64_t) -> result<void> { return {}; },
+                     [](const raw_event&) -> result<void> { return {}; }};
+  auto dumped = (*admin)->dump(visit);
+  REQUIRE_FALSE(dumped.ok());
+  CHECK(dumped.error().kind() == errc::corruption);
 }
 
 TEST_CASE("descriptor_set_of lists dependencies first, deterministically") {

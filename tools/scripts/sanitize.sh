@@ -42,36 +42,42 @@ export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
 (cd "$ASAN_DIR" && ctest -j"$jobs" --timeout 900 --output-on-failure -E '^package\.')
 phase "ASan+UBSan suite passed"
 
-# Every fuzz target for a short while, from a scratch copy of its seed corpus; as many at once
-# as there are cores (each fuzzer is one process on one core).
+# Every fuzz target for a short while, from a scratch copy of its seed corpus; two at a time
+# (each fuzzer is one process on one core, with up to 2 GiB).
+#   ANNALS_FUZZ_JOBS     fuzzers at once (default: 2, or 1 on one core)
 fuzz_seconds="${ANNALS_FUZZ_SECONDS:-15}"
+fuzz_jobs="${ANNALS_FUZZ_JOBS:-$((jobs < 2 ? jobs : 2))}"
 fuzz_scratch="$(mktemp -d "${TMPDIR:-/tmp}/annals-fuzz.XXXXXX")"
-fuzz_one() {
-  local target="$1"
+for target in $(ls "$ROOT/fuzz/corpus"); do  # the seeds first: a failed copy is not a finding
   mkdir -p "$fuzz_scratch/$target"
   cp "$ROOT/fuzz/corpus/$target/"* "$fuzz_scratch/$target/"
-  "$ASAN_DIR/bin/$target" -max_total_time="$fuzz_seconds" -rss_limit_mb=2048 \
-    -artifact_prefix="$fuzz_scratch/$target-" "$fuzz_scratch/$target" \
-    >"$fuzz_scratch/$target.log" 2>&1
-}
+done
 fuzz_targets=($(ls "$ROOT/fuzz/corpus"))
-for ((i = 0; i < ${#fuzz_targets[@]}; i += jobs)); do
-  batch=("${fuzz_targets[@]:i:jobs}")
+fuzz_failed=()
+for ((i = 0; i < ${#fuzz_targets[@]}; i += fuzz_jobs)); do
+  batch=("${fuzz_targets[@]:i:fuzz_jobs}")
   pids=()
   for target in "${batch[@]}"; do
-    fuzz_one "$target" &
+    "$ASAN_DIR/bin/$target" -max_total_time="$fuzz_seconds" -rss_limit_mb=2048 \
+      -artifact_prefix="$fuzz_scratch/$target-" "$fuzz_scratch/$target" \
+      >"$fuzz_scratch/$target.log" 2>&1 &
     pids+=($!)
   done
-  for k in "${!batch[@]}"; do
+  for k in "${!batch[@]}"; do  # every fuzzer of the batch is waited for, failed or not
     target="${batch[$k]}"
-    if ! wait "${pids[$k]}"; then
-      tail -n 40 "$fuzz_scratch/$target.log" >&2
-      echo "test: $target found a crash or a broken property; the input is in $fuzz_scratch" \
-           "(see docs/fuzzing.md: keep it in fuzz/regressions/$target/)" >&2
-      exit 1
+    if wait "${pids[$k]}"; then
+      echo "test: fuzzed $target for ${fuzz_seconds}s: $(grep -Eo 'Done [0-9]+ runs' "$fuzz_scratch/$target.log" || true)" >&2
+    else
+      tail -n 40 "$fuzz_scratch/$target.log" >&2 || true
+      fuzz_failed+=("$target")
     fi
-    echo "test: fuzzed $target for ${fuzz_seconds}s: $(grep -Eo 'Done [0-9]+ runs' "$fuzz_scratch/$target.log")" >&2
   done
+  if ((${#fuzz_failed[@]})); then
+    echo "test: ${fuzz_failed[*]} found a crash or a broken property; the input is in" \
+         "$fuzz_scratch as TARGET-crash-* (see docs/fuzzing.md: keep it in" \
+         "fuzz/regressions/TARGET/)" >&2
+    exit 1
+  fi
 done
 rm -rf "$fuzz_scratch"
 phase "fuzzed"

@@ -31,7 +31,8 @@ namespace annals {
 // `store_path` and `exit_code` are referenced, not copied: they must outlive app.parse().
 // `projections` is called when a command runs. `options` are those of every runner the
 // commands open; `store` the options the store at `store_path` is opened with (give the
-// application's upcasters here, as to its own open_store; it is never created: not_found).
+// application's upcasters here, as to its own open_store; its busy_timeout_ms is the store
+// connections' wait; the store is never created: not_found).
 void add_projection_commands(CLI::App& app, const std::string& store_path,
                              std::function<projection_list()> projections, int& exit_code,
                              runner_options options = {}, sqlite_options store = {});

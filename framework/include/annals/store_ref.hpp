@@ -45,8 +45,7 @@ class store_ref {
   // events through `events`, and keeps its own tables (checkpoints, read models, parked
   // events) in the existing database at `database_uri` (a path, sqlite:PATH or
   // postgresql://...; often the file the double wraps). Nothing wakes the component on
-  // appends: it polls (poll_interval). Upcasters are the double's business: a component given
-  // its own is invalid_argument.
+  // appends: it polls (poll_interval). Upcasters are the double's business.
   static store_ref adopt(std::shared_ptr<event_store> events, std::string database_uri) {
     store_ref r(std::move(events));
     r.uri_ = std::move(database_uri);

@@ -576,7 +576,8 @@ result<std::vector<registered_type>> resolve_registration(
 }
 
 result<void> read_schema_rows(detail::sql_connection& c, std::string_view type,
-                              std::vector<stored_schema>& out, bool lenient) {
+                              std::vector<stored_schema>& out,
+                              std::vector<std::string>* unknown_modes) {
   static const std::string all =
       "SELECT type, version, compatibility, fingerprint, descriptor_set, registered_at "
       "FROM annals_schemas";
@@ -590,12 +591,14 @@ result<void> read_schema_rows(detail::sql_connection& c, std::string_view type,
     s.type = row.text(0);
     s.version = static_cast<std::int32_t>(row.int64(1));
     auto mode = parse_compatibility(row.text_view(2));
-    if (!mode && !lenient) {
-      failed = error(errc::corruption,
-                     fmt::format("stored schema {} version {} has an unknown compatibility mode "
-                                 "'{}'",
-                                 s.type, s.version, row.text_view(2)));
-      return false;
+    if (!mode) {
+      auto why = fmt::format("stored schema {} version {} has an unknown compatibility mode '{}'",
+                             s.type, s.version, row.text_view(2));
+      if (!unknown_modes) {
+        failed = error(errc::corruption, std::move(why));
+        return false;
+      }
+      unknown_modes->push_back(std::move(why));
     }
     s.mode = mode ? *mode : compatibility::backward;
     s.fingerprint = row.text(3);

@@ -111,10 +111,12 @@ result<std::vector<registered_type>> resolve_registration(
 
 // The registry's rows (annals_schemas), the same SQL on every backend through the database
 // layer. read_schema_rows appends the stored schemas of `type` by version, or of every type
-// (by type, then version) when `type` is empty; an unknown compatibility mode is corruption,
-// or read as backward when `lenient` (the admin's readers, which report what they can).
+// (by type, then version) when `type` is empty. An unknown compatibility mode is corruption;
+// given `unknown_modes` (the admin's readers, which report what they can), the row is read as
+// backward and described there ("TYPE version N has ... 'MODE'") instead.
 result<void> read_schema_rows(detail::sql_connection& c, std::string_view type,
-                              std::vector<stored_schema>& out, bool lenient = false);
+                              std::vector<stored_schema>& out,
+                              std::vector<std::string>* unknown_modes = nullptr);
 // register_schemas() inside the caller's write transaction, the store's write lock held (so
 // every registration committed before is read): reads the candidates' stored versions, runs
 // `check` on them, resolves, and inserts the new descriptors stamped `now`. `wrote` says

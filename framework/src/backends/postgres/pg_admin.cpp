@@ -115,13 +115,15 @@ result<db::transaction<connection>> snapshot_tx(connection& c) {
                                             "cannot start a read transaction");
 }
 
-result<std::vector<stored_schema>> read_schemas(connection& c) {
+// Unknown compatibility modes: corruption, or described in `unknown_modes` (verify).
+result<std::vector<stored_schema>> read_schemas(connection& c,
+                                                std::vector<std::string>* unknown_modes = nullptr) {
   std::vector<stored_schema> out;
   auto exists = pg::has_table(c, "annals_schemas");
   if (!exists) return std::move(exists).error();
   if (*exists) {
     pg::sql_conn conn(&c);
-    if (auto r = store::read_schema_rows(conn, {}, out, true); !r) return r.error();
+    if (auto r = store::read_schema_rows(conn, {}, out, unknown_modes); !r) return r.error();
   }
   return out;
 }
@@ -329,10 +331,12 @@ class pg_admin final : public store_admin {
                               const upcasters* upcast) override {
     auto tx = snapshot_tx(c_);
     if (!tx) return tx.error();
-    auto schemas = read_schemas(c_);
+    std::vector<std::string> unknown_modes;
+    auto schemas = read_schemas(c_, &unknown_modes);
     if (!schemas) return std::move(schemas).error();
     admin_detail::store_verifier v(std::move(schemas).value(), upcast, report,
                                    pg_checksum_format);
+    for (auto& m : unknown_modes) v.problem(0, "schema-mode", std::move(m));
     if (auto r = check_integrity(v); !r) return r.error();
 
     // A read-only store of format 1 has no checksum column: every row is unchecked.

@@ -4,6 +4,7 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <new>
 
 namespace annals::pg {
 
@@ -81,8 +82,16 @@ class text_row final : public detail::row_source {
   blob bytes(int c) const override {
     auto v = text_view(c);
     constexpr unsigned int bytea_oid = 17;
-    if (PQftype(r_, c) != bytea_oid || v.size() < 2 || v[0] != '\\' || v[1] != 'x') {
-      return blob{std::string(v)};
+    if (PQftype(r_, c) != bytea_oid) return blob{std::string(v)};
+    if (v.size() < 2 || v[0] != '\\' || v[1] != 'x') {
+      // The escape format (a server or role with bytea_output = escape): libpq decodes it.
+      std::size_t n = 0;
+      unsigned char* raw = PQunescapeBytea(
+          reinterpret_cast<const unsigned char*>(PQgetvalue(r_, row_, c)), &n);
+      if (!raw) throw std::bad_alloc();
+      blob out{std::string(reinterpret_cast<const char*>(raw), n)};
+      PQfreemem(raw);
+      return out;
     }
     auto nibble = [](char h) {
       return h <= '9' ? h - '0' : (h | 0x20) - 'a' + 10;

@@ -80,13 +80,15 @@ result<bool> has_table(sqlite3* db, std::string_view name) {
   return found;
 }
 
-result<std::vector<stored_schema>> read_schema_rows(sqlite3* db) {
+// Unknown compatibility modes: corruption, or described in `unknown_modes` (verify).
+result<std::vector<stored_schema>> read_schema_rows(
+    sqlite3* db, std::vector<std::string>* unknown_modes = nullptr) {
   std::vector<stored_schema> out;
   auto exists = has_table(db, "annals_schemas");
   if (!exists) return std::move(exists).error();
   if (!*exists) return out;
   detail::sqlite_sql_connection conn(db);
-  if (auto r = store::read_schema_rows(conn, {}, out, true); !r) return r.error();
+  if (auto r = store::read_schema_rows(conn, {}, out, unknown_modes); !r) return r.error();
   return out;
 }
 
@@ -322,10 +324,12 @@ class sqlite_admin final : public store_admin {
 
     auto tx = read_tx(c_);
     if (!tx) return tx.error();
-    auto schemas = read_schema_rows(db());
+    std::vector<std::string> unknown_modes;
+    auto schemas = read_schema_rows(db(), &unknown_modes);
     if (!schemas) return std::move(schemas).error();
     admin_detail::store_verifier v(std::move(schemas).value(), upcast, report,
                                    sqlite_checksum_format);
+    for (auto& m : unknown_modes) v.problem(0, "schema-mode", std::move(m));
     for (const auto& line : integrity) v.problem(0, "integrity", fmt::format("SQLite: {}", line));
 
     // A read-only store of an older format has no checksum column: every row is unchecked.
