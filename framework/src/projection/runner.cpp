@@ -18,10 +18,8 @@
 #include "projection/internal.hpp"
 #include "store/prepared.hpp"
 
-#include <fcntl.h>
 #include <fmt/format.h>
 #include <sys/file.h>
-#include <unistd.h>
 
 #include <climits>
 #include <condition_variable>
