@@ -19,10 +19,16 @@ foreach(installed bin/annals share/annals/proto/annals/v1/envelope.proto
   endif()
 endforeach()
 
+# The consumers compile through ccache when there is one, as the build tree does (CI's time).
+find_program(ccache_program ccache)
+set(launcher "")
+if(ccache_program)
+  set(launcher "-DCMAKE_CXX_COMPILER_LAUNCHER=${ccache_program}")
+endif()
 foreach(kind sqlite_only full)
-  set(extra "")
+  set(extra "${launcher}")
   if(kind STREQUAL "sqlite_only")
-    set(extra -DCMAKE_DISABLE_FIND_PACKAGE_PostgreSQL=ON)
+    list(APPEND extra -DCMAKE_DISABLE_FIND_PACKAGE_PostgreSQL=ON)
   endif()
   step(${CMAKE_COMMAND} -S "${CONSUMER_DIR}" -B "${WORK_DIR}/${kind}" -DANNALS_KIND=${kind}
        "-DCMAKE_PREFIX_PATH=${prefix}" -DCMAKE_BUILD_TYPE=Release ${extra})
