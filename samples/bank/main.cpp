@@ -133,11 +133,11 @@ int with_read_models(const common& c,
   // A stuck projection does not fail the read, but the user must know the model is stale.
   if (auto st = (*runner)->status(); st) {
     for (const auto& p : *st) {
-      if (p.state == annals::projection_state::stuck) {
+      if (p.state == annals::consumer_state::stuck) {
         fmt::print(stderr,
                    "bank: warning: read model '{}' is stuck at position {} and may be stale "
                    "(see 'bank projections parked {}')\n",
-                   p.name, p.stuck_position, p.name);
+                   p.name, p.stuck_position.value_or(0), p.name);
       }
     }
   }

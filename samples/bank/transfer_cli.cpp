@@ -148,7 +148,7 @@ void print_status(annals::subscription& saga) {
   if (!st) return;
   fmt::print("{}: checkpoint {} of {}, {} event(s) handled in all, {} parked{}\n", st->name,
              st->checkpoint, st->head, st->delivered, st->parked,
-             st->last_error.empty() ? "" : ", last error: " + st->last_error);
+             st->error.empty() ? "" : ", last error: " + st->error);
 }
 
 // Runs the process manager: once (catch up, then exit), or live until SIGINT or SIGTERM.

@@ -423,7 +423,7 @@ TEST_CASE("a money event for an account never opened parks the event in account_
   for (const auto& s : *status) {
     if (s.name != bank::account_balances::name) continue;
     seen = true;
-    CHECK(s.state == annals::projection_state::stuck);
+    CHECK(s.state == annals::consumer_state::stuck);
     CHECK(s.stuck_position == a->position);
     CHECK_MESSAGE(s.error.find("never opened") != std::string::npos, s.error);
   }

@@ -49,7 +49,7 @@ namespace {
 using namespace std::chrono_literals;
 using annals::errc;
 using annals::projection_runner;
-using annals::projection_state;
+using annals::consumer_state;
 using annals::recorded_event;
 using annals::result;
 using annals::sql_tx;
@@ -505,7 +505,7 @@ TEST_CASE("catch_up applies the listed event types only and moves the checkpoint
   CHECK(st.head == 6);
   CHECK(st.lag_events == 0);
   CHECK(st.lag_seconds == 0);
-  CHECK(st.state == projection_state::running);
+  CHECK(st.state == consumer_state::running);
   CHECK(st.parked == 0);
   CHECK(st.events_per_s > 0);
   auto cl = status_of(*runner, "closures");
@@ -552,8 +552,8 @@ TEST_CASE("catch_up on an empty store applies nothing, and states have distinct 
   CHECK(read_model(*runner) == model{});
 
   std::set<std::string> names;
-  for (auto s : {projection_state::running, projection_state::catching_up,
-                 projection_state::rebuilding, projection_state::stuck}) {
+  for (auto s : {consumer_state::running, consumer_state::catching_up,
+                 consumer_state::rebuilding, consumer_state::stuck}) {
     CHECK_FALSE(annals::to_string(s).empty());
     names.insert(std::string(annals::to_string(s)));
   }
@@ -610,7 +610,7 @@ void poison_scenario(poison_mode mode, resolution how) {
   CHECK(elapsed >= 30ms);  // backoff between attempts
 
   auto st = status_of(*runner, "ledger");
-  CHECK(st.state == projection_state::stuck);
+  CHECK(st.state == consumer_state::stuck);
   CHECK(st.stuck_position == poison);
   CHECK(st.checkpoint == poison - 1);
   CHECK(st.lag_events == head - (poison - 1));
@@ -649,7 +649,7 @@ void poison_scenario(poison_mode mode, resolution how) {
                   again->held[0].detail);
   }
   st = status_of(*runner, "ledger");
-  CHECK(st.state == projection_state::stuck);
+  CHECK(st.state == consumer_state::stuck);
   CHECK(st.checkpoint == poison - 1);
   CHECK_MODEL(read_model(*runner), expected_model(path, poison - 1));
   auto wait = runner->wait_for("ledger", head, 100ms);
@@ -659,7 +659,7 @@ void poison_scenario(poison_mode mode, resolution how) {
   {
     auto other = open_runner(path, {annals::make_projection(ledger{})});
     auto ost = status_of(*other, "ledger");
-    CHECK(ost.state == projection_state::stuck);
+    CHECK(ost.state == consumer_state::stuck);
     CHECK(ost.stuck_position == poison);
     CHECK(ost.parked == 1);
   }
@@ -680,7 +680,7 @@ void poison_scenario(poison_mode mode, resolution how) {
   } else {
     auto wrong = runner->skip("ledger", poison + 1);  // not a parked event
     CHECK_FALSE(wrong.ok());
-    CHECK(status_of(*runner, "ledger").state == projection_state::stuck);
+    CHECK(status_of(*runner, "ledger").state == consumer_state::stuck);
     auto unknown = runner->skip("no such projection", poison);
     CHECK_FALSE(unknown.ok());
     auto r = runner->skip("ledger", poison);
@@ -696,7 +696,7 @@ void poison_scenario(poison_mode mode, resolution how) {
     CHECK(after->front().state == "skipped");
   }
   st = status_of(*runner, "ledger");
-  CHECK(st.state == projection_state::running);
+  CHECK(st.state == consumer_state::running);
   CHECK(st.checkpoint == head);
   CHECK(st.parked == 0);
   CHECK(st.lag_events == 0);
@@ -765,7 +765,7 @@ TEST_CASE("an event parked again after retry() adds its attempts; hostile error 
   REQUIRE(parked.ok());
   REQUIRE(parked->size() == 1);
   CHECK(parked->front().state == "retried");
-  CHECK(status_of(*runner, "ledger").state == projection_state::running);
+  CHECK(status_of(*runner, "ledger").state == consumer_state::running);
 }
 
 TEST_CASE("stop() cuts a retry pause short without parking, and the next catch-up retries") {
@@ -806,7 +806,7 @@ TEST_CASE("stop() cuts a retry pause short without parking, and the next catch-u
   // Stopped mid-retry: nothing parked, the event still ahead of the checkpoint.
   auto st = status_of(*runner, "ledger");
   CHECK(st.parked == 0);
-  CHECK(st.state != projection_state::stuck);
+  CHECK(st.state != consumer_state::stuck);
   CHECK(st.checkpoint == poison - 1);
 
   // A later catch-up tries the event again; the healed handler applies it.
@@ -1072,7 +1072,7 @@ TEST_CASE("rebuild replays into shadow tables and swaps in the same rows as the 
   auto st = status_of(*runner, "ledger");
   CHECK(st.stored_version == 1);
   CHECK(st.checkpoint == head);
-  CHECK(st.state == projection_state::running);
+  CHECK(st.state == consumer_state::running);
 
   // The rebuilt model is live: it keeps going from its new checkpoint.
   const auto more = append(*store, "acct-1", {data_of(deposited("acct-1", 9))});
@@ -1450,7 +1450,7 @@ TEST_CASE("status() polled by other runners neither fails a rebuild nor reports 
         auto st = w.status();
         if (!st) {
           ++status_failures;
-        } else if (!rebuilding && st->front().state == projection_state::rebuilding) {
+        } else if (!rebuilding && st->front().state == consumer_state::rebuilding) {
           ++phantom_rebuilds;
         }
       }
@@ -1507,14 +1507,14 @@ TEST_CASE("a rebuild removes its lock file, and another rebuild meanwhile is bus
     auto second = other->rebuild("ledger");
     REQUIRE_FALSE(second.ok());
     CHECK_MESSAGE(second.error().kind() == errc::busy, message_of(second));
-    CHECK(status_of(*other, "ledger").state == projection_state::rebuilding);
+    CHECK(status_of(*other, "ledger").state == consumer_state::rebuilding);
     CHECK(rebuild_lock_files(dir).size() == (on_postgres ? 0 : 1));
   };
   auto rep = runner->rebuild("ledger", ro);
   REQUIRE_MESSAGE(rep.ok(), message_of(rep));
   CHECK(batches >= 2);
   CHECK(rebuild_lock_files(dir).empty());
-  CHECK(status_of(*other, "ledger").state == projection_state::running);
+  CHECK(status_of(*other, "ledger").state == consumer_state::running);
 
   annals::rebuild_options verify;
   verify.verify = true;

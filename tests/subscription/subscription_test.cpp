@@ -1050,8 +1050,9 @@ TEST_CASE("consumer_admin lists projections and subscriptions, and retries and s
     CHECK(p.lag_events == 4);
     CHECK(p.lag_seconds >= 0);
     CHECK(p.parked == 1);
-    CHECK(p.state == "stuck");
+    CHECK(p.state == annals::consumer_state::stuck);
     CHECK(p.stuck_position == 2);
+    CHECK(p.stored_version == 1);
     CHECK_MESSAGE(p.error.find("poisoned") != std::string::npos, p.error);
     CHECK(p.detail == "version 1");
     const auto& m = (*list)[1];
@@ -1061,6 +1062,16 @@ TEST_CASE("consumer_admin lists projections and subscriptions, and retries and s
     CHECK(m.lag_events == 0);
     CHECK(m.parked == 2);
     CHECK_FALSE(m.stuck_position);
+    // The same status type as the subscription's own: state, delivered and lease included.
+    auto own = sub->status();
+    REQUIRE_MESSAGE(own.ok(), message_of(own));
+    CHECK(m.state == annals::consumer_state::running);
+    CHECK(own->state == m.state);
+    CHECK(own->kind == annals::consumer_kind::subscription);
+    CHECK(m.delivered == own->delivered);
+    CHECK(m.delivered > 0);
+    CHECK(m.detail == own->detail);
+    CHECK(m.active == own->active);
 
     for (auto refused : {(*ro_admin)->retry("mailer", 0), (*ro_admin)->skip("ledger", 2),
                          (*ro_admin)->retry("ledger", 2)}) {
@@ -1126,7 +1137,7 @@ TEST_CASE("consumer_admin lists projections and subscriptions, and retries and s
   auto list = a.list();
   REQUIRE_MESSAGE(list.ok(), message_of(list));
   REQUIRE(list->size() == 2);
-  CHECK((*list)[0].state == "caught_up");
+  CHECK((*list)[0].state == annals::consumer_state::running);
   CHECK((*list)[0].checkpoint == 5);
   CHECK((*list)[0].parked == 0);
   CHECK((*list)[1].parked == 0);

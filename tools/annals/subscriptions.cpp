@@ -32,6 +32,14 @@ result<std::unique_ptr<consumer_admin>> open_consumers(const context& c, bool wr
   return a;
 }
 
+// The STATE column of `annals consumers list`: a projection is "stuck", "behind" or
+// "caught_up"; a subscription "active" (an instance holds its lease) or "idle".
+std::string_view state_word(const consumer_status& s) {
+  if (s.kind == consumer_kind::subscription) return s.active ? "active" : "idle";
+  if (s.state == consumer_state::stuck) return "stuck";
+  return s.state == consumer_state::running ? "caught_up" : "behind";
+}
+
 void print_parked(const context& c, const std::vector<parked_event>& parked) {
   for (const auto& p : parked) {
     fmt::print(c.out, "#{} {} {} {} attempts={} state={}\n  error: {}\n", p.position, p.stream_id,
@@ -55,7 +63,7 @@ int consumers_list(const context& c) {
   for (const auto& s : list.value()) {
     fmt::print(c.out, "{:<13} {:<28} {:>10} {:>10} {:>10} {:>9.3f} {:>7} {:<10} {}\n",
                to_string(s.kind), s.name, s.checkpoint, s.head, s.lag_events, s.lag_seconds,
-               s.parked, s.state, s.detail);
+               s.parked, state_word(s), s.detail);
     if (s.stuck_position) fmt::print(c.out, "  stuck at position {}\n", *s.stuck_position);
     if (!s.error.empty()) fmt::print(c.out, "  error: {}\n", s.error);
   }
@@ -101,8 +109,8 @@ int subscriptions_list(const context& c) {
   for (const auto& s : list.value()) {
     fmt::print(c.out, "{:<28} {:>10} {:>10} {:>10} {:>9.3f} {:>10} {:>7} {:<7} {}\n", s.name,
                s.checkpoint, s.head, s.lag_events, s.lag_seconds, s.delivered, s.parked,
-               s.active ? "yes" : "no", s.filter);
-    if (!s.last_error.empty()) fmt::print(c.out, "  last error: {}\n", s.last_error);
+               s.active ? "yes" : "no", s.detail);
+    if (!s.error.empty()) fmt::print(c.out, "  last error: {}\n", s.error);
   }
   return 0;
 }

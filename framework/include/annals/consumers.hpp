@@ -19,7 +19,8 @@
 // object owns its connections (closed on destruction).
 #pragma once
 
-#include <annals/projection_runner.hpp>
+#include <annals/parked.hpp>
+#include <annals/status.hpp>
 #include <annals/store_ref.hpp>
 
 #include <cstdint>
@@ -30,28 +31,6 @@
 #include <vector>
 
 namespace annals {
-
-enum class consumer_kind { projection, subscription };
-std::string_view to_string(consumer_kind kind) noexcept;  // "projection", "subscription"
-
-struct consumer_status {
-  consumer_kind kind = consumer_kind::projection;
-  std::string name;
-  std::int64_t checkpoint = 0;  // last position applied or delivered (or passed over)
-  std::int64_t head = 0;        // the store's head position
-  std::int64_t lag_events = 0;  // head - checkpoint
-  double lag_seconds = 0;       // age of the oldest event after the checkpoint; 0 if none
-  std::int64_t parked = 0;      // parked events not yet resolved (retried or skipped)
-  // Projections: "stuck" (held at a parked event), "caught_up" or "behind" (this admin does
-  // not see rebuilds or a changed version: projection_runner::status() does). Subscriptions:
-  // "active" (an instance holds the lease) or "idle".
-  std::string state;
-  std::optional<std::int64_t> stuck_position;  // a stuck projection's parked event
-  // A stuck projection's handler error; a subscription's last delivery error (empty once one
-  // succeeds).
-  std::string error;
-  std::string detail;  // "version N" (projection) or the filter (subscription)
-};
 
 class consumer_admin {
  public:

@@ -22,6 +22,7 @@
 #include <annals/catch_up.hpp>
 #include <annals/parked.hpp>
 #include <annals/projection.hpp>
+#include <annals/status.hpp>
 #include <annals/store_ref.hpp>
 
 #include <chrono>
@@ -33,26 +34,6 @@
 #include <vector>
 
 namespace annals {
-
-enum class projection_state { running, catching_up, rebuilding, stuck };
-std::string_view to_string(projection_state s) noexcept;
-
-struct projection_status {
-  std::string name;
-  int version = 0;          // the code's version
-  int stored_version = 0;   // the version the live model was built with (0: never built)
-  std::int64_t checkpoint = 0;  // last position applied (or passed over: not of its types)
-  std::int64_t head = 0;        // the store's head position
-  std::int64_t lag_events = 0;  // head - checkpoint
-  double lag_seconds = 0;       // age of the oldest event not yet applied; 0 when caught up
-  projection_state state = projection_state::running;
-  double events_per_s = 0;      // rate of the last batch written by any runner
-  std::int64_t parked = 0;      // events parked and not resolved
-  std::int64_t stuck_position = 0;  // when stuck: the position of the parked event
-  // When stuck: the handler's error. Also set when an automatic rebuild to a new version failed
-  // in this runner (retried after 30 s; the live model keeps its old version meanwhile).
-  std::string error;
-};
 
 struct rebuild_progress {
   std::int64_t position = 0;  // last position replayed into the shadow tables

@@ -35,6 +35,7 @@
 #include <annals/catch_up.hpp>
 #include <annals/event_store.hpp>
 #include <annals/parked.hpp>
+#include <annals/status.hpp>
 #include <annals/store_ref.hpp>
 
 #include <chrono>
@@ -96,20 +97,6 @@ struct subscription_options {
   bool start_at_end = false;
   // Called with a line of text when a delivery fails (retry or park). Default: stderr.
   std::function<void(std::string_view)> log;
-};
-
-struct subscription_status {
-  std::string name;
-  std::string filter;             // subscription_filter::describe()
-  std::int64_t checkpoint = 0;    // last position delivered (or passed over by the filter)
-  std::int64_t head = 0;          // the store's head position
-  std::int64_t lag_events = 0;    // head - checkpoint (every event, matching or not)
-  double lag_seconds = 0;         // age of the oldest event after the checkpoint; 0 if none
-  std::int64_t delivered = 0;     // events handled since the subscription was created
-  std::int64_t parked = 0;        // parked events not yet retried or skipped
-  std::int64_t updated_at_us = 0; // when the checkpoint was last written
-  bool active = false;            // an instance holds the lease now
-  std::string last_error;         // the last delivery error, empty once one succeeds
 };
 
 // A parked (dead-lettered) delivery: the one parked type (annals/parked.hpp), by its old name.

@@ -21,6 +21,16 @@ std::string_view to_string(consumer_kind kind) noexcept {
   return kind == consumer_kind::projection ? "projection" : "subscription";
 }
 
+std::string_view to_string(consumer_state s) noexcept {
+  switch (s) {
+    case consumer_state::running: return "running";
+    case consumer_state::catching_up: return "catching up";
+    case consumer_state::rebuilding: return "rebuilding";
+    case consumer_state::stuck: return "stuck";
+  }
+  return "unknown";
+}
+
 namespace {
 
 constexpr std::string_view projection_prefix = "projection:";
@@ -36,20 +46,7 @@ class admin_impl final : public consumer_admin {
     if (!out) return out;
     auto subs = subs_->list();
     if (!subs) return std::move(subs).error();
-    for (auto& s : subs.value()) {
-      consumer_status c;
-      c.kind = consumer_kind::subscription;
-      c.name = std::move(s.name);
-      c.checkpoint = s.checkpoint;
-      c.head = s.head;
-      c.lag_events = s.lag_events;
-      c.lag_seconds = s.lag_seconds;
-      c.parked = s.parked;
-      c.state = s.active ? "active" : "idle";
-      c.error = std::move(s.last_error);
-      c.detail = std::move(s.filter);
-      out->push_back(std::move(c));
-    }
+    for (auto& st : subs.value()) out->push_back(std::move(st));
     return out;
   }
 
@@ -120,7 +117,8 @@ class admin_impl final : public consumer_admin {
     auto r = tx.query(admin_detail::projections_sql(*src), {}, [&](const sql_row& row) {
       consumer_status c;
       c.name = row.text(0);
-      c.detail = fmt::format("version {}", row.int64(1));
+      c.version = c.stored_version = static_cast<int>(row.int64(1));
+      c.detail = fmt::format("version {}", c.version);
       c.checkpoint = row.int64(2);
       if (!row.is_null(3)) c.stuck_position = row.int64(3);
       c.error = row.text(4);
@@ -138,7 +136,9 @@ class admin_impl final : public consumer_admin {
       if (!lag) return std::move(lag).error();
       c.lag_events = lag->events;
       c.lag_seconds = lag->seconds;
-      c.state = c.stuck_position ? "stuck" : c.lag_events ? "behind" : "caught_up";
+      c.state = c.stuck_position ? consumer_state::stuck
+                : c.lag_events     ? consumer_state::catching_up
+                                   : consumer_state::running;
     }
     return out;
   }

@@ -209,9 +209,9 @@ http_response server_impl::subscriptions(const http_request&) {
     first = false;
     body += fmt::format(
         R"({{"name":{},"filter":{},"checkpoint":{},"head":{},"lag_events":{},"lag_seconds":{:.6f},"delivered":{},"parked":{},"active":{},"failing":{},"updated_at":{}}})",
-        json_string(s.name), json_string(s.filter), s.checkpoint, s.head, s.lag_events,
+        json_string(s.name), json_string(s.detail), s.checkpoint, s.head, s.lag_events,
         s.lag_seconds, s.delivered, s.parked, s.active ? "true" : "false",
-        s.last_error.empty() ? "false" : "true",
+        s.error.empty() ? "false" : "true",
         s.updated_at_us ? json_string(iso_time(s.updated_at_us)) : std::string("null"));
   }
   body += "]}";

@@ -99,8 +99,8 @@ void add_projection_commands(CLI::App& app, const std::string& store_path,
         fmt::print("{:<24} {:>7} {:>10} {:>10} {:>9} {:>9.1f}  {:<12} {:>10.0f} {:>7}\n", s.name,
                    version, s.checkpoint, s.head, s.lag_events, s.lag_seconds, to_string(s.state),
                    s.events_per_s, s.parked);
-        if (s.state == projection_state::stuck) {
-          fmt::print("    stuck at position {}: {}\n", s.stuck_position, s.error);
+        if (s.state == consumer_state::stuck) {
+          fmt::print("    stuck at position {}: {}\n", s.stuck_position.value_or(0), s.error);
         }
       }
       return 0;
@@ -170,9 +170,9 @@ void add_projection_commands(CLI::App& app, const std::string& store_path,
       if (!st) return fail(st.error());
       for (const auto& s : *st) {
         if (s.name != a->name) continue;
-        if (s.state == projection_state::stuck) {
+        if (s.state == consumer_state::stuck) {
           fmt::print(stderr, "projections: {} is stuck again at position {}: {}\n", s.name,
-                     s.stuck_position, s.error);
+                     s.stuck_position.value_or(0), s.error);
           return 1;
         }
         fmt::print("{}: retried, now at checkpoint {}\n", s.name, s.checkpoint);

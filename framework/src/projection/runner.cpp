@@ -30,16 +30,6 @@
 
 namespace annals {
 
-std::string_view to_string(projection_state s) noexcept {
-  switch (s) {
-    case projection_state::running: return "running";
-    case projection_state::catching_up: return "catching up";
-    case projection_state::rebuilding: return "rebuilding";
-    case projection_state::stuck: return "stuck";
-  }
-  return "unknown";
-}
-
 namespace {
 
 using detail::sql_connection;
@@ -431,17 +421,18 @@ class runner_impl final : public projection_runner {
 
   // ---- status and repair -----------------------------------------------------------------
 
-  result<std::vector<projection_status>> status() override {
+  result<std::vector<consumer_status>> status() override {
     auto head = store_->head_position();
     if (!head) return std::move(head).error();
-    std::vector<projection_status> out;
+    std::vector<consumer_status> out;
     for (const auto& d : defs_) {
       auto st = read_state(d->name);
       if (!st) return std::move(st).error();
-      projection_status s;
+      consumer_status s;
       s.name = d->name;
       s.version = d->version;
       s.stored_version = st->exists ? st->version : 0;
+      s.detail = fmt::format("version {}", s.stored_version);
       s.checkpoint = st->checkpoint;
       s.head = head.value();
       s.events_per_s = st->events_per_s;
@@ -453,13 +444,13 @@ class runner_impl final : public projection_runner {
       if (!parked_count) return std::move(parked_count).error();
       s.parked = parked_count.value();
       if (st->stuck) {
-        s.state = projection_state::stuck;
-        s.stuck_position = *st->stuck;
+        s.state = consumer_state::stuck;
+        s.stuck_position = st->stuck;
         s.error = st->error;
       } else if (coord_->rebuild_running(d->name)) {
-        s.state = projection_state::rebuilding;
+        s.state = consumer_state::rebuilding;
       } else if (s.lag_events > 0 || s.stored_version != s.version) {
-        s.state = projection_state::catching_up;
+        s.state = consumer_state::catching_up;
       }
       if (s.error.empty()) s.error = rebuild_failure(d->name);  // a failed automatic rebuild
       out.push_back(std::move(s));

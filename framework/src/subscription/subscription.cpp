@@ -74,10 +74,10 @@ const detail::consumer_sources own_tables{detail::consumers_table,
                                          detail::consumer_parked_table};
 
 // The statuses of the subscriptions in `src` (consumers empty: none), or only of `only`.
-result<std::vector<subscription_status>> read_statuses(sql_connection& c, event_store& store,
+result<std::vector<consumer_status>> read_statuses(sql_connection& c, event_store& store,
                                                        const detail::consumer_sources& src,
                                                        std::string_view only) {
-  std::vector<subscription_status> out;
+  std::vector<consumer_status> out;
   if (src.consumers.empty()) return out;
   auto tx = detail::sql_tx_access::make(c);
   const long long now = now_us();  // lag: against the events' recorded_at, this machine's clock
@@ -97,13 +97,14 @@ result<std::vector<subscription_status>> read_statuses(sql_connection& c, event_
                   "ORDER BY s.name",
                   parked, src.consumers),
       {only, *lease_now}, [&](const sql_row& row) {
-        subscription_status st;
+        consumer_status st;
+        st.kind = consumer_kind::subscription;
         st.name = row.text(0);
-        st.filter = row.text(1);
+        st.detail = row.text(1);
         st.checkpoint = row.int64(2);
         st.delivered = row.int64(3);
         st.updated_at_us = row.int64(4);
-        st.last_error = row.text(5);
+        st.error = row.text(5);
         st.active = row.int64(6) != 0;
         st.parked = row.int64(7);
         out.push_back(std::move(st));
@@ -118,6 +119,7 @@ result<std::vector<subscription_status>> read_statuses(sql_connection& c, event_
     if (!lag) return std::move(lag).error();
     st.lag_events = lag->events;
     st.lag_seconds = lag->seconds;
+    st.state = st.lag_events ? consumer_state::catching_up : consumer_state::running;
   }
   return out;
 }
