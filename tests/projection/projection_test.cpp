@@ -389,7 +389,7 @@ std::unique_ptr<projection_runner> open_runner(const std::string& path,
   return std::move(r).value();
 }
 
-annals::projection_status status_of(projection_runner& r, std::string_view name) {
+annals::consumer_status status_of(projection_runner& r, std::string_view name) {
   auto st = r.status();
   REQUIRE_MESSAGE(st.ok(), message_of(st));
   for (const auto& s : *st) {

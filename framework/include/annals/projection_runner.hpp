@@ -117,7 +117,7 @@ class projection_runner {
   virtual result<void> wait_for(std::string_view projection, std::int64_t position,
                                 std::chrono::milliseconds timeout) = 0;
 
-  virtual result<std::vector<projection_status>> status() = 0;
+  virtual result<std::vector<consumer_status>> status() = 0;
 
   // Rebuilds into shadow tables from position 1, catches up to the head, then swaps them in
   // atomically with the checkpoint. Readers see the old model until the swap. A rebuild that is

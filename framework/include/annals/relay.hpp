@@ -108,7 +108,7 @@ class relay {
   // Waits until everything up to `position` is published (or parked). timed_out at the deadline.
   result<void> wait_for(std::int64_t position, std::chrono::milliseconds timeout);
   // The subscription's status (checkpoint, lag, parked, last error).
-  result<subscription_status> status();
+  result<consumer_status> status();
   const std::string& subscription_name() const;  // "relay:<name>"
 
   // Messages acknowledged by the broker since open(), and how many of those the broker said

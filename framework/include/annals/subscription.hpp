@@ -140,7 +140,7 @@ class subscription {
   // start()ed thread it delivers itself (catch_up()). timed_out at the deadline.
   virtual result<void> wait_for(std::int64_t position, std::chrono::milliseconds timeout) = 0;
 
-  virtual result<subscription_status> status() = 0;
+  virtual result<consumer_status> status() = 0;
 };
 
 // Managing subscriptions by name, without their handlers (the `annals` tool uses this).
@@ -159,7 +159,7 @@ class subscription_admin {
   // errc::read_only.
   static result<std::unique_ptr<subscription_admin>> open_read_only(store_ref store);
   virtual ~subscription_admin() = default;
-  virtual result<std::vector<subscription_status>> list() = 0;  // by name
+  virtual result<std::vector<consumer_status>> list() = 0;  // by name
   virtual result<std::vector<parked_event>> parked(std::string_view name) = 0;
   // Asks the running subscription to redeliver a parked event (position 0: all of them).
   // not_found when no such parked event is waiting.

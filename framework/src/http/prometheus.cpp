@@ -57,7 +57,7 @@ result<std::string> render_metrics(const metrics_sources& src) {
     return src.admin->projections();
   }();
   if (!projections) return std::move(projections).error();
-  std::vector<subscription_status> subs;
+  std::vector<consumer_status> subs;
   if (src.subs) {
     std::lock_guard lock(*src.subs_mu);
     auto l = src.subs->list();

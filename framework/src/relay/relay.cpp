@@ -405,7 +405,7 @@ void relay::stop() { impl_->sub->stop(); }
 result<void> relay::wait_for(std::int64_t position, std::chrono::milliseconds timeout) {
   return impl_->sub->wait_for(position, timeout);
 }
-result<subscription_status> relay::status() { return impl_->sub->status(); }
+result<consumer_status> relay::status() { return impl_->sub->status(); }
 const std::string& relay::subscription_name() const { return impl_->sub_name; }
 std::int64_t relay::acknowledged() const { return impl_->acked.load(); }
 std::int64_t relay::duplicates() const { return impl_->dups.load(); }

@@ -301,7 +301,7 @@ class subscription_impl final : public subscription, private detail::consumer_po
     }
   }
 
-  result<subscription_status> status() override {
+  result<consumer_status> status() override {
     std::lock_guard lock(status_mu_);
     if (auto c = status_connection(); !c) return std::move(c).error();
     auto all = read_statuses(*status_conn_, *b_.store, own_tables, name_);
@@ -689,7 +689,7 @@ class admin_impl final : public subscription_admin {
  public:
   admin_impl(detail::backend b, bool read_only) : b_(std::move(b)), read_only_(read_only) {}
 
-  result<std::vector<subscription_status>> list() override {
+  result<std::vector<consumer_status>> list() override {
     auto src = detail::reading_sources(*b_.writer);  // none: no consumer was ever opened
     if (!src) return std::move(src).error();
     return read_statuses(*b_.writer, *b_.store, *src, {});
