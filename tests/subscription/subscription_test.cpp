@@ -6,6 +6,7 @@
 #include <doctest/doctest.h>
 
 #include <annals/command.hpp>
+#include <annals/admin.hpp>
 #include <annals/consumers.hpp>
 #include <annals/projection_runner.hpp>
 #include <annals/event_store.hpp>
@@ -1053,6 +1054,22 @@ TEST_CASE("consumer_admin lists projections and subscriptions, and retries and s
     CHECK(p.state == annals::consumer_state::stuck);
     CHECK(p.stuck_position == 2);
     CHECK(p.stored_version == 1);
+    // The store admin (stats, metrics, `annals stats`) reports the same status.
+    auto store_admin = annals::open_admin(loc.path);
+    REQUIRE_MESSAGE(store_admin.ok(), message_of(store_admin));
+    auto seen = (*store_admin)->projections();
+    REQUIRE_MESSAGE(seen.ok(), message_of(seen));
+    REQUIRE(seen->size() == 1);
+    CHECK(seen->front().kind == annals::consumer_kind::projection);
+    CHECK(seen->front().state == annals::consumer_state::stuck);
+    CHECK(seen->front().head == 5);
+    CHECK(seen->front().lag_events == 4);
+    CHECK(seen->front().stuck_position == 2);
+    CHECK(seen->front().detail == p.detail);
+    auto stats = (*store_admin)->stats(1);
+    REQUIRE_MESSAGE(stats.ok(), message_of(stats));
+    REQUIRE(stats->projections.size() == 1);
+    CHECK(stats->projections.front().lag_events == 4);
     CHECK_MESSAGE(p.error.find("poisoned") != std::string::npos, p.error);
     CHECK(p.detail == "version 1");
     const auto& m = (*list)[1];

@@ -192,7 +192,7 @@ int stats(const context& c) {
     fmt::print(c.out, "projections:\n");
     for (const auto& p : s->projections) {
       fmt::print(c.out, "  {}\tversion {}\tcheckpoint {}\tlag {}\tparked {}{}\n", p.name, p.version,
-                 p.checkpoint, s->head_position - p.checkpoint, p.parked,
+                 p.checkpoint, p.lag_events, p.parked,
                  p.stuck_position ? fmt::format("\tstuck at {}: {}", *p.stuck_position, p.error)
                                   : std::string());
     }

@@ -12,6 +12,7 @@
 #pragma once
 
 #include <annals/event_store.hpp>
+#include <annals/status.hpp>
 #include <annals/store.hpp>
 #include <cstdint>
 #include <functional>
@@ -38,15 +39,6 @@ struct type_stats {
   std::int64_t payload_bytes = 0;
 };
 
-struct projection_info {
-  std::string name;
-  std::int64_t version = 0;
-  std::int64_t checkpoint = 0;
-  std::optional<std::int64_t> stuck_position;  // set while stuck on a parked event
-  std::string error;                           // the handler's error while stuck
-  std::int64_t parked = 0;                     // events still parked (not retried or skipped)
-};
-
 struct store_stats {
   std::int32_t format_version = 0;
   std::int64_t events = 0;
@@ -59,7 +51,9 @@ struct store_stats {
   std::vector<type_stats> types;             // by event count, descending
   std::int64_t schemas = 0;                  // stored schema versions
   std::int64_t snapshots = 0;
-  std::vector<projection_info> projections;  // empty when the store has none
+  // The projections as consumer_admin lists them (annals/status.hpp: version is the stored
+  // one), their head and lag as of stats' head_position.
+  std::vector<consumer_status> projections;  // empty when the store has none
 };
 
 // One problem found by verify(). position is 0 when it is not about one event.
@@ -120,9 +114,10 @@ class store_admin {
   // `top` bounds largest_streams (types are all listed).
   virtual result<store_stats> stats(std::size_t top) = 0;
 
-  // The projections' bookkeeping alone (stats().projections without counting the store):
-  // cheap enough for a metrics scrape. Empty when the store has none.
-  virtual result<std::vector<projection_info>> projections() = 0;
+  // The projections' bookkeeping alone (stats().projections without counting the store), with
+  // their lag behind the current head: cheap enough for a metrics scrape. Empty when the store
+  // has none.
+  virtual result<std::vector<consumer_status>> projections() = 0;
 
   // Checks the whole store and reports each problem to `report`, continuing after it:
   // positions, versions contiguous per stream and equal to the stream rows, event ids, types,

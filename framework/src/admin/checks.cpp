@@ -185,7 +185,7 @@ void store_verifier::duplicate_id(std::int64_t first_position, std::int64_t coun
           fmt::format("{} events share one event id (positions {})", count, positions));
 }
 
-void store_verifier::projections(const std::vector<projection_info>& projections) {
+void store_verifier::projections(const std::vector<consumer_status>& projections) {
   for (const auto& p : projections) {
     if (p.checkpoint > last_position_) {
       problem(0, "projection-checkpoint",

@@ -81,7 +81,7 @@ class store_verifier {
   void stream_row(std::int64_t key, std::string_view name, std::int64_t version);
   // `count` events share one id; `positions` lists them.
   void duplicate_id(std::int64_t first_position, std::int64_t count, std::string_view positions);
-  void projections(const std::vector<projection_info>& projections);
+  void projections(const std::vector<consumer_status>& projections);
   // An event still parked (state 'parked') by a projection.
   void parked(std::int64_t position, std::string_view projection, std::string_view type,
               std::string_view error);

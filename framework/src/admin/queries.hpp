@@ -4,7 +4,7 @@
 //   struct DB {
 //     result<bool> table_exists(const char* name);
 //     // Runs `sql` with the integers bound as parameters 1, 2...; fn(row) for each row, where
-//     // row has int64(col), bytes(col) and is_null(col).
+//     // row has int64(col), bytes(col), text_view(col) and is_null(col).
 //     template <class F> result<void> rows(std::string_view what, const std::string& sql,
 //                                         std::initializer_list<std::int64_t> ints, F&& fn);
 //   };
@@ -16,6 +16,7 @@
 #include <annals/admin.hpp>
 
 #include "admin/checks.hpp"
+#include "consumer/lag.hpp"
 #include "consumer/tables.hpp"
 
 #include <fmt/format.h>
@@ -43,28 +44,50 @@ result<detail::consumer_sources> consumer_sources_of(DB& db) {
       [&](std::string_view table) { return db.table_exists(std::string(table).c_str()); });
 }
 
+// One row of projections_sql() as a status: its bookkeeping (head and lag are measured after,
+// detail::measure_projections). Row: int64(col), text_view(col), is_null(col).
+template <class Row>
+consumer_status projection_row(const Row& row) {
+  consumer_status p;
+  p.name = row.text_view(0);
+  p.version = p.stored_version = static_cast<int>(row.int64(1));
+  p.detail = fmt::format("version {}", p.version);
+  p.checkpoint = row.int64(2);
+  if (!row.is_null(3)) p.stuck_position = row.int64(3);
+  p.error = row.text_view(4);
+  p.parked = row.int64(5);
+  if (p.stuck_position) p.state = consumer_state::stuck;
+  return p;
+}
+
 template <class DB>
-result<std::vector<projection_info>> read_projections(DB& db) {
-  std::vector<projection_info> out;
+result<std::vector<consumer_status>> read_projections(DB& db) {
+  std::vector<consumer_status> out;
   auto src = consumer_sources_of(db);
   if (!src) return std::move(src).error();
   if (src->consumers.empty()) return out;
-  auto r = db.rows("cannot read projections", projections_sql(*src), {}, [&](const auto& row) {
-    projection_info& p = out.emplace_back();
-    p.name = row.bytes(0);
-    p.version = row.int64(1);
-    p.checkpoint = row.int64(2);
-    if (!row.is_null(3)) p.stuck_position = row.int64(3);
-    p.error = row.bytes(4);
-    p.parked = row.int64(5);
-  });
+  auto r = db.rows("cannot read projections", projections_sql(*src), {},
+                   [&](const auto& row) { out.push_back(projection_row(row)); });
   if (!r) return r.error();
   return out;
 }
 
-// Everything of store_stats but format_version and file_bytes.
+// read_projections with each one's lag behind the store's current head.
 template <class DB>
-result<void> fill_stats(DB& db, const admin_sql& sql, std::size_t top, store_stats& out) {
+result<std::vector<consumer_status>> measured_projections(DB& db, event_store& store) {
+  auto out = read_projections(db);
+  if (!out) return out;
+  auto head = store.head_position();
+  if (!head) return std::move(head).error();
+  if (auto m = detail::measure_projections(store, *head, *out); !m) return m.error();
+  return out;
+}
+
+// Everything of store_stats but format_version and file_bytes (the projections' lag measured
+// on `store` against the head read here).
+template <class DB>
+result<void> fill_stats(DB& db, const admin_sql& sql, std::size_t top, event_store& store,
+                        store_stats& out) {
   if (auto r = db.rows("cannot count events", sql.event_totals, {},
                        [&](const auto& row) {
                          out.events = row.int64(0);
@@ -112,7 +135,7 @@ result<void> fill_stats(DB& db, const admin_sql& sql, std::size_t top, store_sta
   auto projections = read_projections(db);
   if (!projections) return std::move(projections).error();
   out.projections = std::move(projections).value();
-  return {};
+  return detail::measure_projections(store, out.head_position, out.projections);
 }
 
 // verify() after the event scan: stream rows, duplicate ids, projections and parked events.

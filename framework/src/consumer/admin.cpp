@@ -5,7 +5,7 @@
 #include <annals/consumers.hpp>
 #include <annals/subscription.hpp>
 
-#include "admin/checks.hpp"
+#include "admin/queries.hpp"
 #include "consumer/lag.hpp"
 #include "consumer/tables.hpp"
 #include "projection/internal.hpp"
@@ -115,31 +115,13 @@ class admin_impl final : public consumer_admin {
     if (src->consumers.empty()) return out;
     auto tx = detail::sql_tx_access::make(*b_.writer);
     auto r = tx.query(admin_detail::projections_sql(*src), {}, [&](const sql_row& row) {
-      consumer_status c;
-      c.name = row.text(0);
-      c.version = c.stored_version = static_cast<int>(row.int64(1));
-      c.detail = fmt::format("version {}", c.version);
-      c.checkpoint = row.int64(2);
-      if (!row.is_null(3)) c.stuck_position = row.int64(3);
-      c.error = row.text(4);
-      c.parked = row.int64(5);
-      out.push_back(std::move(c));
+      out.push_back(admin_detail::projection_row(row));
       return true;
     });
     if (!r) return std::move(r).error();
     auto head = b_.store->head_position();
     if (!head) return std::move(head).error();
-    const auto now = store::system_clock_us();
-    for (auto& c : out) {
-      c.head = head.value();
-      auto lag = detail::measure_lag(*b_.store, c.checkpoint, c.head, now);
-      if (!lag) return std::move(lag).error();
-      c.lag_events = lag->events;
-      c.lag_seconds = lag->seconds;
-      c.state = c.stuck_position ? consumer_state::stuck
-                : c.lag_events     ? consumer_state::catching_up
-                                   : consumer_state::running;
-    }
+    if (auto m = detail::measure_projections(*b_.store, *head, out); !m) return m.error();
     return out;
   }
 

@@ -1,5 +1,7 @@
 #include "consumer/lag.hpp"
 
+#include "store/prepared.hpp"
+
 #include <algorithm>
 
 namespace annals::detail {
@@ -18,6 +20,22 @@ result<consumer_lag> measure_lag(event_store& store, std::int64_t checkpoint, st
   });
   if (!oldest) return std::move(oldest).error();
   return lag;
+}
+
+result<void> measure_projections(event_store& store, std::int64_t head,
+                                 std::vector<consumer_status>& statuses) {
+  const auto now = store::system_clock_us();
+  for (auto& c : statuses) {
+    c.head = head;
+    auto lag = measure_lag(store, c.checkpoint, c.head, now);
+    if (!lag) return std::move(lag).error();
+    c.lag_events = lag->events;
+    c.lag_seconds = lag->seconds;
+    c.state = c.stuck_position ? consumer_state::stuck
+              : c.lag_events   ? consumer_state::catching_up
+                               : consumer_state::running;
+  }
+  return {};
 }
 
 }  // namespace annals::detail

@@ -3,8 +3,10 @@
 #pragma once
 
 #include <annals/event_store.hpp>
+#include <annals/status.hpp>
 
 #include <cstdint>
+#include <vector>
 
 namespace annals::detail {
 
@@ -17,5 +19,10 @@ struct consumer_lag {
 // list of consumers is measured against one instant.
 result<consumer_lag> measure_lag(event_store& store, std::int64_t checkpoint, std::int64_t head,
                                  std::int64_t now_us);
+
+// Projection statuses read from the bookkeeping alone (the admins', which run no projection):
+// sets each one's head, lag and state (stuck, catching_up while behind, else running).
+result<void> measure_projections(event_store& store, std::int64_t head,
+                                 std::vector<consumer_status>& statuses);
 
 }  // namespace annals::detail

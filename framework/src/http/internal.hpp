@@ -49,7 +49,4 @@ struct metrics_sources {
 };
 result<std::string> render_metrics(const metrics_sources& src);
 
-// How long ago (seconds) the first event after `checkpoint` was recorded; 0 when none.
-double lag_seconds(event_store& store, std::int64_t checkpoint);
-
 }  // namespace annals::http_detail

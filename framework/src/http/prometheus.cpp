@@ -69,13 +69,13 @@ result<std::string> render_metrics(const metrics_sources& src) {
          "Events after the projection's checkpoint.");
   for (const auto& p : *projections) {
     out += fmt::format("annals_projection_lag_events{{projection=\"{}\"}} {}\n", label(p.name),
-                       std::max<std::int64_t>(0, *head - p.checkpoint));
+                       p.lag_events);
   }
   family(out, "annals_projection_lag_seconds", "gauge",
          "Age of the oldest event after the projection's checkpoint; 0 when none.");
   for (const auto& p : *projections) {
     out += fmt::format("annals_projection_lag_seconds{{projection=\"{}\"}} {}\n", label(p.name),
-                       lag_seconds(store, p.checkpoint));
+                       p.lag_seconds);
   }
   family(out, "annals_subscription_lag_events", "gauge",
          "Events after the subscription's checkpoint (relays included).");

@@ -8,25 +8,8 @@
 #include <httplib.h>
 
 #include <algorithm>
-#include <chrono>
 
 namespace annals::http_detail {
-
-double lag_seconds(event_store& store, std::int64_t checkpoint) {
-  read_all_options o;
-  o.from_position = checkpoint + 1;
-  o.max_count = 1;
-  std::int64_t at = 0;
-  auto r = store.read_all(o, [&](const recorded_event& e) {
-    at = e.recorded_at_us;
-    return false;
-  });
-  if (!r || at == 0) return 0;
-  const std::int64_t now = std::chrono::duration_cast<std::chrono::microseconds>(
-                               std::chrono::system_clock::now().time_since_epoch())
-                               .count();
-  return now > at ? static_cast<double>(now - at) / 1e6 : 0.0;
-}
 
 bool clean_text(std::string_view s, std::size_t max_bytes) {
   if (s.size() > max_bytes || !is_valid_utf8(s)) return false;
@@ -161,8 +144,6 @@ http_response server_impl::projections(const http_request&) {
     return admin_->projections();
   }();
   if (!list) return store_error(list.error());
-  auto head = store().head_position();
-  if (!head) return store_error(head.error());
   std::string body = "{\"projections\":[";
   bool first = true;
   for (const auto& p : *list) {
@@ -171,8 +152,7 @@ http_response server_impl::projections(const http_request&) {
     // The handler's error stays out: it may quote SQL. `annals stats` shows it.
     body += fmt::format(
         R"({{"name":{},"version":{},"checkpoint":{},"head":{},"lag_events":{},"lag_seconds":{:.6f},"stuck":{},"stuck_position":{},"parked":{}}})",
-        json_string(p.name), p.version, p.checkpoint, *head,
-        std::max<std::int64_t>(0, *head - p.checkpoint), lag_seconds(store(), p.checkpoint),
+        json_string(p.name), p.version, p.checkpoint, p.head, p.lag_events, p.lag_seconds,
         p.stuck_position ? "true" : "false",
         p.stuck_position ? std::to_string(*p.stuck_position) : "null", p.parked);
   }

@@ -80,6 +80,7 @@ struct pg_row {
   int i;
   std::int64_t int64(int col) const { return pg::get_int8(r, i, col); }
   std::string_view bytes(int col) const { return pg::get_bytes(r, i, col); }
+  std::string_view text_view(int col) const { return bytes(col); }
   bool is_null(int col) const { return pg::is_null(r, i, col); }
 };
 
@@ -298,11 +299,11 @@ class pg_admin final : public store_admin {
                     });
   }
 
-  result<std::vector<projection_info>> projections() override {
+  result<std::vector<consumer_status>> projections() override {
     auto tx = snapshot_tx(c_);
     if (!tx) return tx.error();
     pg_db d{c_};
-    return admin_detail::read_projections(d);
+    return admin_detail::measured_projections(d, *store_);
   }
 
   result<store_stats> stats(std::size_t top) override {
@@ -323,7 +324,7 @@ class pg_admin final : public store_admin {
     if (!bytes) return std::move(bytes).error();
     out.file_bytes = *bytes;
     pg_db d{c_};
-    if (auto r = admin_detail::fill_stats(d, sql, top, out); !r) return r.error();
+    if (auto r = admin_detail::fill_stats(d, sql, top, *store_, out); !r) return r.error();
     return out;
   }
 

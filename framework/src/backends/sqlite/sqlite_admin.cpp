@@ -102,6 +102,7 @@ struct sqlite_row {
   statement& s;
   std::int64_t int64(int col) const { return s.column_int64(col); }
   std::string_view bytes(int col) const { return s.column_blob(col); }
+  std::string_view text_view(int col) const { return bytes(col); }
   bool is_null(int col) const { return s.column_is_null(col); }
 };
 
@@ -290,11 +291,11 @@ class sqlite_admin final : public store_admin {
     });
   }
 
-  result<std::vector<projection_info>> projections() override {
+  result<std::vector<consumer_status>> projections() override {
     auto tx = read_tx(c_);
     if (!tx) return tx.error();
     sqlite_db d{db()};
-    return admin_detail::read_projections(d);
+    return admin_detail::measured_projections(d, *store_);
   }
 
   result<store_stats> stats(std::size_t top) override {
@@ -306,7 +307,7 @@ class sqlite_admin final : public store_admin {
     out.format_version = static_cast<std::int32_t>(*format);
     out.file_bytes = file_size(path_) + file_size(path_ + "-wal");
     sqlite_db d{db()};
-    if (auto r = admin_detail::fill_stats(d, sql, top, out); !r) return r.error();
+    if (auto r = admin_detail::fill_stats(d, sql, top, *store_, out); !r) return r.error();
     return out;
   }
 
