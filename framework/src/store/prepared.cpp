@@ -434,7 +434,22 @@ result<void> check_metadata_text(std::string_view what, std::string_view value) 
 }
 }  // namespace
 
+result<void> check_read(std::string_view stream_id, const read_stream_options& o) {
+  if (auto r = check_stream_id(stream_id); !r) return r;
+  if (o.max_count < 0) return error(errc::invalid_argument, "max_count must not be negative");
+  return {};
+}
+
+result<void> check_read(const read_all_options& o) {
+  if (o.max_count < 0) return error(errc::invalid_argument, "max_count must not be negative");
+  for (const auto& t : o.event_types) {
+    if (auto r = check_event_type(t); !r) return r;
+  }
+  return {};
+}
+
 result<std::vector<prepared_event>> prepare_append(std::string_view stream_id,
+                                                   const expected_version& expected,
                                                    std::vector<event_data>& events,
                                                    const std::function<std::string()>& id_source,
                                                    const schema_versions* versions) {
@@ -511,6 +526,12 @@ result<std::vector<prepared_event>> prepare_append(std::string_view stream_id,
       return error(errc::invalid_argument,
                    fmt::format("event id {} appears twice in one append", format_uuid(dup->data())));
     }
+  }
+  if (expected.form() == expected_version::kind::exact && expected.version() < 0) {
+    return error(errc::invalid_argument,
+                 fmt::format("expected version {} is negative; use no_stream() for a stream "
+                             "that must not exist",
+                             expected.version()));
   }
   return out;
 }

@@ -45,6 +45,10 @@ result<std::optional<recorded_event>> find_event_by_id(
 // errc::invalid_argument with a message naming the rule, or success.
 result<void> check_stream_id(std::string_view stream_id);
 result<void> check_event_type(std::string_view type);
+// A read's arguments, checked the same in every backend: the stream id, max_count >= 0, and
+// read_all's event types.
+result<void> check_read(std::string_view stream_id, const read_stream_options& o);
+result<void> check_read(const read_all_options& o);
 bool valid_utf8(std::string_view s) noexcept;
 
 // An event ready to insert: validated, id assigned, metadata serialized.
@@ -59,11 +63,13 @@ struct prepared_event {
 // Immutable once shared: a registration publishes a new map, never edits one in place.
 using schema_versions = std::map<std::string, std::int32_t, std::less<>>;
 
-// Validates an append's stream id and events, assigns missing ids from `id_source`
+// Validates an append's stream id, events and expected version (an exact one must not be
+// negative), assigns missing ids from `id_source`
 // (default: UUIDv7), stamps metadata.schema_version where it is 0 from `versions` (when not
 // null; a type it does not list stays 0) and serializes metadata. Moves payloads out of
 // `events`.
 result<std::vector<prepared_event>> prepare_append(std::string_view stream_id,
+                                                   const expected_version& expected,
                                                    std::vector<event_data>& events,
                                                    const std::function<std::string()>& id_source,
                                                    const schema_versions* versions);

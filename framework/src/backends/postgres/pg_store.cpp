@@ -324,14 +324,9 @@ class pg_store final : public event_store, public store::opened_store {
     }
     // Holds the map alive while it is read; a registration may publish a new one meanwhile.
     const auto versions = stamps_.current();
-    auto prepared = store::prepare_append(stream_id, events, options_.id_source, versions.get());
+    auto prepared =
+        store::prepare_append(stream_id, expected, events, options_.id_source, versions.get());
     if (!prepared) return std::move(prepared).error();
-    if (expected.form() == expected_version::kind::exact && expected.version() < 0) {
-      return error(errc::invalid_argument,
-                   fmt::format("expected version {} is negative; use no_stream() for a stream "
-                               "that must not exist",
-                               expected.version()));
-    }
     pending_append p{stream_id, expected, std::move(prepared).value()};
     auto c = checkout();
     if (!c) return std::move(c).error();
@@ -589,8 +584,7 @@ class pg_store final : public event_store, public store::opened_store {
 
   result<std::int64_t> read_stream(std::string_view stream_id, const read_stream_options& o,
                                    const event_visitor& visit) override {
-    if (auto r = store::check_stream_id(stream_id); !r) return r.error();
-    if (o.max_count < 0) return error(errc::invalid_argument, "max_count must not be negative");
+    if (auto r = store::check_read(stream_id, o); !r) return r.error();
     auto checked_out = checkout();
     if (!checked_out) return std::move(checked_out).error();
     lease l(*this, std::move(checked_out).value());
@@ -641,10 +635,7 @@ class pg_store final : public event_store, public store::opened_store {
   }
 
   result<std::int64_t> read_all(const read_all_options& o, const event_visitor& visit) override {
-    if (o.max_count < 0) return error(errc::invalid_argument, "max_count must not be negative");
-    for (const auto& t : o.event_types) {
-      if (auto r = store::check_event_type(t); !r) return r.error();
-    }
+    if (auto r = store::check_read(o); !r) return r.error();
     const std::vector<std::string> types = stored_types(o.event_types);
     auto checked_out = checkout();
     if (!checked_out) return std::move(checked_out).error();

@@ -226,7 +226,8 @@ class sqlite_store final : public event_store, public store::opened_store {
     }
     // Holds the map alive while it is read; a registration may publish a new one meanwhile.
     const auto versions = stamps_.current();
-    auto prepared = store::prepare_append(stream_id, events, options_.id_source, versions.get());
+    auto prepared =
+        store::prepare_append(stream_id, expected, events, options_.id_source, versions.get());
     if (!prepared) return std::move(prepared).error();
     pending_append req{stream_id, expected, std::move(prepared).value(), std::nullopt,
                        std::nullopt};
@@ -262,8 +263,7 @@ class sqlite_store final : public event_store, public store::opened_store {
 
   result<std::int64_t> read_stream(std::string_view stream_id, const read_stream_options& o,
                                    const event_visitor& visit) override {
-    if (auto r = store::check_stream_id(stream_id); !r) return r.error();
-    if (o.max_count < 0) return error(errc::invalid_argument, "max_count must not be negative");
+    if (auto r = store::check_read(stream_id, o); !r) return r.error();
     auto r = checkout();
     if (!r) return std::move(r).error();
     lease lease(*this, std::move(r).value());
@@ -309,10 +309,7 @@ class sqlite_store final : public event_store, public store::opened_store {
   }
 
   result<std::int64_t> read_all(const read_all_options& o, const event_visitor& visit) override {
-    if (o.max_count < 0) return error(errc::invalid_argument, "max_count must not be negative");
-    for (const auto& t : o.event_types) {
-      if (auto r = store::check_event_type(t); !r) return r.error();
-    }
+    if (auto r = store::check_read(o); !r) return r.error();
     // With upcasters, old stored types that are read as a wanted type are read too, and the
     // filter is applied again after upcasting.
     const std::vector<std::string> types = stored_types(o.event_types);
@@ -689,12 +686,6 @@ class sqlite_store final : public event_store, public store::opened_store {
       } else if (rc != SQLITE_DONE) {
         return sqlite::make_error(rc, "cannot read stream", writer_.get());
       }
-    }
-    if (p.expected.form() == expected_version::kind::exact && p.expected.version() < 0) {
-      return error(errc::invalid_argument,
-                   fmt::format("expected version {} is negative; use no_stream() for a stream "
-                               "that must not exist",
-                               p.expected.version()));
     }
     if (!store::expected_matches(p.expected, current)) {
       if (!p.events.empty()) {
