@@ -124,6 +124,15 @@ result<statement> statement::prepare(sqlite3* db, std::string_view sql) {
   return statement(s);
 }
 
+result<void> statement::prepare_all(sqlite3* db, std::initializer_list<to_prepare> items) {
+  for (const auto& [into, sql] : items) {
+    auto p = prepare(db, sql);
+    if (!p) return std::move(p).error();
+    *into = std::move(p).value();
+  }
+  return {};
+}
+
 std::string identity(sqlite3* db) {
   const char* file = sqlite3_db_filename(db, "main");
   std::string path = file ? file : "";

@@ -8,6 +8,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <initializer_list>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -73,6 +74,13 @@ class statement {
   ~statement() { sqlite3_finalize(s_); }
 
   static result<statement> prepare(sqlite3* db, std::string_view sql);
+  // Prepares each statement of a set held together (a connection's own), in order; the first
+  // failure is returned.
+  struct to_prepare {
+    statement* into;
+    std::string_view sql;
+  };
+  static result<void> prepare_all(sqlite3* db, std::initializer_list<to_prepare> items);
 
   struct blob {
     const void* data;

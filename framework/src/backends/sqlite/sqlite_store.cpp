@@ -123,28 +123,20 @@ struct writer_statements {
 
   static result<writer_statements> prepare(sqlite3* db) {
     writer_statements w;
-    struct item {
-      statement* s;
-      const char* sql;
-    };
-    for (auto [s, sql] : {
-             item{&w.find_stream, "SELECT id, version FROM streams WHERE name = ?1"},
-             item{&w.insert_stream, "INSERT INTO streams(name, version) VALUES(?1, ?2)"},
-             item{&w.update_stream, "UPDATE streams SET version = ?2 WHERE id = ?1"},
-             item{&w.insert_event,
-                  "INSERT INTO events(stream, stream_version, event_id, type, recorded_at, "
-                  "metadata, payload, checksum) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"},
-             item{&w.find_event,
-                  "SELECT s.name, e.stream_version, e.position FROM events e "
-                  "JOIN streams s ON s.id = e.stream WHERE e.event_id = ?1"},
-             item{&w.savepoint, "SAVEPOINT annals_append"},
-             item{&w.release, "RELEASE annals_append"},
-             item{&w.rollback_to, "ROLLBACK TO annals_append"},
-         }) {
-      auto p = statement::prepare(db, sql);
-      if (!p) return std::move(p).error();
-      *s = std::move(p).value();
-    }
+    auto r = statement::prepare_all(
+        db, {{&w.find_stream, "SELECT id, version FROM streams WHERE name = ?1"},
+             {&w.insert_stream, "INSERT INTO streams(name, version) VALUES(?1, ?2)"},
+             {&w.update_stream, "UPDATE streams SET version = ?2 WHERE id = ?1"},
+             {&w.insert_event,
+              "INSERT INTO events(stream, stream_version, event_id, type, recorded_at, "
+              "metadata, payload, checksum) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"},
+             {&w.find_event,
+              "SELECT s.name, e.stream_version, e.position FROM events e "
+              "JOIN streams s ON s.id = e.stream WHERE e.event_id = ?1"},
+             {&w.savepoint, "SAVEPOINT annals_append"},
+             {&w.release, "RELEASE annals_append"},
+             {&w.rollback_to, "ROLLBACK TO annals_append"}});
+    if (!r) return r.error();
     return w;
   }
 };
@@ -790,10 +782,6 @@ class sqlite_store final : public event_store, public store::opened_store {
     if (!c) return std::move(c).error();
     auto r = std::make_unique<reader>();
     r->conn = std::move(c).value();
-    struct item {
-      statement* s;
-      const char* sql;
-    };
     constexpr const char* cols =
         "position, event_id, type, recorded_at, metadata, payload, stream_version";
     std::string fwd = fmt::format(
@@ -804,17 +792,15 @@ class sqlite_store final : public event_store, public store::opened_store {
         "SELECT {} FROM events WHERE stream = ?1 AND stream_version <= ?2 "
         "ORDER BY stream_version DESC LIMIT ?3",
         cols);
-    for (auto [s, sql] : {item{&r->stream_id, "SELECT id, version FROM streams WHERE name = ?1"},
-                          item{&r->stream_page_fwd, fwd.c_str()},
-                          item{&r->stream_page_bwd, bwd.c_str()},
-                          item{&r->head, "SELECT coalesce(max(position), 0) FROM events"},
-                          item{&r->version, "SELECT version FROM streams WHERE name = ?1"},
-                          item{&r->name_of, "SELECT name FROM streams WHERE id = ?1"},
-                          item{&r->by_id, "SELECT position FROM events WHERE event_id = ?1"}}) {
-      auto p = statement::prepare(r->conn.get(), sql);
-      if (!p) return std::move(p).error();
-      *s = std::move(p).value();
-    }
+    auto p = statement::prepare_all(
+        r->conn.get(), {{&r->stream_id, "SELECT id, version FROM streams WHERE name = ?1"},
+                        {&r->stream_page_fwd, fwd},
+                        {&r->stream_page_bwd, bwd},
+                        {&r->head, "SELECT coalesce(max(position), 0) FROM events"},
+                        {&r->version, "SELECT version FROM streams WHERE name = ?1"},
+                        {&r->name_of, "SELECT name FROM streams WHERE id = ?1"},
+                        {&r->by_id, "SELECT position FROM events WHERE event_id = ?1"}});
+    if (!p) return p.error();
     return r;
   }
 
