@@ -5,8 +5,8 @@
 // derived_event_id, caused_by.
 #include <doctest/doctest.h>
 
-#include <annals/command.hpp>
 #include <annals/admin.hpp>
+#include <annals/command.hpp>
 #include <annals/consumers.hpp>
 #include <annals/projection_runner.hpp>
 #include <annals/event_store.hpp>

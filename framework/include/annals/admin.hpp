@@ -115,8 +115,9 @@ class store_admin {
   virtual result<store_stats> stats(std::size_t top) = 0;
 
   // The projections' bookkeeping alone (stats().projections without counting the store), with
-  // their lag behind the current head: cheap enough for a metrics scrape. Empty when the store
-  // has none.
+  // their lag behind the current head (one event read per projection, for its age; an
+  // unreadable one leaves lag_seconds at 0): cheap enough for a metrics scrape. Empty when the
+  // store has none.
   virtual result<std::vector<consumer_status>> projections() = 0;
 
   // Checks the whole store and reports each problem to `report`, continuing after it:

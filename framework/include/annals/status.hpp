@@ -1,7 +1,8 @@
 // annals/status.hpp: where a checkpointed consumer (a projection or a subscription, relays
 // included) stands. The one status type: projection_runner::status(), subscription::status(),
-// subscription_admin::list(), relay::status() and consumer_admin::list() all return it. A plain
-// value; copy freely.
+// subscription_admin::list(), relay::status(), consumer_admin::list(),
+// store_admin::projections() and store_stats::projections all return it. A plain value; copy
+// freely.
 //
 // Every consumer has the common part (checkpoint, head, lag, parked events, state, error,
 // detail). The fields marked "projections" or "subscriptions" are left at their defaults for
@@ -18,6 +19,10 @@ namespace annals {
 enum class consumer_kind { projection, subscription };
 std::string_view to_string(consumer_kind kind) noexcept;  // "projection", "subscription"
 
+// Progress, not whether an instance runs (see `active` for a subscription). The admins
+// (consumer_admin, store_admin), which run no projection, see only stuck, catching_up and
+// running: a rebuild in progress and a changed version are what projection_runner::status()
+// adds.
 enum class consumer_state {
   running,      // caught up with the head (a live consumer follows new events)
   catching_up,  // events after its checkpoint wait; or a projection's version changed
@@ -41,13 +46,14 @@ struct consumer_status {
   // that failed in this runner (retried after 30 s; the live model keeps its old version). A
   // subscription's last delivery error (empty once one succeeds).
   std::string error;
-  // Projections: "version N" (the stored version). Subscriptions: the filter
-  // (subscription_filter::describe()).
+  // Projections: "version N", the stored version ("version 0": never built). Subscriptions: the
+  // filter (subscription_filter::describe()).
   std::string detail;
 
-  // Projections. version: the code's version (consumer_admin, which has no code: the stored
+  // Projections. version: the code's version (from the admins, which have no code: the stored
   // one); stored_version: the version the live model was built with (0: never built);
-  // events_per_s: the rate of the last batch written by any runner.
+  // events_per_s: the rate of the last batch written by any runner (projection_runner::status()
+  // only; 0 from the admins).
   int version = 0;
   int stored_version = 0;
   double events_per_s = 0;
@@ -59,7 +65,9 @@ struct consumer_status {
   bool active = false;
 };
 
-// The names each kind had for it before there was one type.
+// The names each kind had for it before there was one type. What moved: a subscription's
+// `filter` is `detail` and its `last_error` is `error`; a projection's `stuck_position` is an
+// optional (set only while stuck).
 using projection_state = consumer_state;
 using projection_status = consumer_status;
 using subscription_status = consumer_status;

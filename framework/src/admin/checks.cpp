@@ -266,19 +266,6 @@ error no_stream_row(std::int64_t position) {
                            position));
 }
 
-std::string projections_sql(const detail::consumer_sources& src) {
-  return fmt::format(
-      "SELECT name, CAST(version AS BIGINT), CAST(checkpoint AS BIGINT), "
-      "CAST(stuck_position AS BIGINT), error, CAST({} AS BIGINT) "
-      "FROM {} p WHERE p.kind = 'projection' ORDER BY name",
-      src.parked.empty()
-          ? std::string("0")
-          : fmt::format("(SELECT count(*) FROM {} a WHERE a.kind = 'projection' AND "
-                        "a.consumer = p.name AND a.state = 'parked')",
-                        src.parked),
-      src.consumers);
-}
-
 std::string parked_sql(std::string_view parked_source) {
   return fmt::format(
       "SELECT consumer, CAST(position AS BIGINT), type, error FROM {} k "

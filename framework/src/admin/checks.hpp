@@ -168,10 +168,6 @@ result<std::unique_ptr<import_session>> start_import(C& c) {
   return std::unique_ptr<import_session>(std::move(s));
 }
 
-// The consumer tables have the same names and columns on every backend (SQL valid on both),
-// read from `src` (consumer/tables.hpp: reading_sources, consumers not empty): the
-// projections' name, version, checkpoint, stuck_position (NULL), error, parked count.
-std::string projections_sql(const detail::consumer_sources& src);
 // The projections' events still parked: projection, position, type, error; in position order.
 std::string parked_sql(std::string_view parked_source);
 

@@ -44,30 +44,14 @@ result<detail::consumer_sources> consumer_sources_of(DB& db) {
       [&](std::string_view table) { return db.table_exists(std::string(table).c_str()); });
 }
 
-// One row of projections_sql() as a status: its bookkeeping (head and lag are measured after,
-// detail::measure_projections). Row: int64(col), text_view(col), is_null(col).
-template <class Row>
-consumer_status projection_row(const Row& row) {
-  consumer_status p;
-  p.name = row.text_view(0);
-  p.version = p.stored_version = static_cast<int>(row.int64(1));
-  p.detail = fmt::format("version {}", p.version);
-  p.checkpoint = row.int64(2);
-  if (!row.is_null(3)) p.stuck_position = row.int64(3);
-  p.error = row.text_view(4);
-  p.parked = row.int64(5);
-  if (p.stuck_position) p.state = consumer_state::stuck;
-  return p;
-}
-
 template <class DB>
 result<std::vector<consumer_status>> read_projections(DB& db) {
   std::vector<consumer_status> out;
   auto src = consumer_sources_of(db);
   if (!src) return std::move(src).error();
   if (src->consumers.empty()) return out;
-  auto r = db.rows("cannot read projections", projections_sql(*src), {},
-                   [&](const auto& row) { out.push_back(projection_row(row)); });
+  auto r = db.rows("cannot read projections", detail::projections_sql(*src), {},
+                   [&](const auto& row) { out.push_back(detail::projection_row(row)); });
   if (!r) return r.error();
   return out;
 }
@@ -79,7 +63,7 @@ result<std::vector<consumer_status>> measured_projections(DB& db, event_store& s
   if (!out) return out;
   auto head = store.head_position();
   if (!head) return std::move(head).error();
-  if (auto m = detail::measure_projections(store, *head, *out); !m) return m.error();
+  detail::measure_projections(store, *head, *out);
   return out;
 }
 
@@ -135,7 +119,8 @@ result<void> fill_stats(DB& db, const admin_sql& sql, std::size_t top, event_sto
   auto projections = read_projections(db);
   if (!projections) return std::move(projections).error();
   out.projections = std::move(projections).value();
-  return detail::measure_projections(store, out.head_position, out.projections);
+  detail::measure_projections(store, out.head_position, out.projections);
+  return {};
 }
 
 // verify() after the event scan: stream rows, duplicate ids, projections and parked events.

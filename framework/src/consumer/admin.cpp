@@ -5,31 +5,13 @@
 #include <annals/consumers.hpp>
 #include <annals/subscription.hpp>
 
-#include "admin/queries.hpp"
 #include "consumer/lag.hpp"
 #include "consumer/tables.hpp"
 #include "projection/internal.hpp"
-#include "store/prepared.hpp"
 
 #include <fmt/format.h>
 
-#include <algorithm>
-
 namespace annals {
-
-std::string_view to_string(consumer_kind kind) noexcept {
-  return kind == consumer_kind::projection ? "projection" : "subscription";
-}
-
-std::string_view to_string(consumer_state s) noexcept {
-  switch (s) {
-    case consumer_state::running: return "running";
-    case consumer_state::catching_up: return "catching up";
-    case consumer_state::rebuilding: return "rebuilding";
-    case consumer_state::stuck: return "stuck";
-  }
-  return "unknown";
-}
 
 namespace {
 
@@ -114,14 +96,14 @@ class admin_impl final : public consumer_admin {
     if (!src) return std::move(src).error();
     if (src->consumers.empty()) return out;
     auto tx = detail::sql_tx_access::make(*b_.writer);
-    auto r = tx.query(admin_detail::projections_sql(*src), {}, [&](const sql_row& row) {
-      out.push_back(admin_detail::projection_row(row));
+    auto r = tx.query(detail::projections_sql(*src), {}, [&](const sql_row& row) {
+      out.push_back(detail::projection_row(row));
       return true;
     });
     if (!r) return std::move(r).error();
     auto head = b_.store->head_position();
     if (!head) return std::move(head).error();
-    if (auto m = detail::measure_projections(*b_.store, *head, out); !m) return m.error();
+    detail::measure_projections(*b_.store, *head, out);
     return out;
   }
 

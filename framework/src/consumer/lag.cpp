@@ -4,7 +4,23 @@
 
 #include <algorithm>
 
-namespace annals::detail {
+namespace annals {
+
+std::string_view to_string(consumer_kind kind) noexcept {
+  return kind == consumer_kind::projection ? "projection" : "subscription";
+}
+
+std::string_view to_string(consumer_state s) noexcept {
+  switch (s) {
+    case consumer_state::running: return "running";
+    case consumer_state::catching_up: return "catching up";
+    case consumer_state::rebuilding: return "rebuilding";
+    case consumer_state::stuck: return "stuck";
+  }
+  return "unknown";
+}
+
+namespace detail {
 
 result<consumer_lag> measure_lag(event_store& store, std::int64_t checkpoint, std::int64_t head,
                                  std::int64_t now_us) {
@@ -22,20 +38,19 @@ result<consumer_lag> measure_lag(event_store& store, std::int64_t checkpoint, st
   return lag;
 }
 
-result<void> measure_projections(event_store& store, std::int64_t head,
-                                 std::vector<consumer_status>& statuses) {
+void measure_projections(event_store& store, std::int64_t head,
+                         std::vector<consumer_status>& statuses) {
   const auto now = store::system_clock_us();
   for (auto& c : statuses) {
     c.head = head;
     auto lag = measure_lag(store, c.checkpoint, c.head, now);
-    if (!lag) return std::move(lag).error();
-    c.lag_events = lag->events;
-    c.lag_seconds = lag->seconds;
+    c.lag_events = std::max<std::int64_t>(0, c.head - c.checkpoint);
+    c.lag_seconds = lag ? lag->seconds : 0;
     c.state = c.stuck_position ? consumer_state::stuck
               : c.lag_events   ? consumer_state::catching_up
                                : consumer_state::running;
   }
-  return {};
 }
 
-}  // namespace annals::detail
+}  // namespace detail
+}  // namespace annals

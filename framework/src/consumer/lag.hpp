@@ -21,8 +21,10 @@ result<consumer_lag> measure_lag(event_store& store, std::int64_t checkpoint, st
                                  std::int64_t now_us);
 
 // Projection statuses read from the bookkeeping alone (the admins', which run no projection):
-// sets each one's head, lag and state (stuck, catching_up while behind, else running).
-result<void> measure_projections(event_store& store, std::int64_t head,
-                                 std::vector<consumer_status>& statuses);
+// sets each one's head, lag and state (stuck, catching_up while behind, else running). The
+// event after a checkpoint that cannot be read (a damaged row: verify reports it) leaves that
+// lag_seconds at 0 rather than failing the whole list, stats or metrics scrape.
+void measure_projections(event_store& store, std::int64_t head,
+                         std::vector<consumer_status>& statuses);
 
 }  // namespace annals::detail

@@ -309,4 +309,17 @@ result<void> park_event(sql_tx& tx, std::string_view kind, std::string_view name
   return {};
 }
 
+std::string projections_sql(const consumer_sources& src) {
+  return fmt::format(
+      "SELECT name, CAST(version AS BIGINT), CAST(checkpoint AS BIGINT), "
+      "CAST(stuck_position AS BIGINT), error, CAST({} AS BIGINT) "
+      "FROM {} p WHERE p.kind = 'projection' ORDER BY name",
+      src.parked.empty()
+          ? std::string("0")
+          : fmt::format("(SELECT count(*) FROM {} a WHERE a.kind = 'projection' AND "
+                        "a.consumer = p.name AND a.state = 'parked')",
+                        src.parked),
+      src.consumers);
+}
+
 }  // namespace annals::detail

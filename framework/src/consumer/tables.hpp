@@ -17,6 +17,9 @@
 #include <annals/parked.hpp>
 #include <annals/result.hpp>
 #include <annals/sql.hpp>
+#include <annals/status.hpp>
+
+#include <fmt/format.h>
 
 #include <functional>
 #include <string>
@@ -64,6 +67,26 @@ result<bool> has_consumer(sql_connection& c, const consumer_sources& src, std::s
 result<std::vector<parked_event>> read_parked(sql_tx& tx, std::string_view kind,
                                               std::string_view name,
                                               std::string_view parked_source);
+
+// The projections' rows, in SQL valid on every backend, read from `src` (reading_sources,
+// consumers not empty): name, version, checkpoint, stuck_position (NULL), error, parked count.
+std::string projections_sql(const consumer_sources& src);
+// One of those rows as a status: the bookkeeping alone (measure_projections, consumer/lag.hpp,
+// adds head and lag). Row: int64(col), text_view(col), is_null(col) (an sql_row, or an admin's
+// own row adapter).
+template <class Row>
+consumer_status projection_row(const Row& row) {
+  consumer_status p;
+  p.name = row.text_view(0);
+  p.version = p.stored_version = static_cast<int>(row.int64(1));
+  p.detail = fmt::format("version {}", p.version);
+  p.checkpoint = row.int64(2);
+  if (!row.is_null(3)) p.stuck_position = row.int64(3);
+  p.error = row.text_view(4);
+  p.parked = row.int64(5);
+  if (p.stuck_position) p.state = consumer_state::stuck;
+  return p;
+}
 
 // A text for the consumer tables' TEXT columns (an error, a stream name): PostgreSQL refuses
 // invalid UTF-8 and NUL, so control bytes (and every byte >= 0x80 of a text that is not UTF-8)

@@ -46,17 +46,22 @@ result<std::string> render_metrics(const metrics_sources& src) {
   out += fmt::format("annals_append_duration_seconds_sum {}\n", m.append_seconds_sum);
   out += fmt::format("annals_append_duration_seconds_count {}\n", m.append_count);
 
-  event_store& store = src.admin->store();
-  auto head = store.head_position();
-  if (!head) return std::move(head).error();
-  family(out, "annals_head_position", "gauge", "The store's highest committed global position.");
-  out += fmt::format("annals_head_position {}\n", *head);
-
   auto projections = [&] {
     std::lock_guard lock(*src.admin_mu);
     return src.admin->projections();
   }();
   if (!projections) return std::move(projections).error();
+  // The head the projections' lag was measured against, so that one scrape agrees with itself.
+  std::int64_t head = 0;
+  if (!projections->empty()) {
+    head = projections->front().head;
+  } else {
+    auto h = src.admin->store().head_position();
+    if (!h) return std::move(h).error();
+    head = *h;
+  }
+  family(out, "annals_head_position", "gauge", "The store's highest committed global position.");
+  out += fmt::format("annals_head_position {}\n", head);
   std::vector<consumer_status> subs;
   if (src.subs) {
     std::lock_guard lock(*src.subs_mu);

@@ -19,7 +19,6 @@
 #include "store/prepared.hpp"
 
 #include <fmt/format.h>
-#include <sys/file.h>
 
 #include <climits>
 #include <condition_variable>

@@ -75,8 +75,8 @@ const detail::consumer_sources own_tables{detail::consumers_table,
 
 // The statuses of the subscriptions in `src` (consumers empty: none), or only of `only`.
 result<std::vector<consumer_status>> read_statuses(sql_connection& c, event_store& store,
-                                                       const detail::consumer_sources& src,
-                                                       std::string_view only) {
+                                                   const detail::consumer_sources& src,
+                                                   std::string_view only) {
   std::vector<consumer_status> out;
   if (src.consumers.empty()) return out;
   auto tx = detail::sql_tx_access::make(c);
