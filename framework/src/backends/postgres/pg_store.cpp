@@ -28,6 +28,7 @@
 #include "store/checksum.hpp"
 #include "store/commit_hook.hpp"
 #include "store/prepared.hpp"
+#include "store/snapshot_queue.hpp"
 #include "store/uri.hpp"
 
 #include <annals/fault.hpp>
@@ -38,11 +39,7 @@
 
 #include <algorithm>
 #include <chrono>
-#include <condition_variable>
-#include <cstdio>
-#include <deque>
 #include <mutex>
-#include <thread>
 
 namespace annals {
 namespace {
@@ -139,42 +136,20 @@ struct pending_append {
   std::vector<prepared_event> events;
 };
 
-// Background snapshot saves: a bounded queue, one thread (started on the first save) with its
-// own connection. The destructor flushes for at most flush_timeout, then drops what is left.
+// Background snapshot saves (store::snapshot_queue) on a connection of their own, opened by the
+// queue's thread on the first save.
 class snapshot_writer {
  public:
-  static constexpr std::size_t max_queued = 256;  // saves waiting; more are dropped
-  static constexpr std::chrono::milliseconds flush_timeout{2000};
   // Per statement: the writer never waits long on a lock or a slow server.
   static constexpr const char* lock_timeout = "200ms";
   static constexpr const char* statement_timeout = "2000ms";
   static constexpr int connect_timeout_s = 2;
 
-  snapshot_writer(std::string uri, bool read_only) : uri_(std::move(uri)), read_only_(read_only) {}
-  ~snapshot_writer() {
-    {
-      std::lock_guard lock(mu_);
-      stopping_ = true;
-      flush_deadline_ = std::chrono::steady_clock::now() + flush_timeout;
-    }
-    cv_.notify_all();
-    if (thread_.joinable()) thread_.join();
-  }
-  snapshot_writer(const snapshot_writer&) = delete;
-  snapshot_writer& operator=(const snapshot_writer&) = delete;
+  snapshot_writer(std::string uri, bool read_only)
+      : uri_(std::move(uri)), queue_([this](const snapshot_record& s) { return write(s); },
+                                     read_only) {}
 
-  void save(snapshot_record snapshot) noexcept {
-    if (read_only_) return;
-    try {
-      std::lock_guard lock(mu_);
-      if (stopping_ || queue_.size() >= max_queued) return;  // dropped: best effort
-      queue_.push_back(std::move(snapshot));
-      if (!thread_.joinable()) thread_ = std::thread([this] { run(); });
-    } catch (...) {
-      return;  // no memory or no thread: the snapshot is dropped, the caller goes on
-    }
-    cv_.notify_one();
-  }
+  void save(snapshot_record snapshot) noexcept { queue_.save(std::move(snapshot)); }
 
  private:
   result<void> connect() {
@@ -211,48 +186,9 @@ class snapshot_writer {
     return {};
   }
 
-  void run() noexcept {
-    std::unique_lock lock(mu_);
-    for (;;) {
-      cv_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
-      if (queue_.empty()) break;
-      if (stopping_ && std::chrono::steady_clock::now() >= flush_deadline_) {
-        queue_.clear();  // the bounded flush is over: drop the rest
-        break;
-      }
-      snapshot_record s = std::move(queue_.front());
-      queue_.pop_front();
-      lock.unlock();
-      result<void> r;
-      try {
-        r = write(s);
-      } catch (const std::exception& e) {
-        r = error(errc::io, e.what());
-      } catch (...) {
-        r = error(errc::io, "unknown exception");
-      }
-      if (!r) {
-        std::fprintf(stderr,
-                     "annals: warning: snapshot of stream '%s' at version %lld not saved: %s\n",
-                     s.stream_id.c_str(), static_cast<long long>(s.version),
-                     r.error().message().c_str());
-      }
-      lock.lock();
-    }
-    lock.unlock();
-    conn_.reset();
-  }
-
   const std::string uri_;
-  const bool read_only_;
-  std::unique_ptr<connection> conn_;  // the writer thread's only
-
-  std::mutex mu_;
-  std::condition_variable cv_;  // work queued, or stopping
-  std::deque<snapshot_record> queue_;
-  bool stopping_ = false;
-  std::chrono::steady_clock::time_point flush_deadline_;
-  std::thread thread_;  // started on the first save
+  std::unique_ptr<connection> conn_;  // the queue's thread's only
+  store::snapshot_queue queue_;       // last: destroyed (flushed, joined) before conn_
 };
 
 class pg_store final : public event_store, public store::opened_store {

@@ -2,10 +2,6 @@
 
 #include "store/prepared.hpp"
 
-#include <fmt/format.h>
-
-#include <cstdio>
-
 namespace annals::sqlite {
 namespace {
 
@@ -31,17 +27,10 @@ bool has_snapshot_table(sqlite3* db) {
 }  // namespace
 
 snapshot_writer::snapshot_writer(std::string path, bool read_only, snapshot_writer_options o)
-    : path_(std::move(path)), read_only_(read_only), options_(o) {}
-
-snapshot_writer::~snapshot_writer() {
-  {
-    std::lock_guard lock(mu_);
-    stopping_ = true;
-    flush_deadline_ = std::chrono::steady_clock::now() + options_.flush_timeout;
-  }
-  cv_.notify_all();
-  if (thread_.joinable()) thread_.join();
-}
+    : path_(std::move(path)),
+      options_(o),
+      queue_([this](const snapshot_record& s) { return write(s); }, read_only, o.max_queued,
+             o.flush_timeout) {}
 
 result<std::optional<snapshot_record>> snapshot_writer::read(std::string_view stream_id,
                                                              std::string_view key) {
@@ -76,72 +65,30 @@ result<std::optional<snapshot_record>> snapshot_writer::read(std::string_view st
   return std::optional<snapshot_record>{std::move(s)};
 }
 
-void snapshot_writer::save(snapshot_record snapshot) noexcept {
-  if (read_only_) return;
-  try {
-    std::lock_guard lock(mu_);
-    if (stopping_ || queue_.size() >= options_.max_queued) return;  // dropped: best effort
-    queue_.push_back(std::move(snapshot));
-    if (!thread_.joinable()) thread_ = std::thread([this] { run(); });
-  } catch (...) {
-    return;  // no memory or no thread: the snapshot is dropped, the caller goes on
+result<void> snapshot_writer::write(const snapshot_record& s) {
+  if (!writer_.get()) {
+    auto c = connection::open(path_, SQLITE_OPEN_READWRITE,
+                              static_cast<int>(options_.busy_timeout.count()));
+    if (!c) return std::move(c).error();
+    if (!has_snapshot_table(c->get())) {
+      return error(errc::io, "the store has no annals_snapshots table (an older format)");
+    }
+    // Snapshots are derived data: losing the last ones to a power cut costs a replay.
+    (void)c->exec("PRAGMA synchronous=NORMAL", "set durability");
+    auto st = statement::prepare(c->get(), upsert_sql);
+    if (!st) return std::move(st).error();
+    writer_ = std::move(c).value();
+    upsert_ = std::move(st).value();
   }
-  cv_.notify_one();
-}
-
-result<void> snapshot_writer::write(statement& upsert, sqlite3* db, const snapshot_record& s) {
-  reset_guard g(upsert);
-  upsert.bind(1, s.stream_id);
-  upsert.bind(2, s.key);
-  upsert.bind(3, s.version);
-  upsert.bind(4, statement::blob{s.state.data(), s.state.size()});
-  upsert.bind(5, store::system_clock_us());
-  int rc = upsert.step();
-  if (rc != SQLITE_DONE) return make_error(rc, "cannot save a snapshot", db);
+  reset_guard g(upsert_);
+  upsert_.bind(1, s.stream_id);
+  upsert_.bind(2, s.key);
+  upsert_.bind(3, s.version);
+  upsert_.bind(4, statement::blob{s.state.data(), s.state.size()});
+  upsert_.bind(5, store::system_clock_us());
+  int rc = upsert_.step();
+  if (rc != SQLITE_DONE) return make_error(rc, "cannot save a snapshot", writer_.get());
   return {};
-}
-
-void snapshot_writer::run() noexcept {
-  connection conn;
-  statement upsert;
-  std::unique_lock lock(mu_);
-  for (;;) {
-    cv_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
-    if (queue_.empty()) return;
-    if (stopping_ && std::chrono::steady_clock::now() >= flush_deadline_) {
-      queue_.clear();  // the bounded flush is over: drop the rest
-      return;
-    }
-    snapshot_record s = std::move(queue_.front());
-    queue_.pop_front();
-    lock.unlock();
-    result<void> r;
-    if (!conn.get()) {
-      auto c = connection::open(path_, SQLITE_OPEN_READWRITE,
-                                static_cast<int>(options_.busy_timeout.count()));
-      if (c && has_snapshot_table(c->get())) {
-        // Snapshots are derived data: losing the last ones to a power cut costs a replay.
-        (void)c->exec("PRAGMA synchronous=NORMAL", "set durability");
-        auto st = statement::prepare(c->get(), upsert_sql);
-        if (st) {
-          conn = std::move(c).value();
-          upsert = std::move(st).value();
-        } else {
-          r = std::move(st).error();
-        }
-      } else {
-        r = c ? error(errc::io, "the store has no annals_snapshots table (an older format)")
-              : std::move(c).error();
-      }
-    }
-    if (r && conn.get()) r = write(upsert, conn.get(), s);
-    if (!r) {
-      std::fprintf(stderr, "annals: warning: snapshot of stream '%s' at version %lld not saved: %s\n",
-                   s.stream_id.c_str(), static_cast<long long>(s.version),
-                   r.error().message().c_str());
-    }
-    lock.lock();
-  }
 }
 
 }  // namespace annals::sqlite
