@@ -25,9 +25,11 @@
 namespace annals::sqlite {
 
 struct snapshot_writer_options {
-  std::size_t max_queued = 256;                   // saves waiting; more are dropped
+  // saves waiting; more are dropped
+  std::size_t max_queued = store::snapshot_queue::default_max_queued;
   std::chrono::milliseconds busy_timeout{200};    // per write, waiting for the write lock
-  std::chrono::milliseconds flush_timeout{2000};  // the destructor's wait for queued saves
+  // the destructor's wait for queued saves
+  std::chrono::milliseconds flush_timeout = store::snapshot_queue::default_flush_timeout;
 };
 
 class snapshot_writer {
