@@ -9,9 +9,6 @@
 // at the server's durability, which must be synchronous_commit=on (checked). Every scenario
 // works in fresh databases of its own (CREATE DATABASE with a unique name, dropped at its
 // end), one per side and rep, so no side sees another's tables or dead rows.
-//
-// rebuild and live_lag need projection_runner::open on a postgresql:// URI; while it refuses
-// one (invalid_argument), they print a note on stderr and no figure.
 #include "pg_bench.hpp"
 
 #include "read_side.hpp"
@@ -482,21 +479,6 @@ void pg_append_concurrent(const config& c) {
 
 // ---- read side: rebuild and live_lag ------------------------------------------------------------
 
-// Whether projection_runner opens a PostgreSQL store: while it refuses one (invalid_argument),
-// prints why the scenario is skipped and returns false; never a figure without a runner.
-bool runner_available(const config& c, std::string_view scenario) {
-  scratch_db db(c.backend, "probe");
-  { auto store = check(annals::open_store(db.uri()), "cannot open the store"); }
-  auto r = bank::open_read_models(db.uri());
-  if (!r && r.error().kind() == annals::errc::invalid_argument) {
-    note("{}: skipped: projection_runner::open does not take a PostgreSQL store yet ({})",
-         scenario, r.error().message());
-    return false;
-  }
-  (void)check(std::move(r), "cannot open the projection runner");
-  return true;
-}
-
 // Fresh databases for the read-side scenarios, dropped on remove() or with this object.
 class scratch_source {
  public:
@@ -521,7 +503,6 @@ class scratch_source {
 };
 
 void pg_live_lag(const config& c) {
-  if (!runner_available(c, "live_lag")) return;
   auto facts = server_facts::read(c.backend);
   scratch_source source(c.backend);
   run_live_lag(c, source.stores, [&](figure& f) { facts.describe(f); });
@@ -785,7 +766,6 @@ double pg_raw_rebuild_once(const pg_rebuild_dataset& d, std::int64_t batch) {
 }
 
 void pg_rebuild(const config& c) {
-  if (!runner_available(c, "rebuild")) return;
   auto facts = server_facts::read(c.backend);
   auto d = make_pg_rebuild_dataset(c);
   const std::int64_t batch = annals::rebuild_options{}.batch_size;
