@@ -55,7 +55,7 @@ result<void> check_key_arity(const table_shape& s, std::size_t given) {
   }
   return {};
 }
-enum class op { upsert, erase, find, select_all };
+enum class op { upsert, erase, find };
 
 // Generated SQL, per row shape, physical table and operation. Shapes live for the program
 // (function-local statics), so their addresses are stable keys.

@@ -27,13 +27,9 @@ struct js_deleter {
 struct sub_deleter {
   void operator()(natsSubscription* s) const noexcept { natsSubscription_Destroy(s); }
 };
-struct msg_deleter {
-  void operator()(natsMsg* m) const noexcept { natsMsg_Destroy(m); }
-};
 using conn_ptr = std::unique_ptr<natsConnection, conn_deleter>;
 using js_ptr = std::unique_ptr<jsCtx, js_deleter>;
 using sub_ptr = std::unique_ptr<natsSubscription, sub_deleter>;
-using msg_ptr = std::unique_ptr<natsMsg, msg_deleter>;
 
 // "NATS: <what>: <status text>[ (<last error>)]" as errc::io (or `kind`).
 error nats_error(natsStatus s, std::string_view what, errc kind = errc::io);

@@ -24,7 +24,6 @@ class set_pool {
   set_pool& operator=(const set_pool&) = delete;
 
   google::protobuf::DescriptorPool& pool() { return pool_; }
-  google::protobuf::SimpleDescriptorDatabase& database() { return db_; }
   // The first problem met so far (adding files, or building them on demand); empty if none.
   const std::string& errors() const { return errors_; }
 

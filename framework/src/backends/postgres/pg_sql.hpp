@@ -21,7 +21,6 @@ class sql_conn final : public detail::sql_connection {
   // Borrows a connection owned elsewhere (the store's, for inline projections).
   explicit sql_conn(connection* borrowed) : conn_(borrowed) {}
 
-  connection& conn() noexcept { return *conn_; }
   detail::sql_dialect dialect() const noexcept override { return detail::sql_dialect::postgres; }
   result<void> exec(const char* sql, std::string_view what) override {
     return conn_->exec_simple(what, sql);
