@@ -1066,10 +1066,17 @@ TEST_CASE("consumer_admin lists projections and subscriptions, and retries and s
     CHECK(seen->front().lag_events == 4);
     CHECK(seen->front().stuck_position == 2);
     CHECK(seen->front().detail == p.detail);
+    // The rate of the last batch, as stored: the runner, both admins and stats agree.
+    auto mine = (*runner)->status();
+    REQUIRE_MESSAGE(mine.ok(), message_of(mine));
+    CHECK(mine->front().events_per_s > 0);  // the prefix before the poisoned event
+    CHECK(p.events_per_s == mine->front().events_per_s);
+    CHECK(seen->front().events_per_s == mine->front().events_per_s);
     auto stats = (*store_admin)->stats(1);
     REQUIRE_MESSAGE(stats.ok(), message_of(stats));
     REQUIRE(stats->projections.size() == 1);
     CHECK(stats->projections.front().lag_events == 4);
+    CHECK(stats->projections.front().events_per_s == mine->front().events_per_s);
     CHECK_MESSAGE(p.error.find("poisoned") != std::string::npos, p.error);
     CHECK(p.detail == "version 1");
     const auto& m = (*list)[1];

@@ -52,8 +52,8 @@ struct consumer_status {
 
   // Projections. version: the code's version (from the admins, which have no code: the stored
   // one); stored_version: the version the live model was built with (0: never built);
-  // events_per_s: the rate of the last batch written by any runner (projection_runner::status()
-  // only; 0 from the admins).
+  // events_per_s: the rate of the last batch written by any runner, as stored (the runner's
+  // status and the admins report the same figure).
   int version = 0;
   int stored_version = 0;
   double events_per_s = 0;

@@ -312,7 +312,8 @@ result<void> park_event(sql_tx& tx, std::string_view kind, std::string_view name
 std::string projections_sql(const consumer_sources& src) {
   return fmt::format(
       "SELECT name, CAST(version AS BIGINT), CAST(checkpoint AS BIGINT), "
-      "CAST(stuck_position AS BIGINT), error, CAST({} AS BIGINT) "
+      "CAST(stuck_position AS BIGINT), error, CAST({} AS BIGINT), "
+      "CAST(events_per_s AS DOUBLE PRECISION) "
       "FROM {} p WHERE p.kind = 'projection' ORDER BY name",
       src.parked.empty()
           ? std::string("0")

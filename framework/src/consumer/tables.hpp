@@ -69,11 +69,12 @@ result<std::vector<parked_event>> read_parked(sql_tx& tx, std::string_view kind,
                                               std::string_view parked_source);
 
 // The projections' rows, in SQL valid on every backend, read from `src` (reading_sources,
-// consumers not empty): name, version, checkpoint, stuck_position (NULL), error, parked count.
+// consumers not empty): name, version, checkpoint, stuck_position (NULL), error, parked count,
+// events_per_s.
 std::string projections_sql(const consumer_sources& src);
 // One of those rows as a status: the bookkeeping alone (measure_projections, consumer/lag.hpp,
-// adds head and lag). Row: int64(col), text_view(col), is_null(col) (an sql_row, or an admin's
-// own row adapter).
+// adds head and lag). Row: int64(col), real(col), text_view(col), is_null(col) (an sql_row, or
+// an admin's own row adapter).
 template <class Row>
 consumer_status projection_row(const Row& row) {
   consumer_status p;
@@ -84,6 +85,7 @@ consumer_status projection_row(const Row& row) {
   if (!row.is_null(3)) p.stuck_position = row.int64(3);
   p.error = row.text_view(4);
   p.parked = row.int64(5);
+  p.events_per_s = row.real(6);
   if (p.stuck_position) p.state = consumer_state::stuck;
   return p;
 }

@@ -226,6 +226,13 @@ std::int64_t get_int8(const PGresult* r, int row, int col) {
   return static_cast<std::int64_t>(be64toh(be));
 }
 
+double get_float8(const PGresult* r, int row, int col) {
+  const auto bits = static_cast<std::uint64_t>(get_int8(r, row, col));  // IEEE 754, big-endian
+  double d;
+  std::memcpy(&d, &bits, sizeof d);
+  return d;
+}
+
 std::string_view get_bytes(const PGresult* r, int row, int col) {
   return {PQgetvalue(r, row, col), static_cast<std::size_t>(PQgetlength(r, row, col))};
 }

@@ -123,6 +123,7 @@ error make_error(PGconn* conn, const PGresult* res, std::string_view what, failu
 
 // Binary column accessors.
 std::int64_t get_int8(const PGresult* r, int row, int col);
+double get_float8(const PGresult* r, int row, int col);
 std::string_view get_bytes(const PGresult* r, int row, int col);
 inline bool is_null(const PGresult* r, int row, int col) { return PQgetisnull(r, row, col) != 0; }
 

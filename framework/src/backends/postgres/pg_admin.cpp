@@ -79,6 +79,7 @@ struct pg_row {
   const PGresult* r;
   int i;
   std::int64_t int64(int col) const { return pg::get_int8(r, i, col); }
+  double real(int col) const { return pg::get_float8(r, i, col); }
   std::string_view bytes(int col) const { return pg::get_bytes(r, i, col); }
   std::string_view text_view(int col) const { return bytes(col); }
   bool is_null(int col) const { return pg::is_null(r, i, col); }

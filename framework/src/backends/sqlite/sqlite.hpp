@@ -121,6 +121,7 @@ class statement {
   }
 
   std::int64_t column_int64(int i) const noexcept { return sqlite3_column_int64(s_, i); }
+  double column_double(int i) const noexcept { return sqlite3_column_double(s_, i); }
   bool column_is_null(int i) const noexcept { return sqlite3_column_type(s_, i) == SQLITE_NULL; }
   std::string_view column_text(int i) const noexcept {
     auto p = reinterpret_cast<const char*>(sqlite3_column_text(s_, i));

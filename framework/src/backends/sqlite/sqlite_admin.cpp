@@ -101,6 +101,7 @@ std::int64_t file_size(const std::string& path) {
 struct sqlite_row {
   statement& s;
   std::int64_t int64(int col) const { return s.column_int64(col); }
+  double real(int col) const { return s.column_double(col); }
   std::string_view bytes(int col) const { return s.column_blob(col); }
   std::string_view text_view(int col) const { return bytes(col); }
   bool is_null(int col) const { return s.column_is_null(col); }
