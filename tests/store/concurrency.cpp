@@ -1,4 +1,5 @@
-// Concurrency: threads in one process (group commit) and several processes on one SQLite file.
+// Concurrency: threads in one process (group commit, on every backend) and several processes on
+// one SQLite file.
 //
 // Worker threads never use doctest assertions (a failed REQUIRE would throw on the wrong
 // thread): they record what went wrong, and the test thread checks afterwards. Child
@@ -174,9 +175,10 @@ class follower {
 
 }  // namespace
 
-TEST_CASE("threads doing read-modify-append with retry on conflict lose no update") {
-  temp_dir dir;
-  auto store = open_with(dir.file("rma.db"), durability::normal);
+TEST_CASE_TEMPLATE("threads doing read-modify-append with retry on conflict lose no update",
+                   B, ANNALS_STORE_BACKENDS) {
+  B backend;
+  auto store = backend.open();
   const std::vector<std::string> streams{"counter-a", "counter-b", "counter-c"};
   constexpr int threads = 8, increments = 60;
   std::atomic<std::int64_t> acknowledged{0}, conflicts{0};
@@ -208,9 +210,10 @@ TEST_CASE("threads doing read-modify-append with retry on conflict lose no updat
   CHECK(static_cast<std::int64_t>(all.size()) == acknowledged.load());
 }
 
-TEST_CASE("concurrent appenders on distinct streams all succeed without conflicts") {
-  temp_dir dir;
-  auto store = open_with(dir.file("distinct.db"), durability::normal);
+TEST_CASE_TEMPLATE("concurrent appenders on distinct streams all succeed without conflicts",
+                   B, ANNALS_STORE_BACKENDS) {
+  B backend;
+  auto store = backend.open();
   constexpr int threads = 8, appends = 50;
   problems issues;
   std::latch start(threads);
@@ -246,15 +249,15 @@ TEST_CASE("concurrent appenders on distinct streams all succeed without conflict
   }
 }
 
-TEST_CASE("an append is acknowledged only once it is committed and readable") {
+TEST_CASE_TEMPLATE("an append is acknowledged only once it is committed and readable", B,
+                   ANNALS_STORE_BACKENDS) {
   // Group commit hands each appender its result; a result handed out before the shared
   // COMMIT would be an acknowledgement of something a crash could still lose. Every appender
   // reads its own write right after the acknowledgement, through the store's readers (other
   // connections, which see only committed data) and through a second store instance.
-  temp_dir dir;
-  const auto path = dir.file("ack.db");
-  auto store = open_with(path, durability::full);
-  auto other = open_with(path, durability::full);
+  B backend;
+  auto store = backend.open();
+  auto other = backend.open();
   constexpr int threads = 8, appends = 120;
   problems issues;
   std::latch start(threads);
@@ -290,9 +293,10 @@ TEST_CASE("an append is acknowledged only once it is committed and readable") {
   check_store_invariants(*store);
 }
 
-TEST_CASE("concurrent no_stream appends to one stream: exactly one wins and only the others fail") {
-  temp_dir dir;
-  auto store = open_with(dir.file("race.db"), durability::normal);
+TEST_CASE_TEMPLATE("concurrent no_stream appends to one stream: exactly one wins and only the others fail",
+                   B, ANNALS_STORE_BACKENDS) {
+  B backend;
+  auto store = backend.open();
   for (int round = 0; round < 20; ++round) {
     CAPTURE(round);
     std::string contested = "contested-" + std::to_string(round);
@@ -336,9 +340,10 @@ TEST_CASE("concurrent no_stream appends to one stream: exactly one wins and only
   check_store_invariants(*store);
 }
 
-TEST_CASE("racing retries of one append with the same ids write it once and all succeed") {
-  temp_dir dir;
-  auto store = open_with(dir.file("retries.db"), durability::normal);
+TEST_CASE_TEMPLATE("racing retries of one append with the same ids write it once and all succeed",
+                   B, ANNALS_STORE_BACKENDS) {
+  B backend;
+  auto store = backend.open();
   for (int round = 0; round < 10; ++round) {
     CAPTURE(round);
     std::string stream = "retried-" + std::to_string(round);
@@ -376,9 +381,70 @@ TEST_CASE("racing retries of one append with the same ids write it once and all 
   CHECK(all.size() == 20);
 }
 
-TEST_CASE("a follower reading $all from its last position never sees a gap or a duplicate") {
-  temp_dir dir;
-  auto store = open_with(dir.file("follow.db"), durability::normal);
+TEST_CASE_TEMPLATE("appends sharing a commit each get their own outcome: written, repeated, "
+                   "misused ids or a conflict",
+                   B, ANNALS_STORE_BACKENDS) {
+  // Threads of four kinds append at once, so that group commits mix them: fresh appends (must
+  // be written), repeats of a stored append (already_appended, its original place), appends
+  // reusing a stored event id in another stream (invalid_argument) and stale expected versions
+  // (a conflict). No outcome may leak into another append of the same commit.
+  B backend;
+  auto store = backend.open();
+  const std::vector<event_data> base{make_event("test.v1.Thing", "a", uuid(1)),
+                                     make_event("test.v1.Thing", "b", uuid(2))};
+  const auto original = must(store->append("base", expected_version::no_stream(), base));
+  constexpr int threads = 8, rounds = 25;
+  problems issues;
+  std::atomic<std::int64_t> fresh{0};
+  std::latch start(threads);
+  std::vector<std::thread> pool;
+  for (int t = 0; t < threads; ++t) {
+    pool.emplace_back([&, t] {
+      start.arrive_and_wait();
+      const std::string own = "own-" + std::to_string(t);
+      for (int i = 0; i < rounds; ++i) {
+        switch (t % 4) {
+          case 0: {
+            auto r = store->append(own, expected_version::any(),
+                                   make_events(1 + i % 2, std::to_string(i) + "-"));
+            if (!r || r->already_appended) issues.add("fresh: " + describe(r));
+            if (r) fresh += 1 + i % 2;
+            break;
+          }
+          case 1: {
+            auto r = store->append("base", expected_version::any(), base);
+            if (!r || !r->already_appended || r->position != original.position ||
+                r->stream_version != original.stream_version) {
+              issues.add("repeat: " + describe(r));
+            }
+            break;
+          }
+          case 2: {
+            auto r = store->append(own, expected_version::any(),
+                                   {make_event("test.v1.Thing", "x", uuid(1))});
+            if (kind_of(r) != errc::invalid_argument) issues.add("misused id: " + describe(r));
+            break;
+          }
+          default: {
+            auto r = store->append(own, expected_version::exact(1000), make_events(1));
+            if (kind_of(r) != errc::concurrency_conflict) issues.add("stale: " + describe(r));
+          }
+        }
+      }
+    });
+  }
+  for (auto& th : pool) th.join();
+  issues.check();
+  auto all = check_store_invariants(*store);
+  CHECK(static_cast<std::int64_t>(all.size()) == 2 + fresh.load());
+  CHECK(must(store->head_position()) == 2 + fresh.load());
+  CHECK(must(store->stream_version("base")) == 1);
+}
+
+TEST_CASE_TEMPLATE("a follower reading $all from its last position never sees a gap or a duplicate",
+                   B, ANNALS_STORE_BACKENDS) {
+  B backend;
+  auto store = backend.open();
   follower f(*store);
   constexpr int writers = 4, appends = 150;
   problems issues;
@@ -583,31 +649,30 @@ TEST_CASE("a writer held off past busy_timeout_ms gets errc::busy, and succeeds 
   sqlite3_close_v2(other);
 }
 
-TEST_CASE("concurrent appenders share commits (group commit)") {
-  temp_dir dir;
-  sqlite_options o;
+TEST_CASE_TEMPLATE("concurrent appenders share commits (group commit)", B,
+                   ANNALS_STORE_BACKENDS) {
+  B backend;
+  backend_options o;
   std::atomic<int> commits{0};
   o.clock = [&commits]() -> std::int64_t {  // called once per shared commit
     ++commits;
     return 1;
   };
-  auto store = open_sqlite_store(dir.file("group.db"), std::move(o));
-  REQUIRE(store.ok());
+  auto store = backend.open(o);
   constexpr int threads = 8, per_thread = 40;
   std::atomic<int> ok{0};
   std::vector<std::thread> pool;
   for (int t = 0; t < threads; ++t) {
     pool.emplace_back([&, t] {
       for (int i = 0; i < per_thread; ++i) {
-        auto r = (*store)->append("g-" + std::to_string(t), expected_version::any(),
-                                  make_events(1));
+        auto r = store->append("g-" + std::to_string(t), expected_version::any(), make_events(1));
         if (r.ok()) ++ok;
       }
     });
   }
   for (auto& th : pool) th.join();
   CHECK(ok == threads * per_thread);
-  CHECK(must((*store)->head_position()) == threads * per_thread);
+  CHECK(must(store->head_position()) == threads * per_thread);
   INFO("commits: " << commits.load() << " for " << threads * per_thread << " appends");
   CHECK(commits.load() < threads * per_thread);  // at least some appends shared a commit
 }

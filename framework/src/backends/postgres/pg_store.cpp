@@ -1,11 +1,12 @@
 // The PostgreSQL event store. Layout and the gap-free argument: docs/storage-format.md.
 //
-// Writes: each append is one READ COMMITTED transaction on a pooled connection. It first takes
-// a transaction-level advisory lock on a fixed key (the store's write lock, one per database),
-// then reads the stream's version and the head position and inserts the events at head+1...
-// The lock is released only after the commit is visible, so positions are assigned in commit
-// order and a reader of $all never skips an event that commits later. Concurrency across
-// processes is the same lock; the unique (stream, stream_version) constraint stands behind it.
+// Writes: concurrent appends of this object share one READ COMMITTED transaction on a pooled
+// connection (a group commit, store/group_commit.hpp). It first takes a transaction-level
+// advisory lock on a fixed key (the store's write lock, one per database), then reads the
+// streams' versions and the head position and inserts the events at head+1... The lock is
+// released only after the commit is visible, so positions are assigned in commit order and a
+// reader of $all never skips an event that commits later. Concurrency across processes is the
+// same lock; the unique (stream, stream_version) constraint stands behind it.
 //
 // Reads: every page is one statement in autocommit (its own snapshot); events are immutable
 // and positions dense, so pages by version or position neither lose nor repeat events. Rows
@@ -26,6 +27,7 @@
 #include "backends/postgres/pg_sql.hpp"
 #include "store/openers.hpp"
 #include "store/checksum.hpp"
+#include "store/group_commit.hpp"
 #include "store/commit_hook.hpp"
 #include "store/prepared.hpp"
 #include "store/snapshot_queue.hpp"
@@ -40,6 +42,7 @@
 #include <algorithm>
 #include <chrono>
 #include <mutex>
+#include <unordered_map>
 
 namespace annals {
 namespace {
@@ -130,11 +133,34 @@ const std::string upsert_snapshot_sql =
 const std::string event_cols =
     "e.position, e.event_id, e.type, e.recorded_at, e.metadata, e.payload, e.stream_version";
 
-struct pending_append {
+struct pending_append : store::group_commit::request {
+  pending_append(std::string_view s, expected_version e, std::vector<prepared_event> ev)
+      : stream_id(s), expected(e), events(std::move(ev)) {}
   std::string_view stream_id;
   expected_version expected;
   std::vector<prepared_event> events;
 };
+
+// The events of one append as rows of annals_events: `events` at versions from `version` and
+// positions from `position` on, in the stream with internal id `sid`.
+struct event_run {
+  std::int64_t sid;
+  const pending_append* append;
+  std::int64_t version;
+  std::int64_t position;
+};
+
+// A stream touched by a batch of appends: as stored (id 0: not yet) and as the batch leaves it.
+struct batch_stream {
+  std::int64_t id = 0;
+  std::int64_t stored = -1;   // its version before the batch
+  std::int64_t version = -1;  // after the appends of the batch so far
+};
+
+constexpr std::size_t max_batch = 1024;  // appends per transaction
+// A batch's statements touching up to this many streams are prepared once per connection and
+// reused (planning one costs about as much as running it); larger ones are planned each time.
+constexpr int cached_shapes = 16;
 
 // Background snapshot saves (store::snapshot_queue) on a connection of their own, opened by the
 // queue's thread on the first save.
@@ -263,29 +289,47 @@ class pg_store final : public event_store, public store::opened_store {
     auto prepared =
         store::prepare_append(stream_id, expected, events, options_.id_source, versions.get());
     if (!prepared) return std::move(prepared).error();
-    pending_append p{stream_id, expected, std::move(prepared).value()};
+    pending_append p(stream_id, expected, std::move(prepared).value());
+    return group_.submit(p, [this](const std::vector<store::group_commit::request*>& batch) {
+      commit_batch(batch);
+    });
+  }
+
+  // The group commit's leader: one transaction, one write lock and one commit for the batch
+  // (at most max_batch appends each); one transaction per append when the batch could not
+  // be written together.
+  void commit_batch(const std::vector<store::group_commit::request*>& requests) {
     auto c = checkout();
-    if (!c) return std::move(c).error();
+    if (!c) {
+      for (auto* r : requests) r->staged = c.error();
+      return;
+    }
     lease conn(*this, std::move(c).value());  // rolls back whatever is left open
-    try {
-      return append_in_tx(*conn.conn, p);
-    } catch (const std::exception& e) {
-      return error(errc::io, fmt::format("append failed: {}", e.what()));
-    } catch (...) {
-      return error(errc::io, "append failed: unknown exception");
+    for (std::size_t first = 0; first < requests.size(); first += max_batch) {
+      std::vector<pending_append*> batch;
+      for (std::size_t i = first; i < std::min(requests.size(), first + max_batch); ++i) {
+        batch.push_back(static_cast<pending_append*>(requests[i]));
+      }
+      try {
+        if (append_together(*conn.conn, batch)) continue;
+        for (auto* p : batch) p->staged = append_in_tx(*conn.conn, *p);
+      } catch (const std::exception& e) {  // this part's transaction rolled back
+        for (auto* p : batch) {
+          p->staged = error(errc::io, fmt::format("append failed: {}", e.what()));
+        }
+      }
     }
   }
 
   // Starts a write transaction and takes the store's write lock (waiting at most
   // lock_timeout: busy). Held until COMMIT or ROLLBACK.
   static result<db::transaction<connection>> begin_write(connection& c) {
-    auto tx = db::transaction<connection>::begin(c, db::begin_pg_write,
-                                                 "cannot start a write transaction");
-    if (!tx) return tx.error();
-    auto r = c.exec("cannot take the store's write lock",
-                    "SELECT pg_advisory_xact_lock(" ANNALS_PG_WRITE_LOCK ")", params{});
-    if (!r) return std::move(r).error();  // rolled back
-    return tx;
+    // One round trip: BEGIN and the lock in one simple query.
+    return db::transaction<connection>::begin(
+        c,
+        "BEGIN ISOLATION LEVEL READ COMMITTED; "
+        "SELECT pg_advisory_xact_lock(" ANNALS_PG_WRITE_LOCK ")",
+        "cannot take the store's write lock");
   }
 
   result<append_result> append_in_tx(connection& c, pending_append& p) {
@@ -338,53 +382,24 @@ class pg_store final : public event_store, public store::opened_store {
                       "UPDATE annals_streams SET version = $2 WHERE id = $1", q);
       if (!r) return std::move(r).error();
     }
-    for (std::size_t first = 0; first < p.events.size(); first += insert_chunk) {
-      std::size_t count = std::min(insert_chunk, p.events.size() - first);
-      std::string sql =
-          "INSERT INTO annals_events(stream, recorded_at, position, stream_version, event_id, "
-          "type, metadata, payload, checksum) VALUES ";
-      params q;
-      q.reserve(2 + 7 * count);
-      q.add_int8(sid).add_int8(now);
-      for (std::size_t i = 0; i < count; ++i) {
-        const auto& e = p.events[first + i];
-        auto k = static_cast<std::int64_t>(first + i);
-        int b = 3 + 7 * static_cast<int>(i);
-        sql += fmt::format("{}($1, $2, ${}, ${}, ${}, ${}, ${}, ${}, ${})", i ? ", " : "", b,
-                           b + 1, b + 2, b + 3, b + 4, b + 5, b + 6);
-        const std::string_view id{reinterpret_cast<const char*>(e.id.data()), e.id.size()};
-        q.add_int8(head + 1 + k).add_int8(current + 1 + k);
-        q.add_bytea(id);
-        q.add_text(e.type);
-        if (e.metadata.empty()) {
-          q.add_null_bytea();
-        } else {
-          q.add_bytea(e.metadata);
-        }
-        q.add_bytea(e.payload);
-        q.add_int8(store::event_checksum(p.stream_id, current + 1 + k, id, e.type, now,
-                                         e.metadata, e.payload));
+    pg::failure why;
+    if (auto r = insert_events(c, {event_run{sid, &p, current + 1, head + 1}}, now, &why); !r) {
+      if (why.sqlstate != "23505") return r.error();
+      tx->rollback();
+      if (why.constraint == "annals_events_event_id_key") {
+        // An event id is already stored. Decide: idempotent retry, or misuse.
+        auto again = check_already_appended(c, p);
+        if (!again) return std::move(again).error();
+        if (again->has_value()) return **again;
+        return error(errc::corruption,
+                     fmt::format("an event id of this append to '{}' is reported stored, "
+                                 "but cannot be found",
+                                 p.stream_id));
       }
-      pg::failure why;
-      auto r = c.exec("cannot append events", sql, q, count == 1 || count == insert_chunk, &why);
-      if (!r) {
-        if (why.sqlstate != "23505") return std::move(r).error();
-        tx->rollback();
-        if (why.constraint == "annals_events_event_id_key") {
-          // An event id is already stored. Decide: idempotent retry, or misuse.
-          auto again = check_already_appended(c, p);
-          if (!again) return std::move(again).error();
-          if (again->has_value()) return **again;
-          return error(errc::corruption,
-                       fmt::format("an event id of this append to '{}' is reported stored, "
-                                   "but cannot be found",
-                                   p.stream_id));
-        }
-        // (stream, stream_version) taken: a writer that bypassed the write lock got there
-        // first. The same error as a stale expected version.
-        auto v = stream_version_on(c, p.stream_id);
-        return store::conflict_error(p.stream_id, p.expected, v ? v.value() : current);
-      }
+      // (stream, stream_version) taken: a writer that bypassed the write lock got there
+      // first. The same error as a stale expected version.
+      auto v = stream_version_on(c, p.stream_id);
+      return store::conflict_error(p.stream_id, p.expected, v ? v.value() : current);
     }
     if (hook_) {
       if (auto r = apply_inline(c, head + n); !r) return r.error();  // rolled back
@@ -400,6 +415,207 @@ class pg_store final : public event_store, public store::opened_store {
     commits_->notify();
     if (auto r = fault::point(fault::store_append_after_commit); !r) return r.error();
     return append_result{current + n, head + n, false};
+  }
+
+  // Inserts the events of `runs` (recorded at `now`), insert_chunk rows per statement.
+  result<void> insert_events(connection& c, const std::vector<event_run>& runs, std::int64_t now,
+                             pg::failure* why) {
+    std::string sql;
+    params q;
+    std::size_t rows = 0;
+    auto flush = [&]() -> result<void> {
+      if (rows == 0) return {};
+      // The common shapes (one row, a full chunk) are prepared once per connection.
+      auto r = c.exec("cannot append events", sql, q, rows == 1 || rows == insert_chunk, why);
+      rows = 0;
+      q = params{};
+      if (!r) return std::move(r).error();
+      return {};
+    };
+    for (const auto& run : runs) {
+      const auto& events = run.append->events;
+      for (std::size_t k = 0; k < events.size(); ++k) {
+        if (rows == 0) {
+          sql = "INSERT INTO annals_events(stream, recorded_at, position, stream_version, "
+                "event_id, type, metadata, payload, checksum) VALUES ";
+          q.reserve(9 * std::min(insert_chunk, events.size() - k));
+        }
+        const int b = 1 + 9 * static_cast<int>(rows);
+        sql += fmt::format("{}(${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${})", rows ? ", " : "", b,
+                           b + 1, b + 2, b + 3, b + 4, b + 5, b + 6, b + 7, b + 8);
+        const auto& e = events[k];
+        const std::string_view id{reinterpret_cast<const char*>(e.id.data()), e.id.size()};
+        const auto version = run.version + static_cast<std::int64_t>(k);
+        q.add_int8(run.sid).add_int8(now);
+        q.add_int8(run.position + static_cast<std::int64_t>(k)).add_int8(version);
+        q.add_bytea(id);
+        q.add_text(e.type);
+        if (e.metadata.empty()) {
+          q.add_null_bytea();
+        } else {
+          q.add_bytea(e.metadata);
+        }
+        q.add_bytea(e.payload);
+        q.add_int8(store::event_checksum(run.append->stream_id, version, id, e.type, now,
+                                         e.metadata, e.payload));
+        if (++rows == insert_chunk) {
+          if (auto r = flush(); !r) return r;
+        }
+      }
+    }
+    return flush();
+  }
+
+  // Writes a batch of appends in one transaction: one write lock and one commit for all of
+  // them. One statement reads the head and the batch's streams; the expected versions are
+  // checked here, in queue order, against the versions as the batch leaves them; the streams
+  // and the events are written in a few multi-row statements. An append whose expected version
+  // does not hold is judged after the writes, in the same transaction (a conflict, or an
+  // idempotent repeat of an append stored before or earlier in the batch).
+  //
+  // Stages every append's result and returns true; or returns false with nothing staged and
+  // nothing written when one append's own trouble (an event id stored already, an inline
+  // projection failing) failed the statement: the caller then appends them one at a time, so
+  // that only that one append fails.
+  bool append_together(connection& c, const std::vector<pending_append*>& batch) {
+    auto stage_all = [&](const error& e) {
+      for (auto* p : batch) p->staged = e;
+      return true;
+    };
+    auto tx = begin_write(c);
+    if (!tx) return stage_all(tx.error());
+
+    std::unordered_map<std::string_view, batch_stream> streams;
+    std::int64_t head = 0;
+    {
+      std::string sql =
+          "SELECT NULL::bytea, coalesce(max(position), 0)::int8, 0::int8 FROM annals_events "
+          "UNION ALL SELECT name, id, version FROM annals_streams WHERE name IN (";
+      params q;
+      for (auto* p : batch) {
+        if (!streams.emplace(p->stream_id, batch_stream{}).second) continue;
+        sql += fmt::format("{}${}", q.size() ? ", " : "", q.size() + 1);
+        q.add_bytea(p->stream_id);
+      }
+      sql += ")";
+      auto r = c.exec("cannot read streams", sql, q, q.size() <= cached_shapes);
+      if (!r) return stage_all(r.error());
+      for (int row = 0; row < PQntuples(r->get()); ++row) {
+        if (pg::is_null(r->get(), row, 0)) {
+          head = pg::get_int8(r->get(), row, 1);
+          continue;
+        }
+        auto& s = streams.at(pg::get_bytes(r->get(), row, 0));
+        s.id = pg::get_int8(r->get(), row, 1);
+        s.stored = s.version = pg::get_int8(r->get(), row, 2);
+      }
+    }
+
+    const std::int64_t now = options_.clock ? options_.clock() : store::system_clock_us();
+    std::vector<std::optional<result<append_result>>> out(batch.size());
+    std::vector<std::int64_t> seen(batch.size());  // the stream's version when checked
+    std::vector<event_run> runs;
+    std::int64_t last = head;
+    for (std::size_t i = 0; i < batch.size(); ++i) {
+      auto& p = *batch[i];
+      auto& s = streams.at(p.stream_id);
+      seen[i] = s.version;
+      if (!store::expected_matches(p.expected, s.version)) continue;  // judged below
+      const auto n = static_cast<std::int64_t>(p.events.size());
+      if (n == 0) {
+        out[i] = append_result{s.version, 0, false};
+        continue;
+      }
+      runs.push_back(event_run{0, &p, s.version + 1, last + 1});
+      s.version += n;
+      last += n;
+      out[i] = append_result{s.version, last, false};
+    }
+
+    if (!runs.empty()) {
+      if (auto r = write_streams(c, streams); !r) return stage_all(r.error());
+      for (auto& run : runs) run.sid = streams.at(run.append->stream_id).id;
+      pg::failure why;
+      if (auto r = insert_events(c, runs, now, &why); !r) {
+        if (why.sqlstate == "23505") return false;  // rolled back; one at a time
+        return stage_all(r.error());
+      }
+    }
+    for (std::size_t i = 0; i < batch.size(); ++i) {
+      if (out[i]) continue;
+      auto& p = *batch[i];
+      if (!p.events.empty()) {
+        // An error here is this append's misuse (its ids stored elsewhere) or a failed
+        // statement, after which COMMIT would only roll back: one at a time either way.
+        auto again = check_already_appended(c, p);
+        if (!again) return false;
+        if (again->has_value()) {
+          out[i] = **again;
+          continue;
+        }
+      }
+      out[i] = store::conflict_error(p.stream_id, p.expected, seen[i]);
+    }
+
+    std::optional<error> failed;  // fails every append of the batch that was written
+    if (!runs.empty()) {
+      if (hook_) {
+        if (auto r = apply_inline(c, last); !r) return false;  // rolled back; one at a time
+      }
+      if (auto r = fault::point(fault::store_append_before_commit); !r) {
+        failed = r.error();
+      } else if (auto r = tx->commit("cannot commit appended events",
+                                     "NOTIFY " ANNALS_PG_APPEND_CHANNEL "; COMMIT");
+                 !r) {
+        failed = r.error();
+      } else {
+        commits_->notify();
+        // Committed, but the appenders are told it failed: the outcome is unknown to them.
+        if (auto f = fault::point(fault::store_append_after_commit); !f) failed = f.error();
+      }
+    }
+    for (std::size_t i = 0; i < batch.size(); ++i) {
+      batch[i]->staged = failed && out[i]->ok() ? result<append_result>(*failed)
+                                                : std::move(*out[i]);
+    }
+    return true;
+  }
+
+  // Creates the streams of a batch not stored yet (learning their ids) and moves the others to
+  // their new versions: a statement each.
+  result<void> write_streams(connection& c,
+                             std::unordered_map<std::string_view, batch_stream>& streams) {
+    std::string create = "INSERT INTO annals_streams(name, version) VALUES ";
+    std::string update =
+        "UPDATE annals_streams s SET version = v.version FROM (VALUES ";
+    params cq, uq;
+    for (const auto& [name, s] : streams) {
+      if (s.version == s.stored) continue;
+      if (s.id == 0) {
+        create += fmt::format("{}(${}, ${})", cq.size() ? ", " : "", cq.size() + 1,
+                              cq.size() + 2);
+        cq.add_bytea(name).add_int8(s.version);
+      } else {
+        update += fmt::format("{}(${}::int8, ${}::int8)", uq.size() ? ", " : "", uq.size() + 1,
+                              uq.size() + 2);
+        uq.add_int8(s.id).add_int8(s.version);
+      }
+    }
+    if (cq.size()) {
+      auto r = c.exec("cannot create streams", create + " RETURNING name, id", cq,
+                      cq.size() <= 2 * cached_shapes);
+      if (!r) return std::move(r).error();
+      for (int row = 0; row < PQntuples(r->get()); ++row) {
+        streams.at(pg::get_bytes(r->get(), row, 0)).id = pg::get_int8(r->get(), row, 1);
+      }
+    }
+    if (uq.size()) {
+      auto r = c.exec("cannot update streams",
+                      update + ") AS v(id, version) WHERE s.id = v.id", uq,
+                      uq.size() <= 2 * cached_shapes);
+      if (!r) return std::move(r).error();
+    }
+    return {};
   }
 
   // If the append's event ids are already stored, at the versions this append would have
@@ -761,6 +977,7 @@ class pg_store final : public event_store, public store::opened_store {
   std::mutex register_mu_;
   // The schema version this store object stamps per type (see register_in_tx).
   store::schema_stamps stamps_;
+  store::group_commit group_;  // concurrent appends in this process share a transaction
   // Last member: destroyed first, flushing queued snapshot saves (bounded wait).
   snapshot_writer snapshots_{uri_, options_.read_only};
 };

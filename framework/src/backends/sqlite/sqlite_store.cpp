@@ -19,6 +19,7 @@
 #include "store/openers.hpp"
 #include "store/commit_hook.hpp"
 #include "store/checksum.hpp"
+#include "store/group_commit.hpp"
 #include "store/prepared.hpp"
 #include "backends/sqlite/snapshot_writer.hpp"
 #include "backends/sqlite/sql_connection.hpp"
@@ -37,8 +38,6 @@
 #include <atomic>
 #include <chrono>
 #include <climits>
-#include <condition_variable>
-#include <deque>
 #include <mutex>
 #include <unordered_map>
 #include <thread>
@@ -141,14 +140,12 @@ struct writer_statements {
   }
 };
 
-struct pending_append {
+struct pending_append : store::group_commit::request {
+  pending_append(std::string_view s, expected_version e, std::vector<prepared_event> ev)
+      : stream_id(s), expected(e), events(std::move(ev)) {}
   std::string_view stream_id;
   expected_version expected;
   std::vector<prepared_event> events;
-  // Written by the leader while it applies the batch; only the leader touches it.
-  std::optional<result<append_result>> staged;
-  // The acknowledgement: published under queue_mu_ once the batch's transaction has ended.
-  std::optional<result<append_result>> out;
 };
 
 // A reader connection with its statements, checked out of the pool for one read.
@@ -221,36 +218,10 @@ class sqlite_store final : public event_store, public store::opened_store {
     auto prepared =
         store::prepare_append(stream_id, expected, events, options_.id_source, versions.get());
     if (!prepared) return std::move(prepared).error();
-    pending_append req{stream_id, expected, std::move(prepared).value(), std::nullopt,
-                       std::nullopt};
-
-    std::unique_lock lock(queue_mu_);
-    queue_.push_back(&req);
-    while (!req.out) {
-      if (leader_active_) {
-        queue_cv_.wait(lock);
-        continue;
-      }
-      leader_active_ = true;
-      std::vector<pending_append*> batch(queue_.begin(), queue_.end());
-      queue_.clear();
-      lock.unlock();
-      commit_batch_noexcept(batch);
-      lock.lock();
-      // Results become visible to their appenders only now, after COMMIT returned: a
-      // waiting appender woken early must never see a result of an uncommitted append.
-      for (auto* p : batch) {
-        if (p->staged) {
-          p->out = std::move(p->staged);
-        } else {
-          p->out.emplace(error(errc::io, failure_reason_.empty() ? "append failed"
-                                                                 : failure_reason_));
-        }
-      }
-      leader_active_ = false;
-      queue_cv_.notify_all();
-    }
-    return std::move(*req.out);
+    pending_append req(stream_id, expected, std::move(prepared).value());
+    return group_.submit(req, [this](const std::vector<store::group_commit::request*>& batch) {
+      commit_batch(batch);
+    });
   }
 
   result<std::int64_t> read_stream(std::string_view stream_id, const read_stream_options& o,
@@ -462,27 +433,11 @@ class sqlite_store final : public event_store, public store::opened_store {
     // The writer connection belongs to the group-commit leader: become the leader (waiting
     // for the batch in flight), so appends queue behind the registration and no second
     // connection competes for the write lock. Released on every path, exceptions included.
-    leadership lead(*this);
+    store::group_commit::leadership lead(group_);
     return register_as_leader(candidates, check);
   }
 
  private:
-  // Holds the group-commit leadership (the writer connection) for its lifetime.
-  struct leadership {
-    explicit leadership(sqlite_store& s) : store(s) {
-      std::unique_lock lock(store.queue_mu_);
-      store.queue_cv_.wait(lock, [&] { return !store.leader_active_; });
-      store.leader_active_ = true;
-    }
-    ~leadership() {
-      std::lock_guard lock(store.queue_mu_);
-      store.leader_active_ = false;
-      store.queue_cv_.notify_all();  // appenders queued meanwhile elect a new leader
-    }
-    leadership(const leadership&) = delete;
-    leadership& operator=(const leadership&) = delete;
-    sqlite_store& store;
-  };
 
   // register_schemas() once it holds the leadership: one BEGIN IMMEDIATE transaction.
   result<std::vector<registered_type>> register_as_leader(
@@ -551,30 +506,9 @@ class sqlite_store final : public event_store, public store::opened_store {
 
   // ---- writes -------------------------------------------------------------------------
 
-  // The leader must always hand results back and give up leadership, or every later append
-  // would wait forever: an exception (from an injected clock, or bad_alloc) fails the batch.
-  void commit_batch_noexcept(const std::vector<pending_append*>& batch) noexcept {
-    try {
-      commit_batch(batch);
-      return;
-    } catch (const std::exception& e) {
-      stage_failure(batch, fmt::format("append failed: {}", e.what()));
-    } catch (...) {
-      stage_failure(batch, "append failed: unknown exception");
-    }
-  }
-  void stage_failure(const std::vector<pending_append*>& batch, std::string why) noexcept {
-    // The batch's transaction was rolled back by its destructor as the exception left
-    // commit_batch.
-    failure_reason_ = std::move(why);  // read by the same leader under queue_mu_
-    // A missing result is reported to its appender as io (see append()); leaving them empty
-    // here cannot throw.
-    for (auto* p : batch) p->staged.reset();
-  }
-
-  void commit_batch(const std::vector<pending_append*>& batch) {
+  void commit_batch(const std::vector<store::group_commit::request*>& requests) {
     auto fail_all = [&](const error& e) {
-      for (auto* p : batch) p->staged = e;
+      for (auto* p : requests) p->staged = e;
     };
     // One transaction for the batch, a savepoint for each append in it. Rolled back by its
     // destructor on every path that does not commit (nothing written, a failed COMMIT, an
@@ -587,7 +521,8 @@ class sqlite_store final : public event_store, public store::opened_store {
     }
     std::int64_t now = options_.clock ? options_.clock() : store::system_clock_us();
     bool wrote = false;
-    for (auto* p : batch) {
+    for (auto* req : requests) {
+      auto* p = static_cast<pending_append*>(req);
       if (auto r = step(ws_.savepoint, "cannot start an append"); !r) {
         p->staged = r.error();
         continue;
@@ -608,7 +543,7 @@ class sqlite_store final : public event_store, public store::opened_store {
     if (r) r = tx->commit("cannot commit appended events");
     if (!r) {
       tx->rollback();
-      for (auto* p : batch) {
+      for (auto* p : requests) {
         // Nothing of this batch was written.
         if (p->staged && p->staged->ok()) p->staged = r.error();
       }
@@ -617,7 +552,7 @@ class sqlite_store final : public event_store, public store::opened_store {
     commits_->notify();
     if (auto f = fault::point(fault::store_append_after_commit); !f) {
       // Committed, but the appenders are told it failed: the outcome is unknown to them.
-      for (auto* p : batch) {
+      for (auto* p : requests) {
         if (p->staged && p->staged->ok()) p->staged = f.error();
       }
     }
@@ -832,11 +767,7 @@ class sqlite_store final : public event_store, public store::opened_store {
   // stored newer ones. Null until the first registration. Replaced (never modified) by a
   // registration while it holds the leadership.
   store::schema_stamps stamps_;
-  std::mutex queue_mu_;
-  std::condition_variable queue_cv_;
-  std::deque<pending_append*> queue_;
-  bool leader_active_ = false;
-  std::string failure_reason_;  // why the last batch failed by exception; leader only
+  store::group_commit group_;  // appends and registrations take turns on writer_
 
   std::mutex pool_mu_;
   std::vector<std::unique_ptr<reader>> pool_;
