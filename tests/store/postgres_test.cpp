@@ -398,3 +398,111 @@ TEST_CASE("postgres: snapshots round-trip; a lower version is ignored unless the
   locker.exec("ROLLBACK");
   CHECK(stored()->state == "nine");
 }
+
+TEST_CASE("postgres: 4 processes of 16 threads append while two followers read $all: every "
+          "acknowledged event is seen once, in one order both agree on") {
+  // Each child's 16 threads share one store object, so their appends go in group commits;
+  // the four children's commits interleave on the write lock. The followers (threads of this
+  // process, started after the children were forked) read $all from their last position.
+  postgres_backend backend;
+  backend.open();  // the tables exist before the children race
+  temp_dir dir;
+  constexpr int processes = 4, threads = 16, appends = 15;
+  std::vector<pid_t> children;
+  for (int p = 0; p < processes; ++p) {
+    children.push_back(fork_child([&, p]() -> int {
+      postgres_options o;
+      o.pool_size = threads;
+      auto opened = open_postgres_store(backend.uri(), std::move(o));
+      if (!opened) return 10;
+      auto& s = *opened.value();
+      std::mutex mu;
+      std::vector<std::pair<std::int64_t, std::int64_t>> ranges;  // acknowledged positions
+      std::atomic<bool> failed{false};
+      std::vector<std::thread> pool;
+      for (int t = 0; t < threads; ++t) {
+        pool.emplace_back([&, t] {
+          std::mt19937 rng(static_cast<unsigned>(p * 100 + t));
+          for (int i = 0; i < appends; ++i) {
+            const int n = 1 + static_cast<int>(rng() % 3);
+            auto r = s.append("p" + std::to_string(p) + "-" + std::to_string(rng() % 6),
+                              expected_version::any(), make_events(n));
+            if (!r) {
+              failed = true;
+              return;
+            }
+            std::lock_guard lock(mu);
+            ranges.emplace_back(r->position - n + 1, r->position);
+          }
+        });
+      }
+      for (auto& th : pool) th.join();
+      if (failed) return 11;
+      std::FILE* f = std::fopen(dir.file("acked-" + std::to_string(p)).c_str(), "w");
+      if (!f) return 12;
+      for (auto [first, last] : ranges) std::fprintf(f, "%lld %lld\n", first, last);
+      return std::fclose(f) == 0 ? 0 : 13;
+    }));
+  }
+
+  std::atomic<bool> children_done{false};
+  struct followed {
+    std::vector<std::string> ids;  // event ids in the order read; [i] is position i + 1
+    std::string problem;
+  };
+  auto follow = [&](followed& out) {
+    auto s = backend.open();
+    std::int64_t last = 0;
+    for (;;) {
+      const bool done = children_done.load();
+      read_all_options o;
+      o.from_position = last + 1;
+      auto r = s->read_all(o, [&](const recorded_event& e) {
+        if (e.position != last + 1 && out.problem.empty()) {
+          out.problem = "after " + std::to_string(last) + " came " + std::to_string(e.position);
+        }
+        last = e.position;
+        out.ids.push_back(e.event_id);
+        return true;
+      });
+      if (!r) {
+        out.problem = "read failed: " + describe(r);
+        return;
+      }
+      if (done) return;  // one full read after every child ended
+      if (r.value() == 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+  };
+  followed a, b;
+  std::thread fa([&] { follow(a); });
+  std::thread fb([&] { follow(b); });
+  for (auto pid : children) CHECK(wait_child(pid) == 0);
+  children_done = true;
+  fa.join();
+  fb.join();
+
+  CHECK(a.problem == "");
+  CHECK(b.problem == "");
+  std::multiset<std::int64_t> acked;
+  for (int p = 0; p < processes; ++p) {
+    std::FILE* f = std::fopen(dir.file("acked-" + std::to_string(p)).c_str(), "r");
+    REQUIRE(f != nullptr);
+    long long first = 0, last = 0;
+    while (std::fscanf(f, "%lld %lld", &first, &last) == 2) {
+      for (auto pos = first; pos <= last; ++pos) acked.insert(pos);
+    }
+    std::fclose(f);
+  }
+  const auto total = static_cast<std::int64_t>(acked.size());
+  CHECK(total >= processes * threads * appends);
+  // Each acknowledged position once, and they are exactly 1..total.
+  CHECK(std::set<std::int64_t>(acked.begin(), acked.end()).size() == acked.size());
+  CHECK(*acked.begin() == 1);
+  CHECK(*acked.rbegin() == total);
+  CHECK(static_cast<std::int64_t>(a.ids.size()) == total);
+  CHECK(a.ids == b.ids);
+  CHECK(std::set<std::string>(a.ids.begin(), a.ids.end()).size() == a.ids.size());
+  auto store = backend.open();
+  CHECK(must(store->head_position()) == total);
+  check_store_invariants(*store);
+}

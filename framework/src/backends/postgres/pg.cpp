@@ -12,6 +12,7 @@ namespace annals::pg {
 
 namespace {
 constexpr unsigned int int8_oid = 20, int4_oid = 23, bytea_oid = 17, float8_oid = 701;
+static_assert(int8_oid == array_param::int8 && bytea_oid == array_param::bytea);
 
 std::string trimmed(const char* s) {
   std::string out = s ? s : "";
@@ -45,6 +46,49 @@ params& params::add_int4(std::int32_t v) {
   lengths_.push_back(4);
   formats_.push_back(1);
   ints_.push_back(std::move(buf));
+  return *this;
+}
+
+void array_param::add_int8(std::int64_t v) {
+  const std::uint32_t len = htobe32(8);
+  const std::uint64_t be = htobe64(static_cast<std::uint64_t>(v));
+  body_.append(reinterpret_cast<const char*>(&len), 4);
+  body_.append(reinterpret_cast<const char*>(&be), 8);
+  ++count_;
+}
+
+void array_param::add_bytes(std::string_view v) {
+  const std::uint32_t len = htobe32(static_cast<std::uint32_t>(v.size()));
+  body_.append(reinterpret_cast<const char*>(&len), 4);
+  body_.append(v);
+  ++count_;
+}
+
+void array_param::add_null() {
+  const std::uint32_t len = htobe32(0xFFFFFFFFu);  // -1
+  body_.append(reinterpret_cast<const char*>(&len), 4);
+  has_null_ = true;
+  ++count_;
+}
+
+params& params::add_array(const array_param& a) {
+  // array_send's layout: dimensions, a has-null flag, the element type, then per dimension
+  // its length and lower bound (1), then the elements.
+  std::uint32_t header[5] = {htobe32(a.count_ ? 1 : 0), htobe32(a.has_null_ ? 1 : 0),
+                             htobe32(a.element_), htobe32(static_cast<std::uint32_t>(a.count_)),
+                             htobe32(1)};
+  const std::size_t head = a.count_ ? sizeof header : 3 * sizeof header[0];
+  const std::size_t size = head + a.body_.size();
+  auto owned = std::make_unique<char[]>(size);
+  std::memcpy(owned.get(), header, head);
+  std::memcpy(owned.get() + head, a.body_.data(), a.body_.size());
+  types_.push_back(a.element_ == int8_oid    ? 1016   // int8[]
+                   : a.element_ == bytea_oid ? 1001   // bytea[]
+                                             : 1009);  // text[]
+  values_.push_back(owned.get());
+  lengths_.push_back(static_cast<int>(size));
+  formats_.push_back(1);
+  ints_.push_back(std::move(owned));
   return *this;
 }
 

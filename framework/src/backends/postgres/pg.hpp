@@ -29,6 +29,27 @@ struct result_deleter {
 };
 using pg_result = std::unique_ptr<PGresult, result_deleter>;
 
+// A one-dimensional array parameter in PostgreSQL's binary array format, filled element by
+// element (all of `element_oid`'s type: int8, bytea or text). Lets one prepared statement take
+// any number of rows: INSERT ... SELECT * FROM unnest($1::int8[], ...).
+class array_param {
+ public:
+  static constexpr unsigned int int8 = 20, bytea = 17, text = 25;  // element type OIDs
+  explicit array_param(unsigned int element_oid) : element_(element_oid) {}
+  void add_int8(std::int64_t v);
+  void add_bytes(std::string_view v);  // bytea or text
+  void add_null();
+  std::size_t size() const noexcept { return count_; }
+  unsigned int element() const noexcept { return element_; }
+
+ private:
+  friend class params;
+  std::string body_;  // the elements: a length, then the bytes (-1 and none for NULL)
+  unsigned int element_;
+  std::size_t count_ = 0;
+  bool has_null_ = false;
+};
+
 // Parameter values of one statement. The views passed to add_bytes/add_text must outlive the
 // statement's execution.
 class params {
@@ -40,6 +61,7 @@ class params {
   params& add_null_bytea();
   params& add_float8(double v);
   params& add_null();  // a NULL whose type the server infers
+  params& add_array(const array_param& a);  // copies it
 
   int size() const noexcept { return static_cast<int>(types_.size()); }
   void reserve(std::size_t n);

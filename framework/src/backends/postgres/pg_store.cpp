@@ -54,7 +54,7 @@ using store::prepared_event;
 
 constexpr std::int64_t format_version = 3;
 constexpr std::int64_t page_size = 2048;
-constexpr std::size_t insert_chunk = 500;  // events per INSERT statement (7 params each)
+constexpr std::size_t insert_chunk = 500;  // events per INSERT statement
 
 // Advisory lock keys (64-bit, per database): "ANNL" then a small number.
 #define ANNALS_PG_WRITE_LOCK "4705784748973228033"   // 0x414E4E4C00000001
@@ -417,48 +417,53 @@ class pg_store final : public event_store, public store::opened_store {
     return append_result{current + n, head + n, false};
   }
 
-  // Inserts the events of `runs` (recorded at `now`), insert_chunk rows per statement.
+  // Inserts the events of `runs` (recorded at `now`), insert_chunk rows per statement. One
+  // statement shape for any number of rows (a column per array, unnested), so it is prepared
+  // once per connection and never planned again.
   result<void> insert_events(connection& c, const std::vector<event_run>& runs, std::int64_t now,
                              pg::failure* why) {
-    std::string sql;
-    params q;
-    std::size_t rows = 0;
+    static const std::string sql =
+        "INSERT INTO annals_events(stream, recorded_at, position, stream_version, event_id, "
+        "type, metadata, payload, checksum) SELECT * FROM unnest($1::int8[], $2::int8[], "
+        "$3::int8[], $4::int8[], $5::bytea[], $6::text[], $7::bytea[], $8::bytea[], $9::int8[])";
+    using pg::array_param;
+    std::vector<array_param> cols{array_param(array_param::int8), array_param(array_param::int8),
+                                  array_param(array_param::int8), array_param(array_param::int8),
+                                  array_param(array_param::bytea), array_param(array_param::text),
+                                  array_param(array_param::bytea), array_param(array_param::bytea),
+                                  array_param(array_param::int8)};
     auto flush = [&]() -> result<void> {
-      if (rows == 0) return {};
-      // The common shapes (one row, a full chunk) are prepared once per connection.
-      auto r = c.exec("cannot append events", sql, q, rows == 1 || rows == insert_chunk, why);
-      rows = 0;
-      q = params{};
+      if (cols[0].size() == 0) return {};
+      params q;
+      for (auto& col : cols) {
+        q.add_array(col);
+        col = array_param(col.element());
+      }
+      auto r = c.exec("cannot append events", sql, q, true, why);
       if (!r) return std::move(r).error();
       return {};
     };
     for (const auto& run : runs) {
       const auto& events = run.append->events;
       for (std::size_t k = 0; k < events.size(); ++k) {
-        if (rows == 0) {
-          sql = "INSERT INTO annals_events(stream, recorded_at, position, stream_version, "
-                "event_id, type, metadata, payload, checksum) VALUES ";
-          q.reserve(9 * std::min(insert_chunk, events.size() - k));
-        }
-        const int b = 1 + 9 * static_cast<int>(rows);
-        sql += fmt::format("{}(${}, ${}, ${}, ${}, ${}, ${}, ${}, ${}, ${})", rows ? ", " : "", b,
-                           b + 1, b + 2, b + 3, b + 4, b + 5, b + 6, b + 7, b + 8);
         const auto& e = events[k];
         const std::string_view id{reinterpret_cast<const char*>(e.id.data()), e.id.size()};
         const auto version = run.version + static_cast<std::int64_t>(k);
-        q.add_int8(run.sid).add_int8(now);
-        q.add_int8(run.position + static_cast<std::int64_t>(k)).add_int8(version);
-        q.add_bytea(id);
-        q.add_text(e.type);
+        cols[0].add_int8(run.sid);
+        cols[1].add_int8(now);
+        cols[2].add_int8(run.position + static_cast<std::int64_t>(k));
+        cols[3].add_int8(version);
+        cols[4].add_bytes(id);
+        cols[5].add_bytes(e.type);
         if (e.metadata.empty()) {
-          q.add_null_bytea();
+          cols[6].add_null();
         } else {
-          q.add_bytea(e.metadata);
+          cols[6].add_bytes(e.metadata);
         }
-        q.add_bytea(e.payload);
-        q.add_int8(store::event_checksum(run.append->stream_id, version, id, e.type, now,
-                                         e.metadata, e.payload));
-        if (++rows == insert_chunk) {
+        cols[7].add_bytes(e.payload);
+        cols[8].add_int8(store::event_checksum(run.append->stream_id, version, id, e.type, now,
+                                               e.metadata, e.payload));
+        if (cols[0].size() == insert_chunk) {
           if (auto r = flush(); !r) return r;
         }
       }
