@@ -4,6 +4,9 @@
 // header; what users see of it is latency, which the benches measure.
 #include "store/backends.hpp"
 #include "store/prepared.hpp"
+#include "support/forwarding_store.hpp"
+
+#include <annals/append_watch.hpp>
 
 #include <filesystem>
 #include <memory>
@@ -68,4 +71,26 @@ TEST_CASE("a store that is not one of Annals' gets a signal of its own") {
   auto sa = store::commits_of(a);
   REQUIRE(sa);
   CHECK(sa != store::commits_of(b));
+}
+
+TEST_CASE_TEMPLATE("an append_watch wakes on appends through any handle on its store", B,
+                   ANNALS_STORE_BACKENDS) {
+  B one;
+  std::shared_ptr<event_store> handle = one.open();
+  auto other = one.open();
+  auto watch = must(append_watch::open(store_ref(one.uri())));  // opened from the URI
+  auto on_handle = must(append_watch::open(store_ref(handle)));
+  const auto mark = watch->mark();
+  const auto handle_mark = on_handle->mark();
+  must(other->append("w-1", expected_version::any(), make_events(1)));
+  watch->wait(mark, std::chrono::seconds(30));  // returns at once: the mark is behind
+  CHECK(watch->mark() > mark);
+  CHECK(on_handle->mark() > handle_mark);
+}
+
+TEST_CASE("an append_watch refuses a store that is not one of Annals'") {
+  sqlite_backend b;
+  std::shared_ptr<event_store> real = b.open();
+  auto r = append_watch::open(store_ref(std::make_shared<forwarding_store>(*real)));
+  CHECK(kind_of(r) == errc::invalid_argument);
 }

@@ -2,6 +2,8 @@
 // Each case gets a fresh database on the ANNALS_TEST_PG server (backends.hpp).
 #include "store/backends.hpp"
 
+#include <annals/append_watch.hpp>
+
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -505,4 +507,30 @@ TEST_CASE("postgres: 4 processes of 16 threads append while two followers read $
   auto store = backend.open();
   CHECK(must(store->head_position()) == total);
   check_store_invariants(*store);
+}
+
+TEST_CASE("postgres: an append_watch is woken by another process's append (LISTEN/NOTIFY)") {
+  postgres_backend backend;
+  backend.open();
+  const std::string uri = backend.uri();
+  waiting_child child([uri]() -> int {  // forked now, while this process has one thread
+    auto s = open_postgres_store(uri);
+    if (!s) return 10;
+    return (*s)->append("from-child", expected_version::any(), make_events(1)) ? 0 : 11;
+  });
+  auto watch = must(append_watch::open(store_ref(uri)));
+  // The watch notes once that it listens (appends may have been missed before): wait for it,
+  // so that the child's append is one it can only learn of by NOTIFY.
+  auto wait_past = [&](std::uint64_t mark) {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+    while (watch->mark() == mark && std::chrono::steady_clock::now() < deadline) {
+      watch->wait(mark, std::chrono::seconds(1));
+    }
+    return watch->mark() != mark;
+  };
+  REQUIRE(wait_past(0));
+  const auto listening = watch->mark();
+  child.release();
+  CHECK(child.wait() == 0);
+  CHECK(wait_past(listening));
 }

@@ -68,7 +68,20 @@ TEST_CASE("postgres: streams, read, tail and schema commands print what they pri
 
 TEST_CASE("postgres: tail --follow prints events committed later until SIGTERM") {
   pg_seeded_cli cli;
-  check_follow(cli);
+  check_follow(cli, [&] {
+    // It follows by LISTEN (woken by each append's NOTIFY), not by polling alone: a session
+    // of the tail's listens on the append channel.
+    // (Its listening connection is opened beside the tail's first read: waited for, briefly.)
+    pgt::session s(cli.db);
+    std::string listening;
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+    while (listening != "1" && std::chrono::steady_clock::now() < deadline) {
+      listening = s.exec("SELECT count(*) FROM pg_stat_activity WHERE datname = "
+                         "current_database() AND query = 'LISTEN annals_appends'");
+      if (listening != "1") std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    CHECK(listening == "1");
+  });
 }
 
 TEST_CASE("postgres: stats shows counts, sizes and projections when their tables exist") {

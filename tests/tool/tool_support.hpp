@@ -548,7 +548,9 @@ inline void check_tail(const annals_cli& cli) {
 }
 
 // Tail --follow prints events committed later until SIGTERM, then exits 0.
-inline void check_follow(const annals_cli& cli) {
+// `while_following` (when given) runs once the tail has printed the seeded events.
+inline void check_follow(const annals_cli& cli,
+                         const std::function<void()>& while_following = {}) {
   int out[2];
   REQUIRE(pipe(out) == 0);
   pid_t pid = fork();
@@ -575,6 +577,7 @@ inline void check_follow(const annals_cli& cli) {
     return seen;
   };
   CHECK(contains(read_until("#5 "), "#5 acc-1@2"));
+  if (while_following) while_following();
   {
     auto store = annals::open_store(cli.db).value_or_throw();
     bank::v1::MoneyDeposited dep;

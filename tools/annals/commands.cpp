@@ -3,6 +3,7 @@
 #include "commands.hpp"
 
 #include <annals/admin.hpp>
+#include <annals/append_watch.hpp>
 #include <annals/json.hpp>
 #include <annals/schema.hpp>
 
@@ -21,7 +22,6 @@
 #include <iostream>
 #include <set>
 #include <sstream>
-#include <thread>
 
 namespace annals::tool {
 namespace {
@@ -143,8 +143,16 @@ int tail(const context& c, const tail_options& o, const std::atomic<bool>& stop)
   ro.from_position = o.from;
   ro.event_types = o.types;
   ro.stream_prefix = o.prefix;
+  // Following: woken by appends (PostgreSQL: LISTEN/NOTIFY; SQLite: polled every 50 ms).
+  std::unique_ptr<append_watch> watch;
+  if (o.follow) {
+    auto w = append_watch::open(c.db);
+    if (!w) return fail(c, w.error());
+    watch = std::move(w).value();
+  }
   std::int64_t left = o.limit < 0 ? INT64_MAX : o.limit;
   while (left > 0 && !stop.load()) {
+    const auto mark = watch ? watch->mark() : 0;
     ro.max_count = left;
     std::int64_t seen = 0;
     auto r = store.read_all(ro, [&](const recorded_event& e) {
@@ -157,10 +165,8 @@ int tail(const context& c, const tail_options& o, const std::atomic<bool>& stop)
     left -= seen;
     c.out.flush();
     if (!o.follow) break;
-    if (seen == 0) {
-      // Another process's commits are seen by polling; 50 ms keeps a follower cheap.
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    }
+    // A signal (SIGINT, SIGTERM) is noticed within 250 ms.
+    if (seen == 0) watch->wait(mark, std::chrono::milliseconds(250));
   }
   return 0;
 }

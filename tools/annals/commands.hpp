@@ -46,7 +46,7 @@ struct context {
 
 int streams(const context& c, const streams_options& o);
 int read(const context& c, const read_options& o);
-// With o.follow, keeps polling for new events until `stop` becomes true.
+// With o.follow, keeps printing new events as they are appended until `stop` becomes true.
 int tail(const context& c, const tail_options& o, const std::atomic<bool>& stop);
 int stats(const context& c);
 int verify(const context& c);
