@@ -88,9 +88,16 @@ TEST_CASE_TEMPLATE("an append_watch wakes on appends through any handle on its s
   CHECK(on_handle->mark() > handle_mark);
 }
 
-TEST_CASE("an append_watch refuses a store that is not one of Annals'") {
+TEST_CASE("an append_watch refuses a double, and watches the database a double was adopted "
+          "with") {
   sqlite_backend b;
   std::shared_ptr<event_store> real = b.open();
-  auto r = append_watch::open(store_ref(std::make_shared<forwarding_store>(*real)));
+  auto double_store = std::make_shared<forwarding_store>(*real);
+  auto r = append_watch::open(store_ref(double_store));
   CHECK(kind_of(r) == errc::invalid_argument);
+
+  auto watch = must(append_watch::open(store_ref::adopt(double_store, b.uri())));
+  const auto mark = watch->mark();
+  must(double_store->append("through-double", expected_version::any(), make_events(1)));
+  CHECK(watch->mark() > mark);  // the double wraps a store on that database
 }

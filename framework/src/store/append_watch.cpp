@@ -41,7 +41,8 @@ class watch_impl final : public append_watch {
 result<std::unique_ptr<append_watch>> append_watch::open(store_ref ref) {
   auto resolved = store::resolve(ref, false, "append watches");
   if (!resolved) return std::move(resolved).error();
-  auto handle = std::move(resolved->handle);
+  // An adopted double raises no signal: the watch opens the database it was adopted with.
+  auto handle = ref.adopted() ? nullptr : std::move(resolved->handle);
   if (!handle) {
     sqlite_options so;
     so.create_if_missing = false;

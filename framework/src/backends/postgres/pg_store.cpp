@@ -54,7 +54,10 @@ using store::prepared_event;
 
 constexpr std::int64_t format_version = 3;
 constexpr std::int64_t page_size = 2048;
-constexpr std::size_t insert_chunk = 500;  // events per INSERT statement
+constexpr std::size_t insert_chunk = 500;  // events per INSERT statement, at most
+// Bytes of payload and metadata per INSERT statement, at most, unless one event is larger: an
+// append's own limit, so a batch of large appends stays far below PostgreSQL's 1 GB per value.
+constexpr std::size_t insert_bytes = 64u << 20;
 
 // Advisory lock keys (64-bit, per database): "ANNL" then a small number.
 #define ANNALS_PG_WRITE_LOCK "4705784748973228033"   // 0x414E4E4C00000001
@@ -313,9 +316,13 @@ class pg_store final : public event_store, public store::opened_store {
       try {
         if (append_together(*conn.conn, batch)) continue;
         for (auto* p : batch) p->staged = append_in_tx(*conn.conn, *p);
-      } catch (const std::exception& e) {  // this part's transaction rolled back
+      } catch (const std::exception& e) {
+        // The transaction it was in rolled back as the exception left it. Appends written
+        // before it one at a time keep their results: they are committed.
         for (auto* p : batch) {
-          p->staged = error(errc::io, fmt::format("append failed: {}", e.what()));
+          if (!p->staged) {
+            p->staged = error(errc::io, fmt::format("append failed: {}", e.what()));
+          }
         }
       }
     }
@@ -417,9 +424,9 @@ class pg_store final : public event_store, public store::opened_store {
     return append_result{current + n, head + n, false};
   }
 
-  // Inserts the events of `runs` (recorded at `now`), insert_chunk rows per statement. One
-  // statement shape for any number of rows (a column per array, unnested), so it is prepared
-  // once per connection and never planned again.
+  // Inserts the events of `runs` (recorded at `now`), insert_chunk rows and insert_bytes per
+  // statement at most. One statement shape for any number of rows (a column per array,
+  // unnested), so it is prepared once per connection and never planned again.
   result<void> insert_events(connection& c, const std::vector<event_run>& runs, std::int64_t now,
                              pg::failure* why) {
     static const std::string sql =
@@ -432,7 +439,9 @@ class pg_store final : public event_store, public store::opened_store {
                                   array_param(array_param::bytea), array_param(array_param::text),
                                   array_param(array_param::bytea), array_param(array_param::bytea),
                                   array_param(array_param::int8)};
+    std::size_t bytes = 0;
     auto flush = [&]() -> result<void> {
+      bytes = 0;
       if (cols[0].size() == 0) return {};
       params q;
       for (auto& col : cols) {
@@ -447,6 +456,11 @@ class pg_store final : public event_store, public store::opened_store {
       const auto& events = run.append->events;
       for (std::size_t k = 0; k < events.size(); ++k) {
         const auto& e = events[k];
+        const std::size_t size = e.payload.size() + e.metadata.size();
+        if (cols[0].size() > 0 && bytes + size > insert_bytes) {
+          if (auto r = flush(); !r) return r;
+        }
+        bytes += size;
         const std::string_view id{reinterpret_cast<const char*>(e.id.data()), e.id.size()};
         const auto version = run.version + static_cast<std::int64_t>(k);
         cols[0].add_int8(run.sid);
@@ -562,7 +576,7 @@ class pg_store final : public event_store, public store::opened_store {
       out[i] = store::conflict_error(p.stream_id, p.expected, seen[i]);
     }
 
-    std::optional<error> failed;  // fails every append of the batch that was written
+    std::optional<error> failed;  // fails every append the batch wrote
     if (!runs.empty()) {
       if (hook_) {
         if (auto r = apply_inline(c, last); !r) return false;  // rolled back; one at a time
@@ -580,8 +594,10 @@ class pg_store final : public event_store, public store::opened_store {
       }
     }
     for (std::size_t i = 0; i < batch.size(); ++i) {
-      batch[i]->staged = failed && out[i]->ok() ? result<append_result>(*failed)
-                                                : std::move(*out[i]);
+      // A repeat of an append stored before the batch stands whatever became of the batch.
+      const bool in_batch = out[i]->ok() && (!out[i]->value().already_appended ||
+                                             out[i]->value().position > head);
+      batch[i]->staged = failed && in_batch ? result<append_result>(*failed) : std::move(*out[i]);
     }
     return true;
   }
