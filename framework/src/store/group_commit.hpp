@@ -11,19 +11,27 @@
 
 #include <annals/event_store.hpp>
 
+#include "store/prepared.hpp"
+
 #include <condition_variable>
 #include <deque>
 #include <functional>
 #include <mutex>
 #include <optional>
+#include <string_view>
 #include <vector>
 
 namespace annals::store {
 
 class group_commit {
  public:
-  // One queued append. A backend's own request type derives from it and adds what it appends.
+  // One queued append: what it appends (prepared), and its result.
   struct request {
+    request(std::string_view s, expected_version e, std::vector<prepared_event> ev)
+        : stream_id(s), expected(e), events(std::move(ev)) {}
+    std::string_view stream_id;  // the appender's, alive while it waits
+    expected_version expected;
+    std::vector<prepared_event> events;
     // Set by the leader while it writes the batch; only the leader touches it. Left empty, the
     // appender gets an io error.
     std::optional<result<append_result>> staged;

@@ -136,13 +136,7 @@ const std::string upsert_snapshot_sql =
 const std::string event_cols =
     "e.position, e.event_id, e.type, e.recorded_at, e.metadata, e.payload, e.stream_version";
 
-struct pending_append : store::group_commit::request {
-  pending_append(std::string_view s, expected_version e, std::vector<prepared_event> ev)
-      : stream_id(s), expected(e), events(std::move(ev)) {}
-  std::string_view stream_id;
-  expected_version expected;
-  std::vector<prepared_event> events;
-};
+using pending_append = store::group_commit::request;
 
 // The events of one append as rows of annals_events: `events` at versions from `version` and
 // positions from `position` on, in the stream with internal id `sid`.
@@ -311,7 +305,7 @@ class pg_store final : public event_store, public store::opened_store {
     for (std::size_t first = 0; first < requests.size(); first += max_batch) {
       std::vector<pending_append*> batch;
       for (std::size_t i = first; i < std::min(requests.size(), first + max_batch); ++i) {
-        batch.push_back(static_cast<pending_append*>(requests[i]));
+        batch.push_back(requests[i]);
       }
       try {
         if (append_together(*conn.conn, batch)) continue;

@@ -140,13 +140,7 @@ struct writer_statements {
   }
 };
 
-struct pending_append : store::group_commit::request {
-  pending_append(std::string_view s, expected_version e, std::vector<prepared_event> ev)
-      : stream_id(s), expected(e), events(std::move(ev)) {}
-  std::string_view stream_id;
-  expected_version expected;
-  std::vector<prepared_event> events;
-};
+using pending_append = store::group_commit::request;
 
 // A reader connection with its statements, checked out of the pool for one read.
 struct reader {
@@ -521,8 +515,7 @@ class sqlite_store final : public event_store, public store::opened_store {
     }
     std::int64_t now = options_.clock ? options_.clock() : store::system_clock_us();
     bool wrote = false;
-    for (auto* req : requests) {
-      auto* p = static_cast<pending_append*>(req);
+    for (auto* p : requests) {
       if (auto r = step(ws_.savepoint, "cannot start an append"); !r) {
         p->staged = r.error();
         continue;
