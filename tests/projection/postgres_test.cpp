@@ -324,3 +324,169 @@ TEST_CASE("read-model values round-trip exactly on PostgreSQL, and ? in quotes i
   });
   REQUIRE_MESSAGE(ok.ok(), message_of(ok));
 }
+
+namespace {
+
+// One row per deposit, written by a plain INSERT through sql_tx::write (pipelined in a batch).
+// The deposit of `bad_amount` reuses the key of the first row: a unique violation that the
+// server reports only when the pipeline is synced, events later.
+struct piped_row {
+  BOOST_HANA_DEFINE_STRUCT(piped_row, (std::int64_t, id), (std::int64_t, amount));
+  static constexpr std::string_view table = "pg_piped";
+  static constexpr std::string_view key[] = {"id"};
+};
+
+struct piped_projection {
+  static constexpr std::string_view name = "piped";
+  static constexpr int version = 1;
+  using events = annals::event_list<v1::MoneyDeposited>;
+  using tables = annals::table_list<piped_row>;
+  std::int64_t bad_amount = -1;
+  // What write() returned for the bad deposit, attempt by attempt.
+  std::shared_ptr<std::vector<bool>> bad_writes = std::make_shared<std::vector<bool>>();
+  result<void> handle(const v1::MoneyDeposited& e, const recorded_event& m, sql_tx& tx) {
+    const bool bad = e.amount_cents() == bad_amount;
+    auto w = tx.write("INSERT INTO " + tx.table("pg_piped") + " (id, amount) VALUES (?1, ?2)",
+                      {bad ? std::int64_t{1} : m.position, e.amount_cents()});
+    if (bad) bad_writes->push_back(w.ok());
+    return w;
+  }
+};
+
+}  // namespace
+
+TEST_CASE("pipelined writes on PostgreSQL: a statement failing mid-batch parks its own event") {
+  database db;
+  auto store = open_store(db.uri);
+  constexpr int events = 600, bad = 400;  // more writes than one pipeline holds (256)
+  std::vector<annals::event_data> batch;
+  for (int i = 1; i <= events; ++i) batch.push_back(data_of(deposited("a", i)));
+  auto appended = store->append("account-a", annals::expected_version::any(), batch);
+  REQUIRE_MESSAGE(appended.ok(), message_of(appended));
+  const std::int64_t first = appended->position - events + 1;
+  const std::int64_t bad_position = first + bad - 1;
+
+  piped_projection p;
+  p.bad_amount = bad;
+  auto bad_writes = p.bad_writes;
+  annals::runner_options o;
+  o.max_attempts = 1;
+  auto r = annals::projection_runner::open(db.uri, {annals::make_projection(p)}, o);
+  REQUIRE_MESSAGE(r.ok(), message_of(r));
+  auto& runner = **r;
+  (void)runner.catch_up();
+
+  auto st = runner.status();
+  REQUIRE(st.ok());
+  const auto& s = st->front();
+  CHECK(s.parked == 1);
+  CHECK(s.checkpoint == bad_position - 1);
+  CHECK_MESSAGE(s.error.find("position " + std::to_string(bad_position)) != std::string::npos,
+                s.error);
+  CHECK_MESSAGE(s.error.find("duplicate key") != std::string::npos, s.error);
+  // The batch's write of the bad row was accepted unsent (pipelined), then failed on its own
+  // when the batch was applied again without pipelining.
+  REQUIRE(bad_writes->size() >= 2);
+  CHECK(bad_writes->front());
+  CHECK_FALSE(bad_writes->back());
+  auto parked = runner.parked("piped");
+  REQUIRE(parked.ok());
+  REQUIRE(parked->size() == 1);
+  CHECK(parked->front().position == bad_position);
+
+  // Every event before the bad one is applied, none after it.
+  std::int64_t rows = 0, low = INT64_MAX, high = 0;
+  auto ok = runner.read([&](sql_tx& tx) -> result<void> {
+    auto q = tx.select<piped_row>("", {}, [&](const piped_row& row) {
+      ++rows;
+      low = std::min(low, row.id);
+      high = std::max(high, row.id);
+      return true;
+    });
+    if (!q) return std::move(q).error();
+    return {};
+  });
+  REQUIRE_MESSAGE(ok.ok(), message_of(ok));
+  CHECK(rows == bad - 1);
+  CHECK(low == first);
+  CHECK(high == bad_position - 1);
+
+  // A rebuild replays pipelined too, and names the same event when it fails.
+  auto rb = runner.rebuild("piped");
+  REQUIRE_FALSE(rb.ok());
+  CHECK_MESSAGE(rb.error().message().find("position " + std::to_string(bad_position)) !=
+                    std::string::npos,
+                rb.error().message());
+  std::int64_t after = 0;
+  ok = runner.read([&](sql_tx& tx) -> result<void> {
+    auto q = tx.select<piped_row>("", {}, [&](const piped_row&) { return ++after, true; });
+    if (!q) return std::move(q).error();
+    return {};
+  });
+  REQUIRE(ok.ok());
+  CHECK(after == rows);  // the live model is unchanged
+
+  // Without the bad event, the whole log applies through the pipeline.
+  REQUIRE(runner.skip("piped", bad_position).ok());
+  REQUIRE(runner.catch_up().ok());
+  CHECK(checkpoint_of(runner) == appended->position);
+  after = 0;
+  ok = runner.read([&](sql_tx& tx) -> result<void> {
+    auto q = tx.select<piped_row>("", {}, [&](const piped_row&) { return ++after, true; });
+    if (!q) return std::move(q).error();
+    return {};
+  });
+  REQUIRE(ok.ok());
+  CHECK(after == events - 1);
+}
+
+namespace {
+
+struct named_row {
+  BOOST_HANA_DEFINE_STRUCT(named_row, (std::string, id), (std::string, name));
+  static constexpr std::string_view table = "pg_named";
+  static constexpr std::string_view key[] = {"id"};
+};
+
+struct named_projection {
+  static constexpr std::string_view name = "named";
+  static constexpr int version = 1;
+  using events = annals::event_list<v1::AccountOpened>;
+  using tables = annals::table_list<named_row>;
+  // What find returned after the upsert, attempt by attempt: the name, or the error.
+  std::shared_ptr<std::vector<std::string>> finds = std::make_shared<std::vector<std::string>>();
+  result<void> handle(const v1::AccountOpened&, const recorded_event&, sql_tx& tx) {
+    // Not UTF-8: the server refuses the text, but only when it receives the statement.
+    if (auto u = tx.upsert(named_row{"x", "bad \xff name"}); !u) return u;
+    auto found = tx.find<named_row>(std::string("x"));
+    finds->push_back(!found ? "error: " + found.error().message()
+                            : *found ? (*found)->name : "absent");
+    if (!found) return std::move(found).error();
+    return {};
+  }
+};
+
+}  // namespace
+
+TEST_CASE("a pipelined batch finds the rows it wrote without a round trip, and a refused one parks") {
+  database db;
+  auto store = open_store(db.uri);
+  REQUIRE(store->append("account-x", annals::expected_version::any(), {data_of(opened("x", "X"))})
+              .ok());
+  named_projection p;
+  auto finds = p.finds;
+  annals::runner_options o;
+  o.max_attempts = 1;
+  auto r = annals::projection_runner::open(db.uri, {annals::make_projection(p)}, o);
+  REQUIRE_MESSAGE(r.ok(), message_of(r));
+  (void)(*r)->catch_up();
+  // Pipelined: the upsert is queued, and find answers from the rows the batch wrote, without
+  // waiting for the server (which would have reported the bad text). The batch then fails at
+  // commit, is applied again without pipelining, and the upsert fails on its own.
+  REQUIRE(finds->size() == 1);
+  CHECK(finds->front() == "bad \xff name");
+  auto st = (*r)->status();
+  REQUIRE(st.ok());
+  CHECK(st->front().parked == 1);
+  CHECK_MESSAGE(st->front().error.find("UTF8") != std::string::npos, st->front().error);
+}

@@ -1142,7 +1142,8 @@ rebuild_dataset make_rebuild_dataset(const config& c, const temp_dir& dir) {
 // primary keys, WITHOUT ROWID: what read_model.cpp's create_table_sql generates), under other
 // names in the same file, and the same statements per event as the bank projections run
 // (samples/bank/projections.cpp): account_balances reads the account's row and upserts it
-// whole; account_statement selects the previous running balance and upserts the movement;
+// whole; account_statement reads the movement of the version before (else selects the latest
+// one before) for the running balance and upserts the movement;
 // daily_totals runs one INSERT ... ON CONFLICT DO UPDATE that adds to the day's row.
 struct raw_model_names {
   std::string balances, statement, daily;
@@ -1184,6 +1185,9 @@ class raw_read_models {
                             "last_activity_us = excluded.last_activity_us, "
                             "closed_at_us = excluded.closed_at_us",
                             t.balances)),
+        find_movement_(db, fmt::format("SELECT balance_after_cents FROM {} "
+                                       "WHERE account_id = ?1 AND stream_version = ?2",
+                                       t.statement)),
         previous_balance_(db, fmt::format("SELECT balance_after_cents FROM {} "
                                           "WHERE account_id = ?1 AND stream_version < ?2 "
                                           "ORDER BY stream_version DESC LIMIT 1",
@@ -1306,10 +1310,17 @@ class raw_read_models {
     put(row_);
     // account_statement: the running balance
     std::int64_t before = 0;
-    previous_balance_.bind_text(1, account);
-    previous_balance_.bind(2, stream_version);
-    if (previous_balance_.step()) before = previous_balance_.int64(0);
-    previous_balance_.reset();
+    find_movement_.bind_text(1, account);
+    find_movement_.bind(2, stream_version - 1);
+    if (find_movement_.step()) {
+      before = find_movement_.int64(0);
+    } else {
+      previous_balance_.bind_text(1, account);
+      previous_balance_.bind(2, stream_version);
+      if (previous_balance_.step()) before = previous_balance_.int64(0);
+      previous_balance_.reset();
+    }
+    find_movement_.reset();
     upsert_movement_.bind_text(1, account);
     upsert_movement_.bind(2, stream_version);
     upsert_movement_.bind(3, at);
@@ -1329,7 +1340,8 @@ class raw_read_models {
     add_to_day_.run();
   }
 
-  raw_stmt find_balance_, upsert_balance_, previous_balance_, upsert_movement_, add_to_day_;
+  raw_stmt find_balance_, upsert_balance_, find_movement_, previous_balance_, upsert_movement_,
+      add_to_day_;
   bank::v2::AccountOpened opened_;
   bank::v1::MoneyDeposited deposited_;
   bank::v1::MoneyWithdrawn withdrawn_;

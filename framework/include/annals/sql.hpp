@@ -96,10 +96,18 @@ class sql_tx {
   result<std::int64_t> exec(std::string_view sql, sql_params params = {});
   // Runs a query; calls visit for each row until it returns false. Returns rows visited.
   result<std::int64_t> query(std::string_view sql, sql_params params, const row_visitor& visit);
+  // Runs a statement whose row count you do not need (an INSERT, UPDATE or DELETE; upsert
+  // uses it). In a projection runner's batch on PostgreSQL it is pipelined: sent without
+  // waiting for the server, so many writes share one round trip. An error in it then fails
+  // the batch at the handler's next exec or query, or at commit; the runner applies the batch
+  // again without pipelining to learn which event failed, and handles that one as usual
+  // (retry, then park). Elsewhere (SQLite, inline projections, queries) it is exec.
+  result<void> write(std::string_view sql, sql_params params = {});
   // The same with a parameter array (used by the read-model templates).
   result<std::int64_t> exec(std::string_view sql, const sql_value* params, std::size_t count);
   result<std::int64_t> query(std::string_view sql, const sql_value* params, std::size_t count,
                              const row_visitor& visit);
+  result<void> write(std::string_view sql, const sql_value* params, std::size_t count);
 
   // The physical name of a read-model table in this transaction: during a rebuild, handlers
   // write to a shadow table. Custom SQL on a projection's own tables must use this name
@@ -107,6 +115,15 @@ class sql_tx {
   std::string table(std::string_view logical_name) const;
 
   // Read-model rows (see annals/read_model.hpp): defined there as templates.
+  //
+  // In a projection runner's batch on PostgreSQL these go through the batch's row cache:
+  // find answers from the rows the batch has already found, upserted or erased, without a
+  // round trip; upserts and erases are held and written once per row, as one multi-row
+  // statement per table, before your own exec, write or query runs (which then sees them) or
+  // the batch commits. Your own SQL makes the batch forget the rows (it may have changed any of
+  // them), so find stays exact; the batch is the projection's only writer. Errors of held rows
+  // surface as write's do. Do not change a projection's tables from triggers: find would not
+  // see it. Elsewhere each call is one statement.
   template <class Row>
   result<void> upsert(const Row& row);
   template <class Row, class... Key>

@@ -78,7 +78,6 @@ result<std::int64_t> retry_parked(sql_tx& tx, std::string_view projection,
 // In a write transaction.
 result<void> skip_parked(sql_tx& tx, std::string_view projection, std::int64_t position);
 
-std::string quote_identifier(std::string_view name);
 // CREATE TABLE IF NOT EXISTS for a read-model table under its physical (quoted) name. On
 // PostgreSQL the primary key constraint is named after the table (pk_name), so a rebuild's
 // shadow table can take the live name with its constraint (rename_key_sql).

@@ -2,6 +2,8 @@
 // (code, not input) and are quoted; values are always bound.
 #include "projection/internal.hpp"
 
+#include "db/row_cache.hpp"
+
 #include <fmt/format.h>
 
 #include <map>
@@ -168,9 +170,24 @@ result<void> upsert_row(sql_tx& tx, const table_shape& s, const std::vector<sql_
                      column_list(s), placeholders, key,
                      updates.empty() ? "NOTHING" : "UPDATE SET " + updates);
   });
-  auto r = tx.exec(sql, values.data(), values.size());
-  if (!r) return std::move(r).error();
-  return {};
+  // The typed calls go to the connection directly: sql_tx's own calls drop the row cache.
+  auto& c = sql_tx_access::connection(tx);
+  if (auto* rows = c.rows()) {
+    const auto physical = tx.table(s.table);
+    auto k = row_cache::key_of_row(s, physical, values);
+    if (!k.empty()) {
+      if (rows->full()) {  // send what it holds, and start again empty
+        if (auto w = c.write_rows(); !w) return w;
+        rows->clear();
+      }
+      rows->put_written(k, s, physical, row_cache::owned(values.data(), values.size()));
+      return {};
+    }
+    // A key that is not cached: the rows held go first, then this one on its own.
+    if (auto w = c.write_rows(); !w) return w;
+    rows->clear();
+  }
+  return c.send(sql, values.data(), values.size());
 }
 
 result<bool> erase_row(sql_tx& tx, const table_shape& s, const std::vector<sql_value>& key) {
@@ -178,8 +195,24 @@ result<bool> erase_row(sql_tx& tx, const table_shape& s, const std::vector<sql_v
   const auto& sql = cache().get(s, tx.table(s.table), op::erase, [&] {
     return fmt::format("DELETE FROM {} WHERE {}", tx.table(s.table), key_condition(s));
   });
-  auto r = tx.exec(sql, key.data(), key.size());
+  auto& c = sql_tx_access::connection(tx);
+  auto* rows = c.rows();
+  const auto physical = tx.table(s.table);
+  const auto k = rows ? row_cache::key_of(s, physical, key.data(), key.size()) : std::string();
+  if (!k.empty()) {
+    if (const auto* hit = rows->find(k)) {  // known: the delete waits with the other writes
+      const bool existed = hit->has_value();
+      rows->put_written(k, s, physical, std::nullopt, row_cache::owned(key.data(), key.size()));
+      return existed;
+    }
+  } else if (rows) {  // not cacheable: the rows held go first, and nothing stays cached
+    if (auto w = c.write_rows(); !w) return w.error();
+    rows->clear();
+  }
+  // The row is not held (so not written by this batch): the database knows it.
+  auto r = c.run(sql, key.data(), key.size());
   if (!r) return std::move(r).error();
+  if (!k.empty()) rows->put_read(k, std::nullopt);
   return r.value() > 0;
 }
 
@@ -190,7 +223,24 @@ result<std::int64_t> find_row(sql_tx& tx, const table_shape& s, const std::vecto
     return fmt::format("SELECT {} FROM {} WHERE {}", column_list(s), tx.table(s.table),
                        key_condition(s));
   });
-  return tx.query(sql, key.data(), key.size(), visit);
+  auto& c = sql_tx_access::connection(tx);
+  auto* rows = c.rows();
+  const auto k = rows ? row_cache::key_of(s, tx.table(s.table), key.data(), key.size())
+                      : std::string();
+  if (k.empty()) return c.query(sql, key.data(), key.size(), visit);
+  if (const auto* hit = rows->find(k)) {
+    if (!*hit) return 0;
+    cached_row source(**hit);
+    (void)visit(sql_row(source));
+    return 1;
+  }
+  std::optional<row_cache::row> found;
+  auto r = c.query(sql, key.data(), key.size(), [&](const sql_row& row) {
+    found = row_cache::copy(s, row);
+    return visit(row);
+  });
+  if (r) rows->put_read(k, std::move(found));
+  return r;
 }
 
 result<std::int64_t> select_rows(sql_tx& tx, const table_shape& s, std::string_view where,
@@ -207,7 +257,9 @@ result<std::int64_t> select_rows(sql_tx& tx, const table_shape& s, std::string_v
   }
   auto sql = fmt::format("SELECT {} FROM {}{}{} ORDER BY {}", column_list(s), tx.table(s.table),
                          where.empty() ? "" : " WHERE ", where, order);
-  return tx.query(sql, params, count, visit);
+  auto& c = sql_tx_access::connection(tx);
+  if (auto w = c.write_rows(); !w) return w.error();  // the rows held must be there to select
+  return c.query(sql, params, count, visit);
 }
 
 }  // namespace annals::detail

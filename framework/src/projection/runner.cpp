@@ -242,11 +242,26 @@ class runner_impl final : public projection_runner {
   };
 
   // Applies events[0, count) and moves the checkpoint from `expected` to `next`, atomically.
+  // On PostgreSQL the batch's writes are pipelined (sql_tx::write). When a pipelined write
+  // failed, the error surfaced at a later statement, maybe a later event's: the batch is then
+  // applied again without pipelining, which stops at the failing event.
   result<batch_outcome> apply_batch(const projection_def& d, std::int64_t expected,
                                     const std::vector<recorded_event>& events, std::int64_t next,
                                     clock_type::time_point started, std::size_t count = SIZE_MAX) {
+    bool deferred_failure = false;
+    auto out = apply_batch_once(d, expected, events, next, started, count, &deferred_failure);
+    if (!deferred_failure) return out;
+    return apply_batch_once(d, expected, events, next, started, count, nullptr);
+  }
+
+  // Pipelined when `deferred_failure` is given; sets it when a pipelined write failed.
+  result<batch_outcome> apply_batch_once(const projection_def& d, std::int64_t expected,
+                                         const std::vector<recorded_event>& events,
+                                         std::int64_t next, clock_type::time_point started,
+                                         std::size_t count, bool* deferred_failure) {
     count = std::min(count, events.size());
     std::lock_guard lock(write_mu_);
+    detail::pipelined writes(*writer_, deferred_failure != nullptr);
     batch_outcome out;
     auto r = in_write_tx([&](sql_tx& tx) -> result<void> {
       auto st = load_projection_state(tx, d.name, true);
@@ -276,6 +291,7 @@ class runner_impl final : public projection_runner {
       if (!u) return u.error();
       return {};
     });
+    if (deferred_failure) *deferred_failure = !r && writer_->pipeline_failed();
     if (!r && !out.raced && !out.failed_at) return std::move(r).error();
     return out;
   }
@@ -690,12 +706,20 @@ class runner_impl final : public projection_runner {
                                                               std::int64_t limit) {
     std::int64_t covered = after, applied = 0;
     std::lock_guard wl(write_mu_);
-    auto r = in_write_tx([&](sql_tx&) -> result<void> {
-      auto c = replay_into(d, shadow, after, head, limit, applied);
-      if (!c) return c.error();
-      covered = c.value();
-      return {};
-    });
+    auto once = [&](bool pipeline) {
+      detail::pipelined writes(*writer_, pipeline);
+      applied = 0;
+      return in_write_tx([&](sql_tx&) -> result<void> {
+        auto c = replay_into(d, shadow, after, head, limit, applied);
+        if (!c) return c.error();
+        covered = c.value();
+        return {};
+      });
+    };
+    // Pipelined on PostgreSQL; when a pipelined write failed, replayed without, to name the
+    // failing event.
+    auto r = once(true);
+    if (!r && writer_->pipeline_failed()) r = once(false);
     if (!r) return r.error();
     return std::pair{covered, applied};
   }

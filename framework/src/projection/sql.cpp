@@ -1,5 +1,9 @@
 #include "projection/internal.hpp"
 
+#include "db/row_cache.hpp"
+
+#include <optional>
+
 #include <fmt/format.h>
 
 namespace annals {
@@ -17,23 +21,57 @@ std::string quote_identifier(std::string_view name) {
 
 }  // namespace detail
 
+namespace {
+
+// SQL written by the caller sees the typed rows the batch holds (they are sent first) and may
+// change any row (they are then forgotten). Null when sending them failed.
+detail::sql_connection* uncached(detail::sql_connection& c, std::optional<error>& failed) {
+  if (auto* rows = c.rows()) {
+    if (auto w = c.write_rows(); !w) {
+      failed = w.error();
+      return nullptr;
+    }
+    rows->clear();
+  }
+  return &c;
+}
+
+}  // namespace
+
 result<std::int64_t> sql_tx::exec(std::string_view sql, const sql_value* params,
                                   std::size_t count) {
-  return conn_.run(sql, params, count);
+  std::optional<error> failed;
+  auto* c = uncached(conn_, failed);
+  if (!c) return std::move(*failed);
+  return c->run(sql, params, count);
 }
 
 result<std::int64_t> sql_tx::exec(std::string_view sql, sql_params params) {
-  return conn_.run(sql, params.begin(), params.size());
+  return exec(sql, params.begin(), params.size());
 }
 
 result<std::int64_t> sql_tx::query(std::string_view sql, const sql_value* params,
                                    std::size_t count, const row_visitor& visit) {
-  return conn_.query(sql, params, count, visit);
+  std::optional<error> failed;
+  auto* c = uncached(conn_, failed);
+  if (!c) return std::move(*failed);
+  return c->query(sql, params, count, visit);
 }
 
 result<std::int64_t> sql_tx::query(std::string_view sql, sql_params params,
                                    const row_visitor& visit) {
-  return conn_.query(sql, params.begin(), params.size(), visit);
+  return query(sql, params.begin(), params.size(), visit);
+}
+
+result<void> sql_tx::write(std::string_view sql, const sql_value* params, std::size_t count) {
+  std::optional<error> failed;
+  auto* c = uncached(conn_, failed);
+  if (!c) return std::move(*failed);
+  return c->send(sql, params, count);
+}
+
+result<void> sql_tx::write(std::string_view sql, sql_params params) {
+  return write(sql, params.begin(), params.size());
 }
 
 std::string sql_tx::table(std::string_view logical) const {

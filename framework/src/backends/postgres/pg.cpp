@@ -57,6 +57,12 @@ void array_param::add_int8(std::int64_t v) {
   ++count_;
 }
 
+void array_param::add_float8(double v) {
+  std::uint64_t bits;
+  std::memcpy(&bits, &v, 8);
+  add_int8(static_cast<std::int64_t>(bits));  // the same 8 big-endian bytes
+}
+
 void array_param::add_bytes(std::string_view v) {
   const std::uint32_t len = htobe32(static_cast<std::uint32_t>(v.size()));
   body_.append(reinterpret_cast<const char*>(&len), 4);
@@ -82,9 +88,10 @@ params& params::add_array(const array_param& a) {
   auto owned = std::make_unique<char[]>(size);
   std::memcpy(owned.get(), header, head);
   std::memcpy(owned.get() + head, a.body_.data(), a.body_.size());
-  types_.push_back(a.element_ == int8_oid    ? 1016   // int8[]
-                   : a.element_ == bytea_oid ? 1001   // bytea[]
-                                             : 1009);  // text[]
+  types_.push_back(a.element_ == int8_oid             ? 1016   // int8[]
+                   : a.element_ == bytea_oid          ? 1001   // bytea[]
+                   : a.element_ == array_param::float8 ? 1022   // float8[]
+                                                      : 1009);  // text[]
   values_.push_back(owned.get());
   lengths_.push_back(static_cast<int>(size));
   formats_.push_back(1);
@@ -209,6 +216,62 @@ result<pg_result> connection::exec(std::string_view what, const std::string& sql
   auto st = PQresultStatus(res.get());
   if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) return make_error(c, res.get(), what, why);
   return res;
+}
+
+result<void> connection::send(std::string_view what, const std::string& sql, const params& p) {
+  PGconn* c = conn_.get();
+  if (PQpipelineStatus(c) == PQ_PIPELINE_OFF && !PQenterPipelineMode(c)) {
+    return make_error(c, nullptr, what);
+  }
+  if (queued_ == 0) queued_what_ = std::string(what);
+  auto it = prepared_.find(sql);
+  if (it == prepared_.end()) {
+    // Prepared in the pipeline too. Named before the server confirms it: a failed pipeline
+    // forgets every name (sync), so a statement that was never prepared is not reused.
+    std::string name = fmt::format("annals_{}", ++statements_);
+    if (!PQsendPrepare(c, name.c_str(), sql.c_str(), p.size(), p.types())) {
+      return make_error(c, nullptr, what);
+    }
+    it = prepared_.emplace(sql, std::move(name)).first;
+  }
+  if (!PQsendQueryPrepared(c, it->second.c_str(), p.size(), p.values(), p.lengths(), p.formats(),
+                           1)) {
+    return make_error(c, nullptr, what);
+  }
+  if (++queued_ >= max_queued) return sync();
+  return {};
+}
+
+result<void> connection::sync(failure* why) {
+  PGconn* c = conn_.get();
+  if (PQpipelineStatus(c) == PQ_PIPELINE_OFF) return {};
+  queued_ = 0;
+  std::optional<error> failed;
+  if (!PQpipelineSync(c)) {
+    failed = make_error(c, nullptr, queued_what_, why);
+  } else {
+    // Each statement's results end with a null; the sync point's own result ends the pipeline.
+    // A null with the connection gone would come forever: stop there.
+    for (;;) {
+      pg_result r(PQgetResult(c));
+      if (!r) {
+        if (PQstatus(c) != CONNECTION_OK) {
+          if (!failed) failed = make_error(c, nullptr, queued_what_, why);
+          break;
+        }
+        continue;
+      }
+      auto st = PQresultStatus(r.get());
+      if (st == PGRES_PIPELINE_SYNC) break;
+      if (st == PGRES_FATAL_ERROR && !failed) failed = make_error(c, r.get(), queued_what_, why);
+    }
+  }
+  (void)PQexitPipelineMode(c);
+  if (failed) {
+    forget_prepared();
+    return std::move(*failed);
+  }
+  return {};
 }
 
 result<std::int64_t> connection::for_each_row(std::string_view what, const std::string& sql,

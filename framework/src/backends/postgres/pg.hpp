@@ -30,13 +30,14 @@ struct result_deleter {
 using pg_result = std::unique_ptr<PGresult, result_deleter>;
 
 // A one-dimensional array parameter in PostgreSQL's binary array format, filled element by
-// element (all of `element_oid`'s type: int8, bytea or text). Lets one prepared statement take
+// element (all of `element_oid`'s type: int8, float8, bytea or text). Lets one prepared statement take
 // any number of rows: INSERT ... SELECT * FROM unnest($1::int8[], ...).
 class array_param {
  public:
-  static constexpr unsigned int int8 = 20, bytea = 17, text = 25;  // element type OIDs
+  static constexpr unsigned int int8 = 20, bytea = 17, text = 25, float8 = 701;  // element OIDs
   explicit array_param(unsigned int element_oid) : element_(element_oid) {}
   void add_int8(std::int64_t v);
+  void add_float8(double v);
   void add_bytes(std::string_view v);  // bytea or text
   void add_null();
   std::size_t size() const noexcept { return count_; }
@@ -127,6 +128,17 @@ class connection {
   // Runs parameterless SQL text (possibly several statements) by the simple protocol.
   result<void> exec_simple(std::string_view what, const char* sql);
 
+  // Pipelining (libpq's pipeline mode): `send` queues a prepared statement whose result is
+  // not needed and returns without waiting for the server; `sync` waits for every queued one
+  // and returns the first failure (the server skips the rest of a pipeline after one fails,
+  // and the transaction is then aborted). While statements are queued, call nothing on the
+  // connection but send and sync. `send` syncs by itself every `max_queued` statements, so
+  // the server's replies never fill the socket while the client is still writing.
+  result<void> send(std::string_view what, const std::string& sql, const params& p);
+  result<void> sync(failure* why = nullptr);
+  std::size_t queued() const noexcept { return queued_; }
+  static constexpr std::size_t max_queued = 256;
+
  private:
   struct closer {
     void operator()(PGconn* c) const noexcept { PQfinish(c); }
@@ -137,6 +149,8 @@ class connection {
   std::unique_ptr<PGconn, closer> conn_;
   std::unordered_map<std::string, std::string> prepared_;  // SQL text -> statement name
   std::uint64_t statements_ = 0;                            // names prepared so far
+  std::size_t queued_ = 0;  // statements sent in the current pipeline
+  std::string queued_what_;  // names the pipeline's first statement in errors
 };
 
 // Maps a failed statement (or connection) to an annals error: connection trouble is io,

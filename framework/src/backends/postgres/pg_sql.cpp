@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+
 #include <cstdlib>
 #include <cstring>
 #include <new>
@@ -111,9 +113,8 @@ class text_row final : public detail::row_source {
 
 }  // namespace
 
-result<pg_result> sql_conn::execute(std::string_view sql, const sql_value* values,
-                                    std::size_t count, std::string_view what) {
-  params p;
+void sql_conn::bind(std::string_view sql, const sql_value* values, std::size_t count, params& p,
+                    std::string& text) {
   p.reserve(count);
   // The statement is prepared with its parameters' types, which a NULL leaves to the server:
   // the key (the text sent) names the types, so each combination is prepared once.
@@ -141,13 +142,31 @@ result<pg_result> sql_conn::execute(std::string_view sql, const sql_value* value
         },
         values[i].get());
   }
-  auto text = translate_placeholders(sql);
+  text = translate_placeholders(sql);
   if (types.find('n') != std::string::npos) text += " /* " + types + " */";
+}
+
+result<pg_result> sql_conn::execute(std::string_view sql, const sql_value* values,
+                                    std::size_t count, std::string_view what) {
+  if (auto queued = settle(); !queued) return std::move(queued).error();
+  params p;
+  std::string text;
+  bind(sql, values, count, p, text);
   failure why;
   auto r = conn_->exec(what, text, p, true, &why, true);
   // 0A000: a cached statement whose result columns changed (a table replaced by a rebuild in
   // another process): the transaction is lost, but the next attempt prepares afresh.
   if (!r && why.sqlstate == "0A000") clear_cache();
+  return r;
+}
+
+result<void> sql_conn::send(std::string_view sql, const sql_value* values, std::size_t count) {
+  if (!pipelining_) return detail::sql_connection::send(sql, values, count);
+  params p;
+  std::string text;
+  bind(sql, values, count, p, text);
+  auto r = conn_->send("read-model statement failed", text, p);
+  if (!r) failed_ = true;  // the statement, or one queued before it
   return r;
 }
 
@@ -174,6 +193,131 @@ result<std::int64_t> sql_conn::query(std::string_view sql, const sql_value* para
     if (!visit(sql_row(row))) break;
   }
   return rows;
+}
+
+}  // namespace annals::pg
+
+namespace annals::pg {
+
+const std::array<std::string, 2>& sql_conn::bulk_sql(const table_shape& s,
+                                                     std::string_view physical) {
+  auto& of_shape = bulk_sql_[&s];
+  if (auto it = of_shape.find(physical); it != of_shape.end()) return it->second;
+  auto array_of = [](column_type t) {
+    switch (t) {
+      case column_type::integer: return "int8[]";
+      case column_type::real: return "float8[]";
+      case column_type::text: return "text[]";
+      case column_type::blob: return "bytea[]";
+    }
+    return "bytea[]";
+  };
+  std::string cols, arrays, updates, keys, key_arrays;
+  for (std::size_t i = 0; i < s.columns.size(); ++i) {
+    const auto q = detail::quote_identifier(s.columns[i].name);
+    cols += fmt::format("{}{}", i ? ", " : "", q);
+    arrays += fmt::format("{}${}::{}", i ? ", " : "", i + 1, array_of(s.columns[i].type));
+    if (std::find(s.key.begin(), s.key.end(), i) == s.key.end()) {
+      updates += fmt::format("{}{} = excluded.{}", updates.empty() ? "" : ", ", q, q);
+    }
+  }
+  for (std::size_t k = 0; k < s.key.size(); ++k) {
+    const auto& c = s.columns[s.key[k]];
+    keys += fmt::format("{}{}", k ? ", " : "", detail::quote_identifier(c.name));
+    key_arrays += fmt::format("{}${}::{}", k ? ", " : "", k + 1, array_of(c.type));
+  }
+  std::array<std::string, 2> sql{
+      fmt::format("INSERT INTO {} ({}) SELECT * FROM unnest({}) ON CONFLICT ({}) DO {}", physical,
+                  cols, arrays, keys, updates.empty() ? "NOTHING" : "UPDATE SET " + updates),
+      fmt::format("DELETE FROM {} WHERE ({}) IN (SELECT * FROM unnest({}))", physical, keys,
+                  key_arrays)};
+  return of_shape.emplace(std::string(physical), std::move(sql)).first->second;
+}
+
+result<void> sql_conn::write_rows() {
+  if (!rows_.dirty()) return {};
+  // Rows per statement, and about the bytes at which a statement is sent early.
+  constexpr std::size_t chunk_rows = 1000, chunk_bytes = 16 << 20;
+  auto element_of = [](column_type t) {
+    switch (t) {
+      case column_type::integer: return array_param::int8;
+      case column_type::real: return array_param::float8;
+      case column_type::text: return array_param::text;
+      case column_type::blob: return array_param::bytea;
+    }
+    return array_param::bytea;
+  };
+  // Sends rows[from, to) of one table: all columns, or (erase) the key columns.
+  auto send_rows = [&](const table_shape& s, const std::string& sql,
+                       const std::vector<const detail::row_cache::row*>& rows, std::size_t from,
+                       std::size_t to, bool keys_only) -> result<void> {
+    const std::size_t n = keys_only ? s.key.size() : s.columns.size();
+    std::vector<array_param> arrays;
+    arrays.reserve(n);
+    for (std::size_t c = 0; c < n; ++c) {
+      arrays.emplace_back(element_of(s.columns[keys_only ? s.key[c] : c].type));
+    }
+    for (std::size_t r = from; r < to; ++r) {
+      const auto& row = *rows[r];
+      for (std::size_t c = 0; c < n; ++c) {
+        auto& a = arrays[c];
+        std::visit(
+            [&](const auto& v) {
+              using T = std::decay_t<decltype(v)>;
+              if constexpr (std::is_same_v<T, std::monostate>) {
+                a.add_null();
+              } else if constexpr (std::is_same_v<T, std::int64_t>) {
+                if (a.element() == array_param::float8) {
+                  a.add_float8(static_cast<double>(v));
+                } else {
+                  a.add_int8(v);
+                }
+              } else if constexpr (std::is_same_v<T, double>) {
+                if (a.element() == array_param::int8) {
+                  a.add_int8(static_cast<std::int64_t>(v));
+                } else {
+                  a.add_float8(v);
+                }
+              } else if constexpr (std::is_same_v<T, std::string>) {
+                a.add_bytes(v);
+              } else {
+                a.add_bytes(v.bytes);
+              }
+            },
+            row[c]);
+      }
+    }
+    params p;
+    p.reserve(n);
+    for (const auto& a : arrays) p.add_array(a);
+    auto sent = conn_->send("read-model rows failed", sql, p);
+    if (!sent) failed_ = true;
+    return sent;
+  };
+  auto send_all = [&](const table_shape& s, const std::string& sql,
+                      const std::vector<const detail::row_cache::row*>& rows,
+                      bool keys_only) -> result<void> {
+    std::size_t from = 0, bytes = 0;
+    for (std::size_t r = 0; r < rows.size(); ++r) {
+      for (const auto& v : *rows[r]) {
+        if (auto* t = std::get_if<std::string>(&v)) bytes += t->size();
+        if (auto* b = std::get_if<blob>(&v)) bytes += b->bytes.size();
+      }
+      if (r + 1 - from >= chunk_rows || bytes >= chunk_bytes || r + 1 == rows.size()) {
+        if (auto x = send_rows(s, sql, rows, from, r + 1, keys_only); !x) return x;
+        from = r + 1;
+        bytes = 0;
+      }
+    }
+    return {};
+  };
+  for (const auto& t : rows_.take_written()) {
+    const auto& sql = bulk_sql(*t.shape, t.physical);
+    // Erased and upserted keys differ (one entry per key), so the order does not matter.
+    if (auto x = send_all(*t.shape, sql[1], t.erases, true); !x) return x;
+    if (auto x = send_all(*t.shape, sql[0], t.upserts, false); !x) return x;
+  }
+  return {};
 }
 
 }  // namespace annals::pg

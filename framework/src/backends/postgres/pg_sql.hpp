@@ -4,11 +4,15 @@
 // any column type reads as the SQLite accessors promise.
 #pragma once
 
+#include "db/row_cache.hpp"
 #include "db/sql_connection.hpp"
 #include "backends/postgres/pg.hpp"
 
+#include <array>
+#include <map>
 #include <string>
 #include <string_view>
+#include <utility>
 
 namespace annals::pg {
 
@@ -22,20 +26,66 @@ class sql_conn final : public detail::sql_connection {
   explicit sql_conn(connection* borrowed) : conn_(borrowed) {}
 
   detail::sql_dialect dialect() const noexcept override { return detail::sql_dialect::postgres; }
+  // Each call but send() first waits for what send() queued, and returns its error if it
+  // failed (exec runs its SQL anyway, so that a ROLLBACK is never skipped).
+  // BEGIN, COMMIT, a savepoint: the rows held are sent first, then forgotten (the statement
+  // may change what the rows are); ROLLBACK drops them.
   result<void> exec(const char* sql, std::string_view what) override {
-    return conn_->exec_simple(what, sql);
+    auto written = std::string_view(sql).starts_with("ROLLBACK") ? result<void>() : write_rows();
+    rows_.clear();
+    auto queued = settle();
+    auto r = conn_->exec_simple(what, sql);
+    return !written ? written : !queued ? queued : r;
   }
   result<std::int64_t> run(std::string_view sql, const sql_value* params,
                            std::size_t count) override;
   result<std::int64_t> query(std::string_view sql, const sql_value* params, std::size_t count,
                              const row_visitor& visit) override;
-  void clear_cache() override { conn_->forget_prepared(); }
+  void clear_cache() override {
+    rows_.clear();
+    (void)settle();
+    conn_->forget_prepared();
+  }
+  result<void> send(std::string_view sql, const sql_value* params, std::size_t count) override;
+  bool pipelining(bool on) override {
+    rows_.clear();
+    if (on) {
+      failed_ = false;
+    } else {
+      (void)settle();  // nothing is left queued: the caller's batch has ended
+    }
+    return std::exchange(pipelining_, on);
+  }
+  bool pipeline_failed() override {
+    (void)settle();
+    return failed_;
+  }
+  detail::row_cache* rows() override { return pipelining_ ? &rows_ : nullptr; }
+  // One INSERT ... SELECT FROM unnest(...) ON CONFLICT per table for the upserted rows, one
+  // DELETE ... WHERE key IN (SELECT FROM unnest(...)) for the erased ones; pipelined.
+  result<void> write_rows() override;
 
  private:
+  // Waits for the queued statements; remembers a failure among them.
+  result<void> settle() {
+    auto r = conn_->sync();
+    if (!r) failed_ = true;
+    return r;
+  }
+  // `sql` with ?N as $N, and `values` as libpq parameters (*text is what is prepared).
+  void bind(std::string_view sql, const sql_value* values, std::size_t count, params& p,
+            std::string& text);
   result<pg_result> execute(std::string_view sql, const sql_value* params, std::size_t count,
                             std::string_view what);
+  // write_rows' statements for a table: [0] the upsert, [1] the delete.
+  const std::array<std::string, 2>& bulk_sql(const table_shape& s, std::string_view physical);
+  std::map<const table_shape*, std::map<std::string, std::array<std::string, 2>, std::less<>>>
+      bulk_sql_;
   connection owned_;
   connection* conn_;
+  bool pipelining_ = false;
+  bool failed_ = false;  // see pipeline_failed
+  detail::row_cache rows_;     // used while pipelining
 };
 
 }  // namespace annals::pg
