@@ -490,3 +490,61 @@ TEST_CASE("a pipelined batch finds the rows it wrote without a round trip, and a
   CHECK(st->front().parked == 1);
   CHECK_MESSAGE(st->front().error.find("UTF8") != std::string::npos, st->front().error);
 }
+
+namespace {
+
+// One held upsert per deposit, each its own row.
+struct held_projection {
+  static constexpr std::string_view name = "held";
+  static constexpr int version = 1;
+  using events = annals::event_list<v1::MoneyDeposited>;
+  using tables = annals::table_list<piped_row>;
+  result<void> handle(const v1::MoneyDeposited& e, const recorded_event& m, sql_tx& tx) {
+    return tx.upsert(piped_row{m.position, e.amount_cents()});
+  }
+};
+
+}  // namespace
+
+TEST_CASE("a batch holding more rows than its cache keeps writes them all") {
+  database db;
+  auto store = open_store(db.uri);
+  // More rows in one batch than the row cache holds (row_cache::max_rows, 20,000).
+  constexpr int appends = 25, per_append = 1000;
+  std::int64_t want_sum = 0;
+  for (int a = 0; a < appends; ++a) {
+    std::vector<annals::event_data> batch;
+    for (int i = 1; i <= per_append; ++i) {
+      batch.push_back(data_of(deposited("h", a * per_append + i)));
+      want_sum += a * per_append + i;
+    }
+    REQUIRE(store->append("account-h", annals::expected_version::any(), batch).ok());
+  }
+  annals::runner_options o;
+  o.batch_size = appends * per_append;  // one batch
+  auto r = annals::projection_runner::open(db.uri, {annals::make_projection(held_projection{})},
+                                           o);
+  REQUIRE_MESSAGE(r.ok(), message_of(r));
+  auto& runner = **r;
+  auto totals = [&] {
+    std::int64_t rows = 0, sum = 0;
+    auto ok = runner.read([&](sql_tx& tx) -> result<void> {
+      auto q = tx.select<piped_row>("", {}, [&](const piped_row& row) {
+        ++rows;
+        sum += row.amount;
+        return true;
+      });
+      if (!q) return std::move(q).error();
+      return {};
+    });
+    REQUIRE_MESSAGE(ok.ok(), message_of(ok));
+    return std::pair{rows, sum};
+  };
+  auto n = runner.catch_up();
+  REQUIRE_MESSAGE(n.ok(), message_of(n));
+  CHECK(n->events == appends * per_append);
+  CHECK(totals() == std::pair<std::int64_t, std::int64_t>{appends * per_append, want_sum});
+  auto rb = runner.rebuild("held");
+  REQUIRE_MESSAGE(rb.ok(), message_of(rb));
+  CHECK(totals() == std::pair<std::int64_t, std::int64_t>{appends * per_append, want_sum});
+}

@@ -693,6 +693,65 @@ TEST_CASE("typed finds stay exact beside the handler's own SQL and erases within
   CHECK(tallies(*small) == want);
 }
 
+namespace {
+
+struct level_row {
+  BOOST_HANA_DEFINE_STRUCT(level_row, (double, price), (std::int64_t, quantity));
+  static constexpr std::string_view table = "pt_levels";
+  static constexpr std::string_view key[] = {"price"};
+};
+
+// Writes a row keyed by a double, then finds it by a key the database finds equal but of
+// another form: an integer for the same number, 0.0 for -0.0.
+struct levels {
+  static constexpr std::string_view name = "levels";
+  static constexpr int version = 1;
+  using events = annals::event_list<v1::MoneyDeposited>;
+  using tables = annals::table_list<level_row>;
+  result<void> handle(const v1::MoneyDeposited& e, const recorded_event&, sql_tx& tx) {
+    const std::int64_t n = e.amount_cents();
+    if (auto u = tx.upsert(level_row{static_cast<double>(n), n}); !u) return u;
+    auto by_int = tx.find<level_row>(n);
+    if (!by_int) return std::move(by_int).error();
+    if (!*by_int || (*by_int)->quantity != n) {
+      return annals::error(errc::corruption, "find by an integer key missed the row just written");
+    }
+    if (auto u = tx.upsert(level_row{-0.0, n}); !u) return u;
+    auto zero = tx.find<level_row>(0.0);
+    if (!zero) return std::move(zero).error();
+    if (!*zero || (*zero)->quantity != n) {
+      return annals::error(errc::corruption, "find of 0.0 missed the row written as -0.0");
+    }
+    return {};
+  }
+};
+
+}  // namespace
+
+TEST_CASE("find sees the batch's rows by keys of another form that the database finds equal") {
+  temp_dir dir;
+  const store_location loc(dir.file("p.db"), on_postgres);
+  const auto& path = loc.path;
+  auto store = open_store(path);
+  std::vector<annals::event_data> events;
+  for (int i = 1; i <= 50; ++i) events.push_back(data_of(deposited("l", i)));
+  REQUIRE(store->append("levels", annals::expected_version::any(), events).ok());
+  annals::runner_options o = fast_options();
+  o.max_attempts = 1;
+  auto runner = open_runner(path, {annals::make_projection(levels{})}, o);
+  REQUIRE(runner->catch_up().ok());
+  const auto st = status_of(*runner, "levels");
+  CHECK_MESSAGE(st.parked == 0, st.error);
+  std::int64_t rows = 0;
+  auto ok = runner->read([&](sql_tx& tx) -> result<void> {
+    auto q = tx.select<level_row>("", {}, [&](const level_row&) { return ++rows, true; });
+    if (!q) return std::move(q).error();
+    return {};
+  });
+  REQUIRE(ok.ok());
+  CHECK(rows == 51);  // 1..50, and 0
+}
+
 // ---------------------------------------------------------------------------------------------
 // Poison events: retried with backoff, parked, then retried or skipped on purpose
 

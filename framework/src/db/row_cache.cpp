@@ -1,5 +1,7 @@
 #include "db/row_cache.hpp"
 
+#include <cmath>
+#include <limits>
 #include <map>
 #include <utility>
 
@@ -23,7 +25,10 @@ bool encode(column_type t, const sql_value& v, std::string& out) {
       return false;
     case column_type::real:
       if (auto* d = std::get_if<double>(&x)) {
-        out.append(reinterpret_cast<const char*>(d), sizeof *d);
+        // One key per value the database tells apart: -0 equals 0, and every NaN equals NaN.
+        double v = *d == 0 ? 0.0 : *d;
+        if (std::isnan(v)) v = std::numeric_limits<double>::quiet_NaN();
+        out.append(reinterpret_cast<const char*>(&v), sizeof v);
         return true;
       }
       return false;
@@ -65,6 +70,14 @@ std::string row_cache::key_of_row(const table_shape& s, std::string_view physica
     if (!encode(s.columns[c].type, values[c], k)) return {};
   }
   return k;
+}
+
+void row_cache::clear() {
+  if (dirty_) {
+    throw std::logic_error("annals: internal error: read-model rows held by a batch were dropped "
+                           "before being written");
+  }
+  rows_.clear();
 }
 
 const std::optional<row_cache::row>* row_cache::find(const std::string& key) const {

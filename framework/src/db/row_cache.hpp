@@ -24,6 +24,7 @@
 
 #include <cstdint>
 #include <optional>
+#include <stdexcept>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -60,8 +61,11 @@ class row_cache {
   // Whether rows wait to be sent; whether the cache holds max_rows (send, then clear).
   bool dirty() const noexcept { return dirty_ > 0; }
   bool full() const noexcept { return rows_.size() >= max_rows; }
-  // Forgets every row, unsent ones included (after write_rows, or on a rollback).
-  void clear() noexcept {
+  // Forgets every row once they are all sent (write_rows); rows still held would be lost, so
+  // that throws std::logic_error.
+  void clear();
+  // Forgets every row, unsent ones included: the transaction is rolling back or has ended.
+  void discard() noexcept {
     rows_.clear();
     dirty_ = 0;
   }
@@ -77,7 +81,7 @@ class row_cache {
   // valid until it changes.
   std::vector<table_rows> take_written();
 
-  static constexpr std::size_t max_rows = 100000;
+  static constexpr std::size_t max_rows = 20000;
 
  private:
   struct entry {

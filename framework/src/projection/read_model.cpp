@@ -148,6 +148,18 @@ std::string rename_key_sql(std::string_view shadow, std::string_view live, sql_d
                      quote_identifier(pk_name(shadow)), quote_identifier(pk_name(live)));
 }
 
+namespace {
+
+// A full row cache sends the rows it holds and starts again empty (row_cache::max_rows).
+result<void> make_room(sql_connection& c, row_cache& rows) {
+  if (!rows.full()) return {};
+  if (auto w = c.write_rows(); !w) return w;
+  rows.clear();
+  return {};
+}
+
+}  // namespace
+
 result<void> upsert_row(sql_tx& tx, const table_shape& s, const std::vector<sql_value>& values) {
   const auto& sql = cache().get(s, tx.table(s.table), op::upsert, [&] {
   std::string placeholders, updates;
@@ -176,10 +188,7 @@ result<void> upsert_row(sql_tx& tx, const table_shape& s, const std::vector<sql_
     const auto physical = tx.table(s.table);
     auto k = row_cache::key_of_row(s, physical, values);
     if (!k.empty()) {
-      if (rows->full()) {  // send what it holds, and start again empty
-        if (auto w = c.write_rows(); !w) return w;
-        rows->clear();
-      }
+      if (auto room = make_room(c, *rows); !room) return room;
       rows->put_written(k, s, physical, row_cache::owned(values.data(), values.size()));
       return {};
     }
@@ -227,13 +236,21 @@ result<std::int64_t> find_row(sql_tx& tx, const table_shape& s, const std::vecto
   auto* rows = c.rows();
   const auto k = rows ? row_cache::key_of(s, tx.table(s.table), key.data(), key.size())
                       : std::string();
-  if (k.empty()) return c.query(sql, key.data(), key.size(), visit);
+  if (k.empty()) {
+    // Not cacheable (a key value not of its column's type): the database answers, so it must
+    // hold the rows the batch wrote.
+    if (rows) {
+      if (auto w = c.write_rows(); !w) return w.error();
+    }
+    return c.query(sql, key.data(), key.size(), visit);
+  }
   if (const auto* hit = rows->find(k)) {
     if (!*hit) return 0;
     cached_row source(**hit);
     (void)visit(sql_row(source));
     return 1;
   }
+  if (auto room = make_room(c, *rows); !room) return room.error();
   std::optional<row_cache::row> found;
   auto r = c.query(sql, key.data(), key.size(), [&](const sql_row& row) {
     found = row_cache::copy(s, row);

@@ -29,26 +29,31 @@ class sql_conn final : public detail::sql_connection {
   // Each call but send() first waits for what send() queued, and returns its error if it
   // failed (exec runs its SQL anyway, so that a ROLLBACK is never skipped).
   // BEGIN, COMMIT, a savepoint: the rows held are sent first, then forgotten (the statement
-  // may change what the rows are); ROLLBACK drops them.
+  // may change what the rows are); ROLLBACK drops them. When sending or a queued statement
+  // failed, the statement is not run (a COMMIT must not keep part of a batch), but a ROLLBACK
+  // always is.
   result<void> exec(const char* sql, std::string_view what) override {
-    auto written = std::string_view(sql).starts_with("ROLLBACK") ? result<void>() : write_rows();
-    rows_.clear();
+    const bool rollback = std::string_view(sql).starts_with("ROLLBACK");
+    auto written = rollback ? result<void>() : write_rows();
+    rows_.discard();  // after write_rows, or rolled back
     auto queued = settle();
+    if (!written) return written;
+    if (!queued && !rollback) return queued;
     auto r = conn_->exec_simple(what, sql);
-    return !written ? written : !queued ? queued : r;
+    return queued ? r : queued;
   }
   result<std::int64_t> run(std::string_view sql, const sql_value* params,
                            std::size_t count) override;
   result<std::int64_t> query(std::string_view sql, const sql_value* params, std::size_t count,
                              const row_visitor& visit) override;
   void clear_cache() override {
-    rows_.clear();
+    rows_.discard();  // a transaction that failed, or DDL outside a batch
     (void)settle();
     conn_->forget_prepared();
   }
   result<void> send(std::string_view sql, const sql_value* params, std::size_t count) override;
   bool pipelining(bool on) override {
-    rows_.clear();
+    rows_.discard();  // the batch's transaction has ended
     if (on) {
       failed_ = false;
     } else {
