@@ -4,7 +4,9 @@ cmake_minimum_required(VERSION 3.25)
 #
 # -DPOSTGRES=ON: the PostgreSQL figures (--backend $ENV{ANNALS_TEST_PG}, which must be set):
 # every line also names the backend and the COPY baseline; append_concurrent prints one line
-# per connection count; rebuild and live_lag print a line too.
+# per connection count; rebuild and live_lag print a line too; scale prints its three probes
+# at the start and after each of --quick's 2 steps, then its summary, whose flatness fields and
+# final size are checked (the size must be what it grew to, not a hard-coded count).
 set(args --quick --reps 1)
 set(fields scenario events seconds events_per_s baseline_per_s ratio peak_rss_mb)
 set(expected append_single append_batch append_concurrent command_throughput aggregate_load
@@ -18,7 +20,8 @@ if(POSTGRES)
   # A smaller rebuild store than --quick's 20,000 events: the format is checked, not the speed,
   # and a PostgreSQL rebuild of 20,000 events took half of this test's time.
   list(APPEND args --backend "$ENV{ANNALS_TEST_PG}" --rebuild-events 5000)
-  set(expected append_single append_batch append_concurrent rebuild live_lag)
+  set(expected append_single append_batch append_concurrent rebuild live_lag scale_append
+               scale_read_stream scale_load scale)
 endif()
 execute_process(COMMAND "${BENCH}" ${args} RESULT_VARIABLE rc OUTPUT_VARIABLE out
                 ERROR_VARIABLE err)
@@ -59,11 +62,35 @@ foreach(line IN LISTS lines)
       string(JSON n GET "${line}" connections)
       list(APPEND connections ${n})
     endif()
+    if(name MATCHES "^scale_")
+      string(JSON n GET "${line}" store_events)
+      list(APPEND scale_sizes "${name}=${n}")
+    endif()
+    if(name STREQUAL "scale")
+      foreach(field append_end_over_start read_stream_end_over_start load_end_over_start
+                    baseline_append_end_over_start store_events)
+        string(JSON value ERROR_VARIABLE jerr GET "${line}" ${field})
+        if(jerr OR value LESS_EQUAL 0)
+          message(FATAL_ERROR "scale line without a positive '${field}': ${line}")
+        endif()
+      endforeach()
+      string(JSON final GET "${line}" store_events)
+      string(JSON bytes GET "${line}" sizes events_total_bytes)
+      if(final LESS 20000 OR bytes LESS_EQUAL 0)
+        message(FATAL_ERROR "scale grew to ${final} events (${bytes} bytes), not 20000: ${line}")
+      endif()
+    endif()
   endif()
 endforeach()
 if(POSTGRES)
   if(NOT connections STREQUAL "1;4;16")
     message(FATAL_ERROR "append_concurrent lines for connections '${connections}', not 1;4;16")
+  endif()
+  # --quick: a 10,000-event seed, then 2 steps; each probe line names the size it measured.
+  list(FILTER scale_sizes INCLUDE REGEX "^scale_append=")
+  list(LENGTH scale_sizes probes)
+  if(NOT probes EQUAL 3)
+    message(FATAL_ERROR "scale probed the appends ${probes} times (${scale_sizes}), not 3")
   endif()
 endif()
 foreach(s ${expected})

@@ -34,6 +34,7 @@
 #include "account.hpp"
 #include "bench_common.hpp"
 #include "pg_bench.hpp"
+#include "raw_folder.hpp"
 #include "read_side.hpp"
 #include "relay_bench.hpp"
 #include "sse_bench.hpp"
@@ -108,39 +109,6 @@ class temp_dir {
 
  private:
   std::string path_;
-};
-
-// ---- bank data ------------------------------------------------------------------------------
-
-// Applies one stored bank event (type + payload) to an account, as hand-written code would.
-struct raw_folder {
-  bank::v2::AccountOpened opened;
-  bank::v1::MoneyDeposited deposited;
-  bank::v1::MoneyWithdrawn withdrawn;
-  bank::v1::AccountClosed closed;
-
-  void apply(bank::account& a, std::string_view type, std::string_view payload) {
-    auto parse = [&](google::protobuf::Message& m) {
-      if (!m.ParseFromArray(payload.data(), static_cast<int>(payload.size()))) {
-        storage_failure(fmt::format("baseline: undecodable {} payload", type));
-      }
-    };
-    if (type == type_deposited()) {
-      parse(deposited);
-      a.apply(std::as_const(deposited));
-    } else if (type == type_withdrawn()) {
-      parse(withdrawn);
-      a.apply(std::as_const(withdrawn));
-    } else if (type == type_opened()) {
-      parse(opened);
-      a.apply(std::as_const(opened));
-    } else if (type == bank::v1::AccountClosed::descriptor()->full_name()) {
-      parse(closed);
-      a.apply(std::as_const(closed));
-    } else {
-      storage_failure(fmt::format("baseline: unknown event type '{}'", type));
-    }
-  }
 };
 
 // ---- raw SQLite ---------------------------------------------------------------------------
@@ -1605,6 +1573,11 @@ void usage(std::FILE* out) {
              "quick 20000)\n"
              "  --catch-up       rebuild: also time a runner's catch_up() from position 0 (always "
              "with --quick)\n"
+             "  --scale-events N  PostgreSQL scale: the store's final size (default 10000000, "
+             "quick 20000;\n"
+             "                   runs only when named or with --quick)\n"
+             "  --scale-steps N  PostgreSQL scale: probes after each of N steps (default 10, "
+             "quick 2)\n"
              "Prints one JSON line per figure on stdout. Exit: 0 ok, 2 bad arguments, 4 storage "
              "error.\n",
              names, pg_names);
@@ -1615,7 +1588,7 @@ void usage(std::FILE* out) {
 int main(int argc, char** argv) {
   config c;
   std::optional<int> reps;
-  std::optional<std::int64_t> rebuild_events;
+  std::optional<std::int64_t> rebuild_events, scale_events, scale_steps;
   std::vector<std::string_view> args(argv + 1, argv + argc);
   for (std::size_t i = 0; i < args.size(); ++i) {
     auto a = args[i];
@@ -1664,6 +1637,18 @@ int main(int argc, char** argv) {
         return 2;
       }
       rebuild_events = n;
+    } else if (is("--scale-events") || is("--scale-steps")) {
+      bool events = is("--scale-events");
+      std::string v = value(events ? "--scale-events" : "--scale-steps");
+      char* end = nullptr;
+      long long n = std::strtoll(v.c_str(), &end, 10);
+      long long lo = events ? 1000 : 1, hi = events ? 1000000000 : 100;
+      if (v.empty() || *end != '\0' || n < lo || n > hi) {
+        fmt::print(stderr, "annals-bench: {} must be a number from {} to {}, not '{}'\n",
+                   events ? "--scale-events" : "--scale-steps", lo, hi, v);
+        return 2;
+      }
+      (events ? scale_events : scale_steps) = n;
     } else if (is("--reps")) {
       std::string v = value("--reps");
       char* end = nullptr;
@@ -1680,6 +1665,8 @@ int main(int argc, char** argv) {
     }
   }
   if (rebuild_events) c.rebuild_events = *rebuild_events;
+  if (scale_events) c.scale_events = *scale_events;
+  if (scale_steps) c.scale_steps = static_cast<int>(*scale_steps);
   if (reps) {
     c.reps = *reps;
     c.reps_given = true;
@@ -1711,6 +1698,10 @@ int main(int argc, char** argv) {
       auto t0 = clock_type::now();
       for (auto& name : pg_scenario_names()) {
         if (!c.scenario.empty() && c.scenario != name) continue;
+        if (c.scenario.empty() && name == "scale" && !c.quick) {
+          note("scenario scale skipped: it runs when named (--scenario scale) or with --quick");
+          continue;
+        }
         note("scenario {} ...", name);
         peak_rss_per_scenario = reset_peak_rss();
         auto s0 = clock_type::now();

@@ -53,6 +53,8 @@ void config::make_quick() {
   pg_single_events = 200;
   pg_batch_events = 5000;
   pg_concurrent_events = 400;
+  scale_events = 20000;
+  scale_steps = 2;
 }
 
 // ---- small utilities ----------------------------------------------------------------------

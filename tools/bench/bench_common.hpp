@@ -108,6 +108,11 @@ struct config {
   std::int64_t relay_events = 50000;
   std::int64_t relay_latency_events = 2000;
   double relay_rate = 500;
+  // scale (PostgreSQL): the store grows to scale_events in scale_steps steps, probed at the
+  // start and after each step. A full run takes it only with --quick or when named: at 10M
+  // events it takes about half an hour.
+  std::int64_t scale_events = 10000000;
+  int scale_steps = 10;
 
   int rebuild_reps() const { return reps_given ? reps : std::min(reps, rebuild_max_reps); }
 

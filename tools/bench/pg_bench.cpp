@@ -11,6 +11,7 @@
 // end), one per side and rep, so no side sees another's tables or dead rows.
 #include "pg_bench.hpp"
 
+#include "raw_folder.hpp"
 #include "read_side.hpp"
 
 #include <annals/projection_runner.hpp>
@@ -1017,6 +1018,399 @@ void pg_rebuild(const config& c) {
   print_figure(f);
 }
 
+
+// ---- scale: the store grown to c.scale_events --------------------------------------------------
+//
+// One store grown in c.scale_steps steps by 100-event appends (an account opened and 99
+// deposits, each append a new stream, 4 threads sharing one store of pool 4), beside raw
+// tables of the store's shape grown the same way by binary COPY (4 connections), in
+// alternating blocks. At the start (a seed of up to 10,000 events) and after each step, three
+// probes, each beside its raw libpq baseline in alternating blocks:
+//   append: single-event appends to random existing streams, expected version exact; the
+//     baseline does the raw INSERT loop's statements on the raw tables (of the same size);
+//   read_stream: whole random streams through read_stream; the baseline selects the same rows
+//     (every column the store returns) from the store's own tables, by the stream's id found
+//     by its name first (two round trips, as the store);
+//   load: annals::load<bank::account> of random streams, whole; the baseline reads type and
+//     payload from the store's tables and folds them by hand (raw_folder).
+// The last line ("scale") gives each probe's rate at the end over its rate at the start.
+
+constexpr std::int64_t scale_append_events = 100;  // per fill append: opened + 99 deposits
+constexpr int scale_threads = 4;
+
+// The fill's payloads for stream k (the same on both sides): its account opened, 99 deposits.
+std::vector<std::string> scale_payloads(std::int64_t k) {
+  std::string id = account_id(k);
+  std::vector<std::string> p;
+  p.reserve(scale_append_events);
+  p.push_back(opened_payload(id, k));
+  for (std::int64_t i = 1; i < scale_append_events; ++i) {
+    p.push_back(deposited_payload(id, 100 + (k * 7 + i * 13) % 10000));
+  }
+  return p;
+}
+const std::string& scale_type(std::int64_t i) { return i == 0 ? type_opened() : type_deposited(); }
+std::string scale_stream(std::int64_t k) { return fmt::format("account-{}", account_id(k)); }
+
+class scale_run {
+ public:
+  scale_run(const config& c)
+      : c_(c), annals_db_(c.backend, "scale_annals"), raw_db_(c.backend, "scale_raw") {
+    annals::postgres_options o;
+    o.pool_size = scale_threads;
+    store_ = check(annals::open_postgres_store(annals_db_.uri(), std::move(o)),
+                   "cannot open the store");
+    for (int t = 0; t < scale_threads; ++t) {
+      auto& conn = *raw_.emplace_back(std::make_unique<pg_conn>(raw_db_.uri()));
+      if (t == 0) conn.exec(raw_schema);
+      conn.prepare("find", "SELECT id, version FROM streams WHERE name = $1");
+      conn.prepare("new_stream", "INSERT INTO streams(name, version) VALUES ($1, $2) RETURNING id");
+      conn.prepare("move_stream", "UPDATE streams SET version = $2 WHERE id = $1");
+      conn.prepare("insert_event",
+                   "INSERT INTO events(position, stream, stream_version, event_id, type, "
+                   "recorded_at, metadata, payload) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)");
+    }
+    reader_ = std::make_unique<pg_conn>(annals_db_.uri());
+    reader_->prepare("stream", "SELECT id FROM annals_streams WHERE name = $1");
+    // The store's statement shape (a page of up to $3 rows from version $2 on), so both sides
+    // get the same plan: an ordered index scan.
+    const char* rows = " FROM annals_events WHERE stream = $1 AND stream_version >= $2 ORDER BY "
+                       "stream_version LIMIT $3";
+    reader_->prepare("read", std::string("SELECT position, stream_version, event_id, type, "
+                                         "recorded_at, metadata, payload, checksum") + rows);
+    reader_->prepare("fold", std::string("SELECT type, payload") + rows);
+    ids_.resize(scale_threads);
+  }
+
+  std::int64_t events() const { return streams_ * scale_append_events + probe_appends_; }
+
+  // Grows both sides by `n` events (whole appends) in alternating blocks; adds each side's
+  // seconds per `per` events to the samples.
+  void grow(std::int64_t n, std::int64_t per, std::vector<double>& annals_s,
+            std::vector<double>& raw_s) {
+    const std::int64_t appends = std::max<std::int64_t>(1, n / scale_append_events);
+    const std::int64_t block = std::max<std::int64_t>(scale_threads, 20000 / scale_append_events);
+    double a = 0, r = 0;
+    for (std::int64_t done = 0, b = 0; done < appends; done += block, ++b) {
+      std::int64_t first = streams_ + done, count = std::min(block, appends - done);
+      auto side_a = [&] { a += timed([&] { fill_annals(first, count); }); };
+      auto side_r = [&] { r += timed([&] { fill_raw(first, count); }); };
+      if (b % 2 == 0) side_a(), side_r();
+      else side_r(), side_a();
+    }
+    streams_ += appends;
+    versions_.resize(static_cast<std::size_t>(streams_), scale_append_events - 1);
+    raw_versions_.resize(static_cast<std::size_t>(streams_), scale_append_events - 1);
+    const double scale = static_cast<double>(per) / static_cast<double>(appends * scale_append_events);
+    annals_s.push_back(a * scale);
+    raw_s.push_back(r * scale);
+  }
+
+  // The three probes at the present size; prints a line each.
+  struct probe_rates {
+    double append = 0, read = 0, load = 0;            // Annals, per second
+    double raw_append = 0, raw_read = 0, raw_load = 0;  // baselines
+  };
+  probe_rates probe(const std::function<void(figure&)>& describe) {
+    probe_rates out;
+    const int blocks = c_.quick ? 4 : 16;
+    const std::int64_t per = c_.quick ? 25 : 200;  // operations per block
+    auto line = [&](std::string_view what, std::vector<double> a, std::vector<double> r,
+                    std::string_view note_text, double& rate, double& raw_rate) {
+      figure f;
+      f.scenario = fmt::format("scale_{}", what);
+      f.events = f.baseline_events = per;
+      f.annals_seconds = std::move(a);
+      f.baseline_seconds = std::move(r);
+      for (std::size_t i = 0; i < f.annals_seconds.size(); ++i) {
+        f.block_ratios.push_back(f.baseline_seconds[i] / f.annals_seconds[i]);
+      }
+      f.extra.emplace_back("store_events", std::to_string(events()));
+      f.extra.emplace_back("streams", std::to_string(streams_));
+      f.note = fmt::format("PostgreSQL scale probe at {} events: {} operations per block, {} "
+                           "blocks alternating sides; rates are operations/s; {}",
+                           events(), per, blocks, note_text);
+      describe(f);
+      rate = static_cast<double>(per) / median(f.annals_seconds);
+      raw_rate = static_cast<double>(per) / median(f.baseline_seconds);
+      print_figure(f);
+    };
+    struct probe_kind {
+      std::string_view what;
+      void (scale_run::*annals)(std::int64_t);
+      void (scale_run::*raw)(std::int64_t);
+      std::string_view note;
+      double probe_rates::*rate;
+      double probe_rates::*raw_rate;
+    };
+    static constexpr probe_kind kinds[] = {
+        {"append", &scale_run::append_annals, &scale_run::append_raw,
+         "single-event appends to random existing streams, expected version exact, through the "
+         "store; baseline: BEGIN, select the stream row, update it, one INSERT, COMMIT on raw "
+         "tables of the same size",
+         &probe_rates::append, &probe_rates::raw_append},
+        {"read_stream", &scale_run::read_annals, &scale_run::read_raw,
+         "read_stream of whole random streams (100+ events); baseline: the stream's id by its "
+         "name, then one prepared SELECT of every column the store returns, binary results",
+         &probe_rates::read, &probe_rates::raw_read},
+        {"load", &scale_run::load_annals, &scale_run::load_raw,
+         "annals::load<bank::account> (no snapshots) of whole random streams; baseline: the "
+         "stream's id by its name, then SELECT type, payload, folded by hand",
+         &probe_rates::load, &probe_rates::raw_load},
+    };
+    for (const auto& k : kinds) {
+      std::vector<double> a, r;
+      alternate(blocks, [&] { return timed([&] { (this->*k.annals)(per); }); },
+                [&] { return timed([&] { (this->*k.raw)(per); }); }, a, r);
+      line(k.what, std::move(a), std::move(r), k.note, out.*k.rate, out.*k.raw_rate);
+    }
+    return out;
+  }
+
+  // Untimed: both sides hold what was appended.
+  void check_sizes() {
+    auto head = check(store_->head_position(), "head_position");
+    auto r = raw_[0]->query("SELECT count(*)::int8 FROM events");
+    if (head != events() || get_int8(r.get(), 0, 0) != events()) {
+      logic_failure(fmt::format("scale: store holds {}, raw tables {}, {} appended", head,
+                                get_int8(r.get(), 0, 0), events()));
+    }
+  }
+
+  std::string sizes() {
+    auto r = reader_->query_text(
+        "SELECT pg_total_relation_size('annals_events'), pg_relation_size('annals_events'), "
+        "pg_indexes_size('annals_events'), pg_database_size(current_database())");
+    return fmt::format(R"({{"events_total_bytes":{},"events_heap_bytes":{},)"
+                       R"("events_index_bytes":{},"database_bytes":{}}})",
+                       PQgetvalue(r.get(), 0, 0), PQgetvalue(r.get(), 0, 1),
+                       PQgetvalue(r.get(), 0, 2), PQgetvalue(r.get(), 0, 3));
+  }
+
+ private:
+  template <class F>
+  static double timed(F&& f) {
+    auto t0 = clock_type::now();
+    f();
+    return seconds_since(t0);
+  }
+  // Streams [first, first + count), appends split over the threads.
+  void fill_annals(std::int64_t first, std::int64_t count) {
+    run_on_threads(scale_threads, [&](int t) {
+      for (std::int64_t k = first + t; k < first + count; k += scale_threads) {
+        auto payloads = scale_payloads(k);
+        std::vector<annals::event_data> batch(payloads.size());
+        for (std::size_t i = 0; i < payloads.size(); ++i) {
+          batch[i].type = scale_type(static_cast<std::int64_t>(i));
+          batch[i].payload = std::move(payloads[i]);
+        }
+        auto r = check(store_->append(scale_stream(k), annals::expected_version::no_stream(),
+                                      std::move(batch)),
+                       "append");
+        if (r.stream_version != scale_append_events - 1) logic_failure("scale: wrong version");
+      }
+    });
+  }
+  void fill_raw(std::int64_t first, std::int64_t count) {
+    run_on_threads(scale_threads, [&](int t) {
+      pg_conn& conn = *raw_[static_cast<std::size_t>(t)];
+      auto& ids = ids_[static_cast<std::size_t>(t)];
+      for (std::int64_t k = first + t; k < first + count; k += scale_threads) {
+        auto payloads = scale_payloads(k);
+        conn.exec("BEGIN");
+        auto found = conn.run("find", pg_params().bytes(scale_stream(k)), true);
+        if (PQntuples(found.get()) != 0) logic_failure("baseline: stream exists");
+        auto made = conn.run("new_stream",
+                             pg_params().bytes(scale_stream(k)).int8(scale_append_events - 1), true);
+        std::int64_t sid = get_int8(made.get(), 0, 0);
+        std::int64_t position = next_position_.fetch_add(scale_append_events) + 1;
+        std::int64_t at = now_us();
+        copy_rows rows;
+        for (std::int64_t i = 0; i < scale_append_events; ++i) {
+          auto id = ids.next();
+          rows.row(8);
+          rows.int8(position + i);
+          rows.int8(sid);
+          rows.int8(i);
+          rows.bytes({reinterpret_cast<const char*>(id.data()), id.size()});
+          rows.bytes(scale_type(i));
+          rows.int8(at);
+          rows.null();
+          rows.bytes(payloads[static_cast<std::size_t>(i)]);
+        }
+        conn.copy_in("COPY events(position, stream, stream_version, event_id, type, recorded_at, "
+                     "metadata, payload) FROM STDIN (FORMAT binary)",
+                     rows.done());
+        conn.exec("COMMIT");
+      }
+    });
+  }
+
+  std::int64_t pick() { return static_cast<std::int64_t>(rng_() % static_cast<std::uint64_t>(streams_)); }
+
+  void append_annals(std::int64_t n) {
+    for (std::int64_t i = 0; i < n; ++i) {
+      auto k = pick();
+      auto& v = versions_[static_cast<std::size_t>(k)];
+      annals::event_data e;
+      e.type = type_deposited();
+      e.payload = deposited_payload(account_id(k), 100);
+      v = check(store_->append(scale_stream(k), annals::expected_version::exact(v), {std::move(e)}),
+                "append")
+              .stream_version;
+      ++probe_appends_;
+    }
+  }
+  void append_raw(std::int64_t n) {
+    pg_conn& conn = *raw_[0];
+    for (std::int64_t i = 0; i < n; ++i) {
+      auto k = pick();
+      std::string name = scale_stream(k);
+      auto& v = raw_versions_[static_cast<std::size_t>(k)];
+      conn.exec("BEGIN");
+      auto found = conn.run("find", pg_params().bytes(name), true);
+      if (PQntuples(found.get()) != 1 || get_int8(found.get(), 0, 1) != v) {
+        logic_failure(fmt::format("baseline: conflict on {}", name));
+      }
+      std::int64_t sid = get_int8(found.get(), 0, 0);
+      (void)conn.run("move_stream", pg_params().int8(sid).int8(v + 1));
+      auto id = ids_[0].next();
+      (void)conn.run("insert_event",
+                     pg_params()
+                         .int8(next_position_.fetch_add(1) + 1)
+                         .int8(sid)
+                         .int8(v + 1)
+                         .bytes({reinterpret_cast<const char*>(id.data()), id.size()})
+                         .bytes(type_deposited())
+                         .int8(now_us())
+                         .null()
+                         .bytes(deposited_payload(account_id(k), 100)));
+      conn.exec("COMMIT");
+      ++v;
+    }
+  }
+  void read_annals(std::int64_t n) {
+    for (std::int64_t i = 0; i < n; ++i) {
+      auto k = pick();
+      std::int64_t seen = 0, bytes = 0;
+      (void)check(store_->read_stream(scale_stream(k), {},
+                                      [&](const annals::recorded_event& e) {
+                                        ++seen;
+                                        bytes += static_cast<std::int64_t>(e.payload.size());
+                                        return true;
+                                      }),
+                  "read_stream");
+      if (seen != versions_[static_cast<std::size_t>(k)] + 1 || bytes == 0) {
+        logic_failure(fmt::format("scale: read {} events of {}", seen, scale_stream(k)));
+      }
+    }
+  }
+  void read_raw(std::int64_t n) {
+    for (std::int64_t i = 0; i < n; ++i) {
+      auto k = pick();
+      auto r = reader_->run("read", pg_params().int8(stream_id(k)).int8(0).int8(2048), true);
+      std::int64_t bytes = 0;
+      for (int row = 0; row < PQntuples(r.get()); ++row) {
+        bytes += static_cast<std::int64_t>(get_bytes(r.get(), row, 6).size());
+      }
+      if (PQntuples(r.get()) != versions_[static_cast<std::size_t>(k)] + 1 || bytes == 0) {
+        logic_failure("baseline: short read");
+      }
+    }
+  }
+  // The stream's id by its name, as the store looks it up first (a round trip each).
+  std::int64_t stream_id(std::int64_t k) {
+    auto r = reader_->run("stream", pg_params().bytes(scale_stream(k)), true);
+    if (PQntuples(r.get()) != 1) logic_failure("baseline: no such stream");
+    return get_int8(r.get(), 0, 0);
+  }
+  void load_annals(std::int64_t n) {
+    annals::load_options o;
+    o.use_snapshots = false;
+    for (std::int64_t i = 0; i < n; ++i) {
+      auto k = pick();
+      auto l = check(annals::load<bank::account>(*store_, scale_stream(k), o), "load");
+      if (l.version != versions_[static_cast<std::size_t>(k)] || !l.state.opened) {
+        logic_failure(fmt::format("scale: load of {} at version {}", scale_stream(k), l.version));
+      }
+    }
+  }
+  void load_raw(std::int64_t n) {
+    raw_folder folder;
+    for (std::int64_t i = 0; i < n; ++i) {
+      auto k = pick();
+      auto r = reader_->run("fold", pg_params().int8(stream_id(k)).int8(0).int8(2048), true);
+      bank::account a;
+      for (int row = 0; row < PQntuples(r.get()); ++row) {
+        folder.apply(a, get_bytes(r.get(), row, 0), get_bytes(r.get(), row, 1));
+      }
+      if (PQntuples(r.get()) != versions_[static_cast<std::size_t>(k)] + 1 || !a.opened) {
+        logic_failure("baseline: wrong fold");
+      }
+    }
+  }
+
+  const config& c_;
+  scratch_db annals_db_, raw_db_;
+  std::unique_ptr<annals::event_store> store_;
+  std::vector<std::unique_ptr<pg_conn>> raw_;  // one per fill thread; [0] also probes
+  std::unique_ptr<pg_conn> reader_;            // raw reads of the store's tables
+  std::deque<raw_ids> ids_;
+  std::atomic<std::int64_t> next_position_{0};
+  std::int64_t streams_ = 0, probe_appends_ = 0;
+  std::vector<std::int64_t> versions_, raw_versions_;  // per stream: each side's version
+  std::mt19937_64 rng_{2026};
+};
+
+void pg_scale(const config& c) {
+  auto facts = server_facts::read(c.backend);
+  auto describe = [&](figure& f) { facts.describe(f); };
+  scale_run run(c);
+  const std::int64_t step = std::max<std::int64_t>(scale_append_events,
+                                                   c.scale_events / c.scale_steps);
+  note("scale: growing a store to {} events in {} steps", c.scale_events, c.scale_steps);
+  std::vector<double> fill_a, fill_r;
+  // The seed ("empty"): a tenth of a step, 100 to 10,000 events. Step k then grows the store
+  // to k / steps of the final size.
+  run.grow(std::clamp<std::int64_t>(step / 10, scale_append_events, 10000), step, fill_a, fill_r);
+  fill_a.clear(), fill_r.clear();
+  auto first = run.probe(describe);
+  auto last = first;
+  for (int k = 1; k <= c.scale_steps; ++k) {
+    const std::int64_t target = c.scale_events * k / c.scale_steps;
+    if (target - run.events() < scale_append_events) continue;
+    auto t0 = clock_type::now();
+    run.grow(target - run.events(), step, fill_a, fill_r);
+    note("scale: {} events ({:.0f} s for the step)", run.events(), seconds_since(t0));
+    last = run.probe(describe);
+  }
+  run.check_sizes();
+  figure f;
+  f.scenario = "scale";
+  f.events = f.baseline_events = step;
+  f.annals_seconds = fill_a;
+  f.baseline_seconds = fill_r;
+  for (std::size_t i = 0; i < fill_a.size(); ++i) f.block_ratios.push_back(fill_r[i] / fill_a[i]);
+  auto flat = [](double end, double start) { return num(start > 0 ? end / start : 0, 3); };
+  f.extra.emplace_back("store_events", std::to_string(run.events()));
+  f.extra.emplace_back("append_end_over_start", flat(last.append, first.append));
+  f.extra.emplace_back("read_stream_end_over_start", flat(last.read, first.read));
+  f.extra.emplace_back("load_end_over_start", flat(last.load, first.load));
+  f.extra.emplace_back("baseline_append_end_over_start", flat(last.raw_append, first.raw_append));
+  f.extra.emplace_back("baseline_read_end_over_start", flat(last.raw_read, first.raw_read));
+  f.extra.emplace_back("baseline_load_end_over_start", flat(last.raw_load, first.raw_load));
+  f.extra.emplace_back("sizes", run.sizes());
+  describe(f);
+  f.note = fmt::format(
+      "PostgreSQL: a store grown to {} events in steps of {}, by 100-event appends (4 threads, "
+      "one store of pool 4, each append a new stream), beside raw tables grown by binary COPY "
+      "(4 connections); samples are per step (events/s of that step's fill; the first step "
+      "starts from the seed); *_end_over_start: each "
+      "probe's median rate at the end over the one at the start (target: >= 0.8)",
+      run.events(), step);
+  print_figure(f);
+}
+
 }  // namespace
 
 bool is_postgres_uri(std::string_view uri) {
@@ -1024,8 +1418,8 @@ bool is_postgres_uri(std::string_view uri) {
 }
 
 const std::vector<std::string>& pg_scenario_names() {
-  static const std::vector<std::string> names = {"append_single", "append_batch",
-                                                 "append_concurrent", "rebuild", "live_lag"};
+  static const std::vector<std::string> names = {
+      "append_single", "append_batch", "append_concurrent", "rebuild", "live_lag", "scale"};
   return names;
 }
 
@@ -1040,6 +1434,8 @@ void run_pg_scenario(const std::string& name, const config& c) {
     pg_rebuild(c);
   } else if (name == "live_lag") {
     pg_live_lag(c);
+  } else if (name == "scale") {
+    pg_scale(c);
   } else {
     throw bench_failure{2, fmt::format("no PostgreSQL scenario '{}'", name)};
   }
