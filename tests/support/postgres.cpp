@@ -53,6 +53,11 @@ std::string server_uri() {
   return v ? v : "";
 }
 
+std::string pgbouncer_uri(const std::string& name) {
+  const char* v = std::getenv("ANNALS_TEST_PGBOUNCER");
+  return v && *v ? with_database(v, name) : "";
+}
+
 bool create_database(std::string& name, std::string& uri, std::string& why) {
   if (server_uri().empty()) {
     why = "ANNALS_TEST_PG is not set. Run tools/scripts/test.sh (it starts a throwaway "

@@ -11,6 +11,10 @@ namespace annals::test::pg {
 // The server's URI from ANNALS_TEST_PG; empty when unset.
 std::string server_uri();
 
+// Database `name` of that server through PgBouncer: ANNALS_TEST_PGBOUNCER (test.sh starts one
+// in session mode in front of the server) with its database replaced; empty when unset.
+std::string pgbouncer_uri(const std::string& name);
+
 // Creates a new, empty database with a unique name on the server. On success returns true and
 // sets `name` and `uri` (the server URI with its database replaced); otherwise sets `why`.
 bool create_database(std::string& name, std::string& uri, std::string& why);

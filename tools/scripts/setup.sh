@@ -7,7 +7,7 @@ BUILD_DIR="${BUILD_DIR:-$ROOT/build}"
 
 PACKAGES=(build-essential cmake pkg-config ccache libsqlite3-dev sqlite3 libprotobuf-dev
           protobuf-compiler libboost-dev libfmt-dev doctest-dev libcli11-dev libpq-dev postgresql
-          libnats-dev nats-server libcpp-httplib-dev)
+          libnats-dev nats-server libcpp-httplib-dev pgbouncer)
 missing=()
 for p in "${PACKAGES[@]}"; do
   if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then

@@ -6,7 +6,8 @@
 # on 127.0.0.1 only, on a free port, and exports ANNALS_TEST_PG for ctest. The cluster is
 # stopped and its directory removed on exit, whatever the outcome. fsync is off in this cluster:
 # the tests check behaviour, not the disk (nothing here survives the run anyway). Likewise a
-# throwaway NATS server with JetStream (nats_server.sh) for the relay suite.
+# throwaway NATS server with JetStream (nats_server.sh) for the relay suite, and a PgBouncer in
+# session mode in front of the PostgreSQL server (pgbouncer_server.sh).
 set -euo pipefail
 # Each phase's end, in seconds since the start (where CI's time goes).
 phase() { echo "test: [${SECONDS}s] $*" >&2; }
@@ -17,6 +18,10 @@ source "$(dirname "${BASH_SOURCE[0]}")/pg_server.sh"
 pg_server_start test -c fsync=off -c max_connections=300
 export ANNALS_TEST_PG="$PG_URI"
 echo "test: PostgreSQL 15 at $ANNALS_TEST_PG (data in $PGBASE)" >&2
+# PgBouncer in session mode in front of it (ANNALS_TEST_PGBOUNCER), for the pooler cases.
+source "$(dirname "${BASH_SOURCE[0]}")/pgbouncer_server.sh"
+pgbouncer_start test
+echo "test: PgBouncer (session pooling) at $ANNALS_TEST_PGBOUNCER" >&2
 
 # The relay suite needs nats-server: this one (ANNALS_TEST_NATS), and the same binary
 # (ANNALS_NATS_SERVER) for the brokers its cases start, stop and restart themselves.

@@ -175,6 +175,16 @@ error make_error(PGconn* conn, const PGresult* res, std::string_view what, failu
     kind = errc::busy;
   }
   if (s == "25006") kind = errc::read_only;  // read_only_sql_transaction
+  // 42P05 duplicate / 26000 unknown prepared statement: Annals names its statements per
+  // connection and never reuses a name, so the server connection is shared with other clients:
+  // a pooler in transaction or statement mode. Say so, or the user sees "annals_1 already
+  // exists" and nothing more.
+  if (s == "42P05" || s == "26000") {
+    message += " (the server connection's prepared statements belong to another client: is "
+               "it behind a pooler in transaction mode? Annals needs a direct connection or "
+               "session pooling, e.g. PgBouncer pool_mode = session; README, \"Behind a "
+               "connection pooler\")";
+  }
   if (why) {
     why->sqlstate = std::string(s);
     const char* c = res ? PQresultErrorField(res, PG_DIAG_CONSTRAINT_NAME) : nullptr;
