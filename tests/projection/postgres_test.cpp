@@ -48,6 +48,20 @@ std::string message_of(const result<T>& r) {
                              r.error().message();
 }
 
+// Visits every row of Row's table in one read transaction of the runner.
+template <class Row, class F>
+void for_rows(annals::projection_runner& r, F&& visit) {
+  auto ok = r.read([&](sql_tx& tx) -> result<void> {
+    auto q = tx.select<Row>("", {}, [&](const Row& row) {
+      visit(row);
+      return true;
+    });
+    if (!q) return std::move(q).error();
+    return {};
+  });
+  REQUIRE_MESSAGE(ok.ok(), message_of(ok));
+}
+
 struct database {
   std::string name, uri;
   database() {
@@ -108,15 +122,7 @@ std::int64_t deposit(annals::event_store& s, int i) {
 std::map<std::int64_t, std::pair<std::int64_t, std::int64_t>> seen_rows(
     annals::projection_runner& r) {
   std::map<std::int64_t, std::pair<std::int64_t, std::int64_t>> out;
-  auto ok = r.read([&](sql_tx& tx) -> result<void> {
-    auto q = tx.select<seen_row>("", {}, [&](const seen_row& row) {
-      out[row.position] = {row.applications, row.pid};
-      return true;
-    });
-    if (!q) return std::move(q).error();
-    return {};
-  });
-  REQUIRE_MESSAGE(ok.ok(), message_of(ok));
+  for_rows<seen_row>(r, [&](const seen_row& row) { out[row.position] = {row.applications, row.pid}; });
   return out;
 }
 
@@ -471,17 +477,11 @@ TEST_CASE("pipelined writes on PostgreSQL: a statement failing mid-batch parks i
 
   // Every event before the bad one is applied, none after it.
   std::int64_t rows = 0, low = INT64_MAX, high = 0;
-  auto ok = runner.read([&](sql_tx& tx) -> result<void> {
-    auto q = tx.select<piped_row>("", {}, [&](const piped_row& row) {
-      ++rows;
-      low = std::min(low, row.id);
-      high = std::max(high, row.id);
-      return true;
-    });
-    if (!q) return std::move(q).error();
-    return {};
+  for_rows<piped_row>(runner, [&](const piped_row& row) {
+    ++rows;
+    low = std::min(low, row.id);
+    high = std::max(high, row.id);
   });
-  REQUIRE_MESSAGE(ok.ok(), message_of(ok));
   CHECK(rows == bad - 1);
   CHECK(low == first);
   CHECK(high == bad_position - 1);
@@ -493,12 +493,7 @@ TEST_CASE("pipelined writes on PostgreSQL: a statement failing mid-batch parks i
                     std::string::npos,
                 rb.error().message());
   std::int64_t after = 0;
-  ok = runner.read([&](sql_tx& tx) -> result<void> {
-    auto q = tx.select<piped_row>("", {}, [&](const piped_row&) { return ++after, true; });
-    if (!q) return std::move(q).error();
-    return {};
-  });
-  REQUIRE(ok.ok());
+  for_rows<piped_row>(runner, [&](const piped_row&) { ++after; });
   CHECK(after == rows);  // the live model is unchanged
 
   // Without the bad event, the whole log applies through the pipeline.
@@ -506,12 +501,7 @@ TEST_CASE("pipelined writes on PostgreSQL: a statement failing mid-batch parks i
   REQUIRE(runner.catch_up().ok());
   CHECK(checkpoint_of(runner) == appended->position);
   after = 0;
-  ok = runner.read([&](sql_tx& tx) -> result<void> {
-    auto q = tx.select<piped_row>("", {}, [&](const piped_row&) { return ++after, true; });
-    if (!q) return std::move(q).error();
-    return {};
-  });
-  REQUIRE(ok.ok());
+  for_rows<piped_row>(runner, [&](const piped_row&) { ++after; });
   CHECK(after == events - 1);
 }
 
@@ -603,16 +593,10 @@ TEST_CASE("a batch holding more rows than its cache keeps writes them all") {
   auto& runner = **r;
   auto totals = [&] {
     std::int64_t rows = 0, sum = 0;
-    auto ok = runner.read([&](sql_tx& tx) -> result<void> {
-      auto q = tx.select<piped_row>("", {}, [&](const piped_row& row) {
-        ++rows;
-        sum += row.amount;
-        return true;
-      });
-      if (!q) return std::move(q).error();
-      return {};
+    for_rows<piped_row>(runner, [&](const piped_row& row) {
+      ++rows;
+      sum += row.amount;
     });
-    REQUIRE_MESSAGE(ok.ok(), message_of(ok));
     return std::pair{rows, sum};
   };
   auto n = runner.catch_up();

@@ -1399,6 +1399,17 @@ void pg_scale(const config& c) {
   f.extra.emplace_back("baseline_append_end_over_start", flat(last.raw_append, first.raw_append));
   f.extra.emplace_back("baseline_read_end_over_start", flat(last.raw_read, first.raw_read));
   f.extra.emplace_back("baseline_load_end_over_start", flat(last.raw_load, first.raw_load));
+  // The machine's speed drifts over a run of minutes, and moves both sides alike: each probe's
+  // ratio to its baseline at the end over that ratio at the start cancels the drift.
+  auto relative = [&](double scale_run::probe_rates::*a, double scale_run::probe_rates::*b) {
+    return flat(last.*a / last.*b, first.*a / first.*b);
+  };
+  f.extra.emplace_back("append_ratio_end_over_start",
+                       relative(&scale_run::probe_rates::append, &scale_run::probe_rates::raw_append));
+  f.extra.emplace_back("read_stream_ratio_end_over_start",
+                       relative(&scale_run::probe_rates::read, &scale_run::probe_rates::raw_read));
+  f.extra.emplace_back("load_ratio_end_over_start",
+                       relative(&scale_run::probe_rates::load, &scale_run::probe_rates::raw_load));
   f.extra.emplace_back("sizes", run.sizes());
   describe(f);
   f.note = fmt::format(

@@ -195,23 +195,34 @@ result<std::int64_t> sql_conn::query(std::string_view sql, const sql_value* para
   return rows;
 }
 
-}  // namespace annals::pg
+namespace {
 
-namespace annals::pg {
+// A read-model column's values as a binary array parameter: the element type, and the array
+// type the statement casts the parameter to (one mapping, so the two cannot disagree).
+unsigned int element_of(column_type t) {
+  switch (t) {
+    case column_type::integer: return array_param::int8;
+    case column_type::real: return array_param::float8;
+    case column_type::text: return array_param::text;
+    case column_type::blob: return array_param::bytea;
+  }
+  return array_param::bytea;
+}
+const char* array_of(column_type t) {
+  switch (element_of(t)) {
+    case array_param::int8: return "int8[]";
+    case array_param::float8: return "float8[]";
+    case array_param::text: return "text[]";
+    default: return "bytea[]";
+  }
+}
+
+}  // namespace
 
 const std::array<std::string, 2>& sql_conn::bulk_sql(const table_shape& s,
                                                      std::string_view physical) {
   auto& of_shape = bulk_sql_[&s];
   if (auto it = of_shape.find(physical); it != of_shape.end()) return it->second;
-  auto array_of = [](column_type t) {
-    switch (t) {
-      case column_type::integer: return "int8[]";
-      case column_type::real: return "float8[]";
-      case column_type::text: return "text[]";
-      case column_type::blob: return "bytea[]";
-    }
-    return "bytea[]";
-  };
   std::string cols, arrays, updates, keys, key_arrays;
   for (std::size_t i = 0; i < s.columns.size(); ++i) {
     const auto q = detail::quote_identifier(s.columns[i].name);
@@ -238,15 +249,6 @@ result<void> sql_conn::write_rows() {
   if (!rows_.dirty()) return {};
   // Rows per statement, and about the bytes at which a statement is sent early.
   constexpr std::size_t chunk_rows = 1000, chunk_bytes = 16 << 20;
-  auto element_of = [](column_type t) {
-    switch (t) {
-      case column_type::integer: return array_param::int8;
-      case column_type::real: return array_param::float8;
-      case column_type::text: return array_param::text;
-      case column_type::blob: return array_param::bytea;
-    }
-    return array_param::bytea;
-  };
   // Sends rows[from, to) of one table: all columns, or (erase) the key columns.
   auto send_rows = [&](const table_shape& s, const std::string& sql,
                        const std::vector<const detail::row_cache::row*>& rows, std::size_t from,
