@@ -86,7 +86,8 @@ if(POSTGRES)
   if(NOT connections STREQUAL "1;4;16")
     message(FATAL_ERROR "append_concurrent lines for connections '${connections}', not 1;4;16")
   endif()
-  # --quick: a 10,000-event seed, then 2 steps; each probe line names the size it measured.
+  # --quick: a seed (a tenth of a step: 1,000 events), then 2 steps; each probe line names the
+  # size it measured.
   list(FILTER scale_sizes INCLUDE REGEX "^scale_append=")
   list(LENGTH scale_sizes probes)
   if(NOT probes EQUAL 3)

@@ -1417,7 +1417,8 @@ void pg_scale(const config& c) {
       "one store of pool 4, each append a new stream), beside raw tables grown by binary COPY "
       "(4 connections); samples are per step (events/s of that step's fill; the first step "
       "starts from the seed); *_end_over_start: each "
-      "probe's median rate at the end over the one at the start (target: >= 0.8)",
+      "probe's median rate at the end over the one at the start (target: 0.8 to 1.2); "
+      "*_ratio_end_over_start: (Annals / baseline at the end) / (Annals / baseline at the start)",
       run.events(), step);
   print_figure(f);
 }
